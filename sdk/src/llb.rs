@@ -125,6 +125,9 @@ struct Vertex {
     inputs: Vec<Output>,
     platform: Option<Platform>,
     metadata: Metadata,
+    /// The order the marshaller walks `inputs` in (BuildKit's `Vertex.Inputs()` order),
+    /// when it differs from the order of the op's inputs.
+    visit_order: Option<Vec<usize>>,
 }
 
 /// An output of a vertex: what a [`State`]'s filesystem is.
@@ -147,6 +150,7 @@ fn new_output(kind: OpKind, inputs: Vec<Output>, platform: Option<Platform>, met
             inputs,
             platform,
             metadata,
+            visit_order: None,
         }),
         index: 0,
     }
@@ -286,7 +290,8 @@ impl State {
             args: args.into_iter().map(Into::into).collect(),
             mounts: Vec::new(),
             secret_env: Vec::new(),
-            remove_mount_stubs_recursive: false,
+            // BuildKit's Go client always sets it.
+            remove_mount_stubs_recursive: true,
             valid_exit_codes: Vec::new(),
             proxy_env: None,
             cgroup_parent: String::new(),
@@ -335,16 +340,34 @@ impl State {
             .enumerate()
             .map(|(i, step)| {
                 let kind = step.into_wit(self.get_dir(), &mut caps);
+                // BuildKit's Go client computes the per-action caps before it has
+                // collected the actions, so its file ops only ever declare `file.base`.
+                caps.truncate(1);
+                let input = if i == 0 { base } else { n_inputs + i as i64 - 1 };
+                // A user named in an owner is looked up in the action's input, as in BuildKit.
+                let kind = with_owner_input(kind, input);
                 FileActionSpec {
-                    input: if i == 0 { base } else { n_inputs + i as i64 - 1 },
+                    input,
                     secondary_input: secondaries[i],
                     output: if i == last { 0 } else { -1 },
                     action: kind,
                 }
             })
             .collect();
+        // BuildKit's FileOp walks its inputs from the last action back: the base, then
+        // the copy sources in reverse.
+        let mut visit_order: Vec<usize> = Vec::new();
+        for sec in std::iter::once(base).chain(secondaries.iter().rev().copied()) {
+            if sec >= 0 && !visit_order.contains(&(sec as usize)) {
+                visit_order.push(sec as usize);
+            }
+        }
         let kind = OpKind::File(FileOp { actions });
-        self.with_output(Some(new_output(kind, inputs, None, metadata.with_caps(&caps))))
+        let mut output = new_output(kind, inputs, None, metadata.with_caps(&caps));
+        if let Some(v) = Arc::get_mut(&mut output.vertex) {
+            v.visit_order = Some(visit_order);
+        }
+        self.with_output(Some(output))
     }
 
     /// Flatten the graph into a definition whose result is this state's filesystem.
@@ -382,20 +405,34 @@ impl Source {
     }
 
     /// `git://<host>/<path>[#ref[:subdir]]` from a remote URL; the full URL goes in
-    /// `git.fullurl` as BuildKit does.
+    /// `git.fullurl` and the default auth secret names are set, as BuildKit's `llb.Git`
+    /// does. An ssh remote (`git@host:path`, `ssh://…`) also mounts the default ssh agent.
     pub fn git(remote: &str, reference: &str) -> Self {
+        let is_ssh = remote.starts_with("ssh://") || (!remote.contains("://") && remote.contains('@'));
         let stripped = remote
             .split_once("://")
             .map(|(_, r)| r)
-            .unwrap_or(remote)
-            .trim_start_matches("git@")
-            .replacen(':', "/", usize::from(!remote.contains("://")));
+            .unwrap_or(remote);
+        let stripped = match stripped.split_once('@') {
+            Some((user, rest)) if !user.contains('/') => rest,
+            _ => stripped,
+        }
+        .replacen(':', "/", usize::from(!remote.contains("://")));
         let mut id = format!("git://{stripped}");
         if !reference.is_empty() {
             id.push('#');
             id.push_str(reference);
         }
-        Self::raw(id).attr("git.fullurl", remote)
+        let mut source = Self::raw(id)
+            .attr("git.fullurl", remote)
+            .attr("git.authheadersecret", "GIT_AUTH_HEADER")
+            .attr("git.authtokensecret", "GIT_AUTH_TOKEN");
+        if is_ssh {
+            source = source
+                .attr("git.mountsshsock", "default")
+                .cap("source.git.knownsshhosts");
+        }
+        source
     }
 
     /// An `http://` or `https://` URL.
@@ -419,15 +456,23 @@ impl Source {
         self
     }
 
+    /// Declare an extra LLB capability the source needs.
+    pub fn cap(mut self, cap: &str) -> Self {
+        self.metadata = self.metadata.cap(cap);
+        self
+    }
+
     /// The platform (image and oci-layout sources).
     pub fn platform(mut self, platform: Platform) -> Self {
         self.platform = Some(platform);
         self
     }
 
-    /// Metadata of the op.
+    /// Metadata of the op (caps declared with [`Source::cap`] are kept).
     pub fn metadata(mut self, metadata: Metadata) -> Self {
+        let caps = std::mem::take(&mut self.metadata.caps);
         self.metadata = metadata;
+        self.metadata.caps.extend(caps);
         self
     }
 
@@ -484,7 +529,7 @@ fn attr_cap(key: &str) -> Option<&'static str> {
         "local.metadatatransfer" => "source.local.metadatatransfer",
         "git.keepgitdir" => "source.git.keepgitdir",
         "git.fullurl" => "source.git.fullurl",
-        "git.authheadersecret" | "git.authtokensecret" => "source.git.httpauth",
+        // BuildKit adds `source.git.httpauth` only for explicitly chosen secret names.
         "git.knownsshhosts" => "source.git.knownsshhosts",
         "git.mountsshsock" => "source.git.mountsshsock",
         "git.checksum" => "source.git.checksum",
@@ -507,6 +552,7 @@ pub struct MountSpec {
     source: Option<Output>,
     selector: String,
     readonly: bool,
+    no_output: bool,
     kind: MountKind,
 }
 
@@ -527,6 +573,7 @@ impl MountSpec {
             source: source.output.clone(),
             selector: String::new(),
             readonly: false,
+            no_output: false,
             kind: MountKind::Bind,
         }
     }
@@ -538,6 +585,7 @@ impl MountSpec {
             source: None,
             selector: String::new(),
             readonly: false,
+            no_output: false,
             kind: MountKind::Cache {
                 id: id.into(),
                 sharing,
@@ -552,6 +600,7 @@ impl MountSpec {
             source: None,
             selector: String::new(),
             readonly: false,
+            no_output: false,
             kind: MountKind::Tmpfs { size },
         }
     }
@@ -563,17 +612,20 @@ impl MountSpec {
             source: None,
             selector: String::new(),
             readonly: true,
+            no_output: false,
             kind: MountKind::Secret(opt),
         }
     }
 
-    /// An ssh agent socket.
+    /// An ssh agent socket. An empty `dest` means BuildKit's default,
+    /// `/run/buildkit/ssh_agent.<n>`.
     pub fn ssh(dest: &str, opt: SecretOpt) -> Self {
         MountSpec {
             dest: dest.into(),
             source: None,
             selector: String::new(),
             readonly: true,
+            no_output: false,
             kind: MountKind::Ssh(opt),
         }
     }
@@ -581,6 +633,12 @@ impl MountSpec {
     /// Read-only (binds produce no output then).
     pub fn readonly(mut self) -> Self {
         self.readonly = true;
+        self
+    }
+
+    /// A writable bind whose changes are discarded (no output).
+    pub fn no_output(mut self) -> Self {
+        self.no_output = true;
         self
     }
 
@@ -673,24 +731,38 @@ impl Exec {
     /// secret and ssh mounts come last.
     pub fn build(self) -> ExecState {
         let Exec { base, args, mut mounts, .. } = self;
+        // Default ssh socket paths, numbered in the order the ssh mounts were added.
+        let mut ssh_index = 0;
+        let mut first_ssh: Option<String> = None;
+        for m in mounts.iter_mut() {
+            if matches!(m.kind, MountKind::Ssh(_)) {
+                if m.dest.is_empty() {
+                    m.dest = format!("/run/buildkit/ssh_agent.{ssh_index}");
+                }
+                first_ssh.get_or_insert_with(|| m.dest.clone());
+                ssh_index += 1;
+            }
+        }
         mounts.push(MountSpec {
             dest: "/".into(),
             source: base.output.clone(),
             selector: String::new(),
             readonly: false,
+            no_output: false,
             kind: MountKind::Bind,
         });
-        mounts.sort_by(|a, b| a.dest.cmp(&b.dest));
-        let (ordinary, special): (Vec<MountSpec>, Vec<MountSpec>) = mounts
+        // Secrets and ssh sockets keep the order they were added in; the rest is sorted.
+        let (mut ordinary, special): (Vec<MountSpec>, Vec<MountSpec>) = mounts
             .into_iter()
             .partition(|m| !matches!(m.kind, MountKind::Secret(_) | MountKind::Ssh(_)));
+        ordinary.sort_by(|a, b| a.dest.cmp(&b.dest));
         let (secrets, sshs): (Vec<MountSpec>, Vec<MountSpec>) =
             special.into_iter().partition(|m| matches!(m.kind, MountKind::Secret(_)));
 
         let mut inputs: Vec<Output> = Vec::new();
         let mut wit_mounts = Vec::new();
         let mut outputs = Vec::new();
-        let mut caps = vec!["exec.meta.base", "exec.meta.setsdefaultpath", "exec.mount.bind"];
+        let mut caps = vec!["exec.meta.base", "exec.meta.setsdefaultpath"];
         for m in ordinary.iter().chain(&secrets).chain(&sshs) {
             let input = match &m.source {
                 Some(o) => match inputs.iter().position(|i| i.same(o)) {
@@ -704,7 +776,10 @@ impl Exec {
             };
             let (mount_type, output, cache_opt, tmpfs_size, secret_opt, ssh_opt) = match &m.kind {
                 MountKind::Bind => {
-                    let out = if m.readonly {
+                    if m.source.is_some() {
+                        caps.push("exec.mount.bind");
+                    }
+                    let out = if m.readonly || m.no_output {
                         -1
                     } else {
                         outputs.push(m.dest.clone());
@@ -780,9 +855,15 @@ impl Exec {
         if !self.cdi_devices.is_empty() {
             caps.push("exec.meta.cdi");
         }
+        let mut env: Vec<String> = base.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if let Some(sock) = first_ssh
+            && base.get_env("SSH_AUTH_SOCK").is_none()
+        {
+            env.push(format!("SSH_AUTH_SOCK={sock}"));
+        }
         let meta = Meta {
             args,
-            env: base.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            env,
             cwd: base.get_dir().to_string(),
             user: base.user.clone().unwrap_or_default(),
             proxy_env: self.proxy_env,
@@ -839,7 +920,7 @@ pub struct FileAction {
 
 #[derive(Clone, Debug)]
 enum Step {
-    Copy { from: State, src: String, dest: String, opts: CopyOptions },
+    Copy { from: Box<State>, src: String, dest: String, opts: Box<CopyOptions> },
     Mkdir(MkdirAction),
     Mkfile(MkfileAction),
     Rm(RmAction),
@@ -930,10 +1011,10 @@ impl FileAction {
     /// Then copy.
     pub fn then_copy(mut self, from: &State, src: &str, dest: &str, opts: CopyOptions) -> Self {
         self.steps.push(Step::Copy {
-            from: from.clone(),
+            from: Box::new(from.clone()),
             src: src.into(),
             dest: dest.into(),
-            opts,
+            opts: Box::new(opts),
         });
         self
     }
@@ -990,6 +1071,7 @@ impl Step {
     fn into_wit(self, cwd: &str, caps: &mut Vec<&'static str>) -> FileActionKind {
         match self {
             Step::Copy { from, src, dest, opts } => {
+                let opts = *opts;
                 if !opts.include_patterns.is_empty() || !opts.exclude_patterns.is_empty() {
                     caps.push("file.copy.includeexcludepatterns");
                 }
@@ -1011,7 +1093,8 @@ impl Step {
                     src,
                     dest: resolve_keep_slash(cwd, &dest),
                     owner: opts.owner,
-                    mode: opts.mode.unwrap_or(-1),
+                    // BuildKit leaves the numeric mode at 0 when a symbolic mode is given.
+                    mode: opts.mode.unwrap_or(if opts.mode_str.is_empty() { -1 } else { 0 }),
                     follow_symlink: opts.follow_symlink,
                     dir_copy_contents: opts.dir_copy_contents,
                     attempt_unpack_docker_compatibility: opts.attempt_unpack_docker_compatibility,
@@ -1117,6 +1200,64 @@ fn resolve_keep_slash(cwd: &str, p: &str) -> String {
     }
 }
 
+fn with_owner_input(kind: FileActionKind, input: i64) -> FileActionKind {
+    fn fix(owner: &mut Option<ChownOpt>, input: i64) {
+        if let Some(o) = owner {
+            for u in [&mut o.user, &mut o.group].into_iter().flatten() {
+                if let UserOpt::ByName(n) = u {
+                    n.input = input;
+                }
+            }
+        }
+    }
+    match kind {
+        FileActionKind::Copy(mut a) => {
+            fix(&mut a.owner, input);
+            FileActionKind::Copy(a)
+        }
+        FileActionKind::Mkdir(mut a) => {
+            fix(&mut a.owner, input);
+            FileActionKind::Mkdir(a)
+        }
+        FileActionKind::Mkfile(mut a) => {
+            fix(&mut a.owner, input);
+            FileActionKind::Mkfile(a)
+        }
+        FileActionKind::Symlink(mut a) => {
+            fix(&mut a.owner, input);
+            FileActionKind::Symlink(a)
+        }
+        other => other,
+    }
+}
+
+/// BuildKit's `mergeMetadata`: `extra` (a later visit of an equal op) wins.
+fn merge_metadata(into: &mut OpMetadata, extra: OpMetadata) {
+    into.ignore_cache |= extra.ignore_cache;
+    for (k, v) in extra.description {
+        match into.description.iter_mut().find(|(key, _)| *key == k) {
+            Some(entry) => entry.1 = v,
+            None => into.description.push((k, v)),
+        }
+    }
+    into.description.sort();
+    if extra.export_cache.is_some() {
+        into.export_cache = extra.export_cache;
+    }
+    for (k, v) in extra.caps {
+        if !into.caps.iter().any(|(key, _)| *key == k) {
+            into.caps.push((k, v));
+        }
+    }
+    into.caps.sort();
+    if extra.progress_group.is_some() {
+        into.progress_group = extra.progress_group;
+    }
+    if extra.linux_resources.is_some() {
+        into.linux_resources = extra.linux_resources;
+    }
+}
+
 /// Flattens vertices into the definition's op list.
 #[derive(Default)]
 struct Marshaller {
@@ -1134,13 +1275,19 @@ impl Marshaller {
         if let Some(&i) = self.by_vertex.get(&Arc::as_ptr(vertex)) {
             return i;
         }
+        let mut positions = vec![0u32; vertex.inputs.len()];
+        let order: Vec<usize> = match &vertex.visit_order {
+            Some(order) => order.clone(),
+            None => (0..vertex.inputs.len()).collect(),
+        };
+        for i in order {
+            positions[i] = self.visit(&vertex.inputs[i].vertex);
+        }
         let inputs: Vec<OpOutput> = vertex
             .inputs
             .iter()
-            .map(|o| OpOutput {
-                op: self.visit(&o.vertex),
-                output: o.index,
-            })
+            .zip(positions)
+            .map(|(o, op)| OpOutput { op, output: o.index })
             .collect();
         let op = Op {
             inputs,
@@ -1151,7 +1298,14 @@ impl Marshaller {
         // Two vertices built separately but equal are one op, as they have one digest.
         let key = format!("{op:?}");
         let position = match self.by_content.get(&key) {
-            Some(&i) => i,
+            Some(&i) => {
+                // BuildKit merges the metadata of equal ops: later descriptions win,
+                // caps add up.
+                if let Some((_, md)) = self.metadata.iter_mut().find(|(p, _)| *p == i) {
+                    merge_metadata(md, vertex.metadata.to_wit());
+                }
+                i
+            }
             None => {
                 let i = self.ops.len() as u32;
                 self.ops.push(op);

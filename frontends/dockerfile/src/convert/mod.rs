@@ -1,0 +1,1845 @@
+//! Dockerfile → LLB + image config, following BuildKit's `dockerfile2llb` step by step:
+//! stages become dispatch states, the target's reachable stages are resolved (base images
+//! through the gateway) and dispatched in order, and the target's state and image config
+//! are the result.
+
+#![allow(missing_docs)]
+
+pub mod instr;
+pub mod util;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use buildwit_sdk::llb::{
+    self, CacheSharing, CopyOptions, FileAction, Metadata, MountSpec, NetMode, Platform, SecretOpt,
+    SecurityMode, Source, State,
+};
+use buildwit_sdk::reference::ImageRef;
+use buildwit_sdk::{Client, ResolveImageRequest, ResolveMode};
+
+use crate::image::{DEFAULT_PATH, Healthcheck, Image, go_json_strings};
+use crate::shell::{Env, Lexer};
+use instr::{CErr, Command, CopyCmd, Kind, RunCmd, Stage};
+use util::{Chmod, dest_path, join, normalize_path, parse_chmod, parse_chown, uppercase_cmd};
+
+const SCRATCH: &str = "scratch";
+
+/// What the conversion needs besides the Dockerfile.
+#[derive(Clone, Debug)]
+pub struct ConvertOpts {
+    pub target: String,
+    pub build_args: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub target_platform: Platform,
+    pub build_platform: Platform,
+    /// No `platform` option was given.
+    pub implicit_target: bool,
+    pub local_unique: Option<String>,
+    pub context_name: String,
+    /// `None`: no `no-cache`; `Some(empty)`: all stages; else these stages.
+    pub no_cache: Option<Vec<String>>,
+    pub hostname: String,
+    pub extra_hosts: Vec<(String, String)>,
+    pub shm_size: i64,
+    pub ulimits: Vec<(String, i64, i64)>,
+    pub cgroup_parent: String,
+    pub network: NetMode,
+    pub resolve_mode: ResolveMode,
+    pub cache_id_namespace: String,
+    pub labs: bool,
+}
+
+/// The conversion result.
+pub struct Converted {
+    pub state: State,
+    pub image: Image,
+    pub base_image: Option<Image>,
+}
+
+#[derive(Clone, Debug)]
+struct CmdEntry {
+    cmd: Command,
+    sources: Vec<Option<usize>>,
+    is_onbuild: bool,
+}
+
+#[derive(Clone, Debug)]
+struct DState {
+    stage: Stage,
+    stage_name: String,
+    platform: Option<Platform>,
+    base: Option<usize>,
+    deps: BTreeSet<usize>,
+    commands: Vec<CmdEntry>,
+    state: State,
+    image: Image,
+    base_img: Option<Image>,
+    dispatched: bool,
+    resolved: bool,
+    unregistered: bool,
+    on_build_init: bool,
+    cmd_total: usize,
+    cmd_index: usize,
+    cmd_is_onbuild: bool,
+    build_args: Vec<(String, Option<String>)>,
+    ctx_paths: BTreeSet<String>,
+    cmd_set: bool,
+    ignore_cache: bool,
+}
+
+impl DState {
+    fn new(stage: Stage, unregistered: bool) -> Self {
+        DState {
+            stage_name: stage.name.clone(),
+            stage,
+            platform: None,
+            base: None,
+            deps: BTreeSet::new(),
+            commands: Vec::new(),
+            state: llb::scratch(),
+            image: Image::default(),
+            base_img: None,
+            dispatched: false,
+            resolved: false,
+            unregistered,
+            on_build_init: false,
+            cmd_total: 0,
+            cmd_index: 0,
+            cmd_is_onbuild: false,
+            build_args: Vec::new(),
+            ctx_paths: BTreeSet::new(),
+            cmd_set: false,
+            ignore_cache: false,
+        }
+    }
+}
+
+/// All dispatch states plus the name index (BuildKit's `dispatchStates`).
+#[derive(Clone, Default)]
+struct States {
+    states: Vec<DState>,
+    by_name: HashMap<String, usize>,
+}
+
+impl States {
+    fn add(&mut self, mut ds: DState) -> usize {
+        if let Some(&b) = self.by_name.get(&ds.stage.base_name) {
+            ds.base = Some(b);
+        }
+        let i = self.states.len();
+        if !ds.stage.name.is_empty() {
+            self.by_name.insert(ds.stage.name.to_lowercase(), i);
+        }
+        self.states.push(ds);
+        i
+    }
+
+    fn find(&self, name: &str) -> Option<usize> {
+        self.by_name.get(&name.to_lowercase()).copied()
+    }
+}
+
+/// An environment for the shell lexer over a state's env list.
+struct StateEnv<'a>(&'a [(String, String)]);
+
+impl Env for StateEnv<'_> {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A secret-masking overlay (BuildKit's `withSecretEnvMask`).
+struct Overlay<'a> {
+    base: &'a dyn Env,
+    extra: Vec<(String, String)>,
+}
+
+impl Env for Overlay<'_> {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        self.extra
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .or_else(|| self.base.lookup(name))
+    }
+}
+
+fn platform_format(p: &Platform) -> String {
+    p.id()
+}
+
+fn expand_err(e: crate::shell::ShellError) -> CErr {
+    CErr::new(e.to_string())
+}
+
+/// The converter.
+pub struct Converter<'a> {
+    client: &'a dyn Client,
+    opts: ConvertOpts,
+    lex: Lexer,
+    global_args: Vec<(String, String)>,
+    all: States,
+    proxy: Option<llb::ProxyEnv>,
+    pg_counter: u64,
+}
+
+fn uniq_id(seed: u64) -> String {
+    // A stable 25-character id in BuildKit's alphabet (progress group ids).
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    let alphabet = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    (0..25)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            alphabet[(x % 36) as usize] as char
+        })
+        .collect()
+}
+
+impl<'a> Converter<'a> {
+    pub fn new(client: &'a dyn Client, opts: ConvertOpts) -> Self {
+        Converter {
+            client,
+            opts,
+            lex: Lexer::new('\\'),
+            global_args: Vec::new(),
+            all: States::default(),
+            proxy: None,
+            pg_counter: 0,
+        }
+    }
+
+    /// Convert a Dockerfile.
+    pub fn convert(mut self, src: &str) -> Result<Converted, CErr> {
+        if src.is_empty() {
+            return Err(CErr::new("the Dockerfile cannot be empty"));
+        }
+        let parsed = instr::parse_dockerfile(src)?;
+        if parsed.stages.is_empty() {
+            return Err(CErr::new("dockerfile contains no stages to build"));
+        }
+        self.lex = Lexer::new(parsed.escape);
+        let target_name = if self.opts.target.is_empty() {
+            parsed
+                .stages
+                .last()
+                .map(|s| s.name.clone())
+                .unwrap_or_default()
+        } else {
+            self.opts.target.clone()
+        };
+        self.global_args = self.default_args(&target_name);
+        for (args, start, end) in &parsed.meta_args {
+            for (k, v) in args {
+                let value = match self.opts.build_args.get(k) {
+                    Some(v) => Some(v.clone()),
+                    None => match v {
+                        Some(v) => Some(
+                            self.lex
+                                .process_word(v, &self.global_args)
+                                .map_err(|e| expand_err(e).at(*start, *end))?,
+                        ),
+                        None => None,
+                    },
+                };
+                if let Some(v) = value {
+                    self.global_args.retain(|(key, _)| key != k);
+                    self.global_args.push((k.clone(), v));
+                }
+            }
+        }
+        self.proxy = proxy_env(&self.opts.build_args);
+
+        self.build_dispatch_states(parsed.stages)?;
+        let target = self.resolve_target()?;
+        self.build_dependency_graph()?;
+        let reachable = self.resolve_stages(target)?;
+
+        // Dispatch twice: once to learn which context paths are used, then with the real
+        // build context (BuildKit fills its context in after dispatching, through a
+        // mutable output).
+        let prepared = self.all.clone();
+        let placeholder = Source::local(&self.opts.context_name).state();
+        let (_, paths) = self.dispatch_stages(&reachable, target, &placeholder)?;
+        let context = self.build_context(&paths);
+        self.all = prepared;
+        self.dispatch_stages(&reachable, target, &context)?;
+
+        let t = &mut self.all.states[target];
+        if !self.opts.labels.is_empty() {
+            let labels = t.image.config.labels.get_or_insert_with(BTreeMap::new);
+            labels.extend(self.opts.labels.clone());
+        }
+        if !self.opts.implicit_target {
+            let tp = &self.opts.target_platform;
+            let same = tp.os == t.image.os && tp.architecture == t.image.architecture;
+            t.image.os = tp.os.clone();
+            t.image.architecture = tp.architecture.clone();
+            if !tp.variant.is_empty() || !same {
+                t.image.variant = tp.variant.clone();
+            }
+            if !tp.os_version.is_empty() || !same {
+                t.image.os_version = tp.os_version.clone();
+            }
+        }
+        let t = self.all.states[target].clone();
+        Ok(Converted {
+            state: t.state,
+            image: t.image,
+            base_image: t.base_img,
+        })
+    }
+
+    fn default_args(&self, target: &str) -> Vec<(String, String)> {
+        let bp = &self.opts.build_platform;
+        let tp = &self.opts.target_platform;
+        let target = if target.is_empty() { "default" } else { target };
+        let list = [
+            ("BUILDPLATFORM", platform_format(bp)),
+            ("BUILDOS", bp.os.clone()),
+            ("BUILDOSVERSION", bp.os_version.clone()),
+            ("BUILDARCH", bp.architecture.clone()),
+            ("BUILDVARIANT", bp.variant.clone()),
+            ("TARGETPLATFORM", platform_format(tp)),
+            ("TARGETOS", tp.os.clone()),
+            ("TARGETOSVERSION", tp.os_version.clone()),
+            ("TARGETARCH", tp.architecture.clone()),
+            ("TARGETVARIANT", tp.variant.clone()),
+            ("TARGETSTAGE", target.to_string()),
+        ];
+        list.into_iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    self.opts.build_args.get(k).cloned().unwrap_or(v),
+                )
+            })
+            .collect()
+    }
+
+    fn build_dispatch_states(&mut self, stages: Vec<Stage>) -> Result<(), CErr> {
+        let n = stages.len();
+        for (i, mut st) in stages.into_iter().enumerate() {
+            let (sl, el) = (st.start_line, st.end_line);
+            let res = self
+                .lex
+                .process(&st.base_name, &self.global_args)
+                .map_err(|e| expand_err(e).at(sl, el))?;
+            if res.result.is_empty() {
+                return Err(
+                    CErr::new(format!("base name ({}) should not be blank", st.base_name))
+                        .at(sl, el),
+                );
+            }
+            st.base_name = res.result;
+            let mut platform = None;
+            if !st.platform.is_empty() {
+                let p = self
+                    .lex
+                    .process_word(&st.platform, &self.global_args)
+                    .map_err(|e| {
+                        CErr::new(format!(
+                            "failed to process arguments for platform {}: {e}",
+                            st.platform
+                        ))
+                        .at(sl, el)
+                    })?;
+                if p.is_empty() {
+                    return Err(CErr::new(format!(
+                        "empty platform value from expression {}",
+                        st.platform
+                    ))
+                    .at(sl, el));
+                }
+                platform = Some(Platform::parse(&p).map_err(|e| {
+                    CErr::new(format!("failed to parse platform {}: {e}", st.platform)).at(sl, el)
+                })?);
+            }
+            let mut ds = DState::new(st, false);
+            ds.platform = platform;
+            if ds.stage.name.is_empty() {
+                ds.stage_name = format!("stage-{i}");
+            }
+            ds.ignore_cache = match &self.opts.no_cache {
+                None => false,
+                Some(list) if list.is_empty() => true,
+                Some(list) => list.iter().any(|s| s.eq_ignore_ascii_case(&ds.stage.name)),
+            };
+            let idx = self.all.add(ds);
+            let ds = &mut self.all.states[idx];
+            let mut total = usize::from(ds.stage.base_name != SCRATCH && ds.base.is_none());
+            for c in &ds.stage.commands {
+                if matches!(c.kind, Kind::Copy(_) | Kind::Run(_) | Kind::Workdir(_)) {
+                    total += 1;
+                }
+            }
+            ds.cmd_total = total;
+        }
+        let _ = n;
+        Ok(())
+    }
+
+    fn resolve_target(&self) -> Result<usize, CErr> {
+        if self.opts.target.is_empty() {
+            return Ok(self.all.states.len() - 1);
+        }
+        self.all.find(&self.opts.target).ok_or_else(|| {
+            let names: Vec<&str> = self
+                .all
+                .states
+                .iter()
+                .map(|s| s.stage_name.as_str())
+                .filter(|s| !s.is_empty())
+                .collect();
+            let mut msg = format!("target stage {:?} could not be found", self.opts.target);
+            if let Some(s) = instr::suggest(&self.opts.target, &names) {
+                msg.push_str(&format!(" (did you mean {s}?)"));
+            }
+            CErr::new(msg)
+        })
+    }
+
+    /// BuildKit's `toCommand`: find the stages a command reads from.
+    fn command_sources(&mut self, cmd: &Command) -> Result<Vec<Option<usize>>, CErr> {
+        let mut sources = Vec::new();
+        match &cmd.kind {
+            Kind::Copy(c) if !c.from.is_empty() => {
+                let res = self
+                    .lex
+                    .process_word(&c.from, &crate::shell::EmptyEnv)
+                    .map_err(expand_err)?;
+                if res != c.from {
+                    return Err(CErr::new(
+                        "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround",
+                    ));
+                }
+                let idx = match c.from.parse::<i64>() {
+                    Ok(i) => {
+                        if i < 0 || i as usize >= self.all.states.len() {
+                            return Err(CErr::new(format!("invalid stage index {i}")));
+                        }
+                        i as usize
+                    }
+                    Err(_) => match self.all.find(&c.from) {
+                        Some(i) => i,
+                        None => self.unregistered(&c.from, cmd),
+                    },
+                };
+                sources.push(Some(idx));
+            }
+            Kind::Run(r) => {
+                for m in &r.mounts {
+                    let from = mount_from(m);
+                    let from = if from.is_empty() {
+                        SCRATCH.to_string()
+                    } else {
+                        from
+                    };
+                    let idx = match self.all.find(&from) {
+                        Some(i) => i,
+                        None => self.unregistered(&from, cmd),
+                    };
+                    sources.push(Some(idx));
+                }
+            }
+            _ => {}
+        }
+        Ok(sources)
+    }
+
+    fn unregistered(&mut self, base: &str, cmd: &Command) -> usize {
+        let st = Stage {
+            name: String::new(),
+            base_name: base.to_string(),
+            platform: String::new(),
+            source_code: String::new(),
+            start_line: cmd.start_line,
+            end_line: cmd.end_line,
+            commands: Vec::new(),
+        };
+        let mut ds = DState::new(st, true);
+        ds.stage_name = String::new();
+        self.all.add(ds)
+    }
+
+    fn build_dependency_graph(&mut self) -> Result<(), CErr> {
+        let n = self.all.states.len();
+        for i in 0..n {
+            let cmds = self.all.states[i].stage.commands.clone();
+            let mut entries = Vec::new();
+            for c in cmds {
+                let sources = self
+                    .command_sources(&c)
+                    .map_err(|e| e.at(c.start_line, c.end_line))?;
+                for s in sources.iter().flatten() {
+                    self.all.states[i].deps.insert(*s);
+                }
+                entries.push(CmdEntry {
+                    cmd: c,
+                    sources,
+                    is_onbuild: false,
+                });
+            }
+            self.all.states[i].commands = entries;
+        }
+        // Circular dependencies.
+        for i in 0..self.all.states.len() {
+            let mut visiting = BTreeSet::new();
+            self.check_cycle(i, &mut visiting)?;
+        }
+        if self.all.states.len() == 1 {
+            self.all.states[0].stage_name.clear();
+        }
+        Ok(())
+    }
+
+    fn check_cycle(&self, i: usize, path: &mut BTreeSet<usize>) -> Result<(), CErr> {
+        if !path.insert(i) {
+            let d = &self.all.states[i];
+            return Err(CErr::new(format!(
+                "circular dependency detected on stage: {}",
+                d.stage_name
+            )));
+        }
+        let d = &self.all.states[i];
+        for dep in d.deps.iter().copied().chain(d.base) {
+            self.check_cycle(dep, path)?;
+        }
+        path.remove(&i);
+        Ok(())
+    }
+
+    fn reachable(&self, target: usize) -> BTreeSet<usize> {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![target];
+        while let Some(i) = stack.pop() {
+            if !seen.insert(i) {
+                continue;
+            }
+            let d = &self.all.states[i];
+            stack.extend(d.base);
+            stack.extend(d.deps.iter().copied());
+        }
+        seen
+    }
+
+    /// BuildKit's `init`: inherit from the base stage.
+    fn init(&mut self, i: usize) {
+        let Some(b) = self.all.states[i].base else {
+            return;
+        };
+        let base = self.all.states[b].clone();
+        let d = &mut self.all.states[i];
+        d.state = base.state;
+        d.platform = base.platform;
+        d.image = base.image;
+        d.image.config.on_build.clear();
+        d.base_img = base.base_img;
+        let mut args = d.build_args.clone();
+        args.extend(base.build_args);
+        d.build_args = args;
+    }
+
+    fn resolve_stages(&mut self, target: usize) -> Result<BTreeSet<usize>, CErr> {
+        loop {
+            let reachable = self.reachable(target);
+            for i in 0..self.all.states.len() {
+                let d = &self.all.states[i];
+                if d.base.is_none() && !d.dispatched && !d.resolved {
+                    let r = reachable.contains(&i);
+                    let is_scratch = d.stage.base_name == SCRATCH;
+                    self.all.states[i].resolved = r;
+                    if is_scratch {
+                        let tp = self.opts.target_platform.clone();
+                        let d = &mut self.all.states[i];
+                        d.state = llb::scratch().platform(tp.clone());
+                        d.image = Image::empty(&tp.os, &tp.architecture, &tp.variant);
+                        d.platform = Some(tp);
+                        if d.unregistered {
+                            d.dispatched = true;
+                        }
+                        continue;
+                    }
+                    self.resolve_base_image(i, r)?;
+                }
+            }
+            let mut new_deps = false;
+            for &i in &reachable {
+                self.init(i);
+                let d = &self.all.states[i];
+                let mut onbuilds = d.image.config.on_build.clone();
+                if let Some(b) = d.base
+                    && !d.on_build_init
+                {
+                    for c in &self.all.states[b].commands {
+                        if let Kind::Onbuild(e) = &c.cmd.kind {
+                            onbuilds.push(e.clone());
+                        }
+                    }
+                    self.all.states[i].on_build_init = true;
+                }
+                if !onbuilds.is_empty() {
+                    let (sl, el) = (
+                        self.all.states[i].stage.start_line,
+                        self.all.states[i].stage.end_line,
+                    );
+                    let mut cmds = Vec::new();
+                    for t in &onbuilds {
+                        let parsed =
+                            crate::parser::parse(t).map_err(|e| CErr::new(e.message).at(sl, el))?;
+                        if parsed.ast.children.len() != 1 {
+                            return Err(CErr::new("onbuild trigger should be a single expression")
+                                .at(sl, el));
+                        }
+                        let mut node = parsed.ast.children[0].clone();
+                        node.start_line = sl;
+                        node.end_line = el;
+                        let c = instr::parse_command(&node).map_err(|e| e.at(sl, el))?;
+                        let sources = self.command_sources(&c).map_err(|e| e.at(sl, el))?;
+                        if !sources.is_empty() {
+                            new_deps = true;
+                        }
+                        for s in sources.iter().flatten() {
+                            self.all.states[i].deps.insert(*s);
+                        }
+                        cmds.push(CmdEntry {
+                            cmd: c,
+                            sources,
+                            is_onbuild: true,
+                        });
+                    }
+                    let d = &mut self.all.states[i];
+                    d.cmd_total += cmds.len();
+                    cmds.append(&mut d.commands);
+                    d.commands = cmds;
+                    d.image.config.on_build.clear();
+                }
+            }
+            if !new_deps {
+                return Ok(reachable);
+            }
+        }
+    }
+
+    fn resolve_base_image(&mut self, i: usize, reachable: bool) -> Result<(), CErr> {
+        let d = &self.all.states[i];
+        let (sl, el) = (d.stage.start_line, d.stage.end_line);
+        let orig = d.stage.base_name.clone();
+        let r = ImageRef::parse(&orig).map_err(|e| {
+            CErr::new(format!("failed to parse stage name {orig:?}: {e}")).at(sl, el)
+        })?;
+        let platform = d
+            .platform
+            .clone()
+            .unwrap_or_else(|| self.opts.target_platform.clone());
+        let mut name = r.normalized();
+        self.all.states[i].stage.base_name = name.clone();
+        let mut is_scratch = false;
+        if reachable {
+            let resolved = self
+                .client
+                .resolve_image_config(ResolveImageRequest {
+                    ref_: name.clone(),
+                    platform: Some(platform.clone()),
+                    resolve_mode: self.opts.resolve_mode,
+                    log_name: format!("[internal] load metadata for {name}"),
+                })
+                .map_err(|e| CErr::new(format!("{orig}: {}", e.message)).at(sl, el))?;
+            let mut img = Image::parse(&resolved.config).map_err(|e| CErr::new(e).at(sl, el))?;
+            let mut r2 = if resolved.ref_ != name {
+                ImageRef::parse(&resolved.ref_).unwrap_or(r.clone())
+            } else {
+                r
+            };
+            if r2.tag.is_none() && r2.digest.is_none() {
+                r2.tag = Some("latest".into());
+            }
+            if !resolved.digest.is_empty() {
+                r2.digest = Some(resolved.digest.clone());
+            }
+            name = r2.normalized();
+            let d = &mut self.all.states[i];
+            d.base_img = Some(img.clone());
+            img.created = None;
+            d.stage.base_name = name.clone();
+            is_scratch = img.is_scratch();
+            d.image = img;
+        }
+        let d = &mut self.all.states[i];
+        if is_scratch {
+            d.state = llb::scratch().platform(platform.clone());
+        } else {
+            let custom = prefix_command(d, &format!("FROM {name}"));
+            let md = Metadata::new()
+                .description(
+                    "com.docker.dockerfile.v1.command",
+                    d.stage.source_code.clone(),
+                )
+                .custom_name(custom);
+            let mut src = Source::image(&name)
+                .map_err(|e| CErr::new(e).at(sl, el))?
+                .platform(platform.clone());
+            if self.opts.resolve_mode != ResolveMode::Default {
+                src = src.attr(
+                    "image.resolvemode",
+                    match self.opts.resolve_mode {
+                        ResolveMode::Pull => "pull",
+                        ResolveMode::Local => "local",
+                        ResolveMode::Default => "default",
+                    },
+                );
+            }
+            d.state = src.metadata(md).state().platform(platform.clone());
+        }
+        d.platform = Some(platform);
+        if d.unregistered {
+            d.dispatched = true;
+        }
+        Ok(())
+    }
+
+    fn build_context(&self, paths: &BTreeSet<String>) -> State {
+        let mut src = Source::local(&self.opts.context_name);
+        let follow: Option<Vec<String>> = if paths.is_empty() || paths.contains("/") {
+            None
+        } else {
+            let mut v: Vec<String> = paths
+                .iter()
+                .map(|p| util::clean(&format!("./{p}")))
+                .collect();
+            v.sort();
+            v.dedup();
+            Some(v)
+        };
+        if let Some(f) = follow {
+            src = src.attr("local.followpaths", go_json_strings(&f));
+        }
+        src = src.attr("local.sharedkeyhint", self.opts.context_name.clone());
+        if let Some(u) = &self.opts.local_unique {
+            src = src.attr("local.unique", u.clone());
+        }
+        src.metadata(Metadata::new().custom_name("[internal] load build context"))
+            .state()
+    }
+
+    fn dispatch_stages(
+        &mut self,
+        reachable: &BTreeSet<usize>,
+        target: usize,
+        context: &State,
+    ) -> Result<((), BTreeSet<String>), CErr> {
+        let mut ctx_paths = BTreeSet::new();
+        for i in 0..self.all.states.len() {
+            if !reachable.contains(&i) || self.all.states[i].dispatched {
+                continue;
+            }
+            self.init(i);
+            let tp = self.opts.target_platform.clone();
+            let d = &mut self.all.states[i];
+            d.dispatched = true;
+            if d.platform.is_none() {
+                d.platform = Some(tp);
+            }
+            let platform = d.platform.clone().unwrap_or_else(Platform::linux_amd64);
+            d.state = d.state.clone().platform(platform.clone());
+            if !d
+                .image
+                .config
+                .env
+                .iter()
+                .any(|e| e.split_once('=').map(|(k, _)| k).unwrap_or(e) == "PATH")
+                && platform.os != "windows"
+            {
+                d.image.config.env.push(format!("PATH={DEFAULT_PATH}"));
+            }
+            for e in d.image.config.env.clone() {
+                let (k, v) = e.split_once('=').unwrap_or((&e, ""));
+                d.state = d.state.clone().env(k, v);
+            }
+            if !self.opts.hostname.is_empty() {
+                d.state = d.state.clone().hostname(self.opts.hostname.clone());
+            }
+            if !d.image.config.working_dir.is_empty() {
+                let wd = d.image.config.working_dir.clone();
+                dispatch_workdir(d, &wd, false, None, &self.lex)?;
+            }
+            if !d.image.config.user.is_empty() {
+                let u = d.image.config.user.clone();
+                d.state = d.state.clone().user(u.clone());
+            }
+            d.state = d.state.clone().network(self.opts.network);
+            let cmds = d.commands.clone();
+            for c in &cmds {
+                self.dispatch(i, c, context)
+                    .map_err(|e| e.at(c.cmd.start_line, c.cmd.end_line))?;
+            }
+            ctx_paths.extend(self.all.states[i].ctx_paths.iter().cloned());
+        }
+        let _ = target;
+        Ok(((), ctx_paths))
+    }
+
+    fn dispatch(&mut self, i: usize, entry: &CmdEntry, context: &State) -> Result<(), CErr> {
+        self.all.states[i].cmd_is_onbuild = entry.is_onbuild;
+        let lex = self.lex;
+        let env_list = self.all.states[i].state.env_list().to_vec();
+        let env = StateEnv(&env_list);
+        let expand = |w: &str| lex.process_word(w, &env).map_err(expand_err);
+        let code = entry.cmd.code.clone();
+        match &entry.cmd.kind {
+            Kind::Env(pairs) => {
+                let mut expanded = Vec::new();
+                for (k, v) in pairs {
+                    expanded.push((expand(k)?, expand(v)?));
+                }
+                let d = &mut self.all.states[i];
+                let mut msg = String::from("ENV");
+                for (k, v) in expanded {
+                    msg.push_str(&format!(" {k}={v}"));
+                    d.state = d.state.clone().env(k.clone(), v.clone());
+                    d.image.add_env(&k, &v);
+                }
+                d.image.commit(&msg, false, false);
+            }
+            Kind::Label(pairs) => {
+                let mut expanded = Vec::new();
+                for (k, v) in pairs {
+                    expanded.push((expand(k)?, expand(v)?));
+                }
+                let d = &mut self.all.states[i];
+                let mut msg = String::from("LABEL");
+                let labels = d.image.config.labels.get_or_insert_with(BTreeMap::new);
+                for (k, v) in expanded {
+                    msg.push_str(&format!(" {k}={v}"));
+                    labels.insert(k, v);
+                }
+                d.image.commit(&msg, false, false);
+            }
+            Kind::Maintainer(m) => {
+                let d = &mut self.all.states[i];
+                d.image.author = m.clone();
+                d.image.commit(&format!("MAINTAINER {m}"), false, false);
+            }
+            Kind::Workdir(p) => {
+                let p = expand(p)?;
+                let d = &mut self.all.states[i];
+                dispatch_workdir(d, &p, true, Some(&code), &lex)?;
+            }
+            Kind::User(u) => {
+                let u = expand(u)?;
+                let d = &mut self.all.states[i];
+                d.state = d.state.clone().user(u.clone());
+                d.image.config.user = u.clone();
+                d.image.commit(&format!("USER {u}"), false, false);
+            }
+            Kind::Volume(vols) => {
+                let mut v2 = Vec::new();
+                for v in vols {
+                    let v = expand(v)?;
+                    if v.is_empty() {
+                        return Err(CErr::new("VOLUME specified can not be an empty string"));
+                    }
+                    v2.push(v);
+                }
+                let d = &mut self.all.states[i];
+                let vs = d.image.config.volumes.get_or_insert_with(BTreeMap::new);
+                for v in &v2 {
+                    vs.insert(v.clone(), ());
+                }
+                d.image
+                    .commit(&format!("VOLUME [{}]", v2.join(" ")), false, false);
+            }
+            Kind::StopSignal(s) => {
+                let s = expand(s)?;
+                if !util::valid_signal(&s) {
+                    return Err(CErr::new(format!("Invalid signal: {s}")));
+                }
+                let d = &mut self.all.states[i];
+                d.image.config.stop_signal = s.clone();
+                d.image.commit(&format!("STOPSIGNAL {s}"), false, false);
+            }
+            Kind::Expose(ports) => {
+                let mut all = Vec::new();
+                for p in ports {
+                    all.extend(lex.process_words(p, &env).map_err(expand_err)?);
+                }
+                let ps = util::parse_ports(&all).map_err(CErr::new)?;
+                let d = &mut self.all.states[i];
+                let ep = d
+                    .image
+                    .config
+                    .exposed_ports
+                    .get_or_insert_with(BTreeMap::new);
+                for p in &ps {
+                    ep.insert(p.clone(), ());
+                }
+                d.image
+                    .commit(&format!("EXPOSE [{}]", ps.join(" ")), false, false);
+            }
+            Kind::Arg(args) => {
+                self.dispatch_arg(i, args)?;
+            }
+            Kind::Shell(sh) => {
+                let d = &mut self.all.states[i];
+                d.image.config.shell = sh.clone();
+                d.image
+                    .commit(&format!("SHELL [{}]", sh.join(" ")), false, false);
+            }
+            Kind::Onbuild(e) => {
+                self.all.states[i].image.config.on_build.push(e.clone());
+            }
+            Kind::Cmd(c) => {
+                let d = &mut self.all.states[i];
+                d.cmd_set = true;
+                let args = if c.prepend_shell {
+                    with_shell(&d.image, &c.args)
+                } else {
+                    c.args.clone()
+                };
+                d.image.config.cmd = Some(args.clone());
+                d.image.config.args_escaped = true;
+                d.image.commit(
+                    &format!("CMD {}", crate::gostr::go_quote_list(&args)),
+                    false,
+                    false,
+                );
+            }
+            Kind::Entrypoint(c) => {
+                let d = &mut self.all.states[i];
+                let args = if c.prepend_shell {
+                    with_shell(&d.image, &c.args)
+                } else {
+                    c.args.clone()
+                };
+                d.image.config.entrypoint = Some(args.clone());
+                if !d.cmd_set {
+                    d.image.config.cmd = None;
+                }
+                d.image.commit(
+                    &format!("ENTRYPOINT {}", crate::gostr::go_quote_list(&args)),
+                    false,
+                    false,
+                );
+            }
+            Kind::Healthcheck(h) => {
+                let d = &mut self.all.states[i];
+                d.image.config.healthcheck = Some(Healthcheck {
+                    test: h.test.clone(),
+                    interval: h.interval,
+                    timeout: h.timeout,
+                    start_period: h.start_period,
+                    start_interval: h.start_interval,
+                    retries: h.retries,
+                });
+                let msg = format!(
+                    "HEALTHCHECK {{Test:[{}] Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
+                    h.test.join(" "),
+                    util::go_duration(h.interval),
+                    util::go_duration(h.timeout),
+                    util::go_duration(h.start_period),
+                    util::go_duration(h.start_interval),
+                    h.retries
+                );
+                d.image.commit(&msg, false, false);
+            }
+            Kind::Run(r) => {
+                self.dispatch_run(i, r, &entry.sources, &code, context, &env_list)?;
+            }
+            Kind::Copy(c) => {
+                let mut c = c.clone();
+                c.chown = expand(&c.chown)?;
+                c.chmod = expand(&c.chmod)?;
+                if c.is_add {
+                    c.checksum = expand(&c.checksum)?;
+                }
+                let mut srcs = Vec::new();
+                for s in &c.sources {
+                    srcs.push(expand(s)?);
+                }
+                c.sources = srcs;
+                c.dest = expand(&c.dest)?;
+                let mut raw = Lexer::new('\\');
+                raw.skip_process_quotes = true;
+                for sc in c.contents.iter_mut() {
+                    if sc.expand {
+                        sc.data = raw.process_word(&sc.data, &env).map_err(expand_err)?;
+                    }
+                }
+                let source = match entry.sources.first().copied().flatten() {
+                    Some(s) => {
+                        let src = &self.all.states[s];
+                        if !src.dispatched {
+                            return Err(CErr::new(format!(
+                                "cannot copy from stage {:?}, it needs to be defined before current stage {:?}",
+                                c.from, self.all.states[i].stage_name
+                            )));
+                        }
+                        src.state.clone()
+                    }
+                    None => context.clone(),
+                };
+                let from_ctx = entry.sources.is_empty();
+                self.dispatch_copy(i, &c, &source, &code, &env_list)?;
+                if from_ctx || c.is_add {
+                    for s in &c.sources {
+                        if !c.is_add || !(s.starts_with("http://") || s.starts_with("https://")) {
+                            self.all.states[i].ctx_paths.insert(join(&["/", s]));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn dispatch_arg(&mut self, i: usize, args: &[(String, Option<String>)]) -> Result<(), CErr> {
+        let mut commit = Vec::new();
+        for (key, value) in args {
+            let has_value = self.opts.build_args.contains_key(key);
+            let mut value = value.clone();
+            let has_default = value.is_some();
+            if !has_default
+                && !has_value
+                && let Some((_, v)) = self.global_args.iter().find(|(k, _)| k == key)
+            {
+                value = Some(v.clone());
+            }
+            if has_value {
+                value = self.opts.build_args.get(key).cloned();
+            } else if has_default {
+                let env_list = self.all.states[i].state.env_list().to_vec();
+                let v = self
+                    .lex
+                    .process_word(value.as_deref().unwrap_or_default(), &StateEnv(&env_list))
+                    .map_err(expand_err)?;
+                value = Some(v);
+            }
+            let d = &mut self.all.states[i];
+            if let Some(v) = &value
+                && key != "BUILDKIT_SBOM_SCAN_CONTEXT"
+                && key != "BUILDKIT_SBOM_SCAN_STAGE"
+            {
+                d.state = d.state.clone().env(key.clone(), v.clone());
+            }
+            d.build_args.push((key.clone(), value.clone()));
+            commit.push(match &value {
+                Some(v) => format!("{key}={v}"),
+                None => key.clone(),
+            });
+        }
+        self.all.states[i]
+            .image
+            .commit(&format!("ARG {}", commit.join(" ")), false, false);
+        Ok(())
+    }
+
+    fn dispatch_run(
+        &mut self,
+        i: usize,
+        r: &RunCmd,
+        sources: &[Option<usize>],
+        code: &str,
+        context: &State,
+        env_list: &[(String, String)],
+    ) -> Result<(), CErr> {
+        let env = StateEnv(env_list);
+        let mut customname = code.to_string();
+        let mut args = r.cmd.args.clone();
+        let mut extra_mounts: Vec<MountSpec> = Vec::new();
+        let d_platform = self.all.states[i]
+            .platform
+            .clone()
+            .unwrap_or_else(Platform::linux_amd64);
+        if !r.cmd.files.is_empty() {
+            let f0 = &r.cmd.files[0];
+            let single = args.len() == 1
+                && matches!(crate::parser::parse_heredoc(&args[0]), Ok(Some(h)) if h.name == f0.name)
+                && r.cmd.prepend_shell;
+            if single {
+                let data = if f0.chomp {
+                    crate::parser::chomp_heredoc_content(&f0.data)
+                } else {
+                    f0.data.clone()
+                };
+                if self.all.states[i].image.os != "windows" && data.starts_with("#!") {
+                    let st = llb::scratch().file_with(
+                        FileAction::mkfile(&format!("/{}", f0.name), 0o755, data.as_bytes()),
+                        Metadata::new().custom_name("[internal] preparing inline document"),
+                    );
+                    extra_mounts.push(MountSpec::bind("/dev/pipes/", &st).selector("/").readonly());
+                    args = vec![format!("/dev/pipes/{}", f0.name)];
+                } else {
+                    args = vec![data];
+                }
+                customname.push_str(&format!(" ({})", util::summarize_heredoc(&f0.data)));
+            } else {
+                let mut b = args.first().cloned().unwrap_or_default();
+                for f in &r.cmd.files {
+                    b.push('\n');
+                    b.push_str(&f.data);
+                    b.push_str(&f.name);
+                }
+                args = vec![b];
+            }
+        }
+        if r.cmd.prepend_shell {
+            args = with_shell(&self.all.states[i].image, &args);
+        }
+
+        // Mounts.
+        let mut mounts: Vec<MountSpec> = Vec::new();
+        let mut secret_envs: Vec<(String, String, bool)> = Vec::new();
+        let mut masked: Vec<(String, String)> = Vec::new();
+        let cwd = self.all.states[i].state.get_dir().to_string();
+        for (mi, raw) in r.mounts.iter().enumerate() {
+            let raw = self.lex.process_word(raw, &env).map_err(expand_err)?;
+            let m = parse_mount(&raw)?;
+            let mut from = m.from.clone();
+            if from.is_empty() && m.typ == "cache" {
+                from = SCRATCH.into();
+            }
+            let mut st = context.clone();
+            if !from.is_empty() {
+                let src = sources
+                    .get(mi)
+                    .copied()
+                    .flatten()
+                    .map(|s| &self.all.states[s]);
+                match src {
+                    Some(s) if s.dispatched => st = s.state.clone(),
+                    _ => {
+                        return Err(CErr::new(format!(
+                            "cannot mount from stage {:?} to {:?}, stage needs to be defined before current command",
+                            m.from, m.target
+                        )));
+                    }
+                }
+            }
+            match m.typ.as_str() {
+                "secret" => {
+                    let id = if !m.source.is_empty() {
+                        m.source.clone()
+                    } else {
+                        m.id.clone()
+                    };
+                    let id = if id.is_empty() {
+                        if m.target.is_empty() {
+                            return Err(CErr::new("one of source, target required"));
+                        }
+                        util::clean(&m.target)
+                            .rsplit('/')
+                            .next()
+                            .unwrap_or_default()
+                            .to_string()
+                    } else {
+                        id
+                    };
+                    let mut target = m.target.clone();
+                    if m.env.is_none() && target.is_empty() {
+                        target =
+                            format!("/run/secrets/{}", id.rsplit('/').next().unwrap_or_default());
+                    }
+                    if let Some(e) = &m.env {
+                        secret_envs.push((id.clone(), e.clone(), !m.required));
+                        masked.push((e.clone(), "****".into()));
+                    }
+                    if !target.is_empty() {
+                        let opt = SecretOpt {
+                            id,
+                            uid: m.uid.unwrap_or(0),
+                            gid: m.gid.unwrap_or(0),
+                            mode: m.mode.unwrap_or(0o400),
+                            optional: !m.required,
+                        };
+                        mounts.push(MountSpec::secret(&target, opt));
+                    }
+                    continue;
+                }
+                "ssh" => {
+                    if !m.source.is_empty() {
+                        return Err(CErr::new("ssh does not support source"));
+                    }
+                    let opt = SecretOpt {
+                        id: m.id.clone(),
+                        uid: m.uid.unwrap_or(0),
+                        gid: m.gid.unwrap_or(0),
+                        mode: m.mode.unwrap_or(0o600),
+                        optional: !m.required,
+                    };
+                    mounts.push(MountSpec::ssh(&m.target, opt));
+                    continue;
+                }
+                _ => {}
+            }
+            let mut target = m.target.clone();
+            if !util::clean(&target).starts_with('/') {
+                target = join(&["/", &cwd, &m.target]);
+            }
+            if target == "/" {
+                return Err(CErr::new(format!("invalid mount target {target:?}")));
+            }
+            let src_path = join(&["/", &m.source]);
+            let mut selector = String::new();
+            if src_path != "/" {
+                selector = src_path.clone();
+            } else if m.uid.is_some() || m.gid.is_some() || m.mode.is_some() {
+                let owner = llb::ChownOpt {
+                    user: Some(llb::UserOpt::ById(m.uid.unwrap_or(0))),
+                    group: Some(llb::UserOpt::ById(m.gid.unwrap_or(0))),
+                };
+                st = st.file_with(
+                    FileAction::mkdir("/cache", m.mode.unwrap_or(0o755) as i32, false, Some(owner)),
+                    Metadata::new().custom_name("[internal] setting cache mount permissions"),
+                );
+                selector = "/cache".into();
+            }
+            let mut spec = match m.typ.as_str() {
+                "tmpfs" => MountSpec::tmpfs(&target, m.size),
+                "cache" => {
+                    let id = if m.id.is_empty() {
+                        util::clean(&m.target)
+                    } else {
+                        m.id.clone()
+                    };
+                    let id = format!("{}/{}", self.opts.cache_id_namespace, id);
+                    let sharing = match m.sharing.as_str() {
+                        "private" => CacheSharing::Private,
+                        "locked" => CacheSharing::Locked,
+                        _ => CacheSharing::Shared,
+                    };
+                    MountSpec::cache(&target, &id, sharing).from(&st)
+                }
+                _ => MountSpec::bind(&target, &st),
+            };
+            if m.readonly {
+                spec = spec.readonly();
+            } else if m.typ == "bind" {
+                spec = spec.no_output();
+            }
+            if !selector.is_empty() && m.typ != "tmpfs" {
+                spec = spec.selector(&selector);
+            }
+            mounts.push(spec);
+            if m.from.is_empty() {
+                self.all.states[i].ctx_paths.insert(join(&["/", &m.source]));
+            }
+        }
+
+        if !r.devices.is_empty() && !self.opts.labs {
+            return Err(CErr::new(
+                "device feature is only supported in Dockerfile frontend 1.14.0-labs or later",
+            ));
+        }
+
+        // Progress name: the command with variables expanded (quotes kept, unset ones kept).
+        let mut shlex = self.lex;
+        shlex.raw_quotes = true;
+        shlex.skip_unset_env = true;
+        let overlay = Overlay {
+            base: &env,
+            extra: masked,
+        };
+        let processed = shlex
+            .process_word(&customname, &overlay)
+            .unwrap_or(customname.clone());
+        let d = &mut self.all.states[i];
+        let name = prefix_command(d, &uppercase_cmd(&processed));
+        let mut md = Metadata::new()
+            .description("com.docker.dockerfile.v1.command", code.to_string())
+            .custom_name(name);
+        if d.ignore_cache {
+            md = md.ignore_cache(true);
+        }
+        let prev_net = self.opts.network;
+        let mut base = d.state.clone().platform(d_platform.clone());
+        if r.network == "none" {
+            base = base.network(NetMode::None);
+        } else if r.network == "host" {
+            base = base.network(NetMode::Host);
+        }
+        if r.security == "insecure" {
+            base = base.security(SecurityMode::Insecure);
+        }
+        for (h, ip) in &self.opts.extra_hosts {
+            base = base.add_extra_host(h.clone(), ip.clone());
+        }
+        for (n, s, h) in &self.opts.ulimits {
+            base = base.add_ulimit(n.clone(), *s, *h);
+        }
+        let mut exec = base.run(args.clone()).metadata(md);
+        if let Some(p) = &self.proxy {
+            exec = exec.proxy_env(p.clone());
+        }
+        for m in extra_mounts.into_iter().chain(mounts) {
+            exec = exec.mount(m);
+        }
+        for (id, name, optional) in secret_envs {
+            exec = exec.secret_env(&id, &name, optional);
+        }
+        if self.opts.shm_size > 0 {
+            exec = exec.mount(MountSpec::tmpfs("/dev/shm", self.opts.shm_size));
+        }
+        if !self.opts.cgroup_parent.is_empty() {
+            exec = exec.cgroup_parent(&self.opts.cgroup_parent);
+        }
+        for dev in &r.devices {
+            let (name, required) = match dev.split_once(',') {
+                Some((n, rest)) => (n.to_string(), rest.contains("required")),
+                None => (dev.clone(), false),
+            };
+            exec = exec.cdi_device(&name, !required);
+        }
+        let root = exec.build().root();
+        let env_for_history = StateEnv(env_list);
+        let hist = format!(
+            "RUN {}",
+            run_command_string(&args, &d.build_args, &env_for_history)
+        );
+        d.state = root.network(prev_net).security(SecurityMode::Sandbox);
+        d.image.commit(&hist, true, true);
+        Ok(())
+    }
+
+    fn dispatch_copy(
+        &mut self,
+        i: usize,
+        c: &CopyCmd,
+        source: &State,
+        code: &str,
+        env_list: &[(String, String)],
+    ) -> Result<(), CErr> {
+        let env = StateEnv(env_list);
+        let d_platform = self.all.states[i]
+            .platform
+            .clone()
+            .unwrap_or_else(Platform::linux_amd64);
+        let cwd = self.all.states[i].state.get_dir().to_string();
+        let dest = dest_path(&cwd, &c.dest);
+        let owner = (!c.chown.is_empty()).then(|| parse_chown(&c.chown));
+        let (mode, mode_str) = if c.chmod.is_empty() {
+            (None, String::new())
+        } else {
+            match parse_chmod(&c.chmod).map_err(CErr::new)? {
+                Chmod::Octal(m) => (Some(m), String::new()),
+                Chmod::Symbolic(s) => (None, s),
+            }
+        };
+        if !c.checksum.is_empty() {
+            if !c.is_add {
+                return Err(CErr::new("checksum can't be specified for COPY"));
+            }
+            if c.sources.len() != 1 {
+                return Err(CErr::new(
+                    "checksum can't be specified for multiple sources",
+                ));
+            }
+            let s = &c.sources[0];
+            if !util::is_http_source(s) && util::parse_git_ref(s).is_none() {
+                return Err(CErr::new("checksum requires HTTP(S) or Git sources"));
+            }
+        }
+        let mut commit = String::from(if c.is_add { "ADD" } else { "COPY" });
+        if c.parents {
+            commit.push_str(" --parents");
+        }
+        if !c.chown.is_empty() {
+            commit.push_str(&format!(" --chown={}", c.chown));
+        }
+        if !c.chmod.is_empty() {
+            commit.push_str(&format!(" --chmod={}", c.chmod));
+        }
+        let processed = self
+            .lex
+            .process_word(code, &env)
+            .unwrap_or_else(|_| code.to_string());
+        let name = uppercase_cmd(&processed);
+        let pg_name = prefix_command(&mut self.all.states[i], &name);
+
+        let base_opts = |follow: bool| CopyOptions {
+            owner: owner.clone(),
+            mode,
+            mode_str: mode_str.clone(),
+            exclude_patterns: c.exclude.clone(),
+            follow_symlink: follow,
+            dir_copy_contents: follow,
+            allow_wildcard: follow,
+            allow_empty_wildcard: follow,
+            ..CopyOptions::default()
+        };
+        let mut action: Option<FileAction> = None;
+        let push = |action: &mut Option<FileAction>, from: &State, src: &str, opts: CopyOptions| {
+            *action = Some(match action.take() {
+                None => FileAction::copy(from, src, &dest, opts),
+                Some(a) => a.then_copy(from, src, &dest, opts),
+            });
+        };
+        for src in &c.sources {
+            commit.push_str(&format!(" {src}"));
+            if let Some(git) = util::parse_git_ref(src) {
+                if !c.is_add {
+                    return Err(CErr::new("source can't be a git ref for COPY"));
+                }
+                let mut reference = git.reference.clone();
+                if !git.subdir.is_empty() {
+                    reference = format!("{reference}:{}", git.subdir);
+                }
+                let mut s = Source::git(&git.remote, &reference);
+                let keep = c.keep_git_dir.or(git.keep_git_dir);
+                if keep == Some(true) {
+                    s = s.attr("git.keepgitdir", "true");
+                }
+                let checksum = if c.checksum.is_empty() {
+                    git.checksum.clone()
+                } else {
+                    c.checksum.clone()
+                };
+                if !checksum.is_empty() {
+                    s = s.attr("git.checksum", checksum);
+                }
+                let st = s
+                    .metadata(Metadata::new().custom_name(pg_name.clone()))
+                    .state();
+                let opts = CopyOptions {
+                    mode,
+                    mode_str: mode_str.clone(),
+                    ..copy_plain(&owner, &c.exclude)
+                };
+                push(&mut action, &st, "/", opts);
+            } else if util::is_http_source(src) {
+                if !c.is_add {
+                    return Err(CErr::new("source can't be a URL for COPY"));
+                }
+                let path = src.split_once("://").map(|(_, r)| r).unwrap_or(src);
+                let path = path.split(['?', '#']).next().unwrap_or_default();
+                let url_path = path.find('/').map(|i| &path[i..]).unwrap_or("");
+                let base = util::clean(if url_path.is_empty() { "." } else { url_path });
+                let base = base.rsplit('/').next().unwrap_or_default();
+                let f = if base.is_empty() || base == "." || base == "/" {
+                    "__unnamed__"
+                } else {
+                    base
+                };
+                let mut s = Source::http(src).attr("http.filename", f);
+                if !c.checksum.is_empty() {
+                    s = s.attr("http.checksum", c.checksum.clone());
+                }
+                let st = s
+                    .metadata(
+                        Metadata::new()
+                            .custom_name(pg_name.clone())
+                            .description("com.docker.dockerfile.v1.command", ""),
+                    )
+                    .state();
+                let opts = CopyOptions {
+                    mode,
+                    mode_str: mode_str.clone(),
+                    attempt_unpack_docker_compatibility: c.unpack.unwrap_or(false),
+                    ..copy_plain(&owner, &c.exclude)
+                };
+                push(&mut action, &st, f, opts);
+            } else {
+                let mut src_path = src.clone();
+                let mut include = Vec::new();
+                let mut required = Vec::new();
+                if c.parents {
+                    let (parent, pattern) = match src.split_once("/./") {
+                        Some((p, pat)) => (p.to_string(), pat.to_string()),
+                        None => ("/".to_string(), src.clone()),
+                    };
+                    src_path = parent;
+                    let pattern = normalize_path("/", &pattern, false);
+                    include = vec![pattern.trim_start_matches('/').to_string()];
+                    if !has_wildcards(&src_path) && !has_wildcards(&pattern) {
+                        required = vec![normalize_path("/", &join(&[&src_path, &pattern]), false)];
+                    }
+                }
+                let src_path = normalize_path("/", &src_path, false);
+                let mut opts = base_opts(true);
+                opts.include_patterns = include;
+                opts.required_paths = required;
+                opts.attempt_unpack_docker_compatibility = c.unpack.unwrap_or(c.is_add);
+                push(&mut action, source, &src_path, opts);
+            }
+        }
+        for sc in &c.contents {
+            commit.push_str(&format!(" <<{}", sc.path));
+            let st = llb::scratch().file_with(
+                FileAction::mkfile(&sc.path, 0o644, sc.data.as_bytes()),
+                Metadata::new().custom_name("[internal] preparing inline document"),
+            );
+            let opts = CopyOptions {
+                mode,
+                mode_str: mode_str.clone(),
+                ..copy_plain(&owner, &c.exclude)
+            };
+            push(&mut action, &st, &sc.path, opts);
+        }
+        commit.push_str(&format!(" {}", c.dest));
+        let Some(action) = action else {
+            return Err(CErr::new("COPY requires at least one source"));
+        };
+        let d = &mut self.all.states[i];
+        let mut md = Metadata::new().custom_name(pg_name.clone());
+        if d.ignore_cache {
+            md = md.ignore_cache(true);
+        }
+        if c.link && c.chmod.is_empty() {
+            self.pg_counter += 1;
+            let pg_id = uniq_id(self.pg_counter ^ ((i as u64) << 32));
+            d.cmd_index -= 1;
+            let pg_name = prefix_command(d, &name);
+            let copy_md = md.clone().progress_group(&pg_id, &pg_name, true);
+            d.cmd_index -= 1;
+            let link_name = prefix_command(d, &format!("LINK {name}"));
+            let merge_md = md
+                .progress_group(&pg_id, &pg_name, false)
+                .custom_name(link_name);
+            let layer = llb::scratch()
+                .platform(d_platform.clone())
+                .dir(&cwd)
+                .file_with(action, copy_md);
+            let merged = llb::merge(&[d.state.clone(), layer], merge_md);
+            d.state = merged;
+        } else {
+            d.state = d.state.file_with(action, md);
+        }
+        d.image.commit(&commit, true, true);
+        Ok(())
+    }
+}
+
+fn copy_plain(owner: &Option<llb::ChownOpt>, exclude: &[String]) -> CopyOptions {
+    CopyOptions {
+        owner: owner.clone(),
+        mode: None,
+        mode_str: String::new(),
+        follow_symlink: false,
+        dir_copy_contents: false,
+        attempt_unpack_docker_compatibility: false,
+        create_dest_path: true,
+        allow_wildcard: false,
+        allow_empty_wildcard: false,
+        timestamp: None,
+        include_patterns: Vec::new(),
+        exclude_patterns: exclude.to_vec(),
+        always_replace_existing_dest_paths: false,
+        required_paths: Vec::new(),
+    }
+}
+
+fn has_wildcards(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'*' | b'?' | b'[' => return true,
+            b'\\' => i += 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+fn with_shell(img: &Image, args: &[String]) -> Vec<String> {
+    let mut shell = if img.config.shell.is_empty() {
+        if img.os == "windows" {
+            vec!["cmd".into(), "/S".into(), "/C".into()]
+        } else {
+            vec!["/bin/sh".into(), "-c".into()]
+        }
+    } else {
+        img.config.shell.clone()
+    };
+    shell.push(args.join(" "));
+    shell
+}
+
+fn run_command_string(
+    args: &[String],
+    build_args: &[(String, Option<String>)],
+    env: &dyn Env,
+) -> String {
+    let mut tmp: Vec<String> = Vec::new();
+    let mut idx: HashMap<String, usize> = HashMap::new();
+    for (k, v) in build_args {
+        let v = env
+            .lookup(k)
+            .map(str::to_string)
+            .unwrap_or_else(|| v.clone().unwrap_or_default());
+        match idx.get(k) {
+            Some(&i) => tmp[i] = format!("{k}={v}"),
+            None => {
+                idx.insert(k.clone(), tmp.len());
+                tmp.push(format!("{k}={v}"));
+            }
+        }
+    }
+    let mut parts = Vec::new();
+    if !tmp.is_empty() {
+        parts.push(format!("|{}", tmp.len()));
+        parts.extend(tmp);
+    }
+    parts.extend(args.iter().cloned());
+    parts.join(" ")
+}
+
+/// BuildKit's `prefixCommand`: `[stage i/n] ` with the index padded to the width of n.
+fn prefix_command(d: &mut DState, s: &str) -> String {
+    if d.cmd_total == 0 {
+        return s.to_string();
+    }
+    let mut out = String::from("[");
+    if !d.stage_name.is_empty() {
+        out.push_str(&d.stage_name);
+        out.push(' ');
+    }
+    d.cmd_index += 1;
+    let width = d.cmd_total.to_string().len();
+    out.push_str(&format!("{:>width$}/{}] ", d.cmd_index, d.cmd_total));
+    if d.cmd_is_onbuild {
+        out.push_str("ONBUILD ");
+    }
+    out + s
+}
+
+fn dispatch_workdir(
+    d: &mut DState,
+    path: &str,
+    commit: bool,
+    code: Option<&str>,
+    lex: &Lexer,
+) -> Result<(), CErr> {
+    let wd = util::normalize_workdir(&d.image.config.working_dir, path);
+    d.image.config.working_dir = wd.clone();
+    d.state = d.state.clone().dir(&wd);
+    if commit {
+        let mut with_layer = false;
+        if wd != "/" {
+            let user = d.image.config.user.clone();
+            let owner = (!user.is_empty()).then(|| parse_chown(&user));
+            let env_list = d.state.env_list().to_vec();
+            let code = code.unwrap_or_default();
+            let processed = lex
+                .process_word(code, &StateEnv(&env_list))
+                .unwrap_or_else(|_| code.to_string());
+            let name = prefix_command(d, &uppercase_cmd(&processed));
+            let mut md = Metadata::new().custom_name(name);
+            if d.ignore_cache {
+                md = md.ignore_cache(true);
+            }
+            d.state = d
+                .state
+                .file_with(FileAction::mkdir(&wd, 0o755, true, owner), md);
+            with_layer = true;
+        }
+        d.image.commit(&format!("WORKDIR {wd}"), with_layer, false);
+    }
+    Ok(())
+}
+
+fn proxy_env(args: &BTreeMap<String, String>) -> Option<llb::ProxyEnv> {
+    let mut pe = llb::ProxyEnv {
+        http_proxy: String::new(),
+        https_proxy: String::new(),
+        ftp_proxy: String::new(),
+        no_proxy: String::new(),
+        all_proxy: String::new(),
+    };
+    let mut set = false;
+    for (k, v) in args {
+        let slot = match k.to_lowercase().as_str() {
+            "http_proxy" => &mut pe.http_proxy,
+            "https_proxy" => &mut pe.https_proxy,
+            "ftp_proxy" => &mut pe.ftp_proxy,
+            "no_proxy" => &mut pe.no_proxy,
+            "all_proxy" => &mut pe.all_proxy,
+            _ => continue,
+        };
+        *slot = v.clone();
+        set = true;
+    }
+    set.then_some(pe)
+}
+
+/// A parsed `--mount` (BuildKit's `instructions.Mount`).
+#[derive(Default, Debug)]
+struct Mount {
+    typ: String,
+    from: String,
+    source: String,
+    target: String,
+    readonly: bool,
+    id: String,
+    sharing: String,
+    required: bool,
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    size: i64,
+    env: Option<String>,
+}
+
+/// The `from=` of a raw mount value (for the dependency graph, before expansion).
+fn mount_from(raw: &str) -> String {
+    for field in raw.split(',') {
+        if let Some((k, v)) = field.split_once('=')
+            && k.trim().eq_ignore_ascii_case("from")
+        {
+            return v.to_string();
+        }
+    }
+    String::new()
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_lowercase().as_str() {
+        "1" | "t" | "true" => Some(true),
+        "0" | "f" | "false" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_mount(raw: &str) -> Result<Mount, CErr> {
+    let mut m = Mount {
+        typ: "bind".into(),
+        ..Mount::default()
+    };
+    let fields: Vec<&str> = raw.split(',').collect();
+    // The type decides defaults, so read it first.
+    for f in &fields {
+        if let Some((k, v)) = f.split_once('=')
+            && k.trim().eq_ignore_ascii_case("type")
+        {
+            if !matches!(v, "bind" | "cache" | "tmpfs" | "secret" | "ssh") {
+                return Err(CErr::new(format!("unsupported mount type {v:?}")));
+            }
+            m.typ = v.to_string();
+        }
+    }
+    let mut ro_set = false;
+    for f in &fields {
+        let (key, value) = match f.split_once('=') {
+            Some((k, v)) => (k.trim().to_lowercase(), Some(v.to_string())),
+            None => (f.trim().to_lowercase(), None),
+        };
+        let Some(value) = value else {
+            match key.as_str() {
+                "readonly" | "ro" => {
+                    m.readonly = true;
+                    ro_set = true;
+                }
+                "readwrite" | "rw" => {
+                    m.readonly = false;
+                    ro_set = true;
+                }
+                "required" => {
+                    if m.typ == "secret" || m.typ == "ssh" {
+                        m.required = true;
+                    } else {
+                        return Err(CErr::new(format!(
+                            "unexpected key '{key}' for mount type '{}'",
+                            m.typ
+                        )));
+                    }
+                }
+                _ => {
+                    return Err(CErr::new(format!(
+                        "invalid field '{f}' must be a key=value pair"
+                    )));
+                }
+            }
+            continue;
+        };
+        match key.as_str() {
+            "type" => {}
+            "from" => m.from = value,
+            "source" | "src" => m.source = value,
+            "target" | "dst" | "destination" => m.target = value,
+            "readonly" | "ro" => {
+                m.readonly = parse_bool(&value)
+                    .ok_or_else(|| CErr::new(format!("invalid value for {key}: {value}")))?;
+                ro_set = true;
+            }
+            "readwrite" | "rw" => {
+                let rw = parse_bool(&value)
+                    .ok_or_else(|| CErr::new(format!("invalid value for {key}: {value}")))?;
+                m.readonly = !rw;
+                ro_set = true;
+            }
+            "required" => {
+                m.required = parse_bool(&value)
+                    .ok_or_else(|| CErr::new(format!("invalid value for {key}: {value}")))?;
+            }
+            "id" => m.id = value,
+            "sharing" => {
+                if !matches!(value.as_str(), "shared" | "private" | "locked") {
+                    return Err(CErr::new(format!("unsupported sharing value {value:?}")));
+                }
+                m.sharing = value;
+            }
+            "mode" => {
+                m.mode = Some(
+                    u32::from_str_radix(&value, 8)
+                        .map_err(|_| CErr::new(format!("failed to parse mode value {value:?}")))?,
+                );
+            }
+            "uid" => {
+                m.uid = Some(
+                    value
+                        .parse()
+                        .map_err(|_| CErr::new(format!("invalid value for uid: {value}")))?,
+                )
+            }
+            "gid" => {
+                m.gid = Some(
+                    value
+                        .parse()
+                        .map_err(|_| CErr::new(format!("invalid value for gid: {value}")))?,
+                )
+            }
+            "size" => {
+                if m.typ != "tmpfs" {
+                    return Err(CErr::new(format!(
+                        "unexpected key '{key}' for mount type '{}'",
+                        m.typ
+                    )));
+                }
+                m.size = parse_size(&value)
+                    .ok_or_else(|| CErr::new(format!("invalid value for size: {value}")))?;
+            }
+            "env" => m.env = Some(value),
+            _ => return Err(CErr::new(format!("unexpected key '{key}' in '{f}'"))),
+        }
+    }
+    if !ro_set && m.typ == "bind" {
+        m.readonly = true;
+    }
+    if m.target.is_empty() && !matches!(m.typ.as_str(), "secret" | "ssh") {
+        return Err(CErr::new("mount type requires target"));
+    }
+    if m.typ == "secret" && m.env.is_some() && m.target.is_empty() {
+        // env-only secret
+    }
+    Ok(m)
+}
+
+fn parse_size(v: &str) -> Option<i64> {
+    let v = v.trim();
+    let idx = v
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(v.len());
+    let num: f64 = v[..idx].parse().ok()?;
+    let mult: f64 = match v[idx..].trim().to_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some((num * mult) as i64)
+}

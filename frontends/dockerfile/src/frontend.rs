@@ -1,0 +1,329 @@
+//! The Dockerfile frontend: reads the Dockerfile through the gateway like BuildKit's
+//! `dockerui`, maps the frontend options, converts, solves, and returns the image config.
+
+use std::collections::BTreeMap;
+
+use buildwit_sdk::llb::{Metadata, NetMode, Platform, Source};
+use buildwit_sdk::{BuildResult, Client, Error, ErrorKind, Frontend, FrontendInfo, ResolveMode};
+
+use crate::convert::{ConvertOpts, Converter};
+use crate::image::go_json_strings;
+
+/// BuildKit's Dockerfile frontend version this implementation follows.
+pub const VERSION: &str = "1.26.0";
+
+/// The release channel of this build (`labs` with the `labs` cargo feature).
+pub const CHANNEL: &str = if cfg!(feature = "labs") {
+    "labs"
+} else {
+    "stable"
+};
+
+/// An internal option that fixes `local.unique` of the build context (tests and replay).
+pub const LOCAL_UNIQUE_OPTION: &str = "buildwit:local-unique";
+
+/// The built-in Dockerfile frontend.
+pub struct Dockerfile;
+
+impl Frontend for Dockerfile {
+    fn info() -> FrontendInfo {
+        FrontendInfo::new("dockerfile", VERSION, CHANNEL)
+    }
+
+    fn build(client: &dyn Client) -> Result<BuildResult, Error> {
+        let options = client.options();
+        let opt = |k: &str| {
+            options
+                .iter()
+                .rev()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        if let Some(req) = opt("requestid").filter(|r| !r.is_empty()) {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("unsupported request {req}"),
+            ));
+        }
+        let filename = opt("filename")
+            .filter(|f| !f.is_empty())
+            .unwrap_or_else(|| "Dockerfile".into());
+        let (filename, src) = read_dockerfile(client, &filename, opt("dockerfilekey").as_deref())?;
+        let convert_opts = convert_options(&options, &opt)?;
+        let converted = Converter::new(client, convert_opts)
+            .convert(&src)
+            .map_err(|e| {
+                let err = Error::invalid(e.message);
+                match e.lines {
+                    Some((s, end)) => err.at(&filename, s as u32, end as u32),
+                    None => err,
+                }
+            })?;
+        let reference = client.solve_definition(converted.state.marshal())?;
+        let mut result = BuildResult::from_ref(reference)
+            .with_metadata("containerimage.config", converted.image.to_json());
+        if let Some(base) = converted.base_image {
+            result = result.with_metadata("containerimage.base.config", base.to_json());
+        }
+        Ok(result)
+    }
+}
+
+/// Read the Dockerfile from the `dockerfile` local, as BuildKit's `dockerui` does.
+fn read_dockerfile(
+    client: &dyn Client,
+    filename: &str,
+    key: Option<&str>,
+) -> Result<(String, String), Error> {
+    let local = key.filter(|k| !k.is_empty()).unwrap_or("dockerfile");
+    let name = filename.rsplit('/').next().unwrap_or(filename).to_string();
+    let mut candidates = vec![filename.to_string()];
+    if name == "Dockerfile" {
+        let dir = &filename[..filename.len() - name.len()];
+        candidates.push(format!("{dir}dockerfile"));
+    }
+    let mut follow: Vec<String> = Vec::new();
+    for c in &candidates {
+        follow.push(c.clone());
+        follow.push(format!("{c}.dockerignore"));
+    }
+    let def = Source::local(local)
+        .attr("local.followpaths", go_json_strings(&follow))
+        .attr("local.sharedkeyhint", filename)
+        .attr("local.differ", "none")
+        .metadata(
+            Metadata::new().custom_name(format!("[internal] load build definition from {name}")),
+        )
+        .state()
+        .marshal();
+    let reference = client
+        .solve_definition(def)?
+        .ok_or_else(|| Error::not_found("failed to read dockerfile: no build definition"))?;
+    let mut last_err = None;
+    for c in &candidates {
+        match reference.read_file(c) {
+            Ok(data) => {
+                let text = String::from_utf8(data).map_err(|_| {
+                    Error::invalid(format!("failed to read dockerfile: {c} is not UTF-8"))
+                })?;
+                return Ok((c.clone(), text));
+            }
+            Err(e) => last_err = Some(e),
+        }
+    }
+    let e = last_err.map(|e| e.message).unwrap_or_default();
+    Err(Error::not_found(format!(
+        "failed to read dockerfile: open {filename}: no such file or directory ({e})"
+    )))
+}
+
+fn parse_bytes(v: &str) -> Option<i64> {
+    v.trim().parse().ok()
+}
+
+fn convert_options(
+    options: &[(String, String)],
+    opt: &dyn Fn(&str) -> Option<String>,
+) -> Result<ConvertOpts, Error> {
+    let mut build_args = BTreeMap::new();
+    let mut labels = BTreeMap::new();
+    for (k, v) in options {
+        if let Some(name) = k.strip_prefix("build-arg:") {
+            build_args.insert(name.to_string(), v.clone());
+        } else if let Some(name) = k.strip_prefix("label:") {
+            labels.insert(name.to_string(), v.clone());
+        }
+    }
+    let default = Platform::linux_amd64();
+    let (target_platform, implicit) = match opt("platform").filter(|p| !p.is_empty()) {
+        Some(p) => {
+            let list: Vec<&str> = p
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
+            if list.len() > 1 {
+                return Err(Error::unsupported(
+                    "building several platforms at once is not supported yet",
+                ));
+            }
+            (Platform::parse(list[0]).map_err(Error::invalid)?, false)
+        }
+        None => (default.clone(), true),
+    };
+    let no_cache = opt("no-cache").map(|v| {
+        v.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    });
+    let mut extra_hosts = Vec::new();
+    if let Some(h) = opt("add-hosts") {
+        for entry in h.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (host, ip) = entry
+                .split_once('=')
+                .or_else(|| entry.split_once(':'))
+                .ok_or_else(|| Error::invalid(format!("invalid key-value pair {entry}")))?;
+            if ip.parse::<std::net::IpAddr>().is_err() {
+                return Err(Error::invalid(format!("invalid host ip {ip}")));
+            }
+            extra_hosts.push((host.to_lowercase(), ip.to_string()));
+        }
+    }
+    let mut ulimits = Vec::new();
+    if let Some(u) = opt("ulimit") {
+        for entry in u.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (name, vals) = entry
+                .split_once('=')
+                .ok_or_else(|| Error::invalid(format!("invalid ulimit argument: {entry}")))?;
+            let (soft, hard) = match vals.split_once(':') {
+                Some((s, h)) => (s, h),
+                None => (vals, vals),
+            };
+            let soft: i64 = soft
+                .parse()
+                .map_err(|_| Error::invalid(format!("invalid ulimit soft value {soft}")))?;
+            let hard: i64 = hard
+                .parse()
+                .map_err(|_| Error::invalid(format!("invalid ulimit hard value {hard}")))?;
+            ulimits.push((name.to_string(), soft, hard));
+        }
+    }
+    let network = match opt("force-network-mode").as_deref() {
+        None | Some("") | Some("sandbox") => NetMode::Unset,
+        Some("none") => NetMode::None,
+        Some("host") => NetMode::Host,
+        Some(other) => return Err(Error::invalid(format!("invalid network mode {other:?}"))),
+    };
+    let resolve_mode = match opt("image-resolve-mode").as_deref() {
+        None | Some("") | Some("default") => ResolveMode::Default,
+        Some("pull") => ResolveMode::Pull,
+        Some("local") => ResolveMode::Local,
+        Some(other) => {
+            return Err(Error::invalid(format!(
+                "invalid image-resolve-mode: {other}"
+            )));
+        }
+    };
+    let hostname = build_args
+        .get("BUILDKIT_SANDBOX_HOSTNAME")
+        .cloned()
+        .or_else(|| opt("hostname"))
+        .unwrap_or_default();
+    Ok(ConvertOpts {
+        target: opt("target").unwrap_or_default(),
+        cache_id_namespace: build_args
+            .get("BUILDKIT_CACHE_MOUNT_NS")
+            .cloned()
+            .unwrap_or_default(),
+        build_args,
+        labels,
+        build_platform: default,
+        target_platform,
+        implicit_target: implicit,
+        local_unique: opt(LOCAL_UNIQUE_OPTION),
+        context_name: "context".into(),
+        no_cache,
+        hostname,
+        extra_hosts,
+        shm_size: opt("shm-size").and_then(|v| parse_bytes(&v)).unwrap_or(0),
+        ulimits,
+        cgroup_parent: opt("cgroup-parent").unwrap_or_default(),
+        network,
+        resolve_mode,
+        labs: cfg!(feature = "labs"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use buildwit_sdk::llb::{FileActionKind, OpKind};
+    use buildwit_sdk::testing::{MemoryGateway, run};
+
+    const BB: &str = "127.0.0.1:5000/library/busybox";
+
+    fn gateway(dockerfile: &str) -> MemoryGateway {
+        let images = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/conformance/dockerfile/images.json"
+        ))
+        .unwrap_or_else(|_| "{}".into());
+        MemoryGateway::new()
+            .file("dockerfile", "Dockerfile", dockerfile)
+            .images_json(&images)
+            .unwrap()
+    }
+
+    trait Fixture {
+        fn resolve_image_config_for_test(&self) -> bool;
+    }
+
+    impl Fixture for MemoryGateway {
+        /// True when the busybox fixture is missing.
+        fn resolve_image_config_for_test(&self) -> bool {
+            self.resolve_image_config(buildwit_sdk::ResolveImageRequest {
+                ref_: format!("{BB}:latest"),
+                platform: None,
+                resolve_mode: ResolveMode::Default,
+                log_name: String::new(),
+            })
+            .is_err()
+        }
+    }
+
+    #[test]
+    fn info_reports_channel() {
+        let info = Dockerfile::info();
+        assert_eq!(
+            (info.name.as_str(), info.version.as_str()),
+            ("dockerfile", "1.26.0")
+        );
+        assert_eq!(info.channel, CHANNEL);
+    }
+
+    #[test]
+    fn link_platform_chmod_and_secrets() {
+        let df = format!(
+            "# check=skip=all\nFROM --platform=linux/arm64 {BB}\nRUN --mount=type=secret,id=tok,env=TOKEN echo $TOKEN\nCOPY --link a /a\nCOPY --chmod=u+x,go-w b /b\nADD --checksum=sha256:24454f830cdb571e2c4ad15481119c43b3cafd48dd869a9b2945d1036d1dc68d https://example.com/f.txt /f\nSTOPSIGNAL SIGTERM\n"
+        );
+        let gw = gateway(&df);
+        if gw.resolve_image_config_for_test() {
+            return; // no corpus fixture available
+        }
+        let out = run::<Dockerfile>(&gw).unwrap();
+        let def = out.definition.clone().unwrap();
+        let exec = def.ops.iter().find_map(|o| match &o.kind {
+            OpKind::Exec(e) => Some((e, o.platform.clone())),
+            _ => None,
+        });
+        let (exec, platform) = exec.unwrap();
+        assert_eq!(platform.unwrap().architecture, "arm64");
+        assert_eq!(exec.secret_env[0].name, "TOKEN");
+        assert!(def.ops.iter().any(|o| matches!(o.kind, OpKind::Merge(_))));
+        let mode_str = def.ops.iter().any(|o| match &o.kind {
+            OpKind::File(f) => f.actions.iter().any(|a| matches!(&a.action, FileActionKind::Copy(c) if c.mode_str == "u+x,go-w" && c.mode == 0)),
+            _ => false,
+        });
+        assert!(mode_str);
+        let config = out.metadata_str("containerimage.config").unwrap();
+        assert!(
+            config.contains(r#""architecture":"amd64""#)
+                && config.contains(r#""StopSignal":"SIGTERM""#)
+        );
+    }
+
+    #[test]
+    fn bad_check_directive_and_labs_device() {
+        let gw = gateway(&format!("# check=bogus\nFROM {BB}\n"));
+        let err = run::<Dockerfile>(&gw).unwrap_err();
+        assert_eq!(
+            err.message,
+            "failed to parse check options: invalid check option \"bogus\""
+        );
+        let gw = gateway("FROM scratch\nCOPY a /a\nFOO\n");
+        let err = run::<Dockerfile>(&gw).unwrap_err();
+        assert!(err.location.is_some());
+    }
+}
