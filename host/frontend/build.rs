@@ -1,0 +1,89 @@
+//! Builds the workspace's frontend components, so a plain `cargo build` / `cargo test`
+//! produces them: each guest crate is compiled for `wasm32-unknown-unknown` by a nested
+//! cargo (its own target directory, so it neither waits on nor invalidates the outer build)
+//! and wrapped into a component with `wit-component`. Components land in
+//! `<target>/frontends/<name>.wasm`; files whose bytes did not change are not rewritten.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::{env, fs};
+
+/// (cargo package, cargo features, component name). Guests with other features are built
+/// by a separate cargo run, so features do not unify across them.
+const GUESTS: &[(&str, &str, &str)] = &[
+    ("buildwit-plugin-toml-spec", "", "toml-spec"),
+    ("buildwit-test-probe", "", "probe"),
+];
+
+fn main() {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let workspace = manifest.join("../..").canonicalize().unwrap();
+    for dir in ["wit", "sdk", "plugins", "frontends", "tests/frontends", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
+    }
+
+    // OUT_DIR is <target>/<profile>/build/<package>-<hash>/out.
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap());
+    let target = out.ancestors().nth(4).expect("OUT_DIR inside the target directory").to_path_buf();
+    let out_dir = target.join("frontends");
+    println!("cargo:rustc-env=BUILDWIT_FRONTENDS_DIR={}", out_dir.display());
+    let guest_target = target.join("wasm-guests");
+    fs::create_dir_all(&out_dir).unwrap();
+    let mut feature_sets: Vec<&str> = GUESTS.iter().map(|g| g.1).collect();
+    feature_sets.sort_unstable();
+    feature_sets.dedup();
+    for features in feature_sets {
+        let guests: Vec<_> = GUESTS.iter().filter(|g| g.1 == features).collect();
+        cargo_build(&workspace, &guest_target, features, guests.iter().map(|g| g.0));
+        for (package, _, name) in guests {
+            let module = guest_target
+                .join("wasm32-unknown-unknown/guest")
+                .join(format!("{}.wasm", package.replace('-', "_")));
+            componentize(&module, &out_dir.join(format!("{name}.wasm")));
+        }
+    }
+}
+
+/// Build guest packages for wasm32-unknown-unknown with the `guest` profile.
+fn cargo_build<'a>(workspace: &Path, target_dir: &Path, features: &str, packages: impl Iterator<Item = &'a str>) {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace)
+        .args(["build", "--profile", "guest", "--target", "wasm32-unknown-unknown"])
+        .arg("--target-dir")
+        .arg(target_dir);
+    for package in packages {
+        cmd.args(["-p", package]);
+    }
+    if !features.is_empty() {
+        cmd.args(["--features", features]);
+    }
+    // The outer build's settings are for the host, not for the guests.
+    for var in [
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_LLVM_COV",
+        "LLVM_PROFILE_FILE",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().expect("run cargo for the frontend components");
+    assert!(status.success(), "building the frontend components failed (see above)");
+}
+
+/// Wrap a core module carrying wit-bindgen's component-type section into a component.
+fn componentize(module: &Path, dest: &Path) {
+    let bytes = fs::read(module).unwrap_or_else(|e| panic!("read {}: {e}", module.display()));
+    let component = wit_component::ComponentEncoder::default()
+        .module(&bytes)
+        .and_then(|e| e.validate(true).encode())
+        .unwrap_or_else(|e| panic!("componentize {}: {e:?}", module.display()));
+    if fs::read(dest).ok().as_deref() != Some(component.as_slice()) {
+        let tmp = dest.with_extension("wasm.tmp");
+        fs::write(&tmp, &component).unwrap();
+        fs::rename(&tmp, dest).unwrap();
+    }
+}

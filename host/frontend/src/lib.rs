@@ -1,0 +1,20 @@
+//! buildwit's frontend host: runs frontends as sandboxed WebAssembly components.
+//!
+//! A frontend is a component of the WIT world `buildwit:frontend/frontend` (see `wit/`).
+//! [`Runtime`] checks a component against the contract before compiling it, caches the
+//! compiled artifact on disk by digest, and runs each build in a fresh store with a wall-time
+//! deadline, a memory cap, a stack cap and an output budget. The frontend's gateway imports
+//! are answered by a [`Bridge`] (the daemon); its result comes back as protobuf LLB.
+
+pub mod bridge;
+pub mod convert;
+mod error;
+mod host;
+mod runtime;
+
+pub use bridge::{Bridge, Event, FrontendOutput, GatewayError, SolvedRef};
+pub use error::{FrontendError, Limit};
+pub use runtime::{FrontendInfo, Limits, LoadedFrontend, Runtime, SUPPORTED_WIT};
+
+/// Where the build put the workspace's frontend components (`toml-spec.wasm`, ...).
+pub const BUILT_FRONTENDS_DIR: &str = env!("BUILDWIT_FRONTENDS_DIR");
