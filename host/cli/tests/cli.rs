@@ -1,0 +1,123 @@
+//! The `buildwit` command end to end: real binary, real components, real files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use buildwit_frontend::BUILT_FRONTENDS_DIR;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn shared() -> PathBuf {
+    workspace().join("../shared")
+}
+
+fn root() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("buildwit-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn buildwit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_buildwit"))
+        .args(args)
+        .env("BUILDWIT_ROOT", root())
+        .env("BUILDWIT_CONFIG", workspace().join("host/cli/tests/empty.toml"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn toml_spec() -> String {
+    format!("{BUILT_FRONTENDS_DIR}/toml-spec.wasm")
+}
+
+#[test]
+fn builds_the_example_with_a_frontend_file() {
+    let example = workspace().join("examples/toml-spec");
+    let out = buildwit(&["build", "--frontend-file", &toml_spec(), example.to_str().unwrap(), "--dump-llb"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 4, "{lines:?}");
+    // The terminal op comes last and names the result.
+    let last = lines.last().unwrap();
+    assert_eq!(last["Op"]["Op"], serde_json::json!({}));
+    assert!(text(&out.stdout).contains("local://context"));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("frontend toml-spec 0.1.0 (stable)"), "{stderr}");
+    assert!(stderr.contains("speaking buildwit:frontend@0.1.0"), "{stderr}");
+
+    let dot = buildwit(&["build", "--frontend-file", &toml_spec(), example.to_str().unwrap(), "--dump-llb", "--dot"]);
+    assert!(text(&dot.stdout).starts_with("digraph"), "{}", text(&dot.stdout));
+}
+
+#[test]
+fn a_spec_error_names_file_and_line() {
+    let dir = root().join("bad-spec");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("build.toml"), "[[step]]\nrun = \"a\"\n\nbogus = 1\n").unwrap();
+    let out = buildwit(&["build", "--frontend-file", &toml_spec(), dir.to_str().unwrap(), "--dump-llb"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("build.toml:"), "{stderr}");
+    assert!(stderr.contains("bogus"), "{stderr}");
+}
+
+#[test]
+fn a_missing_spec_is_a_clear_error() {
+    let dir = root().join("empty-context");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = buildwit(&["build", "--frontend-file", &toml_spec(), dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("failed to read build.toml"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn unknown_frontends_get_buildkits_error() {
+    let out = buildwit(&["build", "--frontend", "nosuch.v0", "."]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("invalid frontend: nosuch.v0"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn dump_llb_reads_buildkit_definitions() {
+    let case = shared().join("conformance/dockerfile/features-mix");
+    let pb = std::fs::File::open(case.join("expected.llb.pb")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_buildwit"))
+        .args(["debug", "dump-llb"])
+        .stdin(pb)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let expected = std::fs::read_to_string(case.join("expected.llb.jsonl")).unwrap();
+    let parse = |s: &str| -> Vec<serde_json::Value> { s.lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    assert_eq!(parse(&text(&out.stdout)), parse(&expected));
+}
+
+#[test]
+fn inspect_shows_the_contract() {
+    let out = buildwit(&["frontend", "inspect", &toml_spec()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("name:     toml-spec"), "{stdout}");
+    assert!(stdout.contains("wit:      buildwit:frontend@0.1.0"), "{stdout}");
+    assert!(stdout.contains("exports:  buildwit:frontend/builder@0.1.0"), "{stdout}");
+}
+
+#[test]
+fn debug_config_prints_the_effective_config() {
+    let seed = shared().join("seeds/buildkitd.toml");
+    let out = buildwit(&["--config", seed.to_str().unwrap(), "debug", "config"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("max-parallelism = 4"), "{}", text(&out.stdout));
+    // The seed's [ghacache] tables are not BuildKit keys: we say so.
+    assert!(text(&out.stderr).contains("ghacache"), "{}", text(&out.stderr));
+}

@@ -1,0 +1,181 @@
+//! The buildwit engine behind the client-facing build API.
+//!
+//! [`BuildApi`] is the one API every client uses. [`Engine`] implements it in-process (what
+//! the CLI uses without `--addr`); `buildwitd` will serve the same API over gRPC, so both
+//! modes behave alike. Today a build runs its frontend and returns the LLB it produced; the
+//! solver, the worker and the exporters plug in behind the same request.
+
+mod local;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use buildwit_frontend::{Event, FrontendError, Limits, LoadedFrontend, Runtime};
+use buildwit_llb::pb;
+
+pub use local::LocalBridge;
+
+/// Which frontend runs a build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FrontendRef {
+    /// A frontend registered by name: `dockerfile.v0`, `gateway.v0`.
+    Named(String),
+    /// A component file: the frontend author's inner loop, no registry needed.
+    File(PathBuf),
+}
+
+/// A build as a client asks for it.
+#[derive(Clone, Debug)]
+pub struct BuildRequest {
+    /// The frontend.
+    pub frontend: FrontendRef,
+    /// Frontend options (`filename`, `target`, `build-arg:K`, ...).
+    pub options: Vec<(String, String)>,
+    /// Local directories by name (`context`, `dockerfile`).
+    pub locals: BTreeMap<String, PathBuf>,
+}
+
+/// Which frontend served a build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrontendRecord {
+    /// The reference or file it was loaded from.
+    pub source: String,
+    /// `sha256:` of the component.
+    pub digest: String,
+    /// The WIT version it speaks.
+    pub wit_version: String,
+    /// Its own name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Its channel.
+    pub channel: String,
+    /// Whether this build had to compile it (false: compiled artifact from the cache).
+    pub compiled: bool,
+}
+
+/// What a build produced.
+#[derive(Clone, Debug)]
+pub struct BuildOutcome {
+    /// The frontend that served it.
+    pub frontend: FrontendRecord,
+    /// The LLB of the result (`None` = scratch).
+    pub definition: Option<pb::Definition>,
+    /// The LLB of per-platform results.
+    pub platforms: Vec<(String, pb::Definition)>,
+    /// Result metadata (`containerimage.config`, ...).
+    pub metadata: Vec<(String, Vec<u8>)>,
+    /// Time the frontend took, load included.
+    pub frontend_time: Duration,
+}
+
+/// Where build events go (the CLI prints them).
+pub trait EventSink: Send + Sync {
+    /// One event.
+    fn event(&self, event: Event);
+}
+
+impl<F: Fn(Event) + Send + Sync> EventSink for F {
+    fn event(&self, event: Event) {
+        self(event)
+    }
+}
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// No such frontend, or it is disabled (BuildKit's wording).
+    #[error("invalid frontend: {0}")]
+    InvalidFrontend(String),
+    /// The frontend failed or misbehaved.
+    #[error(transparent)]
+    Frontend(#[from] FrontendError),
+    /// The engine could not start.
+    #[error("cannot start the engine: {0}")]
+    Setup(String),
+}
+
+/// The client-facing build API, the same in-process and over gRPC.
+pub trait BuildApi {
+    /// Run one build.
+    fn build(&self, request: BuildRequest, events: Arc<dyn EventSink>) -> Result<BuildOutcome, DaemonError>;
+
+    /// Describe a frontend component without building.
+    fn inspect_frontend(&self, frontend: &FrontendRef) -> Result<FrontendRecord, DaemonError>;
+}
+
+/// The engine, in-process.
+pub struct Engine {
+    config: buildwit_config::Config,
+    runtime: Runtime,
+}
+
+impl Engine {
+    /// Open the engine with its state under `root`.
+    pub fn open(config: buildwit_config::Config, root: PathBuf, limits: Limits) -> Result<Self, DaemonError> {
+        let runtime = Runtime::new(limits, Some(root.join("frontends").join("compiled")))?;
+        Ok(Engine { config, runtime })
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &buildwit_config::Config {
+        &self.config
+    }
+
+    fn load(&self, frontend: &FrontendRef) -> Result<Arc<LoadedFrontend>, DaemonError> {
+        match frontend {
+            FrontendRef::File(path) => Ok(self.runtime.load_file(path)?),
+            // The built-in Dockerfile frontend and gateway.v0 arrive with their issues;
+            // until then a named frontend is unknown, as in a BuildKit without it.
+            FrontendRef::Named(name) => Err(DaemonError::InvalidFrontend(name.clone())),
+        }
+    }
+
+    fn record(&self, loaded: &LoadedFrontend, bridge: Arc<LocalBridge>) -> Result<FrontendRecord, DaemonError> {
+        let info = self.runtime.info(loaded, bridge)?;
+        Ok(FrontendRecord {
+            source: loaded.label.clone(),
+            digest: loaded.digest.clone(),
+            wit_version: loaded.wit_version.clone(),
+            name: info.name,
+            version: info.version,
+            channel: info.channel,
+            compiled: loaded.compiled,
+        })
+    }
+}
+
+impl BuildApi for Engine {
+    fn build(&self, request: BuildRequest, events: Arc<dyn EventSink>) -> Result<BuildOutcome, DaemonError> {
+        let started = Instant::now();
+        let loaded = self.load(&request.frontend)?;
+        let bridge = Arc::new(LocalBridge::new(request.locals, events));
+        let frontend = self.record(&loaded, bridge.clone())?;
+        let out = self.runtime.run(&loaded, request.options, Vec::new(), bridge)?;
+        Ok(BuildOutcome {
+            frontend,
+            definition: out.reference.map(|r| (*r.definition).clone()),
+            platforms: out
+                .refs
+                .into_iter()
+                .map(|(k, r)| (k, (*r.definition).clone()))
+                .collect(),
+            metadata: out.metadata,
+            frontend_time: started.elapsed(),
+        })
+    }
+
+    fn inspect_frontend(&self, frontend: &FrontendRef) -> Result<FrontendRecord, DaemonError> {
+        let loaded = self.load(frontend)?;
+        let bridge = Arc::new(LocalBridge::new(BTreeMap::new(), Arc::new(|_| {})));
+        self.record(&loaded, bridge)
+    }
+}
+
+/// The imports and exports of a frontend component, for `buildwit frontend inspect`.
+pub fn frontend_interfaces(engine: &Engine, frontend: &FrontendRef) -> Result<(Vec<String>, Vec<String>, usize), DaemonError> {
+    let loaded = engine.load(frontend)?;
+    Ok((loaded.imports.clone(), loaded.exports.clone(), loaded.size))
+}

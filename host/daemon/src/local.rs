@@ -1,0 +1,275 @@
+//! A bridge that answers a frontend from the client's local directories.
+//!
+//! Files of `local://NAME` results are read straight from the directory the client named
+//! NAME, confined to it (no `..`, no symlink out) and to the source's `followpaths` /
+//! `includepattern` / `excludepatterns`. Results that need execution wait for the solver.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use buildwit_frontend::bridge::{
+    Bridge, ErrorKind, Event, FrontendOutput, GatewayError, ImageRequest, ResolvedImage, SolvedRef, Stat,
+};
+use buildwit_llb::pb;
+use prost::Message;
+
+use crate::EventSink;
+
+/// Answers gateway calls from local directories.
+pub struct LocalBridge {
+    locals: BTreeMap<String, PathBuf>,
+    events: Arc<dyn EventSink>,
+}
+
+/// A local source: its directory and the filters of its op.
+struct LocalView {
+    root: PathBuf,
+    follow: Vec<String>,
+    include: Vec<String>,
+    exclude: Vec<String>,
+}
+
+fn err(kind: ErrorKind, message: impl Into<String>) -> GatewayError {
+    GatewayError::new(kind, message)
+}
+
+impl LocalBridge {
+    /// A bridge over these named directories.
+    pub fn new(locals: BTreeMap<String, PathBuf>, events: Arc<dyn EventSink>) -> Self {
+        LocalBridge { locals, events }
+    }
+
+    /// The local source a result is, if it is one.
+    fn view(&self, r: &SolvedRef) -> Result<LocalView, GatewayError> {
+        let def = &r.definition;
+        let terminal = def
+            .def
+            .last()
+            .and_then(|b| pb::Op::decode(b.as_slice()).ok())
+            .ok_or_else(|| err(ErrorKind::InvalidArgument, "empty definition"))?;
+        let target = terminal
+            .inputs
+            .first()
+            .map(|i| i.digest.clone())
+            .ok_or_else(|| err(ErrorKind::InvalidArgument, "definition has no result"))?;
+        let op = def
+            .def
+            .iter()
+            .find(|b| buildwit_llb::digest_of(b).to_string() == target)
+            .and_then(|b| pb::Op::decode(b.as_slice()).ok());
+        let Some(pb::op::Op::Source(source)) = op.and_then(|o| o.op) else {
+            return Err(err(
+                ErrorKind::Unsupported,
+                "reading this result needs the solver to build it; only local sources can be read yet",
+            ));
+        };
+        let name = source.identifier.strip_prefix("local://").ok_or_else(|| {
+            err(
+                ErrorKind::Unsupported,
+                format!("reading {} needs the solver, which is not in this build yet", source.identifier),
+            )
+        })?;
+        let root = self.locals.get(name).ok_or_else(|| {
+            err(ErrorKind::NotFound, format!("the client sent no local directory named {name:?}"))
+        })?;
+        let json_list = |key: &str| -> Vec<String> {
+            source
+                .attrs
+                .get(key)
+                .and_then(|v| serde_json::from_str(v).ok())
+                .unwrap_or_default()
+        };
+        Ok(LocalView {
+            root: root
+                .canonicalize()
+                .map_err(|e| err(ErrorKind::NotFound, format!("local {name:?} ({}): {e}", root.display())))?,
+            follow: json_list("local.followpaths"),
+            include: json_list("local.includepattern"),
+            exclude: json_list("local.excludepatterns"),
+        })
+    }
+}
+
+impl LocalView {
+    /// The real path of `path` inside the root; refuses anything that leaves it or that the
+    /// source's filters hide.
+    fn resolve(&self, path: &str) -> Result<PathBuf, GatewayError> {
+        let rel = clean_relative(path)?;
+        let rel_str = rel.to_string_lossy().to_string();
+        if !rel_str.is_empty() && !self.visible(&rel_str) {
+            return Err(err(ErrorKind::NotFound, format!("{path}: not in the files this source selects")));
+        }
+        let full = self.root.join(&rel);
+        let real = full
+            .canonicalize()
+            .map_err(|e| err(ErrorKind::NotFound, format!("{path}: {e}")))?;
+        if !real.starts_with(&self.root) {
+            return Err(err(ErrorKind::PermissionDenied, format!("{path}: leads outside the directory")));
+        }
+        Ok(real)
+    }
+
+    fn visible(&self, rel: &str) -> bool {
+        let selected = |p: &str| {
+            // A selected path also makes its parents and children visible.
+            rel == p || p.starts_with(&format!("{rel}/")) || rel.starts_with(&format!("{p}/"))
+        };
+        if !self.follow.is_empty() && !self.follow.iter().any(|p| selected(p.trim_matches('/'))) {
+            return false;
+        }
+        if !self.include.is_empty() && !self.include.iter().any(|p| glob_path(p.trim_matches('/'), rel) || selected(p.trim_matches('/'))) {
+            return false;
+        }
+        !self.exclude.iter().any(|p| glob_path(p.trim_matches('/'), rel))
+    }
+}
+
+/// `path` as a relative path with no `..` that climbs out.
+fn clean_relative(path: &str) -> Result<PathBuf, GatewayError> {
+    let mut out = PathBuf::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::Normal(p) => out.push(p),
+            Component::ParentDir => {
+                if !out.pop() {
+                    return Err(err(ErrorKind::PermissionDenied, format!("{path}: leads outside the directory")));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Glob on whole paths: `*` and `?` within a component, `**` across components.
+fn glob_path(pattern: &str, path: &str) -> bool {
+    fn go(p: &[&str], n: &[&str]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some(&"**"), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            (Some(a), Some(b)) if glob(a.as_bytes(), b.as_bytes()) => go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    fn glob(p: &[u8], n: &[u8]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => glob(&p[1..], n) || (!n.is_empty() && glob(p, &n[1..])),
+            (Some(b'?'), Some(_)) => glob(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => glob(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    let p: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty()).collect();
+    let n: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    go(&p, &n)
+}
+
+fn stat_of(name: &str, md: &fs::Metadata, link: Option<PathBuf>) -> Stat {
+    let mode = md.permissions().mode();
+    Stat {
+        path: name.to_string(),
+        mode,
+        uid: md.uid(),
+        gid: md.gid(),
+        size: md.len() as i64,
+        mod_time: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+        linkname: link.map(|l| l.to_string_lossy().into_owned()).unwrap_or_default(),
+        devmajor: 0,
+        devminor: 0,
+    }
+}
+
+impl Bridge for LocalBridge {
+    fn read_file(&self, r: &SolvedRef, path: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>, GatewayError> {
+        let real = self.view(r)?.resolve(path)?;
+        if !real.is_file() {
+            return Err(err(ErrorKind::InvalidArgument, format!("{path} is not a regular file")));
+        }
+        let data = fs::read(&real).map_err(|e| err(ErrorKind::Internal, format!("{path}: {e}")))?;
+        Ok(match range {
+            Some((offset, length)) => {
+                let start = (offset as usize).min(data.len());
+                let end = start.saturating_add(length as usize).min(data.len());
+                data[start..end].to_vec()
+            }
+            None => data,
+        })
+    }
+
+    fn read_dir(&self, r: &SolvedRef, path: &str, include_pattern: Option<&str>) -> Result<Vec<Stat>, GatewayError> {
+        let view = self.view(r)?;
+        let real = view.resolve(path)?;
+        let rel = clean_relative(path)?;
+        let mut out = Vec::new();
+        let entries = fs::read_dir(&real).map_err(|e| err(ErrorKind::NotFound, format!("{path}: {e}")))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let child = rel.join(&name).to_string_lossy().into_owned();
+            if !view.visible(&child) || include_pattern.is_some_and(|p| !glob_path(p, &name)) {
+                continue;
+            }
+            let Ok(md) = entry.path().symlink_metadata() else { continue };
+            let link = md.file_type().is_symlink().then(|| fs::read_link(entry.path()).ok()).flatten();
+            out.push(stat_of(&name, &md, link));
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    fn stat_file(&self, r: &SolvedRef, path: &str) -> Result<Stat, GatewayError> {
+        let real = self.view(r)?.resolve(path)?;
+        let md = real.metadata().map_err(|e| err(ErrorKind::NotFound, format!("{path}: {e}")))?;
+        Ok(stat_of(path, &md, None))
+    }
+
+    fn evaluate(&self, r: &SolvedRef) -> Result<(), GatewayError> {
+        self.view(r).map(|_| ())
+    }
+
+    fn resolve_image_config(&self, request: &ImageRequest) -> Result<ResolvedImage, GatewayError> {
+        Err(err(
+            ErrorKind::Unsupported,
+            format!(
+                "cannot resolve image {}: registry access is not in this build of buildwit yet",
+                request.reference
+            ),
+        ))
+    }
+
+    fn forward(
+        &self,
+        frontend: &str,
+        _options: Vec<(String, String)>,
+        _inputs: Vec<(String, pb::Definition)>,
+    ) -> Result<FrontendOutput, GatewayError> {
+        Err(err(ErrorKind::NotFound, format!("invalid frontend: {frontend}")))
+    }
+
+    fn event(&self, event: Event) {
+        self.events.event(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_path("*.toml", "build.toml"));
+        assert!(!glob_path("*.toml", "sub/build.toml"));
+        assert!(glob_path("**/*.toml", "sub/build.toml"));
+        assert!(glob_path("app/*", "app/run.sh"));
+    }
+
+    #[test]
+    fn relative_paths_stay_inside() {
+        assert_eq!(clean_relative("/a/./b/../c").unwrap(), PathBuf::from("a/c"));
+        assert!(clean_relative("../etc/passwd").is_err());
+        assert!(clean_relative("a/../../x").is_err());
+    }
+}
