@@ -11,6 +11,8 @@ use std::{env, fs};
 /// (cargo package, cargo features, component name). Guests with other features are built
 /// by a separate cargo run, so features do not unify across them.
 const GUESTS: &[(&str, &str, &str)] = &[
+    ("buildwit-dockerfile", "", "dockerfile"),
+    ("buildwit-dockerfile", "labs", "dockerfile-labs"),
     ("buildwit-plugin-toml-spec", "", "toml-spec"),
     ("buildwit-test-probe", "", "probe"),
 ];
@@ -18,15 +20,29 @@ const GUESTS: &[(&str, &str, &str)] = &[
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let workspace = manifest.join("../..").canonicalize().unwrap();
-    for dir in ["wit", "sdk", "plugins", "frontends", "tests/frontends", "Cargo.lock"] {
+    for dir in [
+        "wit",
+        "sdk",
+        "plugins",
+        "frontends",
+        "tests/frontends",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
     }
 
     // OUT_DIR is <target>/<profile>/build/<package>-<hash>/out.
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
-    let target = out.ancestors().nth(4).expect("OUT_DIR inside the target directory").to_path_buf();
+    let target = out
+        .ancestors()
+        .nth(4)
+        .expect("OUT_DIR inside the target directory")
+        .to_path_buf();
     let out_dir = target.join("frontends");
-    println!("cargo:rustc-env=BUILDWIT_FRONTENDS_DIR={}", out_dir.display());
+    println!(
+        "cargo:rustc-env=BUILDWIT_FRONTENDS_DIR={}",
+        out_dir.display()
+    );
     let guest_target = target.join("wasm-guests");
     fs::create_dir_all(&out_dir).unwrap();
     let mut feature_sets: Vec<&str> = GUESTS.iter().map(|g| g.1).collect();
@@ -34,7 +50,12 @@ fn main() {
     feature_sets.dedup();
     for features in feature_sets {
         let guests: Vec<_> = GUESTS.iter().filter(|g| g.1 == features).collect();
-        cargo_build(&workspace, &guest_target, features, guests.iter().map(|g| g.0));
+        cargo_build(
+            &workspace,
+            &guest_target,
+            features,
+            guests.iter().map(|g| g.0),
+        );
         for (package, _, name) in guests {
             let module = guest_target
                 .join("wasm32-unknown-unknown/guest")
@@ -45,11 +66,22 @@ fn main() {
 }
 
 /// Build guest packages for wasm32-unknown-unknown with the `guest` profile.
-fn cargo_build<'a>(workspace: &Path, target_dir: &Path, features: &str, packages: impl Iterator<Item = &'a str>) {
+fn cargo_build<'a>(
+    workspace: &Path,
+    target_dir: &Path,
+    features: &str,
+    packages: impl Iterator<Item = &'a str>,
+) {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)
-        .args(["build", "--profile", "guest", "--target", "wasm32-unknown-unknown"])
+        .args([
+            "build",
+            "--profile",
+            "guest",
+            "--target",
+            "wasm32-unknown-unknown",
+        ])
         .arg("--target-dir")
         .arg(target_dir);
     for package in packages {
@@ -71,7 +103,10 @@ fn cargo_build<'a>(workspace: &Path, target_dir: &Path, features: &str, packages
         cmd.env_remove(var);
     }
     let status = cmd.status().expect("run cargo for the frontend components");
-    assert!(status.success(), "building the frontend components failed (see above)");
+    assert!(
+        status.success(),
+        "building the frontend components failed (see above)"
+    );
 }
 
 /// Wrap a core module carrying wit-bindgen's component-type section into a component.

@@ -48,9 +48,9 @@ pub use bindings::buildwit::frontend::gateway::{
 };
 pub use bindings::exports::buildwit::frontend::builder::FrontendInfo;
 pub use client::{BuildResult, Client, Reference, SolveRequest};
-pub use export::Frontend;
 #[doc(hidden)]
 pub use export::Adapter as __Adapter;
+pub use export::Frontend;
 
 /// The version of the WIT package this SDK implements.
 pub const WIT_VERSION: &str = "0.1.0";

@@ -143,7 +143,12 @@ impl Output {
     }
 }
 
-fn new_output(kind: OpKind, inputs: Vec<Output>, platform: Option<Platform>, metadata: Metadata) -> Output {
+fn new_output(
+    kind: OpKind,
+    inputs: Vec<Output>,
+    platform: Option<Platform>,
+    metadata: Metadata,
+) -> Output {
     Output {
         vertex: Arc::new(Vertex {
             kind,
@@ -193,7 +198,10 @@ impl State {
 
     /// The value of an environment variable.
     pub fn get_env(&self, key: &str) -> Option<&str> {
-        self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// All environment variables in order.
@@ -343,7 +351,11 @@ impl State {
                 // BuildKit's Go client computes the per-action caps before it has
                 // collected the actions, so its file ops only ever declare `file.base`.
                 caps.truncate(1);
-                let input = if i == 0 { base } else { n_inputs + i as i64 - 1 };
+                let input = if i == 0 {
+                    base
+                } else {
+                    n_inputs + i as i64 - 1
+                };
                 // A user named in an owner is looked up in the action's input, as in BuildKit.
                 let kind = with_owner_input(kind, input);
                 FileActionSpec {
@@ -408,11 +420,9 @@ impl Source {
     /// `git.fullurl` and the default auth secret names are set, as BuildKit's `llb.Git`
     /// does. An ssh remote (`git@host:path`, `ssh://…`) also mounts the default ssh agent.
     pub fn git(remote: &str, reference: &str) -> Self {
-        let is_ssh = remote.starts_with("ssh://") || (!remote.contains("://") && remote.contains('@'));
-        let stripped = remote
-            .split_once("://")
-            .map(|(_, r)| r)
-            .unwrap_or(remote);
+        let is_ssh =
+            remote.starts_with("ssh://") || (!remote.contains("://") && remote.contains('@'));
+        let stripped = remote.split_once("://").map(|(_, r)| r).unwrap_or(remote);
         let stripped = match stripped.split_once('@') {
             Some((user, rest)) if !user.contains('/') => rest,
             _ => stripped,
@@ -730,7 +740,12 @@ impl Exec {
     /// Go client does: the root first, read-only, cache and tmpfs mounts produce none,
     /// secret and ssh mounts come last.
     pub fn build(self) -> ExecState {
-        let Exec { base, args, mut mounts, .. } = self;
+        let Exec {
+            base,
+            args,
+            mut mounts,
+            ..
+        } = self;
         // Default ssh socket paths, numbered in the order the ssh mounts were added.
         let mut ssh_index = 0;
         let mut first_ssh: Option<String> = None;
@@ -756,8 +771,9 @@ impl Exec {
             .into_iter()
             .partition(|m| !matches!(m.kind, MountKind::Secret(_) | MountKind::Ssh(_)));
         ordinary.sort_by(|a, b| a.dest.cmp(&b.dest));
-        let (secrets, sshs): (Vec<MountSpec>, Vec<MountSpec>) =
-            special.into_iter().partition(|m| matches!(m.kind, MountKind::Secret(_)));
+        let (secrets, sshs): (Vec<MountSpec>, Vec<MountSpec>) = special
+            .into_iter()
+            .partition(|m| matches!(m.kind, MountKind::Secret(_)));
 
         let mut inputs: Vec<Output> = Vec::new();
         let mut wit_mounts = Vec::new();
@@ -884,7 +900,11 @@ impl Exec {
         });
         let platform = Some(base.platform.clone().unwrap_or_else(Platform::linux_amd64));
         let vertex = new_output(kind, inputs, platform, self.metadata.with_caps(&caps)).vertex;
-        ExecState { base, vertex, outputs }
+        ExecState {
+            base,
+            vertex,
+            outputs,
+        }
     }
 }
 
@@ -899,7 +919,8 @@ pub struct ExecState {
 impl ExecState {
     /// The root filesystem after the run, with the base's settings.
     pub fn root(&self) -> State {
-        self.get_mount("/").expect("an exec always has a root output")
+        self.get_mount("/")
+            .expect("an exec always has a root output")
     }
 
     /// The writable mount at `dest` after the run.
@@ -920,7 +941,12 @@ pub struct FileAction {
 
 #[derive(Clone, Debug)]
 enum Step {
-    Copy { from: Box<State>, src: String, dest: String, opts: Box<CopyOptions> },
+    Copy {
+        from: Box<State>,
+        src: String,
+        dest: String,
+        opts: Box<CopyOptions>,
+    },
     Mkdir(MkdirAction),
     Mkfile(MkfileAction),
     Rm(RmAction),
@@ -1020,7 +1046,13 @@ impl FileAction {
     }
 
     /// Then create a directory.
-    pub fn then_mkdir(mut self, path: &str, mode: i32, make_parents: bool, owner: Option<ChownOpt>) -> Self {
+    pub fn then_mkdir(
+        mut self,
+        path: &str,
+        mode: i32,
+        make_parents: bool,
+        owner: Option<ChownOpt>,
+    ) -> Self {
         self.steps.push(Step::Mkdir(MkdirAction {
             path: path.into(),
             mode,
@@ -1070,7 +1102,12 @@ impl Step {
     /// states involved, as BuildKit's Go client does.
     fn into_wit(self, cwd: &str, caps: &mut Vec<&'static str>) -> FileActionKind {
         match self {
-            Step::Copy { from, src, dest, opts } => {
+            Step::Copy {
+                from,
+                src,
+                dest,
+                opts,
+            } => {
                 let opts = *opts;
                 if !opts.include_patterns.is_empty() || !opts.exclude_patterns.is_empty() {
                     caps.push("file.copy.includeexcludepatterns");
@@ -1094,7 +1131,9 @@ impl Step {
                     dest: resolve_keep_slash(cwd, &dest),
                     owner: opts.owner,
                     // BuildKit leaves the numeric mode at 0 when a symbolic mode is given.
-                    mode: opts.mode.unwrap_or(if opts.mode_str.is_empty() { -1 } else { 0 }),
+                    mode: opts
+                        .mode
+                        .unwrap_or(if opts.mode_str.is_empty() { -1 } else { 0 }),
                     follow_symlink: opts.follow_symlink,
                     dir_copy_contents: opts.dir_copy_contents,
                     attempt_unpack_docker_compatibility: opts.attempt_unpack_docker_compatibility,
@@ -1149,7 +1188,12 @@ pub fn merge(states: &[State], metadata: Metadata) -> State {
         1 => base.with_output(Some(inputs.remove(0))),
         _ => {
             let kind = OpKind::Merge(MergeOp { inputs: indexes });
-            base.with_output(Some(new_output(kind, inputs, None, metadata.with_caps(&["mergeop"]))))
+            base.with_output(Some(new_output(
+                kind,
+                inputs,
+                None,
+                metadata.with_caps(&["mergeop"]),
+            )))
         }
     }
 }
@@ -1168,7 +1212,12 @@ pub fn diff(lower: &State, upper: &State, metadata: Metadata) -> State {
         lower: index(lower),
         upper: index(upper),
     });
-    upper.with_output(Some(new_output(kind, inputs, None, metadata.with_caps(&["diffop"]))))
+    upper.with_output(Some(new_output(
+        kind,
+        inputs,
+        None,
+        metadata.with_caps(&["diffop"]),
+    )))
 }
 
 /// Lexically clean an absolute path (`/a/./b/../c` → `/a/c`).
@@ -1287,7 +1336,10 @@ impl Marshaller {
             .inputs
             .iter()
             .zip(positions)
-            .map(|(o, op)| OpOutput { op, output: o.index })
+            .map(|(o, op)| OpOutput {
+                op,
+                output: o.index,
+            })
             .collect();
         let op = Op {
             inputs,
@@ -1367,7 +1419,10 @@ mod tests {
     use super::*;
 
     fn image() -> State {
-        Source::image("busybox").unwrap().platform(Platform::linux_amd64()).state()
+        Source::image("busybox")
+            .unwrap()
+            .platform(Platform::linux_amd64())
+            .state()
     }
 
     #[test]
@@ -1382,8 +1437,12 @@ mod tests {
         let base = image();
         let ctx = Source::local("context").state();
         let copied = base.clone().dir("/src").file(
-            FileAction::copy(&ctx, "go.mod", "./", CopyOptions::default())
-                .then_copy(&ctx, "go.sum", "./", CopyOptions::default()),
+            FileAction::copy(&ctx, "go.mod", "./", CopyOptions::default()).then_copy(
+                &ctx,
+                "go.sum",
+                "./",
+                CopyOptions::default(),
+            ),
         );
         let run = copied.run_shell("echo hi").build().root();
         // A second, separately built but equal image source is the same op.
@@ -1403,12 +1462,32 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, ["image", "local", "file", "exec", "exec", "merge"]);
-        let OpKind::File(f) = &def.ops[2].kind else { unreachable!() };
-        assert_eq!((f.actions[0].input, f.actions[0].secondary_input, f.actions[0].output), (0, 1, -1));
-        assert_eq!((f.actions[1].input, f.actions[1].secondary_input, f.actions[1].output), (2, 1, 0));
-        let FileActionKind::Copy(c) = &f.actions[0].action else { unreachable!() };
+        let OpKind::File(f) = &def.ops[2].kind else {
+            unreachable!()
+        };
+        assert_eq!(
+            (
+                f.actions[0].input,
+                f.actions[0].secondary_input,
+                f.actions[0].output
+            ),
+            (0, 1, -1)
+        );
+        assert_eq!(
+            (
+                f.actions[1].input,
+                f.actions[1].secondary_input,
+                f.actions[1].output
+            ),
+            (2, 1, 0)
+        );
+        let FileActionKind::Copy(c) = &f.actions[0].action else {
+            unreachable!()
+        };
         assert_eq!((c.src.as_str(), c.dest.as_str()), ("/go.mod", "/src/"));
-        let OpKind::Exec(e) = &def.ops[3].kind else { unreachable!() };
+        let OpKind::Exec(e) = &def.ops[3].kind else {
+            unreachable!()
+        };
         assert_eq!(e.meta.cwd, "/src");
         assert_eq!(def.result.unwrap().op, 5);
     }
@@ -1421,15 +1500,35 @@ mod tests {
             .run(["/bin/true"])
             .mount(MountSpec::secret(
                 "/run/secrets/a",
-                SecretOpt { id: "a".into(), uid: 0, gid: 0, mode: 0o400, optional: false },
+                SecretOpt {
+                    id: "a".into(),
+                    uid: 0,
+                    gid: 0,
+                    mode: 0o400,
+                    optional: false,
+                },
             ))
             .mount(MountSpec::bind("/out", &out))
             .mount(MountSpec::cache("/cache", "c", CacheSharing::Locked))
             .build();
         let def = exec.get_mount("/out").unwrap().marshal();
-        let OpKind::Exec(e) = &def.ops[1].kind else { unreachable!() };
-        let dests: Vec<(&str, i64, i64)> = e.mounts.iter().map(|m| (m.dest.as_str(), m.input, m.output)).collect();
-        assert_eq!(dests, [("/", 0, 0), ("/cache", -1, -1), ("/out", -1, 1), ("/run/secrets/a", -1, 0)]);
+        let OpKind::Exec(e) = &def.ops[1].kind else {
+            unreachable!()
+        };
+        let dests: Vec<(&str, i64, i64)> = e
+            .mounts
+            .iter()
+            .map(|m| (m.dest.as_str(), m.input, m.output))
+            .collect();
+        assert_eq!(
+            dests,
+            [
+                ("/", 0, 0),
+                ("/cache", -1, -1),
+                ("/out", -1, 1),
+                ("/run/secrets/a", -1, 0)
+            ]
+        );
         assert_eq!(def.result.unwrap().output, 1);
     }
 

@@ -25,7 +25,8 @@ impl ImageRef {
         let (rest, digest) = match input.split_once('@') {
             Some((r, d)) => {
                 let (algo, hex) = d.split_once(':').ok_or("invalid reference format")?;
-                if algo.is_empty() || hex.len() < 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                if algo.is_empty() || hex.len() < 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit())
+                {
                     return Err("invalid reference format".into());
                 }
                 (r, Some(d.to_string()))
@@ -41,13 +42,19 @@ impl ImageRef {
         if let Some(t) = tag
             && (t.is_empty()
                 || t.len() > 128
-                || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+                || !t
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
                 || t.starts_with(['.', '-']))
         {
             return Err("invalid reference format".into());
         }
         let (domain, path) = match name.split_once('/') {
-            Some((d, p)) if d.contains(['.', ':']) || d == "localhost" || d.chars().any(|c| c.is_ascii_uppercase()) => {
+            Some((d, p))
+                if d.contains(['.', ':'])
+                    || d == "localhost"
+                    || d.chars().any(|c| c.is_ascii_uppercase()) =>
+            {
                 (d.to_string(), p.to_string())
             }
             _ => ("docker.io".to_string(), name.to_string()),
@@ -61,11 +68,14 @@ impl ImageRef {
             return Err("invalid reference format".into());
         }
         if path.chars().any(|c| c.is_ascii_uppercase()) {
-            return Err(format!("invalid reference format: repository name ({path}) must be lowercase"));
+            return Err(format!(
+                "invalid reference format: repository name ({path}) must be lowercase"
+            ));
         }
         let component_ok = |c: &str| {
             !c.is_empty()
-                && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
                 && c.as_bytes()[0].is_ascii_alphanumeric()
                 && c.as_bytes()[c.len() - 1].is_ascii_alphanumeric()
         };
@@ -116,7 +126,9 @@ impl Platform {
     pub fn parse(s: &str) -> Result<Self, String> {
         let parts: Vec<&str> = s.trim().split('/').collect();
         if parts.len() < 2 || parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
-            return Err(format!("invalid platform {s:?}: expected os/arch[/variant]"));
+            return Err(format!(
+                "invalid platform {s:?}: expected os/arch[/variant]"
+            ));
         }
         let os = parts[0].to_ascii_lowercase();
         let (architecture, mut variant) = match parts[1].to_ascii_lowercase().as_str() {
@@ -167,17 +179,33 @@ mod tests {
         assert_eq!(n("alpine"), "docker.io/library/alpine:latest");
         assert_eq!(n("library/alpine:3"), "docker.io/library/alpine:3");
         assert_eq!(n("docker/dockerfile:1"), "docker.io/docker/dockerfile:1");
-        assert_eq!(n("127.0.0.1:5000/library/busybox"), "127.0.0.1:5000/library/busybox:latest");
+        assert_eq!(
+            n("127.0.0.1:5000/library/busybox"),
+            "127.0.0.1:5000/library/busybox:latest"
+        );
         assert_eq!(n("localhost/x:1"), "localhost/x:1");
         let d = "sha256:d53446ae75a74596551f620f394d5dd30aa9743f781130c60b699f932752a9b3";
-        assert_eq!(n(&format!("busybox@{d}")), format!("docker.io/library/busybox@{d}"));
-        assert_eq!(n(&format!("busybox:1@{d}")), format!("docker.io/library/busybox:1@{d}"));
-        assert_eq!(ImageRef::parse("host:5000/x:1").unwrap().name(), "host:5000/x");
+        assert_eq!(
+            n(&format!("busybox@{d}")),
+            format!("docker.io/library/busybox@{d}")
+        );
+        assert_eq!(
+            n(&format!("busybox:1@{d}")),
+            format!("docker.io/library/busybox:1@{d}")
+        );
+        assert_eq!(
+            ImageRef::parse("host:5000/x:1").unwrap().name(),
+            "host:5000/x"
+        );
     }
 
     #[test]
     fn rejects_bad_references() {
-        assert!(ImageRef::parse("Alpine").unwrap_err().contains("must be lowercase"));
+        assert!(
+            ImageRef::parse("Alpine")
+                .unwrap_err()
+                .contains("must be lowercase")
+        );
         assert!(ImageRef::parse("busybox:").is_err());
         assert!(ImageRef::parse("").is_err());
         assert!(ImageRef::parse("a@sha256:xyz").is_err());
@@ -186,7 +214,10 @@ mod tests {
     #[test]
     fn platforms() {
         assert_eq!(Platform::parse("linux/x86_64").unwrap().id(), "linux/amd64");
-        assert_eq!(Platform::parse("linux/arm64/v8").unwrap().id(), "linux/arm64");
+        assert_eq!(
+            Platform::parse("linux/arm64/v8").unwrap().id(),
+            "linux/arm64"
+        );
         assert_eq!(Platform::parse("linux/arm").unwrap().id(), "linux/arm/v7");
         assert!(Platform::parse("linux").is_err());
     }

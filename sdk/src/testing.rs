@@ -20,7 +20,9 @@ use std::rc::Rc;
 
 use crate::client::{BuildResult, Client, Reference, ReferenceBackend, SolveRequest};
 use crate::llb::{Definition, OpKind};
-use crate::{Error, FileRange, Frontend, LogLevel, ResolveImageRequest, ResolvedImage, Stat, Warning};
+use crate::{
+    Error, FileRange, Frontend, LogLevel, ResolveImageRequest, ResolvedImage, Stat, Warning,
+};
 
 type Files = Rc<BTreeMap<String, Vec<u8>>>;
 
@@ -62,7 +64,10 @@ impl MemoryGateway {
     /// Add a file to the local directory `local` (`context`, `dockerfile`).
     pub fn file(mut self, local: &str, path: &str, data: impl Into<Vec<u8>>) -> Self {
         let path = path.trim_start_matches('/').to_string();
-        self.locals.entry(local.into()).or_default().insert(path, data.into());
+        self.locals
+            .entry(local.into())
+            .or_default()
+            .insert(path, data.into());
         self
     }
 
@@ -82,13 +87,17 @@ impl MemoryGateway {
     /// Load image answers from a JSON fixture: `{"<ref>": {"digest": "sha256:…",
     /// "configRaw": "<json text>"}}` (`config` as a JSON value works too).
     pub fn images_json(mut self, json: &str) -> Result<Self, String> {
-        let v: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("image fixture: {e}"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| format!("image fixture: {e}"))?;
         let map = v.as_object().ok_or("image fixture: expected an object")?;
         for (reference, entry) in map {
             let digest = entry["digest"]
                 .as_str()
                 .ok_or_else(|| format!("image fixture: {reference}: no digest"))?;
-            let config = match (entry.get("configRaw").and_then(|c| c.as_str()), entry.get("config")) {
+            let config = match (
+                entry.get("configRaw").and_then(|c| c.as_str()),
+                entry.get("config"),
+            ) {
                 (Some(raw), _) => raw.as_bytes().to_vec(),
                 (None, Some(c)) => serde_json::to_vec(c).map_err(|e| e.to_string())?,
                 (None, None) => return Err(format!("image fixture: {reference}: no config")),
@@ -143,10 +152,9 @@ impl Client for MemoryGateway {
                 .map(|name| Rc::new(self.locals.get(name).cloned().unwrap_or_default())),
             _ => None,
         };
-        Ok(BuildResult::from_ref(Some(Reference::new(MemoryReference {
-            definition,
-            files,
-        }))))
+        Ok(BuildResult::from_ref(Some(Reference::new(
+            MemoryReference { definition, files },
+        ))))
     }
 
     fn resolve_image_config(&self, request: ResolveImageRequest) -> Result<ResolvedImage, Error> {
@@ -161,7 +169,10 @@ impl Client for MemoryGateway {
     }
 
     fn log(&self, level: LogLevel, message: &str) {
-        self.recorded.borrow_mut().logs.push((level, message.into()));
+        self.recorded
+            .borrow_mut()
+            .logs
+            .push((level, message.into()));
     }
 
     fn progress(&self, _id: &str, _name: &str, _current: u64, _total: u64, _completed: bool) {}
@@ -176,9 +187,9 @@ pub struct MemoryReference {
 
 impl MemoryReference {
     fn files(&self) -> Result<&Files, Error> {
-        self.files
-            .as_ref()
-            .ok_or_else(|| Error::unsupported("the test gateway can only read files of local:// sources"))
+        self.files.as_ref().ok_or_else(|| {
+            Error::unsupported("the test gateway can only read files of local:// sources")
+        })
     }
 }
 
@@ -214,10 +225,16 @@ impl ReferenceBackend for MemoryReference {
 
     fn read_dir(&self, path: &str, include_pattern: Option<&str>) -> Result<Vec<Stat>, Error> {
         let dir = path.trim_matches('/');
-        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
         let mut entries: BTreeMap<String, Stat> = BTreeMap::new();
         for (p, data) in self.files()?.iter() {
-            let Some(rest) = p.strip_prefix(&prefix) else { continue };
+            let Some(rest) = p.strip_prefix(&prefix) else {
+                continue;
+            };
             let (name, is_dir) = match rest.split_once('/') {
                 Some((n, _)) => (n, true),
                 None => (rest, false),
@@ -225,7 +242,10 @@ impl ReferenceBackend for MemoryReference {
             if include_pattern.is_some_and(|pat| !glob_match(pat, name)) {
                 continue;
             }
-            entries.insert(name.into(), file_stat(name, if is_dir { 0 } else { data.len() }, is_dir));
+            entries.insert(
+                name.into(),
+                file_stat(name, if is_dir { 0 } else { data.len() }, is_dir),
+            );
         }
         Ok(entries.into_values().collect())
     }
@@ -240,7 +260,9 @@ impl ReferenceBackend for MemoryReference {
         if p.is_empty() || files.keys().any(|k| k.starts_with(&prefix)) {
             return Ok(file_stat(p, 0, true));
         }
-        Err(Error::not_found(format!("{path}: no such file or directory")))
+        Err(Error::not_found(format!(
+            "{path}: no such file or directory"
+        )))
     }
 
     fn evaluate(&self) -> Result<(), Error> {
@@ -293,7 +315,9 @@ pub fn run<F: Frontend>(gateway: &MemoryGateway) -> Result<TestOutput, Error> {
     let definition_of = |r: Reference| {
         r.into_backend::<MemoryReference>()
             .map(|m| m.definition)
-            .ok_or_else(|| Error::internal("result holds a reference the test gateway did not make"))
+            .ok_or_else(|| {
+                Error::internal("result holds a reference the test gateway did not make")
+            })
     };
     Ok(TestOutput {
         definition: result.reference.map(definition_of).transpose()?,
@@ -309,8 +333,8 @@ pub fn run<F: Frontend>(gateway: &MemoryGateway) -> Result<TestOutput, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llb::{FileAction, Source};
     use crate::FrontendInfo;
+    use crate::llb::{FileAction, Source};
 
     struct CatFrontend;
     impl Frontend for CatFrontend {
@@ -325,8 +349,10 @@ mod tests {
             let text = spec.read_file(&name)?;
             let listing = spec.read_dir("/", Some("*.txt"))?;
             let out = crate::llb::scratch().file(FileAction::mkfile("/copy", 0o644, text));
-            Ok(BuildResult::from_ref(client.solve_definition(out.marshal())?)
-                .with_metadata("entries", listing.len().to_string()))
+            Ok(
+                BuildResult::from_ref(client.solve_definition(out.marshal())?)
+                    .with_metadata("entries", listing.len().to_string()),
+            )
         }
     }
 
@@ -339,8 +365,12 @@ mod tests {
             .file("dockerfile", "sub/c.md", "y");
         let out = run::<CatFrontend>(&gw).unwrap();
         let def = out.definition.as_ref().unwrap();
-        let crate::llb::OpKind::File(f) = &def.ops[0].kind else { panic!() };
-        let crate::llb::FileActionKind::Mkfile(m) = &f.actions[0].action else { panic!() };
+        let crate::llb::OpKind::File(f) = &def.ops[0].kind else {
+            panic!()
+        };
+        let crate::llb::FileActionKind::Mkfile(m) = &f.actions[0].action else {
+            panic!()
+        };
         assert_eq!(m.data, b"hello");
         assert_eq!(out.metadata_str("entries").as_deref(), Some("2"));
         assert_eq!(gw.solved().len(), 2);

@@ -13,7 +13,11 @@ use buildwit_frontend::bridge::{Event, LogLevel};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "buildwit", version, about = "Build with BuildKit-compatible frontends that run as sandboxed Wasm components")]
+#[command(
+    name = "buildwit",
+    version,
+    about = "Build with BuildKit-compatible frontends that run as sandboxed Wasm components"
+)]
 struct Cli {
     /// buildkitd.toml to use (default: /etc/buildkit/buildkitd.toml as root,
     /// ~/.config/buildkit/buildkitd.toml otherwise).
@@ -29,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a frontend on a build context.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Frontend components.
     #[command(subcommand)]
     Frontend(FrontendCommand),
@@ -115,8 +119,11 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Debug(DebugCommand::DumpLlb { dot }) => {
             let mut bytes = Vec::new();
-            std::io::stdin().read_to_end(&mut bytes).context("read stdin")?;
-            let def = buildwit_llb::decode_definition(&bytes).context("stdin is not an LLB Definition")?;
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("read stdin")?;
+            let def = buildwit_llb::decode_definition(&bytes)
+                .context("stdin is not an LLB Definition")?;
             print_llb(&def, dot)
         }
         Command::Debug(DebugCommand::Config) => {
@@ -128,7 +135,8 @@ fn run(cli: Cli) -> Result<()> {
             let engine = open_engine(cli.config.as_deref(), cli.root, Duration::from_secs(60))?;
             let frontend = FrontendRef::File(file);
             let record = engine.inspect_frontend(&frontend)?;
-            let (imports, exports, size) = buildwit_daemon::frontend_interfaces(&engine, &frontend)?;
+            let (imports, exports, size) =
+                buildwit_daemon::frontend_interfaces(&engine, &frontend)?;
             println!("name:     {}", record.name);
             println!("version:  {}", record.version);
             println!("channel:  {}", record.channel);
@@ -139,7 +147,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("exports:  {}", exports.join(", "));
             Ok(())
         }
-        Command::Build(args) => build(cli.config.as_deref(), cli.root, args),
+        Command::Build(args) => build(cli.config.as_deref(), cli.root, *args),
     }
 }
 
@@ -202,7 +210,10 @@ fn build(config: Option<&Path>, root: Option<PathBuf>, args: BuildArgs) -> Resul
     let mut options = Vec::new();
     let mut locals = BTreeMap::new();
     if !args.context.is_dir() {
-        bail!("build context {} is not a directory", args.context.display());
+        bail!(
+            "build context {} is not a directory",
+            args.context.display()
+        );
     }
     locals.insert("context".to_string(), args.context.clone());
     match &args.file {
@@ -211,7 +222,10 @@ fn build(config: Option<&Path>, root: Option<PathBuf>, args: BuildArgs) -> Resul
                 .file_name()
                 .with_context(|| format!("{} is not a file name", file.display()))?;
             options.push(("filename".to_string(), name.to_string_lossy().into_owned()));
-            let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let dir = file
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             locals.insert("dockerfile".to_string(), dir.to_path_buf());
         }
         None => {
@@ -239,7 +253,11 @@ fn build(config: Option<&Path>, root: Option<PathBuf>, args: BuildArgs) -> Resul
             return;
         }
         match event {
-            Event::Log { frontend, level, message } => {
+            Event::Log {
+                frontend,
+                level,
+                message,
+            } => {
                 let tag = match level {
                     LogLevel::Debug => "debug",
                     LogLevel::Info => "info",
@@ -252,11 +270,23 @@ fn build(config: Option<&Path>, root: Option<PathBuf>, args: BuildArgs) -> Resul
                 let at = warning
                     .location
                     .as_ref()
-                    .map(|l| format!(" ({}:{})", l.filename, l.ranges.first().map_or(0, |r| r.start_line)))
+                    .map(|l| {
+                        format!(
+                            " ({}:{})",
+                            l.filename,
+                            l.ranges.first().map_or(0, |r| r.start_line)
+                        )
+                    })
                     .unwrap_or_default();
                 eprintln!("WARNING: {}{at}", warning.short);
             }
-            Event::Progress { name, current, total, completed, .. } => {
+            Event::Progress {
+                name,
+                current,
+                total,
+                completed,
+                ..
+            } => {
                 if completed {
                     eprintln!("#0 {name} DONE");
                 } else if total > 0 {
@@ -265,7 +295,14 @@ fn build(config: Option<&Path>, root: Option<PathBuf>, args: BuildArgs) -> Resul
             }
         }
     });
-    let outcome = engine.build(BuildRequest { frontend, options, locals }, events)?;
+    let outcome = engine.build(
+        BuildRequest {
+            frontend,
+            options,
+            locals,
+        },
+        events,
+    )?;
     let f = &outcome.frontend;
     if !quiet {
         eprintln!(
@@ -276,7 +313,11 @@ fn build(config: Option<&Path>, root: Option<PathBuf>, args: BuildArgs) -> Resul
             f.source,
             f.digest,
             f.wit_version,
-            if f.compiled { "compiled" } else { "precompiled" },
+            if f.compiled {
+                "compiled"
+            } else {
+                "precompiled"
+            },
             outcome.frontend_time.as_secs_f64() * 1000.0
         );
     }
@@ -296,9 +337,15 @@ fn build(config: Option<&Path>, root: Option<PathBuf>, args: BuildArgs) -> Resul
     let ops = outcome.definition.as_ref().map_or(0, |d| d.def.len());
     println!("result: {ops} LLB ops (scratch if 0); metadata: {}", {
         let keys: Vec<&str> = outcome.metadata.iter().map(|(k, _)| k.as_str()).collect();
-        if keys.is_empty() { "none".to_string() } else { keys.join(", ") }
+        if keys.is_empty() {
+            "none".to_string()
+        } else {
+            keys.join(", ")
+        }
     });
-    eprintln!("note: executing the graph needs the solver, which is not in this build yet; use --dump-llb to see it");
+    eprintln!(
+        "note: executing the graph needs the solver, which is not in this build yet; use --dump-llb to see it"
+    );
     Ok(())
 }
 

@@ -6,7 +6,10 @@ use std::process::{Command, Output, Stdio};
 use buildwit_frontend::BUILT_FRONTENDS_DIR;
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn shared() -> PathBuf {
@@ -23,7 +26,10 @@ fn buildwit(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_buildwit"))
         .args(args)
         .env("BUILDWIT_ROOT", root())
-        .env("BUILDWIT_CONFIG", workspace().join("host/cli/tests/empty.toml"))
+        .env(
+            "BUILDWIT_CONFIG",
+            workspace().join("host/cli/tests/empty.toml"),
+        )
         .stdin(Stdio::null())
         .output()
         .unwrap()
@@ -40,7 +46,13 @@ fn toml_spec() -> String {
 #[test]
 fn builds_the_example_with_a_frontend_file() {
     let example = workspace().join("examples/toml-spec");
-    let out = buildwit(&["build", "--frontend-file", &toml_spec(), example.to_str().unwrap(), "--dump-llb"]);
+    let out = buildwit(&[
+        "build",
+        "--frontend-file",
+        &toml_spec(),
+        example.to_str().unwrap(),
+        "--dump-llb",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let lines: Vec<serde_json::Value> = text(&out.stdout)
         .lines()
@@ -52,19 +64,46 @@ fn builds_the_example_with_a_frontend_file() {
     assert_eq!(last["Op"]["Op"], serde_json::json!({}));
     assert!(text(&out.stdout).contains("local://context"));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("frontend toml-spec 0.1.0 (stable)"), "{stderr}");
-    assert!(stderr.contains("speaking buildwit:frontend@0.1.0"), "{stderr}");
+    assert!(
+        stderr.contains("frontend toml-spec 0.1.0 (stable)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("speaking buildwit:frontend@0.1.0"),
+        "{stderr}"
+    );
 
-    let dot = buildwit(&["build", "--frontend-file", &toml_spec(), example.to_str().unwrap(), "--dump-llb", "--dot"]);
-    assert!(text(&dot.stdout).starts_with("digraph"), "{}", text(&dot.stdout));
+    let dot = buildwit(&[
+        "build",
+        "--frontend-file",
+        &toml_spec(),
+        example.to_str().unwrap(),
+        "--dump-llb",
+        "--dot",
+    ]);
+    assert!(
+        text(&dot.stdout).starts_with("digraph"),
+        "{}",
+        text(&dot.stdout)
+    );
 }
 
 #[test]
 fn a_spec_error_names_file_and_line() {
     let dir = root().join("bad-spec");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("build.toml"), "[[step]]\nrun = \"a\"\n\nbogus = 1\n").unwrap();
-    let out = buildwit(&["build", "--frontend-file", &toml_spec(), dir.to_str().unwrap(), "--dump-llb"]);
+    std::fs::write(
+        dir.join("build.toml"),
+        "[[step]]\nrun = \"a\"\n\nbogus = 1\n",
+    )
+    .unwrap();
+    let out = buildwit(&[
+        "build",
+        "--frontend-file",
+        &toml_spec(),
+        dir.to_str().unwrap(),
+        "--dump-llb",
+    ]);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(stderr.contains("build.toml:"), "{stderr}");
@@ -75,16 +114,29 @@ fn a_spec_error_names_file_and_line() {
 fn a_missing_spec_is_a_clear_error() {
     let dir = root().join("empty-context");
     std::fs::create_dir_all(&dir).unwrap();
-    let out = buildwit(&["build", "--frontend-file", &toml_spec(), dir.to_str().unwrap()]);
+    let out = buildwit(&[
+        "build",
+        "--frontend-file",
+        &toml_spec(),
+        dir.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("failed to read build.toml"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("failed to read build.toml"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 fn unknown_frontends_get_buildkits_error() {
     let out = buildwit(&["build", "--frontend", "nosuch.v0", "."]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("invalid frontend: nosuch.v0"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("invalid frontend: nosuch.v0"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -98,7 +150,11 @@ fn dump_llb_reads_buildkit_definitions() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let expected = std::fs::read_to_string(case.join("expected.llb.jsonl")).unwrap();
-    let parse = |s: &str| -> Vec<serde_json::Value> { s.lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    let parse = |s: &str| -> Vec<serde_json::Value> {
+        s.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
     assert_eq!(parse(&text(&out.stdout)), parse(&expected));
 }
 
@@ -108,8 +164,14 @@ fn inspect_shows_the_contract() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("name:     toml-spec"), "{stdout}");
-    assert!(stdout.contains("wit:      buildwit:frontend@0.1.0"), "{stdout}");
-    assert!(stdout.contains("exports:  buildwit:frontend/builder@0.1.0"), "{stdout}");
+    assert!(
+        stdout.contains("wit:      buildwit:frontend@0.1.0"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("exports:  buildwit:frontend/builder@0.1.0"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -117,7 +179,80 @@ fn debug_config_prints_the_effective_config() {
     let seed = shared().join("seeds/buildkitd.toml");
     let out = buildwit(&["--config", seed.to_str().unwrap(), "debug", "config"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("max-parallelism = 4"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("max-parallelism = 4"),
+        "{}",
+        text(&out.stdout)
+    );
     // The seed's [ghacache] tables are not BuildKit keys: we say so.
-    assert!(text(&out.stderr).contains("ghacache"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("ghacache"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn builds_a_dockerfile_with_the_builtin_frontend() {
+    let example = workspace().join("examples/hello");
+    let out = buildwit(&["build", example.to_str().unwrap(), "--dump-llb"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("frontend dockerfile 1.26.0 (stable) from dockerfile.v0"),
+        "{}",
+        text(&out.stderr)
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("\"llb.customname\":\"[build 1/2] COPY hello.txt /srv/hello.txt\""),
+        "{stdout}"
+    );
+    let all = stdout.lines().count();
+
+    // --target stops at the first stage; -f names the file explicitly.
+    let dockerfile = example.join("Dockerfile");
+    let out = buildwit(&[
+        "build",
+        example.to_str().unwrap(),
+        "-f",
+        dockerfile.to_str().unwrap(),
+        "--target",
+        "build",
+        "--dump-llb",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).lines().count() < all);
+}
+
+#[test]
+fn a_dockerfile_error_names_file_and_line() {
+    let dir = root().join("bad-dockerfile");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("Dockerfile"), "FROM scratch\nFOO bar\n").unwrap();
+    let out = buildwit(&["build", dir.to_str().unwrap(), "--dump-llb"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("Dockerfile:2"), "{stderr}");
+    assert!(stderr.contains("unknown instruction: FOO"), "{stderr}");
+}
+
+#[test]
+fn a_disabled_frontend_is_refused() {
+    let dir = root().join("disabled");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("buildkitd.toml");
+    std::fs::write(&config, "[frontend.\"dockerfile.v0\"]\nenabled = false\n").unwrap();
+    let example = workspace().join("examples/hello");
+    let out = buildwit(&[
+        "--config",
+        config.to_str().unwrap(),
+        "build",
+        example.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("invalid frontend: dockerfile.v0"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -35,7 +35,11 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub root: Option<String>,
     /// Entitlements the daemon allows (`security.insecure`, `network.host`, `device`).
-    #[serde(rename = "insecure-entitlements", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "insecure-entitlements",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub insecure_entitlements: Vec<String>,
     /// Proxy networking for exec steps.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -637,27 +641,35 @@ pub fn load_str(text: &str, origin: &str) -> Result<Loaded, ConfigError> {
     })?;
     let mut unknown = Vec::new();
     let deserializer = toml::de::Deserializer::from(tree.clone());
-    let config: Config = serde_ignored::deserialize(deserializer, |path| unknown.push(path.to_string()))
-        .map_err(|e: toml::de::Error| {
-            // Deserialize again without the unknown-key tracker, which hides the error's span.
-            let e = toml::from_str::<Config>(text).err().unwrap_or(e);
-            let offset = e.span().map_or(0, |s| s.start);
-            let (line, column) = position(offset);
-            let key = key_at(tree.get_ref(), offset).unwrap_or_default();
-            let message = e.message().trim().to_string();
-            ConfigError::Invalid {
-                origin: origin.into(),
-                line,
-                column,
-                message: if key.is_empty() { message } else { format!("{key}: {message}") },
-            }
-        })?;
+    let config: Config =
+        serde_ignored::deserialize(deserializer, |path| unknown.push(path.to_string())).map_err(
+            |e: toml::de::Error| {
+                // Deserialize again without the unknown-key tracker, which hides the error's span.
+                let e = toml::from_str::<Config>(text).err().unwrap_or(e);
+                let offset = e.span().map_or(0, |s| s.start);
+                let (line, column) = position(offset);
+                let key = key_at(tree.get_ref(), offset).unwrap_or_default();
+                let message = e.message().trim().to_string();
+                ConfigError::Invalid {
+                    origin: origin.into(),
+                    line,
+                    column,
+                    message: if key.is_empty() {
+                        message
+                    } else {
+                        format!("{key}: {message}")
+                    },
+                }
+            },
+        )?;
     let mut warnings: Vec<ConfigWarning> = unknown
         .into_iter()
         .map(|key| {
             let line = span_of(tree.get_ref(), &key).map_or(0, |o| position(o).0);
             ConfigWarning {
-                message: format!("{origin}:{line}: unknown key {key:?} (ignored, as BuildKit does)"),
+                message: format!(
+                    "{origin}:{line}: unknown key {key:?} (ignored, as BuildKit does)"
+                ),
                 key,
                 line,
             }
@@ -665,7 +677,8 @@ pub fn load_str(text: &str, origin: &str) -> Result<Loaded, ConfigError> {
         .collect();
     for e in &config.insecure_entitlements {
         if !ENTITLEMENTS.contains(&e.as_str()) {
-            let line = span_of(tree.get_ref(), "insecure-entitlements").map_or(0, |o| position(o).0);
+            let line =
+                span_of(tree.get_ref(), "insecure-entitlements").map_or(0, |o| position(o).0);
             return Err(ConfigError::Invalid {
                 origin: origin.into(),
                 line,
@@ -716,7 +729,9 @@ fn key_at(table: &Tree<'_>, offset: usize) -> Option<String> {
 }
 
 fn quote_key(k: &str) -> String {
-    if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if k.chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         k.to_string()
     } else {
         format!("{k:?}")
@@ -731,11 +746,17 @@ fn span_of(table: &Tree<'_>, path: &str) -> Option<usize> {
     };
     // serde_ignored prints sequence indexes as numbers; map keys may contain dots, so try
     // the longest matching key first.
-    let (key, value) = table.iter().find(|(k, _)| {
-        let k = k.get_ref().as_ref();
-        path == k || path.starts_with(&format!("{k}."))
-    }).or_else(|| table.iter().find(|(k, _)| k.get_ref().as_ref() == head))?;
-    let rest = path.strip_prefix(key.get_ref().as_ref()).and_then(|r| r.strip_prefix('.')).or(rest);
+    let (key, value) = table
+        .iter()
+        .find(|(k, _)| {
+            let k = k.get_ref().as_ref();
+            path == k || path.starts_with(&format!("{k}."))
+        })
+        .or_else(|| table.iter().find(|(k, _)| k.get_ref().as_ref() == head))?;
+    let rest = path
+        .strip_prefix(key.get_ref().as_ref())
+        .and_then(|r| r.strip_prefix('.'))
+        .or(rest);
     match (rest, value.get_ref()) {
         (None, _) => Some(key.span().start),
         (Some(r), toml::de::DeValue::Table(t)) => span_of(t, r).or(Some(key.span().start)),
@@ -779,7 +800,8 @@ impl Config {
     pub fn history_limits(&self) -> (std::time::Duration, i64) {
         let h = self.history.clone().unwrap_or_default();
         (
-            h.max_age.map_or(std::time::Duration::from_secs(48 * 3600), |d| d.0),
+            h.max_age
+                .map_or(std::time::Duration::from_secs(48 * 3600), |d| d.0),
             h.max_entries.unwrap_or(50),
         )
     }
@@ -841,15 +863,22 @@ pub fn gc_rules(gc: &GcConfig, disk_total: i64) -> Vec<PruneRule> {
             .collect();
     }
     // BuildKit's DefaultGCPolicy.
-    let (mut reserved, mut max_used, mut min_free) =
-        (bytes(&gc.reserved_space), bytes(&gc.max_used_space), bytes(&gc.min_free_space));
+    let (mut reserved, mut max_used, mut min_free) = (
+        bytes(&gc.reserved_space),
+        bytes(&gc.max_used_space),
+        bytes(&gc.min_free_space),
+    );
     if reserved == 0 && max_used == 0 && min_free == 0 {
         reserved = bytes(&gc.gc_keep_storage);
     }
     if reserved == 0 && max_used == 0 && min_free == 0 {
-        reserved = DiskSpace::percent(10).as_bytes(disk_total).min(10_000_000_000);
+        reserved = DiskSpace::percent(10)
+            .as_bytes(disk_total)
+            .min(10_000_000_000);
         min_free = DiskSpace::percent(20).as_bytes(disk_total);
-        max_used = DiskSpace::percent(80).as_bytes(disk_total).min(100_000_000_000);
+        max_used = DiskSpace::percent(80)
+            .as_bytes(disk_total)
+            .min(100_000_000_000);
     }
     let rule = |all, filters: &[&str], keep_duration, max| PruneRule {
         all,
@@ -863,7 +892,11 @@ pub fn gc_rules(gc: &GcConfig, disk_total: i64) -> Vec<PruneRule> {
     vec![
         rule(
             false,
-            &["type==source.local", "type==exec.cachemount", "type==source.git.checkout"],
+            &[
+                "type==source.local",
+                "type==exec.cachemount",
+                "type==source.git.checkout",
+            ],
             48 * hour,
             512_000_000,
         ),

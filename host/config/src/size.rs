@@ -17,7 +17,10 @@ pub struct DiskSpace {
 impl DiskSpace {
     /// A percentage of the disk.
     pub fn percent(p: i64) -> Self {
-        DiskSpace { bytes: 0, percentage: p }
+        DiskSpace {
+            bytes: 0,
+            percentage: p,
+        }
     }
 
     /// Parse BuildKit's text form: `N%` (integer) or go-units `RAMInBytes` (binary units:
@@ -32,7 +35,9 @@ impl DiskSpace {
             let percentage = p.trim().parse::<i64>().map_err(|_| bad())?;
             return Ok(DiskSpace::percent(percentage));
         }
-        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+        let split = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
         let (number, unit) = s.split_at(split);
         let number: f64 = number.parse().map_err(|_| bad())?;
         let unit = unit.trim_start().to_ascii_lowercase();
@@ -112,7 +117,9 @@ fn parse_go_duration(s: &str) -> Option<std::time::Duration> {
         }
         let value: f64 = rest[..end].parse().ok()?;
         rest = &rest[end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_end] {
             "ns" => 1.0,
             "us" | "µs" | "μs" => 1e3,
@@ -176,7 +183,7 @@ impl Serialize for DiskSpace {
 impl Serialize for Duration {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let secs = self.0.as_secs();
-        if self.0.subsec_nanos() == 0 && secs % 3600 == 0 && secs > 0 {
+        if self.0.subsec_nanos() == 0 && secs.is_multiple_of(3600) && secs > 0 {
             s.serialize_str(&format!("{}h", secs / 3600))
         } else if self.0.subsec_nanos() == 0 {
             s.serialize_str(&format!("{secs}s"))
@@ -213,7 +220,14 @@ mod tests {
         // 10% of 100 GiB: 10 GiB rounded up to 11 whole GiB, in decimal GB.
         assert_eq!(DiskSpace::percent(10).as_bytes(100 << 30), 11_000_000_000);
         assert_eq!(DiskSpace::percent(10).as_bytes(0), 2_000_000_000);
-        assert_eq!(DiskSpace { bytes: 5, percentage: 10 }.as_bytes(1 << 40), 5);
+        assert_eq!(
+            DiskSpace {
+                bytes: 5,
+                percentage: 10
+            }
+            .as_bytes(1 << 40),
+            5
+        );
     }
 
     #[test]

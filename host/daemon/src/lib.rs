@@ -100,7 +100,11 @@ pub enum DaemonError {
 /// The client-facing build API, the same in-process and over gRPC.
 pub trait BuildApi {
     /// Run one build.
-    fn build(&self, request: BuildRequest, events: Arc<dyn EventSink>) -> Result<BuildOutcome, DaemonError>;
+    fn build(
+        &self,
+        request: BuildRequest,
+        events: Arc<dyn EventSink>,
+    ) -> Result<BuildOutcome, DaemonError>;
 
     /// Describe a frontend component without building.
     fn inspect_frontend(&self, frontend: &FrontendRef) -> Result<FrontendRecord, DaemonError>;
@@ -114,7 +118,11 @@ pub struct Engine {
 
 impl Engine {
     /// Open the engine with its state under `root`.
-    pub fn open(config: buildwit_config::Config, root: PathBuf, limits: Limits) -> Result<Self, DaemonError> {
+    pub fn open(
+        config: buildwit_config::Config,
+        root: PathBuf,
+        limits: Limits,
+    ) -> Result<Self, DaemonError> {
         let runtime = Runtime::new(limits, Some(root.join("frontends").join("compiled")))?;
         Ok(Engine { config, runtime })
     }
@@ -127,13 +135,24 @@ impl Engine {
     fn load(&self, frontend: &FrontendRef) -> Result<Arc<LoadedFrontend>, DaemonError> {
         match frontend {
             FrontendRef::File(path) => Ok(self.runtime.load_file(path)?),
-            // The built-in Dockerfile frontend and gateway.v0 arrive with their issues;
-            // until then a named frontend is unknown, as in a BuildKit without it.
+            FrontendRef::Named(name)
+                if name == "dockerfile.v0" && self.config.dockerfile_enabled() =>
+            {
+                Ok(self
+                    .runtime
+                    .load("dockerfile.v0", buildwit_frontend::builtin::DOCKERFILE)?)
+            }
+            // gateway.v0 arrives with `# syntax=` support; until then, as in a BuildKit
+            // without it, the name is unknown.
             FrontendRef::Named(name) => Err(DaemonError::InvalidFrontend(name.clone())),
         }
     }
 
-    fn record(&self, loaded: &LoadedFrontend, bridge: Arc<LocalBridge>) -> Result<FrontendRecord, DaemonError> {
+    fn record(
+        &self,
+        loaded: &LoadedFrontend,
+        bridge: Arc<LocalBridge>,
+    ) -> Result<FrontendRecord, DaemonError> {
         let info = self.runtime.info(loaded, bridge)?;
         Ok(FrontendRecord {
             source: loaded.label.clone(),
@@ -148,12 +167,18 @@ impl Engine {
 }
 
 impl BuildApi for Engine {
-    fn build(&self, request: BuildRequest, events: Arc<dyn EventSink>) -> Result<BuildOutcome, DaemonError> {
+    fn build(
+        &self,
+        request: BuildRequest,
+        events: Arc<dyn EventSink>,
+    ) -> Result<BuildOutcome, DaemonError> {
         let started = Instant::now();
         let loaded = self.load(&request.frontend)?;
         let bridge = Arc::new(LocalBridge::new(request.locals, events));
         let frontend = self.record(&loaded, bridge.clone())?;
-        let out = self.runtime.run(&loaded, request.options, Vec::new(), bridge)?;
+        let out = self
+            .runtime
+            .run(&loaded, request.options, Vec::new(), bridge)?;
         Ok(BuildOutcome {
             frontend,
             definition: out.reference.map(|r| (*r.definition).clone()),
@@ -175,7 +200,10 @@ impl BuildApi for Engine {
 }
 
 /// The imports and exports of a frontend component, for `buildwit frontend inspect`.
-pub fn frontend_interfaces(engine: &Engine, frontend: &FrontendRef) -> Result<(Vec<String>, Vec<String>, usize), DaemonError> {
+pub fn frontend_interfaces(
+    engine: &Engine,
+    frontend: &FrontendRef,
+) -> Result<(Vec<String>, Vec<String>, usize), DaemonError> {
     let loaded = engine.load(frontend)?;
     Ok((loaded.imports.clone(), loaded.exports.clone(), loaded.size))
 }

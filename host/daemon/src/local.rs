@@ -11,7 +11,8 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use buildwit_frontend::bridge::{
-    Bridge, ErrorKind, Event, FrontendOutput, GatewayError, ImageRequest, ResolvedImage, SolvedRef, Stat,
+    Bridge, ErrorKind, Event, FrontendOutput, GatewayError, ImageRequest, ResolvedImage, SolvedRef,
+    Stat,
 };
 use buildwit_llb::pb;
 use prost::Message;
@@ -69,11 +70,17 @@ impl LocalBridge {
         let name = source.identifier.strip_prefix("local://").ok_or_else(|| {
             err(
                 ErrorKind::Unsupported,
-                format!("reading {} needs the solver, which is not in this build yet", source.identifier),
+                format!(
+                    "reading {} needs the solver, which is not in this build yet",
+                    source.identifier
+                ),
             )
         })?;
         let root = self.locals.get(name).ok_or_else(|| {
-            err(ErrorKind::NotFound, format!("the client sent no local directory named {name:?}"))
+            err(
+                ErrorKind::NotFound,
+                format!("the client sent no local directory named {name:?}"),
+            )
         })?;
         let json_list = |key: &str| -> Vec<String> {
             source
@@ -83,9 +90,12 @@ impl LocalBridge {
                 .unwrap_or_default()
         };
         Ok(LocalView {
-            root: root
-                .canonicalize()
-                .map_err(|e| err(ErrorKind::NotFound, format!("local {name:?} ({}): {e}", root.display())))?,
+            root: root.canonicalize().map_err(|e| {
+                err(
+                    ErrorKind::NotFound,
+                    format!("local {name:?} ({}): {e}", root.display()),
+                )
+            })?,
             follow: json_list("local.followpaths"),
             include: json_list("local.includepattern"),
             exclude: json_list("local.excludepatterns"),
@@ -100,14 +110,20 @@ impl LocalView {
         let rel = clean_relative(path)?;
         let rel_str = rel.to_string_lossy().to_string();
         if !rel_str.is_empty() && !self.visible(&rel_str) {
-            return Err(err(ErrorKind::NotFound, format!("{path}: not in the files this source selects")));
+            return Err(err(
+                ErrorKind::NotFound,
+                format!("{path}: not in the files this source selects"),
+            ));
         }
         let full = self.root.join(&rel);
         let real = full
             .canonicalize()
             .map_err(|e| err(ErrorKind::NotFound, format!("{path}: {e}")))?;
         if !real.starts_with(&self.root) {
-            return Err(err(ErrorKind::PermissionDenied, format!("{path}: leads outside the directory")));
+            return Err(err(
+                ErrorKind::PermissionDenied,
+                format!("{path}: leads outside the directory"),
+            ));
         }
         Ok(real)
     }
@@ -120,10 +136,18 @@ impl LocalView {
         if !self.follow.is_empty() && !self.follow.iter().any(|p| selected(p.trim_matches('/'))) {
             return false;
         }
-        if !self.include.is_empty() && !self.include.iter().any(|p| glob_path(p.trim_matches('/'), rel) || selected(p.trim_matches('/'))) {
+        if !self.include.is_empty()
+            && !self
+                .include
+                .iter()
+                .any(|p| glob_path(p.trim_matches('/'), rel) || selected(p.trim_matches('/')))
+        {
             return false;
         }
-        !self.exclude.iter().any(|p| glob_path(p.trim_matches('/'), rel))
+        !self
+            .exclude
+            .iter()
+            .any(|p| glob_path(p.trim_matches('/'), rel))
     }
 }
 
@@ -133,10 +157,11 @@ fn clean_relative(path: &str) -> Result<PathBuf, GatewayError> {
     for c in Path::new(path).components() {
         match c {
             Component::Normal(p) => out.push(p),
-            Component::ParentDir => {
-                if !out.pop() {
-                    return Err(err(ErrorKind::PermissionDenied, format!("{path}: leads outside the directory")));
-                }
+            Component::ParentDir if !out.pop() => {
+                return Err(err(
+                    ErrorKind::PermissionDenied,
+                    format!("{path}: leads outside the directory"),
+                ));
             }
             _ => {}
         }
@@ -177,17 +202,27 @@ fn stat_of(name: &str, md: &fs::Metadata, link: Option<PathBuf>) -> Stat {
         gid: md.gid(),
         size: md.len() as i64,
         mod_time: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
-        linkname: link.map(|l| l.to_string_lossy().into_owned()).unwrap_or_default(),
+        linkname: link
+            .map(|l| l.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         devmajor: 0,
         devminor: 0,
     }
 }
 
 impl Bridge for LocalBridge {
-    fn read_file(&self, r: &SolvedRef, path: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>, GatewayError> {
+    fn read_file(
+        &self,
+        r: &SolvedRef,
+        path: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<Vec<u8>, GatewayError> {
         let real = self.view(r)?.resolve(path)?;
         if !real.is_file() {
-            return Err(err(ErrorKind::InvalidArgument, format!("{path} is not a regular file")));
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!("{path} is not a regular file"),
+            ));
         }
         let data = fs::read(&real).map_err(|e| err(ErrorKind::Internal, format!("{path}: {e}")))?;
         Ok(match range {
@@ -200,20 +235,32 @@ impl Bridge for LocalBridge {
         })
     }
 
-    fn read_dir(&self, r: &SolvedRef, path: &str, include_pattern: Option<&str>) -> Result<Vec<Stat>, GatewayError> {
+    fn read_dir(
+        &self,
+        r: &SolvedRef,
+        path: &str,
+        include_pattern: Option<&str>,
+    ) -> Result<Vec<Stat>, GatewayError> {
         let view = self.view(r)?;
         let real = view.resolve(path)?;
         let rel = clean_relative(path)?;
         let mut out = Vec::new();
-        let entries = fs::read_dir(&real).map_err(|e| err(ErrorKind::NotFound, format!("{path}: {e}")))?;
+        let entries =
+            fs::read_dir(&real).map_err(|e| err(ErrorKind::NotFound, format!("{path}: {e}")))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let child = rel.join(&name).to_string_lossy().into_owned();
             if !view.visible(&child) || include_pattern.is_some_and(|p| !glob_path(p, &name)) {
                 continue;
             }
-            let Ok(md) = entry.path().symlink_metadata() else { continue };
-            let link = md.file_type().is_symlink().then(|| fs::read_link(entry.path()).ok()).flatten();
+            let Ok(md) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            let link = md
+                .file_type()
+                .is_symlink()
+                .then(|| fs::read_link(entry.path()).ok())
+                .flatten();
             out.push(stat_of(&name, &md, link));
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));
@@ -222,7 +269,9 @@ impl Bridge for LocalBridge {
 
     fn stat_file(&self, r: &SolvedRef, path: &str) -> Result<Stat, GatewayError> {
         let real = self.view(r)?.resolve(path)?;
-        let md = real.metadata().map_err(|e| err(ErrorKind::NotFound, format!("{path}: {e}")))?;
+        let md = real
+            .metadata()
+            .map_err(|e| err(ErrorKind::NotFound, format!("{path}: {e}")))?;
         Ok(stat_of(path, &md, None))
     }
 
@@ -246,7 +295,10 @@ impl Bridge for LocalBridge {
         _options: Vec<(String, String)>,
         _inputs: Vec<(String, pb::Definition)>,
     ) -> Result<FrontendOutput, GatewayError> {
-        Err(err(ErrorKind::NotFound, format!("invalid frontend: {frontend}")))
+        Err(err(
+            ErrorKind::NotFound,
+            format!("invalid frontend: {frontend}"),
+        ))
     }
 
     fn event(&self, event: Event) {

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use buildwit_frontend::bridge::{
-    Bridge, ErrorKind, Event, FrontendOutput, GatewayError, ImageRequest, ResolvedImage, SolvedRef, Stat,
+    Bridge, ErrorKind, Event, FrontendOutput, GatewayError, ImageRequest, ResolvedImage, SolvedRef,
+    Stat,
 };
 use buildwit_frontend::{BUILT_FRONTENDS_DIR, Limits, Runtime};
 use buildwit_llb::pb;
@@ -14,7 +15,12 @@ use criterion::{Criterion, criterion_group, criterion_main};
 struct NoBridge;
 
 impl Bridge for NoBridge {
-    fn read_file(&self, _: &SolvedRef, _: &str, _: Option<(u64, u64)>) -> Result<Vec<u8>, GatewayError> {
+    fn read_file(
+        &self,
+        _: &SolvedRef,
+        _: &str,
+        _: Option<(u64, u64)>,
+    ) -> Result<Vec<u8>, GatewayError> {
         Err(GatewayError::new(ErrorKind::Unsupported, "none"))
     }
     fn read_dir(&self, _: &SolvedRef, _: &str, _: Option<&str>) -> Result<Vec<Stat>, GatewayError> {
@@ -29,7 +35,12 @@ impl Bridge for NoBridge {
     fn resolve_image_config(&self, _: &ImageRequest) -> Result<ResolvedImage, GatewayError> {
         Err(GatewayError::new(ErrorKind::Unsupported, "none"))
     }
-    fn forward(&self, _: &str, _: Vec<(String, String)>, _: Vec<(String, pb::Definition)>) -> Result<FrontendOutput, GatewayError> {
+    fn forward(
+        &self,
+        _: &str,
+        _: Vec<(String, String)>,
+        _: Vec<(String, pb::Definition)>,
+    ) -> Result<FrontendOutput, GatewayError> {
         Err(GatewayError::new(ErrorKind::Unsupported, "none"))
     }
     fn event(&self, _: Event) {}
@@ -39,14 +50,19 @@ fn bench(c: &mut Criterion) {
     let bytes = std::fs::read(PathBuf::from(BUILT_FRONTENDS_DIR).join("probe.wasm")).unwrap();
     let cache = std::env::temp_dir().join(format!("buildwit-bench-{}", std::process::id()));
     // Compile once so every measured load is from the on-disk cache.
-    Runtime::new(Limits::default(), Some(cache.clone())).unwrap().load("probe", &bytes).unwrap();
+    Runtime::new(Limits::default(), Some(cache.clone()))
+        .unwrap()
+        .load("probe", &bytes)
+        .unwrap();
 
     let runtime = Runtime::new(Limits::default(), Some(cache.clone())).unwrap();
     let probe = runtime.load("probe", &bytes).unwrap();
     let bridge: Arc<dyn Bridge> = Arc::new(NoBridge);
     c.bench_function("frontend call (instantiate + build + small graph)", |b| {
         b.iter(|| {
-            let out = runtime.run(&probe, Vec::new(), Vec::new(), bridge.clone()).unwrap();
+            let out = runtime
+                .run(&probe, Vec::new(), Vec::new(), bridge.clone())
+                .unwrap();
             assert!(out.reference.is_some());
         })
     });

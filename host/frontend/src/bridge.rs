@@ -224,10 +224,20 @@ impl FrontendOutput {
 /// requests from other frontends (with policy applied at every level).
 pub trait Bridge: Send + Sync {
     /// Read a regular file of a result.
-    fn read_file(&self, r: &SolvedRef, path: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>, GatewayError>;
+    fn read_file(
+        &self,
+        r: &SolvedRef,
+        path: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<Vec<u8>, GatewayError>;
 
     /// List a directory of a result.
-    fn read_dir(&self, r: &SolvedRef, path: &str, include_pattern: Option<&str>) -> Result<Vec<Stat>, GatewayError>;
+    fn read_dir(
+        &self,
+        r: &SolvedRef,
+        path: &str,
+        include_pattern: Option<&str>,
+    ) -> Result<Vec<Stat>, GatewayError>;
 
     /// Stat a path of a result.
     fn stat_file(&self, r: &SolvedRef, path: &str) -> Result<Stat, GatewayError>;

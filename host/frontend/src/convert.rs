@@ -48,11 +48,13 @@ pub fn from_wit(def: &wit::Definition) -> Result<pb::Definition, ConvertError> {
     for (i, op) in def.ops.iter().enumerate() {
         let mut inputs = Vec::with_capacity(op.inputs.len());
         for (j, input) in op.inputs.iter().enumerate() {
-            let digest = digests.get(input.op as usize).ok_or(ConvertError::ForwardInput {
-                op: i,
-                input: j,
-                target: input.op,
-            })?;
+            let digest = digests
+                .get(input.op as usize)
+                .ok_or(ConvertError::ForwardInput {
+                    op: i,
+                    input: j,
+                    target: input.op,
+                })?;
             inputs.push(pb::Input {
                 digest: digest.clone(),
                 index: input.output as i64,
@@ -77,7 +79,9 @@ pub fn from_wit(def: &wit::Definition) -> Result<pb::Definition, ConvertError> {
     };
     let mut uses = (false, false, false);
     for (i, m) in &def.metadata {
-        let digest = digests.get(*i as usize).ok_or_else(|| no_such("metadata", *i))?;
+        let digest = digests
+            .get(*i as usize)
+            .ok_or_else(|| no_such("metadata", *i))?;
         uses.0 |= m.ignore_cache;
         uses.1 |= !m.description.is_empty();
         uses.2 |= m.export_cache.is_some();
@@ -86,7 +90,9 @@ pub fn from_wit(def: &wit::Definition) -> Result<pb::Definition, ConvertError> {
     if let Some(src) = &def.source {
         let mut locations = BTreeMap::new();
         for (i, locs) in &src.locations {
-            let digest = digests.get(*i as usize).ok_or_else(|| no_such("a source location", *i))?;
+            let digest = digests
+                .get(*i as usize)
+                .ok_or_else(|| no_such("a source location", *i))?;
             locations.insert(
                 digest.clone(),
                 pb::Locations {
@@ -109,7 +115,9 @@ pub fn from_wit(def: &wit::Definition) -> Result<pb::Definition, ConvertError> {
         });
     }
     if let Some(result) = def.result {
-        let digest = digests.get(result.op as usize).ok_or_else(|| no_such("the result", result.op))?;
+        let digest = digests
+            .get(result.op as usize)
+            .ok_or_else(|| no_such("the result", result.op))?;
         let terminal = pb::Op {
             inputs: vec![pb::Input {
                 digest: digest.clone(),
@@ -118,8 +126,15 @@ pub fn from_wit(def: &wit::Definition) -> Result<pb::Definition, ConvertError> {
             ..Default::default()
         };
         let bytes = buildwit_llb::encode_op(&terminal);
-        let mut caps = BTreeMap::from([("constraints".to_string(), true), ("platform".to_string(), true)]);
-        for (used, cap) in [(uses.0, "meta.ignorecache"), (uses.1, "meta.description"), (uses.2, "meta.exportcache")] {
+        let mut caps = BTreeMap::from([
+            ("constraints".to_string(), true),
+            ("platform".to_string(), true),
+        ]);
+        for (used, cap) in [
+            (uses.0, "meta.ignorecache"),
+            (uses.1, "meta.description"),
+            (uses.2, "meta.exportcache"),
+        ] {
             if used {
                 caps.insert(cap.to_string(), true);
             }
@@ -152,8 +167,18 @@ pub fn wit_size(def: Option<&wit::Definition>) -> usize {
     def.map(|d| {
         64 * d.ops.len()
             + d.ops.iter().map(op_size).sum::<usize>()
-            + d.metadata.iter().map(|(_, m)| m.description.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()).sum::<usize>()
-            + d.source.as_ref().map_or(0, |s| s.files.iter().map(|f| f.data.len()).sum())
+            + d.metadata
+                .iter()
+                .map(|(_, m)| {
+                    m.description
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len())
+                        .sum::<usize>()
+                })
+                .sum::<usize>()
+            + d.source
+                .as_ref()
+                .map_or(0, |s| s.files.iter().map(|f| f.data.len()).sum())
     })
     .unwrap_or(0)
 }
@@ -161,9 +186,21 @@ pub fn wit_size(def: Option<&wit::Definition>) -> usize {
 fn op_size(op: &wit::Op) -> usize {
     match &op.kind {
         wit::OpKind::Exec(e) => {
-            e.meta.args.iter().chain(&e.meta.env).map(String::len).sum::<usize>() + 64 * e.mounts.len()
+            e.meta
+                .args
+                .iter()
+                .chain(&e.meta.env)
+                .map(String::len)
+                .sum::<usize>()
+                + 64 * e.mounts.len()
         }
-        wit::OpKind::Source(s) => s.identifier.len() + s.attrs.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>(),
+        wit::OpKind::Source(s) => {
+            s.identifier.len()
+                + s.attrs
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>()
+        }
         wit::OpKind::File(f) => f
             .actions
             .iter()
@@ -218,7 +255,11 @@ fn op_kind(kind: &wit::OpKind) -> pb::op::Op {
             attrs: b.attrs.iter().cloned().collect(),
         }),
         wit::OpKind::Merge(m) => pb::op::Op::Merge(pb::MergeOp {
-            inputs: m.inputs.iter().map(|i| pb::MergeInput { input: *i }).collect(),
+            inputs: m
+                .inputs
+                .iter()
+                .map(|i| pb::MergeInput { input: *i })
+                .collect(),
         }),
         wit::OpKind::Diff(d) => pb::op::Op::Diff(pb::DiffOp {
             lower: Some(pb::LowerDiffInput { input: d.lower }),
@@ -322,20 +363,28 @@ fn mount_from_wit(m: &wit::Mount) -> pb::Mount {
                 wit::CacheSharing::Locked => pb::CacheSharingOpt::Locked,
             } as i32,
         }),
-        secret_opt: m.secret_opt.as_ref().map(secret).map(|(id, uid, gid, mode, optional)| pb::SecretOpt {
-            id,
-            uid,
-            gid,
-            mode,
-            optional,
-        }),
-        ssh_opt: m.ssh_opt.as_ref().map(secret).map(|(id, uid, gid, mode, optional)| pb::SshOpt {
-            id,
-            uid,
-            gid,
-            mode,
-            optional,
-        }),
+        secret_opt: m
+            .secret_opt
+            .as_ref()
+            .map(secret)
+            .map(|(id, uid, gid, mode, optional)| pb::SecretOpt {
+                id,
+                uid,
+                gid,
+                mode,
+                optional,
+            }),
+        ssh_opt: m
+            .ssh_opt
+            .as_ref()
+            .map(secret)
+            .map(|(id, uid, gid, mode, optional)| pb::SshOpt {
+                id,
+                uid,
+                gid,
+                mode,
+                optional,
+            }),
         result_id: m.result_id.clone(),
         content_cache: match m.content_cache {
             wit::MountContentCache::Default => pb::MountContentCache::Default,
@@ -471,7 +520,9 @@ pub fn to_wit(def: &pb::Definition) -> wit::Definition {
     let mut result = None;
     let mut metadata = Vec::new();
     for bytes in &def.def {
-        let Ok(op) = pb::Op::decode(bytes.as_slice()) else { continue };
+        let Ok(op) = pb::Op::decode(bytes.as_slice()) else {
+            continue;
+        };
         let digest = buildwit_llb::digest_of(bytes).to_string();
         let inputs: Vec<wit::OpOutput> = op
             .inputs
@@ -557,7 +608,10 @@ fn exec_to_wit(e: &pb::ExecOp) -> wit::ExecOp {
             extra_hosts: m
                 .extra_hosts
                 .into_iter()
-                .map(|h| wit::HostIp { host: h.host, ip: h.ip })
+                .map(|h| wit::HostIp {
+                    host: h.host,
+                    ip: h.ip,
+                })
                 .collect(),
             hostname: m.hostname,
             ulimits: m

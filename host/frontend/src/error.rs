@@ -85,7 +85,10 @@ fn build_message(frontend: &str, error: &GatewayError) -> String {
     match &error.location {
         Some(loc) => {
             let line = loc.ranges.first().map(|r| r.start_line).unwrap_or(0);
-            format!("{}:{}: {} (frontend {frontend})", loc.filename, line, error.message)
+            format!(
+                "{}:{}: {} (frontend {frontend})",
+                loc.filename, line, error.message
+            )
         }
         None => format!("{} (frontend {frontend})", error.message),
     }

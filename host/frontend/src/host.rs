@@ -22,7 +22,9 @@ use v0_1::buildwit::frontend::llb as wit_llb;
 
 /// Trapped on purpose by a host import: the frontend exceeded the output budget.
 #[derive(Debug, thiserror::Error)]
-#[error("returned {used} bytes (solved definitions, metadata, warnings), more than the limit of {limit}")]
+#[error(
+    "returned {used} bytes (solved definitions, metadata, warnings), more than the limit of {limit}"
+)]
 pub(crate) struct OutputLimitExceeded {
     pub used: usize,
     pub limit: usize,
@@ -50,14 +52,24 @@ pub(crate) struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max {
             self.hit = true;
         }
         self.inner.memory_growing(current, desired, maximum)
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         self.inner.table_growing(current, desired, maximum)
     }
 
@@ -175,7 +187,10 @@ impl wit::HostReference for HostState {
     ) -> wasmtime::Result<Result<Vec<u8>, wit::Error>> {
         let r = self.reference(&r)?;
         let range = range.map(|r| (r.offset, r.length));
-        Ok(self.bridge.read_file(&r, &path, range).map_err(to_wit_error))
+        Ok(self
+            .bridge
+            .read_file(&r, &path, range)
+            .map_err(to_wit_error))
     }
 
     fn read_dir(
@@ -192,9 +207,17 @@ impl wit::HostReference for HostState {
             .map_err(to_wit_error))
     }
 
-    fn stat_file(&mut self, r: Resource<SolvedRef>, path: String) -> wasmtime::Result<Result<wit::Stat, wit::Error>> {
+    fn stat_file(
+        &mut self,
+        r: Resource<SolvedRef>,
+        path: String,
+    ) -> wasmtime::Result<Result<wit::Stat, wit::Error>> {
         let r = self.reference(&r)?;
-        Ok(self.bridge.stat_file(&r, &path).map(to_wit_stat).map_err(to_wit_error))
+        Ok(self
+            .bridge
+            .stat_file(&r, &path)
+            .map(to_wit_stat)
+            .map_err(to_wit_error))
     }
 
     fn evaluate(&mut self, r: Resource<SolvedRef>) -> wasmtime::Result<Result<(), wit::Error>> {
@@ -221,9 +244,16 @@ impl wit::Host for HostState {
             .collect())
     }
 
-    fn solve(&mut self, request: wit::SolveRequest) -> wasmtime::Result<Result<wit::SolveResult, wit::Error>> {
+    fn solve(
+        &mut self,
+        request: wit::SolveRequest,
+    ) -> wasmtime::Result<Result<wit::SolveResult, wit::Error>> {
         let size = convert::wit_size(request.definition.as_ref())
-            + request.frontend_inputs.iter().map(|(_, d)| convert::wit_size(Some(d))).sum::<usize>();
+            + request
+                .frontend_inputs
+                .iter()
+                .map(|(_, d)| convert::wit_size(Some(d)))
+                .sum::<usize>();
         self.charge(size)?;
         let result = match (request.definition, request.frontend) {
             (Some(_), Some(_)) => Err(GatewayError::new(
@@ -240,8 +270,13 @@ impl wit::Host for HostState {
                     .map(|(k, d)| convert::from_wit(d).map(|d| (k.clone(), d)))
                     .collect();
                 inputs
-                    .map_err(|e| GatewayError::new(bridge::ErrorKind::InvalidArgument, e.to_string()))
-                    .and_then(|inputs| self.bridge.forward(&frontend, request.frontend_opts, inputs))
+                    .map_err(|e| {
+                        GatewayError::new(bridge::ErrorKind::InvalidArgument, e.to_string())
+                    })
+                    .and_then(|inputs| {
+                        self.bridge
+                            .forward(&frontend, request.frontend_opts, inputs)
+                    })
                     .map(|out| (out.reference, out.refs, out.metadata))
             }
             (None, None) => Ok((None, Vec::new(), Vec::new())),
@@ -335,7 +370,14 @@ impl wit::Host for HostState {
         Ok(())
     }
 
-    fn progress(&mut self, id: String, name: String, current: u64, total: u64, completed: bool) -> wasmtime::Result<()> {
+    fn progress(
+        &mut self,
+        id: String,
+        name: String,
+        current: u64,
+        total: u64,
+        completed: bool,
+    ) -> wasmtime::Result<()> {
         self.charge(id.len() + name.len())?;
         self.bridge.event(Event::Progress {
             frontend: self.frontend.clone(),

@@ -18,3 +18,15 @@ pub use runtime::{FrontendInfo, Limits, LoadedFrontend, Runtime, SUPPORTED_WIT};
 
 /// Where the build put the workspace's frontend components (`toml-spec.wasm`, ...).
 pub const BUILT_FRONTENDS_DIR: &str = env!("BUILDWIT_FRONTENDS_DIR");
+
+/// The built-in Dockerfile frontend components, embedded in the binary.
+pub mod builtin {
+    /// The stable channel (`docker/dockerfile:1`).
+    pub const DOCKERFILE: &[u8] =
+        include_bytes!(concat!(env!("BUILDWIT_FRONTENDS_DIR"), "/dockerfile.wasm"));
+    /// The labs channel (`docker/dockerfile:1-labs`).
+    pub const DOCKERFILE_LABS: &[u8] = include_bytes!(concat!(
+        env!("BUILDWIT_FRONTENDS_DIR"),
+        "/dockerfile-labs.wasm"
+    ));
+}

@@ -133,8 +133,11 @@ impl Runtime {
             })
             .map_err(|e| FrontendError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
-        FrontendV0_1::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(|e| FrontendError::Engine(e.to_string()))?;
+        FrontendV0_1::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| FrontendError::Engine(e.to_string()))?;
         Ok(Runtime {
             engine,
             linker,
@@ -186,8 +189,11 @@ impl Runtime {
         let instance_pre = linker
             .instantiate_pre(&component)
             .map_err(|e| load_err(format!("it does not fit buildwit:frontend@0.1: {e}")))?;
-        let pre = FrontendPreV0_1::new(instance_pre)
-            .map_err(|e| load_err(format!("it does not export buildwit:frontend/builder@0.1: {e}")))?;
+        let pre = FrontendPreV0_1::new(instance_pre).map_err(|e| {
+            load_err(format!(
+                "it does not export buildwit:frontend/builder@0.1: {e}"
+            ))
+        })?;
         let loaded = Arc::new(LoadedFrontend {
             label: label.to_string(),
             digest: digest.clone(),
@@ -210,8 +216,15 @@ impl Runtime {
                 .map_err(|e| format!("it does not compile: {e:#}"));
         };
         let mut compat = Sha256::new();
-        std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut HashWriter(&mut compat));
-        let key = format!("{}-{}", &digest["sha256:".len()..], &hex::encode(compat.finalize())[..16]);
+        std::hash::Hash::hash(
+            &self.engine.precompile_compatibility_hash(),
+            &mut HashWriter(&mut compat),
+        );
+        let key = format!(
+            "{}-{}",
+            &digest["sha256:".len()..],
+            &hex::encode(compat.finalize())[..16]
+        );
         let path = dir.join(format!("{key}.cwasm"));
         if path.exists() {
             // SAFETY: the file was written by this process's code (below), under the
@@ -225,18 +238,30 @@ impl Runtime {
             .engine
             .precompile_component(bytes)
             .map_err(|e| format!("it does not compile: {e:#}"))?;
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let tmp = dir.join(format!("{key}.{}.tmp", std::process::id()));
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        // Unique per writer, so concurrent compiles of one component never share a file.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!("{key}.{}-{n}.tmp", std::process::id()));
         std::fs::write(&tmp, &artifact)
             .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                format!("cannot write {}: {e}", path.display())
+            })?;
         // SAFETY: as above; we just wrote it.
-        let c = unsafe { Component::deserialize_file(&self.engine, &path) }.map_err(|e| e.to_string())?;
+        let c = unsafe { Component::deserialize_file(&self.engine, &path) }
+            .map_err(|e| e.to_string())?;
         Ok((c, true))
     }
 
     /// Ask a frontend who it is.
-    pub fn info(&self, frontend: &LoadedFrontend, bridge: Arc<dyn Bridge>) -> Result<FrontendInfo, FrontendError> {
+    pub fn info(
+        &self,
+        frontend: &LoadedFrontend,
+        bridge: Arc<dyn Bridge>,
+    ) -> Result<FrontendInfo, FrontendError> {
         let mut store = self.store(frontend, bridge, Vec::new(), Vec::new());
         let instance = frontend
             .pre
@@ -283,12 +308,10 @@ impl Runtime {
             .map_err(|e| self.trap(frontend, &store, e))?;
         let table = &mut store.data_mut().table;
         let take = |table: &mut ResourceTable, r| {
-            table
-                .delete(r)
-                .map_err(|e| FrontendError::Output {
-                    frontend: frontend.label.clone(),
-                    reason: format!("it returned an invalid reference: {e}"),
-                })
+            table.delete(r).map_err(|e| FrontendError::Output {
+                frontend: frontend.label.clone(),
+                reason: format!("it returned an invalid reference: {e}"),
+            })
         };
         let reference = match result.ref_ {
             Some(r) => Some(take(table, r)?),
@@ -339,13 +362,23 @@ impl Runtime {
             },
         );
         store.limiter(|s| &mut s.limits);
-        let ticks = self.limits.deadline.as_millis().div_ceil(TICK.as_millis()).max(1) as u64;
+        let ticks = self
+            .limits
+            .deadline
+            .as_millis()
+            .div_ceil(TICK.as_millis())
+            .max(1) as u64;
         store.set_epoch_deadline(ticks);
         store
     }
 
     /// Explain why a call failed, naming the frontend and the limit it hit.
-    fn trap(&self, frontend: &LoadedFrontend, store: &Store<HostState>, error: wasmtime::Error) -> FrontendError {
+    fn trap(
+        &self,
+        frontend: &LoadedFrontend,
+        store: &Store<HostState>,
+        error: wasmtime::Error,
+    ) -> FrontendError {
         let name = frontend.label.clone();
         let state = store.data();
         if let Some(e) = error.downcast_ref::<OutputLimitExceeded>() {
@@ -450,7 +483,9 @@ fn inspect(bytes: &[u8]) -> Result<Shape, String> {
         let base = import.split('@').next().unwrap_or(import);
         if ours(import) {
             if version_of(import).as_deref() != Some(version.as_str()) {
-                return Err(format!("it mixes WIT versions: imports {import} but exports {builder}"));
+                return Err(format!(
+                    "it mixes WIT versions: imports {import} but exports {builder}"
+                ));
             }
         } else if !INERT_WASI.contains(&base) {
             return Err(format!(
@@ -467,7 +502,11 @@ fn inspect(bytes: &[u8]) -> Result<Shape, String> {
 }
 
 fn list(items: &[String]) -> String {
-    if items.is_empty() { "none".into() } else { items.join(", ") }
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
 }
 
 /// Feeds `Hash` output into a SHA-256 so the engine's compatibility hash becomes a stable

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use buildwit_frontend::bridge::{
-    Bridge, ErrorKind, Event, FrontendOutput, GatewayError, ImageRequest, ResolvedImage, SolvedRef, Stat,
+    Bridge, ErrorKind, Event, FrontendOutput, GatewayError, ImageRequest, ResolvedImage, SolvedRef,
+    Stat,
 };
 use buildwit_frontend::{BUILT_FRONTENDS_DIR, FrontendError, Limit, Limits, Runtime};
 use buildwit_llb::pb;
@@ -16,22 +17,38 @@ fn component(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// A forwarded request: frontend name and options.
+type Forwarded = (String, Vec<(String, String)>);
+
 /// Answers reads from memory and records everything it is told.
 #[derive(Default)]
 struct TestBridge {
     events: Mutex<Vec<Event>>,
-    forwarded: Mutex<Vec<(String, Vec<(String, String)>)>>,
+    forwarded: Mutex<Vec<Forwarded>>,
 }
 
 impl Bridge for TestBridge {
-    fn read_file(&self, _r: &SolvedRef, path: &str, _range: Option<(u64, u64)>) -> Result<Vec<u8>, GatewayError> {
+    fn read_file(
+        &self,
+        _r: &SolvedRef,
+        path: &str,
+        _range: Option<(u64, u64)>,
+    ) -> Result<Vec<u8>, GatewayError> {
         match path {
             "present.txt" => Ok(b"present\n".to_vec()),
-            _ => Err(GatewayError::new(ErrorKind::NotFound, format!("{path}: no such file"))),
+            _ => Err(GatewayError::new(
+                ErrorKind::NotFound,
+                format!("{path}: no such file"),
+            )),
         }
     }
 
-    fn read_dir(&self, _r: &SolvedRef, _path: &str, _p: Option<&str>) -> Result<Vec<Stat>, GatewayError> {
+    fn read_dir(
+        &self,
+        _r: &SolvedRef,
+        _path: &str,
+        _p: Option<&str>,
+    ) -> Result<Vec<Stat>, GatewayError> {
         Ok(vec![Stat {
             path: "present.txt".into(),
             mode: 0o100644,
@@ -52,7 +69,10 @@ impl Bridge for TestBridge {
     }
 
     fn resolve_image_config(&self, request: &ImageRequest) -> Result<ResolvedImage, GatewayError> {
-        Err(GatewayError::new(ErrorKind::NotFound, format!("{}: not found", request.reference)))
+        Err(GatewayError::new(
+            ErrorKind::NotFound,
+            format!("{}: not found", request.reference),
+        ))
     }
 
     fn forward(
@@ -61,7 +81,10 @@ impl Bridge for TestBridge {
         options: Vec<(String, String)>,
         _inputs: Vec<(String, pb::Definition)>,
     ) -> Result<FrontendOutput, GatewayError> {
-        self.forwarded.lock().unwrap().push((frontend.to_string(), options));
+        self.forwarded
+            .lock()
+            .unwrap()
+            .push((frontend.to_string(), options));
         Ok(FrontendOutput {
             metadata: vec![("forwarded-to".into(), frontend.as_bytes().to_vec())],
             ..Default::default()
@@ -105,7 +128,10 @@ fn compiled_components_are_cached_on_disk_by_digest() {
     let first = Runtime::new(limits(), Some(dir.clone())).unwrap();
     let loaded = first.load("probe", &component("probe")).unwrap();
     assert!(loaded.compiled);
-    assert!(Arc::ptr_eq(&loaded, &first.load("probe", &component("probe")).unwrap()));
+    assert!(Arc::ptr_eq(
+        &loaded,
+        &first.load("probe", &component("probe")).unwrap()
+    ));
     // A new process (runtime) with the same cache directory does not compile again.
     let second = Runtime::new(limits(), Some(dir.clone())).unwrap();
     let again = second.load("probe", &component("probe")).unwrap();
@@ -119,10 +145,21 @@ fn compiled_components_are_cached_on_disk_by_digest() {
 fn info_reports_name_version_channel() {
     let runtime = Runtime::new(limits(), None).unwrap();
     let loaded = runtime.load("toml-spec", &component("toml-spec")).unwrap();
-    let info = runtime.info(&loaded, Arc::new(TestBridge::default())).unwrap();
-    assert_eq!((info.name.as_str(), info.channel.as_str()), ("toml-spec", "stable"));
+    let info = runtime
+        .info(&loaded, Arc::new(TestBridge::default()))
+        .unwrap();
+    assert_eq!(
+        (info.name.as_str(), info.channel.as_str()),
+        ("toml-spec", "stable")
+    );
     assert_eq!(loaded.wit_version, "buildwit:frontend@0.1.0");
-    assert_eq!(loaded.imports, ["buildwit:frontend/llb@0.1.0", "buildwit:frontend/gateway@0.1.0"]);
+    assert_eq!(
+        loaded.imports,
+        [
+            "buildwit:frontend/llb@0.1.0",
+            "buildwit:frontend/gateway@0.1.0"
+        ]
+    );
 }
 
 #[test]
@@ -133,7 +170,11 @@ fn an_endless_loop_hits_the_deadline_and_the_runtime_stays_usable() {
         matches!(&err, FrontendError::LimitExceeded { limit: Limit::Deadline(_), frontend, .. } if frontend == "probe"),
         "{err}"
     );
-    assert!(err.to_string().contains("frontend probe exceeded the deadline of 0.5s"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("frontend probe exceeded the deadline of 0.5s"),
+        "{err}"
+    );
     assert!(probe(&runtime, "ok").is_ok());
 }
 
@@ -141,8 +182,20 @@ fn an_endless_loop_hits_the_deadline_and_the_runtime_stays_usable() {
 fn endless_allocation_hits_the_memory_cap() {
     let runtime = Runtime::new(limits(), None).unwrap();
     let err = probe(&runtime, "alloc").unwrap_err();
-    assert!(matches!(err, FrontendError::LimitExceeded { limit: Limit::Memory(_), .. }), "{err}");
-    assert!(err.to_string().contains("the memory limit of 64 MiB"), "{err}");
+    assert!(
+        matches!(
+            err,
+            FrontendError::LimitExceeded {
+                limit: Limit::Memory(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("the memory limit of 64 MiB"),
+        "{err}"
+    );
     assert!(probe(&runtime, "ok").is_ok());
 }
 
@@ -150,7 +203,16 @@ fn endless_allocation_hits_the_memory_cap() {
 fn endless_recursion_hits_the_stack_cap() {
     let runtime = Runtime::new(limits(), None).unwrap();
     let err = probe(&runtime, "stack").unwrap_err();
-    assert!(matches!(err, FrontendError::LimitExceeded { limit: Limit::Stack(_), .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            FrontendError::LimitExceeded {
+                limit: Limit::Stack(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(probe(&runtime, "ok").is_ok());
 }
 
@@ -159,7 +221,10 @@ fn a_panic_is_a_crash_with_its_message() {
     let runtime = Runtime::new(limits(), None).unwrap();
     let err = probe(&runtime, "panic").unwrap_err();
     assert!(matches!(err, FrontendError::Trap { .. }), "{err}");
-    assert!(err.to_string().contains("the probe was told to panic"), "{err}");
+    assert!(
+        err.to_string().contains("the probe was told to panic"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -182,17 +247,32 @@ fn oversized_output_hits_the_output_limit() {
     )
     .unwrap();
     let err = probe(&runtime, "huge").unwrap_err();
-    assert!(matches!(err, FrontendError::LimitExceeded { limit: Limit::Output(_), .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            FrontendError::LimitExceeded {
+                limit: Limit::Output(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_frontend_error_keeps_its_location() {
     let runtime = Runtime::new(limits(), None).unwrap();
     let err = probe(&runtime, "error").unwrap_err();
-    let FrontendError::Build { error, .. } = &err else { panic!("{err}") };
+    let FrontendError::Build { error, .. } = &err else {
+        panic!("{err}")
+    };
     assert_eq!(error.kind, ErrorKind::InvalidArgument);
     assert_eq!(error.location.as_ref().unwrap().filename, "Probefile");
-    assert!(err.to_string().starts_with("Probefile:3: the probe was told to fail"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("Probefile:3: the probe was told to fail"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -201,9 +281,17 @@ fn options_and_inputs_reach_the_frontend() {
     let probe_fe = runtime.load("probe", &component("probe")).unwrap();
     // An input definition: run the probe once to get one.
     let input = probe(&runtime, "ok").unwrap().reference.unwrap().definition;
-    let options = vec![("mode".into(), "echo".into()), ("build-arg:A".into(), "1".into())];
+    let options = vec![
+        ("mode".into(), "echo".into()),
+        ("build-arg:A".into(), "1".into()),
+    ];
     let out = runtime
-        .run(&probe_fe, options, vec![("base".into(), (*input).clone())], Arc::new(TestBridge::default()))
+        .run(
+            &probe_fe,
+            options,
+            vec![("base".into(), (*input).clone())],
+            Arc::new(TestBridge::default()),
+        )
         .unwrap();
     assert_eq!(out.metadata("opt:build-arg:A"), Some(b"1".as_slice()));
     assert_eq!(out.metadata("input:base"), Some(b"1".as_slice()));
@@ -221,7 +309,10 @@ fn files_are_read_through_the_bridge() {
     assert_eq!(out.metadata("data"), Some(b"present\n".as_slice()));
     assert_eq!(out.metadata("entries"), Some(b"1".as_slice()));
     let err = run("absent.txt").unwrap_err();
-    assert!(err.to_string().contains("absent.txt: no such file"), "{err}");
+    assert!(
+        err.to_string().contains("absent.txt: no such file"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -234,26 +325,56 @@ fn forwarding_goes_through_the_bridge() {
         ("to".into(), "dockerfile.v0".into()),
         ("target".into(), "x".into()),
     ];
-    let out = runtime.run(&fe, options, Vec::new(), bridge.clone()).unwrap();
-    assert_eq!(out.metadata("forwarded-to"), Some(b"dockerfile.v0".as_slice()));
+    let out = runtime
+        .run(&fe, options, Vec::new(), bridge.clone())
+        .unwrap();
+    assert_eq!(
+        out.metadata("forwarded-to"),
+        Some(b"dockerfile.v0".as_slice())
+    );
     let forwarded = bridge.forwarded.lock().unwrap();
-    assert_eq!(forwarded[0], ("dockerfile.v0".to_string(), vec![("target".to_string(), "x".to_string())]));
+    assert_eq!(
+        forwarded[0],
+        (
+            "dockerfile.v0".to_string(),
+            vec![("target".to_string(), "x".to_string())]
+        )
+    );
 }
 
 #[test]
 fn bad_components_are_refused_before_compiling() {
     let runtime = Runtime::new(limits(), None).unwrap();
-    let load = |wat: &str| runtime.load("bad", &wat::parse_str(wat).unwrap()).unwrap_err().to_string();
+    let load = |wat: &str| {
+        runtime
+            .load("bad", &wat::parse_str(wat).unwrap())
+            .unwrap_err()
+            .to_string()
+    };
     assert!(load("(module)").contains("core Wasm module, not a component"));
     assert!(load("(component)").contains("does not export buildwit:frontend/builder"));
-    let v2 = r#"(component (instance $i) (export "buildwit:frontend/builder@0.2.0" (instance $i)))"#;
-    assert!(load(v2).contains("targets buildwit:frontend@0.2.0; this buildwit supports buildwit:frontend@0.1"));
+    let v2 =
+        r#"(component (instance $i) (export "buildwit:frontend/builder@0.2.0" (instance $i)))"#;
+    assert!(
+        load(v2).contains(
+            "targets buildwit:frontend@0.2.0; this buildwit supports buildwit:frontend@0.1"
+        )
+    );
     let fs = r#"(component (import "wasi:filesystem/types@0.2.6" (instance)) (instance $i)
                 (export "buildwit:frontend/builder@0.1.0" (instance $i)))"#;
     let err = load(fs);
-    assert!(err.contains("imports wasi:filesystem/types@0.2.6, which buildwit does not provide"), "{err}");
-    let garbage = runtime.load("junk", b"\0asm garbage").unwrap_err().to_string();
-    assert!(garbage.starts_with("cannot load frontend junk: it is not a valid Wasm binary"), "{garbage}");
+    assert!(
+        err.contains("imports wasi:filesystem/types@0.2.6, which buildwit does not provide"),
+        "{err}"
+    );
+    let garbage = runtime
+        .load("junk", b"\0asm garbage")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        garbage.starts_with("cannot load frontend junk: it is not a valid Wasm binary"),
+        "{garbage}"
+    );
 }
 
 fn tempdir() -> PathBuf {

@@ -53,7 +53,11 @@ impl Obj {
         self
     }
 
-    fn map<V: serde::Serialize>(mut self, k: &str, v: &std::collections::BTreeMap<String, V>) -> Self {
+    fn map<V: serde::Serialize>(
+        mut self,
+        k: &str,
+        v: &std::collections::BTreeMap<String, V>,
+    ) -> Self {
         if !v.is_empty() {
             self.0.insert(k.into(), json!(v));
         }
@@ -91,7 +95,10 @@ fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -134,19 +141,31 @@ fn exec(e: &pb::ExecOp) -> Value {
             )
             .list(
                 "extraHosts",
-                m.extra_hosts.iter().map(|h| Obj::new().s("Host", &h.host).s("IP", &h.ip).done()).collect(),
+                m.extra_hosts
+                    .iter()
+                    .map(|h| Obj::new().s("Host", &h.host).s("IP", &h.ip).done())
+                    .collect(),
             )
             .s("hostname", &m.hostname)
             .list(
                 "ulimit",
                 m.ulimit
                     .iter()
-                    .map(|u| Obj::new().s("Name", &u.name).i("Soft", u.soft).i("Hard", u.hard).done())
+                    .map(|u| {
+                        Obj::new()
+                            .s("Name", &u.name)
+                            .i("Soft", u.soft)
+                            .i("Hard", u.hard)
+                            .done()
+                    })
                     .collect(),
             )
             .s("cgroupParent", &m.cgroup_parent)
             .b("removeMountStubsRecursive", m.remove_mount_stubs_recursive)
-            .list("validExitCodes", m.valid_exit_codes.iter().map(|c| json!(c)).collect())
+            .list(
+                "validExitCodes",
+                m.valid_exit_codes.iter().map(|c| json!(c)).collect(),
+            )
             .done()
     });
     let mounts = e
@@ -160,16 +179,33 @@ fn exec(e: &pb::ExecOp) -> Value {
                 .i("output", m.output)
                 .b("readonly", m.readonly)
                 .i("mountType", m.mount_type as i64)
-                .opt("TmpfsOpt", m.tmpfs_opt.as_ref().map(|t| Obj::new().i("size", t.size).done()))
+                .opt(
+                    "TmpfsOpt",
+                    m.tmpfs_opt
+                        .as_ref()
+                        .map(|t| Obj::new().i("size", t.size).done()),
+                )
                 .opt(
                     "cacheOpt",
-                    m.cache_opt.as_ref().map(|c| Obj::new().s("ID", &c.id).i("sharing", c.sharing as i64).done()),
+                    m.cache_opt.as_ref().map(|c| {
+                        Obj::new()
+                            .s("ID", &c.id)
+                            .i("sharing", c.sharing as i64)
+                            .done()
+                    }),
                 )
                 .opt(
                     "secretOpt",
-                    m.secret_opt.as_ref().map(|s| secret_like(&s.id, s.uid, s.gid, s.mode, s.optional)),
+                    m.secret_opt
+                        .as_ref()
+                        .map(|s| secret_like(&s.id, s.uid, s.gid, s.mode, s.optional)),
                 )
-                .opt("SSHOpt", m.ssh_opt.as_ref().map(|s| secret_like(&s.id, s.uid, s.gid, s.mode, s.optional)))
+                .opt(
+                    "SSHOpt",
+                    m.ssh_opt
+                        .as_ref()
+                        .map(|s| secret_like(&s.id, s.uid, s.gid, s.mode, s.optional)),
+                )
                 .s("resultID", &m.result_id)
                 .i("contentCache", m.content_cache as i64)
                 .done()
@@ -184,14 +220,25 @@ fn exec(e: &pb::ExecOp) -> Value {
             "secretenv",
             e.secretenv
                 .iter()
-                .map(|s| Obj::new().s("ID", &s.id).s("name", &s.name).b("optional", s.optional).done())
+                .map(|s| {
+                    Obj::new()
+                        .s("ID", &s.id)
+                        .s("name", &s.name)
+                        .b("optional", s.optional)
+                        .done()
+                })
                 .collect(),
         )
         .list(
             "cdiDevices",
             e.cdi_devices
                 .iter()
-                .map(|d| Obj::new().s("name", &d.name).b("optional", d.optional).done())
+                .map(|d| {
+                    Obj::new()
+                        .s("name", &d.name)
+                        .b("optional", d.optional)
+                        .done()
+                })
                 .collect(),
         )
         .done()
@@ -275,7 +322,9 @@ fn op_kind(op: &pb::op::Op) -> Value {
     use pb::op::Op;
     match op {
         Op::Exec(e) => json!({ "exec": exec(e) }),
-        Op::Source(s) => json!({ "source": Obj::new().s("identifier", &s.identifier).map("attrs", &s.attrs).done() }),
+        Op::Source(s) => {
+            json!({ "source": Obj::new().s("identifier", &s.identifier).map("attrs", &s.attrs).done() })
+        }
         Op::File(f) => json!({ "file": Obj::new()
             .list("actions", f.actions.iter().map(file_action).collect())
             .done() }),
@@ -315,7 +364,12 @@ fn op_json(op: &pb::Op) -> Value {
         )
         .always("Op", op.op.as_ref().map_or(json!({}), op_kind))
         .opt("platform", op.platform.as_ref().map(platform))
-        .opt("constraints", op.constraints.as_ref().map(|c| Obj::new().strs("filter", &c.filter).done()))
+        .opt(
+            "constraints",
+            op.constraints
+                .as_ref()
+                .map(|c| Obj::new().strs("filter", &c.filter).done()),
+        )
         .done()
 }
 
@@ -323,13 +377,22 @@ fn metadata_json(m: &pb::OpMetadata) -> Value {
     Obj::new()
         .b("ignore_cache", m.ignore_cache)
         .map("description", &m.description)
-        .opt("export_cache", m.export_cache.as_ref().map(|e| Obj::new().b("Value", e.value).done()))
+        .opt(
+            "export_cache",
+            m.export_cache
+                .as_ref()
+                .map(|e| Obj::new().b("Value", e.value).done()),
+        )
         .map("caps", &m.caps)
         .opt(
             "progress_group",
-            m.progress_group
-                .as_ref()
-                .map(|g| Obj::new().s("id", &g.id).s("name", &g.name).b("weak", g.weak).done()),
+            m.progress_group.as_ref().map(|g| {
+                Obj::new()
+                    .s("id", &g.id)
+                    .s("name", &g.name)
+                    .b("weak", g.weak)
+                    .done()
+            }),
         )
         .opt(
             "linux_resources",
@@ -374,7 +437,10 @@ pub fn dump_json_lines(def: &pb::Definition) -> Result<Vec<String>, LlbError> {
             let mut line = Map::new();
             line.insert("Op".into(), op_json(&op));
             line.insert("Digest".into(), json!(digest.as_str()));
-            let meta = def.metadata.get(digest.as_str()).map_or(json!({}), metadata_json);
+            let meta = def
+                .metadata
+                .get(digest.as_str())
+                .map_or(json!({}), metadata_json);
             line.insert("OpMetadata".into(), meta);
             Ok(go_escape(Value::Object(line).to_string()))
         })
@@ -389,7 +455,11 @@ fn label(op: &pb::Op, meta: Option<&pb::OpMetadata>) -> String {
     use pb::op::Op;
     match &op.op {
         Some(Op::Source(s)) => s.identifier.clone(),
-        Some(Op::Exec(e)) => e.meta.as_ref().map(|m| m.args.join(" ")).unwrap_or_default(),
+        Some(Op::Exec(e)) => e
+            .meta
+            .as_ref()
+            .map(|m| m.args.join(" "))
+            .unwrap_or_default(),
         Some(Op::File(f)) => {
             let kinds: Vec<&str> = f
                 .actions
@@ -425,14 +495,21 @@ pub fn to_dot(def: &pb::Definition) -> Result<String, LlbError> {
         let digest = digest_of(bytes);
         let short = &digest.as_str()[7..19];
         let text = label(&op, def.metadata.get(digest.as_str()));
-        let shape = if op.op.is_none() { "doublecircle" } else { "box" };
+        let shape = if op.op.is_none() {
+            "doublecircle"
+        } else {
+            "box"
+        };
         out.push_str(&format!(
             "  \"{}\" [label={:?} shape={shape}];\n",
             digest,
             format!("{short}\n{text}")
         ));
         for input in &op.inputs {
-            out.push_str(&format!("  \"{}\" -> \"{}\" [label=\"{}\"];\n", input.digest, digest, input.index));
+            out.push_str(&format!(
+                "  \"{}\" -> \"{}\" [label=\"{}\"];\n",
+                input.digest, digest, input.index
+            ));
         }
     }
     out.push_str("}\n");

@@ -39,9 +39,11 @@ impl FromStr for Digest {
     type Err = LlbError;
 
     fn from_str(s: &str) -> Result<Self, LlbError> {
-        let hex = s
-            .strip_prefix("sha256:")
-            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        let hex = s.strip_prefix("sha256:").filter(|h| {
+            h.len() == 64
+                && h.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        });
         match hex {
             Some(_) => Ok(Digest(s.to_string())),
             None => Err(LlbError::BadDigest(s.to_string())),

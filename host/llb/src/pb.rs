@@ -40,6 +40,7 @@ pub struct Op {
 pub mod op {
     /// What an op does.
     #[derive(Clone, PartialEq, prost::Oneof)]
+    #[allow(clippy::large_enum_variant)] // protobuf message shapes; ops are not hot values
     pub enum Op {
         /// Run a process.
         #[prost(message, tag = "2")]

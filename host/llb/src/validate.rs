@@ -39,7 +39,9 @@ pub enum LlbError {
         target: String,
     },
     /// An input names an output the producing op does not have.
-    #[error("op {op} ({digest}): input {input} uses output {index} of {target}, which has {outputs} output(s)")]
+    #[error(
+        "op {op} ({digest}): input {input} uses output {index} of {target}, which has {outputs} output(s)"
+    )]
     BadOutputIndex {
         /// Position of the op.
         op: usize,
@@ -136,7 +138,11 @@ pub fn validate(def: &pb::Definition) -> Result<Graph, LlbError> {
             continue;
         }
         index.insert(digest.clone(), vertices.len());
-        vertices.push(Vertex { digest, op, metadata });
+        vertices.push(Vertex {
+            digest,
+            op,
+            metadata,
+        });
     }
     let terminal = pb::Op::decode(last.as_slice()).map_err(|e| LlbError::Decode {
         what: "the terminal op".into(),
@@ -145,32 +151,33 @@ pub fn validate(def: &pb::Definition) -> Result<Graph, LlbError> {
     let result = terminal.inputs.first().ok_or(LlbError::NoResult)?;
 
     let graph_len = vertices.len();
-    let check_input = |i: usize, digest: &Digest, j: usize, input: &pb::Input| -> Result<usize, LlbError> {
-        let target: Digest = input.digest.parse().map_err(|_| LlbError::DanglingInput {
-            op: i,
-            digest: digest.clone(),
-            input: j,
-            target: input.digest.clone(),
-        })?;
-        let &t = index.get(&target).ok_or_else(|| LlbError::DanglingInput {
-            op: i,
-            digest: digest.clone(),
-            input: j,
-            target: input.digest.clone(),
-        })?;
-        let outputs = output_count(&vertices[t].op);
-        if input.index < 0 || input.index as usize >= outputs {
-            return Err(LlbError::BadOutputIndex {
+    let check_input =
+        |i: usize, digest: &Digest, j: usize, input: &pb::Input| -> Result<usize, LlbError> {
+            let target: Digest = input.digest.parse().map_err(|_| LlbError::DanglingInput {
                 op: i,
                 digest: digest.clone(),
                 input: j,
-                index: input.index,
-                target,
-                outputs,
-            });
-        }
-        Ok(t)
-    };
+                target: input.digest.clone(),
+            })?;
+            let &t = index.get(&target).ok_or_else(|| LlbError::DanglingInput {
+                op: i,
+                digest: digest.clone(),
+                input: j,
+                target: input.digest.clone(),
+            })?;
+            let outputs = output_count(&vertices[t].op);
+            if input.index < 0 || input.index as usize >= outputs {
+                return Err(LlbError::BadOutputIndex {
+                    op: i,
+                    digest: digest.clone(),
+                    input: j,
+                    index: input.index,
+                    target,
+                    outputs,
+                });
+            }
+            Ok(t)
+        };
     let mut edges: Vec<Vec<usize>> = vec![Vec::new(); graph_len];
     for (i, v) in vertices.iter().enumerate() {
         for (j, input) in v.op.inputs.iter().enumerate() {
@@ -216,16 +223,20 @@ fn check_op(op: &pb::Op) -> Result<(), String> {
             if !e.mounts.iter().any(|m| m.dest == "/") {
                 return Err("exec without a root mount (dest \"/\")".into());
             }
-            pb::NetMode::try_from(e.network).map_err(|_| format!("invalid network mode {}", e.network))?;
-            pb::SecurityMode::try_from(e.security).map_err(|_| format!("invalid security mode {}", e.security))?;
+            pb::NetMode::try_from(e.network)
+                .map_err(|_| format!("invalid network mode {}", e.network))?;
+            pb::SecurityMode::try_from(e.security)
+                .map_err(|_| format!("invalid security mode {}", e.security))?;
             let mut outputs = std::collections::HashSet::new();
             for m in &e.mounts {
                 in_range(&format!("mount {} input", m.dest), m.input, inputs)?;
-                pb::MountType::try_from(m.mount_type)
-                    .map_err(|_| format!("mount {}: invalid mount type {}", m.dest, m.mount_type))?;
+                pb::MountType::try_from(m.mount_type).map_err(|_| {
+                    format!("mount {}: invalid mount type {}", m.dest, m.mount_type)
+                })?;
                 if let Some(c) = &m.cache_opt {
-                    pb::CacheSharingOpt::try_from(c.sharing)
-                        .map_err(|_| format!("mount {}: invalid cache sharing {}", m.dest, c.sharing))?;
+                    pb::CacheSharingOpt::try_from(c.sharing).map_err(|_| {
+                        format!("mount {}: invalid cache sharing {}", m.dest, c.sharing)
+                    })?;
                 }
                 if produces_output(m) && !outputs.insert(m.output) {
                     return Err(format!("mount {}: duplicate output {}", m.dest, m.output));
@@ -241,7 +252,11 @@ fn check_op(op: &pb::Op) -> Result<(), String> {
             for (k, a) in f.actions.iter().enumerate() {
                 let limit = inputs + k as i64;
                 in_range(&format!("action {k} input"), a.input, limit)?;
-                in_range(&format!("action {k} secondary input"), a.secondary_input, limit)?;
+                in_range(
+                    &format!("action {k} secondary input"),
+                    a.secondary_input,
+                    limit,
+                )?;
                 if a.action.is_none() {
                     return Err(format!("action {k} has no action"));
                 }
@@ -262,11 +277,21 @@ fn check_op(op: &pb::Op) -> Result<(), String> {
             if m.inputs.is_empty() {
                 return Err("merge without inputs".into());
             }
-            m.inputs.iter().try_for_each(|i| in_range("merge input", i.input, inputs))
+            m.inputs
+                .iter()
+                .try_for_each(|i| in_range("merge input", i.input, inputs))
         }
         Some(pb::op::Op::Diff(d)) => {
-            in_range("diff lower", d.lower.as_ref().map_or(-1, |l| l.input), inputs)?;
-            in_range("diff upper", d.upper.as_ref().map_or(-1, |u| u.input), inputs)
+            in_range(
+                "diff lower",
+                d.lower.as_ref().map_or(-1, |l| l.input),
+                inputs,
+            )?;
+            in_range(
+                "diff upper",
+                d.upper.as_ref().map_or(-1, |u| u.input),
+                inputs,
+            )
         }
         Some(pb::op::Op::Build(b)) => in_range("build builder", b.builder, inputs),
         Some(pb::op::Op::Passthrough(p)) => {
@@ -275,7 +300,9 @@ fn check_op(op: &pb::Op) -> Result<(), String> {
             }
             p.outputs.iter().try_for_each(|&o| {
                 if o < 0 || o >= inputs {
-                    Err(format!("passthrough output {o} is out of range (0..{inputs})"))
+                    Err(format!(
+                        "passthrough output {o} is out of range (0..{inputs})"
+                    ))
                 } else {
                     Ok(())
                 }
@@ -386,28 +413,55 @@ mod tests {
     fn errors_name_the_problem() {
         let img = source("local://context");
         let d_img = digest_of(&encode_op(&img));
-        let check = |ops: &[pb::Op], result: &Digest, index: i64| validate(&def(ops, result, index)).unwrap_err();
+        let check = |ops: &[pb::Op], result: &Digest, index: i64| {
+            validate(&def(ops, result, index)).unwrap_err()
+        };
 
-        assert_eq!(validate(&pb::Definition::default()).unwrap_err(), LlbError::Empty);
-        assert_eq!(check(std::slice::from_ref(&img), &d_img, 1).to_string().contains("uses output 1"), true);
+        assert_eq!(
+            validate(&pb::Definition::default()).unwrap_err(),
+            LlbError::Empty
+        );
+        assert!(
+            check(std::slice::from_ref(&img), &d_img, 1)
+                .to_string()
+                .contains("uses output 1")
+        );
         let missing = digest_of(b"nothing");
-        assert!(matches!(check(std::slice::from_ref(&img), &missing, 0), LlbError::DanglingInput { .. }));
+        assert!(matches!(
+            check(std::slice::from_ref(&img), &missing, 0),
+            LlbError::DanglingInput { .. }
+        ));
 
-        let no_root = exec(&d_img, vec![pb::Mount { dest: "/x".into(), ..Default::default() }], 0);
+        let no_root = exec(
+            &d_img,
+            vec![pb::Mount {
+                dest: "/x".into(),
+                ..Default::default()
+            }],
+            0,
+        );
         let d = digest_of(&encode_op(&no_root));
         let e = check(&[img.clone(), no_root], &d, 0);
         assert!(e.to_string().contains("exec without a root mount"), "{e}");
 
         let bad_net = exec(&d_img, vec![root()], 7);
         let d = digest_of(&encode_op(&bad_net));
-        assert!(check(&[img.clone(), bad_net], &d, 0).to_string().contains("invalid network mode 7"));
+        assert!(
+            check(&[img.clone(), bad_net], &d, 0)
+                .to_string()
+                .contains("invalid network mode 7")
+        );
 
         let mut bad_sec = exec(&d_img, vec![root()], 0);
         if let Some(pb::op::Op::Exec(e)) = &mut bad_sec.op {
             e.security = 3;
         }
         let d = digest_of(&encode_op(&bad_sec));
-        assert!(check(&[img.clone(), bad_sec], &d, 0).to_string().contains("invalid security mode 3"));
+        assert!(
+            check(&[img.clone(), bad_sec], &d, 0)
+                .to_string()
+                .contains("invalid security mode 3")
+        );
 
         let terminal_only = pb::Definition {
             def: vec![encode_op(&pb::Op::default())],
@@ -419,7 +473,10 @@ mod tests {
             def: vec![vec![0xff, 0xff], encode_op(&pb::Op::default())],
             ..Default::default()
         };
-        assert!(matches!(validate(&garbage).unwrap_err(), LlbError::Decode { .. }));
+        assert!(matches!(
+            validate(&garbage).unwrap_err(),
+            LlbError::Decode { .. }
+        ));
     }
 
     #[test]
@@ -443,7 +500,10 @@ mod tests {
         };
         let d = digest_of(&encode_op(&file));
         let e = validate(&def(&[img, file], &d, 0)).unwrap_err();
-        assert!(e.to_string().contains("action 0 input 1 is out of range"), "{e}");
+        assert!(
+            e.to_string().contains("action 0 input 1 is out of range"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -7,7 +7,10 @@ use buildwit_llb::{decode_definition, digest_of, dump_json_lines, encode_op, pb,
 use prost::Message;
 
 fn cases() -> Vec<PathBuf> {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/conformance/dockerfile"));
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/conformance/dockerfile"
+    ));
     let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -31,9 +34,17 @@ fn ops_round_trip_byte_for_byte_with_buildkits_digests_and_json() {
         assert_eq!(def.def.len(), expected.len(), "{name}: op count");
         for (i, op_bytes) in def.def.iter().enumerate() {
             let op = pb::Op::decode(op_bytes.as_slice()).unwrap();
-            assert_eq!(&encode_op(&op), op_bytes, "{name}: op {i} does not re-encode to the same bytes");
+            assert_eq!(
+                &encode_op(&op),
+                op_bytes,
+                "{name}: op {i} does not re-encode to the same bytes"
+            );
             let want: serde_json::Value = serde_json::from_str(expected[i]).unwrap();
-            assert_eq!(digest_of(op_bytes).as_str(), want["Digest"], "{name}: op {i} digest");
+            assert_eq!(
+                digest_of(op_bytes).as_str(),
+                want["Digest"],
+                "{name}: op {i} digest"
+            );
             ops += 1;
         }
         let lines = dump_json_lines(&def).unwrap();
@@ -51,6 +62,8 @@ fn ops_round_trip_byte_for_byte_with_buildkits_digests_and_json() {
             assert_eq!(graph.vertices.len() + 1, def.def.len(), "{name}");
         }
     }
-    eprintln!("{ops} ops round-tripped; {identical_lines}/{ops} JSON lines byte-identical to buildctl's");
+    eprintln!(
+        "{ops} ops round-tripped; {identical_lines}/{ops} JSON lines byte-identical to buildctl's"
+    );
     assert_eq!(identical_lines, ops, "every JSON line is byte-identical");
 }

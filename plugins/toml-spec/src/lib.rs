@@ -26,7 +26,9 @@
 
 use std::collections::BTreeMap;
 
-use buildwit_sdk::llb::{self, CacheSharing, CopyOptions, FileAction, Metadata, MountSpec, Platform, Source, State};
+use buildwit_sdk::llb::{
+    self, CacheSharing, CopyOptions, FileAction, Metadata, MountSpec, Platform, Source, State,
+};
 use buildwit_sdk::{
     BuildResult, Client, Error, Frontend, FrontendInfo, ResolveImageRequest, ResolveMode,
 };
@@ -92,7 +94,9 @@ impl Frontend for TomlSpec {
     }
 
     fn build(client: &dyn Client) -> Result<BuildResult, Error> {
-        let filename = client.option("filename").unwrap_or_else(|| "build.toml".into());
+        let filename = client
+            .option("filename")
+            .unwrap_or_else(|| "build.toml".into());
         let text = read_spec(client, &filename)?;
         let spec: Spec = toml::from_str(&text).map_err(|e| spec_error(&filename, &text, &e))?;
         let platform = match client.option("platform").or(spec.platform.clone()) {
@@ -130,19 +134,30 @@ impl Frontend for TomlSpec {
                         exec = exec.mount(MountSpec::cache(dest, dest, CacheSharing::Shared));
                     }
                     let name = format!("[{}/{total}] {title}", i + 1);
-                    (title, exec.metadata(Metadata::new().custom_name(name)).build().root())
+                    (
+                        title,
+                        exec.metadata(Metadata::new().custom_name(name))
+                            .build()
+                            .root(),
+                    )
                 }
                 (None, Some((src, dest)), None) => {
                     let title = format!("COPY {src} {dest}");
                     let action = FileAction::copy(&context, src, dest, CopyOptions::default());
                     let name = format!("[{}/{total}] {title}", i + 1);
-                    (title, state.file_with(action, Metadata::new().custom_name(name)))
+                    (
+                        title,
+                        state.file_with(action, Metadata::new().custom_name(name)),
+                    )
                 }
                 (None, None, Some(f)) => {
                     let title = format!("FILE {}", f.path);
                     let action = FileAction::mkfile(&f.path, f.mode, f.content.as_bytes());
                     let name = format!("[{}/{total}] {title}", i + 1);
-                    (title, state.file_with(action, Metadata::new().custom_name(name)))
+                    (
+                        title,
+                        state.file_with(action, Metadata::new().custom_name(name)),
+                    )
                 }
                 _ => {
                     return Err(Error::invalid(format!(
@@ -156,7 +171,11 @@ impl Frontend for TomlSpec {
             history.push(json!({"created_by": title, "comment": "buildwit toml-spec"}));
         }
 
-        let env: Vec<String> = state.env_list().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let env: Vec<String> = state
+            .env_list()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         config["config"]["Env"] = json!(env);
         if let Some(ep) = &spec.image.entrypoint {
             config["config"]["Entrypoint"] = json!(ep);
@@ -166,7 +185,10 @@ impl Frontend for TomlSpec {
             config["config"]["Cmd"] = json!(cmd);
         }
         if !spec.image.labels.is_empty() {
-            let labels = config["config"]["Labels"].as_object().cloned().unwrap_or_default();
+            let labels = config["config"]["Labels"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
             let mut labels: BTreeMap<String, Value> = labels.into_iter().collect();
             for (k, v) in &spec.image.labels {
                 labels.insert(k.clone(), json!(v));
@@ -189,7 +211,10 @@ fn read_spec(client: &dyn Client, filename: &str) -> Result<String, Error> {
     let local = Source::local("dockerfile")
         .attr("local.followpaths", json!([filename]).to_string())
         .attr("local.sharedkeyhint", filename)
-        .metadata(Metadata::new().custom_name(format!("[internal] load build definition from {filename}")))
+        .metadata(
+            Metadata::new()
+                .custom_name(format!("[internal] load build definition from {filename}")),
+        )
         .state();
     let reference = client
         .solve_definition(local.marshal())?
@@ -213,7 +238,12 @@ fn spec_error(filename: &str, text: &str, err: &toml::de::Error) -> Error {
 
 /// The base state and image config: the `from` image, resolved through the gateway, or
 /// scratch.
-fn base(client: &dyn Client, spec: &Spec, platform: &Platform, filename: &str) -> Result<(State, Value), Error> {
+fn base(
+    client: &dyn Client,
+    spec: &Spec,
+    platform: &Platform,
+    filename: &str,
+) -> Result<(State, Value), Error> {
     let fresh = json!({
         "architecture": platform.architecture,
         "os": platform.os,
@@ -249,7 +279,10 @@ fn base(client: &dyn Client, spec: &Spec, platform: &Platform, filename: &str) -
             state = state.env(k, v);
         }
     }
-    if let Some(dir) = config["config"]["WorkingDir"].as_str().filter(|d| !d.is_empty()) {
+    if let Some(dir) = config["config"]["WorkingDir"]
+        .as_str()
+        .filter(|d| !d.is_empty())
+    {
         state = state.dir(dir);
     }
     if let Some(user) = config["config"]["User"].as_str().filter(|u| !u.is_empty()) {
@@ -275,7 +308,11 @@ mod tests {
     fn gateway(spec: &str) -> MemoryGateway {
         MemoryGateway::new()
             .file("dockerfile", "build.toml", spec)
-            .image("docker.io/library/busybox:1.36", "sha256:1111111111111111111111111111111111111111111111111111111111111111", BUSYBOX)
+            .image(
+                "docker.io/library/busybox:1.36",
+                "sha256:1111111111111111111111111111111111111111111111111111111111111111",
+                BUSYBOX,
+            )
     }
 
     const SPEC: &str = r#"
@@ -315,20 +352,42 @@ entrypoint = ["/bin/sh", "/app/run.sh"]
                 _ => "other",
             })
             .collect();
-        assert_eq!(kinds, ["image", "file", "local", "file", "exec", "file", "exec"]);
-        let OpKind::Source(img) = &def.ops[0].kind else { panic!() };
-        assert!(img.identifier.ends_with("busybox:1.36@sha256:1111111111111111111111111111111111111111111111111111111111111111"));
-        let OpKind::Exec(run) = &def.ops[4].kind else { panic!() };
+        assert_eq!(
+            kinds,
+            ["image", "file", "local", "file", "exec", "file", "exec"]
+        );
+        let OpKind::Source(img) = &def.ops[0].kind else {
+            panic!()
+        };
+        assert!(img.identifier.ends_with(
+            "busybox:1.36@sha256:1111111111111111111111111111111111111111111111111111111111111111"
+        ));
+        let OpKind::Exec(run) = &def.ops[4].kind else {
+            panic!()
+        };
         assert_eq!(run.meta.cwd, "/app");
         assert!(run.meta.env.contains(&"GREETING=hello".to_string()));
         assert!(run.meta.env.contains(&"PATH=/usr/bin:/bin".to_string()));
-        let OpKind::Exec(cached) = &def.ops[6].kind else { panic!() };
+        let OpKind::Exec(cached) = &def.ops[6].kind else {
+            panic!()
+        };
         assert!(cached.mounts.iter().any(|m| m.dest == "/root/.cache"));
-        let OpKind::File(f) = &def.ops[5].kind else { panic!() };
-        let FileActionKind::Mkfile(m) = &f.actions[0].action else { panic!() };
-        assert_eq!((m.path.as_str(), m.data.as_slice()), ("/app/VERSION", b"1.0.0\n".as_slice()));
-        let config: Value = serde_json::from_str(&out.metadata_str("containerimage.config").unwrap()).unwrap();
-        assert_eq!(config["config"]["Entrypoint"], json!(["/bin/sh", "/app/run.sh"]));
+        let OpKind::File(f) = &def.ops[5].kind else {
+            panic!()
+        };
+        let FileActionKind::Mkfile(m) = &f.actions[0].action else {
+            panic!()
+        };
+        assert_eq!(
+            (m.path.as_str(), m.data.as_slice()),
+            ("/app/VERSION", b"1.0.0\n".as_slice())
+        );
+        let config: Value =
+            serde_json::from_str(&out.metadata_str("containerimage.config").unwrap()).unwrap();
+        assert_eq!(
+            config["config"]["Entrypoint"],
+            json!(["/bin/sh", "/app/run.sh"])
+        );
         assert_eq!(config["config"]["WorkingDir"], "/app");
         assert_eq!(config["history"].as_array().unwrap().len(), 5);
     }
@@ -342,10 +401,18 @@ entrypoint = ["/bin/sh", "/app/run.sh"]
 
     #[test]
     fn scratch_spec_and_bad_step() {
-        let out = run::<TomlSpec>(&gateway("[[step]]\nfile = { path = \"/a\", content = \"x\" }\n")).unwrap();
+        let out = run::<TomlSpec>(&gateway(
+            "[[step]]\nfile = { path = \"/a\", content = \"x\" }\n",
+        ))
+        .unwrap();
         assert_eq!(out.definition.unwrap().ops.len(), 1);
-        let err = run::<TomlSpec>(&gateway("[[step]]\nrun = \"a\"\ncopy = [\"a\", \"b\"]\n")).unwrap_err();
-        assert!(err.message.contains("exactly one of run, copy or file"), "{}", err.message);
+        let err = run::<TomlSpec>(&gateway("[[step]]\nrun = \"a\"\ncopy = [\"a\", \"b\"]\n"))
+            .unwrap_err();
+        assert!(
+            err.message.contains("exactly one of run, copy or file"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -26,7 +26,9 @@ impl Frontend for Probe {
         match mode.as_str() {
             "ok" => {
                 let st = llb::scratch().file(FileAction::mkfile("/hello", 0o644, "hello\n"));
-                Ok(BuildResult::from_ref(client.solve_definition(st.marshal())?))
+                Ok(BuildResult::from_ref(
+                    client.solve_definition(st.marshal())?,
+                ))
             }
             "echo" => {
                 let mut r = BuildResult::default();
@@ -39,9 +41,13 @@ impl Frontend for Probe {
                 Ok(r)
             }
             "read" => {
-                let file = client.option("file").ok_or_else(|| Error::invalid("option file is required"))?;
+                let file = client
+                    .option("file")
+                    .ok_or_else(|| Error::invalid("option file is required"))?;
                 let ctx = llb::Source::local("context").state();
-                let reference = client.solve_definition(ctx.marshal())?.expect("local is not scratch");
+                let reference = client
+                    .solve_definition(ctx.marshal())?
+                    .expect("local is not scratch");
                 let data = reference.read_file(&file)?;
                 let entries = reference.read_dir("/", None)?.len();
                 Ok(BuildResult::default()
@@ -49,8 +55,14 @@ impl Frontend for Probe {
                     .with_metadata("entries", entries.to_string()))
             }
             "forward" => {
-                let to = client.option("to").ok_or_else(|| Error::invalid("option to is required"))?;
-                let opts = client.options().into_iter().filter(|(k, _)| k != "mode" && k != "to").collect();
+                let to = client
+                    .option("to")
+                    .ok_or_else(|| Error::invalid("option to is required"))?;
+                let opts = client
+                    .options()
+                    .into_iter()
+                    .filter(|(k, _)| k != "mode" && k != "to")
+                    .collect();
                 let r = client.solve(SolveRequest {
                     definition: None,
                     frontend: Some(to),
