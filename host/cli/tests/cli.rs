@@ -256,3 +256,90 @@ fn a_disabled_frontend_is_refused() {
         text(&out.stderr)
     );
 }
+
+fn config_file(name: &str, text: &str) -> String {
+    let dir = root().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("buildkitd.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+fn gateway(config: Option<&str>, source: &str) -> Output {
+    let example = workspace().join("examples/hello");
+    let mut args = Vec::new();
+    if let Some(c) = config {
+        args.extend(["--config", c]);
+    }
+    let source = format!("source={source}");
+    args.extend([
+        "build",
+        example.to_str().unwrap(),
+        "--frontend",
+        "gateway.v0",
+        "--opt",
+        &source,
+        "--dump-llb",
+    ]);
+    buildwit(&args)
+}
+
+#[test]
+fn docker_dockerfile_references_are_served_by_the_builtin_components() {
+    let out = gateway(None, "docker/dockerfile:1");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("frontend dockerfile 1.26.0 (stable) from docker/dockerfile:1 (built-in dockerfile 1.26.0 stable)"), "{stderr}");
+
+    let out = gateway(None, "docker.io/docker/dockerfile-upstream:1.7-labs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("frontend dockerfile 1.26.0 (labs)"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = gateway(None, "docker/dockerfile:1.99");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr)
+            .contains("WARNING: docker/dockerfile:1.99 asks for a newer Dockerfile frontend"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn gateway_policy_is_buildkits() {
+    let allow = config_file(
+        "allow",
+        "[frontend.\"gateway.v0\"]\nallowedRepositories = [\"docker/dockerfile\"]\n",
+    );
+    assert!(gateway(Some(&allow), "docker.io/docker/dockerfile:1@sha256:0000000000000000000000000000000000000000000000000000000000000000").status.success());
+    let out = gateway(Some(&allow), "docker/dockerfile-upstream:1");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr)
+            .contains("'docker/dockerfile-upstream:1' is not an allowed gateway source"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let off = config_file(
+        "gateway-off",
+        "[frontend.\"gateway.v0\"]\nenabled = false\n",
+    );
+    let out = gateway(Some(&off), "docker/dockerfile:1");
+    assert!(
+        text(&out.stderr).contains("invalid frontend: gateway.v0"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = gateway(None, "example.com/someone/frontend:1");
+    assert!(
+        text(&out.stderr).contains("pulling Wasm frontends from registries is not in this build"),
+        "{}",
+        text(&out.stderr)
+    );
+}

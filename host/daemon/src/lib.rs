@@ -5,6 +5,7 @@
 //! modes behave alike. Today a build runs its frontend and returns the LLB it produced; the
 //! solver, the worker and the exporters plug in behind the same request.
 
+mod frontends;
 mod local;
 
 use std::collections::BTreeMap;
@@ -12,9 +13,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use buildwit_frontend::{Event, FrontendError, Limits, LoadedFrontend, Runtime};
+use buildwit_frontend::{Event, FrontendError, Limits, Runtime};
 use buildwit_llb::pb;
 
+pub use frontends::{BUILTIN_DOCKERFILE_VERSION, Frontends, Selected, repository_name};
 pub use local::LocalBridge;
 
 /// Which frontend runs a build.
@@ -92,6 +94,9 @@ pub enum DaemonError {
     /// The frontend failed or misbehaved.
     #[error(transparent)]
     Frontend(#[from] FrontendError),
+    /// Refused by frontend policy (BuildKit's wording).
+    #[error("{0}")]
+    Policy(String),
     /// The engine could not start.
     #[error("cannot start the engine: {0}")]
     Setup(String),
@@ -112,8 +117,7 @@ pub trait BuildApi {
 
 /// The engine, in-process.
 pub struct Engine {
-    config: buildwit_config::Config,
-    runtime: Runtime,
+    frontends: Arc<Frontends>,
 }
 
 impl Engine {
@@ -124,38 +128,40 @@ impl Engine {
         limits: Limits,
     ) -> Result<Self, DaemonError> {
         let runtime = Runtime::new(limits, Some(root.join("frontends").join("compiled")))?;
-        Ok(Engine { config, runtime })
+        Ok(Engine {
+            frontends: Arc::new(Frontends { config, runtime }),
+        })
     }
 
     /// The configuration it runs with.
     pub fn config(&self) -> &buildwit_config::Config {
-        &self.config
+        &self.frontends.config
     }
 
-    fn load(&self, frontend: &FrontendRef) -> Result<Arc<LoadedFrontend>, DaemonError> {
+    fn select(
+        &self,
+        frontend: &FrontendRef,
+        options: &[(String, String)],
+    ) -> Result<Selected, DaemonError> {
         match frontend {
-            FrontendRef::File(path) => Ok(self.runtime.load_file(path)?),
-            FrontendRef::Named(name)
-                if name == "dockerfile.v0" && self.config.dockerfile_enabled() =>
-            {
-                Ok(self
-                    .runtime
-                    .load("dockerfile.v0", buildwit_frontend::builtin::DOCKERFILE)?)
-            }
-            // gateway.v0 arrives with `# syntax=` support; until then, as in a BuildKit
-            // without it, the name is unknown.
-            FrontendRef::Named(name) => Err(DaemonError::InvalidFrontend(name.clone())),
+            FrontendRef::File(path) => Ok(Selected {
+                loaded: self.frontends.runtime.load_file(path)?,
+                source: path.display().to_string(),
+                warnings: Vec::new(),
+            }),
+            FrontendRef::Named(name) => self.frontends.select(name, options),
         }
     }
 
     fn record(
         &self,
-        loaded: &LoadedFrontend,
+        selected: &Selected,
         bridge: Arc<LocalBridge>,
     ) -> Result<FrontendRecord, DaemonError> {
-        let info = self.runtime.info(loaded, bridge)?;
+        let loaded = &selected.loaded;
+        let info = self.frontends.runtime.info(loaded, bridge)?;
         Ok(FrontendRecord {
-            source: loaded.label.clone(),
+            source: selected.source.clone(),
             digest: loaded.digest.clone(),
             wit_version: loaded.wit_version.clone(),
             name: info.name,
@@ -173,12 +179,18 @@ impl BuildApi for Engine {
         events: Arc<dyn EventSink>,
     ) -> Result<BuildOutcome, DaemonError> {
         let started = Instant::now();
-        let loaded = self.load(&request.frontend)?;
-        let bridge = Arc::new(LocalBridge::new(request.locals, events));
-        let frontend = self.record(&loaded, bridge.clone())?;
-        let out = self
-            .runtime
-            .run(&loaded, request.options, Vec::new(), bridge)?;
+        let selected = self.select(&request.frontend, &request.options)?;
+        let bridge = Arc::new(LocalBridge::new(
+            request.locals,
+            events,
+            self.frontends.clone(),
+        ));
+        bridge.warn_all(&selected);
+        let frontend = self.record(&selected, bridge.clone())?;
+        let out =
+            self.frontends
+                .runtime
+                .run(&selected.loaded, request.options, Vec::new(), bridge)?;
         Ok(BuildOutcome {
             frontend,
             definition: out.reference.map(|r| (*r.definition).clone()),
@@ -193,9 +205,13 @@ impl BuildApi for Engine {
     }
 
     fn inspect_frontend(&self, frontend: &FrontendRef) -> Result<FrontendRecord, DaemonError> {
-        let loaded = self.load(frontend)?;
-        let bridge = Arc::new(LocalBridge::new(BTreeMap::new(), Arc::new(|_| {})));
-        self.record(&loaded, bridge)
+        let selected = self.select(frontend, &[])?;
+        let bridge = Arc::new(LocalBridge::new(
+            BTreeMap::new(),
+            Arc::new(|_| {}),
+            self.frontends.clone(),
+        ));
+        self.record(&selected, bridge)
     }
 }
 
@@ -204,6 +220,6 @@ pub fn frontend_interfaces(
     engine: &Engine,
     frontend: &FrontendRef,
 ) -> Result<(Vec<String>, Vec<String>, usize), DaemonError> {
-    let loaded = engine.load(frontend)?;
+    let loaded = engine.select(frontend, &[])?.loaded;
     Ok((loaded.imports.clone(), loaded.exports.clone(), loaded.size))
 }

@@ -17,12 +17,19 @@ use buildwit_frontend::bridge::{
 use buildwit_llb::pb;
 use prost::Message;
 
-use crate::EventSink;
+use crate::frontends::{Frontends, Selected};
+use crate::{DaemonError, EventSink};
 
-/// Answers gateway calls from local directories.
+/// How deep frontends may forward to frontends (BuildKit limits named-context recursion
+/// to 10 as well).
+const MAX_NESTING: usize = 10;
+
+/// Answers gateway calls from local directories and forwards to other frontends.
 pub struct LocalBridge {
     locals: BTreeMap<String, PathBuf>,
     events: Arc<dyn EventSink>,
+    frontends: Arc<Frontends>,
+    depth: usize,
 }
 
 /// A local source: its directory and the filters of its op.
@@ -39,8 +46,33 @@ fn err(kind: ErrorKind, message: impl Into<String>) -> GatewayError {
 
 impl LocalBridge {
     /// A bridge over these named directories.
-    pub fn new(locals: BTreeMap<String, PathBuf>, events: Arc<dyn EventSink>) -> Self {
-        LocalBridge { locals, events }
+    pub fn new(
+        locals: BTreeMap<String, PathBuf>,
+        events: Arc<dyn EventSink>,
+        frontends: Arc<Frontends>,
+    ) -> Self {
+        LocalBridge {
+            locals,
+            events,
+            frontends,
+            depth: 0,
+        }
+    }
+
+    /// Report what the selection of a frontend wants the user to know.
+    pub(crate) fn warn_all(&self, selected: &Selected) {
+        for w in &selected.warnings {
+            self.events.event(Event::Warning {
+                frontend: selected.loaded.label.clone(),
+                warning: buildwit_frontend::bridge::Warning {
+                    level: 1,
+                    short: w.clone(),
+                    detail: Vec::new(),
+                    url: String::new(),
+                    location: None,
+                },
+            });
+        }
     }
 
     /// The local source a result is, if it is one.
@@ -292,13 +324,44 @@ impl Bridge for LocalBridge {
     fn forward(
         &self,
         frontend: &str,
-        _options: Vec<(String, String)>,
-        _inputs: Vec<(String, pb::Definition)>,
+        options: Vec<(String, String)>,
+        inputs: Vec<(String, pb::Definition)>,
     ) -> Result<FrontendOutput, GatewayError> {
-        Err(err(
-            ErrorKind::NotFound,
-            format!("invalid frontend: {frontend}"),
-        ))
+        if self.depth >= MAX_NESTING {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!("frontends forwarded more than {MAX_NESTING} levels deep (at {frontend})"),
+            ));
+        }
+        // Policy applies at every level, as for a top-level request.
+        let selected = self
+            .frontends
+            .select(frontend, &options)
+            .map_err(|e| match e {
+                DaemonError::InvalidFrontend(_) | DaemonError::Policy(_) => {
+                    err(ErrorKind::PermissionDenied, e.to_string())
+                }
+                other => err(ErrorKind::Internal, other.to_string()),
+            })?;
+        self.warn_all(&selected);
+        self.events.event(Event::Log {
+            frontend: frontend.to_string(),
+            level: buildwit_frontend::bridge::LogLevel::Info,
+            message: format!("served by {} ({})", selected.source, selected.loaded.digest),
+        });
+        let child = LocalBridge {
+            locals: self.locals.clone(),
+            events: self.events.clone(),
+            frontends: self.frontends.clone(),
+            depth: self.depth + 1,
+        };
+        self.frontends
+            .runtime
+            .run(&selected.loaded, options, inputs, Arc::new(child))
+            .map_err(|e| match e {
+                buildwit_frontend::FrontendError::Build { error, .. } => error,
+                other => err(ErrorKind::Failed, other.to_string()),
+            })
     }
 
     fn event(&self, event: Event) {

@@ -1,0 +1,253 @@
+//! Which component serves a frontend request, with BuildKit's policy applied:
+//! `[frontend."dockerfile.v0"] enabled`, `[frontend."gateway.v0"] enabled` and
+//! `allowedRepositories`, and the mapping of `docker/dockerfile` references to the built-in
+//! components (stable and labs), so `# syntax=docker/dockerfile:1` needs no network.
+
+use std::sync::Arc;
+
+use buildwit_frontend::{LoadedFrontend, Runtime, builtin};
+
+use crate::DaemonError;
+
+/// The version of the built-in Dockerfile frontend (BuildKit's `dockerfile/1.26.0`).
+pub const BUILTIN_DOCKERFILE_VERSION: (u64, u64, u64) = (1, 26, 0);
+
+/// Repositories served by the built-in Dockerfile components.
+const DOCKERFILE_REPOSITORIES: &[&str] = &[
+    "docker.io/docker/dockerfile",
+    "docker.io/docker/dockerfile-upstream",
+];
+
+/// A frontend chosen for a request.
+pub struct Selected {
+    /// The component.
+    pub loaded: Arc<LoadedFrontend>,
+    /// What it was asked as, and what serves it (for the build record).
+    pub source: String,
+    /// Things the user should know (a pin newer than the built-in, a digest pin).
+    pub warnings: Vec<String>,
+}
+
+/// The registered frontends.
+pub struct Frontends {
+    /// The daemon's configuration.
+    pub config: buildwit_config::Config,
+    /// The Wasm runtime.
+    pub runtime: Runtime,
+}
+
+impl Frontends {
+    /// The component for frontend `name` with these options.
+    pub fn select(
+        &self,
+        name: &str,
+        options: &[(String, String)],
+    ) -> Result<Selected, DaemonError> {
+        match name {
+            "dockerfile.v0" if self.config.dockerfile_enabled() => {
+                self.builtin(false, "dockerfile.v0".into(), Vec::new())
+            }
+            "gateway.v0" if self.config.gateway_enabled() => {
+                let source = options
+                    .iter()
+                    .find(|(k, _)| k == "source")
+                    .map(|(_, v)| v.clone())
+                    .ok_or_else(|| DaemonError::Policy("no source specified for gateway".into()))?;
+                // BuildKit's escape hatch: BUILDKIT_SYNTAX=dockerfile.v0 means the built-in frontend.
+                if source == "dockerfile.v0" && self.config.dockerfile_enabled() {
+                    return self.builtin(false, "dockerfile.v0".into(), Vec::new());
+                }
+                self.check_allowed(&source)?;
+                self.gateway(&source)
+            }
+            _ => Err(DaemonError::InvalidFrontend(name.to_string())),
+        }
+    }
+
+    /// `allowedRepositories`: empty allows all; otherwise the source's repository name,
+    /// normalised, must be listed (tags and digests are not compared).
+    fn check_allowed(&self, source: &str) -> Result<(), DaemonError> {
+        let allowed = &self.config.frontend.gateway.allowed_repositories;
+        if allowed.is_empty() {
+            return Ok(());
+        }
+        let name =
+            repository_name(source).map_err(|e| DaemonError::Policy(format!("{source}: {e}")))?;
+        let ok = allowed
+            .iter()
+            .any(|a| repository_name(a).is_ok_and(|a| a == name));
+        if ok {
+            Ok(())
+        } else {
+            Err(DaemonError::Policy(format!(
+                "'{source}' is not an allowed gateway source"
+            )))
+        }
+    }
+
+    fn gateway(&self, source: &str) -> Result<Selected, DaemonError> {
+        let name =
+            repository_name(source).map_err(|e| DaemonError::Policy(format!("{source}: {e}")))?;
+        if !DOCKERFILE_REPOSITORIES.contains(&name.as_str()) {
+            return Err(DaemonError::Policy(format!(
+                "cannot run frontend {source}: pulling Wasm frontends from registries is not in this build of \
+                 buildwit yet; use --frontend-file, or a docker/dockerfile reference"
+            )));
+        }
+        let (tag, digest) = tag_and_digest(source);
+        let labs = tag
+            .as_deref()
+            .is_some_and(|t| t == "labs" || t.ends_with("-labs"));
+        let mut warnings = Vec::new();
+        if digest.is_some() {
+            warnings.push(format!(
+                "{source} is pinned by digest to a container image; it is served by the built-in \
+                 Dockerfile frontend {} instead",
+                version_string()
+            ));
+        }
+        if let Some(version) = tag.as_deref().and_then(parse_version)
+            && version > BUILTIN_DOCKERFILE_VERSION
+        {
+            warnings.push(format!(
+                "{source} asks for a newer Dockerfile frontend than the built-in {}; building with the built-in one",
+                version_string()
+            ));
+        }
+        let channel = if labs { "labs" } else { "stable" };
+        self.builtin(
+            labs,
+            format!(
+                "{source} (built-in dockerfile {} {channel})",
+                version_string()
+            ),
+            warnings,
+        )
+    }
+
+    fn builtin(
+        &self,
+        labs: bool,
+        source: String,
+        warnings: Vec<String>,
+    ) -> Result<Selected, DaemonError> {
+        let (label, bytes) = if labs {
+            ("dockerfile.v0 (labs)", builtin::DOCKERFILE_LABS)
+        } else {
+            ("dockerfile.v0", builtin::DOCKERFILE)
+        };
+        Ok(Selected {
+            loaded: self.runtime.load(label, bytes)?,
+            source,
+            warnings,
+        })
+    }
+}
+
+fn version_string() -> String {
+    let (a, b, c) = BUILTIN_DOCKERFILE_VERSION;
+    format!("{a}.{b}.{c}")
+}
+
+/// `1`, `1.7`, `1.7.2`, with an optional `-labs` suffix; missing parts are 0.
+fn parse_version(tag: &str) -> Option<(u64, u64, u64)> {
+    let core = tag.strip_suffix("-labs").unwrap_or(tag);
+    let mut parts = core.split('.').map(|p| p.parse::<u64>());
+    let major = parts.next()?.ok()?;
+    let minor = parts.next().transpose().ok()?.unwrap_or(0);
+    let patch = parts.next().transpose().ok()?.unwrap_or(0);
+    parts.next().is_none().then_some((major, minor, patch))
+}
+
+fn tag_and_digest(reference: &str) -> (Option<String>, Option<String>) {
+    let (rest, digest) = match reference.split_once('@') {
+        Some((r, d)) => (r, Some(d.to_string())),
+        None => (reference, None),
+    };
+    let last = rest.rsplit('/').next().unwrap_or(rest);
+    (last.split_once(':').map(|(_, t)| t.to_string()), digest)
+}
+
+/// The repository of a reference, normalised like Docker (`alpine` →
+/// `docker.io/library/alpine`), without tag or digest.
+pub fn repository_name(reference: &str) -> Result<String, String> {
+    let rest = reference.split('@').next().unwrap_or(reference);
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let name = match rest[last_slash..].rfind(':') {
+        Some(i) => &rest[..last_slash + i],
+        None => rest,
+    };
+    let (domain, path) = match name.split_once('/') {
+        Some((d, p)) if d.contains(['.', ':']) || d == "localhost" => {
+            (d.to_string(), p.to_string())
+        }
+        _ => ("docker.io".to_string(), name.to_string()),
+    };
+    let path = if domain == "docker.io" && !path.contains('/') {
+        format!("library/{path}")
+    } else {
+        path
+    };
+    let valid = |c: &str| {
+        !c.is_empty()
+            && c.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            && c.as_bytes()[0].is_ascii_alphanumeric()
+    };
+    if path.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(format!(
+            "invalid reference format: repository name ({path}) must be lowercase"
+        ));
+    }
+    if !path.split('/').all(valid) {
+        return Err("invalid reference format".into());
+    }
+    Ok(format!("{domain}/{path}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_names_normalise_like_docker() {
+        assert_eq!(
+            repository_name("alpine").unwrap(),
+            "docker.io/library/alpine"
+        );
+        assert_eq!(
+            repository_name("library/alpine:3").unwrap(),
+            "docker.io/library/alpine"
+        );
+        assert_eq!(
+            repository_name("docker.io/library/alpine@sha256:abc").unwrap(),
+            "docker.io/library/alpine"
+        );
+        assert_eq!(
+            repository_name("docker/dockerfile:1-labs").unwrap(),
+            "docker.io/docker/dockerfile"
+        );
+        assert_eq!(
+            repository_name("127.0.0.1:5000/x/y:9.9.9").unwrap(),
+            "127.0.0.1:5000/x/y"
+        );
+        assert_eq!(repository_name("localhost/x").unwrap(), "localhost/x");
+        assert!(
+            repository_name("Alpine")
+                .unwrap_err()
+                .contains("must be lowercase")
+        );
+    }
+
+    #[test]
+    fn versions_and_channels() {
+        assert_eq!(parse_version("1"), Some((1, 0, 0)));
+        assert_eq!(parse_version("1.27.1-labs"), Some((1, 27, 1)));
+        assert_eq!(parse_version("labs"), None);
+        assert_eq!(
+            tag_and_digest("docker/dockerfile:1.7@sha256:ab"),
+            (Some("1.7".into()), Some("sha256:ab".into()))
+        );
+        assert_eq!(tag_and_digest("host:5000/x"), (None, None));
+    }
+}
