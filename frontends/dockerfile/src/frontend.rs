@@ -49,6 +49,13 @@ impl Frontend for Dockerfile {
             .filter(|f| !f.is_empty())
             .unwrap_or_else(|| "Dockerfile".into());
         let (filename, src) = read_dockerfile(client, &filename, opt("dockerfilekey").as_deref())?;
+        // `cmdline` is set when this frontend was itself forwarded to: never forward again.
+        if opt("cmdline").is_none() {
+            let syntax = opt("build-arg:BUILDKIT_SYNTAX").filter(|s| !s.trim().is_empty());
+            if let Some(forwarded) = forward_syntax(client, &options, &filename, &src, syntax)? {
+                return Ok(forwarded);
+            }
+        }
         let convert_opts = convert_options(&options, &opt)?;
         let converted = Converter::new(client, convert_opts)
             .convert(&src)
@@ -67,6 +74,58 @@ impl Frontend for Dockerfile {
         }
         Ok(result)
     }
+}
+
+/// `# syntax=REF` (or the `BUILDKIT_SYNTAX` build arg): hand the build to `gateway.v0` with
+/// `source=REF` and `cmdline=<the whole value>`, every other option and input unchanged, as
+/// BuildKit's Dockerfile frontend does. `None` when there is nothing to forward.
+fn forward_syntax(
+    client: &dyn Client,
+    options: &[(String, String)],
+    filename: &str,
+    src: &str,
+    build_arg: Option<String>,
+) -> Result<Option<BuildResult>, Error> {
+    let (reference, cmdline, line) = match &build_arg {
+        Some(value) => {
+            let value = value.trim();
+            let reference = value.split_whitespace().next().unwrap_or(value);
+            (reference.to_string(), value.to_string(), None)
+        }
+        None => match crate::parser::detect_syntax(src) {
+            Some(d) => (d.reference, d.cmdline, Some(d.line)),
+            None => return Ok(None),
+        },
+    };
+    let mut frontend_opts: Vec<(String, String)> = options
+        .iter()
+        .filter(|(k, _)| k != "source" && k != "cmdline")
+        .cloned()
+        .collect();
+    frontend_opts.push(("cmdline".into(), cmdline));
+    frontend_opts.push(("source".into(), reference));
+    let request = buildwit_sdk::SolveRequest {
+        definition: None,
+        frontend: Some("gateway.v0".into()),
+        frontend_opts,
+        frontend_inputs: client.inputs(),
+        evaluate: false,
+    };
+    client.solve(request).map(Some).map_err(|mut e| {
+        match (&build_arg, line) {
+            (Some(value), _) => {
+                e.message = format!(
+                    "failed with build-arg:BUILDKIT_SYNTAX = {value}: {}",
+                    e.message
+                )
+            }
+            (None, Some(line)) if e.location.is_none() && line > 0 => {
+                e = e.at(filename, line as u32, line as u32)
+            }
+            _ => {}
+        }
+        e
+    })
 }
 
 /// Read the Dockerfile from the `dockerfile` local, as BuildKit's `dockerui` does.

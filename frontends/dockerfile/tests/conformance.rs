@@ -115,7 +115,10 @@ fn conformance_corpus() {
 
 fn run_case(case: &Path, images: &str, t: &mut Tally) -> (&'static str, String) {
     let dockerfile = std::fs::read(case.join("Dockerfile")).unwrap();
+    // dockerfile2llb converts in place and never forwards `# syntax=`; `cmdline` tells the
+    // frontend it was already forwarded to.
     let mut gw = MemoryGateway::new()
+        .option("cmdline", "dockerfile2llb")
         .file("dockerfile", "Dockerfile", dockerfile)
         .images_json(images)
         .unwrap();

@@ -343,3 +343,77 @@ fn gateway_policy_is_buildkits() {
         text(&out.stderr)
     );
 }
+
+fn context_with(name: &str, dockerfile: &str) -> PathBuf {
+    let dir = root().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+    dir
+}
+
+#[test]
+fn syntax_directives_forward_through_gateway_v0_offline() {
+    let example = workspace().join("examples/hello");
+    let out = buildwit(&["build", example.to_str().unwrap(), "--dump-llb"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("served by docker/dockerfile:1 (built-in dockerfile 1.26.0 stable)"),
+        "{stderr}"
+    );
+
+    // The labs channel: a labs-only flag fails through :1 and works through :1-labs.
+    let labs = "FROM scratch\nRUN --device=vendor.com/gpu=all true\n";
+    let stable = context_with(
+        "device-stable",
+        &format!("# syntax=docker/dockerfile:1\n{labs}"),
+    );
+    let out = buildwit(&["build", stable.to_str().unwrap(), "--dump-llb"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("only supported in Dockerfile frontend 1.14.0-labs or later"),
+        "{}",
+        text(&out.stderr)
+    );
+    let lab = context_with(
+        "device-labs",
+        &format!("# syntax=docker/dockerfile:1-labs\n{labs}"),
+    );
+    let out = buildwit(&["build", lab.to_str().unwrap(), "--dump-llb"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("vendor.com/gpu=all"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // BUILDKIT_SYNTAX wins over the directive.
+    let out = buildwit(&[
+        "build",
+        stable.to_str().unwrap(),
+        "--build-arg",
+        "BUILDKIT_SYNTAX=docker/dockerfile:1-labs",
+        "--dump-llb",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_syntax_directive_cannot_reach_a_disabled_gateway() {
+    let off = config_file(
+        "gateway-off-syntax",
+        "[frontend.\"gateway.v0\"]\nenabled = false\n",
+    );
+    let example = workspace().join("examples/hello");
+    let out = buildwit(&[
+        "--config",
+        &off,
+        "build",
+        example.to_str().unwrap(),
+        "--dump-llb",
+    ]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("invalid frontend: gateway.v0"), "{stderr}");
+    assert!(stderr.contains("Dockerfile:1"), "{stderr}");
+}
