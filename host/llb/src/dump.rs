@@ -5,10 +5,9 @@
 //! `{}`, enums as numbers, bytes as base64, and the op's oneof sits under `"Op"` (a file
 //! action's under `"Action"`, whose indexes are always printed).
 
-use prost::Message;
 use serde_json::{Map, Value, json};
 
-use crate::{LlbError, digest_of, pb};
+use crate::{LlbError, decode_op, digest_of, pb};
 
 /// A JSON object that skips zero values, like Go's `omitempty`.
 struct Obj(Map<String, Value>);
@@ -26,6 +25,13 @@ impl Obj {
     }
 
     fn i(mut self, k: &str, v: i64) -> Self {
+        if v != 0 {
+            self.0.insert(k.into(), json!(v));
+        }
+        self
+    }
+
+    fn u(mut self, k: &str, v: u64) -> Self {
         if v != 0 {
             self.0.insert(k.into(), json!(v));
         }
@@ -336,7 +342,7 @@ fn op_kind(op: &pb::op::Op) -> Value {
                     Value::Object(b.inputs.iter().map(|(k, v)| (k.clone(), Obj::new().i("input", v.input).done())).collect())
                 }),
             )
-            .opt("def", b.def.as_ref().map(|d| json!({ "def": d.def.iter().map(|x| base64(x)).collect::<Vec<_>>() })))
+            .opt("def", b.def.as_ref().map(definition_json))
             .map("attrs", &b.attrs)
             .done() }),
         Op::Merge(m) => json!({ "merge": Obj::new()
@@ -400,8 +406,8 @@ fn metadata_json(m: &pb::OpMetadata) -> Value {
                 Obj::new()
                     .i("memory", r.memory)
                     .i("memorySwap", r.memory_swap)
-                    .i("cpuShares", r.cpu_shares as i64)
-                    .i("cpuPeriod", r.cpu_period as i64)
+                    .u("cpuShares", r.cpu_shares)
+                    .u("cpuPeriod", r.cpu_period)
                     .i("cpuQuota", r.cpu_quota)
                     .s("cpusetCpus", &r.cpuset_cpus)
                     .s("cpusetMems", &r.cpuset_mems)
@@ -423,16 +429,83 @@ fn go_escape(s: String) -> String {
         .replace('\u{2029}', "\\u2029")
 }
 
-/// One line per op, as `buildctl debug dump-llb` prints it: `{"Op":…,"Digest":…,"OpMetadata":…}`.
+fn position(p: &pb::Position) -> Value {
+    Obj::new()
+        .i("line", p.line as i64)
+        .i("character", p.character as i64)
+        .done()
+}
+
+fn source_json(s: &pb::Source) -> Value {
+    let locations = (!s.locations.is_empty()).then(|| {
+        let map = s.locations.iter().map(|(k, l)| {
+            let list = l
+                .locations
+                .iter()
+                .map(|loc| {
+                    let ranges = loc
+                        .ranges
+                        .iter()
+                        .map(|r| {
+                            Obj::new()
+                                .opt("start", r.start.as_ref().map(position))
+                                .opt("end", r.end.as_ref().map(position))
+                                .done()
+                        })
+                        .collect();
+                    Obj::new()
+                        .i("sourceIndex", loc.source_index as i64)
+                        .list("ranges", ranges)
+                        .done()
+                })
+                .collect();
+            (k.clone(), Obj::new().list("locations", list).done())
+        });
+        Value::Object(map.collect())
+    });
+    let infos = s
+        .infos
+        .iter()
+        .map(|i| {
+            Obj::new()
+                .s("filename", &i.filename)
+                .s("data", &base64(&i.data))
+                .opt("definition", i.definition.as_ref().map(definition_json))
+                .s("language", &i.language)
+                .done()
+        })
+        .collect();
+    Obj::new()
+        .opt("locations", locations)
+        .list("infos", infos)
+        .done()
+}
+
+/// A whole `Definition` as Go's `encoding/json` prints it (inside a `BuildOp`).
+fn definition_json(d: &pb::Definition) -> Value {
+    let metadata = (!d.metadata.is_empty()).then(|| {
+        Value::Object(
+            d.metadata
+                .iter()
+                .map(|(k, m)| (k.clone(), metadata_json(m)))
+                .collect(),
+        )
+    });
+    Obj::new()
+        .list("def", d.def.iter().map(|x| json!(base64(x))).collect())
+        .opt("metadata", metadata)
+        .opt("Source", d.source.as_ref().map(source_json))
+        .done()
+}
+
+/// One line per element of `def`, in order, as `buildctl debug dump-llb` prints it:
+/// `{"Op":…,"Digest":"sha256:…","OpMetadata":…}`. An op without metadata gets `{}`.
 pub fn dump_json_lines(def: &pb::Definition) -> Result<Vec<String>, LlbError> {
     def.def
         .iter()
         .enumerate()
         .map(|(i, bytes)| {
-            let op = pb::Op::decode(bytes.as_slice()).map_err(|e| LlbError::Decode {
-                what: format!("op {i}"),
-                reason: e.to_string(),
-            })?;
+            let op = decode_op(i, bytes)?;
             let digest = digest_of(bytes);
             let mut line = Map::new();
             line.insert("Op".into(), op_json(&op));
@@ -447,69 +520,111 @@ pub fn dump_json_lines(def: &pb::Definition) -> Result<Vec<String>, LlbError> {
         .collect()
 }
 
-/// A short description of an op for graph labels.
-fn label(op: &pb::Op, meta: Option<&pb::OpMetadata>) -> String {
-    if let Some(name) = meta.and_then(|m| m.description.get("llb.customname")) {
-        return name.clone();
-    }
-    use pb::op::Op;
-    match &op.op {
-        Some(Op::Source(s)) => s.identifier.clone(),
-        Some(Op::Exec(e)) => e
-            .meta
-            .as_ref()
-            .map(|m| m.args.join(" "))
-            .unwrap_or_default(),
-        Some(Op::File(f)) => {
-            let kinds: Vec<&str> = f
-                .actions
-                .iter()
-                .map(|a| match a.action {
-                    Some(pb::file_action::Action::Copy(_)) => "copy",
-                    Some(pb::file_action::Action::Mkfile(_)) => "mkfile",
-                    Some(pb::file_action::Action::Mkdir(_)) => "mkdir",
-                    Some(pb::file_action::Action::Rm(_)) => "rm",
-                    Some(pb::file_action::Action::Symlink(_)) => "symlink",
-                    None => "?",
-                })
-                .collect();
-            format!("file: {}", kinds.join(", "))
+/// A string quoted like Go's `%q` (`strconv.Quote`), which Graphviz reads as well.
+fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\u{b}' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
         }
-        Some(Op::Build(_)) => "build".into(),
-        Some(Op::Merge(_)) => "merge".into(),
-        Some(Op::Diff(_)) => "diff".into(),
-        Some(Op::Passthrough(_)) => "passthrough".into(),
-        None => "result".into(),
     }
+    out.push('"');
+    out
 }
 
-/// The graph in Graphviz: one node per op (short digest and description), edges from
-/// input to user.
+/// What `buildctl debug dump-llb --dot` shows for an op: a description and a node shape.
+fn describe(op: &pb::Op) -> Option<(String, &'static str)> {
+    use pb::file_action::Action;
+    use pb::op::Op;
+    Some(match op.op.as_ref()? {
+        Op::Source(s) => (s.identifier.clone(), "ellipse"),
+        Op::Exec(e) => (
+            e.meta
+                .as_ref()
+                .map(|m| m.args.join(" "))
+                .unwrap_or_default(),
+            "box",
+        ),
+        Op::Build(_) => ("build".into(), "box3d"),
+        Op::Merge(_) => ("merge".into(), "invtriangle"),
+        Op::Diff(_) => ("diff".into(), "doublecircle"),
+        Op::Passthrough(p) => (format!("passthrough{{id={}}}", p.id), "box"),
+        Op::File(f) => {
+            let names: Vec<String> = f
+                .actions
+                .iter()
+                .map(|a| match &a.action {
+                    Some(Action::Copy(c)) => format!("copy{{src={}, dest={}}}", c.src, c.dest),
+                    Some(Action::Mkfile(m)) => format!("mkfile{{path={}}}", m.path),
+                    Some(Action::Mkdir(m)) => format!("mkdir{{path={}}}", m.path),
+                    Some(Action::Rm(r)) => format!("rm{{path={}}}", r.path),
+                    Some(Action::Symlink(s)) => {
+                        format!("symlink{{oldpath={}, newpath={}}}", s.oldpath, s.newpath)
+                    }
+                    None => String::new(),
+                })
+                .collect();
+            (names.join(","), "note")
+        }
+    })
+}
+
+/// The graph in Graphviz, in the style of `buildctl debug dump-llb --dot`: a `digraph`
+/// with one node per element of `def` (id: the digest; label: the short digest and a
+/// description of the op; shape by kind; the input-only terminal op as plain text), then
+/// one edge per input, from the producing op to its user, labelled with the mount point
+/// when an exec mounts that input somewhere other than `/`.
 pub fn to_dot(def: &pb::Definition) -> Result<String, LlbError> {
-    let mut out = String::from("digraph {\n");
+    use std::fmt::Write;
+    let mut ops = Vec::with_capacity(def.def.len());
     for (i, bytes) in def.def.iter().enumerate() {
-        let op = pb::Op::decode(bytes.as_slice()).map_err(|e| LlbError::Decode {
-            what: format!("op {i}"),
-            reason: e.to_string(),
-        })?;
-        let digest = digest_of(bytes);
-        let short = &digest.as_str()[7..19];
-        let text = label(&op, def.metadata.get(digest.as_str()));
-        let shape = if op.op.is_none() {
-            "doublecircle"
-        } else {
-            "box"
+        ops.push((digest_of(bytes), decode_op(i, bytes)?));
+    }
+    let mut out = String::from("digraph {\n");
+    for (digest, op) in &ops {
+        let (label, shape) = match describe(op) {
+            Some((text, shape)) => (format!("{}\n{text}", digest.short()), shape),
+            None => (digest.to_string(), "plaintext"),
         };
-        out.push_str(&format!(
-            "  \"{}\" [label={:?} shape={shape}];\n",
-            digest,
-            format!("{short}\n{text}")
-        ));
-        for input in &op.inputs {
-            out.push_str(&format!(
-                "  \"{}\" -> \"{}\" [label=\"{}\"];\n",
-                input.digest, digest, input.index
-            ));
+        let _ = writeln!(
+            out,
+            "  {} [label={} shape={}];",
+            go_quote(digest.as_str()),
+            go_quote(&label),
+            go_quote(shape)
+        );
+    }
+    for (digest, op) in &ops {
+        for (i, input) in op.inputs.iter().enumerate() {
+            let mut label = "";
+            if let Some(pb::op::Op::Exec(e)) = &op.op {
+                for m in &e.mounts {
+                    if m.input == i as i64 && m.dest != "/" {
+                        label = &m.dest;
+                    }
+                }
+            }
+            let _ = writeln!(
+                out,
+                "  {} -> {} [label={}];",
+                go_quote(&input.digest),
+                go_quote(digest.as_str()),
+                go_quote(label)
+            );
         }
     }
     out.push_str("}\n");

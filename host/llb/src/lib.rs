@@ -1,11 +1,14 @@
 //! BuildKit's LLB wire format: the protobuf types, canonical encoding and digests,
 //! validation, and the `buildctl debug dump-llb` JSON and Graphviz views.
 //!
-//! An op's digest is the SHA-256 of its exact bytes in `Definition.def`; ops are encoded
-//! deterministically (fields in tag order, maps sorted by key, zero scalars omitted, set but
-//! empty messages kept), so re-encoding an op BuildKit wrote gives the same bytes.
+//! An op's digest is the SHA-256 of its exact bytes in `Definition.def`. [`encode_op`]
+//! writes ops as BuildKit's Go client does (deterministic protobuf: fields in number order
+//! with oneofs last, maps sorted by key with every entry's key and value written, zero
+//! scalars omitted, set-but-empty messages kept), so re-encoding an op BuildKit wrote gives
+//! the same bytes and the same digest.
 
 mod dump;
+mod encode;
 pub mod pb;
 mod validate;
 
@@ -16,16 +19,27 @@ use prost::Message;
 use sha2::{Digest as _, Sha256};
 
 pub use dump::{dump_json_lines, to_dot};
-pub use validate::{Graph, LlbError, Vertex, validate};
+pub use encode::{encode_definition, encode_op};
+pub use validate::{Graph, LlbError, Vertex, output_count, validate, validate_allow_empty};
 
-/// An op digest, `sha256:<64 hex>`.
+/// An op digest, `sha256:<64 lower-case hex>`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest(String);
 
 impl Digest {
-    /// The digest as a string.
+    /// The digest as a string, `sha256:…`.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The 64 hex digits.
+    pub fn hex(&self) -> &str {
+        &self.0[7..]
+    }
+
+    /// The first 12 hex digits, for display.
+    pub fn short(&self) -> &str {
+        &self.0[7..19]
     }
 }
 
@@ -35,57 +49,75 @@ impl fmt::Display for Digest {
     }
 }
 
+impl AsRef<str> for Digest {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Digest> for String {
+    fn from(d: Digest) -> String {
+        d.0
+    }
+}
+
+impl PartialEq<str> for Digest {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Digest {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 impl FromStr for Digest {
     type Err = LlbError;
 
     fn from_str(s: &str) -> Result<Self, LlbError> {
-        let hex = s.strip_prefix("sha256:").filter(|h| {
-            h.len() == 64
-                && h.bytes()
-                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        let ok = s.strip_prefix("sha256:").is_some_and(|h| {
+            h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         });
-        match hex {
-            Some(_) => Ok(Digest(s.to_string())),
-            None => Err(LlbError::BadDigest(s.to_string())),
+        if ok {
+            Ok(Digest(s.to_string()))
+        } else {
+            Err(LlbError::BadDigest(s.to_string()))
         }
     }
 }
 
-/// The digest of some bytes.
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The digest of some bytes (of an op: its exact bytes in `Definition.def`).
 pub fn digest_of(bytes: &[u8]) -> Digest {
     Digest(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
 }
 
-/// Encode an op canonically, as BuildKit's deterministic marshalling does: fields in tag
-/// order, except that Go's protobuf writes the `op` oneof after `platform` and
-/// `constraints`. Always use this, not `Message::encode`, for bytes that get a digest.
-pub fn encode_op(op: &pb::Op) -> Vec<u8> {
-    use prost::encoding::message;
-    let mut buf = Vec::with_capacity(op.encoded_len());
-    for input in &op.inputs {
-        message::encode(1, input, &mut buf);
-    }
-    if let Some(p) = &op.platform {
-        message::encode(10, p, &mut buf);
-    }
-    if let Some(c) = &op.constraints {
-        message::encode(11, c, &mut buf);
-    }
-    if let Some(kind) = &op.op {
-        kind.encode(&mut buf);
-    }
-    buf
-}
-
-/// Encode a whole definition (its metadata map sorted by digest).
-pub fn encode_definition(def: &pb::Definition) -> Vec<u8> {
-    def.encode_to_vec()
-}
-
-/// Decode a definition; a 0-byte input is the empty (scratch) definition.
+/// Decode a definition; 0 bytes decode to the empty (scratch) definition.
 pub fn decode_definition(bytes: &[u8]) -> Result<pb::Definition, LlbError> {
     pb::Definition::decode(bytes).map_err(|e| LlbError::Decode {
         what: "definition".into(),
+        reason: e.to_string(),
+    })
+}
+
+/// Decode one op of a definition; `index` only names it in the error.
+pub fn decode_op(index: usize, bytes: &[u8]) -> Result<pb::Op, LlbError> {
+    pb::Op::decode(bytes).map_err(|e| LlbError::Decode {
+        what: format!("op {index} ({})", digest_of(bytes)),
         reason: e.to_string(),
     })
 }
