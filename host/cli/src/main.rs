@@ -166,32 +166,12 @@ fn open_engine(config: Option<&Path>, root: Option<PathBuf>, timeout: Duration) 
     let config = load_config(config)?;
     let root = root
         .or_else(|| config.root.clone().map(PathBuf::from))
-        .unwrap_or_else(default_root);
+        .unwrap_or_else(buildwit_config::default_root);
     let limits = buildwit_frontend::Limits {
         deadline: timeout,
         ..Default::default()
     };
     Ok(Engine::open(config, root, limits)?)
-}
-
-/// `/var/lib/buildwit` as root, `~/.local/share/buildwit` otherwise.
-fn default_root() -> PathBuf {
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    match home {
-        Some(h) if !is_root() => h.join(".local/share/buildwit"),
-        _ => PathBuf::from(buildwit_config::DEFAULT_ROOT),
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
 }
 
 fn key_value(s: &str) -> Result<(String, String)> {

@@ -19,8 +19,8 @@ mod size;
 
 pub use defaults::*;
 pub use load::{
-    ConfigError, ConfigWarning, Loaded, default_path, default_path_for, load, load_explicit,
-    load_str,
+    ConfigError, ConfigWarning, Loaded, default_path, default_path_for, default_root, load,
+    load_explicit, load_str,
 };
 pub use schema::*;
 pub use size::{DiskSpace, Duration};

@@ -93,6 +93,26 @@ pub fn default_path_for(
     base.join("buildkit").join("buildkitd.toml")
 }
 
+/// buildwit's state directory when the config names none: [`crate::DEFAULT_ROOT`] as
+/// root, `$XDG_DATA_HOME/buildwit` (or `~/.local/share/buildwit`) otherwise.
+pub fn default_root() -> PathBuf {
+    if is_root() {
+        return PathBuf::from(crate::DEFAULT_ROOT);
+    }
+    std::env::var_os("XDG_DATA_HOME")
+        .filter(|x| !x.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/share"))
+        })
+        .map_or_else(
+            || PathBuf::from(crate::DEFAULT_ROOT),
+            |base| base.join("buildwit"),
+        )
+}
+
 /// Whether the effective uid is 0 (the `Uid:` line of `/proc/self/status`).
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
