@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use buildwit_sdk::llb::{Metadata, NetMode, Platform, Source};
-use buildwit_sdk::{BuildResult, Client, Error, ErrorKind, Frontend, FrontendInfo, ResolveMode};
+use buildwit_sdk::{BuildResult, Client, Error, Frontend, FrontendInfo, ResolveMode};
 
 use crate::convert::{ConvertOpts, Converter};
 use crate::image::go_json_strings;
@@ -39,16 +39,11 @@ impl Frontend for Dockerfile {
                 .find(|(key, _)| key == k)
                 .map(|(_, v)| v.clone())
         };
-        if let Some(req) = opt("requestid").filter(|r| !r.is_empty()) {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                format!("unsupported request {req}"),
-            ));
-        }
         let filename = opt("filename")
             .filter(|f| !f.is_empty())
             .unwrap_or_else(|| "Dockerfile".into());
-        let (filename, src) = read_dockerfile(client, &filename, opt("dockerfilekey").as_deref())?;
+        let (filename, src, ignore) =
+            read_dockerfile(client, &filename, opt("dockerfilekey").as_deref())?;
         // `cmdline` is set when this frontend was itself forwarded to: never forward again.
         if opt("cmdline").is_none() {
             let syntax = opt("build-arg:BUILDKIT_SYNTAX").filter(|s| !s.trim().is_empty());
@@ -56,16 +51,31 @@ impl Frontend for Dockerfile {
                 return Ok(forwarded);
             }
         }
-        let convert_opts = convert_options(&options, &opt)?;
+        if let Some(req) = opt("requestid").filter(|r| !r.is_empty()) {
+            return crate::subrequests::handle(&req, &filename, &src);
+        }
+        let mut convert_opts = convert_options(&options, &opt)?;
+        let ignore = match ignore {
+            Some(data) => Some(data),
+            None => read_context_dockerignore(client, &convert_opts.context_name)?,
+        };
+        convert_opts.exclude_patterns = ignore
+            .map(|d| crate::dockerignore::parse(&d))
+            .unwrap_or_default();
         let converted = Converter::new(client, convert_opts)
             .convert(&src)
             .map_err(|e| {
                 let err = Error::invalid(e.message);
-                match e.lines {
-                    Some((s, end)) => err.at(&filename, s as u32, end as u32),
-                    None => err,
+                if e.line > 0 {
+                    err.at(&filename, e.line as u32, e.end_line as u32)
+                } else {
+                    err
                 }
             })?;
+        // The conversion succeeded, so the Dockerfile parses: run the build checks.
+        if let Ok(checked) = crate::subrequests::Checked::parse(&src) {
+            checked.report(client, &filename, &src)?;
+        }
         let reference = client.solve_definition(converted.state.marshal())?;
         let mut result = BuildResult::from_ref(reference)
             .with_metadata("containerimage.config", converted.image.to_json());
@@ -128,12 +138,13 @@ fn forward_syntax(
     })
 }
 
-/// Read the Dockerfile from the `dockerfile` local, as BuildKit's `dockerui` does.
+/// Read the Dockerfile from the `dockerfile` local, as BuildKit's `dockerui` does:
+/// `(name, text, the <name>.dockerignore next to it if any)`.
 fn read_dockerfile(
     client: &dyn Client,
     filename: &str,
     key: Option<&str>,
-) -> Result<(String, String), Error> {
+) -> Result<(String, String, Option<Vec<u8>>), Error> {
     let local = key.filter(|k| !k.is_empty()).unwrap_or("dockerfile");
     let name = filename.rsplit('/').next().unwrap_or(filename).to_string();
     let mut candidates = vec![filename.to_string()];
@@ -165,7 +176,8 @@ fn read_dockerfile(
                 let text = String::from_utf8(data).map_err(|_| {
                     Error::invalid(format!("failed to read dockerfile: {c} is not UTF-8"))
                 })?;
-                return Ok((c.clone(), text));
+                let ignore = reference.read_file(&format!("{c}.dockerignore")).ok();
+                return Ok((c.clone(), text, ignore));
             }
             Err(e) => last_err = Some(e),
         }
@@ -174,6 +186,28 @@ fn read_dockerfile(
     Err(Error::not_found(format!(
         "failed to read dockerfile: open {filename}: no such file or directory ({e})"
     )))
+}
+
+/// `.dockerignore` at the root of the build context (`None` when absent or when the
+/// context is a frontend input), loaded like BuildKit's `dockerui`.
+fn read_context_dockerignore(client: &dyn Client, context: &str) -> Result<Option<Vec<u8>>, Error> {
+    if client.inputs().iter().any(|(name, _)| name == context) {
+        return Ok(None);
+    }
+    let def = Source::local(context)
+        .attr(
+            "local.followpaths",
+            go_json_strings(&[".dockerignore".to_string()]),
+        )
+        .attr("local.sharedkeyhint", format!("{context}-.dockerignore"))
+        .attr("local.differ", "none")
+        .metadata(Metadata::new().custom_name("[internal] load .dockerignore"))
+        .state()
+        .marshal();
+    let Some(reference) = client.solve_definition(def)? else {
+        return Ok(None);
+    };
+    Ok(reference.read_file(".dockerignore").ok())
 }
 
 fn parse_bytes(v: &str) -> Option<i64> {
@@ -282,6 +316,7 @@ fn convert_options(
         target_platform,
         implicit_target: implicit,
         local_unique: opt(LOCAL_UNIQUE_OPTION),
+        exclude_patterns: Vec::new(),
         context_name: "context".into(),
         no_cache,
         hostname,
@@ -371,6 +406,58 @@ mod tests {
             config.contains(r#""architecture":"amd64""#)
                 && config.contains(r#""StopSignal":"SIGTERM""#)
         );
+    }
+
+    fn context_attrs(gw: &MemoryGateway) -> Vec<(String, String)> {
+        let out = run::<Dockerfile>(gw).unwrap();
+        let def = out.definition.unwrap();
+        def.ops
+            .iter()
+            .find_map(|o| match &o.kind {
+                OpKind::Source(s) if s.identifier == "local://context" => Some(s.attrs.clone()),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn dockerignore_patterns() {
+        let df = "FROM scratch\nCOPY . /\n";
+        let gw = gateway(df).file("context", ".dockerignore", "# c\n/node_modules\n!keep\n");
+        let attrs = context_attrs(&gw);
+        let keys: Vec<&str> = attrs.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["local.excludepatterns", "local.sharedkeyhint"]);
+        assert_eq!(attrs[0].1, r#"["node_modules","!keep"]"#);
+        // `<Dockerfile>.dockerignore` next to the Dockerfile wins.
+        let gw = gw.file("dockerfile", "Dockerfile.dockerignore", "*.md\n");
+        assert_eq!(context_attrs(&gw)[0].1, r#"["*.md"]"#);
+        // No file: no attribute.
+        let attrs = context_attrs(&gateway(df));
+        assert!(attrs.iter().all(|(k, _)| k != "local.excludepatterns"));
+    }
+
+    #[test]
+    fn build_checks_warn_and_fail() {
+        let gw = gateway("FROM scratch AS Base\nCMD echo\n");
+        run::<Dockerfile>(&gw).unwrap();
+        let shorts: Vec<String> = gw.warnings().iter().map(|w| w.short.clone()).collect();
+        assert_eq!(
+            shorts,
+            [
+                "StageNameCasing: Stage name 'Base' should be lowercase",
+                "JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior related to OS signals"
+            ]
+        );
+        assert_eq!(gw.warnings()[0].level, 1);
+        let gw = gateway("# check=error=true\nFROM scratch\nCMD echo\n");
+        let err = run::<Dockerfile>(&gw).unwrap_err();
+        assert_eq!(
+            err.message,
+            "lint violation found for rules: JSONArgsRecommended"
+        );
+        let gw = gateway("FROM scratch\nCMD echo\n").option("requestid", "frontend.lint");
+        let out = run::<Dockerfile>(&gw).unwrap();
+        assert_eq!(out.metadata_str("result.statuscode").as_deref(), Some("0"));
     }
 
     #[test]

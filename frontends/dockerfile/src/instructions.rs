@@ -14,12 +14,13 @@ pub enum ShellOrExec {
     Exec(Vec<String>),
 }
 
-/// A heredoc as an instruction sees it (`content` already chomped for `<<-`).
+/// A heredoc as an instruction sees it. COPY/ADD sources have `content` chomped
+/// for `<<-`; RUN keeps the body as written (the dispatcher chomps, as BuildKit does).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heredoc {
     /// Delimiter word, quotes removed; the file name for COPY/ADD sources.
     pub name: String,
-    /// Body (leading tabs removed when `chomp`).
+    /// Body.
     pub content: String,
     /// Whether variables in the body are to be expanded.
     pub expand: bool,
@@ -33,11 +34,7 @@ impl Heredoc {
     fn from_parser(h: &parser::Heredoc) -> Self {
         Heredoc {
             name: h.name.clone(),
-            content: if h.chomp {
-                parser::chomp_heredoc_content(&h.content)
-            } else {
-                h.content.clone()
-            },
+            content: h.content.clone(),
             expand: h.expand,
             chomp: h.chomp,
             file_descriptor: h.file_descriptor,
@@ -128,18 +125,32 @@ impl RunCommand {
         }
         Ok(out)
     }
+
+    /// The `from=` of every `--mount` before expansion (empty when not given).
+    pub fn mount_froms(&self) -> Vec<String> {
+        self.mounts
+            .iter()
+            .map(|m| {
+                parse_mount_unexpanded(m)
+                    .ok()
+                    .and_then(|m| m.from)
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
 }
 
-/// `COPY [flags] src... dest`.
+/// `COPY [flags] src... dest` or `ADD [flags] src... dest` (ADD-only flags are
+/// `None` for COPY and COPY-only ones unset for ADD).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CopyCommand {
-    /// Source paths (heredoc sources are in `heredocs`).
+    /// Source paths/URLs (heredoc sources are in `heredocs`).
     pub sources: Vec<String>,
     /// Heredoc sources.
     pub heredocs: Vec<Heredoc>,
     /// Destination.
     pub dest: String,
-    /// `--from`.
+    /// `--from` (COPY).
     pub from: Option<String>,
     /// `--chown`.
     pub chown: Option<String>,
@@ -147,34 +158,15 @@ pub struct CopyCommand {
     pub chmod: Option<String>,
     /// `--link`.
     pub link: bool,
-    /// `--parents`.
+    /// `--parents` (COPY).
     pub parents: bool,
     /// `--exclude` patterns.
     pub exclude: Vec<String>,
-}
-
-/// `ADD [flags] src... dest`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AddCommand {
-    /// Source paths/URLs (heredoc sources are in `heredocs`).
-    pub sources: Vec<String>,
-    /// Heredoc sources.
-    pub heredocs: Vec<Heredoc>,
-    /// Destination.
-    pub dest: String,
-    /// `--chown`.
-    pub chown: Option<String>,
-    /// `--chmod`.
-    pub chmod: Option<String>,
-    /// `--link`.
-    pub link: bool,
-    /// `--exclude` patterns.
-    pub exclude: Vec<String>,
-    /// `--checksum`.
+    /// `--checksum` (ADD).
     pub checksum: Option<String>,
-    /// `--keep-git-dir`.
-    pub keep_git_dir: bool,
-    /// `--unpack` (None when not given).
+    /// `--keep-git-dir` (ADD; None when not given).
+    pub keep_git_dir: Option<bool>,
+    /// `--unpack` (ADD; None when not given).
     pub unpack: Option<bool>,
 }
 
@@ -205,14 +197,14 @@ pub enum Instruction {
     /// `COPY`
     Copy(CopyCommand),
     /// `ADD`
-    Add(AddCommand),
+    Add(CopyCommand),
     /// `ENV`
     Env(Vec<KeyValue>),
     /// `ARG`
     Arg(Vec<ArgDef>),
     /// `LABEL`
     Label(Vec<KeyValue>),
-    /// `EXPOSE` ports, unexpanded.
+    /// `EXPOSE` ports, unexpanded, sorted as BuildKit does.
     Expose(Vec<String>),
     /// `VOLUME` paths, unexpanded.
     Volume(Vec<String>),
@@ -364,6 +356,23 @@ pub fn parse_command(node: &Node) -> Result<Command, Error> {
     }
 }
 
+/// Parses an ONBUILD trigger expression inherited from a base image or stage, placed
+/// at the lines `start..=end` of the FROM that triggers it.
+pub fn parse_onbuild_trigger(expr: &str, start: usize, end: usize) -> Result<Command, Error> {
+    let parsed = parser::parse(expr).map_err(|e| Error::new(start, end, e.message))?;
+    if parsed.ast.children.len() != 1 {
+        return Err(Error::new(
+            start,
+            end,
+            "onbuild trigger should be a single expression",
+        ));
+    }
+    let mut node = parsed.ast.children[0].clone();
+    node.start_line = start;
+    node.end_line = end;
+    parse_command(&node)
+}
+
 /// An instruction-level error before it is given a location.
 #[derive(Debug)]
 struct PErr {
@@ -471,9 +480,13 @@ fn parse_instruction(node: &Node) -> PResult<Instruction> {
                 Some("insecure") => Some(SecurityMode::Insecure),
                 Some(v) => return Err(format!("security {} is not valid", go_quote(v)).into()),
             };
+            let mounts = f.strings("mount");
+            for m in &mounts {
+                parse_mount_unexpanded(m)?;
+            }
             Instruction::Run(RunCommand {
                 cmd: ex(&args),
-                mounts: f.strings("mount"),
+                mounts,
                 network,
                 security,
                 devices: f.strings("device"),
@@ -515,6 +528,7 @@ fn parse_instruction(node: &Node) -> PResult<Instruction> {
                 link: f.bool("link").unwrap_or(false),
                 parents: f.bool("parents").unwrap_or(false),
                 exclude: f.strings("exclude"),
+                ..CopyCommand::default()
             })
         }
         "add" => {
@@ -534,7 +548,7 @@ fn parse_instruction(node: &Node) -> PResult<Instruction> {
                 ],
             )?;
             let (sources, heredocs, dest) = sources_and_dest(node, &args, "ADD")?;
-            Instruction::Add(AddCommand {
+            Instruction::Add(CopyCommand {
                 sources,
                 heredocs,
                 dest,
@@ -543,8 +557,9 @@ fn parse_instruction(node: &Node) -> PResult<Instruction> {
                 link: f.bool("link").unwrap_or(false),
                 exclude: f.strings("exclude"),
                 checksum: f.str("checksum"),
-                keep_git_dir: f.bool("keep-git-dir").unwrap_or(false),
+                keep_git_dir: f.bool("keep-git-dir"),
                 unpack: f.bool("unpack"),
+                ..CopyCommand::default()
             })
         }
         "env" => {
@@ -581,7 +596,9 @@ fn parse_instruction(node: &Node) -> PResult<Instruction> {
                 return Err(at_least_one("EXPOSE").into());
             }
             parse_flags(node, &[])?;
-            Instruction::Expose(args)
+            let mut ports = args;
+            ports.sort();
+            Instruction::Expose(ports)
         }
         "volume" => {
             if args.is_empty() {
@@ -951,7 +968,7 @@ fn parse_flags(node: &Node, specs: &[(&str, Kind)]) -> PResult<Flags> {
 }
 
 /// Closest option within edit distance 2, like BuildKit's `suggest.Search`.
-fn suggest(val: &str, options: &[&str], case_sensitive: bool) -> Option<String> {
+pub fn suggest(val: &str, options: &[&str], case_sensitive: bool) -> Option<String> {
     if val.is_empty() {
         return None;
     }
@@ -1173,7 +1190,8 @@ pub struct Mount {
     pub env: Option<String>,
 }
 
-fn go_parse_bool(v: &str) -> Option<bool> {
+/// Go's `strconv.ParseBool`.
+pub(crate) fn go_parse_bool(v: &str) -> Option<bool> {
     match v {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
@@ -1311,6 +1329,20 @@ pub fn parse_mount(
     spec: &str,
     expand: &mut dyn FnMut(&str) -> Result<String, String>,
 ) -> Result<Mount, String> {
+    parse_mount_with(spec, Some(expand))
+}
+
+/// Parses a `--mount` value before expansion, as BuildKit does at parse time: only
+/// `type`, `from` and the value-less fields are read and checked; the rest waits
+/// for [`parse_mount`].
+pub fn parse_mount_unexpanded(spec: &str) -> Result<Mount, String> {
+    parse_mount_with(spec, None)
+}
+
+/// Expands one word of a `--mount` value.
+pub type MountExpander<'a> = &'a mut dyn FnMut(&str) -> Result<String, String>;
+
+fn parse_mount_with(spec: &str, mut expand: Option<MountExpander<'_>>) -> Result<Mount, String> {
     let fields = csv_fields(spec)?;
     let mut m = Mount {
         kind: MountType::Bind,
@@ -1379,10 +1411,18 @@ pub fn parse_mount(
             }
             continue;
         };
-        let value = if key == "type" {
-            raw.to_string()
-        } else {
-            expand(raw)?
+        let value = match expand.as_mut() {
+            _ if key == "type" => raw.to_string(),
+            Some(expand) => expand(raw)?,
+            None if key == "from" => {
+                if raw.contains(['$', '{']) {
+                    return Err(format!(
+                        "'{key}' doesn't support variable expansion, define alias stage instead"
+                    ));
+                }
+                raw.to_string()
+            }
+            None => continue,
         };
         let uint = |base: u32, what: &str| -> Result<u32, String> {
             u32::from_str_radix(&value, base)
@@ -1450,6 +1490,9 @@ pub fn parse_mount(
                 return Err(msg);
             }
         }
+    }
+    if expand.is_none() {
+        return Ok(m);
     }
     let file_info_allowed = secret_or_ssh || m.kind == MountType::Cache;
     if !file_info_allowed {

@@ -5,18 +5,25 @@
 //! * [`parser`]: directives, line continuations, heredocs, the AST and its
 //!   BuildKit-compatible dump.
 //! * [`shell`]: BuildKit's word lexer and variable expansion.
-//! * [`instructions`]: typed instructions and build stages.
+//! * [`instructions`]: typed instructions, `--mount` parsing and build stages (the
+//!   one instruction model; the converter dispatches it).
+//! * [`lint`]: the `# check=` directive and BuildKit's build checks.
+//! * [`convert`]: Dockerfile → LLB and image config (`dockerfile2llb`).
+//! * [`frontend`]: the gateway frontend around the converter.
 
 #![warn(missing_docs)]
 
 pub mod gostr;
 pub mod instructions;
 pub mod json;
+pub mod lint;
 pub mod parser;
 pub mod shell;
+pub mod subrequests;
 mod unicode_table;
 
 pub mod convert;
+pub mod dockerignore;
 pub mod frontend;
 pub mod image;
 
@@ -46,6 +53,20 @@ impl Error {
             column: 0,
             message: message.into(),
         }
+    }
+
+    /// Creates an error without a position.
+    pub fn msg(message: impl Into<String>) -> Self {
+        Error::new(0, 0, message)
+    }
+
+    /// Points the error at `line..=end_line` unless it already has a position.
+    pub fn at(mut self, line: usize, end_line: usize) -> Self {
+        if self.line == 0 && line > 0 {
+            self.line = line;
+            self.end_line = end_line;
+        }
+        self
     }
 }
 

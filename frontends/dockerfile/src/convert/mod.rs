@@ -3,9 +3,6 @@
 //! through the gateway) and dispatched in order, and the target's state and image config
 //! are the result.
 
-#![allow(missing_docs)]
-
-pub mod instr;
 pub mod util;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -17,9 +14,13 @@ use buildwit_sdk::llb::{
 use buildwit_sdk::reference::ImageRef;
 use buildwit_sdk::{Client, ResolveImageRequest, ResolveMode};
 
+use crate::Error;
 use crate::image::{DEFAULT_PATH, Healthcheck, Image, go_json_strings};
+use crate::instructions::{
+    self, ArgDef, CacheSharing as MountSharing, Command, CopyCommand, Instruction, MountType,
+    NetworkMode, RunCommand, SecurityMode as RunSecurity, ShellOrExec, Stage,
+};
 use crate::shell::{Env, Lexer};
-use instr::{CErr, Command, CopyCmd, Kind, RunCmd, Stage};
 use util::{Chmod, dest_path, join, normalize_path, parse_chmod, parse_chown, uppercase_cmd};
 
 const SCRATCH: &str = "scratch";
@@ -27,32 +28,53 @@ const SCRATCH: &str = "scratch";
 /// What the conversion needs besides the Dockerfile.
 #[derive(Clone, Debug)]
 pub struct ConvertOpts {
+    /// Target stage (`target`; empty = last stage).
     pub target: String,
+    /// `build-arg:*` values.
     pub build_args: BTreeMap<String, String>,
+    /// `label:*` values added to the image config.
     pub labels: BTreeMap<String, String>,
+    /// Platform being built for.
     pub target_platform: Platform,
+    /// Platform of the builder.
     pub build_platform: Platform,
     /// No `platform` option was given.
     pub implicit_target: bool,
+    /// Fixed `local.unique` of the build context (tests and replay).
     pub local_unique: Option<String>,
+    /// `.dockerignore` patterns for the build context.
+    pub exclude_patterns: Vec<String>,
+    /// Name of the build context local.
     pub context_name: String,
     /// `None`: no `no-cache`; `Some(empty)`: all stages; else these stages.
     pub no_cache: Option<Vec<String>>,
+    /// Hostname of RUN containers.
     pub hostname: String,
+    /// `add-hosts` entries `(host, ip)`.
     pub extra_hosts: Vec<(String, String)>,
+    /// `/dev/shm` size in bytes (0 = default).
     pub shm_size: i64,
+    /// `ulimit` entries `(name, soft, hard)`.
     pub ulimits: Vec<(String, i64, i64)>,
+    /// `cgroup-parent` of RUN containers.
     pub cgroup_parent: String,
+    /// `force-network-mode`.
     pub network: NetMode,
+    /// `image-resolve-mode`.
     pub resolve_mode: ResolveMode,
+    /// Namespace prefixed to cache mount ids.
     pub cache_id_namespace: String,
+    /// Labs channel features (`RUN --device`).
     pub labs: bool,
 }
 
 /// The conversion result.
 pub struct Converted {
+    /// The target stage's final state.
     pub state: State,
+    /// The image config.
     pub image: Image,
+    /// The config of the target's base image, if resolved.
     pub base_image: Option<Image>,
 }
 
@@ -90,7 +112,7 @@ struct DState {
 impl DState {
     fn new(stage: Stage, unregistered: bool) -> Self {
         DState {
-            stage_name: stage.name.clone(),
+            stage_name: stage.name.clone().unwrap_or_default(),
             stage,
             platform: None,
             base: None,
@@ -123,12 +145,12 @@ struct States {
 
 impl States {
     fn add(&mut self, mut ds: DState) -> usize {
-        if let Some(&b) = self.by_name.get(&ds.stage.base_name) {
+        if let Some(&b) = self.by_name.get(&ds.stage.image) {
             ds.base = Some(b);
         }
         let i = self.states.len();
-        if !ds.stage.name.is_empty() {
-            self.by_name.insert(ds.stage.name.to_lowercase(), i);
+        if let Some(name) = &ds.stage.name {
+            self.by_name.insert(name.to_lowercase(), i);
         }
         self.states.push(ds);
         i
@@ -171,8 +193,8 @@ fn platform_format(p: &Platform) -> String {
     p.id()
 }
 
-fn expand_err(e: crate::shell::ShellError) -> CErr {
-    CErr::new(e.to_string())
+fn expand_err(e: crate::shell::ShellError) -> Error {
+    Error::msg(e.to_string())
 }
 
 /// The converter.
@@ -201,6 +223,7 @@ fn uniq_id(seed: u64) -> String {
 }
 
 impl<'a> Converter<'a> {
+    /// A converter resolving images through `client`.
     pub fn new(client: &'a dyn Client, opts: ConvertOpts) -> Self {
         Converter {
             client,
@@ -214,27 +237,38 @@ impl<'a> Converter<'a> {
     }
 
     /// Convert a Dockerfile.
-    pub fn convert(mut self, src: &str) -> Result<Converted, CErr> {
+    pub fn convert(mut self, src: &str) -> Result<Converted, Error> {
         if src.is_empty() {
-            return Err(CErr::new("the Dockerfile cannot be empty"));
+            return Err(Error::msg("the Dockerfile cannot be empty"));
         }
-        let parsed = instr::parse_dockerfile(src)?;
+        let res = crate::parser::parse(src).map_err(|e| {
+            let line = e.line.max(1);
+            Error::new(line, e.end_line.max(line), e.message)
+        })?;
+        if let Some(check) = res.directive("check") {
+            crate::lint::CheckOptions::parse(&check.value).map_err(Error::msg)?;
+        }
+        let parsed = instructions::parse_stages(&res.ast)?;
         if parsed.stages.is_empty() {
-            return Err(CErr::new("dockerfile contains no stages to build"));
+            return Err(Error::msg("dockerfile contains no stages to build"));
         }
-        self.lex = Lexer::new(parsed.escape);
+        self.lex = Lexer::new(res.escape);
         let target_name = if self.opts.target.is_empty() {
             parsed
                 .stages
                 .last()
-                .map(|s| s.name.clone())
+                .and_then(|s| s.name.clone())
                 .unwrap_or_default()
         } else {
             self.opts.target.clone()
         };
         self.global_args = self.default_args(&target_name);
-        for (args, start, end) in &parsed.meta_args {
-            for (k, v) in args {
+        for cmd in &parsed.meta_args {
+            let Instruction::Arg(args) = &cmd.instruction else {
+                continue;
+            };
+            let (start, end) = (&cmd.start_line, &cmd.end_line);
+            for ArgDef { key: k, value: v } in args {
                 let value = match self.opts.build_args.get(k) {
                     Some(v) => Some(v.clone()),
                     None => match v {
@@ -264,10 +298,10 @@ impl<'a> Converter<'a> {
         // mutable output).
         let prepared = self.all.clone();
         let placeholder = Source::local(&self.opts.context_name).state();
-        let (_, paths) = self.dispatch_stages(&reachable, target, &placeholder)?;
+        let paths = self.dispatch_stages(&reachable, &placeholder)?;
         let context = self.build_context(&paths);
         self.all = prepared;
-        self.dispatch_stages(&reachable, target, &context)?;
+        self.dispatch_stages(&reachable, &context)?;
 
         let t = &mut self.all.states[target];
         if !self.opts.labels.is_empty() {
@@ -321,69 +355,71 @@ impl<'a> Converter<'a> {
             .collect()
     }
 
-    fn build_dispatch_states(&mut self, stages: Vec<Stage>) -> Result<(), CErr> {
-        let n = stages.len();
+    fn build_dispatch_states(&mut self, stages: Vec<Stage>) -> Result<(), Error> {
         for (i, mut st) in stages.into_iter().enumerate() {
             let (sl, el) = (st.start_line, st.end_line);
             let res = self
                 .lex
-                .process(&st.base_name, &self.global_args)
+                .process(&st.image, &self.global_args)
                 .map_err(|e| expand_err(e).at(sl, el))?;
             if res.result.is_empty() {
                 return Err(
-                    CErr::new(format!("base name ({}) should not be blank", st.base_name))
-                        .at(sl, el),
+                    Error::msg(format!("base name ({}) should not be blank", st.image)).at(sl, el),
                 );
             }
-            st.base_name = res.result;
+            st.image = res.result;
             let mut platform = None;
-            if !st.platform.is_empty() {
+            if let Some(expr) = &st.platform {
                 let p = self
                     .lex
-                    .process_word(&st.platform, &self.global_args)
+                    .process_word(expr, &self.global_args)
                     .map_err(|e| {
-                        CErr::new(format!(
-                            "failed to process arguments for platform {}: {e}",
-                            st.platform
+                        Error::msg(format!(
+                            "failed to process arguments for platform {expr}: {e}"
                         ))
                         .at(sl, el)
                     })?;
                 if p.is_empty() {
-                    return Err(CErr::new(format!(
-                        "empty platform value from expression {}",
-                        st.platform
-                    ))
-                    .at(sl, el));
+                    return Err(
+                        Error::msg(format!("empty platform value from expression {expr}"))
+                            .at(sl, el),
+                    );
                 }
                 platform = Some(Platform::parse(&p).map_err(|e| {
-                    CErr::new(format!("failed to parse platform {}: {e}", st.platform)).at(sl, el)
+                    Error::msg(format!("failed to parse platform {expr}: {e}")).at(sl, el)
                 })?);
             }
             let mut ds = DState::new(st, false);
             ds.platform = platform;
-            if ds.stage.name.is_empty() {
+            if ds.stage.name.is_none() {
                 ds.stage_name = format!("stage-{i}");
             }
+            let name = ds.stage.name.as_deref().unwrap_or_default();
             ds.ignore_cache = match &self.opts.no_cache {
                 None => false,
                 Some(list) if list.is_empty() => true,
-                Some(list) => list.iter().any(|s| s.eq_ignore_ascii_case(&ds.stage.name)),
+                Some(list) => list.iter().any(|s| s.eq_ignore_ascii_case(name)),
             };
             let idx = self.all.add(ds);
             let ds = &mut self.all.states[idx];
-            let mut total = usize::from(ds.stage.base_name != SCRATCH && ds.base.is_none());
+            let mut total = usize::from(ds.stage.image != SCRATCH && ds.base.is_none());
             for c in &ds.stage.commands {
-                if matches!(c.kind, Kind::Copy(_) | Kind::Run(_) | Kind::Workdir(_)) {
+                if matches!(
+                    c.instruction,
+                    Instruction::Copy(_)
+                        | Instruction::Add(_)
+                        | Instruction::Run(_)
+                        | Instruction::Workdir(_)
+                ) {
                     total += 1;
                 }
             }
             ds.cmd_total = total;
         }
-        let _ = n;
         Ok(())
     }
 
-    fn resolve_target(&self) -> Result<usize, CErr> {
+    fn resolve_target(&self) -> Result<usize, Error> {
         if self.opts.target.is_empty() {
             return Ok(self.all.states.len() - 1);
         }
@@ -396,44 +432,45 @@ impl<'a> Converter<'a> {
                 .filter(|s| !s.is_empty())
                 .collect();
             let mut msg = format!("target stage {:?} could not be found", self.opts.target);
-            if let Some(s) = instr::suggest(&self.opts.target, &names) {
+            if let Some(s) = instructions::suggest(&self.opts.target, &names, false) {
                 msg.push_str(&format!(" (did you mean {s}?)"));
             }
-            CErr::new(msg)
+            Error::msg(msg)
         })
     }
 
     /// BuildKit's `toCommand`: find the stages a command reads from.
-    fn command_sources(&mut self, cmd: &Command) -> Result<Vec<Option<usize>>, CErr> {
+    fn command_sources(&mut self, cmd: &Command) -> Result<Vec<Option<usize>>, Error> {
         let mut sources = Vec::new();
-        match &cmd.kind {
-            Kind::Copy(c) if !c.from.is_empty() => {
+        match &cmd.instruction {
+            Instruction::Copy(CopyCommand {
+                from: Some(from), ..
+            }) if !from.is_empty() => {
                 let res = self
                     .lex
-                    .process_word(&c.from, &crate::shell::EmptyEnv)
+                    .process_word(from, &crate::shell::EmptyEnv)
                     .map_err(expand_err)?;
-                if res != c.from {
-                    return Err(CErr::new(
+                if res != *from {
+                    return Err(Error::msg(
                         "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround",
                     ));
                 }
-                let idx = match c.from.parse::<i64>() {
+                let idx = match from.parse::<i64>() {
                     Ok(i) => {
                         if i < 0 || i as usize >= self.all.states.len() {
-                            return Err(CErr::new(format!("invalid stage index {i}")));
+                            return Err(Error::msg(format!("invalid stage index {i}")));
                         }
                         i as usize
                     }
-                    Err(_) => match self.all.find(&c.from) {
+                    Err(_) => match self.all.find(from) {
                         Some(i) => i,
-                        None => self.unregistered(&c.from, cmd),
+                        None => self.unregistered(from, cmd),
                     },
                 };
                 sources.push(Some(idx));
             }
-            Kind::Run(r) => {
-                for m in &r.mounts {
-                    let from = mount_from(m);
+            Instruction::Run(r) => {
+                for from in r.mount_froms() {
                     let from = if from.is_empty() {
                         SCRATCH.to_string()
                     } else {
@@ -453,20 +490,21 @@ impl<'a> Converter<'a> {
 
     fn unregistered(&mut self, base: &str, cmd: &Command) -> usize {
         let st = Stage {
-            name: String::new(),
-            base_name: base.to_string(),
-            platform: String::new(),
-            source_code: String::new(),
+            name: None,
+            image: base.to_string(),
+            platform: None,
+            commands: Vec::new(),
             start_line: cmd.start_line,
             end_line: cmd.end_line,
-            commands: Vec::new(),
+            original: String::new(),
+            comments: Vec::new(),
         };
         let mut ds = DState::new(st, true);
         ds.stage_name = String::new();
         self.all.add(ds)
     }
 
-    fn build_dependency_graph(&mut self) -> Result<(), CErr> {
+    fn build_dependency_graph(&mut self) -> Result<(), Error> {
         let n = self.all.states.len();
         for i in 0..n {
             let cmds = self.all.states[i].stage.commands.clone();
@@ -497,10 +535,10 @@ impl<'a> Converter<'a> {
         Ok(())
     }
 
-    fn check_cycle(&self, i: usize, path: &mut BTreeSet<usize>) -> Result<(), CErr> {
+    fn check_cycle(&self, i: usize, path: &mut BTreeSet<usize>) -> Result<(), Error> {
         if !path.insert(i) {
             let d = &self.all.states[i];
-            return Err(CErr::new(format!(
+            return Err(Error::msg(format!(
                 "circular dependency detected on stage: {}",
                 d.stage_name
             )));
@@ -544,14 +582,14 @@ impl<'a> Converter<'a> {
         d.build_args = args;
     }
 
-    fn resolve_stages(&mut self, target: usize) -> Result<BTreeSet<usize>, CErr> {
+    fn resolve_stages(&mut self, target: usize) -> Result<BTreeSet<usize>, Error> {
         loop {
             let reachable = self.reachable(target);
             for i in 0..self.all.states.len() {
                 let d = &self.all.states[i];
                 if d.base.is_none() && !d.dispatched && !d.resolved {
                     let r = reachable.contains(&i);
-                    let is_scratch = d.stage.base_name == SCRATCH;
+                    let is_scratch = d.stage.image == SCRATCH;
                     self.all.states[i].resolved = r;
                     if is_scratch {
                         let tp = self.opts.target_platform.clone();
@@ -576,7 +614,7 @@ impl<'a> Converter<'a> {
                     && !d.on_build_init
                 {
                     for c in &self.all.states[b].commands {
-                        if let Kind::Onbuild(e) = &c.cmd.kind {
+                        if let Instruction::Onbuild(e) = &c.cmd.instruction {
                             onbuilds.push(e.clone());
                         }
                     }
@@ -589,16 +627,7 @@ impl<'a> Converter<'a> {
                     );
                     let mut cmds = Vec::new();
                     for t in &onbuilds {
-                        let parsed =
-                            crate::parser::parse(t).map_err(|e| CErr::new(e.message).at(sl, el))?;
-                        if parsed.ast.children.len() != 1 {
-                            return Err(CErr::new("onbuild trigger should be a single expression")
-                                .at(sl, el));
-                        }
-                        let mut node = parsed.ast.children[0].clone();
-                        node.start_line = sl;
-                        node.end_line = el;
-                        let c = instr::parse_command(&node).map_err(|e| e.at(sl, el))?;
+                        let c = instructions::parse_onbuild_trigger(t, sl, el)?;
                         let sources = self.command_sources(&c).map_err(|e| e.at(sl, el))?;
                         if !sources.is_empty() {
                             new_deps = true;
@@ -625,19 +654,19 @@ impl<'a> Converter<'a> {
         }
     }
 
-    fn resolve_base_image(&mut self, i: usize, reachable: bool) -> Result<(), CErr> {
+    fn resolve_base_image(&mut self, i: usize, reachable: bool) -> Result<(), Error> {
         let d = &self.all.states[i];
         let (sl, el) = (d.stage.start_line, d.stage.end_line);
-        let orig = d.stage.base_name.clone();
+        let orig = d.stage.image.clone();
         let r = ImageRef::parse(&orig).map_err(|e| {
-            CErr::new(format!("failed to parse stage name {orig:?}: {e}")).at(sl, el)
+            Error::msg(format!("failed to parse stage name {orig:?}: {e}")).at(sl, el)
         })?;
         let platform = d
             .platform
             .clone()
             .unwrap_or_else(|| self.opts.target_platform.clone());
         let mut name = r.normalized();
-        self.all.states[i].stage.base_name = name.clone();
+        self.all.states[i].stage.image = name.clone();
         let mut is_scratch = false;
         if reachable {
             let resolved = self
@@ -648,8 +677,8 @@ impl<'a> Converter<'a> {
                     resolve_mode: self.opts.resolve_mode,
                     log_name: format!("[internal] load metadata for {name}"),
                 })
-                .map_err(|e| CErr::new(format!("{orig}: {}", e.message)).at(sl, el))?;
-            let mut img = Image::parse(&resolved.config).map_err(|e| CErr::new(e).at(sl, el))?;
+                .map_err(|e| Error::msg(format!("{orig}: {}", e.message)).at(sl, el))?;
+            let mut img = Image::parse(&resolved.config).map_err(|e| Error::msg(e).at(sl, el))?;
             let mut r2 = if resolved.ref_ != name {
                 ImageRef::parse(&resolved.ref_).unwrap_or(r.clone())
             } else {
@@ -665,7 +694,7 @@ impl<'a> Converter<'a> {
             let d = &mut self.all.states[i];
             d.base_img = Some(img.clone());
             img.created = None;
-            d.stage.base_name = name.clone();
+            d.stage.image = name.clone();
             is_scratch = img.is_scratch();
             d.image = img;
         }
@@ -677,11 +706,11 @@ impl<'a> Converter<'a> {
             let md = Metadata::new()
                 .description(
                     "com.docker.dockerfile.v1.command",
-                    d.stage.source_code.clone(),
+                    d.stage.original.trim().to_string(),
                 )
                 .custom_name(custom);
             let mut src = Source::image(&name)
-                .map_err(|e| CErr::new(e).at(sl, el))?
+                .map_err(|e| Error::msg(e).at(sl, el))?
                 .platform(platform.clone());
             if self.opts.resolve_mode != ResolveMode::Default {
                 src = src.attr(
@@ -718,6 +747,12 @@ impl<'a> Converter<'a> {
         if let Some(f) = follow {
             src = src.attr("local.followpaths", go_json_strings(&f));
         }
+        if !self.opts.exclude_patterns.is_empty() {
+            src = src.attr(
+                "local.excludepatterns",
+                go_json_strings(&self.opts.exclude_patterns),
+            );
+        }
         src = src.attr("local.sharedkeyhint", self.opts.context_name.clone());
         if let Some(u) = &self.opts.local_unique {
             src = src.attr("local.unique", u.clone());
@@ -729,9 +764,8 @@ impl<'a> Converter<'a> {
     fn dispatch_stages(
         &mut self,
         reachable: &BTreeSet<usize>,
-        target: usize,
         context: &State,
-    ) -> Result<((), BTreeSet<String>), CErr> {
+    ) -> Result<BTreeSet<String>, Error> {
         let mut ctx_paths = BTreeSet::new();
         for i in 0..self.all.states.len() {
             if !reachable.contains(&i) || self.all.states[i].dispatched {
@@ -779,22 +813,22 @@ impl<'a> Converter<'a> {
             }
             ctx_paths.extend(self.all.states[i].ctx_paths.iter().cloned());
         }
-        let _ = target;
-        Ok(((), ctx_paths))
+        Ok(ctx_paths)
     }
 
-    fn dispatch(&mut self, i: usize, entry: &CmdEntry, context: &State) -> Result<(), CErr> {
+    fn dispatch(&mut self, i: usize, entry: &CmdEntry, context: &State) -> Result<(), Error> {
         self.all.states[i].cmd_is_onbuild = entry.is_onbuild;
         let lex = self.lex;
         let env_list = self.all.states[i].state.env_list().to_vec();
         let env = StateEnv(&env_list);
         let expand = |w: &str| lex.process_word(w, &env).map_err(expand_err);
-        let code = entry.cmd.code.clone();
-        match &entry.cmd.kind {
-            Kind::Env(pairs) => {
+        let code = entry.cmd.original.trim().to_string();
+        match &entry.cmd.instruction {
+            Instruction::From(_) => {}
+            Instruction::Env(pairs) => {
                 let mut expanded = Vec::new();
-                for (k, v) in pairs {
-                    expanded.push((expand(k)?, expand(v)?));
+                for kv in pairs {
+                    expanded.push((expand(&kv.key)?, expand(&kv.value)?));
                 }
                 let d = &mut self.all.states[i];
                 let mut msg = String::from("ENV");
@@ -805,10 +839,10 @@ impl<'a> Converter<'a> {
                 }
                 d.image.commit(&msg, false, false);
             }
-            Kind::Label(pairs) => {
+            Instruction::Label(pairs) => {
                 let mut expanded = Vec::new();
-                for (k, v) in pairs {
-                    expanded.push((expand(k)?, expand(v)?));
+                for kv in pairs {
+                    expanded.push((expand(&kv.key)?, expand(&kv.value)?));
                 }
                 let d = &mut self.all.states[i];
                 let mut msg = String::from("LABEL");
@@ -819,29 +853,29 @@ impl<'a> Converter<'a> {
                 }
                 d.image.commit(&msg, false, false);
             }
-            Kind::Maintainer(m) => {
+            Instruction::Maintainer(m) => {
                 let d = &mut self.all.states[i];
                 d.image.author = m.clone();
                 d.image.commit(&format!("MAINTAINER {m}"), false, false);
             }
-            Kind::Workdir(p) => {
+            Instruction::Workdir(p) => {
                 let p = expand(p)?;
                 let d = &mut self.all.states[i];
                 dispatch_workdir(d, &p, true, Some(&code), &lex)?;
             }
-            Kind::User(u) => {
+            Instruction::User(u) => {
                 let u = expand(u)?;
                 let d = &mut self.all.states[i];
                 d.state = d.state.clone().user(u.clone());
                 d.image.config.user = u.clone();
                 d.image.commit(&format!("USER {u}"), false, false);
             }
-            Kind::Volume(vols) => {
+            Instruction::Volume(vols) => {
                 let mut v2 = Vec::new();
                 for v in vols {
                     let v = expand(v)?;
                     if v.is_empty() {
-                        return Err(CErr::new("VOLUME specified can not be an empty string"));
+                        return Err(Error::msg("VOLUME specified can not be an empty string"));
                     }
                     v2.push(v);
                 }
@@ -853,21 +887,21 @@ impl<'a> Converter<'a> {
                 d.image
                     .commit(&format!("VOLUME [{}]", v2.join(" ")), false, false);
             }
-            Kind::StopSignal(s) => {
+            Instruction::StopSignal(s) => {
                 let s = expand(s)?;
                 if !util::valid_signal(&s) {
-                    return Err(CErr::new(format!("Invalid signal: {s}")));
+                    return Err(Error::msg(format!("Invalid signal: {s}")));
                 }
                 let d = &mut self.all.states[i];
                 d.image.config.stop_signal = s.clone();
                 d.image.commit(&format!("STOPSIGNAL {s}"), false, false);
             }
-            Kind::Expose(ports) => {
+            Instruction::Expose(ports) => {
                 let mut all = Vec::new();
                 for p in ports {
                     all.extend(lex.process_words(p, &env).map_err(expand_err)?);
                 }
-                let ps = util::parse_ports(&all).map_err(CErr::new)?;
+                let ps = util::parse_ports(&all).map_err(Error::msg)?;
                 let d = &mut self.all.states[i];
                 let ep = d
                     .image
@@ -880,26 +914,22 @@ impl<'a> Converter<'a> {
                 d.image
                     .commit(&format!("EXPOSE [{}]", ps.join(" ")), false, false);
             }
-            Kind::Arg(args) => {
+            Instruction::Arg(args) => {
                 self.dispatch_arg(i, args)?;
             }
-            Kind::Shell(sh) => {
+            Instruction::Shell(sh) => {
                 let d = &mut self.all.states[i];
                 d.image.config.shell = sh.clone();
                 d.image
                     .commit(&format!("SHELL [{}]", sh.join(" ")), false, false);
             }
-            Kind::Onbuild(e) => {
+            Instruction::Onbuild(e) => {
                 self.all.states[i].image.config.on_build.push(e.clone());
             }
-            Kind::Cmd(c) => {
+            Instruction::Cmd(c) => {
                 let d = &mut self.all.states[i];
                 d.cmd_set = true;
-                let args = if c.prepend_shell {
-                    with_shell(&d.image, &c.args)
-                } else {
-                    c.args.clone()
-                };
+                let args = command_args(&d.image, c);
                 d.image.config.cmd = Some(args.clone());
                 d.image.config.args_escaped = true;
                 d.image.commit(
@@ -908,13 +938,9 @@ impl<'a> Converter<'a> {
                     false,
                 );
             }
-            Kind::Entrypoint(c) => {
+            Instruction::Entrypoint(c) => {
                 let d = &mut self.all.states[i];
-                let args = if c.prepend_shell {
-                    with_shell(&d.image, &c.args)
-                } else {
-                    c.args.clone()
-                };
+                let args = command_args(&d.image, c);
                 d.image.config.entrypoint = Some(args.clone());
                 if !d.cmd_set {
                     d.image.config.cmd = None;
@@ -925,7 +951,7 @@ impl<'a> Converter<'a> {
                     false,
                 );
             }
-            Kind::Healthcheck(h) => {
+            Instruction::Healthcheck(h) => {
                 let d = &mut self.all.states[i];
                 d.image.config.healthcheck = Some(Healthcheck {
                     test: h.test.clone(),
@@ -946,16 +972,15 @@ impl<'a> Converter<'a> {
                 );
                 d.image.commit(&msg, false, false);
             }
-            Kind::Run(r) => {
+            Instruction::Run(r) => {
                 self.dispatch_run(i, r, &entry.sources, &code, context, &env_list)?;
             }
-            Kind::Copy(c) => {
+            Instruction::Copy(c) | Instruction::Add(c) => {
+                let is_add = matches!(entry.cmd.instruction, Instruction::Add(_));
                 let mut c = c.clone();
-                c.chown = expand(&c.chown)?;
-                c.chmod = expand(&c.chmod)?;
-                if c.is_add {
-                    c.checksum = expand(&c.checksum)?;
-                }
+                c.chown = c.chown.as_deref().map(expand).transpose()?;
+                c.chmod = c.chmod.as_deref().map(expand).transpose()?;
+                c.checksum = c.checksum.as_deref().map(expand).transpose()?;
                 let mut srcs = Vec::new();
                 for s in &c.sources {
                     srcs.push(expand(s)?);
@@ -964,18 +989,19 @@ impl<'a> Converter<'a> {
                 c.dest = expand(&c.dest)?;
                 let mut raw = Lexer::new('\\');
                 raw.skip_process_quotes = true;
-                for sc in c.contents.iter_mut() {
-                    if sc.expand {
-                        sc.data = raw.process_word(&sc.data, &env).map_err(expand_err)?;
+                for h in c.heredocs.iter_mut() {
+                    if h.expand {
+                        h.content = raw.process_word(&h.content, &env).map_err(expand_err)?;
                     }
                 }
                 let source = match entry.sources.first().copied().flatten() {
                     Some(s) => {
                         let src = &self.all.states[s];
                         if !src.dispatched {
-                            return Err(CErr::new(format!(
+                            return Err(Error::msg(format!(
                                 "cannot copy from stage {:?}, it needs to be defined before current stage {:?}",
-                                c.from, self.all.states[i].stage_name
+                                c.from.as_deref().unwrap_or_default(),
+                                self.all.states[i].stage_name
                             )));
                         }
                         src.state.clone()
@@ -983,10 +1009,10 @@ impl<'a> Converter<'a> {
                     None => context.clone(),
                 };
                 let from_ctx = entry.sources.is_empty();
-                self.dispatch_copy(i, &c, &source, &code, &env_list)?;
-                if from_ctx || c.is_add {
+                self.dispatch_copy(i, &c, is_add, &source, &code, &env_list)?;
+                if from_ctx || is_add {
                     for s in &c.sources {
-                        if !c.is_add || !(s.starts_with("http://") || s.starts_with("https://")) {
+                        if !is_add || !(s.starts_with("http://") || s.starts_with("https://")) {
                             self.all.states[i].ctx_paths.insert(join(&["/", s]));
                         }
                     }
@@ -996,9 +1022,9 @@ impl<'a> Converter<'a> {
         Ok(())
     }
 
-    fn dispatch_arg(&mut self, i: usize, args: &[(String, Option<String>)]) -> Result<(), CErr> {
+    fn dispatch_arg(&mut self, i: usize, args: &[ArgDef]) -> Result<(), Error> {
         let mut commit = Vec::new();
-        for (key, value) in args {
+        for ArgDef { key, value } in args {
             let has_value = self.opts.build_args.contains_key(key);
             let mut value = value.clone();
             let has_default = value.is_some();
@@ -1040,30 +1066,33 @@ impl<'a> Converter<'a> {
     fn dispatch_run(
         &mut self,
         i: usize,
-        r: &RunCmd,
+        r: &RunCommand,
         sources: &[Option<usize>],
         code: &str,
         context: &State,
         env_list: &[(String, String)],
-    ) -> Result<(), CErr> {
+    ) -> Result<(), Error> {
         let env = StateEnv(env_list);
         let mut customname = code.to_string();
-        let mut args = r.cmd.args.clone();
+        let (mut args, prepend_shell) = match &r.cmd {
+            ShellOrExec::Shell(s) => (vec![s.clone()], true),
+            ShellOrExec::Exec(a) => (a.clone(), false),
+        };
+        // BuildKit ignores heredocs of an exec-form RUN.
+        let files = if prepend_shell { &r.heredocs[..] } else { &[] };
         let mut extra_mounts: Vec<MountSpec> = Vec::new();
         let d_platform = self.all.states[i]
             .platform
             .clone()
             .unwrap_or_else(Platform::linux_amd64);
-        if !r.cmd.files.is_empty() {
-            let f0 = &r.cmd.files[0];
+        if let Some(f0) = files.first() {
             let single = args.len() == 1
-                && matches!(crate::parser::parse_heredoc(&args[0]), Ok(Some(h)) if h.name == f0.name)
-                && r.cmd.prepend_shell;
+                && matches!(crate::parser::parse_heredoc(&args[0]), Ok(Some(h)) if h.name == f0.name);
             if single {
                 let data = if f0.chomp {
-                    crate::parser::chomp_heredoc_content(&f0.data)
+                    crate::parser::chomp_heredoc_content(&f0.content)
                 } else {
-                    f0.data.clone()
+                    f0.content.clone()
                 };
                 if self.all.states[i].image.os != "windows" && data.starts_with("#!") {
                     let st = llb::scratch().file_with(
@@ -1075,18 +1104,18 @@ impl<'a> Converter<'a> {
                 } else {
                     args = vec![data];
                 }
-                customname.push_str(&format!(" ({})", util::summarize_heredoc(&f0.data)));
+                customname.push_str(&format!(" ({})", util::summarize_heredoc(&f0.content)));
             } else {
                 let mut b = args.first().cloned().unwrap_or_default();
-                for f in &r.cmd.files {
+                for f in files {
                     b.push('\n');
-                    b.push_str(&f.data);
+                    b.push_str(&f.content);
                     b.push_str(&f.name);
                 }
                 args = vec![b];
             }
         }
-        if r.cmd.prepend_shell {
+        if prepend_shell {
             args = with_shell(&self.all.states[i].image, &args);
         }
 
@@ -1095,11 +1124,17 @@ impl<'a> Converter<'a> {
         let mut secret_envs: Vec<(String, String, bool)> = Vec::new();
         let mut masked: Vec<(String, String)> = Vec::new();
         let cwd = self.all.states[i].state.get_dir().to_string();
-        for (mi, raw) in r.mounts.iter().enumerate() {
-            let raw = self.lex.process_word(raw, &env).map_err(expand_err)?;
-            let m = parse_mount(&raw)?;
-            let mut from = m.from.clone();
-            if from.is_empty() && m.typ == "cache" {
+        let lex = self.lex;
+        let parsed = r
+            .parse_mounts(&mut |v| lex.process_word(v, &env).map_err(|e| e.to_string()))
+            .map_err(Error::msg)?;
+        for (mi, m) in parsed.into_iter().enumerate() {
+            let m_from = m.from.clone().unwrap_or_default();
+            let m_source = m.source.clone().unwrap_or_default();
+            let m_target = m.target.clone().unwrap_or_default();
+            let m_id = m.cache_id.clone().unwrap_or_default();
+            let mut from = m_from.clone();
+            if from.is_empty() && m.kind == MountType::Cache {
                 from = SCRATCH.into();
             }
             let mut st = context.clone();
@@ -1112,25 +1147,24 @@ impl<'a> Converter<'a> {
                 match src {
                     Some(s) if s.dispatched => st = s.state.clone(),
                     _ => {
-                        return Err(CErr::new(format!(
-                            "cannot mount from stage {:?} to {:?}, stage needs to be defined before current command",
-                            m.from, m.target
+                        return Err(Error::msg(format!(
+                            "cannot mount from stage {m_from:?} to {m_target:?}, stage needs to be defined before current command",
                         )));
                     }
                 }
             }
-            match m.typ.as_str() {
-                "secret" => {
-                    let id = if !m.source.is_empty() {
-                        m.source.clone()
+            match m.kind {
+                MountType::Secret => {
+                    let id = if !m_source.is_empty() {
+                        m_source.clone()
                     } else {
-                        m.id.clone()
+                        m_id.clone()
                     };
                     let id = if id.is_empty() {
-                        if m.target.is_empty() {
-                            return Err(CErr::new("one of source, target required"));
+                        if m_target.is_empty() {
+                            return Err(Error::msg("one of source, target required"));
                         }
-                        util::clean(&m.target)
+                        util::clean(&m_target)
                             .rsplit('/')
                             .next()
                             .unwrap_or_default()
@@ -1138,7 +1172,7 @@ impl<'a> Converter<'a> {
                     } else {
                         id
                     };
-                    let mut target = m.target.clone();
+                    let mut target = m_target.clone();
                     if m.env.is_none() && target.is_empty() {
                         target =
                             format!("/run/secrets/{}", id.rsplit('/').next().unwrap_or_default());
@@ -1159,30 +1193,30 @@ impl<'a> Converter<'a> {
                     }
                     continue;
                 }
-                "ssh" => {
-                    if !m.source.is_empty() {
-                        return Err(CErr::new("ssh does not support source"));
+                MountType::Ssh => {
+                    if !m_source.is_empty() {
+                        return Err(Error::msg("ssh does not support source"));
                     }
                     let opt = SecretOpt {
-                        id: m.id.clone(),
+                        id: m_id.clone(),
                         uid: m.uid.unwrap_or(0),
                         gid: m.gid.unwrap_or(0),
                         mode: m.mode.unwrap_or(0o600),
                         optional: !m.required,
                     };
-                    mounts.push(MountSpec::ssh(&m.target, opt));
+                    mounts.push(MountSpec::ssh(&m_target, opt));
                     continue;
                 }
                 _ => {}
             }
-            let mut target = m.target.clone();
+            let mut target = m_target.clone();
             if !util::clean(&target).starts_with('/') {
-                target = join(&["/", &cwd, &m.target]);
+                target = join(&["/", &cwd, &m_target]);
             }
             if target == "/" {
-                return Err(CErr::new(format!("invalid mount target {target:?}")));
+                return Err(Error::msg(format!("invalid mount target {target:?}")));
             }
-            let src_path = join(&["/", &m.source]);
+            let src_path = join(&["/", &m_source]);
             let mut selector = String::new();
             if src_path != "/" {
                 selector = src_path.clone();
@@ -1197,40 +1231,40 @@ impl<'a> Converter<'a> {
                 );
                 selector = "/cache".into();
             }
-            let mut spec = match m.typ.as_str() {
-                "tmpfs" => MountSpec::tmpfs(&target, m.size),
-                "cache" => {
-                    let id = if m.id.is_empty() {
-                        util::clean(&m.target)
+            let mut spec = match m.kind {
+                MountType::Tmpfs => MountSpec::tmpfs(&target, m.size_limit.unwrap_or(0)),
+                MountType::Cache => {
+                    let id = if m_id.is_empty() {
+                        util::clean(&m_target)
                     } else {
-                        m.id.clone()
+                        m_id.clone()
                     };
                     let id = format!("{}/{}", self.opts.cache_id_namespace, id);
-                    let sharing = match m.sharing.as_str() {
-                        "private" => CacheSharing::Private,
-                        "locked" => CacheSharing::Locked,
+                    let sharing = match m.cache_sharing {
+                        Some(MountSharing::Private) => CacheSharing::Private,
+                        Some(MountSharing::Locked) => CacheSharing::Locked,
                         _ => CacheSharing::Shared,
                     };
                     MountSpec::cache(&target, &id, sharing).from(&st)
                 }
                 _ => MountSpec::bind(&target, &st),
             };
-            if m.readonly {
+            if m.read_only {
                 spec = spec.readonly();
-            } else if m.typ == "bind" {
+            } else if m.kind == MountType::Bind {
                 spec = spec.no_output();
             }
-            if !selector.is_empty() && m.typ != "tmpfs" {
+            if !selector.is_empty() && m.kind != MountType::Tmpfs {
                 spec = spec.selector(&selector);
             }
             mounts.push(spec);
-            if m.from.is_empty() {
-                self.all.states[i].ctx_paths.insert(join(&["/", &m.source]));
+            if m_from.is_empty() {
+                self.all.states[i].ctx_paths.insert(join(&["/", &m_source]));
             }
         }
 
         if !r.devices.is_empty() && !self.opts.labs {
-            return Err(CErr::new(
+            return Err(Error::msg(
                 "device feature is only supported in Dockerfile frontend 1.14.0-labs or later",
             ));
         }
@@ -1256,12 +1290,12 @@ impl<'a> Converter<'a> {
         }
         let prev_net = self.opts.network;
         let mut base = d.state.clone().platform(d_platform.clone());
-        if r.network == "none" {
-            base = base.network(NetMode::None);
-        } else if r.network == "host" {
-            base = base.network(NetMode::Host);
+        match r.network {
+            Some(NetworkMode::None) => base = base.network(NetMode::None),
+            Some(NetworkMode::Host) => base = base.network(NetMode::Host),
+            _ => {}
         }
-        if r.security == "insecure" {
+        if r.security == Some(RunSecurity::Insecure) {
             base = base.security(SecurityMode::Insecure);
         }
         for (h, ip) in &self.opts.extra_hosts {
@@ -1307,11 +1341,12 @@ impl<'a> Converter<'a> {
     fn dispatch_copy(
         &mut self,
         i: usize,
-        c: &CopyCmd,
+        c: &CopyCommand,
+        is_add: bool,
         source: &State,
         code: &str,
         env_list: &[(String, String)],
-    ) -> Result<(), CErr> {
+    ) -> Result<(), Error> {
         let env = StateEnv(env_list);
         let d_platform = self.all.states[i]
             .platform
@@ -1319,38 +1354,41 @@ impl<'a> Converter<'a> {
             .unwrap_or_else(Platform::linux_amd64);
         let cwd = self.all.states[i].state.get_dir().to_string();
         let dest = dest_path(&cwd, &c.dest);
-        let owner = (!c.chown.is_empty()).then(|| parse_chown(&c.chown));
-        let (mode, mode_str) = if c.chmod.is_empty() {
+        let chown = c.chown.as_deref().unwrap_or_default();
+        let chmod = c.chmod.as_deref().unwrap_or_default();
+        let checksum = c.checksum.as_deref().unwrap_or_default();
+        let owner = (!chown.is_empty()).then(|| parse_chown(chown));
+        let (mode, mode_str) = if chmod.is_empty() {
             (None, String::new())
         } else {
-            match parse_chmod(&c.chmod).map_err(CErr::new)? {
+            match parse_chmod(chmod).map_err(Error::msg)? {
                 Chmod::Octal(m) => (Some(m), String::new()),
                 Chmod::Symbolic(s) => (None, s),
             }
         };
-        if !c.checksum.is_empty() {
-            if !c.is_add {
-                return Err(CErr::new("checksum can't be specified for COPY"));
+        if !checksum.is_empty() {
+            if !is_add {
+                return Err(Error::msg("checksum can't be specified for COPY"));
             }
             if c.sources.len() != 1 {
-                return Err(CErr::new(
+                return Err(Error::msg(
                     "checksum can't be specified for multiple sources",
                 ));
             }
             let s = &c.sources[0];
             if !util::is_http_source(s) && util::parse_git_ref(s).is_none() {
-                return Err(CErr::new("checksum requires HTTP(S) or Git sources"));
+                return Err(Error::msg("checksum requires HTTP(S) or Git sources"));
             }
         }
-        let mut commit = String::from(if c.is_add { "ADD" } else { "COPY" });
+        let mut commit = String::from(if is_add { "ADD" } else { "COPY" });
         if c.parents {
             commit.push_str(" --parents");
         }
-        if !c.chown.is_empty() {
-            commit.push_str(&format!(" --chown={}", c.chown));
+        if !chown.is_empty() {
+            commit.push_str(&format!(" --chown={}", chown));
         }
-        if !c.chmod.is_empty() {
-            commit.push_str(&format!(" --chmod={}", c.chmod));
+        if !chmod.is_empty() {
+            commit.push_str(&format!(" --chmod={}", chmod));
         }
         let processed = self
             .lex
@@ -1380,8 +1418,8 @@ impl<'a> Converter<'a> {
         for src in &c.sources {
             commit.push_str(&format!(" {src}"));
             if let Some(git) = util::parse_git_ref(src) {
-                if !c.is_add {
-                    return Err(CErr::new("source can't be a git ref for COPY"));
+                if !is_add {
+                    return Err(Error::msg("source can't be a git ref for COPY"));
                 }
                 let mut reference = git.reference.clone();
                 if !git.subdir.is_empty() {
@@ -1392,10 +1430,10 @@ impl<'a> Converter<'a> {
                 if keep == Some(true) {
                     s = s.attr("git.keepgitdir", "true");
                 }
-                let checksum = if c.checksum.is_empty() {
+                let checksum = if checksum.is_empty() {
                     git.checksum.clone()
                 } else {
-                    c.checksum.clone()
+                    checksum.to_string()
                 };
                 if !checksum.is_empty() {
                     s = s.attr("git.checksum", checksum);
@@ -1410,8 +1448,8 @@ impl<'a> Converter<'a> {
                 };
                 push(&mut action, &st, "/", opts);
             } else if util::is_http_source(src) {
-                if !c.is_add {
-                    return Err(CErr::new("source can't be a URL for COPY"));
+                if !is_add {
+                    return Err(Error::msg("source can't be a URL for COPY"));
                 }
                 let path = src.split_once("://").map(|(_, r)| r).unwrap_or(src);
                 let path = path.split(['?', '#']).next().unwrap_or_default();
@@ -1424,8 +1462,8 @@ impl<'a> Converter<'a> {
                     base
                 };
                 let mut s = Source::http(src).attr("http.filename", f);
-                if !c.checksum.is_empty() {
-                    s = s.attr("http.checksum", c.checksum.clone());
+                if !checksum.is_empty() {
+                    s = s.attr("http.checksum", checksum);
                 }
                 let st = s
                     .metadata(
@@ -1461,14 +1499,14 @@ impl<'a> Converter<'a> {
                 let mut opts = base_opts(true);
                 opts.include_patterns = include;
                 opts.required_paths = required;
-                opts.attempt_unpack_docker_compatibility = c.unpack.unwrap_or(c.is_add);
+                opts.attempt_unpack_docker_compatibility = c.unpack.unwrap_or(is_add);
                 push(&mut action, source, &src_path, opts);
             }
         }
-        for sc in &c.contents {
-            commit.push_str(&format!(" <<{}", sc.path));
+        for h in &c.heredocs {
+            commit.push_str(&format!(" <<{}", h.name));
             let st = llb::scratch().file_with(
-                FileAction::mkfile(&sc.path, 0o644, sc.data.as_bytes()),
+                FileAction::mkfile(&h.name, 0o644, h.content.as_bytes()),
                 Metadata::new().custom_name("[internal] preparing inline document"),
             );
             let opts = CopyOptions {
@@ -1476,18 +1514,18 @@ impl<'a> Converter<'a> {
                 mode_str: mode_str.clone(),
                 ..copy_plain(&owner, &c.exclude)
             };
-            push(&mut action, &st, &sc.path, opts);
+            push(&mut action, &st, &h.name, opts);
         }
         commit.push_str(&format!(" {}", c.dest));
         let Some(action) = action else {
-            return Err(CErr::new("COPY requires at least one source"));
+            return Err(Error::msg("COPY requires at least one source"));
         };
         let d = &mut self.all.states[i];
         let mut md = Metadata::new().custom_name(pg_name.clone());
         if d.ignore_cache {
             md = md.ignore_cache(true);
         }
-        if c.link && c.chmod.is_empty() {
+        if c.link && chmod.is_empty() {
             self.pg_counter += 1;
             let pg_id = uniq_id(self.pg_counter ^ ((i as u64) << 32));
             d.cmd_index -= 1;
@@ -1543,6 +1581,14 @@ fn has_wildcards(s: &str) -> bool {
         i += 1;
     }
     false
+}
+
+/// The config form of CMD/ENTRYPOINT: exec form as is, shell form through the shell.
+fn command_args(img: &Image, c: &ShellOrExec) -> Vec<String> {
+    match c {
+        ShellOrExec::Shell(s) => with_shell(img, std::slice::from_ref(s)),
+        ShellOrExec::Exec(a) => a.clone(),
+    }
 }
 
 fn with_shell(img: &Image, args: &[String]) -> Vec<String> {
@@ -1613,7 +1659,7 @@ fn dispatch_workdir(
     commit: bool,
     code: Option<&str>,
     lex: &Lexer,
-) -> Result<(), CErr> {
+) -> Result<(), Error> {
     let wd = util::normalize_workdir(&d.image.config.working_dir, path);
     d.image.config.working_dir = wd.clone();
     d.state = d.state.clone().dir(&wd);
@@ -1664,182 +1710,4 @@ fn proxy_env(args: &BTreeMap<String, String>) -> Option<llb::ProxyEnv> {
         set = true;
     }
     set.then_some(pe)
-}
-
-/// A parsed `--mount` (BuildKit's `instructions.Mount`).
-#[derive(Default, Debug)]
-struct Mount {
-    typ: String,
-    from: String,
-    source: String,
-    target: String,
-    readonly: bool,
-    id: String,
-    sharing: String,
-    required: bool,
-    mode: Option<u32>,
-    uid: Option<u32>,
-    gid: Option<u32>,
-    size: i64,
-    env: Option<String>,
-}
-
-/// The `from=` of a raw mount value (for the dependency graph, before expansion).
-fn mount_from(raw: &str) -> String {
-    for field in raw.split(',') {
-        if let Some((k, v)) = field.split_once('=')
-            && k.trim().eq_ignore_ascii_case("from")
-        {
-            return v.to_string();
-        }
-    }
-    String::new()
-}
-
-fn parse_bool(v: &str) -> Option<bool> {
-    match v.to_lowercase().as_str() {
-        "1" | "t" | "true" => Some(true),
-        "0" | "f" | "false" => Some(false),
-        _ => None,
-    }
-}
-
-fn parse_mount(raw: &str) -> Result<Mount, CErr> {
-    let mut m = Mount {
-        typ: "bind".into(),
-        ..Mount::default()
-    };
-    let fields: Vec<&str> = raw.split(',').collect();
-    // The type decides defaults, so read it first.
-    for f in &fields {
-        if let Some((k, v)) = f.split_once('=')
-            && k.trim().eq_ignore_ascii_case("type")
-        {
-            if !matches!(v, "bind" | "cache" | "tmpfs" | "secret" | "ssh") {
-                return Err(CErr::new(format!("unsupported mount type {v:?}")));
-            }
-            m.typ = v.to_string();
-        }
-    }
-    let mut ro_set = false;
-    for f in &fields {
-        let (key, value) = match f.split_once('=') {
-            Some((k, v)) => (k.trim().to_lowercase(), Some(v.to_string())),
-            None => (f.trim().to_lowercase(), None),
-        };
-        let Some(value) = value else {
-            match key.as_str() {
-                "readonly" | "ro" => {
-                    m.readonly = true;
-                    ro_set = true;
-                }
-                "readwrite" | "rw" => {
-                    m.readonly = false;
-                    ro_set = true;
-                }
-                "required" => {
-                    if m.typ == "secret" || m.typ == "ssh" {
-                        m.required = true;
-                    } else {
-                        return Err(CErr::new(format!(
-                            "unexpected key '{key}' for mount type '{}'",
-                            m.typ
-                        )));
-                    }
-                }
-                _ => {
-                    return Err(CErr::new(format!(
-                        "invalid field '{f}' must be a key=value pair"
-                    )));
-                }
-            }
-            continue;
-        };
-        match key.as_str() {
-            "type" => {}
-            "from" => m.from = value,
-            "source" | "src" => m.source = value,
-            "target" | "dst" | "destination" => m.target = value,
-            "readonly" | "ro" => {
-                m.readonly = parse_bool(&value)
-                    .ok_or_else(|| CErr::new(format!("invalid value for {key}: {value}")))?;
-                ro_set = true;
-            }
-            "readwrite" | "rw" => {
-                let rw = parse_bool(&value)
-                    .ok_or_else(|| CErr::new(format!("invalid value for {key}: {value}")))?;
-                m.readonly = !rw;
-                ro_set = true;
-            }
-            "required" => {
-                m.required = parse_bool(&value)
-                    .ok_or_else(|| CErr::new(format!("invalid value for {key}: {value}")))?;
-            }
-            "id" => m.id = value,
-            "sharing" => {
-                if !matches!(value.as_str(), "shared" | "private" | "locked") {
-                    return Err(CErr::new(format!("unsupported sharing value {value:?}")));
-                }
-                m.sharing = value;
-            }
-            "mode" => {
-                m.mode = Some(
-                    u32::from_str_radix(&value, 8)
-                        .map_err(|_| CErr::new(format!("failed to parse mode value {value:?}")))?,
-                );
-            }
-            "uid" => {
-                m.uid = Some(
-                    value
-                        .parse()
-                        .map_err(|_| CErr::new(format!("invalid value for uid: {value}")))?,
-                )
-            }
-            "gid" => {
-                m.gid = Some(
-                    value
-                        .parse()
-                        .map_err(|_| CErr::new(format!("invalid value for gid: {value}")))?,
-                )
-            }
-            "size" => {
-                if m.typ != "tmpfs" {
-                    return Err(CErr::new(format!(
-                        "unexpected key '{key}' for mount type '{}'",
-                        m.typ
-                    )));
-                }
-                m.size = parse_size(&value)
-                    .ok_or_else(|| CErr::new(format!("invalid value for size: {value}")))?;
-            }
-            "env" => m.env = Some(value),
-            _ => return Err(CErr::new(format!("unexpected key '{key}' in '{f}'"))),
-        }
-    }
-    if !ro_set && m.typ == "bind" {
-        m.readonly = true;
-    }
-    if m.target.is_empty() && !matches!(m.typ.as_str(), "secret" | "ssh") {
-        return Err(CErr::new("mount type requires target"));
-    }
-    if m.typ == "secret" && m.env.is_some() && m.target.is_empty() {
-        // env-only secret
-    }
-    Ok(m)
-}
-
-fn parse_size(v: &str) -> Option<i64> {
-    let v = v.trim();
-    let idx = v
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(v.len());
-    let num: f64 = v[..idx].parse().ok()?;
-    let mult: f64 = match v[idx..].trim().to_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" | "kib" => 1024.0,
-        "m" | "mb" | "mib" => 1024.0 * 1024.0,
-        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        _ => return None,
-    };
-    Some((num * mult) as i64)
 }

@@ -1,8 +1,6 @@
 //! Small pieces of BuildKit behaviour the conversion needs: path normalisation, `--chown`
 //! and `--chmod` parsing, `EXPOSE` port specs, git references, Go formatting.
 
-#![allow(missing_docs)]
-
 use buildwit_sdk::llb::{ChownOpt, NamedUser, UserOpt};
 
 /// Go's `path.Clean`.
@@ -113,7 +111,9 @@ pub fn parse_chown(chown: &str) -> ChownOpt {
 
 /// The parsed `--chmod` value: an octal mode or a symbolic mode string.
 pub enum Chmod {
+    /// Octal mode.
     Octal(i32),
+    /// Symbolic mode (`u+x`).
     Symbolic(String),
 }
 
@@ -190,10 +190,15 @@ pub fn parse_ports(ports: &[String]) -> Result<Vec<String>, String> {
 
 /// A git source named in `ADD` (BuildKit's `dfgitutil.ParseGitRef`, the common forms).
 pub struct GitRef {
+    /// Remote URL.
     pub remote: String,
+    /// Branch, tag or commit (empty = default).
     pub reference: String,
+    /// Subdirectory.
     pub subdir: String,
+    /// `keep-git-dir` query value.
     pub keep_git_dir: Option<bool>,
+    /// `checksum` query value.
     pub checksum: String,
 }
 

@@ -64,7 +64,9 @@ fn run() {
     let Instruction::Run(r) = first("RUN <<-EOF\n\techo\n\tEOF") else {
         panic!()
     };
-    assert_eq!(r.heredocs[0].content, "echo\n");
+    // RUN keeps the body as written; the dispatcher chomps.
+    assert_eq!(r.heredocs[0].content, "\techo\n");
+    assert!(r.heredocs[0].chomp);
     assert_eq!(
         first("RUN [\"a\", \"b\"]"),
         Instruction::Run(RunCommand {
@@ -103,7 +105,7 @@ fn copy_add() {
         panic!()
     };
     assert_eq!(a.checksum.as_deref(), Some("sha256:x"));
-    assert!(a.keep_git_dir && !a.link);
+    assert!(a.keep_git_dir == Some(true) && !a.link);
     assert_eq!(a.unpack, Some(false));
     assert_eq!(
         err("FROM a\nCOPY a <<EOF\nx\nEOF\n"),
@@ -176,7 +178,7 @@ fn kv_instructions() {
 fn simple_instructions() {
     assert_eq!(
         first("EXPOSE 80/tcp 443"),
-        Instruction::Expose(vec!["80/tcp".into(), "443".into()])
+        Instruction::Expose(vec!["443".into(), "80/tcp".into()])
     );
     assert_eq!(
         first("VOLUME [\"/a\", \"/b\"]"),
@@ -366,4 +368,37 @@ fn mounts() {
     let mut exp = |v: &str| -> Result<String, String> { Ok(v.replace("$ID", "abc")) };
     let m = parse_mount("type=cache,id=$ID,target=/t", &mut exp).unwrap();
     assert_eq!(m.cache_id.as_deref(), Some("abc"));
+}
+
+#[test]
+fn mounts_before_expansion() {
+    // Only type/from are read before expansion; other values wait for dispatch.
+    let m = parse_mount_unexpanded("type=cache,target=$T,uid=$U,from=base").unwrap();
+    assert_eq!(
+        (m.kind, m.from.as_deref(), m.target),
+        (MountType::Cache, Some("base"), None)
+    );
+    assert_eq!(
+        err("FROM a\nRUN --mount=from=$X,target=/x true\n"),
+        "dockerfile parse error on line 2: 'from' doesn't support variable expansion, define alias stage instead"
+    );
+    let Instruction::Run(r) =
+        first("RUN --mount=type=bind,from=b,target=/x --mount=target=/y true")
+    else {
+        panic!()
+    };
+    assert_eq!(r.mount_froms(), ["b", ""]);
+}
+
+#[test]
+fn onbuild_trigger() {
+    let c = parse_onbuild_trigger("RUN echo hi", 4, 5).unwrap();
+    assert_eq!((c.start_line, c.end_line), (4, 5));
+    assert!(matches!(c.instruction, Instruction::Run(_)));
+    let e = parse_onbuild_trigger("COPY a", 3, 3).unwrap_err();
+    assert_eq!(e.line, 3);
+    assert!(
+        e.message
+            .starts_with("dockerfile parse error on line 3: COPY requires")
+    );
 }
