@@ -69,6 +69,10 @@ struct BuildArgs {
     /// Target platform(s), such as linux/amd64.
     #[arg(long)]
     platform: Option<String>,
+    /// Ask the frontend instead of building: `targets`, `outline` or `check` (BuildKit's
+    /// `--call`); prints the answer.
+    #[arg(long, value_name = "REQUEST")]
+    call: Option<String>,
     /// Print the LLB the frontend produced, one JSON object per op (as `buildctl debug dump-llb`).
     #[arg(long)]
     dump_llb: bool,
@@ -225,6 +229,16 @@ fn build(config: Option<&Path>, root: Option<PathBuf>, args: BuildArgs) -> Resul
     for kv in &args.opts {
         options.push(key_value(kv)?);
     }
+    if let Some(call) = &args.call {
+        let request = match call.as_str() {
+            "targets" => "frontend.targets",
+            "outline" => "frontend.outline",
+            "check" | "lint" => "frontend.lint",
+            "describe" => "frontend.subrequests.describe",
+            other => bail!("unknown --call {other:?}: use targets, outline, check or describe"),
+        };
+        options.push(("requestid".into(), request.into()));
+    }
 
     let quiet = args.progress == "quiet";
     let engine = open_engine(config, root, Duration::from_secs(args.frontend_timeout))?;
@@ -300,6 +314,25 @@ fn build(config: Option<&Path>, root: Option<PathBuf>, args: BuildArgs) -> Resul
             },
             outcome.frontend_time.as_secs_f64() * 1000.0
         );
+    }
+    if args.call.is_some() {
+        let answer = outcome
+            .metadata
+            .iter()
+            .find(|(k, _)| k == "result.txt")
+            .map(|(_, v)| v.as_slice());
+        std::io::stdout().write_all(answer.unwrap_or_default())?;
+        let status = outcome
+            .metadata
+            .iter()
+            .find(|(k, _)| k == "result.statuscode");
+        if let Some(code) =
+            status.and_then(|(_, v)| String::from_utf8_lossy(v).trim().parse::<u8>().ok())
+            && code != 0
+        {
+            bail!("the frontend's answer has status {code}");
+        }
+        return Ok(());
     }
     if args.dump_llb {
         match &outcome.definition {

@@ -417,3 +417,32 @@ fn a_syntax_directive_cannot_reach_a_disabled_gateway() {
     assert!(stderr.contains("invalid frontend: gateway.v0"), "{stderr}");
     assert!(stderr.contains("Dockerfile:1"), "{stderr}");
 }
+
+#[test]
+fn calls_and_checks() {
+    let dir = context_with(
+        "lint",
+        "# check=error=false\nFROM scratch as Build\nMAINTAINER someone\nCOPY . /\n\n# the final image\nFROM scratch AS final\nCOPY --from=build / /\n",
+    );
+    let out = buildwit(&["build", dir.to_str().unwrap(), "--call", "targets"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("build") && stdout.contains("final"),
+        "{stdout}"
+    );
+
+    let out = buildwit(&["build", dir.to_str().unwrap(), "--call", "check"]);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("MaintainerDeprecated"), "{stdout}");
+    assert!(stdout.contains("FromAsCasing"), "{stdout}");
+
+    // During a build the same findings are warnings with their line.
+    let out = buildwit(&["build", dir.to_str().unwrap(), "--dump-llb"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("WARNING: MaintainerDeprecated"),
+        "{}",
+        text(&out.stderr)
+    );
+}
