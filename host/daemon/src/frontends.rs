@@ -28,12 +28,16 @@ pub struct Selected {
     pub warnings: Vec<String>,
 }
 
-/// The registered frontends.
+/// The registered frontends and what they may ask of the daemon.
 pub struct Frontends {
     /// The daemon's configuration.
     pub config: buildwit_config::Config,
     /// The Wasm runtime.
     pub runtime: Runtime,
+    /// Image lookups through the configured registries.
+    pub registries: buildwit_registry::Registries,
+    /// Runs registry requests for frontends, which call in synchronously.
+    pub io: tokio::runtime::Runtime,
 }
 
 impl Frontends {

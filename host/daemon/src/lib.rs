@@ -128,8 +128,21 @@ impl Engine {
         limits: Limits,
     ) -> Result<Self, DaemonError> {
         let runtime = Runtime::new(limits, Some(root.join("frontends").join("compiled")))?;
+        let registries = buildwit_registry::Registries::new(&config.registry)
+            .map_err(|e| DaemonError::Setup(e.to_string()))?;
+        let io = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("buildwit-io")
+            .enable_all()
+            .build()
+            .map_err(|e| DaemonError::Setup(e.to_string()))?;
         Ok(Engine {
-            frontends: Arc::new(Frontends { config, runtime }),
+            frontends: Arc::new(Frontends {
+                config,
+                runtime,
+                registries,
+                io,
+            }),
         })
     }
 

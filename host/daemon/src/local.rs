@@ -312,13 +312,30 @@ impl Bridge for LocalBridge {
     }
 
     fn resolve_image_config(&self, request: &ImageRequest) -> Result<ResolvedImage, GatewayError> {
-        Err(err(
-            ErrorKind::Unsupported,
-            format!(
-                "cannot resolve image {}: registry access is not in this build of buildwit yet",
-                request.reference
-            ),
-        ))
+        let (os, arch, variant) = match &request.platform {
+            Some(p) => (p.os.as_str(), p.architecture.as_str(), p.variant.as_str()),
+            None => ("linux", "amd64", ""),
+        };
+        let registries = &self.frontends.registries;
+        let resolved = self
+            .frontends
+            .io
+            .block_on(registries.resolve_image_config(&request.reference, os, arch, variant))
+            .map_err(|e| {
+                use buildwit_registry::RegistryErrorKind as K;
+                let kind = match e.kind() {
+                    K::NotFound | K::NoPlatform => ErrorKind::NotFound,
+                    K::Unauthorized => ErrorKind::PermissionDenied,
+                    K::Invalid => ErrorKind::InvalidArgument,
+                    K::Unreachable | K::Config => ErrorKind::Internal,
+                };
+                err(kind, e.to_string())
+            })?;
+        Ok(ResolvedImage {
+            reference: resolved.reference,
+            digest: resolved.digest,
+            config: resolved.config,
+        })
     }
 
     fn forward(
