@@ -132,7 +132,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Debug(DebugCommand::Config) => {
             let config = load_config(cli.config.as_deref())?;
-            print!("{}", config.to_toml());
+            print!("{}", config.effective().to_toml());
             Ok(())
         }
         Command::Frontend(FrontendCommand::Inspect { file }) => {
