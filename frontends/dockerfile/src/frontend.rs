@@ -1,13 +1,17 @@
 //! The Dockerfile frontend: reads the Dockerfile through the gateway like BuildKit's
-//! `dockerui`, maps the frontend options, converts, solves, and returns the image config.
+//! `dockerui`, maps the frontend options, answers subrequests, converts and solves once per
+//! target platform, and returns the image configs.
 
 use std::collections::BTreeMap;
 
-use buildwit_sdk::llb::{Metadata, NetMode, Platform, Source};
-use buildwit_sdk::{BuildResult, Client, Error, Frontend, FrontendInfo, ResolveMode};
+use buildwit_sdk::llb::{self as sdkllb, Metadata, NetMode, Platform, SourceInfo, line_range};
+use buildwit_sdk::{BuildResult, Client, Error, Frontend, FrontendInfo, ResolveMode, Warning};
+use serde_json::json;
 
 use crate::convert::{ConvertOpts, Converter};
 use crate::image::go_json_strings;
+use crate::lint::LintWarning;
+use crate::subrequests;
 
 /// BuildKit's Dockerfile frontend version this implementation follows.
 pub const VERSION: &str = "1.26.0";
@@ -51,10 +55,16 @@ impl Frontend for Dockerfile {
                 return Ok(forwarded);
             }
         }
-        if let Some(req) = opt("requestid").filter(|r| !r.is_empty()) {
-            return crate::subrequests::handle(&req, &filename, &src);
+        let request = opt("requestid").filter(|r| !r.is_empty());
+        match request.as_deref() {
+            None | Some(subrequests::OUTLINE) | Some(subrequests::LINT) => {}
+            Some(subrequests::DESCRIBE) => return Ok(subrequests::describe()),
+            Some(subrequests::TARGETS) => {
+                return subrequests::targets(&src).map_err(|e| sdk_error(e, &filename));
+            }
+            Some(other) => return Err(Error::unsupported(format!("unsupported request {other}"))),
         }
-        let mut convert_opts = convert_options(&options, &opt)?;
+        let (mut convert_opts, platforms, multi) = convert_options(&options, &opt)?;
         let ignore = match ignore {
             Some(data) => Some(data),
             None => read_context_dockerignore(client, &convert_opts.context_name)?,
@@ -62,28 +72,171 @@ impl Frontend for Dockerfile {
         convert_opts.exclude_patterns = ignore
             .map(|d| crate::dockerignore::parse(&d))
             .unwrap_or_default();
-        let converted = Converter::new(client, convert_opts)
-            .convert(&src)
-            .map_err(|e| {
-                let err = Error::invalid(e.message);
-                if e.line > 0 {
-                    err.at(&filename, e.line as u32, e.end_line as u32)
-                } else {
-                    err
-                }
-            })?;
-        // The conversion succeeded, so the Dockerfile parses: run the build checks.
-        if let Ok(checked) = crate::subrequests::Checked::parse(&src) {
-            checked.report(client, &filename, &src)?;
+        let source = Source {
+            filename: &filename,
+            src: &src,
+        };
+        if request.is_some() {
+            // BuildKit answers subrequests for its default platform, whatever `platform` says.
+            convert_opts.target_platform = Platform::linux_amd64();
+            convert_opts.implicit_target = true;
         }
-        let reference = client.solve_definition(converted.state.marshal())?;
-        let mut result = BuildResult::from_ref(reference)
-            .with_metadata("containerimage.config", converted.image.to_json());
-        if let Some(base) = converted.base_image {
-            result = result.with_metadata("containerimage.base.config", base.to_json());
+        match request.as_deref() {
+            Some(subrequests::OUTLINE) => {
+                let mut c = source.converter(client, convert_opts)?;
+                let converted = c.convert(&src);
+                source.report(client, &c.lint.warnings);
+                converted.map_err(|e| sdk_error(e, &filename))?;
+                let outline = c.outline().unwrap_or_default();
+                Ok(subrequests::outline(&outline, &src))
+            }
+            Some(_) => {
+                // Without a target, every stage is checked; nothing is reported as a
+                // warning: the findings are the answer.
+                convert_opts.all_stages = convert_opts.target.is_empty();
+                let mut c = source.converter(client, convert_opts)?;
+                let err = c.convert(&src).err();
+                Ok(subrequests::lint(
+                    &c.lint.warnings,
+                    err.as_ref(),
+                    &filename,
+                    &src,
+                ))
+            }
+            None => build_platforms(client, &source, convert_opts, &platforms, multi),
         }
-        Ok(result)
     }
+}
+
+/// The Dockerfile being built.
+struct Source<'a> {
+    filename: &'a str,
+    src: &'a str,
+}
+
+impl Source<'_> {
+    fn converter<'c>(
+        &self,
+        client: &'c dyn Client,
+        opts: ConvertOpts,
+    ) -> Result<Converter<'c>, Error> {
+        let patterns = opts.exclude_patterns.clone();
+        let mut c = Converter::new(client, opts);
+        c.set_ignore_patterns(&patterns)
+            .map_err(|e| sdk_error(e, self.filename))?;
+        Ok(c)
+    }
+
+    /// Sends build-check findings as build warnings, as BuildKit's Dockerfile frontend does.
+    fn report(&self, client: &dyn Client, warnings: &[LintWarning]) {
+        for w in warnings {
+            client.warn(Warning {
+                level: 1,
+                short: w.short(),
+                detail: vec![w.rule.description.to_string()],
+                url: w.rule.url.to_string(),
+                source: Some(SourceInfo {
+                    filename: self.filename.to_string(),
+                    data: self.src.as_bytes().to_vec(),
+                    language: "Dockerfile".into(),
+                }),
+                ranges: vec![line_range(w.start_line as u32, w.end_line as u32)],
+            });
+        }
+    }
+}
+
+/// A conversion error as a gateway error pointing into the Dockerfile.
+fn sdk_error(e: crate::Error, filename: &str) -> Error {
+    let err = Error::invalid(e.message);
+    if e.line == 0 {
+        return err;
+    }
+    let mut err = err.at(filename, e.line as u32, e.end_line.max(e.line) as u32);
+    if let Some(r) = err.location.as_mut().and_then(|l| l.ranges.first_mut()) {
+        r.start.character = e.column as i32;
+    }
+    err
+}
+
+/// Converts and solves once per target platform (BuildKit's `dockerui.Build`): one
+/// reference, or one per platform keyed by platform id when several are requested, with
+/// the image configs and `refs.platforms` in the metadata.
+fn build_platforms(
+    client: &dyn Client,
+    source: &Source<'_>,
+    opts: ConvertOpts,
+    platforms: &[Platform],
+    multi: bool,
+) -> Result<BuildResult, Error> {
+    let targets: Vec<Option<&Platform>> = if platforms.is_empty() {
+        vec![None]
+    } else {
+        platforms.iter().map(Some).collect()
+    };
+    let mut result = BuildResult::default();
+    let mut exported = Vec::new();
+    for (idx, p) in targets.into_iter().enumerate() {
+        let mut opts = opts.clone();
+        if let Some(p) = p {
+            opts.target_platform = p.clone();
+            opts.implicit_target = false;
+        }
+        // Only the first platform reports (and fails on) build checks.
+        opts.lint = idx == 0;
+        opts.multi_platform = multi;
+        let platform = opts.target_platform.clone();
+        let mut c = source.converter(client, opts)?;
+        let converted = c.convert(source.src);
+        source.report(client, &c.lint.warnings);
+        let converted = converted.map_err(|e| sdk_error(e, source.filename))?;
+        let reference = client.solve_definition(converted.marshal())?;
+        let id = platform.id();
+        let suffix = if multi {
+            format!("/{id}")
+        } else {
+            String::new()
+        };
+        if multi {
+            // A scratch result has no reference; WIT `refs` cannot hold an empty one, so
+            // the platform is only listed in `refs.platforms`.
+            if let Some(r) = reference {
+                result.refs.push((id.clone(), r));
+            }
+        } else {
+            result.reference = reference;
+        }
+        result = result.with_metadata(
+            format!("containerimage.config{suffix}"),
+            converted.image.to_json(),
+        );
+        if let Some(base) = converted.base_image {
+            result = result.with_metadata(
+                format!("containerimage.base.config{suffix}"),
+                base.to_json(),
+            );
+        }
+        exported.push(json!({"ID": id, "Platform": platform_json(&platform)}));
+    }
+    let platforms = serde_json::to_string(&json!({ "Platforms": exported })).unwrap_or_default();
+    Ok(result.with_metadata("refs.platforms", platforms))
+}
+
+/// An OCI platform as Go's `json.Marshal(ocispecs.Platform)` writes it.
+fn platform_json(p: &Platform) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    m.insert("architecture".into(), json!(p.architecture));
+    m.insert("os".into(), json!(p.os));
+    if !p.os_version.is_empty() {
+        m.insert("os.version".into(), json!(p.os_version));
+    }
+    if !p.os_features.is_empty() {
+        m.insert("os.features".into(), json!(p.os_features));
+    }
+    if !p.variant.is_empty() {
+        m.insert("variant".into(), json!(p.variant));
+    }
+    serde_json::Value::Object(m)
 }
 
 /// `# syntax=REF` (or the `BUILDKIT_SYNTAX` build arg): hand the build to `gateway.v0` with
@@ -157,7 +310,7 @@ fn read_dockerfile(
         follow.push(c.clone());
         follow.push(format!("{c}.dockerignore"));
     }
-    let def = Source::local(local)
+    let def = sdkllb::Source::local(local)
         .attr("local.followpaths", go_json_strings(&follow))
         .attr("local.sharedkeyhint", filename)
         .attr("local.differ", "none")
@@ -194,7 +347,7 @@ fn read_context_dockerignore(client: &dyn Client, context: &str) -> Result<Optio
     if client.inputs().iter().any(|(name, _)| name == context) {
         return Ok(None);
     }
-    let def = Source::local(context)
+    let def = sdkllb::Source::local(context)
         .attr(
             "local.followpaths",
             go_json_strings(&[".dockerignore".to_string()]),
@@ -214,34 +367,55 @@ fn parse_bytes(v: &str) -> Option<i64> {
     v.trim().parse().ok()
 }
 
+/// The conversion options, the target platforms (empty: the default one) and whether the
+/// result is multi-platform.
 fn convert_options(
     options: &[(String, String)],
     opt: &dyn Fn(&str) -> Option<String>,
-) -> Result<ConvertOpts, Error> {
+) -> Result<(ConvertOpts, Vec<Platform>, bool), Error> {
     let mut build_args = BTreeMap::new();
     let mut labels = BTreeMap::new();
+    let mut context_options = BTreeMap::new();
     for (k, v) in options {
         if let Some(name) = k.strip_prefix("build-arg:") {
             build_args.insert(name.to_string(), v.clone());
         } else if let Some(name) = k.strip_prefix("label:") {
             labels.insert(name.to_string(), v.clone());
+        } else if k.starts_with("context:")
+            || k.starts_with("input-metadata:")
+            || k.starts_with("sharedkey:localdir:")
+        {
+            context_options.insert(k.clone(), v.clone());
         }
     }
     let default = Platform::linux_amd64();
-    let (target_platform, implicit) = match opt("platform").filter(|p| !p.is_empty()) {
-        Some(p) => {
-            let list: Vec<&str> = p
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .collect();
-            if list.len() > 1 {
-                return Err(Error::unsupported(
-                    "building several platforms at once is not supported yet",
-                ));
-            }
-            (Platform::parse(list[0]).map_err(Error::invalid)?, false)
+    let mut platforms = Vec::new();
+    if let Some(list) = opt("platform").filter(|v| !v.is_empty()) {
+        for p in list.split(',') {
+            platforms.push(Platform::parse(p).map_err(|e| {
+                Error::invalid(format!("failed to parse target platform {p}: {e}"))
+            })?);
         }
+    }
+    let mut multi = platforms.len() > 1;
+    let flag = build_args
+        .get("BUILDKIT_MULTI_PLATFORM")
+        .filter(|v| !v.is_empty())
+        .cloned()
+        .or_else(|| opt("multi-platform").filter(|v| !v.is_empty()));
+    if let Some(v) = flag {
+        let b = crate::instructions::go_parse_bool(&v).ok_or_else(|| {
+            Error::invalid(format!("invalid boolean value for multi-platform: {v}"))
+        })?;
+        if !b && multi {
+            return Err(Error::invalid(
+                "conflicting config: returning multiple target platforms is not allowed",
+            ));
+        }
+        multi = b;
+    }
+    let (target_platform, implicit) = match platforms.first() {
+        Some(p) => (p.clone(), false),
         None => (default.clone(), true),
     };
     let no_cache = opt("no-cache").map(|v| {
@@ -304,7 +478,7 @@ fn convert_options(
         .cloned()
         .or_else(|| opt("hostname"))
         .unwrap_or_default();
-    Ok(ConvertOpts {
+    let opts = ConvertOpts {
         target: opt("target").unwrap_or_default(),
         cache_id_namespace: build_args
             .get("BUILDKIT_CACHE_MOUNT_NS")
@@ -327,7 +501,12 @@ fn convert_options(
         network,
         resolve_mode,
         labs: cfg!(feature = "labs"),
-    })
+        lint: true,
+        all_stages: false,
+        multi_platform: multi,
+        context_options,
+    };
+    Ok((opts, platforms, multi))
 }
 
 #[cfg(test)]
@@ -444,8 +623,8 @@ mod tests {
         assert_eq!(
             shorts,
             [
-                "StageNameCasing: Stage name 'Base' should be lowercase",
-                "JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior related to OS signals"
+                "StageNameCasing: Stage name 'Base' should be lowercase (line 1)",
+                "JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior related to OS signals (line 2)"
             ]
         );
         assert_eq!(gw.warnings()[0].level, 1);
@@ -455,7 +634,16 @@ mod tests {
             err.message,
             "lint violation found for rules: JSONArgsRecommended"
         );
+        assert_eq!(
+            gw.warnings()[0].url,
+            "https://docs.docker.com/go/dockerfile/rule/json-args-recommended/"
+        );
+        // The lint subrequest answers instead of warning: status 1 when anything fired.
         let gw = gateway("FROM scratch\nCMD echo\n").option("requestid", "frontend.lint");
+        let out = run::<Dockerfile>(&gw).unwrap();
+        assert_eq!(out.metadata_str("result.statuscode").as_deref(), Some("1"));
+        assert!(gw.warnings().is_empty());
+        let gw = gateway("FROM scratch\nCMD [\"echo\"]\n").option("requestid", "frontend.lint");
         let out = run::<Dockerfile>(&gw).unwrap();
         assert_eq!(out.metadata_str("result.statuscode").as_deref(), Some("0"));
     }

@@ -9,7 +9,8 @@
 //!   one instruction model; the converter dispatches it).
 //! * [`lint`]: the `# check=` directive and BuildKit's build checks.
 //! * [`convert`]: Dockerfile → LLB and image config (`dockerfile2llb`).
-//! * [`frontend`]: the gateway frontend around the converter.
+//! * [`frontend`]: the gateway frontend around the converter: multi-platform builds and
+//!   the [`subrequests`] (`outline`, `targets`, `lint`, `describe`).
 
 #![warn(missing_docs)]
 
@@ -20,6 +21,7 @@ pub mod lint;
 pub mod parser;
 pub mod shell;
 pub mod subrequests;
+pub mod tabwriter;
 mod unicode_table;
 
 pub mod convert;

@@ -1,72 +1,191 @@
-//! BuildKit's build checks: the `# check=` directive options and the rules that
-//! need no execution, with BuildKit's rule names, descriptions and messages.
+//! BuildKit's build checks: the rules (names, descriptions, URLs and messages as BuildKit
+//! words them), the `# check=` options, and the linter that records what fired. The rules
+//! themselves run inside the converter, at the points BuildKit runs them.
 
-use crate::instructions::{Instruction, Stages};
-use crate::parser::ParseResult;
-use crate::shell::Lexer;
+/// A build-check rule.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// Rule name, such as `StageNameCasing`.
+    pub name: &'static str,
+    /// One-line description.
+    pub description: &'static str,
+    /// Documentation page (empty for rules BuildKit documents without one).
+    pub url: &'static str,
+    /// Runs only when enabled with `experimental=`.
+    pub experimental: bool,
+}
 
-/// Parsed `# check=skip=…;error=…;experimental=…` options (`linter.ParseLintOptions`).
+macro_rules! rules {
+    ($($id:ident = $name:literal, $desc:literal, $url:literal, $exp:literal;)*) => {
+        $(
+            #[doc = $desc]
+            pub const $id: Rule = Rule { name: $name, description: $desc, url: $url, experimental: $exp };
+        )*
+        /// Every rule, in BuildKit's order.
+        pub const RULES: &[&Rule] = &[$(&$id),*];
+    };
+}
+
+rules! {
+    STAGE_NAME_CASING = "StageNameCasing", "Stage names should be lowercase",
+        "https://docs.docker.com/go/dockerfile/rule/stage-name-casing/", false;
+    FROM_AS_CASING = "FromAsCasing", "The 'as' keyword should match the case of the 'from' keyword",
+        "https://docs.docker.com/go/dockerfile/rule/from-as-casing/", false;
+    NO_EMPTY_CONTINUATION = "NoEmptyContinuation", "Empty continuation lines will become errors in a future release",
+        "https://docs.docker.com/go/dockerfile/rule/no-empty-continuation/", false;
+    CONSISTENT_INSTRUCTION_CASING = "ConsistentInstructionCasing", "All commands within the Dockerfile should use the same casing (either upper or lower)",
+        "https://docs.docker.com/go/dockerfile/rule/consistent-instruction-casing/", false;
+    DUPLICATE_STAGE_NAME = "DuplicateStageName", "Stage names should be unique",
+        "https://docs.docker.com/go/dockerfile/rule/duplicate-stage-name/", false;
+    RESERVED_STAGE_NAME = "ReservedStageName", "Reserved words should not be used as stage names",
+        "https://docs.docker.com/go/dockerfile/rule/reserved-stage-name/", false;
+    JSON_ARGS_RECOMMENDED = "JSONArgsRecommended", "JSON arguments recommended for ENTRYPOINT/CMD to prevent unintended behavior related to OS signals",
+        "https://docs.docker.com/go/dockerfile/rule/json-args-recommended/", false;
+    MAINTAINER_DEPRECATED = "MaintainerDeprecated", "The MAINTAINER instruction is deprecated, use a label instead to define an image author",
+        "https://docs.docker.com/go/dockerfile/rule/maintainer-deprecated/", false;
+    UNDEFINED_ARG_IN_FROM = "UndefinedArgInFrom", "FROM command must use declared ARGs",
+        "https://docs.docker.com/go/dockerfile/rule/undefined-arg-in-from/", false;
+    WORKDIR_RELATIVE_PATH = "WorkdirRelativePath", "Relative workdir without an absolute workdir declared within the build can have unexpected results if the base image changes",
+        "https://docs.docker.com/go/dockerfile/rule/workdir-relative-path/", false;
+    UNDEFINED_VAR = "UndefinedVar", "Variables should be defined before their use",
+        "https://docs.docker.com/go/dockerfile/rule/undefined-var/", false;
+    MULTIPLE_INSTRUCTIONS_DISALLOWED = "MultipleInstructionsDisallowed", "Multiple instructions of the same type should not be used in the same stage",
+        "https://docs.docker.com/go/dockerfile/rule/multiple-instructions-disallowed/", false;
+    LEGACY_KEY_VALUE_FORMAT = "LegacyKeyValueFormat", "Legacy key/value format with whitespace separator should not be used",
+        "https://docs.docker.com/go/dockerfile/rule/legacy-key-value-format/", false;
+    INVALID_BASE_IMAGE_PLATFORM = "InvalidBaseImagePlatform", "Base image platform does not match expected target platform",
+        "", false;
+    REDUNDANT_TARGET_PLATFORM = "RedundantTargetPlatform", "Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior",
+        "https://docs.docker.com/go/dockerfile/rule/redundant-target-platform/", false;
+    SECRETS_USED_IN_ARG_OR_ENV = "SecretsUsedInArgOrEnv", "Sensitive data should not be used in the ARG or ENV commands",
+        "https://docs.docker.com/go/dockerfile/rule/secrets-used-in-arg-or-env/", false;
+    INVALID_DEFAULT_ARG_IN_FROM = "InvalidDefaultArgInFrom", "Default value for global ARG results in an empty or invalid base image name",
+        "https://docs.docker.com/go/dockerfile/rule/invalid-default-arg-in-from/", false;
+    FROM_PLATFORM_FLAG_CONST_DISALLOWED = "FromPlatformFlagConstDisallowed", "FROM --platform flag should not use a constant value",
+        "https://docs.docker.com/go/dockerfile/rule/from-platform-flag-const-disallowed/", false;
+    COPY_IGNORED_FILE = "CopyIgnoredFile", "Attempting to Copy file that is excluded by .dockerignore",
+        "https://docs.docker.com/go/dockerfile/rule/copy-ignored-file/", false;
+    INVALID_DEFINITION_DESCRIPTION = "InvalidDefinitionDescription", "Comment for build stage or argument should follow the format: `# <arg/stage name> <description>`. If this is not intended to be a description comment, add an empty line or comment between the instruction and the comment.",
+        "https://docs.docker.com/go/dockerfile/rule/invalid-definition-description/", true;
+    EXPOSE_PROTO_CASING = "ExposeProtoCasing", "Protocol in EXPOSE instruction should be lowercase",
+        "https://docs.docker.com/go/dockerfile/rule/expose-proto-casing/", false;
+    EXPOSE_INVALID_FORMAT = "ExposeInvalidFormat", "IP address and host-port mapping should not be used in EXPOSE instruction. This will become an error in a future release",
+        "https://docs.docker.com/go/dockerfile/rule/expose-invalid-format/", false;
+}
+
+/// Parsed `skip=…;error=…;experimental=…` options (BuildKit's `linter.ParseLintOptions`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckOptions {
-    /// Rule names to skip (lowercased; `all` skips every rule).
+    /// `skip=all`.
+    pub skip_all: bool,
+    /// Rule names to skip (exact names, as BuildKit compares them).
     pub skip: Vec<String>,
+    /// `experimental=all`.
+    pub experimental_all: bool,
+    /// Experimental rules to enable.
+    pub experimental: Vec<String>,
     /// Fail the build when a rule fires.
     pub error: bool,
-    /// Experimental rules to enable (lowercased; `all` enables all).
-    pub experimental: Vec<String>,
 }
 
 impl CheckOptions {
-    /// Parses the directive value; errors read like BuildKit's.
+    /// Parses an options string; the error is BuildKit's, without a prefix.
     pub fn parse(value: &str) -> Result<CheckOptions, String> {
-        let wrap = |m: String| format!("failed to parse check options: {m}");
         let mut out = CheckOptions::default();
         let value = value.trim();
         if value.is_empty() {
             return Ok(out);
         }
-        let list = |v: &str| -> Vec<String> {
-            v.split(',')
-                .map(|s| s.trim().to_lowercase())
-                .filter(|s| !s.is_empty())
-                .collect()
-        };
+        let list =
+            |v: &str| -> Vec<String> { v.split(',').map(|s| s.trim().to_string()).collect() };
         for part in value.splitn(3, ';') {
             let Some((k, v)) = part.split_once('=') else {
-                return Err(wrap(format!("invalid check option {part:?}")));
+                return Err(format!(
+                    "invalid check option {}",
+                    crate::gostr::go_quote(part)
+                ));
             };
+            let v = v.trim();
             match k.trim() {
+                "skip" if v == "all" => out.skip_all = true,
                 "skip" => out.skip = list(v),
+                "experimental" if v == "all" => out.experimental_all = true,
                 "experimental" => out.experimental = list(v),
                 "error" => {
-                    let v = v.trim();
                     out.error = crate::instructions::go_parse_bool(v).ok_or_else(|| {
-                        wrap(format!(
-                            "failed to parse check option {part:?}: strconv.ParseBool: parsing {v:?}: invalid syntax"
-                        ))
+                        format!(
+                            "failed to parse check option {}: strconv.ParseBool: parsing {}: invalid syntax",
+                            crate::gostr::go_quote(part),
+                            crate::gostr::go_quote(v)
+                        )
                     })?;
                 }
-                k => return Err(wrap(format!("invalid check option {k:?}"))),
+                k => {
+                    return Err(format!(
+                        "invalid check option {}",
+                        crate::gostr::go_quote(k)
+                    ));
+                }
             }
         }
         Ok(out)
     }
 
-    /// Whether the rule `name` is skipped.
-    pub fn skips(&self, name: &str) -> bool {
-        self.skip
-            .iter()
-            .any(|s| s == "all" || s.eq_ignore_ascii_case(name))
+    /// Whether `rule` runs under these options.
+    pub fn enabled(&self, rule: &Rule) -> bool {
+        if rule.experimental {
+            self.experimental_all || self.experimental.iter().any(|r| r == rule.name)
+        } else {
+            !(self.skip_all || self.skip.iter().any(|r| r == rule.name))
+        }
     }
+
+    /// BuildKit's `WithMergedConfigFromComments`: the first `check=` comment directly
+    /// above an instruction adds its skips and experimental rules (never `error`).
+    pub fn merged_with_comments(&self, comments: &[String]) -> CheckOptions {
+        for c in comments {
+            let Some(value) = directive_value(c, "check") else {
+                continue;
+            };
+            let value = value.split(' ').next().unwrap_or_default();
+            let Ok(other) = CheckOptions::parse(value) else {
+                return self.clone();
+            };
+            let mut out = self.clone();
+            out.skip_all |= other.skip_all;
+            out.skip.extend(other.skip);
+            out.experimental_all |= other.experimental_all;
+            out.experimental.extend(other.experimental);
+            return out;
+        }
+        self.clone()
+    }
+}
+
+/// The value of `key=value` in a comment (without `#`) when it is a parser directive for
+/// `key`, per BuildKit's directive regexp.
+fn directive_value<'a>(comment: &'a str, key: &str) -> Option<&'a str> {
+    let line = comment.trim_start();
+    let name_len = line
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())))
+        .map_or(line.len(), |(i, _)| i);
+    if name_len == 0 || !line[..name_len].eq_ignore_ascii_case(key) {
+        return None;
+    }
+    let is_space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0c');
+    let value = line[name_len..]
+        .trim_start_matches(is_space)
+        .strip_prefix('=')?
+        .trim_matches(is_space);
+    (!value.is_empty()).then_some(value)
 }
 
 /// One check that fired.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LintWarning {
-    /// Rule name (`StageNameCasing`).
-    pub rule: &'static str,
-    /// The rule's description.
-    pub description: &'static str,
+    /// The rule.
+    pub rule: &'static Rule,
     /// What is wrong here.
     pub message: String,
     /// 1-based first line.
@@ -76,282 +195,104 @@ pub struct LintWarning {
 }
 
 impl LintWarning {
-    /// The rule's documentation page.
-    pub fn url(&self) -> String {
-        let mut kebab = String::new();
-        let chars: Vec<char> = self.rule.chars().collect();
-        for (i, c) in chars.iter().enumerate() {
-            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
-            let prev_lower = i > 0 && chars[i - 1].is_lowercase();
-            if i > 0 && c.is_uppercase() && (prev_lower || next_lower) {
-                kebab.push('-');
-            }
-            kebab.extend(c.to_lowercase());
-        }
-        format!("https://docs.docker.com/go/dockerfile/rule/{kebab}/")
-    }
-}
-
-/// `(name, description)` of every rule implemented here.
-pub const RULES: &[(&str, &str)] = &[
-    ("StageNameCasing", "Stage names should be lowercase"),
-    (
-        "FromAsCasing",
-        "The 'as' keyword should match the case of the 'from' keyword",
-    ),
-    (
-        "NoEmptyContinuation",
-        "Empty continuation lines will become errors in a future release",
-    ),
-    (
-        "ConsistentInstructionCasing",
-        "All commands within the Dockerfile should use the same casing (either upper or lower)",
-    ),
-    ("DuplicateStageName", "Stage names should be unique"),
-    (
-        "ReservedStageName",
-        "Reserved words should not be used as stage names",
-    ),
-    (
-        "JSONArgsRecommended",
-        "JSON arguments recommended for ENTRYPOINT/CMD to prevent unintended behavior related to OS signals",
-    ),
-    (
-        "MaintainerDeprecated",
-        "The MAINTAINER instruction is deprecated, use a label instead to define an image author",
-    ),
-    ("UndefinedArgInFrom", "FROM command must use declared ARGs"),
-    (
-        "WorkdirRelativePath",
-        "Relative workdir without an absolute workdir declared within the build can have unexpected results if the base image changes",
-    ),
-    (
-        "MultipleInstructionsDisallowed",
-        "Multiple instructions of the same type should not be used in the same stage",
-    ),
-    (
-        "LegacyKeyValueFormat",
-        "Legacy key/value format with whitespace separator should not be used",
-    ),
-];
-
-/// Build arguments every FROM may use without declaring them.
-const BUILTIN_ARGS: &[&str] = &[
-    "BUILDPLATFORM",
-    "BUILDOS",
-    "BUILDOSVERSION",
-    "BUILDARCH",
-    "BUILDVARIANT",
-    "TARGETPLATFORM",
-    "TARGETOS",
-    "TARGETOSVERSION",
-    "TARGETARCH",
-    "TARGETVARIANT",
-    "TARGETSTAGE",
-];
-
-fn warn(rule: &'static str, message: String, start: usize, end: usize) -> LintWarning {
-    let description = RULES
-        .iter()
-        .find(|(n, _)| *n == rule)
-        .map_or("", |(_, d)| *d);
-    LintWarning {
-        rule,
-        description,
-        message,
-        start_line: start,
-        end_line: end,
-    }
-}
-
-/// Runs every rule over a parsed Dockerfile; `opts` removes skipped rules.
-pub fn check(res: &ParseResult, stages: &Stages, opts: &CheckOptions) -> Vec<LintWarning> {
-    let mut out = Vec::new();
-    for w in &res.warnings {
-        out.push(warn(
-            "NoEmptyContinuation",
-            "Empty continuation line".into(),
-            w.line,
-            w.line,
-        ));
-    }
-    // ConsistentInstructionCasing: against the majority casing.
-    let (mut lower, mut upper) = (0, 0);
-    for n in &res.ast.children {
-        if n.keyword == n.keyword.to_lowercase() {
-            lower += 1;
-        } else if n.keyword == n.keyword.to_uppercase() {
-            upper += 1;
-        }
-    }
-    let majority_lower = lower > upper;
-    for n in &res.ast.children {
-        let ok = if majority_lower {
-            n.keyword == n.keyword.to_lowercase()
+    /// The short form BuildKit sends with a build warning (`linter.LintFormatShort`).
+    pub fn short(&self) -> String {
+        if self.start_line > 0 {
+            format!(
+                "{}: {} (line {})",
+                self.rule.name, self.message, self.start_line
+            )
         } else {
-            n.keyword == n.keyword.to_uppercase()
-        };
-        if !ok {
-            let casing = if majority_lower {
-                "lowercase"
-            } else {
-                "uppercase"
-            };
-            out.push(warn(
-                "ConsistentInstructionCasing",
-                format!(
-                    "Command '{}' should match the case of the command majority ({casing})",
-                    n.keyword
-                ),
-                n.start_line,
-                n.end_line,
-            ));
-        }
-        if n.value == "from" {
-            let args = n.args();
-            if args.len() == 3 {
-                let (from, as_) = (&n.keyword, &args[1]);
-                let from_upper = from == &from.to_uppercase();
-                let as_upper = as_ == &as_.to_uppercase();
-                let from_lower = from == &from.to_lowercase();
-                let as_lower = as_ == &as_.to_lowercase();
-                if (from_upper && !as_upper) || (from_lower && !as_lower) {
-                    out.push(warn(
-                        "FromAsCasing",
-                        format!("'{as_}' and '{from}' keywords' casing do not match"),
-                        n.start_line,
-                        n.end_line,
-                    ));
-                }
-                if args[2] != args[2].to_lowercase() {
-                    out.push(warn(
-                        "StageNameCasing",
-                        format!("Stage name '{}' should be lowercase", args[2]),
-                        n.start_line,
-                        n.end_line,
-                    ));
-                }
-            }
+            format!("{}: {}", self.rule.name, self.message)
         }
     }
-    // Stage-level rules.
-    let mut declared: Vec<(String, String)> = BUILTIN_ARGS
-        .iter()
-        .map(|a| ((*a).to_string(), String::new()))
-        .collect();
-    for c in &stages.meta_args {
-        if let Instruction::Arg(args) = &c.instruction {
-            declared.extend(args.iter().map(|a| (a.key.clone(), String::new())));
+}
+
+/// Records the rules that fire, filtered by the check options.
+#[derive(Debug, Clone, Default)]
+pub struct Linter {
+    /// Options from the `check` directive or `BUILDKIT_DOCKERFILE_CHECK`.
+    pub options: CheckOptions,
+    /// False when nobody listens (BuildKit's nil warn callback): nothing is recorded and
+    /// `error=true` cannot fail.
+    pub enabled: bool,
+    /// Suppresses recording while a conversion pass repeats an earlier one.
+    pub muted: bool,
+    /// What fired, in order.
+    pub warnings: Vec<LintWarning>,
+}
+
+impl Linter {
+    /// A linter with these options.
+    pub fn new(options: CheckOptions, enabled: bool) -> Self {
+        Linter {
+            options,
+            enabled,
+            muted: false,
+            warnings: Vec::new(),
         }
     }
-    let lex = Lexer::new(res.escape);
-    let mut seen: Vec<&str> = Vec::new();
-    for st in &stages.stages {
-        let (sl, el) = (st.start_line, st.end_line);
-        if let Some(name) = &st.name {
-            if seen.contains(&name.as_str()) {
-                out.push(warn(
-                    "DuplicateStageName",
-                    format!("Duplicate stage name {name:?}, stage names should be unique"),
-                    sl,
-                    el,
-                ));
-            }
-            seen.push(name);
-            if name == "scratch" || name == "context" {
-                out.push(warn(
-                    "ReservedStageName",
-                    format!("Stage name should not use the same name as reserved stage {name:?}"),
-                    sl,
-                    el,
-                ));
-            }
+
+    /// Records `rule` at `lines` unless it is disabled for the instruction whose comments
+    /// are `comments`.
+    pub fn run(
+        &mut self,
+        comments: &[String],
+        rule: &'static Rule,
+        lines: (usize, usize),
+        message: String,
+    ) {
+        if !self.enabled || self.muted {
+            return;
         }
-        for word in std::iter::once(&st.image).chain(st.platform.as_ref()) {
-            if let Ok(r) = lex.process(word, &declared) {
-                for arg in r.unmatched {
-                    let names: Vec<&str> = declared.iter().map(|(k, _)| k.as_str()).collect();
-                    let mut msg = format!("FROM argument '{arg}' is not declared");
-                    if let Some(s) = crate::instructions::suggest(&arg, &names, true) {
-                        msg.push_str(&format!(" (did you mean {s}?)"));
-                    }
-                    out.push(warn("UndefinedArgInFrom", msg, sl, el));
-                }
-            }
+        if !self.options.merged_with_comments(comments).enabled(rule) {
+            return;
         }
-        let mut workdir_abs = false;
-        let mut counts: Vec<(&str, usize, usize, usize)> = Vec::new();
-        for c in &st.commands {
-            let (cs, ce) = (c.start_line, c.end_line);
-            match &c.instruction {
-                Instruction::Cmd(crate::instructions::ShellOrExec::Shell(_))
-                | Instruction::Entrypoint(crate::instructions::ShellOrExec::Shell(_)) => {
-                    out.push(warn(
-                        "JSONArgsRecommended",
-                        format!(
-                            "JSON arguments recommended for {} to prevent unintended behavior related to OS signals",
-                            c.instruction.keyword()
-                        ),
-                        cs,
-                        ce,
-                    ));
-                }
-                Instruction::Maintainer(_) => out.push(warn(
-                    "MaintainerDeprecated",
-                    "Maintainer instruction is deprecated in favor of using label".into(),
-                    cs,
-                    ce,
-                )),
-                Instruction::Workdir(w) => {
-                    if w.starts_with('/') || w.starts_with('$') {
-                        workdir_abs = true;
-                    } else if !workdir_abs {
-                        out.push(warn(
-                            "WorkdirRelativePath",
-                            format!("Relative workdir {w:?} can have unexpected results if the base image changes"),
-                            cs,
-                            ce,
-                        ));
-                    }
-                }
-                Instruction::Env(kvs) | Instruction::Label(kvs)
-                    if kvs.iter().any(|kv| kv.no_delim) =>
-                {
-                    let k = c.instruction.keyword();
-                    out.push(warn(
-                        "LegacyKeyValueFormat",
-                        format!(
-                            "\"{k} key=value\" should be used instead of legacy \"{k} key value\" format"
-                        ),
-                        cs,
-                        ce,
-                    ));
-                }
-                _ => {}
-            }
-            let k = c.instruction.keyword();
-            if matches!(k, "CMD" | "ENTRYPOINT" | "HEALTHCHECK") {
-                match counts.iter_mut().find(|(n, ..)| *n == k) {
-                    Some(e) => {
-                        e.1 += 1;
-                        // Report the earlier, overridden instruction.
-                        out.push(warn(
-                            "MultipleInstructionsDisallowed",
-                            format!("Multiple {k} instructions should not be used in the same stage because only the last one will be used"),
-                            e.2,
-                            e.3,
-                        ));
-                        e.2 = cs;
-                        e.3 = ce;
-                    }
-                    None => counts.push((k, 1, cs, ce)),
-                }
-            }
-        }
+        self.warnings.push(LintWarning {
+            rule,
+            message,
+            start_line: lines.0,
+            end_line: lines.1,
+        });
     }
-    out.retain(|w| !opts.skips(w.rule));
-    out.sort_by_key(|w| w.start_line);
-    out
+
+    /// BuildKit's `Linter.Error`: with `error=true`, any warning fails the build.
+    pub fn error(&self) -> Option<String> {
+        if !self.options.error || self.warnings.is_empty() {
+            return None;
+        }
+        let mut rules: Vec<&str> = Vec::new();
+        for w in &self.warnings {
+            if !rules.contains(&w.rule.name) {
+                rules.push(w.rule.name);
+            }
+        }
+        Some(format!(
+            "lint violation found for rules: {}",
+            rules.join(", ")
+        ))
+    }
+}
+
+/// Whether an ARG or ENV key looks like it holds a secret (BuildKit's token lists).
+pub fn is_secret_key(key: &str) -> bool {
+    const DENY: &[&str] = &[
+        "apikey",
+        "auth",
+        "credential",
+        "credentials",
+        "key",
+        "password",
+        "pword",
+        "passwd",
+        "secret",
+        "token",
+    ];
+    const ALLOW: &[&str] = &["public", "file", "version"];
+    // The regexps match a whole token between `_` separators or the ends of the key.
+    let tokens: Vec<String> = key.split('_').map(str::to_lowercase).collect();
+    let has = |list: &[&str]| tokens.iter().any(|t| list.contains(&t.as_str()));
+    has(DENY) && !has(ALLOW)
 }
 
 #[cfg(test)]
@@ -360,55 +301,116 @@ mod tests {
 
     #[test]
     fn check_options() {
-        let o = CheckOptions::parse("skip=JSONArgsRecommended,StageNameCasing;error=true").unwrap();
-        assert!(o.error && o.skips("jsonargsrecommended") && !o.skips("FromAsCasing"));
-        assert!(CheckOptions::parse("skip=all").unwrap().skips("anything"));
+        let o =
+            CheckOptions::parse("skip=JSONArgsRecommended, StageNameCasing;error=true").unwrap();
+        assert!(o.error && !o.enabled(&JSON_ARGS_RECOMMENDED) && !o.enabled(&STAGE_NAME_CASING));
+        // Names compare exactly, as in BuildKit.
+        assert!(
+            CheckOptions::parse("skip=jsonargsrecommended")
+                .unwrap()
+                .enabled(&JSON_ARGS_RECOMMENDED)
+        );
+        assert!(
+            !CheckOptions::parse("skip=all")
+                .unwrap()
+                .enabled(&FROM_AS_CASING)
+        );
+        assert!(!CheckOptions::default().enabled(&INVALID_DEFINITION_DESCRIPTION));
+        assert!(
+            CheckOptions::parse("experimental=all")
+                .unwrap()
+                .enabled(&INVALID_DEFINITION_DESCRIPTION)
+        );
         assert_eq!(
             CheckOptions::parse("bogus").unwrap_err(),
-            "failed to parse check options: invalid check option \"bogus\""
+            "invalid check option \"bogus\""
+        );
+        assert_eq!(
+            CheckOptions::parse("foo=1").unwrap_err(),
+            "invalid check option \"foo\""
         );
         assert_eq!(
             CheckOptions::parse("error=maybe").unwrap_err(),
-            "failed to parse check options: failed to parse check option \"error=maybe\": strconv.ParseBool: parsing \"maybe\": invalid syntax"
+            "failed to parse check option \"error=maybe\": strconv.ParseBool: parsing \"maybe\": invalid syntax"
         );
     }
 
     #[test]
-    fn rules_fire() {
-        let src = "ARG base=alpine\nfrom $base AS Build\nFROM $bse as build\nWORKDIR app\nMAINTAINER me\nENV a b\nCMD echo a\nCMD [\"b\"]\nFROM scratch AS context\n";
-        let res = crate::parser::parse(src).unwrap();
-        let stages = crate::instructions::parse_stages(&res.ast).unwrap();
-        let got: Vec<(&str, usize)> = check(&res, &stages, &CheckOptions::default())
-            .iter()
-            .map(|w| (w.rule, w.start_line))
-            .collect();
-        for want in [
-            ("ConsistentInstructionCasing", 2),
-            ("FromAsCasing", 2),
-            ("StageNameCasing", 2),
-            ("FromAsCasing", 3),
-            ("DuplicateStageName", 3),
-            ("UndefinedArgInFrom", 3),
-            ("WorkdirRelativePath", 4),
-            ("MaintainerDeprecated", 5),
-            ("LegacyKeyValueFormat", 6),
-            ("JSONArgsRecommended", 7),
-            ("MultipleInstructionsDisallowed", 7),
-            ("ReservedStageName", 9),
+    fn comments_merge_skips() {
+        let base = CheckOptions::parse("error=true").unwrap();
+        let merged =
+            base.merged_with_comments(&["a comment".into(), "check=skip=UndefinedVar".into()]);
+        assert!(
+            merged.error
+                && !merged.enabled(&UNDEFINED_VAR)
+                && merged.enabled(&UNDEFINED_ARG_IN_FROM)
+        );
+        // An invalid `check` comment leaves the options alone.
+        assert_eq!(base.merged_with_comments(&["check=bogus".into()]), base);
+        let mut l = Linter::new(CheckOptions::default(), true);
+        l.run(
+            &["check=skip=all".into()],
+            &UNDEFINED_VAR,
+            (1, 1),
+            "x".into(),
+        );
+        l.run(
+            &[],
+            &UNDEFINED_VAR,
+            (2, 2),
+            "Usage of undefined variable '$A'".into(),
+        );
+        assert_eq!(l.warnings.len(), 1);
+        assert_eq!(
+            l.warnings[0].short(),
+            "UndefinedVar: Usage of undefined variable '$A' (line 2)"
+        );
+        assert_eq!(l.error(), None);
+        l.options.error = true;
+        assert_eq!(
+            l.error().unwrap(),
+            "lint violation found for rules: UndefinedVar"
+        );
+        let mut off = Linter::new(CheckOptions::parse("error=true").unwrap(), false);
+        off.run(&[], &UNDEFINED_VAR, (1, 1), "x".into());
+        assert!(off.warnings.is_empty() && off.error().is_none());
+    }
+
+    #[test]
+    fn secret_keys() {
+        for k in [
+            "api_key",
+            "DATABASE_PASSWORD",
+            "GITHUB_TOKEN",
+            "secret_MESSAGE",
+            "AUTH",
+            "aws_secret",
         ] {
-            assert!(got.contains(&want), "{want:?} missing from {got:?}");
+            assert!(is_secret_key(k), "{k}");
         }
-        let w = check(&res, &stages, &CheckOptions::default());
-        let undefined = w.iter().find(|w| w.rule == "UndefinedArgInFrom").unwrap();
-        assert_eq!(
-            undefined.message,
-            "FROM argument 'bse' is not declared (did you mean base?)"
-        );
-        assert_eq!(
-            undefined.url(),
-            "https://docs.docker.com/go/dockerfile/rule/undefined-arg-in-from/"
-        );
-        let skip = CheckOptions::parse("skip=all").unwrap();
-        assert!(check(&res, &stages, &skip).is_empty());
+        for k in [
+            "PUBLIC_KEY",
+            "keyboard",
+            "TOKEN_FILE",
+            "NODE_VERSION",
+            "tokens",
+        ] {
+            assert!(!is_secret_key(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn rules_match_buildkit_names_and_urls() {
+        assert_eq!(RULES.len(), 22);
+        for r in RULES {
+            if r.name != "InvalidBaseImagePlatform" {
+                assert!(
+                    r.url
+                        .starts_with("https://docs.docker.com/go/dockerfile/rule/"),
+                    "{}",
+                    r.name
+                );
+            }
+        }
     }
 }

@@ -40,7 +40,7 @@ pub struct Heredoc {
 pub struct Warning {
     /// Short description.
     pub short: String,
-    /// 1-based line where the instruction starts.
+    /// 1-based last line of the instruction's continuation lines (BuildKit's location).
     pub line: usize,
 }
 
@@ -193,21 +193,22 @@ impl Directives {
         }
     }
 
-    fn possible_directive(&mut self, line: &str, lineno: usize) -> Result<(), String> {
+    /// Records `line` if it is a parser directive; `Ok(true)` when it was one.
+    fn possible_directive(&mut self, line: &str, lineno: usize) -> Result<bool, String> {
         self.line += 1;
         if self.done {
-            return Ok(());
+            return Ok(false);
         }
         if self.line == 1 && line.starts_with("#!") {
-            return Ok(());
+            return Ok(false);
         }
         let Some((k, v)) = line.strip_prefix('#').and_then(match_directive) else {
             self.done = true;
-            return Ok(());
+            return Ok(false);
         };
         if !is_known_directive(&k) {
             self.done = true;
-            return Ok(());
+            return Ok(false);
         }
         if self.found.iter().any(|d| d.name == k) {
             return Err(format!("only one {k} parser directive can be used"));
@@ -223,7 +224,7 @@ impl Directives {
             value: v,
             line: lineno,
         });
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -403,8 +404,12 @@ pub fn parse(src: &str) -> Result<ParseResult, Error> {
         let untrimmed = trim_newline(raw);
         let token = untrimmed.trim_start();
         let indent = untrimmed[..untrimmed.len() - token.len()].chars().count();
-        d.possible_directive(token, current_line + 1)
-            .map_err(|m| Error::new(current_line + 1, current_line + 1, m))?;
+        // A directive is not a comment of the next instruction (BuildKit drops it too).
+        if d.possible_directive(token, current_line + 1)
+            .map_err(|m| Error::new(current_line + 1, current_line + 1, m))?
+        {
+            comments.pop();
+        }
         let processed = if is_comment(token) { "" } else { token };
         current_line += 1;
         let start_line = current_line;
@@ -434,9 +439,10 @@ pub fn parse(src: &str) -> Result<ParseResult, Error> {
         }
 
         if has_empty {
+            // BuildKit points at the last line read so far, not at the instruction start.
             warnings.push(Warning {
                 short: format!("Empty continuation line found in: {buf}"),
-                line: start_line,
+                line: current_line,
             });
         }
 

@@ -3,8 +3,11 @@
 //! through the gateway) and dispatched in order, and the target's state and image config
 //! are the result.
 
+mod context;
+pub mod outline;
 pub mod util;
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use buildwit_sdk::llb::{
@@ -15,12 +18,16 @@ use buildwit_sdk::reference::ImageRef;
 use buildwit_sdk::{Client, ResolveImageRequest, ResolveMode};
 
 use crate::Error;
+use crate::dockerignore::Matcher;
 use crate::image::{DEFAULT_PATH, Healthcheck, Image, go_json_strings};
 use crate::instructions::{
     self, ArgDef, CacheSharing as MountSharing, Command, CopyCommand, Instruction, MountType,
     NetworkMode, RunCommand, SecurityMode as RunSecurity, ShellOrExec, Stage,
 };
+use crate::lint::{self, CheckOptions, Linter};
 use crate::shell::{Env, Lexer};
+use context::{LocalContext, NamedContext};
+use outline::{ArgInfo, OutlineCapture};
 use util::{Chmod, dest_path, join, normalize_path, parse_chmod, parse_chown, uppercase_cmd};
 
 const SCRATCH: &str = "scratch";
@@ -66,6 +73,15 @@ pub struct ConvertOpts {
     pub cache_id_namespace: String,
     /// Labs channel features (`RUN --device`).
     pub labs: bool,
+    /// Run the build checks (BuildKit runs them for the first platform only).
+    pub lint: bool,
+    /// Dispatch every stage, not only the ones the target needs (`lint` without a target).
+    pub all_stages: bool,
+    /// Several platforms are built: progress names carry the platform.
+    pub multi_platform: bool,
+    /// The `context:*`, `input-metadata:*` and `sharedkey:localdir:*` options: named build
+    /// contexts that replace stages and images.
+    pub context_options: BTreeMap<String, String>,
 }
 
 /// The conversion result.
@@ -76,6 +92,15 @@ pub struct Converted {
     pub image: Image,
     /// The config of the target's base image, if resolved.
     pub base_image: Option<Image>,
+    /// Frontend inputs used as named contexts, spliced into the graph by [`Converted::marshal`].
+    inputs: Vec<(String, llb::Definition)>,
+}
+
+impl Converted {
+    /// The LLB definition of the target, with the frontend inputs it uses spliced in.
+    pub fn marshal(&self) -> llb::Definition {
+        context::splice_inputs(self.state.marshal(), &self.inputs)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -107,6 +132,17 @@ struct DState {
     ctx_paths: BTreeSet<String>,
     cmd_set: bool,
     ignore_cache: bool,
+    /// A named context replaces this stage (`context:NAME`).
+    named_context: Option<NamedContext>,
+    /// A named local context to rebuild once the paths used from it are known.
+    local_context: Option<LocalContext>,
+    outline: OutlineCapture,
+    /// WORKDIR was set in this Dockerfile (WorkdirRelativePath).
+    workdir_set: bool,
+    /// Lines of the last CMD, ENTRYPOINT and HEALTHCHECK (MultipleInstructionsDisallowed).
+    last_cmd: Option<(usize, usize)>,
+    last_entrypoint: Option<(usize, usize)>,
+    last_healthcheck: Option<(usize, usize)>,
 }
 
 impl DState {
@@ -132,7 +168,19 @@ impl DState {
             ctx_paths: BTreeSet::new(),
             cmd_set: false,
             ignore_cache: false,
+            named_context: None,
+            local_context: None,
+            outline: OutlineCapture::default(),
+            workdir_set: false,
+            last_cmd: None,
+            last_entrypoint: None,
+            last_healthcheck: None,
         }
+    }
+
+    /// Lines of the FROM instruction.
+    fn lines(&self) -> (usize, usize) {
+        (self.stage.start_line, self.stage.end_line)
     }
 }
 
@@ -147,6 +195,7 @@ impl States {
     fn add(&mut self, mut ds: DState) -> usize {
         if let Some(&b) = self.by_name.get(&ds.stage.image) {
             ds.base = Some(b);
+            ds.outline = self.states[b].outline.clone();
         }
         let i = self.states.len();
         if let Some(name) = &ds.stage.name {
@@ -197,6 +246,9 @@ fn expand_err(e: crate::shell::ShellError) -> Error {
     Error::msg(e.to_string())
 }
 
+/// Global ARG values, and the global ARGs as the outline reports them.
+type MetaArgs = (Vec<(String, String)>, BTreeMap<String, ArgInfo>);
+
 /// The converter.
 pub struct Converter<'a> {
     client: &'a dyn Client,
@@ -206,6 +258,19 @@ pub struct Converter<'a> {
     all: States,
     proxy: Option<llb::ProxyEnv>,
     pg_counter: u64,
+    /// The build checks, and what fired (also when the conversion fails).
+    pub lint: Linter,
+    /// Global ARGs as the outline reports them.
+    meta_outline: OutlineCapture,
+    /// The target stage, once resolved.
+    target: Option<usize>,
+    /// `.dockerignore` of the build context (CopyIgnoredFile).
+    ignore: Option<Matcher>,
+    /// Paths used from each FROM chain, keyed by the chain's first state (BuildKit shares
+    /// one `paths` set along FROM chains); named local contexts follow only these.
+    paths: HashMap<usize, BTreeSet<String>>,
+    /// Frontend inputs used as named contexts.
+    inputs: Vec<(String, llb::Definition)>,
 }
 
 fn uniq_id(seed: u64) -> String {
@@ -233,11 +298,26 @@ impl<'a> Converter<'a> {
             all: States::default(),
             proxy: None,
             pg_counter: 0,
+            lint: Linter::default(),
+            meta_outline: OutlineCapture::default(),
+            target: None,
+            ignore: None,
+            paths: HashMap::new(),
+            inputs: Vec::new(),
         }
     }
 
-    /// Convert a Dockerfile.
-    pub fn convert(mut self, src: &str) -> Result<Converted, Error> {
+    /// The `.dockerignore` patterns of the build context, for CopyIgnoredFile.
+    pub fn set_ignore_patterns(&mut self, patterns: &[String]) -> Result<(), Error> {
+        if !patterns.is_empty() {
+            self.ignore = Some(Matcher::new(patterns).map_err(Error::msg)?);
+        }
+        Ok(())
+    }
+
+    /// Convert a Dockerfile. The build checks that fired are in [`Converter::lint`]
+    /// afterwards, also when the conversion fails.
+    pub fn convert(&mut self, src: &str) -> Result<Converted, Error> {
         if src.is_empty() {
             return Err(Error::msg("the Dockerfile cannot be empty"));
         }
@@ -245,13 +325,44 @@ impl<'a> Converter<'a> {
             let line = e.line.max(1);
             Error::new(line, e.end_line.max(line), e.message)
         })?;
-        if let Some(check) = res.directive("check") {
-            crate::lint::CheckOptions::parse(&check.value).map_err(Error::msg)?;
+        // BUILDKIT_DOCKERFILE_CHECK replaces the `# check=` directive.
+        let check = match self.opts.build_args.get("BUILDKIT_DOCKERFILE_CHECK") {
+            Some(v) => CheckOptions::parse(v).map_err(|e| {
+                Error::msg(format!(
+                    "failed to parse build-arg:BUILDKIT_DOCKERFILE_CHECK: {e}"
+                ))
+            })?,
+            None => match res.directive("check") {
+                Some(d) => CheckOptions::parse(&d.value).map_err(|e| {
+                    Error::new(
+                        d.line,
+                        d.line,
+                        format!("failed to parse check options: {e}"),
+                    )
+                })?,
+                None => CheckOptions::default(),
+            },
+        };
+        self.lint = Linter::new(check, self.opts.lint);
+        for w in &res.warnings {
+            self.lint.run(
+                &[],
+                &lint::NO_EMPTY_CONTINUATION,
+                (w.line, w.line),
+                "Empty continuation line".into(),
+            );
+        }
+        for n in &res.ast.children {
+            if !self.lint_instruction(n) {
+                break;
+            }
         }
         let parsed = instructions::parse_stages(&res.ast)?;
         if parsed.stages.is_empty() {
             return Err(Error::msg("dockerfile contains no stages to build"));
         }
+        self.validate_stage_names(&parsed.stages);
+        self.validate_command_casing(&res.ast);
         self.lex = Lexer::new(res.escape);
         let target_name = if self.opts.target.is_empty() {
             parsed
@@ -263,50 +374,42 @@ impl<'a> Converter<'a> {
             self.opts.target.clone()
         };
         self.global_args = self.default_args(&target_name);
-        for cmd in &parsed.meta_args {
-            let Instruction::Arg(args) = &cmd.instruction else {
-                continue;
-            };
-            let (start, end) = (&cmd.start_line, &cmd.end_line);
-            for ArgDef { key: k, value: v } in args {
-                let value = match self.opts.build_args.get(k) {
-                    Some(v) => Some(v.clone()),
-                    None => match v {
-                        Some(v) => Some(
-                            self.lex
-                                .process_word(v, &self.global_args)
-                                .map_err(|e| expand_err(e).at(*start, *end))?,
-                        ),
-                        None => None,
-                    },
-                };
-                if let Some(v) = value {
-                    self.global_args.retain(|(key, _)| key != k);
-                    self.global_args.push((k.clone(), v));
-                }
-            }
-        }
+        self.validate_base_images_with_default_args(&parsed);
+        let (globals, meta) = self.build_meta_args(&parsed.meta_args, true)?;
+        self.global_args = globals;
+        self.meta_outline.all_args = meta;
         self.proxy = proxy_env(&self.opts.build_args);
 
         self.build_dispatch_states(parsed.stages)?;
         let target = self.resolve_target()?;
+        self.target = Some(target);
         self.build_dependency_graph()?;
         let reachable = self.resolve_stages(target)?;
 
         // Dispatch twice: once to learn which context paths are used, then with the real
         // build context (BuildKit fills its context in after dispatching, through a
-        // mutable output).
+        // mutable output). The checks fire in the first pass only.
         let prepared = self.all.clone();
         let placeholder = Source::local(&self.opts.context_name).state();
         let paths = self.dispatch_stages(&reachable, &placeholder)?;
         let context = self.build_context(&paths);
+        let root = self.root(target);
+        self.paths.entry(root).or_default().insert("/".into());
+        let used = std::mem::take(&mut self.paths);
         self.all = prepared;
-        self.dispatch_stages(&reachable, &context)?;
+        self.finish_local_contexts(&used);
+        self.lint.muted = true;
+        let second = self.dispatch_stages(&reachable, &context);
+        self.lint.muted = false;
+        second?;
 
         let t = &mut self.all.states[target];
         if !self.opts.labels.is_empty() {
             let labels = t.image.config.labels.get_or_insert_with(BTreeMap::new);
             labels.extend(self.opts.labels.clone());
+        }
+        if let Some(e) = self.lint.error() {
+            return Err(Error::msg(e));
         }
         if !self.opts.implicit_target {
             let tp = &self.opts.target_platform;
@@ -325,7 +428,283 @@ impl<'a> Converter<'a> {
             state: t.state,
             image: t.image,
             base_image: t.base_img,
+            inputs: self.inputs.clone(),
         })
+    }
+
+    /// BuildKit's `buildMetaArgs`: the global ARGs with build-arg values (or, without
+    /// `with_build_args`, only their defaults), and what the outline reports about them.
+    fn build_meta_args(
+        &self,
+        meta_args: &[Command],
+        with_build_args: bool,
+    ) -> Result<MetaArgs, Error> {
+        let mut globals = self.global_args.clone();
+        let mut infos: BTreeMap<String, ArgInfo> = BTreeMap::new();
+        for cmd in meta_args {
+            let Instruction::Arg(args) = &cmd.instruction else {
+                continue;
+            };
+            let lines = (cmd.start_line, cmd.end_line);
+            for ArgDef { key: k, value: v } in args {
+                let mut info = ArgInfo::new(k, &cmd.comments, lines);
+                let given = if with_build_args {
+                    self.opts.build_args.get(k)
+                } else {
+                    None
+                };
+                let value = match (given, v) {
+                    (Some(given), _) => Some(given.clone()),
+                    (None, Some(v)) => {
+                        let r = self
+                            .lex
+                            .process(v, &globals)
+                            .map_err(|e| expand_err(e).at(lines.0, lines.1))?;
+                        info.deps = r.matched;
+                        // `ARG A=${A}x` depends on what the earlier A depended on.
+                        if info.deps.remove(k)
+                            && let Some(old) = infos.get(k)
+                        {
+                            info.deps.extend(old.deps.iter().cloned());
+                        }
+                        Some(r.result)
+                    }
+                    (None, None) => None,
+                };
+                if let Some(v) = &value {
+                    globals.retain(|(key, _)| key != k);
+                    globals.push((k.clone(), v.clone()));
+                }
+                info.value = value;
+                infos.insert(k.clone(), info);
+            }
+        }
+        Ok((globals, infos))
+    }
+
+    /// The first state of the FROM chain `i` belongs to.
+    fn root(&self, mut i: usize) -> usize {
+        while let Some(b) = self.all.states[i].base {
+            i = b;
+        }
+        i
+    }
+
+    /// The outline of the target (BuildKit's `frontend.outline`), after [`Self::convert`].
+    pub fn outline(&self) -> Option<outline::Outline> {
+        let target = self.target?;
+        Some(outline::build(&self.all.states, target))
+    }
+
+    /// The checks BuildKit runs while parsing one instruction; false when the instruction
+    /// does not parse (BuildKit stops there).
+    fn lint_instruction(&mut self, n: &crate::parser::Node) -> bool {
+        let lines = (n.start_line, n.end_line);
+        let comments = &n.prev_comments;
+        match n.value.as_str() {
+            "maintainer" => self.lint.run(
+                comments,
+                &lint::MAINTAINER_DEPRECATED,
+                lines,
+                "Maintainer instruction is deprecated in favor of using label".into(),
+            ),
+            "from" => {
+                let args = n.args();
+                if args.len() == 3 {
+                    if args[2] != args[2].to_lowercase() {
+                        let msg = format!("Stage name '{}' should be lowercase", args[2]);
+                        self.lint
+                            .run(comments, &lint::STAGE_NAME_CASING, lines, msg);
+                    }
+                    let from = &n.keyword;
+                    let lower = *from == from.to_lowercase();
+                    let upper = *from == from.to_uppercase();
+                    if (lower && args[1] != args[1].to_lowercase())
+                        || (!lower && upper && args[1] != args[1].to_uppercase())
+                    {
+                        let msg =
+                            format!("'{}' and '{from}' keywords' casing do not match", args[1]);
+                        self.lint.run(comments, &lint::FROM_AS_CASING, lines, msg);
+                    }
+                }
+            }
+            _ => {}
+        }
+        let Ok(cmd) = instructions::parse_command(n) else {
+            return false;
+        };
+        let (instruction, keys) = match &cmd.instruction {
+            Instruction::From(f) => match &f.name {
+                Some(name) => ("FROM", vec![name.clone()]),
+                None => return true,
+            },
+            Instruction::Arg(args) => ("ARG", args.iter().map(|a| a.key.clone()).collect()),
+            _ => return true,
+        };
+        // InvalidDefinitionDescription: the last comment above must start with the name.
+        if let Some(last) = comments.last() {
+            let first = last.split(' ').next().unwrap_or_default();
+            if !keys.iter().any(|k| k == first) {
+                let example = if keys.len() > 1 {
+                    "<arg_key>"
+                } else {
+                    &keys[0]
+                };
+                let msg = format!(
+                    "Comment for {instruction} should follow the format: `# {example} <description>`"
+                );
+                self.lint
+                    .run(comments, &lint::INVALID_DEFINITION_DESCRIPTION, lines, msg);
+            }
+        }
+        true
+    }
+
+    /// ReservedStageName and DuplicateStageName.
+    fn validate_stage_names(&mut self, stages: &[Stage]) {
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        for st in stages {
+            let Some(name) = &st.name else { continue };
+            let lines = (st.start_line, st.end_line);
+            if name == "context" || name == SCRATCH {
+                let msg = format!(
+                    "Stage name should not use the same name as reserved stage {}",
+                    crate::gostr::go_quote(name)
+                );
+                self.lint.run(&[], &lint::RESERVED_STAGE_NAME, lines, msg);
+            }
+            if !seen.insert(name) {
+                let msg = format!(
+                    "Duplicate stage name {}, stage names should be unique",
+                    crate::gostr::go_quote(name)
+                );
+                self.lint.run(&[], &lint::DUPLICATE_STAGE_NAME, lines, msg);
+            }
+        }
+    }
+
+    /// ConsistentInstructionCasing over the stages (global ARGs are not counted).
+    fn validate_command_casing(&mut self, ast: &crate::parser::Node) {
+        let Some(first) = ast.children.iter().position(|n| n.value == "from") else {
+            return;
+        };
+        let nodes = &ast.children[first..];
+        let (mut lower, mut upper) = (0, 0);
+        for n in nodes {
+            if n.keyword == n.keyword.to_lowercase() {
+                lower += 1;
+            } else if n.keyword == n.keyword.to_uppercase() {
+                upper += 1;
+            }
+        }
+        let majority_lower = lower > upper;
+        for n in nodes {
+            let casing = if majority_lower && n.keyword != n.keyword.to_lowercase() {
+                "lowercase"
+            } else if !majority_lower && n.keyword != n.keyword.to_uppercase() {
+                "uppercase"
+            } else {
+                continue;
+            };
+            let msg = format!(
+                "Command '{}' should match the case of the command majority ({casing})",
+                n.keyword
+            );
+            self.lint.run(
+                &[],
+                &lint::CONSISTENT_INSTRUCTION_CASING,
+                (n.start_line, n.end_line),
+                msg,
+            );
+        }
+    }
+
+    /// InvalidDefaultArgInFrom: base names must stay valid with only the ARG defaults.
+    fn validate_base_images_with_default_args(&mut self, parsed: &instructions::Stages) {
+        let Ok((args, _)) = self.build_meta_args(&parsed.meta_args, false) else {
+            return;
+        };
+        for st in &parsed.stages {
+            let Ok(r) = self.lex.process(&st.image, &args) else {
+                return;
+            };
+            if ImageRef::parse(&r.result).is_err() {
+                let msg = format!(
+                    "Default value for ARG {} results in empty or invalid base image name",
+                    st.image
+                );
+                self.lint.run(
+                    &[],
+                    &lint::INVALID_DEFAULT_ARG_IN_FROM,
+                    (st.start_line, st.end_line),
+                    msg,
+                );
+            }
+        }
+    }
+
+    /// UndefinedArgInFrom for the variables of a FROM that no global ARG declares.
+    fn report_unused_from_args(&mut self, unmatched: &BTreeSet<String>, st: &Stage) {
+        let mut keys: Vec<&str> = self
+            .meta_outline
+            .all_args
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for (k, _) in &self.global_args {
+            if !keys.contains(&k.as_str()) {
+                keys.push(k);
+            }
+        }
+        keys.sort_unstable();
+        let mut warnings = Vec::new();
+        for arg in unmatched {
+            if keys.contains(&arg.as_str()) {
+                continue;
+            }
+            let mut msg = format!("FROM argument '{arg}' is not declared");
+            if let Some(s) = instructions::suggest(arg, &keys, true) {
+                msg.push_str(&format!(" (did you mean {s}?)"));
+            }
+            warnings.push(msg);
+        }
+        for msg in warnings {
+            self.lint.run(
+                &st.comments,
+                &lint::UNDEFINED_ARG_IN_FROM,
+                (st.start_line, st.end_line),
+                msg,
+            );
+        }
+    }
+
+    /// UndefinedVar: variables an instruction uses that are neither in the environment nor
+    /// declared with ARG in the stage.
+    fn report_unmatched(&mut self, i: usize, cmd: &Command, unmatched: &[String]) {
+        let d = &self.all.states[i];
+        let keys: Vec<&str> = d.state.env_list().iter().map(|(k, _)| k.as_str()).collect();
+        let mut msgs = Vec::new();
+        for var in unmatched {
+            if d.build_args.iter().any(|(k, _)| k == var)
+                || var == "BUILDKIT_SBOM_SCAN_CONTEXT"
+                || var == "BUILDKIT_SBOM_SCAN_STAGE"
+            {
+                continue;
+            }
+            let mut msg = format!("Usage of undefined variable '${var}'");
+            if let Some(s) = instructions::suggest(var, &keys, true) {
+                msg.push_str(&format!(" (did you mean ${s}?)"));
+            }
+            msgs.push(msg);
+        }
+        for msg in msgs {
+            self.lint.run(
+                &cmd.comments,
+                &lint::UNDEFINED_VAR,
+                (cmd.start_line, cmd.end_line),
+                msg,
+            );
+        }
     }
 
     fn default_args(&self, target: &str) -> Vec<(String, String)> {
@@ -362,35 +741,49 @@ impl<'a> Converter<'a> {
                 .lex
                 .process(&st.image, &self.global_args)
                 .map_err(|e| expand_err(e).at(sl, el))?;
+            self.report_unused_from_args(&res.unmatched, &st);
             if res.result.is_empty() {
                 return Err(
                     Error::msg(format!("base name ({}) should not be blank", st.image)).at(sl, el),
                 );
             }
+            let mut used = res.matched;
             st.image = res.result;
             let mut platform = None;
-            if let Some(expr) = &st.platform {
-                let p = self
-                    .lex
-                    .process_word(expr, &self.global_args)
-                    .map_err(|e| {
-                        Error::msg(format!(
-                            "failed to process arguments for platform {expr}: {e}"
-                        ))
-                        .at(sl, el)
-                    })?;
-                if p.is_empty() {
+            if let Some(expr) = st.platform.clone() {
+                let r = self.lex.process(&expr, &self.global_args).map_err(|e| {
+                    Error::msg(format!(
+                        "failed to process arguments for platform {expr}: {e}"
+                    ))
+                    .at(sl, el)
+                })?;
+                self.report_unused_from_args(&r.unmatched, &st);
+                self.lint_from_platform(&st, &expr, &r);
+                if r.result.is_empty() {
                     return Err(
                         Error::msg(format!("empty platform value from expression {expr}"))
                             .at(sl, el),
                     );
                 }
-                platform = Some(Platform::parse(&p).map_err(|e| {
+                platform = Some(Platform::parse(&r.result).map_err(|e| {
                     Error::msg(format!("failed to parse platform {expr}: {e}")).at(sl, el)
                 })?);
+                used.extend(r.matched);
             }
             let mut ds = DState::new(st, false);
             ds.platform = platform;
+            ds.outline = self.meta_outline.clone();
+            if let Some(name) = ds.stage.name.clone()
+                && let Some(nc) = self
+                    .named_context(&name, ds.platform.as_ref())
+                    .map_err(|e| e.at(sl, el))?
+            {
+                // The stage is replaced: its own base and commands do not matter.
+                ds.named_context = Some(nc);
+                let idx = self.all.add(ds);
+                self.all.states[idx].base = None;
+                continue;
+            }
             if ds.stage.name.is_none() {
                 ds.stage_name = format!("stage-{i}");
             }
@@ -402,6 +795,7 @@ impl<'a> Converter<'a> {
             };
             let idx = self.all.add(ds);
             let ds = &mut self.all.states[idx];
+            ds.outline.used_args.extend(used);
             let mut total = usize::from(ds.stage.image != SCRATCH && ds.base.is_none());
             for c in &ds.stage.commands {
                 if matches!(
@@ -417,6 +811,48 @@ impl<'a> Converter<'a> {
             ds.cmd_total = total;
         }
         Ok(())
+    }
+
+    /// RedundantTargetPlatform and FromPlatformFlagConstDisallowed for `FROM --platform`.
+    fn lint_from_platform(&mut self, st: &Stage, expr: &str, r: &crate::shell::ProcessResult) {
+        let lines = (st.start_line, st.end_line);
+        if r.matched.len() == 1 && r.unmatched.is_empty() && r.matched.contains("TARGETPLATFORM") {
+            let current = self
+                .global_args
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "TARGETPLATFORM")
+                .map(|(_, v)| v.as_str());
+            if current == Some(r.result.as_str()) {
+                let msg = format!(
+                    "Setting platform to predefined {expr} in FROM is redundant as this is the default behavior"
+                );
+                self.lint
+                    .run(&st.comments, &lint::REDUNDANT_TARGET_PLATFORM, lines, msg);
+            }
+        }
+        if !r.matched.is_empty() || !r.unmatched.is_empty() {
+            return;
+        }
+        let Ok(p) = Platform::parse(&r.result) else {
+            return;
+        };
+        // A stage named after its platform (`FROM --platform=linux/arm64 AS build-arm64`)
+        // is allowed a constant.
+        let name = st.name.as_deref().unwrap_or_default();
+        if name.contains(&p.os) || name.contains(&p.architecture) {
+            return;
+        }
+        let msg = format!(
+            "FROM --platform flag should not use constant value {}",
+            crate::gostr::go_quote(&r.result)
+        );
+        self.lint.run(
+            &st.comments,
+            &lint::FROM_PLATFORM_FLAG_CONST_DISALLOWED,
+            lines,
+            msg,
+        );
     }
 
     fn resolve_target(&self) -> Result<usize, Error> {
@@ -577,6 +1013,7 @@ impl<'a> Converter<'a> {
         d.image = base.image;
         d.image.config.on_build.clear();
         d.base_img = base.base_img;
+        d.workdir_set = base.workdir_set;
         let mut args = d.build_args.clone();
         args.extend(base.build_args);
         d.build_args = args;
@@ -588,8 +1025,8 @@ impl<'a> Converter<'a> {
             for i in 0..self.all.states.len() {
                 let d = &self.all.states[i];
                 if d.base.is_none() && !d.dispatched && !d.resolved {
-                    let r = reachable.contains(&i);
-                    let is_scratch = d.stage.image == SCRATCH;
+                    let r = reachable.contains(&i) || self.opts.all_stages;
+                    let is_scratch = d.stage.image == SCRATCH && d.named_context.is_none();
                     self.all.states[i].resolved = r;
                     if is_scratch {
                         let tp = self.opts.target_platform.clone();
@@ -655,12 +1092,20 @@ impl<'a> Converter<'a> {
     }
 
     fn resolve_base_image(&mut self, i: usize, reachable: bool) -> Result<(), Error> {
+        let (sl, el) = self.all.states[i].lines();
+        let r = self.resolve_base_image_inner(i, reachable);
+        let d = &mut self.all.states[i];
+        if d.unregistered {
+            d.dispatched = true;
+        }
+        r.map_err(|e| e.at(sl, el))
+    }
+
+    fn resolve_base_image_inner(&mut self, i: usize, reachable: bool) -> Result<(), Error> {
         let d = &self.all.states[i];
-        let (sl, el) = (d.stage.start_line, d.stage.end_line);
         let orig = d.stage.image.clone();
-        let r = ImageRef::parse(&orig).map_err(|e| {
-            Error::msg(format!("failed to parse stage name {orig:?}: {e}")).at(sl, el)
-        })?;
+        let r = ImageRef::parse(&orig)
+            .map_err(|e| Error::msg(format!("failed to parse stage name {orig:?}: {e}")))?;
         let platform = d
             .platform
             .clone()
@@ -669,16 +1114,50 @@ impl<'a> Converter<'a> {
         self.all.states[i].stage.image = name.clone();
         let mut is_scratch = false;
         if reachable {
+            if let Some(nc) = self.all.states[i].named_context.clone() {
+                let (state, img, local) = self.load_named_context(&nc)?;
+                let d = &mut self.all.states[i];
+                d.dispatched = true;
+                d.state = state;
+                d.local_context = local;
+                if let Some(mut img) = img {
+                    img.created = None;
+                    if !img.architecture.is_empty() && !img.os.is_empty() {
+                        d.platform = Some(image_platform(&img));
+                    }
+                    d.image = img;
+                }
+                return Ok(());
+            }
+            if let Some(nc) = self.named_context(&name, Some(&platform))? {
+                let (state, img, local) = self.load_named_context(&nc)?;
+                let mut img = img.unwrap_or_else(|| {
+                    Image::empty(&platform.os, &platform.architecture, &platform.variant)
+                });
+                let d = &mut self.all.states[i];
+                d.base_img = Some(img.clone());
+                img.created = None;
+                d.image = img;
+                d.state = state.platform(platform.clone());
+                d.local_context = local.map(|l| l.with_platform(platform.clone()));
+                d.platform = Some(platform);
+                return Ok(());
+            }
+            let prefix = if self.opts.multi_platform {
+                format!("[{} internal]", platform.id())
+            } else {
+                "[internal]".to_string()
+            };
             let resolved = self
                 .client
                 .resolve_image_config(ResolveImageRequest {
                     ref_: name.clone(),
                     platform: Some(platform.clone()),
                     resolve_mode: self.opts.resolve_mode,
-                    log_name: format!("[internal] load metadata for {name}"),
+                    log_name: format!("{prefix} load metadata for {name}"),
                 })
-                .map_err(|e| Error::msg(format!("{orig}: {}", e.message)).at(sl, el))?;
-            let mut img = Image::parse(&resolved.config).map_err(|e| Error::msg(e).at(sl, el))?;
+                .map_err(|e| Error::msg(format!("{orig}: {}", e.message)))?;
+            let mut img = Image::parse(&resolved.config).map_err(Error::msg)?;
             let mut r2 = if resolved.ref_ != name {
                 ImageRef::parse(&resolved.ref_).unwrap_or(r.clone())
             } else {
@@ -698,11 +1177,12 @@ impl<'a> Converter<'a> {
             is_scratch = img.is_scratch();
             d.image = img;
         }
+        let multi = self.opts.multi_platform;
         let d = &mut self.all.states[i];
         if is_scratch {
             d.state = llb::scratch().platform(platform.clone());
         } else {
-            let custom = prefix_command(d, &format!("FROM {name}"));
+            let custom = prefix_command(d, &format!("FROM {name}"), multi, &platform, &[]);
             let md = Metadata::new()
                 .description(
                     "com.docker.dockerfile.v1.command",
@@ -710,7 +1190,7 @@ impl<'a> Converter<'a> {
                 )
                 .custom_name(custom);
             let mut src = Source::image(&name)
-                .map_err(|e| Error::msg(e).at(sl, el))?
+                .map_err(Error::msg)?
                 .platform(platform.clone());
             if self.opts.resolve_mode != ResolveMode::Default {
                 src = src.attr(
@@ -723,11 +1203,21 @@ impl<'a> Converter<'a> {
                 );
             }
             d.state = src.metadata(md).state().platform(platform.clone());
+            if reachable {
+                let actual = image_platform(&d.image);
+                if actual.os != platform.os || actual.architecture != platform.architecture {
+                    let msg = format!(
+                        "Base image {orig} was pulled with platform {}, expected {} for current build",
+                        crate::gostr::go_quote(&actual.id()),
+                        crate::gostr::go_quote(&platform.id())
+                    );
+                    let lines = d.lines();
+                    self.lint
+                        .run(&[], &lint::INVALID_BASE_IMAGE_PLATFORM, lines, msg);
+                }
+            }
         }
-        d.platform = Some(platform);
-        if d.unregistered {
-            d.dispatched = true;
-        }
+        self.all.states[i].platform = Some(platform);
         Ok(())
     }
 
@@ -768,7 +1258,8 @@ impl<'a> Converter<'a> {
     ) -> Result<BTreeSet<String>, Error> {
         let mut ctx_paths = BTreeSet::new();
         for i in 0..self.all.states.len() {
-            if !reachable.contains(&i) || self.all.states[i].dispatched {
+            // `lint` without a target checks every stage, as BuildKit's `AllStages` does.
+            if !self.opts.all_stages && (!reachable.contains(&i) || self.all.states[i].dispatched) {
                 continue;
             }
             self.init(i);
@@ -799,7 +1290,7 @@ impl<'a> Converter<'a> {
             }
             if !d.image.config.working_dir.is_empty() {
                 let wd = d.image.config.working_dir.clone();
-                dispatch_workdir(d, &wd, false, None, &self.lex)?;
+                dispatch_workdir(d, &wd, false, None, &self.lex, false)?;
             }
             if !d.image.config.user.is_empty() {
                 let u = d.image.config.user.clone();
@@ -821,37 +1312,56 @@ impl<'a> Converter<'a> {
         let lex = self.lex;
         let env_list = self.all.states[i].state.env_list().to_vec();
         let env = StateEnv(&env_list);
-        let expand = |w: &str| lex.process_word(w, &env).map_err(expand_err);
-        let code = entry.cmd.original.trim().to_string();
-        match &entry.cmd.instruction {
+        // Variables that expansion found unset, for UndefinedVar.
+        let unmatched = RefCell::new(Vec::new());
+        let expand = |w: &str| -> Result<String, Error> {
+            let r = lex.process(w, &env).map_err(expand_err)?;
+            unmatched.borrow_mut().extend(r.unmatched);
+            Ok(r.result)
+        };
+        let cmd = &entry.cmd;
+        let code = cmd.original.trim().to_string();
+        let lines = (cmd.start_line, cmd.end_line);
+        match &cmd.instruction {
             Instruction::From(_) => {}
             Instruction::Env(pairs) => {
-                let mut expanded = Vec::new();
-                for kv in pairs {
-                    expanded.push((expand(&kv.key)?, expand(&kv.value)?));
-                }
-                let d = &mut self.all.states[i];
+                let expanded: Result<Vec<_>, Error> = pairs
+                    .iter()
+                    .map(|kv| Ok((expand(&kv.key)?, expand(&kv.value)?)))
+                    .collect();
+                self.report_unmatched(i, cmd, &unmatched.take());
+                let expanded = expanded?;
                 let mut msg = String::from("ENV");
-                for (k, v) in expanded {
+                for (kv, (k, v)) in pairs.iter().zip(expanded) {
+                    if kv.no_delim {
+                        self.legacy_key_value(cmd);
+                    }
+                    self.secret_key(cmd, "ENV", &k);
+                    let d = &mut self.all.states[i];
                     msg.push_str(&format!(" {k}={v}"));
                     d.state = d.state.clone().env(k.clone(), v.clone());
                     d.image.add_env(&k, &v);
                 }
-                d.image.commit(&msg, false, false);
+                self.all.states[i].image.commit(&msg, false, false);
             }
             Instruction::Label(pairs) => {
-                let mut expanded = Vec::new();
-                for kv in pairs {
-                    expanded.push((expand(&kv.key)?, expand(&kv.value)?));
-                }
-                let d = &mut self.all.states[i];
+                let expanded: Result<Vec<_>, Error> = pairs
+                    .iter()
+                    .map(|kv| Ok((expand(&kv.key)?, expand(&kv.value)?)))
+                    .collect();
+                self.report_unmatched(i, cmd, &unmatched.take());
+                let expanded = expanded?;
                 let mut msg = String::from("LABEL");
-                let labels = d.image.config.labels.get_or_insert_with(BTreeMap::new);
-                for (k, v) in expanded {
+                for (kv, (k, v)) in pairs.iter().zip(expanded) {
+                    if kv.no_delim {
+                        self.legacy_key_value(cmd);
+                    }
+                    let d = &mut self.all.states[i];
+                    let labels = d.image.config.labels.get_or_insert_with(BTreeMap::new);
                     msg.push_str(&format!(" {k}={v}"));
                     labels.insert(k, v);
                 }
-                d.image.commit(&msg, false, false);
+                self.all.states[i].image.commit(&msg, false, false);
             }
             Instruction::Maintainer(m) => {
                 let d = &mut self.all.states[i];
@@ -859,25 +1369,40 @@ impl<'a> Converter<'a> {
                 d.image.commit(&format!("MAINTAINER {m}"), false, false);
             }
             Instruction::Workdir(p) => {
-                let p = expand(p)?;
+                let p = expand(p);
+                self.report_unmatched(i, cmd, &unmatched.take());
+                let p = p?;
+                let d = &self.all.states[i];
+                let os = d.platform.as_ref().map_or("linux", |p| p.os.as_str());
+                // Only the first WORKDIR of a FROM chain is checked: fixing it fixes the rest.
+                if !d.workdir_set && !is_abs(&p, os) {
+                    let msg = format!(
+                        "Relative workdir {} can have unexpected results if the base image changes",
+                        crate::gostr::go_quote(&p)
+                    );
+                    self.lint
+                        .run(&cmd.comments, &lint::WORKDIR_RELATIVE_PATH, lines, msg);
+                }
+                let multi = self.opts.multi_platform;
                 let d = &mut self.all.states[i];
-                dispatch_workdir(d, &p, true, Some(&code), &lex)?;
+                d.workdir_set = true;
+                dispatch_workdir(d, &p, true, Some(&code), &lex, multi)?;
             }
             Instruction::User(u) => {
-                let u = expand(u)?;
+                let u = expand(u);
+                self.report_unmatched(i, cmd, &unmatched.take());
+                let u = u?;
                 let d = &mut self.all.states[i];
                 d.state = d.state.clone().user(u.clone());
                 d.image.config.user = u.clone();
                 d.image.commit(&format!("USER {u}"), false, false);
             }
             Instruction::Volume(vols) => {
-                let mut v2 = Vec::new();
-                for v in vols {
-                    let v = expand(v)?;
-                    if v.is_empty() {
-                        return Err(Error::msg("VOLUME specified can not be an empty string"));
-                    }
-                    v2.push(v);
+                let v2: Result<Vec<String>, Error> = vols.iter().map(|v| expand(v)).collect();
+                self.report_unmatched(i, cmd, &unmatched.take());
+                let v2 = v2?;
+                if v2.iter().any(String::is_empty) {
+                    return Err(Error::msg("VOLUME specified can not be an empty string"));
                 }
                 let d = &mut self.all.states[i];
                 let vs = d.image.config.volumes.get_or_insert_with(BTreeMap::new);
@@ -888,7 +1413,9 @@ impl<'a> Converter<'a> {
                     .commit(&format!("VOLUME [{}]", v2.join(" ")), false, false);
             }
             Instruction::StopSignal(s) => {
-                let s = expand(s)?;
+                let s = expand(s);
+                self.report_unmatched(i, cmd, &unmatched.take());
+                let s = s?;
                 if !util::valid_signal(&s) {
                     return Err(Error::msg(format!("Invalid signal: {s}")));
                 }
@@ -901,6 +1428,7 @@ impl<'a> Converter<'a> {
                 for p in ports {
                     all.extend(lex.process_words(p, &env).map_err(expand_err)?);
                 }
+                self.lint_expose(cmd, &all);
                 let ps = util::parse_ports(&all).map_err(Error::msg)?;
                 let d = &mut self.all.states[i];
                 let ep = d
@@ -915,7 +1443,7 @@ impl<'a> Converter<'a> {
                     .commit(&format!("EXPOSE [{}]", ps.join(" ")), false, false);
             }
             Instruction::Arg(args) => {
-                self.dispatch_arg(i, args)?;
+                self.dispatch_arg(i, cmd, args)?;
             }
             Instruction::Shell(sh) => {
                 let d = &mut self.all.states[i];
@@ -927,6 +1455,9 @@ impl<'a> Converter<'a> {
                 self.all.states[i].image.config.on_build.push(e.clone());
             }
             Instruction::Cmd(c) => {
+                let prev = self.all.states[i].last_cmd.replace(lines);
+                self.used_once(cmd, prev);
+                self.json_args_recommended(i, cmd, c);
                 let d = &mut self.all.states[i];
                 d.cmd_set = true;
                 let args = command_args(&d.image, c);
@@ -939,6 +1470,9 @@ impl<'a> Converter<'a> {
                 );
             }
             Instruction::Entrypoint(c) => {
+                let prev = self.all.states[i].last_entrypoint.replace(lines);
+                self.used_once(cmd, prev);
+                self.json_args_recommended(i, cmd, c);
                 let d = &mut self.all.states[i];
                 let args = command_args(&d.image, c);
                 d.image.config.entrypoint = Some(args.clone());
@@ -952,6 +1486,8 @@ impl<'a> Converter<'a> {
                 );
             }
             Instruction::Healthcheck(h) => {
+                let prev = self.all.states[i].last_healthcheck.replace(lines);
+                self.used_once(cmd, prev);
                 let d = &mut self.all.states[i];
                 d.image.config.healthcheck = Some(Healthcheck {
                     test: h.test.clone(),
@@ -973,27 +1509,37 @@ impl<'a> Converter<'a> {
                 d.image.commit(&msg, false, false);
             }
             Instruction::Run(r) => {
-                self.dispatch_run(i, r, &entry.sources, &code, context, &env_list)?;
+                let root = self.root(i);
+                self.paths.entry(root).or_default().insert("/".into());
+                self.dispatch_run(i, cmd, r, &entry.sources, &code, context, &env_list)?;
             }
             Instruction::Copy(c) | Instruction::Add(c) => {
-                let is_add = matches!(entry.cmd.instruction, Instruction::Add(_));
+                let is_add = matches!(cmd.instruction, Instruction::Add(_));
                 let mut c = c.clone();
-                c.chown = c.chown.as_deref().map(expand).transpose()?;
-                c.chmod = c.chmod.as_deref().map(expand).transpose()?;
-                c.checksum = c.checksum.as_deref().map(expand).transpose()?;
-                let mut srcs = Vec::new();
-                for s in &c.sources {
-                    srcs.push(expand(s)?);
-                }
-                c.sources = srcs;
-                c.dest = expand(&c.dest)?;
-                let mut raw = Lexer::new('\\');
-                raw.skip_process_quotes = true;
-                for h in c.heredocs.iter_mut() {
-                    if h.expand {
-                        h.content = raw.process_word(&h.content, &env).map_err(expand_err)?;
+                let expanded = (|| -> Result<(), Error> {
+                    c.chown = c.chown.as_deref().map(expand).transpose()?;
+                    c.chmod = c.chmod.as_deref().map(expand).transpose()?;
+                    c.checksum = c.checksum.as_deref().map(expand).transpose()?;
+                    let mut srcs = Vec::new();
+                    for s in &c.sources {
+                        srcs.push(expand(s)?);
                     }
-                }
+                    c.sources = srcs;
+                    c.dest = expand(&c.dest)?;
+                    // Heredoc bodies expand with a raw lexer: quotes stay as written.
+                    let mut raw = Lexer::new('\\');
+                    raw.skip_process_quotes = true;
+                    for h in c.heredocs.iter_mut() {
+                        if h.expand {
+                            let r = raw.process(&h.content, &env).map_err(expand_err)?;
+                            unmatched.borrow_mut().extend(r.unmatched);
+                            h.content = r.result;
+                        }
+                    }
+                    Ok(())
+                })();
+                self.report_unmatched(i, cmd, &unmatched.take());
+                expanded?;
                 let source = match entry.sources.first().copied().flatten() {
                     Some(s) => {
                         let src = &self.all.states[s];
@@ -1009,12 +1555,24 @@ impl<'a> Converter<'a> {
                     None => context.clone(),
                 };
                 let from_ctx = entry.sources.is_empty();
-                self.dispatch_copy(i, &c, is_add, &source, &code, &env_list)?;
+                // The .dockerignore only filters the build context.
+                let ignore = if from_ctx || is_add {
+                    self.ignore.clone()
+                } else {
+                    None
+                };
+                self.dispatch_copy(i, cmd, &c, is_add, &source, &code, &env_list, ignore)?;
                 if from_ctx || is_add {
                     for s in &c.sources {
                         if !is_add || !(s.starts_with("http://") || s.starts_with("https://")) {
                             self.all.states[i].ctx_paths.insert(join(&["/", s]));
                         }
+                    }
+                } else if let Some(s) = entry.sources.first().copied().flatten() {
+                    let root = self.root(s);
+                    let paths = self.paths.entry(root).or_default();
+                    for src in &c.sources {
+                        paths.insert(join(&["/", src]));
                     }
                 }
             }
@@ -1022,27 +1580,149 @@ impl<'a> Converter<'a> {
         Ok(())
     }
 
-    fn dispatch_arg(&mut self, i: usize, args: &[ArgDef]) -> Result<(), Error> {
+    /// CopyIgnoredFile: a local source the `.dockerignore` excludes (not checked when the
+    /// file has `!` exceptions, which cannot be decided statically).
+    fn copy_ignored_file(&mut self, cmd: &Command, m: &Matcher, src: &str, is_add: bool) {
+        let src = util::clean(src);
+        if (src == "." || src == "/") && !m.ignores_root() {
+            return;
+        }
+        if m.matches_or_parent_matches(&src) {
+            let verb = if is_add { "Add" } else { "Copy" };
+            let msg = format!(
+                "Attempting to {verb} file {} that is excluded by .dockerignore",
+                crate::gostr::go_quote(&src)
+            );
+            self.lint.run(
+                &cmd.comments,
+                &lint::COPY_IGNORED_FILE,
+                (cmd.start_line, cmd.end_line),
+                msg,
+            );
+        }
+    }
+
+    /// LegacyKeyValueFormat for one `KEY value` pair of ENV or LABEL.
+    fn legacy_key_value(&mut self, cmd: &Command) {
+        let k = keyword_of(cmd);
+        let msg =
+            format!("\"{k} key=value\" should be used instead of legacy \"{k} key value\" format");
+        self.lint.run(
+            &cmd.comments,
+            &lint::LEGACY_KEY_VALUE_FORMAT,
+            (cmd.start_line, cmd.end_line),
+            msg,
+        );
+    }
+
+    /// SecretsUsedInArgOrEnv.
+    fn secret_key(&mut self, cmd: &Command, instruction: &str, key: &str) {
+        if lint::is_secret_key(key) {
+            let msg = format!(
+                "Do not use ARG or ENV instructions for sensitive data ({instruction} {})",
+                crate::gostr::go_quote(key)
+            );
+            self.lint.run(
+                &cmd.comments,
+                &lint::SECRETS_USED_IN_ARG_OR_ENV,
+                (cmd.start_line, cmd.end_line),
+                msg,
+            );
+        }
+    }
+
+    /// MultipleInstructionsDisallowed, reported at the earlier instruction (the ignored one).
+    fn used_once(&mut self, cmd: &Command, previous: Option<(usize, usize)>) {
+        if let Some(prev) = previous {
+            let msg = format!(
+                "Multiple {} instructions should not be used in the same stage because only the last one will be used",
+                keyword_of(cmd)
+            );
+            self.lint.run(
+                &cmd.comments,
+                &lint::MULTIPLE_INSTRUCTIONS_DISALLOWED,
+                prev,
+                msg,
+            );
+        }
+    }
+
+    /// JSONArgsRecommended: shell-form CMD/ENTRYPOINT without a SHELL.
+    fn json_args_recommended(&mut self, i: usize, cmd: &Command, c: &ShellOrExec) {
+        if matches!(c, ShellOrExec::Shell(_)) && self.all.states[i].image.config.shell.is_empty() {
+            let msg = format!(
+                "JSON arguments recommended for {} to prevent unintended behavior related to OS signals",
+                keyword_of(cmd)
+            );
+            self.lint.run(
+                &cmd.comments,
+                &lint::JSON_ARGS_RECOMMENDED,
+                (cmd.start_line, cmd.end_line),
+                msg,
+            );
+        }
+    }
+
+    /// ExposeProtoCasing and ExposeInvalidFormat, checked port by port until one whose
+    /// protocol is invalid (parsing fails there).
+    fn lint_expose(&mut self, cmd: &Command, ports: &[String]) {
+        let lines = (cmd.start_line, cmd.end_line);
+        for raw in ports {
+            let parts: Vec<&str> = raw.split(':').collect();
+            let container = parts[parts.len() - 1];
+            let (port, proto) = container.split_once('/').unwrap_or((container, ""));
+            let lower = proto.to_ascii_lowercase();
+            if port.is_empty() || !matches!(lower.as_str(), "" | "tcp" | "udp" | "sctp") {
+                return;
+            }
+            if proto != proto.to_lowercase() {
+                let msg =
+                    format!("Defined protocol '{raw}' in EXPOSE instruction should be lowercase");
+                self.lint
+                    .run(&cmd.comments, &lint::EXPOSE_PROTO_CASING, lines, msg);
+            }
+            let (ip, host) = match parts.len() {
+                1 => (String::new(), ""),
+                2 => (String::new(), parts[0]),
+                n => (parts[..n - 2].join(":"), parts[n - 2]),
+            };
+            if !ip.is_empty() || !host.is_empty() {
+                let msg = format!(
+                    "EXPOSE instruction should not define an IP address or host-port mapping, found '{raw}'"
+                );
+                self.lint
+                    .run(&cmd.comments, &lint::EXPOSE_INVALID_FORMAT, lines, msg);
+            }
+        }
+    }
+
+    fn dispatch_arg(&mut self, i: usize, cmd: &Command, args: &[ArgDef]) -> Result<(), Error> {
         let mut commit = Vec::new();
         for ArgDef { key, value } in args {
+            self.secret_key(cmd, "ARG", key);
             let has_value = self.opts.build_args.contains_key(key);
             let mut value = value.clone();
             let has_default = value.is_some();
+            // An ARG that only redeclares a global one keeps the global's outline entry.
+            let mut inherited = false;
             if !has_default
                 && !has_value
-                && let Some((_, v)) = self.global_args.iter().find(|(k, _)| k == key)
+                && let Some((_, v)) = self.global_args.iter().rev().find(|(k, _)| k == key)
             {
                 value = Some(v.clone());
+                inherited = true;
             }
             if has_value {
                 value = self.opts.build_args.get(key).cloned();
             } else if has_default {
                 let env_list = self.all.states[i].state.env_list().to_vec();
-                let v = self
+                let r = self
                     .lex
-                    .process_word(value.as_deref().unwrap_or_default(), &StateEnv(&env_list))
+                    .process(value.as_deref().unwrap_or_default(), &StateEnv(&env_list))
                     .map_err(expand_err)?;
-                value = Some(v);
+                let unmatched: Vec<String> = r.unmatched.into_iter().collect();
+                self.report_unmatched(i, cmd, &unmatched);
+                value = Some(r.result);
             }
             let d = &mut self.all.states[i];
             if let Some(v) = &value
@@ -1051,6 +1731,12 @@ impl<'a> Converter<'a> {
             {
                 d.state = d.state.clone().env(key.clone(), v.clone());
             }
+            if !inherited {
+                let mut info = ArgInfo::new(key, &cmd.comments, (cmd.start_line, cmd.end_line));
+                info.value = value.clone();
+                d.outline.all_args.insert(key.clone(), info);
+            }
+            d.outline.used_args.insert(key.clone());
             d.build_args.push((key.clone(), value.clone()));
             commit.push(match &value {
                 Some(v) => format!("{key}={v}"),
@@ -1063,9 +1749,11 @@ impl<'a> Converter<'a> {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn dispatch_run(
         &mut self,
         i: usize,
+        cmd: &Command,
         r: &RunCommand,
         sources: &[Option<usize>],
         code: &str,
@@ -1125,9 +1813,15 @@ impl<'a> Converter<'a> {
         let mut masked: Vec<(String, String)> = Vec::new();
         let cwd = self.all.states[i].state.get_dir().to_string();
         let lex = self.lex;
-        let parsed = r
-            .parse_mounts(&mut |v| lex.process_word(v, &env).map_err(|e| e.to_string()))
-            .map_err(Error::msg)?;
+        let mut unmatched = Vec::new();
+        let parsed = r.parse_mounts(&mut |v| {
+            let r = lex.process(v, &env).map_err(|e| e.to_string())?;
+            unmatched.extend(r.unmatched);
+            Ok(r.result)
+        });
+        self.report_unmatched(i, cmd, &unmatched);
+        let parsed = parsed.map_err(Error::msg)?;
+        let lines = (cmd.start_line, cmd.end_line);
         for (mi, m) in parsed.into_iter().enumerate() {
             let m_from = m.from.clone().unwrap_or_default();
             let m_source = m.source.clone().unwrap_or_default();
@@ -1172,6 +1866,11 @@ impl<'a> Converter<'a> {
                     } else {
                         id
                     };
+                    self.all.states[i]
+                        .outline
+                        .secrets
+                        .entry(id.clone())
+                        .or_insert((m.required, lines));
                     let mut target = m_target.clone();
                     if m.env.is_none() && target.is_empty() {
                         target =
@@ -1197,6 +1896,12 @@ impl<'a> Converter<'a> {
                     if !m_source.is_empty() {
                         return Err(Error::msg("ssh does not support source"));
                     }
+                    let outline_id = if m_id.is_empty() { "default" } else { &m_id };
+                    self.all.states[i]
+                        .outline
+                        .ssh
+                        .entry(outline_id.to_string())
+                        .or_insert((m.required, lines));
                     let opt = SecretOpt {
                         id: m_id.clone(),
                         uid: m.uid.unwrap_or(0),
@@ -1280,8 +1985,9 @@ impl<'a> Converter<'a> {
         let processed = shlex
             .process_word(&customname, &overlay)
             .unwrap_or(customname.clone());
+        let multi = self.opts.multi_platform;
         let d = &mut self.all.states[i];
-        let name = prefix_command(d, &uppercase_cmd(&processed));
+        let name = prefix_command(d, &uppercase_cmd(&processed), multi, &d_platform, env_list);
         let mut md = Metadata::new()
             .description("com.docker.dockerfile.v1.command", code.to_string())
             .custom_name(name);
@@ -1338,14 +2044,17 @@ impl<'a> Converter<'a> {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn dispatch_copy(
         &mut self,
         i: usize,
+        cmd: &Command,
         c: &CopyCommand,
         is_add: bool,
         source: &State,
         code: &str,
         env_list: &[(String, String)],
+        ignore: Option<Matcher>,
     ) -> Result<(), Error> {
         let env = StateEnv(env_list);
         let d_platform = self.all.states[i]
@@ -1395,7 +2104,8 @@ impl<'a> Converter<'a> {
             .process_word(code, &env)
             .unwrap_or_else(|_| code.to_string());
         let name = uppercase_cmd(&processed);
-        let pg_name = prefix_command(&mut self.all.states[i], &name);
+        let multi = self.opts.multi_platform;
+        let pg_name = prefix_command(&mut self.all.states[i], &name, multi, &d_platform, env_list);
 
         let base_opts = |follow: bool| CopyOptions {
             owner: owner.clone(),
@@ -1480,6 +2190,9 @@ impl<'a> Converter<'a> {
                 };
                 push(&mut action, &st, f, opts);
             } else {
+                if let Some(m) = ignore.as_ref().filter(|m| !m.has_exclusions()) {
+                    self.copy_ignored_file(cmd, m, src, is_add);
+                }
                 let mut src_path = src.clone();
                 let mut include = Vec::new();
                 let mut required = Vec::new();
@@ -1529,10 +2242,11 @@ impl<'a> Converter<'a> {
             self.pg_counter += 1;
             let pg_id = uniq_id(self.pg_counter ^ ((i as u64) << 32));
             d.cmd_index -= 1;
-            let pg_name = prefix_command(d, &name);
+            let pg_name = prefix_command(d, &name, multi, &d_platform, env_list);
             let copy_md = md.clone().progress_group(&pg_id, &pg_name, true);
             d.cmd_index -= 1;
-            let link_name = prefix_command(d, &format!("LINK {name}"));
+            let link_name =
+                prefix_command(d, &format!("LINK {name}"), multi, &d_platform, env_list);
             let merge_md = md
                 .progress_group(&pg_id, &pg_name, false)
                 .custom_name(link_name);
@@ -1634,12 +2348,24 @@ fn run_command_string(
     parts.join(" ")
 }
 
-/// BuildKit's `prefixCommand`: `[stage i/n] ` with the index padded to the width of n.
-fn prefix_command(d: &mut DState, s: &str) -> String {
+/// BuildKit's `prefixCommand`: `[stage i/n] ` with the index padded to the width of n;
+/// with several platforms, the platform (and a `->arch` cross-compilation hint) first.
+fn prefix_command(
+    d: &mut DState,
+    s: &str,
+    multi_platform: bool,
+    platform: &Platform,
+    env: &[(String, String)],
+) -> String {
     if d.cmd_total == 0 {
         return s.to_string();
     }
     let mut out = String::from("[");
+    if multi_platform {
+        out.push_str(&platform.id());
+        out.push_str(&format_target_platform(platform, env));
+        out.push(' ');
+    }
     if !d.stage_name.is_empty() {
         out.push_str(&d.stage_name);
         out.push(' ');
@@ -1653,12 +2379,55 @@ fn prefix_command(d: &mut DState, s: &str) -> String {
     out + s
 }
 
+/// BuildKit's `formatTargetPlatform`: `->arch` (or `->os/arch`) when the stage's
+/// `TARGET*` variables name another platform than the one it runs on.
+fn format_target_platform(base: &Platform, env: &[(String, String)]) -> String {
+    let get = |k: &str| {
+        env.iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let target = match get("TARGETPLATFORM").and_then(|v| Platform::parse(v).ok()) {
+        Some(p) => p,
+        None => {
+            let (os, arch, variant) = (get("TARGETOS"), get("TARGETARCH"), get("TARGETVARIANT"));
+            if os.is_none() && arch.is_none() && variant.is_none() {
+                return String::new();
+            }
+            let os = os.filter(|s| !s.is_empty()).unwrap_or(&base.os);
+            let arch = arch.filter(|s| !s.is_empty()).unwrap_or(&base.architecture);
+            let id = match variant.filter(|v| !v.is_empty()) {
+                Some(v) => format!("{os}/{arch}/{v}"),
+                None => format!("{os}/{arch}"),
+            };
+            match Platform::parse(&id) {
+                Ok(p) => p,
+                Err(_) => return String::new(),
+            }
+        }
+    };
+    if target.os == base.os && target.architecture != base.architecture {
+        let mut s = format!("->{}", target.architecture);
+        if !target.variant.is_empty() {
+            s.push('/');
+            s.push_str(&target.variant);
+        }
+        s
+    } else if target.os != base.os {
+        format!("->{}", target.id())
+    } else {
+        String::new()
+    }
+}
+
 fn dispatch_workdir(
     d: &mut DState,
     path: &str,
     commit: bool,
     code: Option<&str>,
     lex: &Lexer,
+    multi_platform: bool,
 ) -> Result<(), Error> {
     let wd = util::normalize_workdir(&d.image.config.working_dir, path);
     d.image.config.working_dir = wd.clone();
@@ -1673,7 +2442,14 @@ fn dispatch_workdir(
             let processed = lex
                 .process_word(code, &StateEnv(&env_list))
                 .unwrap_or_else(|_| code.to_string());
-            let name = prefix_command(d, &uppercase_cmd(&processed));
+            let platform = d.platform.clone().unwrap_or_else(Platform::linux_amd64);
+            let name = prefix_command(
+                d,
+                &uppercase_cmd(&processed),
+                multi_platform,
+                &platform,
+                &env_list,
+            );
             let mut md = Metadata::new().custom_name(name);
             if d.ignore_cache {
                 md = md.ignore_cache(true);
@@ -1710,4 +2486,37 @@ fn proxy_env(args: &BTreeMap<String, String>) -> Option<llb::ProxyEnv> {
         set = true;
     }
     set.then_some(pe)
+}
+
+/// The instruction keyword as written (`cmd`, `CMD`): BuildKit's `Command.Name()`.
+fn keyword_of(cmd: &Command) -> &str {
+    cmd.original.split_whitespace().next().unwrap_or_default()
+}
+
+/// BuildKit's `system.IsAbs` for the stage's OS.
+fn is_abs(p: &str, os: &str) -> bool {
+    if os == "windows" {
+        let b = p.as_bytes();
+        p.starts_with(['/', '\\']) || (b.len() >= 3 && b[1] == b':' && matches!(b[2], b'/' | b'\\'))
+    } else {
+        p.starts_with('/')
+    }
+}
+
+/// The platform an image config says it is for, normalised.
+fn image_platform(img: &Image) -> Platform {
+    let mut id = format!("{}/{}", img.os, img.architecture);
+    if !img.variant.is_empty() {
+        id = format!("{id}/{}", img.variant);
+    }
+    let mut p = Platform::parse(&id).unwrap_or_else(|_| Platform {
+        architecture: img.architecture.clone(),
+        os: img.os.clone(),
+        variant: img.variant.clone(),
+        os_version: String::new(),
+        os_features: Vec::new(),
+    });
+    p.os_version = img.os_version.clone();
+    p.os_features = img.os_features.clone();
+    p
 }
