@@ -1,0 +1,521 @@
+//! An image from a snapshot and the config its frontend made: layer blobs, the config with
+//! its rootfs and history made to agree with the layers, and the manifest.
+
+use std::collections::BTreeMap;
+
+use buildwit_worker::{ContentStore, Descriptor, Snapshot};
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+
+use crate::ExportError;
+use crate::layer::{Compression, LayerCompression, layer_blob_with};
+use crate::layout::{DOCKER_CONFIG, DOCKER_MANIFEST, OCI_CONFIG, OCI_MANIFEST};
+use crate::tree::is_empty_layer;
+
+/// The comment BuildKit puts on history entries its exporter adds for layers the config did
+/// not account for; kept so tools that look for it still find it.
+const ADDED_HISTORY_COMMENT: &str = "buildkit.exporter.image.v0";
+/// `created_by` of such entries (BuildKit uses the step's description, which layers here
+/// do not carry).
+const ADDED_HISTORY_CREATED_BY: &str = "created by buildwit";
+/// Annotation of the manifest descriptor: when the image was made.
+const ANNOTATION_CREATED: &str = "org.opencontainers.image.created";
+
+/// Annotations set with `annotation.*` options.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Annotations {
+    /// On the manifest (`annotation.KEY`, `annotation-manifest.KEY`).
+    pub manifest: BTreeMap<String, String>,
+    /// On the manifest's descriptor in `index.json` (`annotation-manifest-descriptor.KEY`).
+    pub manifest_descriptor: BTreeMap<String, String>,
+}
+
+/// What to export as an image.
+#[derive(Clone, Debug)]
+pub struct ImageSpec {
+    /// The filesystem: its layers, bottom first.
+    pub snapshot: Snapshot,
+    /// The image config JSON the frontend made (`containerimage.config`). It may lack
+    /// `rootfs` or have placeholder diff ids; empty means a default config for this host.
+    pub config: Vec<u8>,
+    /// OCI media types (default); Docker schema 2 ones when false.
+    pub oci_mediatypes: bool,
+    /// Layer compression.
+    pub compression: Compression,
+    /// Compression level; `None` for the default.
+    pub compression_level: Option<u32>,
+    /// Compress layers again even when a blob with the wanted compression exists.
+    pub force_compression: bool,
+    /// `annotation.*` options.
+    pub annotations: Annotations,
+    /// When the new layers were made (RFC 3339), BuildKit's layer creation time: given to
+    /// history entries of layers that lack one, hence to the config's `created` when the
+    /// frontend set none, and to the `org.opencontainers.image.created` annotation
+    /// (the time of the export when `None`).
+    pub created: Option<String>,
+}
+
+impl ImageSpec {
+    /// A spec with the default options: OCI media types, gzip.
+    pub fn new(snapshot: Snapshot, config: Vec<u8>) -> Self {
+        ImageSpec {
+            snapshot,
+            config,
+            oci_mediatypes: true,
+            compression: Compression::Gzip,
+            compression_level: None,
+            force_compression: false,
+            annotations: Annotations::default(),
+            created: None,
+        }
+    }
+}
+
+/// An image whose blobs are all in the content store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuiltImage {
+    /// The manifest.
+    pub manifest: Descriptor,
+    /// The config.
+    pub config: Descriptor,
+    /// The layers, bottom first (empty layers left out).
+    pub layers: Vec<Descriptor>,
+    /// The manifest's bytes.
+    pub manifest_bytes: Vec<u8>,
+    /// The config's bytes.
+    pub config_bytes: Vec<u8>,
+    /// Annotations of the manifest's descriptor where an index lists it (`index.json`):
+    /// `org.opencontainers.image.created` and `annotation-manifest-descriptor.*`.
+    pub descriptor_annotations: BTreeMap<String, String>,
+}
+
+/// Make the image: layer blobs (reused when made before), the config with the real diff
+/// ids and a history that agrees with the layers, and the manifest; all stored in `content`.
+pub fn build_image(content: &ContentStore, spec: &ImageSpec) -> Result<BuiltImage, ExportError> {
+    if !spec.oci_mediatypes {
+        if spec.compression == Compression::Zstd {
+            return Err(ExportError::Conflict(format!(
+                "exporter option \"compression={}\" conflicts with \"oci-mediatypes=false\"",
+                spec.compression
+            )));
+        }
+        if !spec.annotations.manifest_descriptor.is_empty() {
+            return Err(ExportError::Conflict(
+                "cannot export annotations with \"oci-mediatypes=false\"".into(),
+            ));
+        }
+    }
+    let raw = if spec.config.is_empty() {
+        default_config()
+    } else {
+        spec.config.clone()
+    };
+    let mut config: RawConfig = serde_json::from_slice(&raw)
+        .map_err(|e| ExportError::InvalidConfig(format!("not a JSON object: {e}")))?;
+    for key in ["os", "architecture"] {
+        let value: Option<String> = config.parse(key)?;
+        if value.as_deref().unwrap_or("").is_empty() {
+            return Err(ExportError::InvalidConfig(format!("missing {key}")));
+        }
+    }
+    let history: Vec<History> = config.parse("history")?.unwrap_or_default();
+
+    // A blob for every layer that has content; empty layers get none.
+    let opts = LayerCompression {
+        compression: spec.compression,
+        level: spec.compression_level,
+        force: spec.force_compression,
+    };
+    let mut blobs = Vec::with_capacity(spec.snapshot.layers.len());
+    for layer in &spec.snapshot.layers {
+        let what = || format!("exporting layer {} ({})", layer.id, layer.dir.display());
+        if is_empty_layer(&layer.dir).map_err(|e| ExportError::io(what(), e))? {
+            blobs.push(None);
+            continue;
+        }
+        let (mut desc, diff_id) =
+            layer_blob_with(content, layer, &opts).map_err(|e| ExportError::io(what(), e))?;
+        desc.media_type = spec
+            .compression
+            .layer_media_type(spec.oci_mediatypes)
+            .to_string();
+        blobs.push(Some((desc, diff_id)));
+    }
+
+    let mut history = normalize_history(history, blobs.len(), spec.created.as_deref());
+    // History entries of empty layers become empty_layer ones, as the layers are left out.
+    let mut layer_index = 0;
+    for h in &mut history {
+        if !h.empty_layer {
+            h.empty_layer = blobs[layer_index].is_none();
+            layer_index += 1;
+        }
+    }
+    let (layers, diff_ids): (Vec<Descriptor>, Vec<String>) = blobs.into_iter().flatten().unzip();
+
+    config.set(
+        "rootfs",
+        &serde_json::json!({"type": "layers", "diff_ids": diff_ids}),
+    )?;
+    config.set("history", &history)?;
+    if config.get("created").is_none()
+        && let Some(created) = history.iter().rev().find_map(|h| h.created.clone())
+    {
+        config.set("created", &created)?;
+    }
+    let config_bytes = config.to_bytes();
+
+    let (manifest_type, config_type) = if spec.oci_mediatypes {
+        (OCI_MANIFEST, OCI_CONFIG)
+    } else {
+        (DOCKER_MANIFEST, DOCKER_CONFIG)
+    };
+    let store = |what: &str, bytes: &[u8]| {
+        content
+            .write(bytes)
+            .map_err(|e| ExportError::io(format!("storing the image {what}"), e))
+    };
+    let config_desc = Descriptor {
+        media_type: config_type.to_string(),
+        digest: store("config", &config_bytes)?,
+        size: config_bytes.len() as u64,
+    };
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: manifest_type,
+        config: &config_desc,
+        layers: &layers,
+        annotations: &spec.annotations.manifest,
+    };
+    let manifest_bytes = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
+    let manifest_desc = Descriptor {
+        media_type: manifest_type.to_string(),
+        digest: store("manifest", &manifest_bytes)?,
+        size: manifest_bytes.len() as u64,
+    };
+
+    let mut descriptor_annotations = spec.annotations.manifest_descriptor.clone();
+    if !descriptor_annotations.contains_key(ANNOTATION_CREATED) {
+        let created = spec.created.clone().unwrap_or_else(now_rfc3339);
+        descriptor_annotations.insert(ANNOTATION_CREATED.to_string(), created);
+    }
+    Ok(BuiltImage {
+        manifest: manifest_desc,
+        config: config_desc,
+        layers,
+        manifest_bytes,
+        config_bytes,
+        descriptor_annotations,
+    })
+}
+
+#[derive(Serialize)]
+struct Manifest<'a> {
+    #[serde(rename = "schemaVersion")]
+    schema_version: u32,
+    #[serde(rename = "mediaType")]
+    media_type: &'a str,
+    config: &'a Descriptor,
+    layers: &'a [Descriptor],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: &'a BTreeMap<String, String>,
+}
+
+/// An entry of the config's `history`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct History {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    author: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    comment: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    empty_layer: bool,
+}
+
+/// Make `history` agree with `layers` layers, as BuildKit's image exporter does:
+///
+/// - more non-empty entries than layers: the entries past the last layer become empty;
+/// - fewer: entries are added for the remaining layers;
+/// - entries of layers without a time get the layers' creation time (`layer_created`);
+/// - other entries without a time get the first time that follows an entry without one
+///   (else the last time known), and later ones the time of the entry before them, so
+///   metadata-only steps do not take the time of a base image layer.
+fn normalize_history(
+    mut history: Vec<History>,
+    layers: usize,
+    layer_created: Option<&str>,
+) -> Vec<History> {
+    let with_layer = history.iter().filter(|h| !h.empty_layer).count();
+    if with_layer > layers {
+        tracing::warn!(
+            "image config history has {with_layer} layers for {layers}; marking the extra ones empty"
+        );
+        let mut seen = 0;
+        for h in &mut history {
+            if seen >= layers {
+                h.empty_layer = true;
+            }
+            if !h.empty_layer {
+                seen += 1;
+            }
+        }
+    }
+    for _ in with_layer..layers {
+        history.push(History {
+            created: layer_created.map(str::to_string),
+            created_by: Some(ADDED_HISTORY_CREATED_BY.to_string()),
+            comment: Some(ADDED_HISTORY_COMMENT.to_string()),
+            ..Default::default()
+        });
+    }
+    for h in &mut history {
+        if !h.empty_layer && h.created.is_none() {
+            h.created = layer_created.map(str::to_string);
+        }
+    }
+
+    // The time to start with: the first one found after an entry without one, else the
+    // last one found.
+    let mut fill = None;
+    let mut missing = false;
+    for h in &history {
+        match &h.created {
+            Some(t) => {
+                fill = Some(t.clone());
+                if missing {
+                    break;
+                }
+            }
+            None => missing = true,
+        }
+    }
+    let mut missing = false;
+    for h in &mut history {
+        match &h.created {
+            Some(t) if missing => fill = Some(t.clone()),
+            Some(_) => {}
+            None => {
+                missing = true;
+                h.created = fill.clone();
+            }
+        }
+    }
+    history
+}
+
+/// The image config: its top-level members in their order, each value kept as written.
+struct RawConfig(Vec<(String, Box<RawValue>)>);
+
+impl RawConfig {
+    fn get(&self, key: &str) -> Option<&RawValue> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// A member parsed as `T`; `None` when absent or null.
+    fn parse<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, ExportError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => serde_json::from_str::<Option<T>>(v.get())
+                .map_err(|e| ExportError::InvalidConfig(format!("{key}: {e}"))),
+        }
+    }
+
+    /// Replace a member where it is, or add it at the end.
+    fn set(&mut self, key: &str, value: &impl Serialize) -> Result<(), ExportError> {
+        let raw = serde_json::value::to_raw_value(value)
+            .map_err(|e| ExportError::InvalidConfig(format!("{key}: {e}")))?;
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = raw,
+            None => self.0.push((key.to_string(), raw)),
+        }
+        Ok(())
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = b"{".to_vec();
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&serde_json::to_vec(k).expect("strings serialize"));
+            out.push(b':');
+            out.extend_from_slice(v.get().as_bytes());
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+impl<'de> Deserialize<'de> for RawConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> Visitor<'de> for Members {
+            type Value = RawConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawConfig, A::Error> {
+                let mut members: Vec<(String, Box<RawValue>)> = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, Box<RawValue>>()? {
+                    // A repeated key: the last value wins, as in Go's decoder.
+                    match members.iter_mut().find(|(key, _)| *key == k) {
+                        Some((_, old)) => *old = v,
+                        None => members.push((k, v)),
+                    }
+                }
+                Ok(RawConfig(members))
+            }
+        }
+        d.deserialize_map(Members)
+    }
+}
+
+/// The config BuildKit exports when the frontend gave none: this host's platform, a
+/// working directory and PATH.
+fn default_config() -> Vec<u8> {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+        other => other,
+    };
+    serde_json::to_vec(&serde_json::json!({
+        "architecture": arch,
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": []},
+        "config": {
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "WorkingDir": "/",
+        },
+    }))
+    .expect("json serializes")
+}
+
+/// The current time as RFC 3339 in UTC, to the second.
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    rfc3339_utc(secs)
+}
+
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian calendar).
+fn rfc3339_utc(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Count from 0000-03-01 so the leap day ends each 4/100/400-year cycle.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = era * 400 + year_of_era + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(created: Option<&str>, empty: bool) -> History {
+        History {
+            created: created.map(str::to_string),
+            created_by: Some("x".into()),
+            empty_layer: empty,
+            ..Default::default()
+        }
+    }
+
+    fn times(history: &[History]) -> Vec<Option<&str>> {
+        history.iter().map(|h| h.created.as_deref()).collect()
+    }
+
+    #[test]
+    fn missing_history_entries_are_added_for_layers() {
+        let out = normalize_history(vec![h(Some("t0"), false)], 3, Some("tl"));
+        assert_eq!(out.len(), 3);
+        assert!(out.iter().all(|h| !h.empty_layer));
+        assert_eq!(out[2].comment.as_deref(), Some(ADDED_HISTORY_COMMENT));
+        assert_eq!(times(&out), [Some("t0"), Some("tl"), Some("tl")]);
+    }
+
+    #[test]
+    fn extra_history_entries_become_empty() {
+        let out = normalize_history(
+            vec![
+                h(Some("a"), false),
+                h(Some("b"), true),
+                h(Some("c"), false),
+                h(Some("d"), false),
+            ],
+            2,
+            None,
+        );
+        let empty: Vec<bool> = out.iter().map(|h| h.empty_layer).collect();
+        assert_eq!(empty, [false, true, false, true]);
+    }
+
+    #[test]
+    fn missing_times_are_filled_like_buildkit() {
+        // Base layer with a time, then metadata steps without, then a new layer.
+        let out = normalize_history(
+            vec![
+                h(Some("base"), false),
+                h(None, true),
+                h(Some("new"), false),
+                h(None, true),
+            ],
+            2,
+            None,
+        );
+        assert_eq!(
+            times(&out),
+            [Some("base"), Some("new"), Some("new"), Some("new")]
+        );
+        // No time anywhere and none for layers: none invented.
+        let out = normalize_history(vec![h(None, true)], 0, None);
+        assert_eq!(times(&out), [None]);
+    }
+
+    #[test]
+    fn config_members_keep_their_order_and_bytes() {
+        let raw = br#"{"z":1.50,"os":"linux","architecture":"amd64","a":{"b":"\u003c"},"z":2}"#;
+        let mut c: RawConfig = serde_json::from_slice(raw).unwrap();
+        c.set("rootfs", &serde_json::json!({"type": "layers"}))
+            .unwrap();
+        c.set("os", &"linux").unwrap();
+        assert_eq!(
+            String::from_utf8(c.to_bytes()).unwrap(),
+            r#"{"z":2,"os":"linux","architecture":"amd64","a":{"b":"\u003c"},"rootfs":{"type":"layers"}}"#
+        );
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(1_445_412_480), "2015-10-21T07:28:00Z");
+        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_utc(4_107_542_399), "2100-02-28T23:59:59Z");
+    }
+}

@@ -1,0 +1,281 @@
+//! Running one process in a container through the OCI runtime binary (`runc`).
+//!
+//! We write the bundle's `config.json` ourselves and run `runc run`; its output is read
+//! line by line for progress, and its last lines are kept for the error of a failed step.
+
+use std::collections::VecDeque;
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{Value, json};
+
+/// Capabilities a build step gets, as Docker's and BuildKit's defaults.
+const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// The PATH a step gets when its environment has none (BuildKit's default).
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How many output lines a failed step reports.
+const TAIL_LINES: usize = 20;
+
+/// A mount of the container.
+#[derive(Clone, Debug)]
+pub enum MountKind {
+    /// A host directory or file.
+    Bind {
+        /// Host path.
+        source: PathBuf,
+        /// Read-only.
+        readonly: bool,
+    },
+    /// A fresh tmpfs.
+    Tmpfs {
+        /// Size limit in bytes (0: the kernel's default).
+        size: i64,
+    },
+}
+
+/// One container mount: where, and what.
+#[derive(Clone, Debug)]
+pub struct ExecMount {
+    /// Absolute path in the container.
+    pub dest: String,
+    /// The mount.
+    pub kind: MountKind,
+}
+
+/// A process to run.
+#[derive(Clone, Debug, Default)]
+pub struct Process {
+    /// argv.
+    pub args: Vec<String>,
+    /// `K=V` environment.
+    pub env: Vec<String>,
+    /// Working directory.
+    pub cwd: String,
+    /// uid, gid, supplementary gids.
+    pub user: (u32, u32, Vec<u32>),
+    /// Hostname.
+    pub hostname: String,
+    /// `RLIMIT_*` name (as `nofile`), soft, hard.
+    pub rlimits: Vec<(String, i64, i64)>,
+    /// Keep the host's network namespace (`network=host`).
+    pub host_network: bool,
+    /// All capabilities and no masked paths (`security=insecure`).
+    pub insecure: bool,
+}
+
+/// How a step ended.
+#[derive(Debug)]
+pub struct ExitStatus {
+    /// Exit code (128+signal when killed).
+    pub code: i32,
+    /// Its last lines of output.
+    pub tail: Vec<String>,
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// Runs containers with one OCI runtime binary.
+#[derive(Clone, Debug)]
+pub struct Runner {
+    /// The runtime binary (`runc`).
+    pub binary: String,
+    /// Its state directory (`runc --root`).
+    pub state: PathBuf,
+    /// Where bundles are made.
+    pub bundles: PathBuf,
+}
+
+impl Runner {
+    /// Run `process` on `rootfs` with `mounts`; `output(stream, line)` gets each line
+    /// (stream 1 = stdout, 2 = stderr).
+    pub fn run(
+        &self,
+        rootfs: &Path,
+        process: &Process,
+        mounts: &[ExecMount],
+        output: &(dyn Fn(u8, &str) + Sync),
+    ) -> io::Result<ExitStatus> {
+        let id = format!(
+            "buildwit-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let bundle = self.bundles.join(&id);
+        std::fs::create_dir_all(&bundle)?;
+        let _cleanup = RemoveOnDrop(bundle.clone());
+        let config = spec(rootfs, process, mounts);
+        std::fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec_pretty(&config).map_err(io::Error::other)?,
+        )?;
+        let mut child = Command::new(&self.binary)
+            .arg("--root")
+            .arg(&self.state)
+            .arg("run")
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg(&id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot start {}: {e}", self.binary)))?;
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let tail = std::sync::Mutex::new(VecDeque::new());
+        let read = |stream: u8, r: Box<dyn io::Read + Send>| {
+            for line in BufReader::new(r).split(b'\n').map_while(Result::ok) {
+                let line = String::from_utf8_lossy(&line).into_owned();
+                output(stream, &line);
+                let mut t = tail.lock().unwrap();
+                if t.len() == TAIL_LINES {
+                    t.pop_front();
+                }
+                t.push_back(line);
+            }
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| read(1, Box::new(stdout)));
+            read(2, Box::new(stderr));
+        });
+        let status = child.wait()?;
+        use std::os::unix::process::ExitStatusExt;
+        let code = status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        Ok(ExitStatus {
+            code,
+            tail: tail.into_inner().unwrap().into(),
+        })
+    }
+}
+
+/// A directory removed when this goes out of scope.
+pub(crate) struct RemoveOnDrop(pub(crate) PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The runtime spec (`config.json`) of a build step.
+fn spec(rootfs: &Path, p: &Process, mounts: &[ExecMount]) -> Value {
+    let mut all = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+    ];
+    for m in mounts {
+        all.push(match &m.kind {
+            MountKind::Bind { source, readonly } => {
+                let mut options = vec!["rbind", "rprivate"];
+                if *readonly {
+                    options.push("ro");
+                }
+                json!({"destination": m.dest, "type": "bind", "source": source, "options": options})
+            }
+            MountKind::Tmpfs { size } => {
+                let mut options = vec!["nosuid".to_string(), "nodev".to_string(), "mode=1777".to_string()];
+                if *size > 0 {
+                    options.push(format!("size={size}"));
+                }
+                json!({"destination": m.dest, "type": "tmpfs", "source": "tmpfs", "options": options})
+            }
+        });
+    }
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ];
+    if !p.host_network {
+        // Its own network namespace: the step sees no host interfaces.
+        namespaces.push(json!({"type": "network"}));
+    }
+    let caps: Vec<String> = if p.insecure {
+        all_caps()
+    } else {
+        DEFAULT_CAPS.iter().map(|c| c.to_string()).collect()
+    };
+    let rlimits: Vec<Value> = p
+        .rlimits
+        .iter()
+        .map(|(name, soft, hard)| {
+            json!({"type": format!("RLIMIT_{}", name.to_uppercase()), "soft": soft, "hard": hard})
+        })
+        .collect();
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+    });
+    if !p.insecure {
+        linux["maskedPaths"] = json!([
+            "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+            "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+            "/sys/firmware", "/sys/devices/virtual/powercap"
+        ]);
+        linux["readonlyPaths"] = json!([
+            "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
+        ]);
+    } else {
+        linux["resources"] = json!({"devices": [{"allow": true, "access": "rwm"}]});
+    }
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": p.user.0, "gid": p.user.1, "additionalGids": p.user.2},
+            "args": p.args,
+            "env": p.env,
+            "cwd": if p.cwd.is_empty() { "/" } else { &p.cwd },
+            "capabilities": {
+                "bounding": caps, "effective": caps, "permitted": caps,
+            },
+            "rlimits": rlimits,
+            "noNewPrivileges": false,
+        },
+        "root": {"path": rootfs, "readonly": false},
+        "hostname": p.hostname,
+        "mounts": all,
+        "linux": linux,
+    })
+}
+
+fn all_caps() -> Vec<String> {
+    [
+        "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID",
+        "SETUID", "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST",
+        "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO",
+        "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+        "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE",
+        "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM",
+        "BLOCK_SUSPEND", "AUDIT_READ",
+    ]
+    .iter()
+    .map(|c| format!("CAP_{c}"))
+    .collect()
+}

@@ -1,0 +1,22 @@
+//! The OCI worker: where the steps of a build actually happen.
+//!
+//! A content store for blobs, overlayfs snapshots made of immutable layers, the sources
+//! (images, local directories, ...), exec through the OCI runtime, and file operations.
+
+#![warn(missing_docs)]
+
+pub mod content;
+pub mod exec;
+pub mod fileops;
+pub mod git;
+pub mod http;
+pub mod local;
+pub mod pattern;
+pub mod rootpath;
+pub mod snapshot;
+pub mod users;
+mod worker;
+
+pub use content::{ContentStore, Descriptor};
+pub use snapshot::{Layer, LayerBuilder, LayerMeta, Mounted, Snapshot, Snapshotter};
+pub use worker::{OpError, Output, Session, Worker, WorkerOptions, command_line};

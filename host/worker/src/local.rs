@@ -1,0 +1,437 @@
+//! `local://` sources: a directory of the client (the build context), filtered by the
+//! source's `followpaths`, `includepattern` and `excludepatterns`.
+//!
+//! A scan stats every file and hashes only those whose size, mtime or inode changed since
+//! the last scan (the hashes are kept per source), so an unchanged context costs a walk of
+//! its metadata. The scan gives the checksums cache keys are made of: the whole source, or
+//! only the paths a copy selects. The files become a layer only when a step needs them, and
+//! unchanged files are hard links into the previous layer of the same source.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::pattern::{Patterns, has_wildcards, match_parts};
+use crate::rootpath::clean;
+use crate::snapshot::{Layer, LayerMeta, Snapshotter};
+
+/// A local source as an LLB op names it.
+#[derive(Clone, Debug)]
+pub struct LocalSource {
+    /// The client's directory.
+    pub dir: PathBuf,
+    /// `local.followpaths`: only these paths (and their parents) are sent.
+    pub follow: Vec<String>,
+    /// `local.includepattern`.
+    pub include: Vec<String>,
+    /// `local.excludepatterns`.
+    pub exclude: Vec<String>,
+}
+
+/// What kind of file an entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    /// A directory.
+    Dir,
+    /// A regular file.
+    File,
+    /// A symbolic link.
+    Symlink,
+}
+
+/// One path of a scanned source.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Its kind.
+    pub kind: Kind,
+    /// Permission bits.
+    pub mode: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, Unix nanoseconds.
+    pub mtime: i64,
+    /// Inode, to notice a file replaced by another of the same size and time.
+    pub ino: u64,
+    /// sha256 of the content (files), the link target (symlinks), empty for directories.
+    pub hash: String,
+}
+
+/// A scanned source: its entries by relative path, and the checksum of all of them.
+#[derive(Clone, Debug, Default)]
+pub struct LocalTree {
+    /// The client's directory.
+    pub dir: PathBuf,
+    /// Entries by `/`-separated relative path.
+    pub entries: BTreeMap<String, Entry>,
+    /// `sha256:` over every entry.
+    pub digest: String,
+}
+
+/// What the last scan of a source knew, kept between builds.
+#[derive(Default, Serialize, Deserialize)]
+struct ScanCache {
+    entries: BTreeMap<String, Entry>,
+    /// The last layer made from this source.
+    layer: Option<String>,
+}
+
+/// Scans and materializes local sources; keeps its per-source caches under `dir`.
+#[derive(Debug)]
+pub struct Locals {
+    dir: PathBuf,
+}
+
+impl Locals {
+    /// Caches under `dir`.
+    pub fn open(dir: impl Into<PathBuf>) -> io::Result<Self> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir)?;
+        Ok(Locals { dir })
+    }
+
+    fn cache_path(&self, source: &LocalSource) -> PathBuf {
+        let key = Sha256::digest(
+            format!(
+                "{}\0{:?}\0{:?}\0{:?}",
+                source.dir.display(),
+                source.follow,
+                source.include,
+                source.exclude
+            )
+            .as_bytes(),
+        );
+        self.dir.join(format!("{}.json", hex::encode(&key[..16])))
+    }
+
+    fn load(&self, source: &LocalSource) -> ScanCache {
+        fs::read(self.cache_path(source))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn save(&self, source: &LocalSource, cache: &ScanCache) -> io::Result<()> {
+        let path = self.cache_path(source);
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        fs::write(&tmp, serde_json::to_vec(cache).map_err(io::Error::other)?)?;
+        fs::rename(tmp, path)
+    }
+
+    /// Walk the source, hashing what changed since the last scan.
+    pub fn scan(&self, source: &LocalSource) -> io::Result<LocalTree> {
+        let dir = source.dir.canonicalize().map_err(|e| {
+            io::Error::new(e.kind(), format!("{}: {e}", source.dir.display()))
+        })?;
+        let mut cache = self.load(source);
+        let filter = Filter {
+            follow: source.follow.iter().map(|p| clean(p)).collect(),
+            include: source.include.iter().map(|p| clean(p)).collect(),
+            exclude: Patterns::new(&source.exclude),
+        };
+        let mut entries = BTreeMap::new();
+        walk(&dir, "", &filter, &cache.entries, &mut entries)?;
+        let digest = tree_digest(entries.iter());
+        cache.entries = entries.clone();
+        self.save(source, &cache)?;
+        Ok(LocalTree {
+            dir,
+            entries,
+            digest,
+        })
+    }
+
+    /// The layer holding the files of a scanned source (made now if no build made it yet).
+    pub fn materialize(
+        &self,
+        source: &LocalSource,
+        tree: &LocalTree,
+        snapshots: &Snapshotter,
+    ) -> io::Result<Layer> {
+        let id = format!("local-{}", &tree.digest["sha256:".len()..]);
+        if let Some(layer) = snapshots.layer(&id) {
+            return Ok(layer);
+        }
+        let mut cache = self.load(source);
+        let previous = cache.layer.as_deref().and_then(|l| snapshots.layer(l));
+        let builder = snapshots.new_layer()?;
+        let out = builder.dir();
+        let prev_entries = previous
+            .as_ref()
+            .map(|_| cache.entries.clone())
+            .unwrap_or_default();
+        for (rel, e) in &tree.entries {
+            let dest = out.join(rel);
+            match e.kind {
+                Kind::Dir => fs::create_dir(&dest)?,
+                Kind::Symlink => symlink(&e.hash, &dest)?,
+                Kind::File => {
+                    let reused = previous.as_ref().is_some_and(|prev| {
+                        prev_entries.get(rel) == Some(e)
+                            && fs::hard_link(prev.dir.join(rel), &dest).is_ok()
+                    });
+                    if !reused {
+                        copy_checked(&tree.dir.join(rel), &dest, &e.hash, rel)?;
+                    }
+                }
+            }
+            if e.kind != Kind::Symlink {
+                fs::set_permissions(&dest, fs::Permissions::from_mode(e.mode))?;
+            }
+            // Files of the context belong to root in the build, as with BuildKit.
+            rustix::fs::chownat(
+                rustix::fs::CWD,
+                &dest,
+                Some(rustix::process::Uid::ROOT),
+                Some(rustix::process::Gid::ROOT),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+        }
+        // Times last, deepest first, so creating children does not change a parent's.
+        for (rel, e) in tree.entries.iter().rev() {
+            set_mtime(&out.join(rel), e.mtime)?;
+        }
+        let layer = builder.commit(&id, &LayerMeta::default())?;
+        cache.layer = Some(id);
+        cache.entries = tree.entries.clone();
+        self.save(source, &cache)?;
+        Ok(layer)
+    }
+}
+
+struct Filter {
+    follow: Vec<String>,
+    include: Vec<String>,
+    exclude: Patterns,
+}
+
+impl Filter {
+    /// Whether `rel` is sent, and whether a walk should look inside it.
+    fn visit(&self, rel: &str, is_dir: bool) -> (bool, bool) {
+        let parts: Vec<&str> = rel.split('/').collect();
+        let under = |p: &String| rel == p || rel.starts_with(&format!("{p}/"));
+        let above = |p: &String| p.starts_with(&format!("{rel}/"));
+        if !self.follow.is_empty() && !self.follow.iter().any(|p| under(p) || above(p)) {
+            return (false, false);
+        }
+        if !self.include.is_empty() {
+            let included = self.include.iter().any(|p| {
+                let pp: Vec<&str> = p.split('/').collect();
+                (1..=parts.len()).any(|n| match_parts(&pp, &parts[..n]))
+            });
+            // A directory above an include pattern is walked but only kept if something in it is.
+            let maybe_below = is_dir
+                && self
+                    .include
+                    .iter()
+                    .any(|p| has_wildcards(p) || above(p) || p.contains("**"));
+            if !included {
+                return (false, maybe_below);
+            }
+        }
+        if self.exclude.matches(rel) {
+            return (false, is_dir && self.exclude.may_include_below(rel));
+        }
+        (true, is_dir)
+    }
+}
+
+fn walk(
+    root: &Path,
+    rel: &str,
+    filter: &Filter,
+    previous: &BTreeMap<String, Entry>,
+    out: &mut BTreeMap<String, Entry>,
+) -> io::Result<bool> {
+    let mut names: Vec<String> = Vec::new();
+    for e in fs::read_dir(root.join(rel))? {
+        names.push(e?.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    let mut any = false;
+    for name in names {
+        let child = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
+        let path = root.join(&child);
+        let md = path.symlink_metadata()?;
+        let (keep, descend) = filter.visit(&child, md.is_dir());
+        let mut kept_below = false;
+        if descend && md.is_dir() {
+            kept_below = walk(root, &child, filter, previous, out)?;
+        }
+        if !(keep || kept_below) {
+            continue;
+        }
+        any = true;
+        let kind = if md.is_dir() {
+            Kind::Dir
+        } else if md.file_type().is_symlink() {
+            Kind::Symlink
+        } else if md.is_file() {
+            Kind::File
+        } else {
+            continue; // sockets, devices and fifos of a context are not sent (as Docker).
+        };
+        let mut e = Entry {
+            kind,
+            mode: md.permissions().mode() & 0o7777,
+            size: if kind == Kind::File { md.len() } else { 0 },
+            mtime: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+            ino: md.ino(),
+            hash: String::new(),
+        };
+        e.hash = match kind {
+            Kind::Dir => String::new(),
+            Kind::Symlink => fs::read_link(&path)?.to_string_lossy().into_owned(),
+            Kind::File => match previous.get(&child) {
+                Some(p) if p.size == e.size && p.mtime == e.mtime && p.ino == e.ino => p.hash.clone(),
+                _ => hash_file(&path)?,
+            },
+        };
+        out.insert(child, e);
+    }
+    Ok(any)
+}
+
+fn hash_file(path: &Path) -> io::Result<String> {
+    let mut input = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(h.finalize()));
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+/// Copy a file, checking it still has the content the scan hashed.
+fn copy_checked(src: &Path, dest: &Path, hash: &str, rel: &str) -> io::Result<()> {
+    let mut input = File::open(src)?;
+    let mut output = File::create(dest)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        output.write_all(&buf[..n])?;
+    }
+    if hex::encode(h.finalize()) != hash {
+        return Err(io::Error::other(format!(
+            "{rel} changed while the build was reading it; run the build again"
+        )));
+    }
+    Ok(())
+}
+
+fn set_mtime(path: &Path, mtime_ns: i64) -> io::Result<()> {
+    let ts = rustix::fs::Timespec {
+        tv_sec: mtime_ns.div_euclid(1_000_000_000),
+        tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &rustix::fs::Timestamps {
+            last_access: ts,
+            last_modification: ts,
+        },
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    Ok(())
+}
+
+fn entry_record(h: &mut Sha256, rel: &str, e: &Entry) {
+    // Times and inodes are not content: touching a file does not invalidate the cache.
+    h.update(format!("{rel}\0{:?}\0{:o}\0{}\n", e.kind, e.mode, e.hash).as_bytes());
+}
+
+fn tree_digest<'a>(entries: impl Iterator<Item = (&'a String, &'a Entry)>) -> String {
+    let mut h = Sha256::new();
+    for (rel, e) in entries {
+        entry_record(&mut h, rel, e);
+    }
+    format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+impl LocalTree {
+    /// The checksum of the paths a step reads: each selector is a path or a wildcard
+    /// pattern, and selects what it names and everything below. `/` selects the whole
+    /// source.
+    pub fn checksum(&self, selectors: &[String]) -> String {
+        let sel: Vec<String> = selectors.iter().map(|s| clean(s)).collect();
+        if sel.iter().any(|s| s.is_empty()) {
+            return self.digest.clone();
+        }
+        let mut h = Sha256::new();
+        for s in &sel {
+            h.update(format!("selector {s}\n").as_bytes());
+        }
+        for (rel, e) in &self.entries {
+            let parts: Vec<&str> = rel.split('/').collect();
+            let selected = sel.iter().any(|s| {
+                let sp: Vec<&str> = s.split('/').collect();
+                (1..=parts.len()).any(|n| match_parts(&sp, &parts[..n]))
+            });
+            if selected {
+                entry_record(&mut h, rel, e);
+            }
+        }
+        format!("sha256:{}", hex::encode(h.finalize()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(dir: &Path) -> LocalSource {
+        LocalSource {
+            dir: dir.to_path_buf(),
+            follow: Vec::new(),
+            include: Vec::new(),
+            exclude: vec!["*.tmp".into(), "node_modules".into()],
+        }
+    }
+
+    #[test]
+    fn checksums_follow_content_of_selected_paths() {
+        let ctx = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        fs::create_dir_all(ctx.path().join("src")).unwrap();
+        fs::create_dir_all(ctx.path().join("node_modules/x")).unwrap();
+        fs::write(ctx.path().join("src/main.rs"), "fn main() {}").unwrap();
+        fs::write(ctx.path().join("README"), "hi").unwrap();
+        fs::write(ctx.path().join("a.tmp"), "x").unwrap();
+        let locals = Locals::open(state.path()).unwrap();
+        let src = source(ctx.path());
+        let t1 = locals.scan(&src).unwrap();
+        assert_eq!(
+            t1.entries.keys().collect::<Vec<_>>(),
+            ["README", "src", "src/main.rs"]
+        );
+        let sel = vec!["/src".to_string()];
+        let c1 = t1.checksum(&sel);
+        fs::write(ctx.path().join("README"), "changed").unwrap();
+        let t2 = locals.scan(&src).unwrap();
+        assert_ne!(t1.digest, t2.digest);
+        assert_eq!(c1, t2.checksum(&sel), "an unrelated edit keeps the copy's key");
+        fs::write(ctx.path().join("src/main.rs"), "fn main() { }").unwrap();
+        let t3 = locals.scan(&src).unwrap();
+        assert_ne!(c1, t3.checksum(&sel));
+        // Wildcards are anchored: `*.rs` selects nothing at the top, `src/*.rs` the file.
+        assert_eq!(t2.checksum(&["*.rs".into()]), t3.checksum(&["*.rs".into()]));
+        assert_ne!(t3.checksum(&["src/*.rs".into()]), t2.checksum(&["src/*.rs".into()]));
+    }
+}

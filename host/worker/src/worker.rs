@@ -1,0 +1,593 @@
+//! The worker: runs one LLB op on its input snapshots and returns its output snapshots.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use buildwit_llb::pb;
+
+use crate::content::ContentStore;
+use crate::exec::{DEFAULT_PATH, ExecMount, MountKind, Process, Runner};
+use crate::local::{LocalSource, LocalTree, Locals};
+use crate::snapshot::{LayerBuilder, LayerMeta, Mounted, Snapshot, Snapshotter};
+use crate::{fileops, rootpath, users};
+
+/// What the client of one build provides: its directories, secrets and ssh agents.
+#[derive(Clone, Debug, Default)]
+pub struct Session {
+    /// Local directories by name (`context`, `dockerfile`).
+    pub locals: BTreeMap<String, PathBuf>,
+    /// Secrets by id.
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    /// SSH agent sockets by id.
+    pub ssh: BTreeMap<String, PathBuf>,
+}
+
+/// Why an op failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// A step exited with an error.
+    #[error("process \"{command}\" did not complete successfully: exit code: {code}")]
+    Exit {
+        /// The command as BuildKit shows it.
+        command: String,
+        /// Its exit code.
+        code: i32,
+        /// Its last lines of output.
+        tail: Vec<String>,
+    },
+    /// The op is wrong or asks for something this worker does not do.
+    #[error("{0}")]
+    Invalid(String),
+    /// The filesystem or the runtime failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+fn invalid(msg: impl Into<String>) -> OpError {
+    OpError::Invalid(msg.into())
+}
+
+/// Worker settings.
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    /// The OCI runtime binary.
+    pub runtime: String,
+    /// Hostname of build containers.
+    pub hostname: String,
+    /// The snapshotter.
+    pub snapshotter: crate::snapshot::Kind,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            runtime: "runc".into(),
+            hostname: "buildkitsandbox".into(),
+            snapshotter: crate::snapshot::Kind::Auto,
+        }
+    }
+}
+
+/// The OCI worker with its state under one root.
+#[derive(Debug)]
+pub struct Worker {
+    /// Image blobs.
+    pub content: ContentStore,
+    /// Layers.
+    pub snapshots: Arc<Snapshotter>,
+    /// Local source scans.
+    pub locals: Locals,
+    runner: Runner,
+    cache_mounts: PathBuf,
+    options: WorkerOptions,
+}
+
+/// A line of output of a running op: stream (1 stdout, 2 stderr) and text.
+pub type Output<'a> = &'a (dyn Fn(u8, &str) + Sync);
+
+impl Worker {
+    /// Open (or create) the worker's state under `root`.
+    pub fn open(root: &Path, options: WorkerOptions) -> io::Result<Self> {
+        let runner = Runner {
+            binary: options.runtime.clone(),
+            state: root.join("runc"),
+            bundles: root.join("bundles"),
+        };
+        let _ = fs::remove_dir_all(&runner.bundles);
+        fs::create_dir_all(&runner.bundles)?;
+        Ok(Worker {
+            content: ContentStore::open(root.join("content"))?,
+            snapshots: Snapshotter::open(root.join("snapshots"), options.snapshotter)?,
+            locals: Locals::open(root.join("locals"))?,
+            runner,
+            cache_mounts: root.join("cache-mounts"),
+            options,
+        })
+    }
+
+    /// The local source an op names, with the session's directory.
+    pub fn local_source(&self, source: &pb::SourceOp, session: &Session) -> Result<LocalSource, OpError> {
+        let name = source
+            .identifier
+            .strip_prefix("local://")
+            .ok_or_else(|| invalid(format!("{} is not a local source", source.identifier)))?;
+        let dir = session.locals.get(name).ok_or_else(|| {
+            invalid(format!("the client sent no local directory named {name:?}"))
+        })?;
+        let list = |key: &str| -> Vec<String> {
+            source
+                .attrs
+                .get(key)
+                .and_then(|v| serde_json::from_str(v).ok())
+                .unwrap_or_default()
+        };
+        Ok(LocalSource {
+            dir: dir.clone(),
+            follow: list("local.followpaths"),
+            include: list("local.includepattern"),
+            exclude: list("local.excludepatterns"),
+        })
+    }
+
+    /// Make a local source's layer from its scan.
+    pub fn local_snapshot(&self, source: &LocalSource, tree: &LocalTree) -> Result<Snapshot, OpError> {
+        let layer = self.locals.materialize(source, tree, &self.snapshots)?;
+        Ok(Snapshot {
+            layers: vec![layer],
+        })
+    }
+
+    /// Run an exec op. `ids[i]` names the layer of output `i`.
+    pub fn exec(
+        &self,
+        op: &pb::ExecOp,
+        inputs: &[Snapshot],
+        session: &Session,
+        ids: &dyn Fn(usize) -> String,
+        output: Output,
+    ) -> Result<Vec<Snapshot>, OpError> {
+        let meta = op.meta.clone().unwrap_or_default();
+        let input = |i: i64| -> Result<Snapshot, OpError> {
+            if i < 0 {
+                return Ok(Snapshot::default());
+            }
+            inputs
+                .get(i as usize)
+                .cloned()
+                .ok_or_else(|| invalid(format!("mount input {i} does not exist")))
+        };
+        let mut mounts = op.mounts.clone();
+        // Shallow mounts first, so deeper ones land on top of them.
+        mounts.sort_by_key(|m| m.dest.matches('/').count() - usize::from(m.dest == "/"));
+        let root_mount = mounts
+            .iter()
+            .position(|m| m.dest == "/")
+            .ok_or_else(|| invalid("exec has no root mount"))?;
+
+        // Writable mounts: (output index, base snapshot, layer) to commit afterwards.
+        let mut writable: Vec<(i64, Snapshot, LayerBuilder)> = Vec::new();
+        let mut mounted: Vec<Mounted> = Vec::new();
+        let mut exec_mounts = Vec::new();
+        let scratch_guard = crate::exec::RemoveOnDrop(tempfile_dir(&self.runner.bundles)?);
+        let scratch = scratch_guard.0.clone();
+        let mut rootfs = PathBuf::new();
+        let mut locks = Vec::new();
+        for (n, m) in mounts.iter().enumerate() {
+            let kind = pb::MountType::try_from(m.mount_type).unwrap_or(pb::MountType::Bind);
+            let source = match kind {
+                pb::MountType::Bind => {
+                    let base = input(m.input)?;
+                    let mnt = if m.output >= 0 || !m.readonly {
+                        let layer = self.snapshots.new_layer()?;
+                        let mnt = self.snapshots.mount(&base, Some(&layer))?;
+                        writable.push((m.output, base, layer));
+                        mnt
+                    } else {
+                        self.snapshots.mount(&base, None)?
+                    };
+                    let path = rootpath::resolve(mnt.path(), &m.selector, true)?;
+                    mounted.push(mnt);
+                    if n == root_mount {
+                        rootfs = path;
+                        continue;
+                    }
+                    MountKind::Bind {
+                        source: path,
+                        readonly: m.readonly,
+                    }
+                }
+                pb::MountType::Tmpfs => MountKind::Tmpfs {
+                    size: m.tmpfs_opt.as_ref().map_or(0, |t| t.size),
+                },
+                pb::MountType::Cache => {
+                    let (dir, lock) = self.cache_mount(m, &input(m.input)?)?;
+                    locks.extend(lock);
+                    MountKind::Bind {
+                        source: dir,
+                        readonly: m.readonly,
+                    }
+                }
+                pb::MountType::Secret => {
+                    let opt = m.secret_opt.clone().unwrap_or_default();
+                    let Some(data) = session.secrets.get(&opt.id) else {
+                        if opt.optional {
+                            continue;
+                        }
+                        return Err(invalid(format!("secret {} not found", opt.id)));
+                    };
+                    let file = scratch.join(format!("secret-{n}"));
+                    fs::write(&file, data)?;
+                    fileops_chown_mode(&file, opt.uid, opt.gid, opt.mode)?;
+                    MountKind::Bind {
+                        source: file,
+                        readonly: true,
+                    }
+                }
+                pb::MountType::Ssh => {
+                    let opt = m.ssh_opt.clone().unwrap_or_default();
+                    let id = if opt.id.is_empty() { "default" } else { &opt.id };
+                    let Some(sock) = session.ssh.get(id) else {
+                        if opt.optional {
+                            continue;
+                        }
+                        return Err(invalid(format!(
+                            "no SSH key {id:?} forwarded from the client (use --ssh {id})"
+                        )));
+                    };
+                    MountKind::Bind {
+                        source: sock.clone(),
+                        readonly: true,
+                    }
+                }
+            };
+            exec_mounts.push(ExecMount {
+                dest: m.dest.clone(),
+                kind: source,
+            });
+        }
+
+        // Files the runtime mounts over, and mount points it must create, are stubs:
+        // remember which did not exist so they are removed from the result afterwards.
+        let hosts = scratch.join("hosts");
+        let mut hosts_text =
+            String::from("127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        for h in &meta.extra_hosts {
+            hosts_text.push_str(&format!("{}\t{}\n", h.ip, h.host));
+        }
+        fs::write(&hosts, hosts_text)?;
+        let resolv = scratch.join("resolv.conf");
+        fs::write(&resolv, resolv_conf())?;
+        exec_mounts.push(ExecMount {
+            dest: "/etc/hosts".into(),
+            kind: MountKind::Bind { source: hosts, readonly: true },
+        });
+        exec_mounts.push(ExecMount {
+            dest: "/etc/resolv.conf".into(),
+            kind: MountKind::Bind { source: resolv, readonly: true },
+        });
+        let mut stubs: Vec<String> = ["/proc", "/dev", "/sys"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(exec_mounts.iter().map(|m| m.dest.clone()))
+            .filter_map(|d| first_missing(&rootfs, &d))
+            .collect();
+
+        let user = users::resolve(&rootfs, &meta.user).map_err(|e| invalid(e.to_string()))?;
+        let cwd = if meta.cwd.is_empty() { "/".to_string() } else { meta.cwd.clone() };
+        let cwd_host = rootpath::resolve(&rootfs, &cwd, true)?;
+        if !cwd_host.exists() {
+            let first_missing = first_missing(&rootfs, &cwd);
+            fs::create_dir_all(&cwd_host)?;
+            // A working directory made only for the step is not part of its result.
+            if let Some(m) = first_missing {
+                stubs.push(m);
+            }
+        }
+        let mut env = meta.env.clone();
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.push(DEFAULT_PATH.to_string());
+        }
+        if let Some(p) = &meta.proxy_env {
+            for (name, value) in [
+                ("HTTP_PROXY", &p.http_proxy),
+                ("HTTPS_PROXY", &p.https_proxy),
+                ("FTP_PROXY", &p.ftp_proxy),
+                ("NO_PROXY", &p.no_proxy),
+                ("ALL_PROXY", &p.all_proxy),
+            ] {
+                if !value.is_empty() {
+                    env.push(format!("{name}={value}"));
+                    env.push(format!("{}={value}", name.to_lowercase()));
+                }
+            }
+        }
+        for s in &op.secretenv {
+            match session.secrets.get(&s.id) {
+                Some(v) => env.push(format!("{}={}", s.name, String::from_utf8_lossy(v))),
+                None if s.optional => {}
+                None => return Err(invalid(format!("secret {} not found", s.id))),
+            }
+        }
+        let host_network = op.network == pb::NetMode::Host as i32;
+        let process = Process {
+            args: meta.args.clone(),
+            env,
+            cwd,
+            user: (user.uid, user.gid, user.additional_gids),
+            hostname: if meta.hostname.is_empty() {
+                self.options.hostname.clone()
+            } else {
+                meta.hostname.clone()
+            },
+            rlimits: meta
+                .ulimit
+                .iter()
+                .map(|u| (u.name.clone(), u.soft, u.hard))
+                .collect(),
+            host_network,
+            insecure: op.security == pb::SecurityMode::Insecure as i32,
+        };
+        let status = self.runner.run(&rootfs, &process, &exec_mounts, output)?;
+        drop(locks);
+        for stub in stubs.iter().rev() {
+            if let Ok(p) = rootpath::resolve(&rootfs, stub, false) {
+                remove_stub(&p);
+            }
+        }
+        let ok_codes: &[i32] = if meta.valid_exit_codes.is_empty() {
+            &[0]
+        } else {
+            &meta.valid_exit_codes
+        };
+        if !ok_codes.contains(&status.code) {
+            return Err(OpError::Exit {
+                command: command_line(&meta.args),
+                code: status.code,
+                tail: status.tail,
+            });
+        }
+        for m in mounted {
+            m.finish()?;
+        }
+        let count = op
+            .mounts
+            .iter()
+            .filter(|m| m.mount_type == pb::MountType::Bind as i32)
+            .map(|m| m.output + 1)
+            .max()
+            .unwrap_or(0)
+            .max(0) as usize;
+        let mut outputs = vec![Snapshot::default(); count];
+        for (out, base, layer) in writable {
+            if out < 0 {
+                continue;
+            }
+            let layer = layer.commit(&ids(out as usize), &LayerMeta::default())?;
+            let mut snap = base;
+            snap.layers.push(layer);
+            outputs[out as usize] = snap;
+        }
+        Ok(outputs)
+    }
+
+    /// The directory of a cache mount, filled from its `from` input when new; with
+    /// `sharing=locked` a lock held until the step ends.
+    fn cache_mount(&self, m: &pb::Mount, from: &Snapshot) -> Result<(PathBuf, Option<fs::File>), OpError> {
+        let opt = m.cache_opt.clone().unwrap_or_default();
+        let id = if opt.id.is_empty() { m.dest.clone() } else { opt.id.clone() };
+        let key = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(id.as_bytes())[..16]);
+        fs::create_dir_all(&self.cache_mounts)?;
+        let dir = self.cache_mounts.join(&key);
+        let lock_file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.cache_mounts.join(format!("{key}.lock")))?;
+        // Creating the directory is always exclusive; `locked` keeps the lock for the step.
+        rustix::fs::flock(&lock_file, rustix::fs::FlockOperation::LockExclusive).map_err(io::Error::from)?;
+        if !dir.exists() {
+            let tmp = self.cache_mounts.join(format!("{key}.new"));
+            let _ = fs::remove_dir_all(&tmp);
+            fs::create_dir_all(&tmp)?;
+            if !from.layers.is_empty() {
+                let src = self.snapshots.mount(from, None)?;
+                let copy = pb::FileActionCopy {
+                    src: if m.selector.is_empty() { "/".into() } else { m.selector.clone() },
+                    dest: "/".into(),
+                    mode: -1,
+                    timestamp: -1,
+                    dir_copy_contents: true,
+                    follow_symlink: true,
+                    ..Default::default()
+                };
+                fileops::copy(&tmp, src.path(), &copy)?;
+            }
+            fs::rename(&tmp, &dir)?;
+        }
+        if opt.sharing == pb::CacheSharingOpt::Locked as i32 {
+            Ok((dir, Some(lock_file)))
+        } else {
+            rustix::fs::flock(&lock_file, rustix::fs::FlockOperation::Unlock).map_err(io::Error::from)?;
+            Ok((dir, None))
+        }
+    }
+
+    /// Run a file op. `ids[i]` names the layer of output `i`.
+    pub fn file(
+        &self,
+        op: &pb::FileOp,
+        inputs: &[Snapshot],
+        ids: &dyn Fn(usize) -> String,
+    ) -> Result<Vec<Snapshot>, OpError> {
+        // Option: an action's result, until a later action builds on it and takes it.
+        type State = Option<(Snapshot, LayerBuilder, Mounted)>;
+        let n = inputs.len() as i64;
+        let mut states: Vec<State> = Vec::new();
+        let mut outputs: BTreeMap<usize, usize> = BTreeMap::new();
+        for (k, action) in op.actions.iter().enumerate() {
+            let (base, layer, mnt) = match action.input {
+                i if i < 0 => {
+                    let layer = self.snapshots.new_layer()?;
+                    let mnt = self.snapshots.mount(&Snapshot::default(), Some(&layer))?;
+                    (Snapshot::default(), layer, mnt)
+                }
+                i if i < n => {
+                    let base = inputs[i as usize].clone();
+                    let layer = self.snapshots.new_layer()?;
+                    let mnt = self.snapshots.mount(&base, Some(&layer))?;
+                    (base, layer, mnt)
+                }
+                i => {
+                    let prev = (i - n) as usize;
+                    match states
+                        .get_mut(prev)
+                        .ok_or_else(|| invalid(format!("file action {k} reads action {prev}, which comes later")))?
+                        .take()
+                    {
+                        Some(open) => open,
+                        None => {
+                            return Err(invalid(format!(
+                                "file action {k} builds on action {prev}, whose result another action took"
+                            )));
+                        }
+                    }
+                }
+            };
+            let root = mnt.path().to_path_buf();
+            use pb::file_action::Action;
+            let result = match &action.action {
+                Some(Action::Mkdir(a)) => fileops::mkdir(&root, a),
+                Some(Action::Mkfile(a)) => fileops::mkfile(&root, a),
+                Some(Action::Rm(a)) => fileops::rm(&root, a),
+                Some(Action::Symlink(a)) => fileops::symlink_action(&root, a),
+                Some(Action::Copy(a)) => {
+                    let s = action.secondary_input;
+                    if s < 0 {
+                        let empty = self.snapshots.mount(&Snapshot::default(), None)?;
+                        fileops::copy(&root, empty.path(), a)
+                    } else if s < n {
+                        let src = self.snapshots.mount(&inputs[s as usize], None)?;
+                        fileops::copy(&root, src.path(), a)
+                    } else {
+                        match states.get((s - n) as usize) {
+                            Some(Some((_, _, m))) => fileops::copy(&root, m.path(), a),
+                            _ => return Err(invalid(format!("file action {k} copies from a result that is not available"))),
+                        }
+                    }
+                }
+                None => Err(io::Error::other("empty file action")),
+            };
+            result?;
+            if action.output >= 0 {
+                outputs.insert(action.output as usize, k);
+            }
+            states.push(Some((base, layer, mnt)));
+        }
+        let count = outputs.keys().max().map_or(0, |m| m + 1);
+        let mut result = vec![Snapshot::default(); count];
+        for (out, k) in outputs {
+            let Some((base, layer, mnt)) = states[k].take() else {
+                return Err(invalid(format!("output {out} of the file op was consumed by a later action")));
+            };
+            mnt.finish()?;
+            let layer = layer.commit(&ids(out), &LayerMeta::default())?;
+            let mut snap = base;
+            snap.layers.push(layer);
+            result[out] = snap;
+        }
+        Ok(result)
+    }
+
+    /// Merge: the inputs' layers stacked in order.
+    pub fn merge(&self, inputs: &[Snapshot]) -> Snapshot {
+        Snapshot {
+            layers: inputs.iter().flat_map(|s| s.layers.iter().cloned()).collect(),
+        }
+    }
+
+    /// Diff: the layers `upper` has on top of `lower`.
+    pub fn diff(&self, lower: &Snapshot, upper: &Snapshot) -> Result<Snapshot, OpError> {
+        if upper.layers.starts_with(&lower.layers) {
+            return Ok(Snapshot {
+                layers: upper.layers[lower.layers.len()..].to_vec(),
+            });
+        }
+        Err(invalid(
+            "diff of two snapshots that do not share their lower layers is not supported yet",
+        ))
+    }
+}
+
+fn fileops_chown_mode(path: &Path, uid: u32, gid: u32, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    rustix::fs::chown(
+        path,
+        Some(rustix::process::Uid::from_raw(uid)),
+        Some(rustix::process::Gid::from_raw(gid)),
+    )?;
+    fs::set_permissions(path, fs::Permissions::from_mode(if mode == 0 { 0o400 } else { mode }))
+}
+
+fn tempfile_dir(base: &Path) -> io::Result<PathBuf> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = base.join(format!(
+        "files-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// The first component of `path` missing in `root` (as an absolute container path).
+fn first_missing(root: &Path, path: &str) -> Option<String> {
+    let mut cur = String::new();
+    for part in rootpath::clean(path).split('/') {
+        cur = format!("{cur}/{part}");
+        if rootpath::resolve(root, &cur, false).is_ok_and(|p| p.symlink_metadata().is_err()) {
+            return Some(cur);
+        }
+    }
+    None
+}
+
+/// Remove a mount stub: an empty file (a bind target), or a directory holding nothing but
+/// empty directories and bind targets.
+fn remove_stub(path: &Path) {
+    let Ok(md) = path.symlink_metadata() else { return };
+    if md.is_dir() {
+        if let Ok(entries) = fs::read_dir(path) {
+            for e in entries.flatten() {
+                remove_stub(&e.path());
+            }
+        }
+        let _ = fs::remove_dir(path);
+    } else if md.is_file() && md.len() == 0 {
+        let _ = fs::remove_file(path);
+    }
+}
+
+/// The host's resolv.conf without loopback name servers, which a step cannot reach.
+fn resolv_conf() -> String {
+    let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let kept: Vec<&str> = host
+        .lines()
+        .filter(|l| {
+            let mut w = l.split_whitespace();
+            !(w.next() == Some("nameserver") && w.next().is_some_and(|ip| ip.starts_with("127.") || ip == "::1"))
+        })
+        .collect();
+    let mut out = kept.join("\n");
+    if !out.lines().any(|l| l.starts_with("nameserver")) {
+        out.push_str("\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+    }
+    out
+}
+
+/// A command as BuildKit quotes it in errors: `/bin/sh -c echo hi`.
+pub fn command_line(args: &[String]) -> String {
+    args.join(" ")
+}
