@@ -1,5 +1,7 @@
 //! `buildwit`: the command line client.
 
+mod progress;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -9,7 +11,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use buildwit_daemon::{BuildApi, BuildRequest, Engine, FrontendRef};
-use buildwit_frontend::bridge::{Event, LogLevel};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -82,9 +83,30 @@ struct BuildArgs {
     /// Wall-time limit of the frontend, in seconds.
     #[arg(long, default_value_t = 60)]
     frontend_timeout: u64,
-    /// Progress output: auto, plain or quiet.
+    /// Progress output: auto, tty, plain, rawjson or quiet.
     #[arg(long, default_value = "auto")]
     progress: String,
+    /// A secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or `id=ID,env=VAR` (repeatable).
+    #[arg(long = "secret", value_name = "id=ID,src=FILE")]
+    secrets: Vec<String>,
+    /// An SSH agent socket for `RUN --mount=type=ssh`: `default` (from $SSH_AUTH_SOCK) or
+    /// `ID=SOCKET` (repeatable).
+    #[arg(long = "ssh", value_name = "ID[=SOCKET]")]
+    ssh: Vec<String>,
+    /// Grant an entitlement the daemon permits: `network.host`, `security.insecure`.
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    allow: Vec<String>,
+    /// Where the result goes: `type=oci,dest=out.tar`, `type=docker,dest=…`,
+    /// `type=image,name=REF,push=true`, `type=local,dest=DIR`, `type=tar,dest=…`, a
+    /// directory, or `-` (a tar to stdout). Repeatable.
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    outputs: Vec<String>,
+    /// Image name for the image outputs (as buildx); alone, an image output with this name.
+    #[arg(short = 't', long = "tag", value_name = "NAME")]
+    tags: Vec<String>,
+    /// Push the image (shorthand for `--output type=image,push=true` with the -t names).
+    #[arg(long)]
+    push: bool,
 }
 
 #[derive(Subcommand)]
@@ -113,6 +135,20 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // A failed step: its last lines of output first, as BuildKit shows them.
+            if let Some(buildwit_daemon::DaemonError::Solve(buildwit_solver::SolveError::Step {
+                name,
+                tail,
+                ..
+            })) = e.downcast_ref()
+                && !tail.is_empty()
+            {
+                eprintln!("------\n > {name}:");
+                for line in tail {
+                    eprintln!("{line}");
+                }
+                eprintln!("------");
+            }
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
@@ -240,60 +276,23 @@ fn build(config: Option<&Path>, root: Option<PathBuf>, args: BuildArgs) -> Resul
         options.push(("requestid".into(), request.into()));
     }
 
-    let quiet = args.progress == "quiet";
+    let outputs = parse_outputs(&args)?;
+    let mode = progress::Mode::parse(&args.progress)?;
+    let quiet = mode == progress::Mode::Quiet;
+    let secrets = parse_secrets(&args.secrets)?;
+    let ssh = parse_ssh(&args.ssh)?;
     let engine = open_engine(config, root, Duration::from_secs(args.frontend_timeout))?;
-    let events = Arc::new(move |event: Event| {
-        if quiet {
-            return;
-        }
-        match event {
-            Event::Log {
-                frontend,
-                level,
-                message,
-            } => {
-                let tag = match level {
-                    LogLevel::Debug => "debug",
-                    LogLevel::Info => "info",
-                    LogLevel::Warn => "warn",
-                    LogLevel::Error => "error",
-                };
-                eprintln!("#0 [{frontend}] {tag}: {message}");
-            }
-            Event::Warning { warning, .. } => {
-                let at = warning
-                    .location
-                    .as_ref()
-                    .map(|l| {
-                        format!(
-                            " ({}:{})",
-                            l.filename,
-                            l.ranges.first().map_or(0, |r| r.start_line)
-                        )
-                    })
-                    .unwrap_or_default();
-                eprintln!("WARNING: {}{at}", warning.short);
-            }
-            Event::Progress {
-                name,
-                current,
-                total,
-                completed,
-                ..
-            } => {
-                if completed {
-                    eprintln!("#0 {name} DONE");
-                } else if total > 0 {
-                    eprintln!("#0 {name} {current}/{total}");
-                }
-            }
-        }
-    });
+    let events = Arc::new(progress::Printer::new(mode));
     let outcome = engine.build(
         BuildRequest {
             frontend,
             options,
             locals,
+            secrets,
+            ssh,
+            allow: args.allow.clone(),
+            solve: !args.dump_llb && args.call.is_none(),
+            outputs,
         },
         events,
     )?;
@@ -347,19 +346,104 @@ fn build(config: Option<&Path>, root: Option<PathBuf>, args: BuildArgs) -> Resul
         }
         return Ok(());
     }
-    let ops = outcome.definition.as_ref().map_or(0, |d| d.def.len());
-    println!("result: {ops} LLB ops (scratch if 0); metadata: {}", {
-        let keys: Vec<&str> = outcome.metadata.iter().map(|(k, _)| k.as_str()).collect();
-        if keys.is_empty() {
-            "none".to_string()
-        } else {
-            keys.join(", ")
+    if !quiet {
+        let layers = outcome.result.as_ref().map_or(0, |s| s.layers.len());
+        eprintln!(
+            "#0 built in {:.2}s: {layers} layers",
+            outcome.solve_time.as_secs_f64()
+        );
+        for e in &outcome.exported {
+            match &e.digest {
+                Some(d) => eprintln!("#0 exported {} to {} ({d})", e.kind, e.dest),
+                None => eprintln!("#0 exported {} to {}", e.kind, e.dest),
+            }
         }
-    });
-    eprintln!(
-        "note: executing the graph needs the solver, which is not in this build yet; use --dump-llb to see it"
-    );
+    }
     Ok(())
+}
+
+/// `--output`, `-t` and `--push` as buildx combines them.
+fn parse_outputs(args: &BuildArgs) -> Result<Vec<buildwit_daemon::OutputSpec>> {
+    use buildwit_exporter::OutputKind;
+    let mut outputs = Vec::new();
+    for o in &args.outputs {
+        outputs.push(buildwit_daemon::parse_output(o)?);
+    }
+    if outputs.is_empty() && (!args.tags.is_empty() || args.push) {
+        outputs.push(buildwit_daemon::parse_output("type=image")?);
+    }
+    for o in &mut outputs {
+        if matches!(
+            o.kind,
+            OutputKind::Image | OutputKind::Oci | OutputKind::Docker
+        ) {
+            for t in &args.tags {
+                if !o.names.contains(t) {
+                    o.names.push(t.clone());
+                }
+            }
+            if args.push && o.kind == OutputKind::Image {
+                o.push = true;
+            }
+        }
+    }
+    Ok(outputs)
+}
+
+/// `--secret id=ID,src=FILE` / `id=ID,env=VAR` (BuildKit's and buildx's forms; `type=` is
+/// accepted; without src or env, the env variable named like the id, then a file).
+fn parse_secrets(specs: &[String]) -> Result<BTreeMap<String, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    for spec in specs {
+        let mut id = None;
+        let mut src = None;
+        let mut env = None;
+        for field in spec.split(',') {
+            let (k, v) = field.split_once('=').unwrap_or((field, ""));
+            match k {
+                "id" => id = Some(v.to_string()),
+                "src" | "source" => src = Some(v.to_string()),
+                "env" => env = Some(v.to_string()),
+                "type" if v == "file" || v == "env" => {}
+                _ => bail!("--secret {spec:?}: unknown field {k:?} (use id=, src= or env=)"),
+            }
+        }
+        let id = id.with_context(|| format!("--secret {spec:?}: id= is required"))?;
+        let value = match (src, env) {
+            (Some(path), _) => {
+                std::fs::read(&path).with_context(|| format!("--secret {id}: read {path}"))?
+            }
+            (None, Some(var)) => std::env::var(&var)
+                .with_context(|| format!("--secret {id}: environment variable {var} is not set"))?
+                .into_bytes(),
+            (None, None) => match std::env::var(&id) {
+                Ok(v) => v.into_bytes(),
+                Err(_) => std::fs::read(&id).with_context(|| {
+                    format!("--secret {id}: no src= or env= and no variable or file named {id}")
+                })?,
+            },
+        };
+        out.insert(id, value);
+    }
+    Ok(out)
+}
+
+/// `--ssh default` / `--ssh ID=SOCKET`.
+fn parse_ssh(specs: &[String]) -> Result<BTreeMap<String, PathBuf>> {
+    let mut out = BTreeMap::new();
+    for spec in specs {
+        let (id, path) = match spec.split_once('=') {
+            Some((id, path)) => (id.to_string(), PathBuf::from(path)),
+            None => {
+                let sock = std::env::var("SSH_AUTH_SOCK").with_context(|| {
+                    format!("--ssh {spec}: SSH_AUTH_SOCK is not set; give a socket as {spec}=PATH")
+                })?;
+                (spec.clone(), PathBuf::from(sock))
+            }
+        };
+        out.insert(id, path);
+    }
+    Ok(out)
 }
 
 fn print_llb(def: &buildwit_llb::pb::Definition, dot: bool) -> Result<()> {

@@ -35,12 +35,50 @@ pub struct Frontends {
     /// The Wasm runtime.
     pub runtime: Runtime,
     /// Image lookups through the configured registries.
-    pub registries: buildwit_registry::Registries,
+    pub registries: std::sync::Arc<buildwit_registry::Registries>,
     /// Runs registry requests for frontends, which call in synchronously.
     pub io: tokio::runtime::Runtime,
+    /// The daemon's state directory.
+    pub root: std::path::PathBuf,
+    /// Opened on the first build that solves: `--dump-llb` and `--call` need no worker.
+    pub solver: std::sync::OnceLock<std::sync::Arc<buildwit_solver::Solver>>,
 }
 
 impl Frontends {
+    /// The solver and its worker, opened on first use.
+    pub fn solver(&self) -> Result<std::sync::Arc<buildwit_solver::Solver>, DaemonError> {
+        use std::sync::Arc;
+        if let Some(s) = self.solver.get() {
+            return Ok(s.clone());
+        }
+        let oci = &self.config.worker.oci;
+        let snapshotter = oci.snapshotter.as_deref().unwrap_or("auto");
+        let options = buildwit_worker::WorkerOptions {
+            runtime: oci.binary.clone().unwrap_or_else(|| "runc".into()),
+            snapshotter: buildwit_worker::snapshot::Kind::parse(snapshotter).ok_or_else(|| {
+                DaemonError::Setup(format!(
+                    "[worker.oci] snapshotter = {snapshotter:?} is not supported (use auto, overlayfs or native)"
+                ))
+            })?,
+            ..Default::default()
+        };
+        let setup = |what: &str, e: &dyn std::fmt::Display| {
+            DaemonError::Setup(format!("{what} under {}: {e}", self.root.display()))
+        };
+        let worker = buildwit_worker::Worker::open(&self.root, options)
+            .map_err(|e| setup("worker state", &e))?;
+        let db = buildwit_solver::CacheDb::open(&self.root.join("cache.db"))
+            .map_err(|e| setup("cache database", &e))?;
+        let parallelism = oci.max_parallelism.and_then(|n| usize::try_from(n).ok());
+        let solver = Arc::new(buildwit_solver::Solver::new(
+            Arc::new(worker),
+            self.registries.clone(),
+            db,
+            parallelism,
+        ));
+        Ok(self.solver.get_or_init(|| solver).clone())
+    }
+
     /// The component for frontend `name` with these options.
     pub fn select(
         &self,

@@ -2,20 +2,25 @@
 //!
 //! [`BuildApi`] is the one API every client uses. [`Engine`] implements it in-process (what
 //! the CLI uses without `--addr`); `buildwitd` will serve the same API over gRPC, so both
-//! modes behave alike. Today a build runs its frontend and returns the LLB it produced; the
-//! solver, the worker and the exporters plug in behind the same request.
+//! modes behave alike. A build runs its frontend, then (unless only the LLB or a
+//! subrequest's answer is wanted) solves the LLB on the worker and exports the result.
 
+mod export;
 mod frontends;
 mod local;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use buildwit_frontend::{Event, FrontendError, Limits, Runtime};
 use buildwit_llb::pb;
+use buildwit_solver::{Entitlements, ProgressEvent, SolveError, Solver};
+use buildwit_worker::{Session, Snapshot};
 
+pub use buildwit_exporter::{OutputSpec, parse_output};
+pub use export::Exported;
 pub use frontends::{BUILTIN_DOCKERFILE_VERSION, Frontends, Selected, repository_name};
 pub use local::LocalBridge;
 
@@ -37,6 +42,16 @@ pub struct BuildRequest {
     pub options: Vec<(String, String)>,
     /// Local directories by name (`context`, `dockerfile`).
     pub locals: BTreeMap<String, PathBuf>,
+    /// Secrets by id (`--secret`).
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    /// SSH agent sockets by id (`--ssh`).
+    pub ssh: BTreeMap<String, PathBuf>,
+    /// Entitlements the build asks for (`--allow network.host`).
+    pub allow: Vec<String>,
+    /// Build the result (false: only run the frontend, for `--dump-llb` and `--call`).
+    pub solve: bool,
+    /// Where the result goes (`--output`); nothing: built and cached only.
+    pub outputs: Vec<OutputSpec>,
 }
 
 /// Which frontend served a build.
@@ -71,12 +86,21 @@ pub struct BuildOutcome {
     pub metadata: Vec<(String, Vec<u8>)>,
     /// Time the frontend took, load included.
     pub frontend_time: Duration,
+    /// The built result, when the request asked to solve (`None`: scratch).
+    pub result: Option<Snapshot>,
+    /// Time the solve took.
+    pub solve_time: Duration,
+    /// What the exports made.
+    pub exported: Vec<Exported>,
 }
 
 /// Where build events go (the CLI prints them).
 pub trait EventSink: Send + Sync {
-    /// One event.
+    /// One event of a frontend.
     fn event(&self, event: Event);
+
+    /// Progress of the solve.
+    fn progress(&self, _event: ProgressEvent) {}
 }
 
 impl<F: Fn(Event) + Send + Sync> EventSink for F {
@@ -100,6 +124,12 @@ pub enum DaemonError {
     /// The engine could not start.
     #[error("cannot start the engine: {0}")]
     Setup(String),
+    /// Building the graph failed.
+    #[error(transparent)]
+    Solve(#[from] SolveError),
+    /// Writing the result failed.
+    #[error("{0}")]
+    Export(String),
 }
 
 /// The client-facing build API, the same in-process and over gRPC.
@@ -128,8 +158,10 @@ impl Engine {
         limits: Limits,
     ) -> Result<Self, DaemonError> {
         let runtime = Runtime::new(limits, Some(root.join("frontends").join("compiled")))?;
-        let registries = buildwit_registry::Registries::new(&config.registry)
-            .map_err(|e| DaemonError::Setup(e.to_string()))?;
+        let registries = Arc::new(
+            buildwit_registry::Registries::new(&config.registry)
+                .map_err(|e| DaemonError::Setup(e.to_string()))?,
+        );
         let io = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("buildwit-io")
@@ -142,8 +174,37 @@ impl Engine {
                 runtime,
                 registries,
                 io,
+                root,
+                solver: OnceLock::new(),
             }),
         })
+    }
+
+    /// The solver and its worker, opened on first use.
+    pub fn solver(&self) -> Result<Arc<Solver>, DaemonError> {
+        self.frontends.solver()
+    }
+
+    /// Build a definition's result on the worker.
+    pub fn solve(
+        &self,
+        definition: &pb::Definition,
+        session: Arc<Session>,
+        allow: &[String],
+        events: Arc<dyn EventSink>,
+    ) -> Result<Option<Snapshot>, DaemonError> {
+        let solver = self.solver()?;
+        let entitlements = Entitlements {
+            daemon: self.frontends.config.insecure_entitlements.clone(),
+            build: allow.to_vec(),
+        };
+        let progress = Arc::new(move |e: ProgressEvent| events.progress(e));
+        Ok(self.frontends.io.block_on(solver.solve(
+            definition,
+            session,
+            &entitlements,
+            progress,
+        ))?)
     }
 
     /// The configuration it runs with.
@@ -193,9 +254,14 @@ impl BuildApi for Engine {
     ) -> Result<BuildOutcome, DaemonError> {
         let started = Instant::now();
         let selected = self.select(&request.frontend, &request.options)?;
+        let session = Arc::new(Session {
+            locals: request.locals.clone(),
+            secrets: request.secrets,
+            ssh: request.ssh,
+        });
         let bridge = Arc::new(LocalBridge::new(
-            request.locals,
-            events,
+            session.clone(),
+            events.clone(),
             self.frontends.clone(),
         ));
         bridge.warn_all(&selected);
@@ -204,23 +270,59 @@ impl BuildApi for Engine {
             self.frontends
                 .runtime
                 .run(&selected.loaded, request.options, Vec::new(), bridge)?;
+        let frontend_time = started.elapsed();
+        let definition = out.reference.map(|r| (*r.definition).clone());
+        let solve_started = Instant::now();
+        let result = match (&definition, request.solve) {
+            (Some(def), true) => self.solve(def, session, &request.allow, events)?,
+            _ => None,
+        };
+        if request.solve
+            && definition.is_none()
+            && !out.refs.is_empty()
+            && !request.outputs.is_empty()
+        {
+            return Err(DaemonError::Export(
+                "exporting multi-platform results is not supported yet; build one --platform at a time".into(),
+            ));
+        }
+        let config = out
+            .metadata
+            .iter()
+            .find(|(k, _)| k == "containerimage.config")
+            .map(|(_, v)| v.as_slice());
+        let mut exported = Vec::new();
+        for output in &request.outputs {
+            let solver = self.solver()?;
+            exported.push(export::export(
+                solver.worker(),
+                &self.frontends.registries,
+                &self.frontends.io,
+                output,
+                result.as_ref(),
+                config,
+            )?);
+        }
         Ok(BuildOutcome {
             frontend,
-            definition: out.reference.map(|r| (*r.definition).clone()),
+            definition,
             platforms: out
                 .refs
                 .into_iter()
                 .map(|(k, r)| (k, (*r.definition).clone()))
                 .collect(),
             metadata: out.metadata,
-            frontend_time: started.elapsed(),
+            frontend_time,
+            result,
+            solve_time: solve_started.elapsed(),
+            exported,
         })
     }
 
     fn inspect_frontend(&self, frontend: &FrontendRef) -> Result<FrontendRecord, DaemonError> {
         let selected = self.select(frontend, &[])?;
         let bridge = Arc::new(LocalBridge::new(
-            BTreeMap::new(),
+            Arc::new(Session::default()),
             Arc::new(|_| {}),
             self.frontends.clone(),
         ));

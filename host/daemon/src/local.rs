@@ -1,8 +1,9 @@
-//! A bridge that answers a frontend from the client's local directories.
+//! A bridge that answers a frontend from the client's local directories and the solver.
 //!
 //! Files of `local://NAME` results are read straight from the directory the client named
 //! NAME, confined to it (no `..`, no symlink out) and to the source's `followpaths` /
-//! `includepattern` / `excludepatterns`. Results that need execution wait for the solver.
+//! `includepattern` / `excludepatterns`. Other results are built by the solver and read
+//! from their mounted snapshot, confined to it.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -27,6 +28,7 @@ const MAX_NESTING: usize = 10;
 /// Answers gateway calls from local directories and forwards to other frontends.
 pub struct LocalBridge {
     locals: BTreeMap<String, PathBuf>,
+    session: Arc<buildwit_worker::Session>,
     events: Arc<dyn EventSink>,
     frontends: Arc<Frontends>,
     depth: usize,
@@ -38,6 +40,8 @@ struct LocalView {
     follow: Vec<String>,
     include: Vec<String>,
     exclude: Vec<String>,
+    /// Keeps a built result mounted while it is read.
+    _mounted: Option<buildwit_worker::Mounted>,
 }
 
 fn err(kind: ErrorKind, message: impl Into<String>) -> GatewayError {
@@ -45,14 +49,15 @@ fn err(kind: ErrorKind, message: impl Into<String>) -> GatewayError {
 }
 
 impl LocalBridge {
-    /// A bridge over these named directories.
+    /// A bridge over a build's session (its named directories, secrets, ssh agents).
     pub fn new(
-        locals: BTreeMap<String, PathBuf>,
+        session: Arc<buildwit_worker::Session>,
         events: Arc<dyn EventSink>,
         frontends: Arc<Frontends>,
     ) -> Self {
         LocalBridge {
-            locals,
+            locals: session.locals.clone(),
+            session,
             events,
             frontends,
             depth: 0,
@@ -75,7 +80,40 @@ impl LocalBridge {
         }
     }
 
-    /// The local source a result is, if it is one.
+    /// Build a result with the solver and mount it read-only.
+    fn built(&self, r: &SolvedRef) -> Result<LocalView, GatewayError> {
+        let solver = self
+            .frontends
+            .solver()
+            .map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+        let events = self.events.clone();
+        let progress = Arc::new(move |e: buildwit_solver::ProgressEvent| events.progress(e));
+        let snapshot = self
+            .frontends
+            .io
+            .block_on(solver.solve(
+                &r.definition,
+                self.session.clone(),
+                &buildwit_solver::Entitlements::default(),
+                progress,
+            ))
+            .map_err(|e| err(ErrorKind::Failed, e.to_string()))?
+            .unwrap_or_default();
+        let mounted = solver
+            .worker()
+            .snapshots
+            .mount(&snapshot, None)
+            .map_err(|e| err(ErrorKind::Internal, format!("mounting the result: {e}")))?;
+        Ok(LocalView {
+            root: mounted.path().to_path_buf(),
+            follow: Vec::new(),
+            include: Vec::new(),
+            exclude: Vec::new(),
+            _mounted: Some(mounted),
+        })
+    }
+
+    /// The files of a result: a local source's directory, or a built snapshot.
     fn view(&self, r: &SolvedRef) -> Result<LocalView, GatewayError> {
         let def = &r.definition;
         let terminal = def
@@ -93,21 +131,12 @@ impl LocalBridge {
             .iter()
             .find(|b| buildwit_llb::digest_of(b).to_string() == target)
             .and_then(|b| pb::Op::decode(b.as_slice()).ok());
-        let Some(pb::op::Op::Source(source)) = op.and_then(|o| o.op) else {
-            return Err(err(
-                ErrorKind::Unsupported,
-                "reading this result needs the solver to build it; only local sources can be read yet",
-            ));
+        let local = match op.and_then(|o| o.op) {
+            Some(pb::op::Op::Source(s)) if s.identifier.starts_with("local://") => s,
+            _ => return self.built(r),
         };
-        let name = source.identifier.strip_prefix("local://").ok_or_else(|| {
-            err(
-                ErrorKind::Unsupported,
-                format!(
-                    "reading {} needs the solver, which is not in this build yet",
-                    source.identifier
-                ),
-            )
-        })?;
+        let source = local;
+        let name = &source.identifier["local://".len()..];
         let root = self.locals.get(name).ok_or_else(|| {
             err(
                 ErrorKind::NotFound,
@@ -131,6 +160,7 @@ impl LocalBridge {
             follow: json_list("local.followpaths"),
             include: json_list("local.includepattern"),
             exclude: json_list("local.excludepatterns"),
+            _mounted: None,
         })
     }
 }
@@ -139,6 +169,18 @@ impl LocalView {
     /// The real path of `path` inside the root; refuses anything that leaves it or that the
     /// source's filters hide.
     fn resolve(&self, path: &str) -> Result<PathBuf, GatewayError> {
+        if self._mounted.is_some() {
+            // A built snapshot: its symlinks are followed inside it, as in a container.
+            let p = buildwit_worker::rootpath::resolve(&self.root, path, true)
+                .map_err(|e| err(ErrorKind::NotFound, format!("{path}: {e}")))?;
+            if p.symlink_metadata().is_err() {
+                return Err(err(
+                    ErrorKind::NotFound,
+                    format!("{path}: no such file or directory"),
+                ));
+            }
+            return Ok(p);
+        }
         let rel = clean_relative(path)?;
         let rel_str = rel.to_string_lossy().to_string();
         if !rel_str.is_empty() && !self.visible(&rel_str) {
@@ -368,6 +410,7 @@ impl Bridge for LocalBridge {
         });
         let child = LocalBridge {
             locals: self.locals.clone(),
+            session: self.session.clone(),
             events: self.events.clone(),
             frontends: self.frontends.clone(),
             depth: self.depth + 1,

@@ -10,6 +10,8 @@
 
 mod error;
 mod platform;
+mod pull;
+mod push;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -27,6 +29,7 @@ use tokio::sync::Semaphore;
 
 pub use error::{RegistryError, RegistryErrorKind};
 use platform::Platform;
+pub use pull::{PlatformManifest, PulledBlob};
 
 /// At most this many requests run at once against one registry host.
 pub const MAX_CONNECTIONS_PER_REGISTRY: usize = 4;

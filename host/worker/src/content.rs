@@ -40,7 +40,11 @@ pub fn digest_hex(digest: &str) -> io::Result<&str> {
     let hex = digest
         .strip_prefix("sha256:")
         .ok_or_else(|| bad_digest(digest))?;
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Err(bad_digest(digest));
     }
     Ok(hex)

@@ -199,7 +199,11 @@ fn glob_in(root: &Path, pattern: &str) -> io::Result<Vec<PathBuf>> {
             .collect();
         names.sort();
         for n in names {
-            let child = if rel.is_empty() { n } else { format!("{rel}/{n}") };
+            let child = if rel.is_empty() {
+                n
+            } else {
+                format!("{rel}/{n}")
+            };
             walk(root, &child, rest, found)?;
         }
         Ok(())
@@ -210,7 +214,11 @@ fn glob_in(root: &Path, pattern: &str) -> io::Result<Vec<PathBuf>> {
     found
         .into_iter()
         .map(|p| {
-            let rel = p.strip_prefix(root).unwrap_or(&p).to_string_lossy().into_owned();
+            let rel = p
+                .strip_prefix(root)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .into_owned();
             rootpath::resolve(root, &rel, false)
         })
         .collect()
@@ -328,13 +336,24 @@ pub fn copy(root: &Path, src_root: &Path, a: &pb::FileActionCopy) -> io::Result<
             && !parent.is_dir()
         {
             if !a.create_dest_path && !into_dir {
-                return Err(fail("copy", &a.dest, "destination directory does not exist"));
+                return Err(fail(
+                    "copy",
+                    &a.dest,
+                    "destination directory does not exist",
+                ));
             }
             mkdir_all(parent, 0o755, ctx.ids, None).map_err(|e| fail("copy", &a.dest, e))?;
         }
         let mode_str = (!a.mode_str.is_empty()).then_some(a.mode_str.as_str());
-        copy_tree(&src, &target, "", &mut ctx, mode_str, a.always_replace_existing_dest_paths)
-            .map_err(|e| fail("copy", &a.src, e))?;
+        copy_tree(
+            &src,
+            &target,
+            "",
+            &mut ctx,
+            mode_str,
+            a.always_replace_existing_dest_paths,
+        )
+        .map_err(|e| fail("copy", &a.src, e))?;
     }
     Ok(())
 }
@@ -372,7 +391,10 @@ fn copy_tree(
             clear_non_dir(dst)?;
             fs::create_dir(dst)?;
         }
-        let mut names: Vec<_> = fs::read_dir(src)?.flatten().map(|e| e.file_name()).collect();
+        let mut names: Vec<_> = fs::read_dir(src)?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         names.sort();
         for n in names {
             let child = if rel.is_empty() {
@@ -383,7 +405,11 @@ fn copy_tree(
             copy_tree(&src.join(&n), &dst.join(&n), &child, ctx, mode_str, replace)?;
         }
         // With include patterns, a directory nothing was copied into is not created.
-        if !ctx.include.is_empty() && !rel.is_empty() && fs::read_dir(dst)?.next().is_none() && !ctx.include.matches(rel) {
+        if !ctx.include.is_empty()
+            && !rel.is_empty()
+            && fs::read_dir(dst)?.next().is_none()
+            && !ctx.include.matches(rel)
+        {
             fs::remove_dir(dst)?;
             return Ok(());
         }
@@ -420,7 +446,11 @@ fn copy_tree(
         }
     }
     lchown(dst, ids)?;
-    set_mtime(dst, ctx.ts.unwrap_or(md.mtime() * 1_000_000_000 + md.mtime_nsec()))?;
+    set_mtime(
+        dst,
+        ctx.ts
+            .unwrap_or(md.mtime() * 1_000_000_000 + md.mtime_nsec()),
+    )?;
     Ok(())
 }
 
@@ -458,9 +488,15 @@ mod tests {
         let mut a = copy_action("/app", "/etc/");
         a.exclude_patterns = vec!["*.log".into()];
         copy(dst.path(), src.path(), &a).unwrap();
-        assert_eq!(fs::read_to_string(dst.path().join("etc/a.txt")).unwrap(), "a");
+        assert_eq!(
+            fs::read_to_string(dst.path().join("etc/a.txt")).unwrap(),
+            "a"
+        );
         assert!(!outside.path().join("victim").exists());
-        assert_eq!(fs::read_to_string(dst.path().join("etc/sub/b.txt")).unwrap(), "b");
+        assert_eq!(
+            fs::read_to_string(dst.path().join("etc/sub/b.txt")).unwrap(),
+            "b"
+        );
         assert!(!dst.path().join("etc/skip.log").exists());
 
         // A file into a new path, with chmod; a wildcard into a directory.
@@ -482,17 +518,71 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
         symlink("/", r.join("up")).unwrap();
-        mkdir(r, &pb::FileActionMkDir { path: "/up/../a/b".into(), mode: 0o750, make_parents: true, timestamp: -1, ..Default::default() }).unwrap();
+        mkdir(
+            r,
+            &pb::FileActionMkDir {
+                path: "/up/../a/b".into(),
+                mode: 0o750,
+                make_parents: true,
+                timestamp: -1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert!(r.join("a/b").is_dir());
-        mkfile(r, &pb::FileActionMkFile { path: "/a/b/f".into(), mode: 0o644, data: b"hi".to_vec(), timestamp: 0, ..Default::default() }).unwrap();
+        mkfile(
+            r,
+            &pb::FileActionMkFile {
+                path: "/a/b/f".into(),
+                mode: 0o644,
+                data: b"hi".to_vec(),
+                timestamp: 0,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(fs::read(r.join("a/b/f")).unwrap(), b"hi");
         assert_eq!(fs::metadata(r.join("a/b/f")).unwrap().mtime(), 0);
-        symlink_action(r, &pb::FileActionSymlink { oldpath: "/a/b/f".into(), newpath: "/l".into(), timestamp: -1, ..Default::default() }).unwrap();
+        symlink_action(
+            r,
+            &pb::FileActionSymlink {
+                oldpath: "/a/b/f".into(),
+                newpath: "/l".into(),
+                timestamp: -1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(fs::read_link(r.join("l")).unwrap(), Path::new("/a/b/f"));
-        rm(r, &pb::FileActionRm { path: "/a/b/*".into(), allow_wildcard: true, ..Default::default() }).unwrap();
+        rm(
+            r,
+            &pb::FileActionRm {
+                path: "/a/b/*".into(),
+                allow_wildcard: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert!(!r.join("a/b/f").exists());
-        assert!(rm(r, &pb::FileActionRm { path: "/nope".into(), ..Default::default() }).is_err());
-        rm(r, &pb::FileActionRm { path: "/nope".into(), allow_not_found: true, ..Default::default() }).unwrap();
+        assert!(
+            rm(
+                r,
+                &pb::FileActionRm {
+                    path: "/nope".into(),
+                    ..Default::default()
+                }
+            )
+            .is_err()
+        );
+        rm(
+            r,
+            &pb::FileActionRm {
+                path: "/nope".into(),
+                allow_not_found: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(apply_mode_str("u+x,go-w", 0o666, false).unwrap(), 0o744);
         assert_eq!(apply_mode_str("755", 0, false).unwrap(), 0o755);
     }

@@ -35,7 +35,10 @@ pub struct GitError {
 impl GitSource {
     /// Read the op's identifier (`git://host/path#ref:subdir`) and attributes.
     pub fn parse(op: &pb::SourceOp) -> Result<Self, GitError> {
-        let rest = op.identifier.strip_prefix("git://").unwrap_or(&op.identifier);
+        let rest = op
+            .identifier
+            .strip_prefix("git://")
+            .unwrap_or(&op.identifier);
         let (path, fragment) = rest.split_once('#').unwrap_or((rest, ""));
         let (reference, subdir) = fragment.split_once(':').unwrap_or((fragment, ""));
         let url = op
@@ -46,7 +49,11 @@ impl GitSource {
         Ok(GitSource {
             url,
             reference: reference.to_string(),
-            subdir: op.attrs.get("git.subdir").cloned().unwrap_or_else(|| subdir.to_string()),
+            subdir: op
+                .attrs
+                .get("git.subdir")
+                .cloned()
+                .unwrap_or_else(|| subdir.to_string()),
             keep_git_dir: op.attrs.get("git.keepgitdir").is_some_and(|v| v == "true"),
             checksum: op.attrs.get("git.checksum").cloned(),
         })
@@ -81,11 +88,16 @@ impl GitSource {
 
     /// The commit the reference names now.
     pub fn resolve(&self) -> Result<String, GitError> {
-        let is_sha = self.reference.len() == 40 && self.reference.bytes().all(|b| b.is_ascii_hexdigit());
+        let is_sha =
+            self.reference.len() == 40 && self.reference.bytes().all(|b| b.is_ascii_hexdigit());
         let commit = if is_sha {
             self.reference.clone()
         } else {
-            let wanted = if self.reference.is_empty() { "HEAD" } else { &self.reference };
+            let wanted = if self.reference.is_empty() {
+                "HEAD"
+            } else {
+                &self.reference
+            };
             let peeled = format!("{wanted}^{{}}");
             let listing = self.git(None, &["ls-remote", &self.url, wanted, &peeled])?;
             // Prefer the peeled commit of an annotated tag (`refs/tags/x^{}`).
@@ -111,34 +123,57 @@ impl GitSource {
         let id = {
             use sha2::Digest as _;
             let key = format!("{commit}\0{}\0{}", self.subdir, self.keep_git_dir);
-            format!("git-{}", hex::encode(&sha2::Sha256::digest(key.as_bytes())[..24]))
+            format!(
+                "git-{}",
+                hex::encode(&sha2::Sha256::digest(key.as_bytes())[..24])
+            )
         };
         if let Some(layer) = snapshots.layer(&id) {
-            return Ok(Snapshot { layers: vec![layer] });
+            return Ok(Snapshot {
+                layers: vec![layer],
+            });
         }
         let io = |e: std::io::Error| self.fail(e.to_string());
         let builder = snapshots.new_layer().map_err(io)?;
         let work = builder.dir().with_file_name("checkout");
         std::fs::create_dir_all(&work).map_err(io)?;
         self.git(Some(&work), &["init", "-q"])?;
-        let fetch_ref = if self.reference.is_empty() { "HEAD" } else { &self.reference };
-        self.git(Some(&work), &["fetch", "-q", "--depth", "1", &self.url, fetch_ref])?;
+        let fetch_ref = if self.reference.is_empty() {
+            "HEAD"
+        } else {
+            &self.reference
+        };
+        self.git(
+            Some(&work),
+            &["fetch", "-q", "--depth", "1", &self.url, fetch_ref],
+        )?;
         let fetched = self.git(Some(&work), &["rev-parse", "FETCH_HEAD^{commit}"])?;
         if fetched.trim() != commit {
-            return Err(self.fail(format!("{fetch_ref} moved to {} while building (expected {commit})", fetched.trim())));
+            return Err(self.fail(format!(
+                "{fetch_ref} moved to {} while building (expected {commit})",
+                fetched.trim()
+            )));
         }
-        self.git(Some(&work), &["-c", "advice.detachedHead=false", "checkout", "-q", commit])?;
+        self.git(
+            Some(&work),
+            &["-c", "advice.detachedHead=false", "checkout", "-q", commit],
+        )?;
         if !self.keep_git_dir {
             std::fs::remove_dir_all(work.join(".git")).map_err(io)?;
         }
         let src = crate::rootpath::resolve(&work, &self.subdir, true).map_err(io)?;
         if !src.is_dir() {
-            return Err(self.fail(format!("subdirectory {:?} not found at {commit}", self.subdir)));
+            return Err(self.fail(format!(
+                "subdirectory {:?} not found at {commit}",
+                self.subdir
+            )));
         }
         std::fs::remove_dir(builder.dir()).map_err(io)?;
         std::fs::rename(&src, builder.dir()).map_err(io)?;
         let _ = std::fs::remove_dir_all(&work);
         let layer = builder.commit(&id, &LayerMeta::default()).map_err(io)?;
-        Ok(Snapshot { layers: vec![layer] })
+        Ok(Snapshot {
+            layers: vec![layer],
+        })
     }
 }

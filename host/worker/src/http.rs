@@ -28,7 +28,11 @@ fn fail(url: &str, message: impl Into<String>) -> HttpError {
 
 /// Download `url` into the content store; returns the content digest. With `checksum`, a
 /// body with other content is refused and nothing is kept.
-pub async fn download(content: &ContentStore, url: &str, checksum: Option<&str>) -> Result<String, HttpError> {
+pub async fn download(
+    content: &ContentStore,
+    url: &str,
+    checksum: Option<&str>,
+) -> Result<String, HttpError> {
     if let Some(c) = checksum
         && content.has(c)
     {
@@ -44,18 +48,27 @@ pub async fn download(content: &ContentStore, url: &str, checksum: Option<&str>)
         .await
         .map_err(|e| fail(url, format!("cannot download: {e}")))?;
     if !response.status().is_success() {
-        return Err(fail(url, format!("invalid response status {}", response.status())));
+        return Err(fail(
+            url,
+            format!("invalid response status {}", response.status()),
+        ));
     }
     let mut writer = content.writer().map_err(|e| fail(url, e.to_string()))?;
-    while let Some(chunk) = response.chunk().await.map_err(|e| fail(url, e.to_string()))? {
-        writer.write_all(&chunk).map_err(|e| fail(url, e.to_string()))?;
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| fail(url, e.to_string()))?
+    {
+        writer
+            .write_all(&chunk)
+            .map_err(|e| fail(url, e.to_string()))?;
         if writer.size() > MAX_SIZE {
             return Err(fail(url, "the download is larger than 8 GiB"));
         }
     }
-    writer.commit(checksum).map_err(|e| {
-        fail(url, format!("digest mismatch: {e}"))
-    })
+    writer
+        .commit(checksum)
+        .map_err(|e| fail(url, format!("digest mismatch: {e}")))
 }
 
 /// The layer of a downloaded file: `filename` (default: the URL's last path segment, or
@@ -67,20 +80,23 @@ pub fn snapshot(
     digest: &str,
     attrs: &BTreeMap<String, String>,
 ) -> Result<Snapshot, HttpError> {
-    let name = attrs
-        .get("http.filename")
-        .cloned()
-        .unwrap_or_else(|| {
-            let path = url.split(['?', '#']).next().unwrap_or_default();
-            let last = path.rsplit('/').next().unwrap_or_default();
-            if last.is_empty() || path.matches('/').count() < 3 { "index".into() } else { last.to_string() }
-        });
+    let name = attrs.get("http.filename").cloned().unwrap_or_else(|| {
+        let path = url.split(['?', '#']).next().unwrap_or_default();
+        let last = path.rsplit('/').next().unwrap_or_default();
+        if last.is_empty() || path.matches('/').count() < 3 {
+            "index".into()
+        } else {
+            last.to_string()
+        }
+    });
     if name.contains('/') || name == ".." || name == "." {
         return Err(fail(url, format!("invalid http.filename {name:?}")));
     }
     let number = |key: &str, default: u32, radix: u32| -> Result<u32, HttpError> {
         match attrs.get(key) {
-            Some(v) => u32::from_str_radix(v, radix).map_err(|_| fail(url, format!("invalid {key} {v:?}"))),
+            Some(v) => {
+                u32::from_str_radix(v, radix).map_err(|_| fail(url, format!("invalid {key} {v:?}")))
+            }
             None => Ok(default),
         }
     };
@@ -90,10 +106,15 @@ pub fn snapshot(
     let id = {
         use sha2::Digest as _;
         let key = format!("{digest}\0{name}\0{mode:o}\0{uid}\0{gid}");
-        format!("http-{}", hex::encode(&sha2::Sha256::digest(key.as_bytes())[..24]))
+        format!(
+            "http-{}",
+            hex::encode(&sha2::Sha256::digest(key.as_bytes())[..24])
+        )
     };
     if let Some(layer) = snapshots.layer(&id) {
-        return Ok(Snapshot { layers: vec![layer] });
+        return Ok(Snapshot {
+            layers: vec![layer],
+        });
     }
     let io = |e: std::io::Error| fail(url, e.to_string());
     let builder = snapshots.new_layer().map_err(io)?;
@@ -107,5 +128,7 @@ pub fn snapshot(
     )
     .map_err(|e| io(e.into()))?;
     let layer = builder.commit(&id, &LayerMeta::default()).map_err(io)?;
-    Ok(Snapshot { layers: vec![layer] })
+    Ok(Snapshot {
+        layers: vec![layer],
+    })
 }

@@ -10,10 +10,12 @@ pub mod exec;
 pub mod fileops;
 pub mod git;
 pub mod http;
+pub mod image;
 pub mod local;
 pub mod pattern;
 pub mod rootpath;
 pub mod snapshot;
+pub mod unpack;
 pub mod users;
 mod worker;
 

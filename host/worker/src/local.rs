@@ -76,8 +76,8 @@ pub struct LocalTree {
 #[derive(Default, Serialize, Deserialize)]
 struct ScanCache {
     entries: BTreeMap<String, Entry>,
-    /// The last layer made from this source.
-    layer: Option<String>,
+    /// The last layer made from this source, and the entries it holds.
+    layer: Option<(String, BTreeMap<String, Entry>)>,
 }
 
 /// Scans and materializes local sources; keeps its per-source caches under `dir`.
@@ -124,9 +124,10 @@ impl Locals {
 
     /// Walk the source, hashing what changed since the last scan.
     pub fn scan(&self, source: &LocalSource) -> io::Result<LocalTree> {
-        let dir = source.dir.canonicalize().map_err(|e| {
-            io::Error::new(e.kind(), format!("{}: {e}", source.dir.display()))
-        })?;
+        let dir = source
+            .dir
+            .canonicalize()
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", source.dir.display())))?;
         let mut cache = self.load(source);
         let filter = Filter {
             follow: source.follow.iter().map(|p| clean(p)).collect(),
@@ -157,13 +158,12 @@ impl Locals {
             return Ok(layer);
         }
         let mut cache = self.load(source);
-        let previous = cache.layer.as_deref().and_then(|l| snapshots.layer(l));
+        let (previous, prev_entries) = match &cache.layer {
+            Some((id, entries)) => (snapshots.layer(id), entries.clone()),
+            None => (None, BTreeMap::new()),
+        };
         let builder = snapshots.new_layer()?;
         let out = builder.dir();
-        let prev_entries = previous
-            .as_ref()
-            .map(|_| cache.entries.clone())
-            .unwrap_or_default();
         for (rel, e) in &tree.entries {
             let dest = out.join(rel);
             match e.kind {
@@ -196,8 +196,7 @@ impl Locals {
             set_mtime(&out.join(rel), e.mtime)?;
         }
         let layer = builder.commit(&id, &LayerMeta::default())?;
-        cache.layer = Some(id);
-        cache.entries = tree.entries.clone();
+        cache.layer = Some((id, tree.entries.clone()));
         self.save(source, &cache)?;
         Ok(layer)
     }
@@ -291,7 +290,9 @@ fn walk(
             Kind::Dir => String::new(),
             Kind::Symlink => fs::read_link(&path)?.to_string_lossy().into_owned(),
             Kind::File => match previous.get(&child) {
-                Some(p) if p.size == e.size && p.mtime == e.mtime && p.ino == e.ino => p.hash.clone(),
+                Some(p) if p.size == e.size && p.mtime == e.mtime && p.ino == e.ino => {
+                    p.hash.clone()
+                }
                 _ => hash_file(&path)?,
             },
         };
@@ -426,12 +427,19 @@ mod tests {
         fs::write(ctx.path().join("README"), "changed").unwrap();
         let t2 = locals.scan(&src).unwrap();
         assert_ne!(t1.digest, t2.digest);
-        assert_eq!(c1, t2.checksum(&sel), "an unrelated edit keeps the copy's key");
+        assert_eq!(
+            c1,
+            t2.checksum(&sel),
+            "an unrelated edit keeps the copy's key"
+        );
         fs::write(ctx.path().join("src/main.rs"), "fn main() { }").unwrap();
         let t3 = locals.scan(&src).unwrap();
         assert_ne!(c1, t3.checksum(&sel));
         // Wildcards are anchored: `*.rs` selects nothing at the top, `src/*.rs` the file.
         assert_eq!(t2.checksum(&["*.rs".into()]), t3.checksum(&["*.rs".into()]));
-        assert_ne!(t3.checksum(&["src/*.rs".into()]), t2.checksum(&["src/*.rs".into()]));
+        assert_ne!(
+            t3.checksum(&["src/*.rs".into()]),
+            t2.checksum(&["src/*.rs".into()])
+        );
     }
 }

@@ -73,7 +73,8 @@ pub fn match_parts<P: AsRef<str>>(pattern: &[P], path: &[&str]) -> bool {
     match (pattern.first(), path.first()) {
         (None, None) => true,
         (Some(p), _) if p.as_ref() == "**" => {
-            match_parts(&pattern[1..], path) || (!path.is_empty() && match_parts(pattern, &path[1..]))
+            match_parts(&pattern[1..], path)
+                || (!path.is_empty() && match_parts(pattern, &path[1..]))
         }
         (Some(p), Some(n)) if glob(p.as_ref().as_bytes(), n.as_bytes()) => {
             match_parts(&pattern[1..], &path[1..])
@@ -114,7 +115,11 @@ fn glob(p: &[u8], n: &[u8]) -> bool {
 
 /// A character class after `[`: whether `c` is in it, and the pattern after `]`.
 fn class(p: &[u8], c: u8) -> Option<(bool, &[u8])> {
-    let (negate, mut i) = if p.first() == Some(&b'^') { (true, 1) } else { (false, 0) };
+    let (negate, mut i) = if p.first() == Some(&b'^') {
+        (true, 1)
+    } else {
+        (false, 0)
+    };
     let mut found = false;
     let mut first = true;
     while i < p.len() {

@@ -91,7 +91,10 @@ mod tests {
         symlink("../../../../etc", root.join("a/rel")).unwrap();
         symlink("b", root.join("a/lb")).unwrap();
         symlink("loop", root.join("loop")).unwrap();
-        assert_eq!(resolve(root, "/abs/passwd", true).unwrap(), root.join("etc/passwd"));
+        assert_eq!(
+            resolve(root, "/abs/passwd", true).unwrap(),
+            root.join("etc/passwd")
+        );
         assert_eq!(resolve(root, "a/rel/x", true).unwrap(), root.join("etc/x"));
         assert_eq!(resolve(root, "../../x", true).unwrap(), root.join("x"));
         assert_eq!(resolve(root, "a/lb/c", true).unwrap(), root.join("a/b/c"));

@@ -176,7 +176,11 @@ impl Snapshotter {
             for d in ["l", "u", "w", "m"] {
                 fs::create_dir_all(probe.join(d))?;
             }
-            mount_overlay(&probe.join("m"), &[&probe.join("l")], Some((probe.join("u"), probe.join("w"))))?;
+            mount_overlay(
+                &probe.join("m"),
+                &[&probe.join("l")],
+                Some((probe.join("u"), probe.join("w"))),
+            )?;
             unmount(probe.join("m"), UnmountFlags::DETACH)?;
             Ok(())
         })()
@@ -363,7 +367,11 @@ impl Snapshotter {
 }
 
 /// Mount overlayfs at `target`: `lowers` bottom first, and an optional upper and work dir.
-fn mount_overlay(target: &Path, lowers: &[&Path], upper: Option<(PathBuf, PathBuf)>) -> io::Result<()> {
+fn mount_overlay(
+    target: &Path,
+    lowers: &[&Path],
+    upper: Option<(PathBuf, PathBuf)>,
+) -> io::Result<()> {
     let fs_fd = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
     // lowerdir+ takes the topmost layer first.
     for lower in lowers.iter().rev() {
@@ -421,6 +429,12 @@ impl LayerBuilder {
     /// Make it a committed layer named `id`. If a layer with that id exists already (another
     /// build made the same result), that one is kept and ours discarded.
     pub fn commit(mut self, id: &str, meta: &LayerMeta) -> io::Result<Layer> {
+        if id.is_empty() || id.contains('/') || id.starts_with('.') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid layer id {id:?}"),
+            ));
+        }
         let _ = fs::remove_dir_all(self.tmp.join("work"));
         fs::write(
             self.tmp.join("meta.json"),
@@ -474,9 +488,15 @@ impl Mounted {
 fn diff_trees(base: &Path, work: &Path, upper: &Path) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let same_meta = |a: &fs::Metadata, b: &fs::Metadata| {
-        a.mode() == b.mode() && a.uid() == b.uid() && a.gid() == b.gid() && a.mtime() == b.mtime() && a.mtime_nsec() == b.mtime_nsec()
+        a.mode() == b.mode()
+            && a.uid() == b.uid()
+            && a.gid() == b.gid()
+            && a.mtime() == b.mtime()
+            && a.mtime_nsec() == b.mtime_nsec()
     };
-    let mut names: Vec<_> = fs::read_dir(work)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
+    let mut names: Vec<_> = fs::read_dir(work)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
     names.sort();
     for name in &names {
         let (w, b, u) = (work.join(name), base.join(name), upper.join(name));
@@ -528,7 +548,11 @@ fn copy_dir_meta(from: &Path, to: &Path) -> io::Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let md = from.symlink_metadata()?;
     fs::set_permissions(to, fs::Permissions::from_mode(md.mode() & 0o7777))?;
-    rustix::fs::chown(to, Some(rustix::process::Uid::from_raw(md.uid())), Some(rustix::process::Gid::from_raw(md.gid())))?;
+    rustix::fs::chown(
+        to,
+        Some(rustix::process::Uid::from_raw(md.uid())),
+        Some(rustix::process::Gid::from_raw(md.gid())),
+    )?;
     crate::fileops::set_mtime(to, md.mtime() * 1_000_000_000 + md.mtime_nsec())
 }
 
@@ -562,7 +586,9 @@ pub enum Apply {
 /// Apply a layer on top of the files in `target`.
 pub fn apply_layer(layer: &Path, target: &Path, how: Apply) -> io::Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let mut names: Vec<_> = fs::read_dir(layer)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
+    let mut names: Vec<_> = fs::read_dir(layer)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
     names.sort();
     for name in names {
         let src = layer.join(&name);
@@ -590,7 +616,11 @@ pub fn apply_layer(layer: &Path, target: &Path, how: Apply) -> io::Result<()> {
             }
             apply_layer(&src, &dst, how)?;
             fs::set_permissions(&dst, fs::Permissions::from_mode(md.mode() & 0o7777))?;
-            rustix::fs::chown(&dst, Some(rustix::process::Uid::from_raw(md.uid())), Some(rustix::process::Gid::from_raw(md.gid())))?;
+            rustix::fs::chown(
+                &dst,
+                Some(rustix::process::Uid::from_raw(md.uid())),
+                Some(rustix::process::Gid::from_raw(md.gid())),
+            )?;
             crate::fileops::set_mtime(&dst, md.mtime() * 1_000_000_000 + md.mtime_nsec())?;
             continue;
         }
@@ -631,7 +661,12 @@ pub fn is_opaque(dir: &Path) -> bool {
 
 /// Mark a directory of a layer opaque.
 pub fn set_opaque(dir: &Path) -> io::Result<()> {
-    rustix::fs::lsetxattr(dir, "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty())?;
+    rustix::fs::lsetxattr(
+        dir,
+        "trusted.overlay.opaque",
+        b"y",
+        rustix::fs::XattrFlags::empty(),
+    )?;
     Ok(())
 }
 

@@ -125,11 +125,22 @@ mod tests {
         let r = dir.path();
         assert_eq!(
             resolve(r, "app").unwrap(),
-            User { uid: 1000, gid: 1001, additional_gids: vec![10] }
+            User {
+                uid: 1000,
+                gid: 1001,
+                additional_gids: vec![10]
+            }
         );
         assert_eq!(resolve(r, "app:wheel").unwrap().gid, 10);
         assert_eq!(resolve(r, "1000").unwrap().gid, 1001);
-        assert_eq!(resolve(r, "5:7").unwrap(), User { uid: 5, gid: 7, additional_gids: vec![] });
+        assert_eq!(
+            resolve(r, "5:7").unwrap(),
+            User {
+                uid: 5,
+                gid: 7,
+                additional_gids: vec![]
+            }
+        );
         let e = resolve(r, "nobody").unwrap_err().to_string();
         assert!(e.contains("unable to find user nobody"), "{e}");
     }

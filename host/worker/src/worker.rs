@@ -109,14 +109,19 @@ impl Worker {
     }
 
     /// The local source an op names, with the session's directory.
-    pub fn local_source(&self, source: &pb::SourceOp, session: &Session) -> Result<LocalSource, OpError> {
+    pub fn local_source(
+        &self,
+        source: &pb::SourceOp,
+        session: &Session,
+    ) -> Result<LocalSource, OpError> {
         let name = source
             .identifier
             .strip_prefix("local://")
             .ok_or_else(|| invalid(format!("{} is not a local source", source.identifier)))?;
-        let dir = session.locals.get(name).ok_or_else(|| {
-            invalid(format!("the client sent no local directory named {name:?}"))
-        })?;
+        let dir = session
+            .locals
+            .get(name)
+            .ok_or_else(|| invalid(format!("the client sent no local directory named {name:?}")))?;
         let list = |key: &str| -> Vec<String> {
             source
                 .attrs
@@ -133,7 +138,11 @@ impl Worker {
     }
 
     /// Make a local source's layer from its scan.
-    pub fn local_snapshot(&self, source: &LocalSource, tree: &LocalTree) -> Result<Snapshot, OpError> {
+    pub fn local_snapshot(
+        &self,
+        source: &LocalSource,
+        tree: &LocalTree,
+    ) -> Result<Snapshot, OpError> {
         let layer = self.locals.materialize(source, tree, &self.snapshots)?;
         Ok(Snapshot {
             layers: vec![layer],
@@ -228,7 +237,11 @@ impl Worker {
                 }
                 pb::MountType::Ssh => {
                     let opt = m.ssh_opt.clone().unwrap_or_default();
-                    let id = if opt.id.is_empty() { "default" } else { &opt.id };
+                    let id = if opt.id.is_empty() {
+                        "default"
+                    } else {
+                        &opt.id
+                    };
                     let Some(sock) = session.ssh.get(id) else {
                         if opt.optional {
                             continue;
@@ -252,8 +265,9 @@ impl Worker {
         // Files the runtime mounts over, and mount points it must create, are stubs:
         // remember which did not exist so they are removed from the result afterwards.
         let hosts = scratch.join("hosts");
-        let mut hosts_text =
-            String::from("127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        let mut hosts_text = String::from(
+            "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        );
         for h in &meta.extra_hosts {
             hosts_text.push_str(&format!("{}\t{}\n", h.ip, h.host));
         }
@@ -262,11 +276,17 @@ impl Worker {
         fs::write(&resolv, resolv_conf())?;
         exec_mounts.push(ExecMount {
             dest: "/etc/hosts".into(),
-            kind: MountKind::Bind { source: hosts, readonly: true },
+            kind: MountKind::Bind {
+                source: hosts,
+                readonly: true,
+            },
         });
         exec_mounts.push(ExecMount {
             dest: "/etc/resolv.conf".into(),
-            kind: MountKind::Bind { source: resolv, readonly: true },
+            kind: MountKind::Bind {
+                source: resolv,
+                readonly: true,
+            },
         });
         let mut stubs: Vec<String> = ["/proc", "/dev", "/sys"]
             .iter()
@@ -276,7 +296,11 @@ impl Worker {
             .collect();
 
         let user = users::resolve(&rootfs, &meta.user).map_err(|e| invalid(e.to_string()))?;
-        let cwd = if meta.cwd.is_empty() { "/".to_string() } else { meta.cwd.clone() };
+        let cwd = if meta.cwd.is_empty() {
+            "/".to_string()
+        } else {
+            meta.cwd.clone()
+        };
         let cwd_host = rootpath::resolve(&rootfs, &cwd, true)?;
         if !cwd_host.exists() {
             let first_missing = first_missing(&rootfs, &cwd);
@@ -375,9 +399,17 @@ impl Worker {
 
     /// The directory of a cache mount, filled from its `from` input when new; with
     /// `sharing=locked` a lock held until the step ends.
-    fn cache_mount(&self, m: &pb::Mount, from: &Snapshot) -> Result<(PathBuf, Option<fs::File>), OpError> {
+    fn cache_mount(
+        &self,
+        m: &pb::Mount,
+        from: &Snapshot,
+    ) -> Result<(PathBuf, Option<fs::File>), OpError> {
         let opt = m.cache_opt.clone().unwrap_or_default();
-        let id = if opt.id.is_empty() { m.dest.clone() } else { opt.id.clone() };
+        let id = if opt.id.is_empty() {
+            m.dest.clone()
+        } else {
+            opt.id.clone()
+        };
         let key = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(id.as_bytes())[..16]);
         fs::create_dir_all(&self.cache_mounts)?;
         let dir = self.cache_mounts.join(&key);
@@ -387,7 +419,8 @@ impl Worker {
             .write(true)
             .open(self.cache_mounts.join(format!("{key}.lock")))?;
         // Creating the directory is always exclusive; `locked` keeps the lock for the step.
-        rustix::fs::flock(&lock_file, rustix::fs::FlockOperation::LockExclusive).map_err(io::Error::from)?;
+        rustix::fs::flock(&lock_file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(io::Error::from)?;
         if !dir.exists() {
             let tmp = self.cache_mounts.join(format!("{key}.new"));
             let _ = fs::remove_dir_all(&tmp);
@@ -395,7 +428,11 @@ impl Worker {
             if !from.layers.is_empty() {
                 let src = self.snapshots.mount(from, None)?;
                 let copy = pb::FileActionCopy {
-                    src: if m.selector.is_empty() { "/".into() } else { m.selector.clone() },
+                    src: if m.selector.is_empty() {
+                        "/".into()
+                    } else {
+                        m.selector.clone()
+                    },
                     dest: "/".into(),
                     mode: -1,
                     timestamp: -1,
@@ -410,7 +447,8 @@ impl Worker {
         if opt.sharing == pb::CacheSharingOpt::Locked as i32 {
             Ok((dir, Some(lock_file)))
         } else {
-            rustix::fs::flock(&lock_file, rustix::fs::FlockOperation::Unlock).map_err(io::Error::from)?;
+            rustix::fs::flock(&lock_file, rustix::fs::FlockOperation::Unlock)
+                .map_err(io::Error::from)?;
             Ok((dir, None))
         }
     }
@@ -444,7 +482,11 @@ impl Worker {
                     let prev = (i - n) as usize;
                     match states
                         .get_mut(prev)
-                        .ok_or_else(|| invalid(format!("file action {k} reads action {prev}, which comes later")))?
+                        .ok_or_else(|| {
+                            invalid(format!(
+                                "file action {k} reads action {prev}, which comes later"
+                            ))
+                        })?
                         .take()
                     {
                         Some(open) => open,
@@ -474,7 +516,11 @@ impl Worker {
                     } else {
                         match states.get((s - n) as usize) {
                             Some(Some((_, _, m))) => fileops::copy(&root, m.path(), a),
-                            _ => return Err(invalid(format!("file action {k} copies from a result that is not available"))),
+                            _ => {
+                                return Err(invalid(format!(
+                                    "file action {k} copies from a result that is not available"
+                                )));
+                            }
                         }
                     }
                 }
@@ -490,7 +536,9 @@ impl Worker {
         let mut result = vec![Snapshot::default(); count];
         for (out, k) in outputs {
             let Some((base, layer, mnt)) = states[k].take() else {
-                return Err(invalid(format!("output {out} of the file op was consumed by a later action")));
+                return Err(invalid(format!(
+                    "output {out} of the file op was consumed by a later action"
+                )));
             };
             mnt.finish()?;
             let layer = layer.commit(&ids(out), &LayerMeta::default())?;
@@ -504,7 +552,10 @@ impl Worker {
     /// Merge: the inputs' layers stacked in order.
     pub fn merge(&self, inputs: &[Snapshot]) -> Snapshot {
         Snapshot {
-            layers: inputs.iter().flat_map(|s| s.layers.iter().cloned()).collect(),
+            layers: inputs
+                .iter()
+                .flat_map(|s| s.layers.iter().cloned())
+                .collect(),
         }
     }
 
@@ -528,7 +579,10 @@ fn fileops_chown_mode(path: &Path, uid: u32, gid: u32, mode: u32) -> io::Result<
         Some(rustix::process::Uid::from_raw(uid)),
         Some(rustix::process::Gid::from_raw(gid)),
     )?;
-    fs::set_permissions(path, fs::Permissions::from_mode(if mode == 0 { 0o400 } else { mode }))
+    fs::set_permissions(
+        path,
+        fs::Permissions::from_mode(if mode == 0 { 0o400 } else { mode }),
+    )
 }
 
 fn tempfile_dir(base: &Path) -> io::Result<PathBuf> {
@@ -557,7 +611,9 @@ fn first_missing(root: &Path, path: &str) -> Option<String> {
 /// Remove a mount stub: an empty file (a bind target), or a directory holding nothing but
 /// empty directories and bind targets.
 fn remove_stub(path: &Path) {
-    let Ok(md) = path.symlink_metadata() else { return };
+    let Ok(md) = path.symlink_metadata() else {
+        return;
+    };
     if md.is_dir() {
         if let Ok(entries) = fs::read_dir(path) {
             for e in entries.flatten() {
@@ -577,7 +633,9 @@ fn resolv_conf() -> String {
         .lines()
         .filter(|l| {
             let mut w = l.split_whitespace();
-            !(w.next() == Some("nameserver") && w.next().is_some_and(|ip| ip.starts_with("127.") || ip == "::1"))
+            !(w.next() == Some("nameserver")
+                && w.next()
+                    .is_some_and(|ip| ip.starts_with("127.") || ip == "::1"))
         })
         .collect();
     let mut out = kept.join("\n");

@@ -8,7 +8,10 @@ use buildwit_worker::snapshot::{Kind, LayerMeta};
 use buildwit_worker::{OpError, Session, Snapshot, Worker, WorkerOptions};
 
 fn busybox_rootfs(worker: &Worker) -> Snapshot {
-    assert!(Path::new("/bin/busybox").exists(), "apt-get install -y busybox-static");
+    assert!(
+        Path::new("/bin/busybox").exists(),
+        "apt-get install -y busybox-static"
+    );
     let b = worker.snapshots.new_layer().unwrap();
     let root = b.dir();
     for d in ["bin", "etc", "tmp"] {
@@ -18,9 +21,15 @@ fn busybox_rootfs(worker: &Worker) -> Snapshot {
     for a in ["sh", "echo", "cat", "rm", "test", "id"] {
         symlink("busybox", root.join("bin").join(a)).unwrap();
     }
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0::/:/bin/sh\napp:x:1000:1000::/:/bin/sh\n").unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0::/:/bin/sh\napp:x:1000:1000::/:/bin/sh\n",
+    )
+    .unwrap();
     std::fs::write(root.join("etc/gone"), "base").unwrap();
-    Snapshot { layers: vec![b.commit("busybox", &LayerMeta::default()).unwrap()] }
+    Snapshot {
+        layers: vec![b.commit("busybox", &LayerMeta::default()).unwrap()],
+    }
 }
 
 fn run(args: &[&str], user: &str) -> pb::ExecOp {
@@ -31,7 +40,12 @@ fn run(args: &[&str], user: &str) -> pb::ExecOp {
             user: user.into(),
             ..Default::default()
         }),
-        mounts: vec![pb::Mount { input: 0, dest: "/".into(), output: 0, ..Default::default() }],
+        mounts: vec![pb::Mount {
+            input: 0,
+            dest: "/".into(),
+            output: 0,
+            ..Default::default()
+        }],
         ..Default::default()
     }
 }
@@ -48,39 +62,73 @@ fn exec_on_native_snapshots() {
 
 fn exec_writes_a_layer_on_top_and_reports_failures(kind: Kind) {
     let root = tempfile::tempdir().unwrap();
-    let options = WorkerOptions { snapshotter: kind, ..Default::default() };
+    let options = WorkerOptions {
+        snapshotter: kind,
+        ..Default::default()
+    };
     let worker = Worker::open(root.path(), options).unwrap();
     assert_eq!(worker.snapshots.is_native(), kind == Kind::Native);
     let base = busybox_rootfs(&worker);
     let lines = std::sync::Mutex::new(Vec::new());
     let out = |_: u8, l: &str| lines.lock().unwrap().push(l.to_string());
-    let op = run(&["sh", "-c", "echo hi > /tmp/x && rm /etc/gone && id -u && echo done"], "app");
+    let op = run(
+        &[
+            "sh",
+            "-c",
+            "echo hi > /tmp/x && rm /etc/gone && id -u && echo done",
+        ],
+        "app",
+    );
     let mut op_root = op.clone();
     op_root.meta.as_mut().unwrap().user = String::new();
     let res = worker
-        .exec(&op_root, std::slice::from_ref(&base), &Session::default(), &|i| format!("l{i}"), &out)
+        .exec(
+            &op_root,
+            std::slice::from_ref(&base),
+            &Session::default(),
+            &|i| format!("l{i}"),
+            &out,
+        )
         .unwrap();
     let snap = &res[0];
     assert_eq!(snap.layers.len(), 2);
     let top = &snap.layers[1].dir;
     assert_eq!(std::fs::read_to_string(top.join("tmp/x")).unwrap(), "hi\n");
-    assert!(buildwit_worker::snapshot::is_whiteout(&top.join("etc/gone").symlink_metadata().unwrap()));
-    assert!(!top.join("proc").exists() && !top.join("etc/hosts").exists(), "no mount stubs");
+    assert!(buildwit_worker::snapshot::is_whiteout(
+        &top.join("etc/gone").symlink_metadata().unwrap()
+    ));
+    assert!(
+        !top.join("proc").exists() && !top.join("etc/hosts").exists(),
+        "no mount stubs"
+    );
     let m = worker.snapshots.mount(snap, None).unwrap();
     assert!(!m.path().join("etc/gone").exists());
     drop(m);
-    assert!(lines.lock().unwrap().iter().any(|l| l == "0"), "{:?}", lines.lock().unwrap());
+    assert!(
+        lines.lock().unwrap().iter().any(|l| l == "0"),
+        "{:?}",
+        lines.lock().unwrap()
+    );
 
     // As `app` the step gets uid 1000; a failure reports the code and the last lines.
     let fail = run(&["sh", "-c", "id -u; exit 7"], "app");
-    match worker.exec(&fail, std::slice::from_ref(&base), &Session::default(), &|i| format!("f{i}"), &out) {
+    match worker.exec(
+        &fail,
+        std::slice::from_ref(&base),
+        &Session::default(),
+        &|i| format!("f{i}"),
+        &out,
+    ) {
         Err(OpError::Exit { code, tail, .. }) => {
             assert_eq!(code, 7);
             assert_eq!(tail, vec!["1000".to_string()]);
         }
         other => panic!("{other:?}"),
     }
-    assert!(worker.snapshots.layer("f0").is_none(), "a failed step commits nothing");
+    assert!(
+        worker.snapshots.layer("f0").is_none(),
+        "a failed step commits nothing"
+    );
 }
 
 #[test]
@@ -95,7 +143,8 @@ fn a_thousand_layers_mount() {
             // Each layer deletes the previous layer's file.
             buildwit_worker::snapshot::make_whiteout(&b.dir().join(format!("f{}", i - 1))).unwrap();
         }
-        snap.layers.push(b.commit(&format!("l{i}"), &LayerMeta::default()).unwrap());
+        snap.layers
+            .push(b.commit(&format!("l{i}"), &LayerMeta::default()).unwrap());
     }
     let upper = worker.snapshots.new_layer().unwrap();
     let m = worker.snapshots.mount(&snap, Some(&upper)).unwrap();

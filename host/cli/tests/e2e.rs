@@ -1,0 +1,198 @@
+//! End to end on real parts: a Debian `docker-registry` on 127.0.0.1 holding a base image
+//! made from Debian's `busybox-static`, steps run by `runc`, images checked with `skopeo`
+//! and `umoci`. Progress comes as `--progress=rawjson`, so the tests see which steps ran.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+mod support;
+
+use support::{need, setup, text};
+
+#[test]
+fn builds_caches_and_rebuilds_only_what_changed() {
+    let s = setup();
+    let ctx = s.context(
+        "app",
+        &[
+            (
+                "Dockerfile",
+                "FROM BASE AS build\nWORKDIR /src\nCOPY app.txt .\nRUN cat app.txt > out.txt && echo built >> out.txt\n\
+                 FROM BASE\nCOPY --from=build /src/out.txt /out.txt\nCOPY other.txt /other.txt\n\
+                 RUN --mount=type=cache,target=/cache echo run >> /cache/runs && cat /other.txt > /seen\n",
+            ),
+            ("app.txt", "hello\n"),
+            ("other.txt", "one\n"),
+        ],
+    );
+    let first = s.build(&ctx, &[]).ok();
+    assert!(first.ran_any("RUN cat app.txt"), "ran: {:?}", first.ran);
+
+    // Nothing changed: every step comes from the cache.
+    let second = s.build(&ctx, &[]).ok();
+    let steps: Vec<&String> = second
+        .ran
+        .iter()
+        .filter(|n| n.contains("RUN") || n.contains("COPY"))
+        .collect();
+    assert!(steps.is_empty(), "re-ran {steps:?}");
+    assert!(
+        second
+            .cached
+            .iter()
+            .any(|n| n.contains("RUN --mount=type=cache")),
+        "cached: {:?}",
+        second.cached
+    );
+
+    // Editing other.txt re-runs only what reads it.
+    std::fs::write(ctx.join("other.txt"), "two\n").unwrap();
+    let third = s.build(&ctx, &[]).ok();
+    assert!(third.ran_any("COPY other.txt"), "ran: {:?}", third.ran);
+    assert!(
+        third.ran_any("RUN --mount=type=cache"),
+        "ran: {:?}",
+        third.ran
+    );
+    assert!(!third.ran_any("RUN cat app.txt"), "ran: {:?}", third.ran);
+    assert!(!third.ran_any("COPY app.txt"), "ran: {:?}", third.ran);
+}
+
+#[test]
+fn a_failing_step_reports_its_exit_code_and_is_not_cached() {
+    let s = setup();
+    let ctx = s.context(
+        "fail",
+        &[(
+            "Dockerfile",
+            "FROM BASE\nRUN echo about to fail && exit 3\n",
+        )],
+    );
+    let b = s.build(&ctx, &[]);
+    assert!(!b.out.status.success());
+    let err = text(&b.out.stderr);
+    assert!(
+        err.contains("did not complete successfully: exit code: 3"),
+        "{err}"
+    );
+    assert!(
+        err.contains("about to fail"),
+        "the step's output is shown: {err}"
+    );
+    // The failed step ran again on the next build: nothing of it was cached.
+    let again = s.build(&ctx, &[]);
+    assert!(!again.out.status.success());
+    assert!(again.ran_any("exit 3"), "ran: {:?}", again.ran);
+}
+
+#[test]
+fn run_mounts_secrets_tmpfs_bind_and_users() {
+    let s = setup();
+    let ctx = s.context(
+        "mounts",
+        &[
+            (
+                "Dockerfile",
+                "FROM BASE AS data\nRUN mkdir /d && echo from-stage > /d/f\n\
+                 FROM BASE\n\
+                 RUN --mount=type=secret,id=tok test \"$(cat /run/secrets/tok)\" = s3cret && echo secret-ok\n\
+                 RUN --mount=type=tmpfs,target=/scratch touch /scratch/x && test -f /scratch/x\n\
+                 RUN --mount=type=bind,from=data,source=/d,target=/mnt cat /mnt/f > /copied\n\
+                 USER app\nRUN id -u > /tmp/uid\n",
+            ),
+            ("tok.txt", "s3cret"),
+        ],
+    );
+    let secret = format!("id=tok,src={}", ctx.join("tok.txt").display());
+    let out = s.dir.path().join("image.tar");
+    let b = s
+        .build(
+            &ctx,
+            &[
+                "--secret",
+                &secret,
+                "-t",
+                "app:latest",
+                "--output",
+                &format!("type=oci,dest={}", out.display()),
+            ],
+        )
+        .ok();
+    assert!(
+        b.logs.iter().any(|l| l.contains("secret-ok")),
+        "logs: {:?}",
+        b.logs
+    );
+    let files = unpack(&out, s.dir.path());
+    assert_eq!(
+        std::fs::read_to_string(files.join("copied")).unwrap(),
+        "from-stage\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(files.join("tmp/uid")).unwrap(),
+        "1000\n"
+    );
+    // Mount points of secrets and tmpfs are not left in the image.
+    assert!(!files.join("run/secrets").exists());
+    assert!(!files.join("scratch").exists());
+}
+
+#[test]
+fn host_network_needs_both_entitlements() {
+    let s = setup();
+    let ctx = s.context(
+        "net",
+        &[("Dockerfile", "FROM BASE\nRUN --network=host true\n")],
+    );
+    let b = s.build(&ctx, &["--allow", "network.host"]);
+    assert!(!b.out.status.success());
+    let err = text(&b.out.stderr);
+    assert!(
+        err.contains("network.host is not allowed by build daemon configuration"),
+        "{err}"
+    );
+    assert!(
+        b.ran.is_empty(),
+        "nothing runs before the check: {:?}",
+        b.ran
+    );
+}
+
+/// Unpack an OCI archive with umoci (after skopeo has read it) and return the rootfs.
+fn unpack(archive: &Path, dir: &Path) -> PathBuf {
+    need("/usr/bin/umoci");
+    let inspect = Command::new("skopeo")
+        .args(["inspect", &format!("oci-archive:{}", archive.display())])
+        .output()
+        .unwrap();
+    assert!(
+        inspect.status.success(),
+        "skopeo inspect: {}",
+        text(&inspect.stderr)
+    );
+    let layout = dir.join("unpacked-layout");
+    std::fs::create_dir_all(&layout).unwrap();
+    let st = Command::new("tar")
+        .arg("-xf")
+        .arg(archive)
+        .arg("-C")
+        .arg(&layout)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let tag = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
+        .as_str()
+        .unwrap_or("latest")
+        .to_string();
+    let bundle = dir.join("bundle");
+    let out = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "umoci unpack: {}", text(&out.stderr));
+    bundle.join("rootfs")
+}

@@ -1,0 +1,255 @@
+//! Shared by the end-to-end tests and the build benchmark: a real registry holding a
+//! busybox base image, and `buildwit build` runs with their progress parsed.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+#[path = "../../../registry/tests/common/mod.rs"]
+pub mod common;
+
+const BUSYBOX: &str = "/bin/busybox";
+const APPLETS: &[&str] = &[
+    "sh", "echo", "cat", "ls", "touch", "mkdir", "rm", "test", "true", "false", "wc", "id", "env",
+    "sleep", "grep", "head", "tail", "stat", "readlink",
+];
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub fn need(bin: &str) {
+    assert!(
+        Path::new(bin).exists(),
+        "{bin} is missing: apt-get install -y runc skopeo umoci busybox-static docker-registry"
+    );
+}
+
+/// A gzip layer of a busybox root filesystem, and its diff id.
+fn busybox_layer() -> (Vec<u8>, String) {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut dir = |path: &str, mode: u32| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(mode);
+        h.set_size(0);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_cksum();
+        tar.append_data(&mut h, path, &[][..]).unwrap();
+    };
+    for (d, m) in [
+        ("bin", 0o755),
+        ("etc", 0o755),
+        ("tmp", 0o1777),
+        ("root", 0o700),
+    ] {
+        dir(d, m);
+    }
+    let mut file = |path: &str, mode: u32, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(mode);
+        h.set_size(data.len() as u64);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_cksum();
+        tar.append_data(&mut h, path, data).unwrap();
+    };
+    file("bin/busybox", 0o755, &std::fs::read(BUSYBOX).unwrap());
+    file(
+        "etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/tmp:/bin/sh\n",
+    );
+    file("etc/group", 0o644, b"root:x:0:\napp:x:1000:\n");
+    for applet in APPLETS {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_link_name("busybox").unwrap();
+        h.set_cksum();
+        tar.append_data(&mut h, format!("bin/{applet}"), &[][..])
+            .unwrap();
+    }
+    let raw = tar.into_inner().unwrap();
+    let diff_id = common::digest(&raw);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&raw).unwrap();
+    (gz.finish().unwrap(), diff_id)
+}
+
+/// Write the base image as an OCI layout and push it with skopeo.
+fn push_busybox(host: &str, dir: &Path) -> String {
+    need("/usr/bin/skopeo");
+    let layout = dir.join("busybox-layout");
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    let put = |data: &[u8]| {
+        let d = common::digest(data);
+        std::fs::write(layout.join("blobs/sha256").join(&d[7..]), data).unwrap();
+        d
+    };
+    let (layer, diff_id) = busybox_layer();
+    let layer_digest = put(&layer);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created_by": "busybox-static from Debian"}],
+    }))
+    .unwrap();
+    let config_digest = put(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": common::OCI_MANIFEST,
+        "config": {"mediaType": common::OCI_CONFIG, "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": common::OCI_LAYER_GZIP, "digest": layer_digest, "size": layer.len()}],
+    }))
+    .unwrap();
+    let manifest_digest = put(&manifest);
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": common::OCI_MANIFEST, "digest": manifest_digest, "size": manifest.len(),
+                           "annotations": {"org.opencontainers.image.ref.name": "latest"}}],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let image = format!("{host}/library/busybox:latest");
+    let out = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://{image}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo copy: {}", text(&out.stderr));
+    image
+}
+
+/// A registry with the base image, a config trusting it over HTTP, a state root.
+pub struct Setup {
+    _registry: common::RegistryProcess,
+    pub dir: tempfile::TempDir,
+    pub image: String,
+    pub config: PathBuf,
+    pub root: PathBuf,
+}
+
+pub fn setup() -> Setup {
+    need("/usr/sbin/runc");
+    let registry = common::start_registry(None);
+    let dir = tempfile::tempdir().unwrap();
+    let image = push_busybox(&registry.host(), dir.path());
+    let config = dir.path().join("buildkitd.toml");
+    std::fs::write(
+        &config,
+        format!("[registry.\"{}\"]\nhttp = true\n", registry.host()),
+    )
+    .unwrap();
+    let root = dir.path().join("root");
+    Setup {
+        _registry: registry,
+        dir,
+        image,
+        config,
+        root,
+    }
+}
+
+impl Setup {
+    pub fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let ctx = self.dir.path().join(name);
+        for (path, content) in files {
+            let p = ctx.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, content.replace("BASE", &self.image)).unwrap();
+        }
+        ctx
+    }
+
+    pub fn build(&self, ctx: &Path, extra: &[&str]) -> Build {
+        let out = Command::new(env!("CARGO_BIN_EXE_buildwit"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--root")
+            .arg(&self.root)
+            .arg("build")
+            .arg(ctx)
+            .arg("--progress=rawjson")
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        Build::new(out)
+    }
+}
+
+/// A finished build and what its progress said.
+pub struct Build {
+    pub out: Output,
+    /// Names of the steps that ran (not cached).
+    pub ran: Vec<String>,
+    /// Names of the steps answered from the cache.
+    pub cached: Vec<String>,
+    /// Output lines of steps.
+    pub logs: Vec<String>,
+}
+
+impl Build {
+    pub fn new(out: Output) -> Self {
+        let mut b = Build {
+            out,
+            ran: Vec::new(),
+            cached: Vec::new(),
+            logs: Vec::new(),
+        };
+        for line in text(&b.out.stderr).lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            for vx in v["vertexes"].as_array().into_iter().flatten() {
+                let name = vx["name"].as_str().unwrap_or_default().to_string();
+                if vx["cached"] == true {
+                    b.cached.push(name);
+                } else if vx.get("started").is_some() {
+                    b.ran.push(name);
+                }
+            }
+            for log in v["logs"].as_array().into_iter().flatten() {
+                b.logs.push(
+                    log["data"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .trim_end()
+                        .to_string(),
+                );
+            }
+        }
+        b
+    }
+
+    pub fn ok(self) -> Self {
+        assert!(
+            self.out.status.success(),
+            "build failed:\n{}",
+            text(&self.out.stderr)
+        );
+        self
+    }
+
+    pub fn ran_any(&self, needle: &str) -> bool {
+        self.ran.iter().any(|n| n.contains(needle))
+    }
+}

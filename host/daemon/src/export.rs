@@ -1,0 +1,160 @@
+//! Exporting a build's result as the client asked (`--output`).
+
+use std::io::Write;
+
+use buildwit_exporter::{Destination, OutputKind, OutputSpec};
+use buildwit_worker::{Snapshot, Worker};
+
+use crate::DaemonError;
+
+/// What an export made, for the client to show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exported {
+    /// The exporter (`oci`, `image`, ...).
+    pub kind: String,
+    /// Where it went.
+    pub dest: String,
+    /// The manifest digest, for image exports.
+    pub digest: Option<String>,
+}
+
+fn fail(output: &OutputSpec, e: impl std::fmt::Display) -> DaemonError {
+    DaemonError::Export(format!("exporting to {}: {e}", output.kind))
+}
+
+fn dest_name(dest: &Option<Destination>) -> String {
+    match dest {
+        Some(Destination::Path(p)) => p.display().to_string(),
+        Some(Destination::Stdout) | None => "stdout".into(),
+    }
+}
+
+/// Export `result` (`None`: scratch) with its image config.
+pub(crate) fn export(
+    worker: &Worker,
+    registries: &buildwit_registry::Registries,
+    io: &tokio::runtime::Runtime,
+    output: &OutputSpec,
+    result: Option<&Snapshot>,
+    config: Option<&[u8]>,
+) -> Result<Exported, DaemonError> {
+    let snapshot = result.cloned().unwrap_or_default();
+    let dest = dest_name(&output.dest);
+    let mut exported = Exported {
+        kind: output.kind.to_string(),
+        dest: dest.clone(),
+        digest: None,
+    };
+    match output.kind {
+        OutputKind::Oci | OutputKind::Docker | OutputKind::Image => {
+            let spec = output.image_spec(snapshot, config.unwrap_or_default().to_vec());
+            let image = buildwit_exporter::build_image(&worker.content, &spec)
+                .map_err(|e| fail(output, e))?;
+            exported.digest = Some(image.manifest.digest.clone());
+            let names = &output.names;
+            let docker = output.kind == OutputKind::Docker;
+            match (&output.kind, &output.dest) {
+                (OutputKind::Image, _) => {
+                    if output.insecure {
+                        return Err(fail(
+                            output,
+                            "registry.insecure is not supported; set http = true or insecure = true under [registry.\"HOST\"] in buildkitd.toml",
+                        ));
+                    }
+                    if output.push {
+                        if names.is_empty() {
+                            return Err(fail(output, "push needs a name (name=REF or -t REF)"));
+                        }
+                        for name in names {
+                            io.block_on(push(worker, registries, &image, name))
+                                .map_err(|e| fail(output, e))?;
+                        }
+                        exported.dest = names.join(", ");
+                    } else {
+                        exported.dest = "the worker's content store".into();
+                    }
+                }
+                (_, Some(Destination::Path(p))) if !output.tar => {
+                    buildwit_exporter::write_oci_dir(&worker.content, &image, names, p)
+                        .map_err(|e| fail(output, e))?
+                }
+                (_, Some(Destination::Path(p))) if docker => {
+                    buildwit_exporter::write_docker_tar(&worker.content, &image, names, p)
+                        .map_err(|e| fail(output, e))?
+                }
+                (_, Some(Destination::Path(p))) => {
+                    buildwit_exporter::write_oci_tar(&worker.content, &image, names, p)
+                        .map_err(|e| fail(output, e))?
+                }
+                (_, _) => {
+                    let mut out = std::io::stdout().lock();
+                    if docker {
+                        buildwit_exporter::write_docker_archive(
+                            &worker.content,
+                            &image,
+                            names,
+                            &mut out,
+                        )
+                    } else {
+                        buildwit_exporter::write_oci_archive(
+                            &worker.content,
+                            &image,
+                            names,
+                            &mut out,
+                        )
+                    }
+                    .map_err(|e| fail(output, e))?;
+                    out.flush().map_err(|e| fail(output, e))?;
+                }
+            }
+        }
+        OutputKind::Local | OutputKind::Tar => {
+            let mounted = worker
+                .snapshots
+                .mount(&snapshot, None)
+                .map_err(|e| fail(output, e))?;
+            match (&output.kind, &output.dest) {
+                (OutputKind::Local, Some(Destination::Path(p))) => {
+                    buildwit_exporter::export_local(mounted.path(), p)
+                        .map_err(|e| fail(output, e))?
+                }
+                (OutputKind::Local, _) => return Err(fail(output, "type=local needs dest=DIR")),
+                (_, Some(Destination::Path(p))) => {
+                    buildwit_exporter::export_tar_file(mounted.path(), p)
+                        .map_err(|e| fail(output, e))?
+                }
+                (_, _) => {
+                    let mut out = std::io::stdout().lock();
+                    buildwit_exporter::export_tar(mounted.path(), &mut out)
+                        .map_err(|e| fail(output, e))?;
+                }
+            }
+        }
+    }
+    Ok(exported)
+}
+
+/// Push an exported image's blobs and manifest under `name`.
+async fn push(
+    worker: &Worker,
+    registries: &buildwit_registry::Registries,
+    image: &buildwit_exporter::BuiltImage,
+    name: &str,
+) -> Result<usize, String> {
+    let mut blobs = Vec::new();
+    for d in std::iter::once(&image.config).chain(&image.layers) {
+        blobs.push((
+            d.digest.clone(),
+            worker.content.path(&d.digest).map_err(|e| e.to_string())?,
+        ));
+    }
+    registries
+        .push_image(
+            name,
+            &blobs,
+            &image.manifest_bytes,
+            &image.manifest.media_type,
+        )
+        .await
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,132 @@
+//! The cache database: which layers hold the result of which cache key.
+//!
+//! A record is written only after its layers are committed, in one redb transaction, so a
+//! killed build never leaves a record pointing at a half result; a record whose layers are
+//! gone (removed by hand or by GC) is a miss.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+const RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("results");
+
+/// One cached result.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// For each output of the op, its layer ids bottom first.
+    pub outputs: Vec<Vec<String>>,
+    /// The op's description (for `du`).
+    pub description: String,
+    /// When it was made, Unix seconds.
+    pub created: u64,
+    /// When a build last used it, Unix seconds.
+    pub last_used: u64,
+    /// How many builds used it.
+    pub usage_count: u64,
+}
+
+/// The database file.
+#[derive(Debug)]
+pub struct CacheDb {
+    db: Database,
+}
+
+/// A database error, with what we were doing.
+#[derive(Debug, thiserror::Error)]
+#[error("cache database {path}: {message}")]
+pub struct DbError {
+    path: String,
+    message: String,
+}
+
+pub(crate) fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl CacheDb {
+    /// Open or create the database.
+    pub fn open(path: &Path) -> Result<Self, DbError> {
+        let err = |e: &dyn std::fmt::Display| DbError {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        let db = Database::create(path).map_err(|e| err(&e))?;
+        let txn = db.begin_write().map_err(|e| err(&e))?;
+        txn.open_table(RESULTS).map_err(|e| err(&e))?;
+        txn.commit().map_err(|e| err(&e))?;
+        Ok(CacheDb { db })
+    }
+
+    fn err(e: impl std::fmt::Display) -> DbError {
+        DbError {
+            path: "cache.db".into(),
+            message: e.to_string(),
+        }
+    }
+
+    /// The record of a key.
+    pub fn get(&self, key: &str) -> Result<Option<Record>, DbError> {
+        let txn = self.db.begin_read().map_err(Self::err)?;
+        let table = txn.open_table(RESULTS).map_err(Self::err)?;
+        Ok(table
+            .get(key)
+            .map_err(Self::err)?
+            .and_then(|v| serde_json::from_slice(v.value()).ok()))
+    }
+
+    /// Store a new record.
+    pub fn put(&self, key: &str, record: &Record) -> Result<(), DbError> {
+        let txn = self.db.begin_write().map_err(Self::err)?;
+        {
+            let mut table = txn.open_table(RESULTS).map_err(Self::err)?;
+            let bytes = serde_json::to_vec(record).map_err(Self::err)?;
+            table.insert(key, bytes.as_slice()).map_err(Self::err)?;
+        }
+        txn.commit().map_err(Self::err)
+    }
+
+    /// Mark records used now, in one transaction.
+    pub fn touch(&self, keys: &[String]) -> Result<(), DbError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let now = now();
+        let txn = self.db.begin_write().map_err(Self::err)?;
+        {
+            let mut table = txn.open_table(RESULTS).map_err(Self::err)?;
+            for key in keys {
+                let record = table
+                    .get(key.as_str())
+                    .map_err(Self::err)?
+                    .and_then(|v| serde_json::from_slice::<Record>(v.value()).ok());
+                if let Some(mut r) = record {
+                    r.last_used = now;
+                    r.usage_count += 1;
+                    let bytes = serde_json::to_vec(&r).map_err(Self::err)?;
+                    table
+                        .insert(key.as_str(), bytes.as_slice())
+                        .map_err(Self::err)?;
+                }
+            }
+        }
+        txn.commit().map_err(Self::err)
+    }
+
+    /// Every record.
+    pub fn all(&self) -> Result<Vec<(String, Record)>, DbError> {
+        let txn = self.db.begin_read().map_err(Self::err)?;
+        let table = txn.open_table(RESULTS).map_err(Self::err)?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(Self::err)? {
+            let (k, v) = item.map_err(Self::err)?;
+            if let Ok(r) = serde_json::from_slice(v.value()) {
+                out.push((k.value().to_string(), r));
+            }
+        }
+        Ok(out)
+    }
+}
