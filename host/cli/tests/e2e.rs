@@ -196,3 +196,133 @@ fn unpack(archive: &Path, dir: &Path) -> PathBuf {
     assert!(out.status.success(), "umoci unpack: {}", text(&out.stderr));
     bundle.join("rootfs")
 }
+
+#[test]
+fn links_downloads_image_copies_and_pushes() {
+    let s = setup();
+    let host = s.image.split('/').next().unwrap().to_string();
+    // The base image's config blob, served by the registry, is the download.
+    let manifest = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("docker://{}", s.image),
+        ])
+        .output()
+        .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest.stdout).unwrap();
+    let config_digest = manifest["config"]["digest"].as_str().unwrap().to_string();
+    let url = format!("http://{host}/v2/library/busybox/blobs/{config_digest}");
+    let dockerfile = format!(
+        "FROM BASE\nCOPY --link a.txt /linked/a.txt\nADD --checksum={config_digest} {url} /cfg.json\n\
+         COPY --from=BASE /bin/busybox /copied-busybox\nRUN test -s /cfg.json && test -x /copied-busybox\n"
+    );
+    let ctx = s.context(
+        "link",
+        &[("Dockerfile", &dockerfile), ("a.txt", "linked\n")],
+    );
+    let pushed = format!("{host}/app:1");
+    let out = s.dir.path().join("link.tar");
+    s.build(
+        &ctx,
+        &[
+            "--output",
+            &format!("type=oci,dest={},name=app:latest", out.display()),
+            "--output",
+            &format!("type=image,name={pushed},push=true"),
+        ],
+    )
+    .ok();
+    let files = unpack(&out, s.dir.path());
+    assert_eq!(
+        std::fs::read_to_string(files.join("linked/a.txt")).unwrap(),
+        "linked\n"
+    );
+    assert!(files.join("cfg.json").is_file());
+    assert!(
+        files.join("bin/busybox").is_file(),
+        "the base layer is in the image"
+    );
+
+    // The pushed image is in the registry, with the same layers.
+    let inspect = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{pushed}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(inspect.status.success(), "{}", text(&inspect.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(info["Layers"].as_array().unwrap().len(), 5, "{info}");
+
+    // A wrong checksum fails the download and names the URL.
+    let bad = s.context(
+        "bad-checksum",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM BASE\nADD --checksum=sha256:{} {url} /x\n",
+                "0".repeat(64)
+            ),
+        )],
+    );
+    let b = s.build(&bad, &[]);
+    assert!(!b.out.status.success());
+    let err = text(&b.out.stderr);
+    assert!(err.contains(&url) && err.contains("digest"), "{err}");
+}
+
+#[test]
+fn a_killed_build_leaves_nothing_a_later_build_takes() {
+    let s = setup();
+    let ctx = s.context(
+        "killed",
+        &[(
+            "Dockerfile",
+            "FROM BASE\nRUN echo started && sleep 30 && echo done > /marker\n",
+        )],
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_buildwit"))
+        .arg("--config")
+        .arg(&s.config)
+        .arg("--root")
+        .arg(&s.root)
+        .args(["build", "--progress=plain"])
+        .arg(&ctx)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the step runs, then kill -9.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(n > 0, "the build ended before its step started");
+        if line.contains("started") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Kill the orphaned container too, as a daemon restart would.
+    let _ = Command::new("pkill")
+        .args(["-9", "-f", "sleep 30"])
+        .status();
+
+    // The store opens, the step runs again (nothing of it was cached) and completes.
+    let fixed = s.context(
+        "killed",
+        &[(
+            "Dockerfile",
+            "FROM BASE\nRUN echo started && sleep 1 && echo done > /marker\n",
+        )],
+    );
+    let b = s.build(&fixed, &[]).ok();
+    assert!(b.ran_any("sleep 1"), "ran: {:?}", b.ran);
+}

@@ -143,7 +143,17 @@ pub fn build_image(content: &ContentStore, spec: &ImageSpec) -> Result<BuiltImag
         blobs.push(Some((desc, diff_id)));
     }
 
-    let mut history = normalize_history(history, blobs.len(), spec.created.as_deref());
+    // Without a time given, new layers date from when the build made them, so an image
+    // rebuilt from the cache is the same image.
+    let created = spec.created.clone().or_else(|| {
+        spec.snapshot
+            .layers
+            .iter()
+            .filter_map(|l| l.meta().ok()?.created)
+            .max()
+            .map(rfc3339_utc)
+    });
+    let mut history = normalize_history(history, blobs.len(), created.as_deref());
     // History entries of empty layers become empty_layer ones, as the layers are left out.
     let mut layer_index = 0;
     for h in &mut history {
@@ -197,7 +207,7 @@ pub fn build_image(content: &ContentStore, spec: &ImageSpec) -> Result<BuiltImag
 
     let mut descriptor_annotations = spec.annotations.manifest_descriptor.clone();
     if !descriptor_annotations.contains_key(ANNOTATION_CREATED) {
-        let created = spec.created.clone().unwrap_or_else(now_rfc3339);
+        let created = created.clone().unwrap_or_else(now_rfc3339);
         descriptor_annotations.insert(ANNOTATION_CREATED.to_string(), created);
     }
     Ok(BuiltImage {

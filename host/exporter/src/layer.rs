@@ -159,6 +159,7 @@ pub fn layer_blob_with(
     let meta = LayerMeta {
         diff_id: Some(diff_id.clone()),
         blob: Some(desc.clone()),
+        ..layer.meta().unwrap_or_default()
     };
     // The blob is made and stored; failing to remember it only costs a later export time.
     if let Err(e) = layer.set_meta(&meta) {

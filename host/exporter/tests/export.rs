@@ -548,6 +548,7 @@ fn a_pulled_layer_blob_is_used_as_it_is() {
         .set_meta(&LayerMeta {
             diff_id: Some(diff_id.clone()),
             blob: Some(blob),
+            ..Default::default()
         })
         .unwrap();
     let (desc, got_diff) = layer_blob(&fx.content, &layer, Compression::Gzip).unwrap();

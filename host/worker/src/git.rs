@@ -171,7 +171,7 @@ impl GitSource {
         std::fs::remove_dir(builder.dir()).map_err(io)?;
         std::fs::rename(&src, builder.dir()).map_err(io)?;
         let _ = std::fs::remove_dir_all(&work);
-        let layer = builder.commit(&id, &LayerMeta::default()).map_err(io)?;
+        let layer = builder.commit(&id, &LayerMeta::now()).map_err(io)?;
         Ok(Snapshot {
             layers: vec![layer],
         })

@@ -127,7 +127,7 @@ pub fn snapshot(
         Some(rustix::process::Gid::from_raw(gid)),
     )
     .map_err(|e| io(e.into()))?;
-    let layer = builder.commit(&id, &LayerMeta::default()).map_err(io)?;
+    let layer = builder.commit(&id, &LayerMeta::now()).map_err(io)?;
     Ok(Snapshot {
         layers: vec![layer],
     })

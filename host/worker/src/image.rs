@@ -313,6 +313,7 @@ async fn fetch_layer(
             digest: blob.digest.clone(),
             size: blob.size,
         }),
+        ..Default::default()
     };
     let digest = blob.digest.clone();
     // The blob first: a layer in the snapshotter can always be exported from its blob.

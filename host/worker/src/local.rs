@@ -195,7 +195,7 @@ impl Locals {
         for (rel, e) in tree.entries.iter().rev() {
             set_mtime(&out.join(rel), e.mtime)?;
         }
-        let layer = builder.commit(&id, &LayerMeta::default())?;
+        let layer = builder.commit(&id, &LayerMeta::now())?;
         cache.layer = Some((id, tree.entries.clone()));
         self.save(source, &cache)?;
         Ok(layer)

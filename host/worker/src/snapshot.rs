@@ -43,6 +43,22 @@ pub struct LayerMeta {
     /// it again needs no compression.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blob: Option<Descriptor>,
+    /// When a build made it (Unix seconds): the time its image history entry gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<i64>,
+}
+
+impl LayerMeta {
+    /// Metadata of a layer a build makes now.
+    pub fn now() -> Self {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        LayerMeta {
+            created: Some(secs),
+            ..Default::default()
+        }
+    }
 }
 
 /// A committed, immutable layer.

@@ -389,7 +389,7 @@ impl Worker {
             if out < 0 {
                 continue;
             }
-            let layer = layer.commit(&ids(out as usize), &LayerMeta::default())?;
+            let layer = layer.commit(&ids(out as usize), &LayerMeta::now())?;
             let mut snap = base;
             snap.layers.push(layer);
             outputs[out as usize] = snap;
@@ -541,7 +541,7 @@ impl Worker {
                 )));
             };
             mnt.finish()?;
-            let layer = layer.commit(&ids(out), &LayerMeta::default())?;
+            let layer = layer.commit(&ids(out), &LayerMeta::now())?;
             let mut snap = base;
             snap.layers.push(layer);
             result[out] = snap;
