@@ -98,11 +98,27 @@ fn run_mounts_secrets_tmpfs_bind_and_users() {
                  RUN --mount=type=secret,id=tok test \"$(cat /run/secrets/tok)\" = s3cret && echo secret-ok\n\
                  RUN --mount=type=tmpfs,target=/scratch touch /scratch/x && test -f /scratch/x\n\
                  RUN --mount=type=bind,from=data,source=/d,target=/mnt cat /mnt/f > /copied\n\
+                 ADD bundle.tar.gz /unpacked/\n\
+                 RUN --mount=type=ssh test -S /run/buildkit/ssh_agent.0 && echo ssh-ok\n\
                  USER app\nRUN id -u > /tmp/uid\n",
             ),
             ("tok.txt", "s3cret"),
+            ("bundle/inner/file.txt", "from the archive\n"),
         ],
     );
+    let tar = Command::new("tar")
+        .arg("-czf")
+        .arg(ctx.join("bundle.tar.gz"))
+        .arg("-C")
+        .arg(ctx.join("bundle"))
+        .arg("inner")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    // Any unix socket stands in for an SSH agent: the step only checks it is there.
+    let agent = s.dir.path().join("agent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&agent).unwrap();
+    let ssh = format!("default={}", agent.display());
     let secret = format!("id=tok,src={}", ctx.join("tok.txt").display());
     let out = s.dir.path().join("image.tar");
     let b = s
@@ -111,6 +127,8 @@ fn run_mounts_secrets_tmpfs_bind_and_users() {
             &[
                 "--secret",
                 &secret,
+                "--ssh",
+                &ssh,
                 "-t",
                 "app:latest",
                 "--output",
@@ -118,11 +136,13 @@ fn run_mounts_secrets_tmpfs_bind_and_users() {
             ],
         )
         .ok();
-    assert!(
-        b.logs.iter().any(|l| l.contains("secret-ok")),
-        "logs: {:?}",
-        b.logs
-    );
+    for marker in ["secret-ok", "ssh-ok"] {
+        assert!(
+            b.logs.iter().any(|l| l.contains(marker)),
+            "{marker}: {:?}",
+            b.logs
+        );
+    }
     let files = unpack(&out, s.dir.path());
     assert_eq!(
         std::fs::read_to_string(files.join("copied")).unwrap(),
@@ -132,9 +152,15 @@ fn run_mounts_secrets_tmpfs_bind_and_users() {
         std::fs::read_to_string(files.join("tmp/uid")).unwrap(),
         "1000\n"
     );
-    // Mount points of secrets and tmpfs are not left in the image.
-    assert!(!files.join("run/secrets").exists());
-    assert!(!files.join("scratch").exists());
+    assert_eq!(
+        std::fs::read_to_string(files.join("unpacked/inner/file.txt")).unwrap(),
+        "from the archive\n",
+        "ADD extracts local archives"
+    );
+    // Mount points of secrets, ssh and tmpfs are not left in the image.
+    for stub in ["run/secrets", "run/buildkit", "scratch"] {
+        assert!(!files.join(stub).exists(), "{stub}");
+    }
 }
 
 #[test]

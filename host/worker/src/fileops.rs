@@ -319,6 +319,13 @@ pub fn copy(root: &Path, src_root: &Path, a: &pb::FileActionCopy) -> io::Result<
         }
         vec![p]
     };
+    if a.attempt_unpack_docker_compatibility
+        && let [one] = sources.as_slice()
+        && let Some(media_type) = archive_type(one)?
+    {
+        return add_archive(root, one, &a.dest, media_type, &mut ctx)
+            .map_err(|e| fail("copy", &a.src, e));
+    }
     let many = sources.len() > 1;
     let dest_is_dir_name = a.dest.ends_with('/') || a.dest.ends_with("/.") || many;
     let dest = rootpath::resolve(root, &a.dest, true)?;
@@ -356,6 +363,68 @@ pub fn copy(root: &Path, src_root: &Path, a: &pb::FileActionCopy) -> io::Result<
         .map_err(|e| fail("copy", &a.src, e))?;
     }
     Ok(())
+}
+
+/// The layer media type to unpack a file with, if it is a tar archive (plain, gzip or
+/// zstd), as `ADD` recognizes them.
+fn archive_type(path: &Path) -> io::Result<Option<&'static str>> {
+    use std::io::Read;
+    if !path.symlink_metadata()?.is_file() {
+        return Ok(None);
+    }
+    let mut head = [0u8; 512];
+    let mut n = 0;
+    let mut f = File::open(path)?;
+    while n < head.len() {
+        match f.read(&mut head[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(if head[..n].starts_with(&[0x1f, 0x8b]) {
+        Some("application/vnd.oci.image.layer.v1.tar+gzip")
+    } else if head[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some("application/vnd.oci.image.layer.v1.tar+zstd")
+    } else if n >= 262 && &head[257..262] == b"ustar" {
+        Some("application/vnd.oci.image.layer.v1.tar")
+    } else {
+        None
+    })
+}
+
+/// `ADD archive dest`: the archive's files are extracted into the directory `dest`.
+fn add_archive(
+    root: &Path,
+    archive: &Path,
+    dest: &str,
+    media_type: &str,
+    ctx: &mut CopyCtx,
+) -> io::Result<()> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let scratch = std::env::temp_dir().join(format!(
+        "buildwit-add-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    fs::create_dir_all(&scratch)?;
+    let result = (|| {
+        // The same confined unpacking as image layers: nothing lands outside `scratch`.
+        crate::unpack::unpack_layer(File::open(archive)?, media_type, &scratch)?;
+        let target = rootpath::resolve(root, dest, true)?;
+        mkdir_all(&target, 0o755, ctx.ids, None)?;
+        let mut names: Vec<_> = fs::read_dir(&scratch)?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        for n in names {
+            let rel = n.to_string_lossy().into_owned();
+            copy_tree(&scratch.join(&n), &target.join(&n), &rel, ctx, None, false)?;
+        }
+        Ok(())
+    })();
+    let _ = fs::remove_dir_all(&scratch);
+    result
 }
 
 /// Copy `src` to `dst`; `rel` is the path below the copy's source, for include/exclude.
