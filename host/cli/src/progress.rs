@@ -1,5 +1,6 @@
-//! Build progress for people (`plain`, BuildKit's line format) and machines (`rawjson`,
-//! one BuildKit `SolveStatus`-shaped JSON object per line).
+//! Build progress for people (`tty`, a live display redrawn in place; `plain`, BuildKit's
+//! line format for logs and CI) and machines (`rawjson`, one BuildKit `SolveStatus`-shaped
+//! JSON object per line).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -13,6 +14,8 @@ use buildwit_solver::ProgressEvent;
 /// How progress is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
+    /// A live display of the steps, redrawn in place.
+    Tty,
     /// `#N name` / `#N DONE 0.3s` lines.
     Plain,
     /// JSON lines.
@@ -22,10 +25,13 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// `--progress` value. `auto` and `tty` print plain lines (no live display yet).
+    /// `--progress` value; `auto` is `tty` on a terminal, else `plain`.
     pub fn parse(s: &str) -> anyhow::Result<Self> {
+        use std::io::IsTerminal;
         Ok(match s {
-            "auto" | "tty" | "plain" => Mode::Plain,
+            "auto" if std::io::stderr().is_terminal() => Mode::Tty,
+            "auto" | "plain" => Mode::Plain,
+            "tty" => Mode::Tty,
             "rawjson" => Mode::RawJson,
             "quiet" | "none" => Mode::Quiet,
             other => anyhow::bail!(
@@ -39,7 +45,26 @@ impl Mode {
 struct State {
     numbers: HashMap<String, usize>,
     started: HashMap<String, Instant>,
+    /// The live display: steps in order of appearance, and how many lines it drew last.
+    steps: Vec<Step>,
+    drawn: usize,
+    begun: Option<Instant>,
 }
+
+/// A step as the live display shows it.
+struct Step {
+    vertex: String,
+    name: String,
+    started: Instant,
+    finished: Option<std::time::Duration>,
+    cached: bool,
+    error: bool,
+    logs: std::collections::VecDeque<String>,
+}
+
+/// Steps and log lines the live display shows at most.
+const TTY_STEPS: usize = 24;
+const TTY_LOGS: usize = 6;
 
 /// Prints build events to stderr.
 pub struct Printer {
@@ -71,7 +96,7 @@ fn rfc3339_now() -> String {
 
 impl EventSink for Printer {
     fn event(&self, event: Event) {
-        if self.mode != Mode::Plain {
+        if !matches!(self.mode, Mode::Plain | Mode::Tty) {
             return;
         }
         match event {
@@ -120,6 +145,11 @@ impl EventSink for Printer {
 
     fn progress(&self, event: ProgressEvent) {
         let mut state = self.state.lock().unwrap();
+        if self.mode == Mode::Tty {
+            tty_update(&mut state, event);
+            tty_draw(&mut state);
+            return;
+        }
         if self.mode == Mode::RawJson {
             let line = match &event {
                 ProgressEvent::Started { vertex, name } => {
@@ -187,4 +217,104 @@ impl EventSink for Printer {
             }
         }
     }
+}
+
+fn tty_update(state: &mut State, event: ProgressEvent) {
+    state.begun.get_or_insert_with(Instant::now);
+    let find = |state: &mut State, vertex: &str, name: &str| -> usize {
+        match state.steps.iter().position(|s| s.vertex == vertex) {
+            Some(i) => i,
+            None => {
+                state.steps.push(Step {
+                    vertex: vertex.to_string(),
+                    name: name.to_string(),
+                    started: Instant::now(),
+                    finished: None,
+                    cached: false,
+                    error: false,
+                    logs: Default::default(),
+                });
+                state.steps.len() - 1
+            }
+        }
+    };
+    match event {
+        ProgressEvent::Started { vertex, name } => {
+            let i = find(state, &vertex, &name);
+            state.steps[i].started = Instant::now();
+        }
+        ProgressEvent::Cached { vertex, name } => {
+            let i = find(state, &vertex, &name);
+            state.steps[i].cached = true;
+            state.steps[i].finished = Some(Default::default());
+        }
+        ProgressEvent::Completed {
+            vertex,
+            name,
+            duration,
+            error,
+        } => {
+            let i = find(state, &vertex, &name);
+            state.steps[i].finished = Some(duration);
+            state.steps[i].error = error.is_some();
+        }
+        ProgressEvent::Log { vertex, line, .. } => {
+            if let Some(step) = state.steps.iter_mut().find(|s| s.vertex == vertex) {
+                if step.logs.len() == TTY_LOGS {
+                    step.logs.pop_front();
+                }
+                step.logs.push_back(line);
+            }
+        }
+    }
+}
+
+/// Redraw the live display over the one drawn before.
+fn tty_draw(state: &mut State) {
+    let mut out = String::new();
+    if state.drawn > 0 {
+        out.push_str(&format!("\x1b[{}A", state.drawn));
+    }
+    let done = state.steps.iter().filter(|s| s.finished.is_some()).count();
+    let elapsed = state.begun.map_or(0.0, |b| b.elapsed().as_secs_f64());
+    let mut lines = vec![format!(
+        "[+] Building {elapsed:.1}s ({done}/{})",
+        state.steps.len()
+    )];
+    let skip = state.steps.len().saturating_sub(TTY_STEPS);
+    for step in &state.steps[skip..] {
+        let time = step
+            .finished
+            .unwrap_or_else(|| step.started.elapsed())
+            .as_secs_f64();
+        let tag = match (step.cached, step.error) {
+            (true, _) => "CACHED ",
+            (_, true) => "ERROR ",
+            _ => "",
+        };
+        lines.push(format!(" => {tag}{:<60} {time:.1}s", step.name));
+        // Output of running steps only; finished steps collapse to one line.
+        if step.finished.is_none() || step.error {
+            for log in &step.logs {
+                lines.push(format!(" => => # {log}"));
+            }
+        }
+    }
+    for line in &lines {
+        out.push_str("\x1b[2K");
+        out.push_str(line);
+        out.push('\n');
+    }
+    // Lines left over from a taller previous frame are cleared.
+    for _ in lines.len()..state.drawn {
+        out.push_str("\x1b[2K\n");
+    }
+    let extra = state.drawn.saturating_sub(lines.len());
+    if extra > 0 {
+        out.push_str(&format!("\x1b[{extra}A"));
+    }
+    state.drawn = lines.len();
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(out.as_bytes());
+    let _ = err.flush();
 }
