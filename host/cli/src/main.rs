@@ -93,6 +93,10 @@ struct BuildArgs {
     /// `ID=SOCKET` (repeatable).
     #[arg(long = "ssh", value_name = "ID[=SOCKET]")]
     ssh: Vec<String>,
+    /// An OCI image layout directory for `oci-layout://NAME@sha256:…` sources and
+    /// `context:X=oci-layout://NAME@sha256:…` contexts: `NAME=DIR` (repeatable).
+    #[arg(long = "oci-layout", value_name = "NAME=DIR")]
+    oci_layouts: Vec<String>,
     /// Grant an entitlement the daemon permits: `network.host`, `security.insecure`.
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
     allow: Vec<String>,
@@ -290,6 +294,11 @@ fn build(config: Option<&Path>, root: Option<PathBuf>, args: BuildArgs) -> Resul
             locals,
             secrets,
             ssh,
+            oci_layouts: args
+                .oci_layouts
+                .iter()
+                .map(|kv| key_value(kv).map(|(k, v)| (k, PathBuf::from(v))))
+                .collect::<Result<_>>()?,
             allow: args.allow.clone(),
             solve: !args.dump_llb && args.call.is_none(),
             outputs,

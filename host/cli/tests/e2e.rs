@@ -100,6 +100,7 @@ fn run_mounts_secrets_tmpfs_bind_and_users() {
                  RUN --mount=type=bind,from=data,source=/d,target=/mnt cat /mnt/f > /copied\n\
                  ADD bundle.tar.gz /unpacked/\n\
                  RUN --mount=type=ssh test -S /run/buildkit/ssh_agent.0 && echo ssh-ok\n\
+                 RUN --mount=type=cache,target=/c,uid=1000,mode=0700,sharing=private test \"$(stat -c %u:%a /c)\" = 1000:700 && echo cache-ok\n\
                  USER app\nRUN id -u > /tmp/uid\n",
             ),
             ("tok.txt", "s3cret"),
@@ -136,7 +137,7 @@ fn run_mounts_secrets_tmpfs_bind_and_users() {
             ],
         )
         .ok();
-    for marker in ["secret-ok", "ssh-ok"] {
+    for marker in ["secret-ok", "ssh-ok", "cache-ok"] {
         assert!(
             b.logs.iter().any(|l| l.contains(marker)),
             "{marker}: {:?}",

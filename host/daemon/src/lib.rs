@@ -46,6 +46,8 @@ pub struct BuildRequest {
     pub secrets: BTreeMap<String, Vec<u8>>,
     /// SSH agent sockets by id (`--ssh`).
     pub ssh: BTreeMap<String, PathBuf>,
+    /// OCI image layouts by store name (`--oci-layout`).
+    pub oci_layouts: BTreeMap<String, PathBuf>,
     /// Entitlements the build asks for (`--allow network.host`).
     pub allow: Vec<String>,
     /// Build the result (false: only run the frontend, for `--dump-llb` and `--call`).
@@ -258,6 +260,7 @@ impl BuildApi for Engine {
             locals: request.locals.clone(),
             secrets: request.secrets,
             ssh: request.ssh,
+            oci_layouts: request.oci_layouts,
         });
         let bridge = Arc::new(LocalBridge::new(
             session.clone(),

@@ -104,6 +104,8 @@ struct Job {
     /// HTTP sources: the content digest (known up front from `http.checksum`, or by
     /// downloading while computing keys).
     downloads: HashMap<usize, String>,
+    /// OCI layout sources: the layout directory and the digest.
+    layouts: HashMap<usize, (std::path::PathBuf, String)>,
     /// Git sources: the source and the commit its ref names now.
     commits: HashMap<usize, (buildwit_worker::git::GitSource, String)>,
     session: Arc<Session>,
@@ -213,6 +215,7 @@ impl Solver {
         let mut images = HashMap::new();
         let mut downloads = HashMap::new();
         let mut commits = HashMap::new();
+        let mut layouts = HashMap::new();
         let names: Vec<String> = graph.ops().iter().map(vertex_name).collect();
         for (i, v) in graph.ops().iter().enumerate() {
             let key = match &v.op.op {
@@ -277,6 +280,35 @@ impl Solver {
                     downloads.insert(i, digest);
                     key
                 }
+                Some(pb::op::Op::Source(s)) if s.identifier.starts_with("oci-layout://") => {
+                    let rest = &s.identifier["oci-layout://".len()..];
+                    let (name, digest) = rest.split_once('@').ok_or_else(|| {
+                        step(
+                            &names[i],
+                            OpError::Invalid(format!(
+                                "{}: an oci-layout source needs @sha256:…",
+                                s.identifier
+                            )),
+                        )
+                    })?;
+                    let store = s.attrs.get("oci.store").cloned().unwrap_or_else(|| {
+                        name.split(['/', ':'])
+                            .next()
+                            .unwrap_or_default()
+                            .to_string()
+                    });
+                    let dir = session.oci_layouts.get(&store).ok_or_else(|| {
+                        step(&names[i], OpError::Invalid(format!("the client sent no OCI layout named {store:?} (use --oci-layout {store}=DIR)")))
+                    })?;
+                    layouts.insert(i, (dir.clone(), digest.to_string()));
+                    // The digest pins the content: the layout's path is not part of the key.
+                    let mut bare = v.op.clone();
+                    if let Some(pb::op::Op::Source(s)) = &mut bare.op {
+                        s.attrs.remove("oci.session");
+                        s.attrs.remove("oci.store");
+                    }
+                    keys::op_key(&bare, &[])
+                }
                 Some(pb::op::Op::Source(s)) if s.identifier.starts_with("git://") => {
                     let git = buildwit_worker::git::GitSource::parse(s)
                         .map_err(|e| step(&names[i], OpError::Invalid(e.to_string())))?;
@@ -314,6 +346,7 @@ impl Solver {
             trees,
             images,
             downloads,
+            layouts,
             commits,
             session,
             progress,
@@ -470,6 +503,19 @@ impl Solver {
             .await
             .map_err(|e| OpError::Invalid(e.to_string()))?;
             return Ok(vec![pulled.snapshot]);
+        }
+        if let Some((dir, digest)) = job.layouts.get(&i) {
+            let p = v.op.platform.clone().unwrap_or_default();
+            let image = buildwit_worker::image::from_layout(
+                &self.worker.content,
+                &self.worker.snapshots,
+                dir,
+                digest,
+                (or(&p.os, "linux"), or(&p.architecture, "amd64"), &p.variant),
+            )
+            .await
+            .map_err(|e| OpError::Invalid(e.to_string()))?;
+            return Ok(vec![image.snapshot]);
         }
         if let (Some(digest), Some(pb::op::Op::Source(s))) = (job.downloads.get(&i), &v.op.op) {
             let fetched =

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::symlink;
 use std::path::Path;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use buildwit_llb::{digest_of, encode_op, pb};
@@ -291,4 +292,81 @@ fn failed_steps_are_not_cached_and_host_network_needs_entitlements() {
         "{err}"
     );
     assert!(ev.is_empty(), "nothing ran: {ev:?}");
+}
+
+/// `sha256:<hex>`, and the bytes stored under it in a layout.
+fn put_blob(layout: &Path, data: &[u8]) -> String {
+    use sha2::Digest as _;
+    let hex = hex::encode(sha2::Sha256::digest(data));
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    std::fs::write(layout.join("blobs/sha256").join(&hex), data).unwrap();
+    format!("sha256:{hex}")
+}
+
+#[test]
+fn oci_layout_sources_come_from_the_clients_layout() {
+    let mut f = fixture(None);
+    // A one-layer image of the busybox root filesystem, as an uncompressed tar.
+    let layout = tempfile::tempdir().unwrap();
+    let base = f.session.locals["base"].clone();
+    std::fs::write(base.join("hello"), "from the layout\n").unwrap();
+    let tar = Command::new("tar")
+        .arg("-cf")
+        .arg("-")
+        .arg("--owner=0")
+        .arg("--group=0")
+        .arg("-C")
+        .arg(&base)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let layer = put_blob(layout.path(), &tar.stdout);
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{layer}"]}}}}"#
+    );
+    let config_digest = put_blob(layout.path(), config.as_bytes());
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":{}}}]}}"#,
+        config.len(),
+        tar.stdout.len()
+    );
+    let manifest_digest = put_blob(layout.path(), manifest.as_bytes());
+    Arc::get_mut(&mut f.session)
+        .unwrap()
+        .oci_layouts
+        .insert("store".into(), layout.path().to_path_buf());
+    let source = pb::Op {
+        op: Some(pb::op::Op::Source(pb::SourceOp {
+            identifier: format!("oci-layout://store/app@{manifest_digest}"),
+            attrs: [("oci.store".to_string(), "store".to_string())].into(),
+        })),
+        ..Default::default()
+    };
+    let def = definition(vec![(source, vec![]), (run("cat /hello > /seen"), vec![0])]);
+    let (r, _) = solve(&f, &def);
+    let snap = r.unwrap().unwrap();
+    let m = f.solver.worker().snapshots.mount(&snap, None).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(m.path().join("seen")).unwrap(),
+        "from the layout\n"
+    );
+    drop(m);
+
+    // A blob that is not what its name says is refused.
+    let bad = pb::Op {
+        op: Some(pb::op::Op::Source(pb::SourceOp {
+            identifier: format!("oci-layout://store/app@sha256:{}", "1".repeat(64)),
+            attrs: [("oci.store".to_string(), "store".to_string())].into(),
+        })),
+        ..Default::default()
+    };
+    std::fs::write(
+        layout.path().join("blobs/sha256").join("1".repeat(64)),
+        "garbage",
+    )
+    .unwrap();
+    let (r, _) = solve(&f, &definition(vec![(bad, vec![])]));
+    let err = r.unwrap_err().to_string();
+    assert!(err.contains("digest"), "{err}");
 }

@@ -96,7 +96,8 @@ struct RootFs {
 
 /// What every step of one pull shares.
 struct Pull<'a> {
-    registries: &'a Registries,
+    /// None for an OCI layout, whose blobs are all in the content store beforehand.
+    registries: Option<&'a Registries>,
     content: &'a ContentStore,
     snapshots: &'a Snapshotter,
     reference: String,
@@ -134,16 +135,89 @@ pub async fn pull(
         .pull_manifest(reference, os, architecture, variant)
         .await?;
     let pull = Pull {
-        registries,
+        registries: Some(registries),
         content,
         snapshots,
         reference: m.reference.clone(),
         registry: m.registry.clone(),
     };
-    let manifest: Manifest = serde_json::from_slice(&m.manifest).map_err(|e| {
+    assemble(&pull, m.manifest, m.manifest_digest, m.digest).await
+}
+
+/// Reads an image from an OCI image layout directory (`oci-layout://` sources): the
+/// manifest of `digest` (an index's entry for `platform`) and its blobs are copied into
+/// the content store, each checked against its digest, then its layers are made as for a
+/// pull.
+pub async fn from_layout(
+    content: &ContentStore,
+    snapshots: &Snapshotter,
+    dir: &std::path::Path,
+    digest: &str,
+    platform: (&str, &str, &str),
+) -> Result<PulledImage, ImageError> {
+    let pull = Pull {
+        registries: None,
+        content,
+        snapshots,
+        reference: format!("oci-layout://{}@{digest}", dir.display()),
+        registry: dir.display().to_string(),
+    };
+    let (store, dir2, digest2) = (content.clone(), dir.to_path_buf(), digest.to_string());
+    let (os, arch, variant) = (
+        platform.0.to_string(),
+        platform.1.to_string(),
+        platform.2.to_string(),
+    );
+    let (manifest, manifest_digest) = blocking(move || {
+        let import = |d: &str| -> io::Result<Vec<u8>> {
+            let path = dir2.join("blobs/sha256").join(digest_hex(d)?);
+            store.ingest(
+                File::open(&path)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
+                Some(d),
+            )?;
+            store.read(d)
+        };
+        let mut digest = digest2.clone();
+        let mut body = import(&digest)?;
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(io::Error::other)?;
+        if let Some(list) = v["manifests"].as_array() {
+            let entry = list
+                .iter()
+                .find(|m| {
+                    let p = &m["platform"];
+                    p["os"] == os.as_str()
+                        && p["architecture"] == arch.as_str()
+                        && (variant.is_empty() || p["variant"] == variant.as_str())
+                })
+                .ok_or_else(|| {
+                    io::Error::other(format!("index {digest2} has no image for {os}/{arch}"))
+                })?;
+            digest = entry["digest"].as_str().unwrap_or_default().to_string();
+            body = import(&digest)?;
+        }
+        let m: Manifest = serde_json::from_slice(&body).map_err(io::Error::other)?;
+        for blob in std::iter::once(&m.config).chain(&m.layers) {
+            import(&blob.digest)?;
+        }
+        Ok((body, digest))
+    })
+    .await
+    .map_err(|e| pull.error(e.to_string()))?;
+    assemble(&pull, manifest, manifest_digest, digest.to_string()).await
+}
+
+/// The image of a manifest: its config and layers, fetched where missing.
+async fn assemble(
+    pull: &Pull<'_>,
+    raw_manifest: Vec<u8>,
+    manifest_digest: String,
+    pinned: String,
+) -> Result<PulledImage, ImageError> {
+    let content = pull.content;
+    let manifest: Manifest = serde_json::from_slice(&raw_manifest).map_err(|e| {
         pull.error(format!(
-            "manifest {} is not a valid image manifest: {e}",
-            m.manifest_digest
+            "manifest {manifest_digest} is not a valid image manifest: {e}"
         ))
     })?;
     for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
@@ -166,7 +240,7 @@ pub async fn pull(
     }
 
     let mut downloaded = Vec::new();
-    let config = fetch_config(&pull, &manifest.config, &mut downloaded).await?;
+    let config = fetch_config(pull, &manifest.config, &mut downloaded).await?;
     let diff_ids = serde_json::from_slice::<Config>(&config)
         .map_err(|e| {
             pull.error(format!(
@@ -199,7 +273,7 @@ pub async fn pull(
         .enumerate()
         .map(|(i, blob)| {
             let what = format!("layer {} ({}/{count})", blob.digest, i + 1);
-            fetch_layer(&pull, blob, &diff_ids[i], &chain[i], what)
+            fetch_layer(pull, blob, &diff_ids[i], &chain[i], what)
         })
         .collect();
     let layers: Vec<(Layer, bool)> = stream::iter(jobs)
@@ -215,14 +289,14 @@ pub async fn pull(
     }
     // Kept for exporters and inspection; the layers do not depend on it.
     let store = content.clone();
-    let raw = m.manifest.clone();
+    let raw = raw_manifest.clone();
     blocking(move || store.write(&raw))
         .await
-        .map_err(|e| pull.error(format!("storing manifest {}: {e}", m.manifest_digest)))?;
+        .map_err(|e| pull.error(format!("storing manifest {manifest_digest}: {e}")))?;
     Ok(PulledImage {
-        reference: m.reference,
-        digest: m.digest,
-        manifest_digest: m.manifest_digest,
+        reference: pull.reference.clone(),
+        digest: pinned,
+        manifest_digest,
         config,
         snapshot,
         downloaded,
@@ -251,6 +325,7 @@ async fn fetch_config(
     }
     let mut config = Vec::with_capacity(blob.size as usize);
     pull.registries
+        .ok_or_else(|| pull.error(format!("{what} is missing")))?
         .pull_blob(&pull.reference, &blob.digest, Some(blob.size), &mut config)
         .await?;
     downloaded.push(blob.digest.clone());
@@ -358,8 +433,10 @@ async fn download_and_unpack(
         }
         result.map(|stats| (stats, builder, tee.copy))
     });
-    let fetched = pull
-        .registries
+    let Some(registries) = pull.registries else {
+        return Err(pull.error(format!("{what} is missing")));
+    };
+    let fetched = registries
         .pull_blob(&pull.reference, &blob.digest, Some(blob.size), &mut tx)
         .await;
     // End of input for the unpacker (also when the download failed half way).

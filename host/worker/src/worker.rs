@@ -23,6 +23,8 @@ pub struct Session {
     pub secrets: BTreeMap<String, Vec<u8>>,
     /// SSH agent sockets by id.
     pub ssh: BTreeMap<String, PathBuf>,
+    /// OCI image layout directories by store name (`--oci-layout NAME=DIR`).
+    pub oci_layouts: BTreeMap<String, PathBuf>,
 }
 
 /// Why an op failed.
@@ -83,6 +85,14 @@ pub struct Worker {
     runner: Runner,
     cache_mounts: PathBuf,
     options: WorkerOptions,
+}
+
+/// What keeps a cache mount reserved for a step until it ends (when dropped).
+enum CacheHold {
+    /// A lock on the shared directory.
+    Lock { _file: fs::File },
+    /// A private directory, removed afterwards.
+    Private { _dir: crate::exec::RemoveOnDrop },
 }
 
 /// A line of output of a running op: stream (1 stdout, 2 stderr) and text.
@@ -397,13 +407,17 @@ impl Worker {
         Ok(outputs)
     }
 
-    /// The directory of a cache mount, filled from its `from` input when new; with
-    /// `sharing=locked` a lock held until the step ends.
+    /// The directory of a cache mount, filled from its `from` input when new (with the
+    /// owner and mode of the `from` directory, which is how `uid`, `gid` and `mode` reach
+    /// it). `shared`: used by every step at once; `locked`: one step at a time, the others
+    /// wait; `private`: a step that finds it in use gets a fresh directory of its own.
+    /// The returned guard holds the lock or removes the private directory.
     fn cache_mount(
         &self,
         m: &pb::Mount,
         from: &Snapshot,
-    ) -> Result<(PathBuf, Option<fs::File>), OpError> {
+    ) -> Result<(PathBuf, Option<CacheHold>), OpError> {
+        use rustix::fs::{FlockOperation, flock};
         let opt = m.cache_opt.clone().unwrap_or_default();
         let id = if opt.id.is_empty() {
             m.dest.clone()
@@ -412,27 +426,27 @@ impl Worker {
         };
         let key = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(id.as_bytes())[..16]);
         fs::create_dir_all(&self.cache_mounts)?;
-        let dir = self.cache_mounts.join(&key);
-        let lock_file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.cache_mounts.join(format!("{key}.lock")))?;
-        // Creating the directory is always exclusive; `locked` keeps the lock for the step.
-        rustix::fs::flock(&lock_file, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(io::Error::from)?;
-        if !dir.exists() {
-            let tmp = self.cache_mounts.join(format!("{key}.new"));
+        let lock = |name: String| -> io::Result<fs::File> {
+            fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(self.cache_mounts.join(name))
+        };
+        let seed = |dir: &Path| -> Result<(), OpError> {
+            let tmp = dir.with_extension("new");
             let _ = fs::remove_dir_all(&tmp);
             fs::create_dir_all(&tmp)?;
             if !from.layers.is_empty() {
                 let src = self.snapshots.mount(from, None)?;
+                let selector = if m.selector.is_empty() {
+                    "/"
+                } else {
+                    &m.selector
+                };
+                let top = rootpath::resolve(src.path(), selector, true)?;
                 let copy = pb::FileActionCopy {
-                    src: if m.selector.is_empty() {
-                        "/".into()
-                    } else {
-                        m.selector.clone()
-                    },
+                    src: selector.into(),
                     dest: "/".into(),
                     mode: -1,
                     timestamp: -1,
@@ -441,15 +455,43 @@ impl Worker {
                     ..Default::default()
                 };
                 fileops::copy(&tmp, src.path(), &copy)?;
+                if let Ok(md) = top.metadata() {
+                    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+                    fileops_chown_mode(&tmp, md.uid(), md.gid(), md.mode() & 0o7777)?;
+                    fs::set_permissions(&tmp, fs::Permissions::from_mode(md.mode() & 0o7777))?;
+                }
             }
-            fs::rename(&tmp, &dir)?;
+            fs::rename(&tmp, dir)?;
+            Ok(())
+        };
+        let dir = self.cache_mounts.join(&key);
+        let create = lock(format!("{key}.lock"))?;
+        // Creating the directory is exclusive; `locked` keeps the lock for the step.
+        flock(&create, FlockOperation::LockExclusive).map_err(io::Error::from)?;
+        if !dir.exists() {
+            seed(&dir)?;
         }
-        if opt.sharing == pb::CacheSharingOpt::Locked as i32 {
-            Ok((dir, Some(lock_file)))
-        } else {
-            rustix::fs::flock(&lock_file, rustix::fs::FlockOperation::Unlock)
-                .map_err(io::Error::from)?;
-            Ok((dir, None))
+        let sharing =
+            pb::CacheSharingOpt::try_from(opt.sharing).unwrap_or(pb::CacheSharingOpt::Shared);
+        match sharing {
+            pb::CacheSharingOpt::Locked => Ok((dir, Some(CacheHold::Lock { _file: create }))),
+            pb::CacheSharingOpt::Shared => Ok((dir, None)),
+            pb::CacheSharingOpt::Private => {
+                drop(create);
+                let busy = lock(format!("{key}.busy"))?;
+                if flock(&busy, FlockOperation::NonBlockingLockExclusive).is_ok() {
+                    return Ok((dir, Some(CacheHold::Lock { _file: busy })));
+                }
+                let own = tempfile_dir(&self.cache_mounts)?;
+                fs::remove_dir(&own)?;
+                seed(&own)?;
+                Ok((
+                    own.clone(),
+                    Some(CacheHold::Private {
+                        _dir: crate::exec::RemoveOnDrop(own),
+                    }),
+                ))
+            }
         }
     }
 
