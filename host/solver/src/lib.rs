@@ -570,7 +570,7 @@ impl Solver {
                     };
                     let lower = pick(d.lower.as_ref().map(|l| l.input));
                     let upper = pick(d.upper.as_ref().map(|u| u.input));
-                    Ok(vec![worker.diff(&lower, &upper)?])
+                    Ok(vec![worker.diff(&lower, &upper, &ids(0))?])
                 }
                 Some(pb::op::Op::Passthrough(p)) => p
                     .outputs

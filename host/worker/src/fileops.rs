@@ -326,6 +326,13 @@ pub fn copy(root: &Path, src_root: &Path, a: &pb::FileActionCopy) -> io::Result<
         return add_archive(root, one, &a.dest, media_type, &mut ctx)
             .map_err(|e| fail("copy", &a.src, e));
     }
+    // Paths that must exist in the source (`COPY --parents` with patterns).
+    for required in &a.required_paths {
+        let p = rootpath::resolve(src_root, &format!("{}/{required}", a.src), false)?;
+        if p.symlink_metadata().is_err() {
+            return Err(fail("copy", required, "not found"));
+        }
+    }
     let many = sources.len() > 1;
     let dest_is_dir_name = a.dest.ends_with('/') || a.dest.ends_with("/.") || many;
     let dest = rootpath::resolve(root, &a.dest, true)?;

@@ -501,7 +501,7 @@ impl Mounted {
 }
 
 /// Write into `upper`, in overlay format, how `work` differs from `base`.
-fn diff_trees(base: &Path, work: &Path, upper: &Path) -> io::Result<()> {
+pub fn diff_trees(base: &Path, work: &Path, upper: &Path) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let same_meta = |a: &fs::Metadata, b: &fs::Metadata| {
         a.mode() == b.mode()

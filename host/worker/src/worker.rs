@@ -601,16 +601,24 @@ impl Worker {
         }
     }
 
-    /// Diff: the layers `upper` has on top of `lower`.
-    pub fn diff(&self, lower: &Snapshot, upper: &Snapshot) -> Result<Snapshot, OpError> {
+    /// Diff: what `upper` changes on top of `lower`: its own layers when it is built on
+    /// `lower`, else one layer `id` computed by comparing the two.
+    pub fn diff(&self, lower: &Snapshot, upper: &Snapshot, id: &str) -> Result<Snapshot, OpError> {
         if upper.layers.starts_with(&lower.layers) {
             return Ok(Snapshot {
                 layers: upper.layers[lower.layers.len()..].to_vec(),
             });
         }
-        Err(invalid(
-            "diff of two snapshots that do not share their lower layers is not supported yet",
-        ))
+        let layer = self.snapshots.new_layer()?;
+        let (l, u) = (
+            self.snapshots.mount(lower, None)?,
+            self.snapshots.mount(upper, None)?,
+        );
+        crate::snapshot::diff_trees(l.path(), u.path(), &layer.dir())?;
+        drop((l, u));
+        Ok(Snapshot {
+            layers: vec![layer.commit(id, &LayerMeta::now())?],
+        })
     }
 }
 

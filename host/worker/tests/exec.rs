@@ -157,3 +157,38 @@ fn a_thousand_layers_mount() {
     m.finish().unwrap();
     assert!(upper.dir().join("new").is_file());
 }
+
+#[test]
+fn diff_of_unrelated_snapshots_compares_their_files() {
+    let root = tempfile::tempdir().unwrap();
+    let worker = Worker::open(root.path(), WorkerOptions::default()).unwrap();
+    let layer = |id: &str, files: &[(&str, &str)]| {
+        let b = worker.snapshots.new_layer().unwrap();
+        for (name, content) in files {
+            std::fs::write(b.dir().join(name), content).unwrap();
+            // Same times on both sides: only content and presence differ.
+            buildwit_worker::fileops::set_mtime(&b.dir().join(name), 0).unwrap();
+        }
+        buildwit_worker::fileops::set_mtime(&b.dir(), 0).unwrap();
+        Snapshot {
+            layers: vec![b.commit(id, &LayerMeta::default()).unwrap()],
+        }
+    };
+    let lower = layer("lower", &[("same", "x"), ("changed", "1"), ("gone", "g")]);
+    let upper = layer("upper", &[("same", "x"), ("changed", "22"), ("new", "n")]);
+    let diff = worker.diff(&lower, &upper, "d0").unwrap();
+    let dir = &diff.layers[0].dir;
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["changed", "gone", "new"]);
+    assert!(buildwit_worker::snapshot::is_whiteout(
+        &dir.join("gone").symlink_metadata().unwrap()
+    ));
+    // Stacked snapshots diff to their own top layers, with no copying.
+    let mut stacked = lower.clone();
+    stacked.layers.extend(upper.layers.clone());
+    assert_eq!(worker.diff(&lower, &stacked, "d1").unwrap(), upper);
+}
