@@ -129,6 +129,41 @@ fn main() {
     let c = median((0..RUNS).map(|_| timed(&s, &st, out)).collect());
     report("200-stage chain cached", c, "0.32 s");
 
+    // `# syntax=` through a Wasm frontend image from the local registry (the Dockerfile
+    // frontend itself, pushed), against the built-in one; fully cached builds.
+    let host = s.image.split('/').next().unwrap().to_string();
+    let df = format!("{host}/buildwit/dockerfile:1");
+    let component = format!("{}/dockerfile.wasm", buildwit_frontend::BUILT_FRONTENDS_DIR);
+    assert!(
+        s.buildwit(&["frontend", "push", &component, &df])
+            .status
+            .success()
+    );
+    let body = "FROM BASE AS build\nCOPY a.txt /a.txt\nRUN cat /a.txt > /b.txt\nFROM BASE\nCOPY --from=build /b.txt /b.txt\n";
+    let builtin = s.context("syntax-builtin", &[("Dockerfile", body), ("a.txt", "a\n")]);
+    let wasm = s.context(
+        "syntax-wasm",
+        &[
+            ("Dockerfile", &format!("# syntax={df}\n{body}")),
+            ("a.txt", "a\n"),
+        ],
+    );
+    timed(&s, &builtin, out);
+    timed(&s, &wasm, out);
+    let b = median((0..RUNS * 2).map(|_| timed(&s, &builtin, out)).collect());
+    let w = median((0..RUNS * 2).map(|_| timed(&s, &wasm, out)).collect());
+    report("cached build, built-in frontend", b, "0.085 s");
+    report(
+        "cached build, # syntax= Wasm frontend image",
+        w,
+        "0.174 s (container frontend)",
+    );
+    println!(
+        "{:<44} {:>9.1} ms (BuildKit: ~90 ms)",
+        "  difference",
+        (w.as_secs_f64() - b.as_secs_f64()) * 1000.0
+    );
+
     let thousand = s.context("run-1000", &[("Dockerfile", &runs(1000))]);
     wipe_cache(&s.root);
     report(

@@ -1,5 +1,6 @@
 //! `buildwit`: the command line client.
 
+mod cache;
 mod progress;
 
 use std::collections::BTreeMap;
@@ -41,6 +42,10 @@ enum Command {
     /// Debugging tools.
     #[command(subcommand)]
     Debug(DebugCommand),
+    /// Disk usage of the build cache.
+    Du(cache::DuArgs),
+    /// Remove build cache.
+    Prune(cache::PruneArgs),
 }
 
 #[derive(clap::Args)]
@@ -115,10 +120,30 @@ struct BuildArgs {
 
 #[derive(Subcommand)]
 enum FrontendCommand {
-    /// Show a frontend component's name, version, channel, WIT version, imports and exports.
+    /// Show a frontend's name, version, channel, WIT version, imports, exports, size and
+    /// digest: a component file, or an image reference (pulled if needed).
     Inspect {
+        /// A `.wasm` file or an image reference.
+        frontend: String,
+    },
+    /// Publish a component as a Wasm frontend image (checked against the contract first).
+    Push {
         /// The component file.
         file: PathBuf,
+        /// Where to push it, such as `registry:5000/me/frontend:1`.
+        reference: String,
+    },
+    /// Pull a frontend image into the local store (and compile it).
+    Pull {
+        /// The image reference.
+        reference: String,
+    },
+    /// List the frontend images in the local store.
+    Ls,
+    /// Remove a frontend image from the local store (a reference or manifest digest).
+    Rm {
+        /// The reference or digest.
+        reference: String,
     },
 }
 
@@ -175,9 +200,54 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", config.effective().to_toml());
             Ok(())
         }
-        Command::Frontend(FrontendCommand::Inspect { file }) => {
+        Command::Frontend(FrontendCommand::Push { file, reference }) => {
             let engine = open_engine(cli.config.as_deref(), cli.root, Duration::from_secs(60))?;
-            let frontend = FrontendRef::File(file);
+            let (digest, uploaded) = engine.push_frontend(&file, &reference)?;
+            println!("pushed {reference}@{digest} ({uploaded} blobs uploaded)");
+            Ok(())
+        }
+        Command::Frontend(FrontendCommand::Pull { reference }) => {
+            let engine = open_engine(cli.config.as_deref(), cli.root, Duration::from_secs(60))?;
+            let record = engine.inspect_frontend(&FrontendRef::Image(reference))?;
+            println!(
+                "{} {} {} ({})",
+                record.source, record.name, record.version, record.channel
+            );
+            Ok(())
+        }
+        Command::Frontend(FrontendCommand::Ls) => {
+            let engine = open_engine(cli.config.as_deref(), cli.root, Duration::from_secs(60))?;
+            println!(
+                "{:<50} {:<20} {:<10} {:<8} {:>10}  DIGEST",
+                "REFERENCE", "NAME", "VERSION", "CHANNEL", "SIZE"
+            );
+            for (reference, digest, r) in engine.list_frontends() {
+                let reference = if reference.is_empty() {
+                    "<none>"
+                } else {
+                    reference.as_str()
+                };
+                println!(
+                    "{reference:<50} {:<20} {:<10} {:<8} {:>10}  {digest}",
+                    r.name, r.version, r.channel, r.size
+                );
+            }
+            Ok(())
+        }
+        Command::Frontend(FrontendCommand::Rm { reference }) => {
+            let engine = open_engine(cli.config.as_deref(), cli.root, Duration::from_secs(60))?;
+            for component in engine.remove_frontend(&reference)? {
+                println!("deleted {component}");
+            }
+            Ok(())
+        }
+        Command::Frontend(FrontendCommand::Inspect { frontend }) => {
+            let engine = open_engine(cli.config.as_deref(), cli.root, Duration::from_secs(60))?;
+            let frontend = if Path::new(&frontend).is_file() {
+                FrontendRef::File(PathBuf::from(frontend))
+            } else {
+                FrontendRef::Image(frontend)
+            };
             let record = engine.inspect_frontend(&frontend)?;
             let (imports, exports, size) =
                 buildwit_daemon::frontend_interfaces(&engine, &frontend)?;
@@ -185,6 +255,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("version:  {}", record.version);
             println!("channel:  {}", record.channel);
             println!("wit:      {}", record.wit_version);
+            println!("source:   {}", record.source);
             println!("digest:   {}", record.digest);
             println!("size:     {size} bytes");
             println!("imports:  {}", imports.join(", "));
@@ -192,6 +263,14 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Build(args) => build(cli.config.as_deref(), cli.root, *args),
+        Command::Du(args) => {
+            let engine = open_engine(cli.config.as_deref(), cli.root, Duration::from_secs(60))?;
+            cache::du(&engine, &args)
+        }
+        Command::Prune(args) => {
+            let engine = open_engine(cli.config.as_deref(), cli.root, Duration::from_secs(60))?;
+            cache::prune(&engine, &args)
+        }
     }
 }
 

@@ -472,6 +472,15 @@ pub struct GatewayFrontendConfig {
     /// Frontend images gateway.v0 may run (repository names; empty allows all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_repositories: Vec<String>,
+    /// buildwit: how a tagged frontend reference is resolved to a digest: `always` (ask
+    /// the registry, fail if unreachable), `fallback` (default: ask, else use the digest
+    /// last seen), `offline` (use the digest last seen; ask only if none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolve_mode: Option<String>,
+    /// buildwit: serve `docker/dockerfile` references with the built-in Dockerfile
+    /// frontend (default true); false pulls them like any other frontend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub builtin_dockerfile: Option<bool>,
 }
 
 impl GatewayFrontendConfig {

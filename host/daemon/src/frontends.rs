@@ -42,6 +42,8 @@ pub struct Frontends {
     pub root: std::path::PathBuf,
     /// Opened on the first build that solves: `--dump-llb` and `--call` need no worker.
     pub solver: std::sync::OnceLock<std::sync::Arc<buildwit_solver::Solver>>,
+    /// Wasm frontend images pulled from registries.
+    pub images: crate::wasm_images::WasmImages,
 }
 
 impl Frontends {
@@ -127,14 +129,31 @@ impl Frontends {
         }
     }
 
-    fn gateway(&self, source: &str) -> Result<Selected, DaemonError> {
+    /// The frontend a gateway source names: the built-in Dockerfile frontend for
+    /// `docker/dockerfile` references (unless `builtinDockerfile = false`), else a Wasm
+    /// frontend image from its registry (policy was checked by the caller).
+    pub(crate) fn gateway(&self, source: &str) -> Result<Selected, DaemonError> {
         let name =
             repository_name(source).map_err(|e| DaemonError::Policy(format!("{source}: {e}")))?;
-        if !DOCKERFILE_REPOSITORIES.contains(&name.as_str()) {
-            return Err(DaemonError::Policy(format!(
-                "cannot run frontend {source}: pulling Wasm frontends from registries is not in this build of \
-                 buildwit yet; use --frontend-file, or a docker/dockerfile reference"
-            )));
+        let builtin = self
+            .config
+            .frontend
+            .gateway
+            .builtin_dockerfile
+            .unwrap_or(true);
+        if !builtin || !DOCKERFILE_REPOSITORIES.contains(&name.as_str()) {
+            let mode = crate::wasm_images::ResolveMode::parse(
+                self.config.frontend.gateway.resolve_mode.as_deref(),
+            )?;
+            let resolved = self
+                .io
+                .block_on(self.images.resolve(&self.registries, source, mode))?;
+            let loaded = self.runtime.load(&resolved.reference, &resolved.bytes)?;
+            return Ok(Selected {
+                loaded,
+                source: format!("{}@{}", resolved.reference, resolved.manifest_digest),
+                warnings: resolved.warnings,
+            });
         }
         let (tag, digest) = tag_and_digest(source);
         let labs = tag

@@ -5,9 +5,11 @@
 //! modes behave alike. A build runs its frontend, then (unless only the LLB or a
 //! subrequest's answer is wanted) solves the LLB on the worker and exports the result.
 
+mod cache;
 mod export;
 mod frontends;
 mod local;
+pub mod wasm_images;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -31,6 +33,8 @@ pub enum FrontendRef {
     Named(String),
     /// A component file: the frontend author's inner loop, no registry needed.
     File(PathBuf),
+    /// A Wasm frontend image in a registry, as `# syntax=` names one.
+    Image(String),
 }
 
 /// A build as a client asks for it.
@@ -132,6 +136,9 @@ pub enum DaemonError {
     /// Writing the result failed.
     #[error("{0}")]
     Export(String),
+    /// Reading or pruning the build cache failed.
+    #[error(transparent)]
+    Cache(#[from] buildwit_solver::GcError),
 }
 
 /// The client-facing build API, the same in-process and over gRPC.
@@ -176,6 +183,7 @@ impl Engine {
                 runtime,
                 registries,
                 io,
+                images: wasm_images::WasmImages::open(root.join("frontends").join("images")),
                 root,
                 solver: OnceLock::new(),
             }),
@@ -226,6 +234,9 @@ impl Engine {
                 warnings: Vec::new(),
             }),
             FrontendRef::Named(name) => self.frontends.select(name, options),
+            FrontendRef::Image(reference) => self
+                .frontends
+                .select("gateway.v0", &[("source".to_string(), reference.clone())]),
         }
     }
 
@@ -306,6 +317,9 @@ impl BuildApi for Engine {
                 config,
             )?);
         }
+        if request.solve {
+            self.gc_after_build();
+        }
         Ok(BuildOutcome {
             frontend,
             definition,
@@ -340,4 +354,99 @@ pub fn frontend_interfaces(
 ) -> Result<(Vec<String>, Vec<String>, usize), DaemonError> {
     let loaded = engine.select(frontend, &[])?.loaded;
     Ok((loaded.imports.clone(), loaded.exports.clone(), loaded.size))
+}
+
+impl Engine {
+    /// Publish a frontend component as a Wasm artifact: the component is checked against
+    /// the contract first (a supported WIT version, nothing but our imports), and its name,
+    /// version and channel become annotations. Returns the manifest digest and how many
+    /// blobs were uploaded (blobs the registry has are skipped).
+    pub fn push_frontend(
+        &self,
+        file: &std::path::Path,
+        reference: &str,
+    ) -> Result<(String, usize), DaemonError> {
+        let frontend = FrontendRef::File(file.to_path_buf());
+        let record = self.inspect_frontend(&frontend)?;
+        let selected = self.select(&frontend, &[])?;
+        let loaded = &selected.loaded;
+        let created = buildwit_exporter::now_rfc3339();
+        let config = wasm_images::artifact_config(
+            &loaded.digest,
+            &loaded.imports,
+            &loaded.exports,
+            &created,
+        );
+        let mut annotations = std::collections::BTreeMap::new();
+        annotations.insert(
+            "org.opencontainers.image.title".to_string(),
+            record.name.clone(),
+        );
+        annotations.insert(
+            "org.opencontainers.image.version".to_string(),
+            record.version.clone(),
+        );
+        annotations.insert("org.opencontainers.image.created".to_string(), created);
+        annotations.insert(
+            wasm_images::ANNOTATION_CHANNEL.to_string(),
+            record.channel.clone(),
+        );
+        annotations.insert(
+            "dev.buildwit.frontend.wit".to_string(),
+            record.wit_version.clone(),
+        );
+        let title = file.file_name().map_or_else(
+            || "frontend.wasm".into(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let manifest = wasm_images::artifact_manifest(
+            &config,
+            &loaded.digest,
+            loaded.size,
+            &title,
+            &annotations,
+        );
+        let tmp = self.frontends.root.join("frontends").join("push");
+        std::fs::create_dir_all(&tmp)
+            .map_err(|e| DaemonError::Setup(format!("{}: {e}", tmp.display())))?;
+        let config_digest = format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&config))
+        );
+        let config_path = tmp.join(&config_digest["sha256:".len()..]);
+        std::fs::write(&config_path, &config)
+            .map_err(|e| DaemonError::Setup(format!("{}: {e}", config_path.display())))?;
+        let blobs = vec![
+            (config_digest, config_path.clone()),
+            (loaded.digest.clone(), file.to_path_buf()),
+        ];
+        let pushed = self
+            .frontends
+            .io
+            .block_on(self.frontends.registries.push_image(
+                reference,
+                &blobs,
+                &manifest,
+                "application/vnd.oci.image.manifest.v1+json",
+            ));
+        let _ = std::fs::remove_file(&config_path);
+        let uploaded =
+            pushed.map_err(|e| DaemonError::Policy(format!("pushing {reference}: {e}")))?;
+        let digest = format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&manifest))
+        );
+        Ok((digest, uploaded))
+    }
+
+    /// The frontend images in the local store: reference (empty if only known by
+    /// digest), manifest digest, and what it holds.
+    pub fn list_frontends(&self) -> Vec<(String, String, wasm_images::ImageRecord)> {
+        self.frontends.images.list()
+    }
+
+    /// Forget a frontend image; returns the components deleted.
+    pub fn remove_frontend(&self, what: &str) -> Result<Vec<String>, DaemonError> {
+        self.frontends.images.remove(what)
+    }
 }

@@ -406,7 +406,10 @@ impl Bridge for LocalBridge {
         self.events.event(Event::Log {
             frontend: frontend.to_string(),
             level: buildwit_frontend::bridge::LogLevel::Info,
-            message: format!("served by {} ({})", selected.source, selected.loaded.digest),
+            message: format!(
+                "served by {} (component {}, {})",
+                selected.source, selected.loaded.digest, selected.loaded.wit_version
+            ),
         });
         let child = LocalBridge {
             locals: self.locals.clone(),

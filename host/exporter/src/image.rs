@@ -411,7 +411,7 @@ fn default_config() -> Vec<u8> {
 }
 
 /// The current time as RFC 3339 in UTC, to the second.
-fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);

@@ -25,7 +25,7 @@ mod tree;
 use std::io;
 
 pub use files::{export_local, export_tar, export_tar_file};
-pub use image::{Annotations, BuiltImage, ImageSpec, build_image};
+pub use image::{Annotations, BuiltImage, ImageSpec, build_image, now_rfc3339};
 pub use layer::{
     Compression, DOCKER_LAYER, DOCKER_LAYER_GZIP, DOCKER_LAYER_ZSTD, LayerCompression, OCI_LAYER,
     OCI_LAYER_GZIP, OCI_LAYER_ZSTD, layer_blob, layer_blob_with,

@@ -73,6 +73,42 @@ impl Registries {
         unreachable!("the origin is always an endpoint")
     }
 
+    /// The manifest `reference` names, as it is: no platform choice and any media types
+    /// (for artifacts such as Wasm frontends). Mirrors are tried in order, then the origin.
+    /// `manifest_digest` and `digest` are both the digest of this manifest.
+    pub async fn pull_raw_manifest(
+        &self,
+        reference: &str,
+    ) -> Result<PlatformManifest, RegistryError> {
+        let parsed = parse_reference(reference)?;
+        let normalized = parsed.whole();
+        let endpoints = self.endpoints(&parsed);
+        let count = endpoints.len();
+        let mut tried: Vec<String> = Vec::new();
+        for (i, ep) in endpoints.iter().enumerate() {
+            let auth = self.auth_for(ep).await;
+            match self
+                .fetch_manifest(ep, &ep.reference(&parsed), &auth, &normalized)
+                .await
+            {
+                Ok((manifest, digest)) => {
+                    return Ok(PlatformManifest {
+                        reference: normalized,
+                        digest: digest.clone(),
+                        manifest_digest: digest,
+                        manifest,
+                        registry: ep.label(),
+                    });
+                }
+                Err(e) if e.falls_back() && i + 1 < count => {
+                    tried.push(format!("{}: {}", ep.label(), e.kind()));
+                }
+                Err(e) => return Err(noted(e, &tried)),
+            }
+        }
+        unreachable!("the origin is always an endpoint")
+    }
+
     /// Streams the blob `digest` of `reference`'s repository into `out` and checks it against
     /// the digest (and `size` when given: a longer stream is cut off). Mirrors are tried in
     /// order, then the origin, as long as nothing was written yet. On error, whatever was

@@ -25,6 +25,10 @@ pub struct Record {
     pub last_used: u64,
     /// How many builds used it.
     pub usage_count: u64,
+    /// BuildKit's record type (`regular`, `source.local`, `source.git.checkout`); empty in
+    /// records written before types were kept (then inferred from the description).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub record_type: String,
 }
 
 /// The database file.
@@ -111,6 +115,22 @@ impl CacheDb {
                         .insert(key.as_str(), bytes.as_slice())
                         .map_err(Self::err)?;
                 }
+            }
+        }
+        txn.commit().map_err(Self::err)
+    }
+
+    /// Remove records in one transaction (GC removes records before their layers, so a
+    /// crash in between leaves unreferenced layers, never a record without its layers).
+    pub fn remove(&self, keys: &[String]) -> Result<(), DbError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(Self::err)?;
+        {
+            let mut table = txn.open_table(RESULTS).map_err(Self::err)?;
+            for key in keys {
+                table.remove(key.as_str()).map_err(Self::err)?;
             }
         }
         txn.commit().map_err(Self::err)

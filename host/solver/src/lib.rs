@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod cachedb;
+pub mod gc;
 pub mod keys;
 pub mod progress;
 
@@ -27,6 +28,7 @@ use futures::future::{BoxFuture, FutureExt, try_join_all};
 use tokio::sync::{OnceCell, Semaphore};
 
 pub use cachedb::{CacheDb, Record};
+pub use gc::{GcError, PruneReport, UsageRecord};
 pub use progress::{Progress, ProgressEvent};
 
 use keys::Dep;
@@ -92,6 +94,7 @@ pub struct Solver {
     db: CacheDb,
     permits: Option<Semaphore>,
     inflight: Mutex<HashMap<String, Arc<Outputs>>>,
+    leases: gc::Leases,
 }
 
 /// One solve: the graph, its keys, and where its events go.
@@ -152,6 +155,7 @@ impl Solver {
             db,
             permits: max_parallelism.filter(|&n| n > 0).map(Semaphore::new),
             inflight: Mutex::new(HashMap::new()),
+            leases: gc::Leases::default(),
         }
     }
 
@@ -188,7 +192,21 @@ impl Solver {
                 }
             }
         }
-        let job = Arc::new(self.prepare(graph, session, progress).await?);
+        let job = Arc::new(self.prepare(graph, session.clone(), progress).await?);
+        // Before the first lookup: GC keeps what this build uses while its session lives.
+        let mounts = job
+            .graph
+            .ops()
+            .iter()
+            .filter_map(|v| match &v.op.op {
+                Some(pb::op::Op::Exec(e)) => Some(e.mounts.iter()),
+                _ => None,
+            })
+            .flatten()
+            .filter(|m| m.mount_type == pb::MountType::Cache as i32)
+            .map(buildwit_worker::cache_mount_name)
+            .collect();
+        self.lease(&session, &job.keys, mounts);
         let result = job.graph.terminal().inputs[0];
         let index = job.graph.result().index as usize;
         let outputs = self.clone().ensure(job.clone(), result).await?;
@@ -475,6 +493,12 @@ impl Solver {
             created: cachedb::now(),
             last_used: cachedb::now(),
             usage_count: 1,
+            record_type: match &v.op.op {
+                Some(pb::op::Op::Source(_)) if job.trees.contains_key(&i) => gc::TYPE_LOCAL,
+                Some(pb::op::Op::Source(_)) if job.commits.contains_key(&i) => gc::TYPE_GIT,
+                _ => gc::TYPE_REGULAR,
+            }
+            .to_string(),
         };
         self.db
             .put(&key, &record)

@@ -21,4 +21,7 @@ mod worker;
 
 pub use content::{ContentStore, Descriptor};
 pub use snapshot::{Layer, LayerBuilder, LayerMeta, Mounted, Snapshot, Snapshotter};
-pub use worker::{OpError, Output, Session, Worker, WorkerOptions, command_line};
+pub use worker::{
+    CacheMountUsage, OpError, Output, Session, Worker, WorkerOptions, cache_mount_name,
+    command_line,
+};

@@ -248,6 +248,19 @@ impl Snapshotter {
         remove_tmp(&doomed)
     }
 
+    /// Remove every squashed group (they are remade on demand). Only safe while no
+    /// snapshot is mounted, since mounts use them as lower directories.
+    pub fn clear_squashed(&self) -> io::Result<()> {
+        let dir = self.root.join("squashed");
+        if !dir.is_dir() {
+            return Ok(());
+        }
+        let doomed = self.scratch_dir("rm");
+        fs::create_dir_all(doomed.parent().unwrap_or(&self.root))?;
+        fs::rename(&dir, &doomed)?;
+        remove_tmp(&doomed)
+    }
+
     /// Start a new layer.
     pub fn new_layer(&self) -> io::Result<LayerBuilder> {
         let tmp = self.scratch_dir("layer");

@@ -419,12 +419,8 @@ impl Worker {
     ) -> Result<(PathBuf, Option<CacheHold>), OpError> {
         use rustix::fs::{FlockOperation, flock};
         let opt = m.cache_opt.clone().unwrap_or_default();
-        let id = if opt.id.is_empty() {
-            m.dest.clone()
-        } else {
-            opt.id.clone()
-        };
-        let key = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(id.as_bytes())[..16]);
+        let id = cache_mount_id(m);
+        let key = cache_mount_name(m);
         fs::create_dir_all(&self.cache_mounts)?;
         let lock = |name: String| -> io::Result<fs::File> {
             fs::OpenOptions::new()
@@ -471,6 +467,23 @@ impl Worker {
         if !dir.exists() {
             seed(&dir)?;
         }
+        // Under the exclusive lock: record the use for `du` and GC.
+        let usage_path = self.cache_mounts.join(format!("{key}.json"));
+        let mut usage: CacheMountUsage = fs::read(&usage_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let now = crate::snapshot::LayerMeta::now().created.unwrap_or(0);
+        if usage.created == 0 {
+            usage.created = now;
+        }
+        usage.id = id.clone();
+        usage.description = format!("cached mount {} with id \"{id}\"", m.dest);
+        usage.last_used = now;
+        usage.usage_count += 1;
+        let tmp = usage_path.with_extension("json.tmp");
+        fs::write(&tmp, serde_json::to_vec(&usage).map_err(io::Error::other)?)?;
+        fs::rename(&tmp, &usage_path)?;
         let sharing =
             pb::CacheSharingOpt::try_from(opt.sharing).unwrap_or(pb::CacheSharingOpt::Shared);
         match sharing {
@@ -493,6 +506,11 @@ impl Worker {
                 ))
             }
         }
+    }
+
+    /// The directory holding cache mounts (`<root>/cache-mounts`).
+    pub fn cache_mounts_dir(&self) -> &Path {
+        &self.cache_mounts
     }
 
     /// Run a file op. `ids[i]` names the layer of output `i`.
@@ -698,4 +716,32 @@ fn resolv_conf() -> String {
 /// A command as BuildKit quotes it in errors: `/bin/sh -c echo hi`.
 pub fn command_line(args: &[String]) -> String {
     args.join(" ")
+}
+
+/// A cache mount's id: its `id`, or its target path when it has none (as BuildKit).
+fn cache_mount_id(m: &pb::Mount) -> String {
+    match m.cache_opt.as_ref().map(|o| o.id.as_str()) {
+        Some(id) if !id.is_empty() => id.to_string(),
+        _ => m.dest.clone(),
+    }
+}
+
+/// The name of a cache mount's directory under `cache-mounts/` (hex of its id's hash).
+pub fn cache_mount_name(m: &pb::Mount) -> String {
+    hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(cache_mount_id(m).as_bytes())[..16])
+}
+
+/// What `cache-mounts/<name>.json` records about a cache mount's use.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct CacheMountUsage {
+    /// Its id.
+    pub id: String,
+    /// What `du` shows.
+    pub description: String,
+    /// First use, Unix seconds.
+    pub created: i64,
+    /// Last use, Unix seconds.
+    pub last_used: i64,
+    /// How many steps used it.
+    pub usage_count: u64,
 }

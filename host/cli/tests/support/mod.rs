@@ -140,7 +140,7 @@ fn push_busybox(host: &str, dir: &Path) -> String {
 
 /// A registry with the base image, a config trusting it over HTTP, a state root.
 pub struct Setup {
-    _registry: common::RegistryProcess,
+    registry: Option<common::RegistryProcess>,
     pub dir: tempfile::TempDir,
     pub image: String,
     pub config: PathBuf,
@@ -160,7 +160,7 @@ pub fn setup() -> Setup {
     .unwrap();
     let root = dir.path().join("root");
     Setup {
-        _registry: registry,
+        registry: Some(registry),
         dir,
         image,
         config,
@@ -169,6 +169,24 @@ pub fn setup() -> Setup {
 }
 
 impl Setup {
+    /// Stop the registry: what follows runs offline.
+    pub fn stop_registry(&mut self) {
+        self.registry = None;
+    }
+
+    /// Run `buildwit` with this setup's config and root.
+    pub fn buildwit(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_buildwit"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
     pub fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
         let ctx = self.dir.path().join(name);
         for (path, content) in files {

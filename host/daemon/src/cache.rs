@@ -1,0 +1,61 @@
+//! Build cache management on the engine: `du`, `prune`, and the automatic GC that runs the
+//! `[worker.oci]` policy after each build.
+
+use buildwit_config::{DEFAULT_GC_FILTER, PruneRule};
+use buildwit_solver::gc::disk_total;
+use buildwit_solver::{PruneReport, UsageRecord};
+
+use crate::{DaemonError, Engine};
+
+impl Engine {
+    /// The cache records passing `filters` (BuildKit's `du`), largest first.
+    pub fn disk_usage(&self, filters: &[String]) -> Result<Vec<UsageRecord>, DaemonError> {
+        Ok(self.solver()?.disk_usage(filters)?)
+    }
+
+    /// Remove cache records under one rule (BuildKit's `prune`).
+    pub fn prune(&self, rule: &PruneRule) -> Result<PruneReport, DaemonError> {
+        Ok(self.solver()?.prune(rule)?)
+    }
+
+    /// Bytes of the disk holding the root (0 if unknown), for percentage sizes.
+    pub fn disk_size(&self) -> i64 {
+        disk_total(&self.frontends.root).map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX))
+    }
+
+    /// The GC rules of `[worker.oci]`: its `[[gcpolicy]]` entries, or BuildKit's default
+    /// policy for the disk holding the root; none when `gc = false`.
+    pub fn gc_rules(&self) -> Vec<PruneRule> {
+        let oci = &self.config().worker.oci;
+        let mut rules = buildwit_config::gc_rules(oci, self.disk_size());
+        if oci.gc_policy.is_empty() {
+            // BuildKit writes the default rule's types as one comma-joined filter, which
+            // containerd's syntax reads as "all of these" and so matches nothing; BuildKit
+            // fixed it (moby/buildkit#6856) by making them alternatives, as here.
+            for rule in &mut rules {
+                if rule.filters == [DEFAULT_GC_FILTER] {
+                    rule.filters = DEFAULT_GC_FILTER.split(',').map(String::from).collect();
+                }
+            }
+        }
+        rules
+    }
+
+    /// Run the GC policy after a build. A failure is logged, never the build's error.
+    pub(crate) fn gc_after_build(&self) {
+        let rules = self.gc_rules();
+        if rules.is_empty() {
+            return;
+        }
+        match self.solver().map(|s| s.gc(&rules)) {
+            Ok(Ok(report)) if !report.records.is_empty() => tracing::info!(
+                records = report.records.len(),
+                freed = report.freed,
+                "gc: pruned build cache"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("gc: {e}"),
+            Err(e) => tracing::warn!("gc: {e}"),
+        }
+    }
+}
