@@ -1,7 +1,5 @@
 //! `buildwit du` and `buildwit prune`, with buildctl's output.
 
-use std::fmt::Write as _;
-
 use anyhow::{Context, Result};
 use buildwit_config::{DiskSpace, Duration as ConfigDuration, PruneRule};
 use buildwit_daemon::Engine;
@@ -264,28 +262,10 @@ pub fn human_duration(secs: u64) -> String {
 }
 
 /// Unix seconds as Go prints a UTC `time.Time` (`2024-05-01 10:00:00 +0000 UTC`).
-fn utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} +0000 UTC",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    );
-    out
+pub fn utc(secs: u64) -> String {
+    buildwit_exporter::rfc3339_utc(secs as i64)
+        .replace('T', " ")
+        .replace('Z', " +0000 UTC")
 }
 
 #[cfg(test)]

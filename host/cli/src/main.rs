@@ -1,6 +1,7 @@
 //! `buildwit`: the command line client.
 
 mod cache;
+mod history;
 mod progress;
 
 use std::collections::BTreeMap;
@@ -46,6 +47,20 @@ enum Command {
     Du(cache::DuArgs),
     /// Remove build cache.
     Prune(cache::PruneArgs),
+    /// Past builds.
+    #[command(subcommand)]
+    History(HistoryCommand),
+}
+
+#[derive(Subcommand)]
+enum HistoryCommand {
+    /// List past builds, newest first.
+    Ls,
+    /// Show one build: frontend and its digest, target, status, duration, cached steps, outputs.
+    Inspect {
+        /// The build id (a unique prefix will do).
+        id: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -263,6 +278,13 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Build(args) => build(cli.config.as_deref(), cli.root, *args),
+        Command::History(command) => {
+            let engine = open_engine(cli.config.as_deref(), cli.root, Duration::from_secs(60))?;
+            match command {
+                HistoryCommand::Ls => history::ls(&engine),
+                HistoryCommand::Inspect { id } => history::inspect(&engine, &id),
+            }
+        }
         Command::Du(args) => {
             let engine = open_engine(cli.config.as_deref(), cli.root, Duration::from_secs(60))?;
             cache::du(&engine, &args)

@@ -83,6 +83,21 @@ fn a_failing_step_reports_its_exit_code_and_is_not_cached() {
     let again = s.build(&ctx, &[]);
     assert!(!again.out.status.success());
     assert!(again.ran_any("exit 3"), "ran: {:?}", again.ran);
+
+    // The history has both builds, with their error.
+    let ls = text(&s.buildwit(&["history", "ls"]).stdout);
+    let ids: Vec<&str> = ls
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(ids.len(), 2, "{ls}");
+    assert!(ls.lines().skip(1).all(|l| l.contains("Error")), "{ls}");
+    let inspect = text(&s.buildwit(&["history", "inspect", ids[0]]).stdout);
+    assert!(
+        inspect.contains("exit code: 3") && inspect.contains("dockerfile.v0"),
+        "{inspect}"
+    );
 }
 
 #[test]

@@ -8,6 +8,7 @@
 mod cache;
 mod export;
 mod frontends;
+pub mod history;
 mod local;
 pub mod wasm_images;
 
@@ -61,7 +62,7 @@ pub struct BuildRequest {
 }
 
 /// Which frontend served a build.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FrontendRecord {
     /// The reference or file it was loaded from.
     pub source: String,
@@ -265,75 +266,62 @@ impl BuildApi for Engine {
         request: BuildRequest,
         events: Arc<dyn EventSink>,
     ) -> Result<BuildOutcome, DaemonError> {
+        let created = history::now();
         let started = Instant::now();
-        let selected = self.select(&request.frontend, &request.options)?;
-        let session = Arc::new(Session {
-            locals: request.locals.clone(),
-            secrets: request.secrets,
-            ssh: request.ssh,
-            oci_layouts: request.oci_layouts,
-        });
-        let bridge = Arc::new(LocalBridge::new(
-            session.clone(),
-            events.clone(),
-            self.frontends.clone(),
-        ));
-        bridge.warn_all(&selected);
-        let frontend = self.record(&selected, bridge.clone())?;
-        let out =
-            self.frontends
-                .runtime
-                .run(&selected.loaded, request.options, Vec::new(), bridge)?;
-        let frontend_time = started.elapsed();
-        let definition = out.reference.map(|r| (*r.definition).clone());
-        let solve_started = Instant::now();
-        let result = match (&definition, request.solve) {
-            (Some(def), true) => self.solve(def, session, &request.allow, events)?,
-            _ => None,
+        let id = history::new_id();
+        let name = request
+            .locals
+            .get("context")
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| format!("{:?}", request.frontend));
+        let frontend = match &request.frontend {
+            FrontendRef::Named(n) => n.clone(),
+            FrontendRef::File(f) => f.display().to_string(),
+            FrontendRef::Image(r) => r.clone(),
         };
-        if request.solve
-            && definition.is_none()
-            && !out.refs.is_empty()
-            && !request.outputs.is_empty()
-        {
-            return Err(DaemonError::Export(
-                "exporting multi-platform results is not supported yet; build one --platform at a time".into(),
-            ));
-        }
-        let config = out
-            .metadata
+        let target = request
+            .options
             .iter()
-            .find(|(k, _)| k == "containerimage.config")
-            .map(|(_, v)| v.as_slice());
-        let mut exported = Vec::new();
-        for output in &request.outputs {
-            let solver = self.solver()?;
-            exported.push(export::export(
-                solver.worker(),
-                &self.frontends.registries,
-                &self.frontends.io,
-                output,
-                result.as_ref(),
-                config,
-            )?);
+            .find(|(k, _)| k == "target")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let record_it = request.solve;
+        let counting = Arc::new(history::Counting {
+            inner: events,
+            steps: Default::default(),
+            cached: Default::default(),
+        });
+        let result = self.run_build(request, counting.clone());
+        if record_it {
+            let mut record = history::HistoryRecord {
+                id,
+                name,
+                created,
+                duration_ms: started.elapsed().as_millis() as u64,
+                status: if result.is_ok() { "Completed" } else { "Error" }.into(),
+                error: result.as_ref().err().map(|e| e.to_string()),
+                frontend,
+                target,
+                steps: counting.steps.load(std::sync::atomic::Ordering::Relaxed),
+                cached_steps: counting.cached.load(std::sync::atomic::Ordering::Relaxed),
+                ..Default::default()
+            };
+            if let Ok(outcome) = &result {
+                record.served_by = Some(outcome.frontend.clone());
+                record.outputs = outcome
+                    .exported
+                    .iter()
+                    .map(|e| match &e.digest {
+                        Some(d) => format!("{} to {} ({d})", e.kind, e.dest),
+                        None => format!("{} to {}", e.kind, e.dest),
+                    })
+                    .collect();
+            }
+            if let Err(e) = self.history().record(&record) {
+                tracing::warn!("recording build history: {e}");
+            }
         }
-        if request.solve {
-            self.gc_after_build();
-        }
-        Ok(BuildOutcome {
-            frontend,
-            definition,
-            platforms: out
-                .refs
-                .into_iter()
-                .map(|(k, r)| (k, (*r.definition).clone()))
-                .collect(),
-            metadata: out.metadata,
-            frontend_time,
-            result,
-            solve_time: solve_started.elapsed(),
-            exported,
-        })
+        result
     }
 
     fn inspect_frontend(&self, frontend: &FrontendRef) -> Result<FrontendRecord, DaemonError> {
@@ -448,5 +436,90 @@ impl Engine {
     /// Forget a frontend image; returns the components deleted.
     pub fn remove_frontend(&self, what: &str) -> Result<Vec<String>, DaemonError> {
         self.frontends.images.remove(what)
+    }
+}
+
+impl Engine {
+    /// One build: the frontend, the solve, the exports.
+    fn run_build(
+        &self,
+        request: BuildRequest,
+        events: Arc<dyn EventSink>,
+    ) -> Result<BuildOutcome, DaemonError> {
+        let started = Instant::now();
+        let selected = self.select(&request.frontend, &request.options)?;
+        let session = Arc::new(Session {
+            locals: request.locals.clone(),
+            secrets: request.secrets,
+            ssh: request.ssh,
+            oci_layouts: request.oci_layouts,
+        });
+        let bridge = Arc::new(LocalBridge::new(
+            session.clone(),
+            events.clone(),
+            self.frontends.clone(),
+        ));
+        bridge.warn_all(&selected);
+        let frontend = self.record(&selected, bridge.clone())?;
+        let out =
+            self.frontends
+                .runtime
+                .run(&selected.loaded, request.options, Vec::new(), bridge)?;
+        let frontend_time = started.elapsed();
+        let definition = out.reference.map(|r| (*r.definition).clone());
+        let solve_started = Instant::now();
+        let result = match (&definition, request.solve) {
+            (Some(def), true) => self.solve(def, session, &request.allow, events)?,
+            _ => None,
+        };
+        if request.solve
+            && definition.is_none()
+            && !out.refs.is_empty()
+            && !request.outputs.is_empty()
+        {
+            return Err(DaemonError::Export(
+                "exporting multi-platform results is not supported yet; build one --platform at a time".into(),
+            ));
+        }
+        let config = out
+            .metadata
+            .iter()
+            .find(|(k, _)| k == "containerimage.config")
+            .map(|(_, v)| v.as_slice());
+        let mut exported = Vec::new();
+        for output in &request.outputs {
+            let solver = self.solver()?;
+            exported.push(export::export(
+                solver.worker(),
+                &self.frontends.registries,
+                &self.frontends.io,
+                output,
+                result.as_ref(),
+                config,
+            )?);
+        }
+        if request.solve {
+            self.gc_after_build();
+        }
+        Ok(BuildOutcome {
+            frontend,
+            definition,
+            platforms: out
+                .refs
+                .into_iter()
+                .map(|(k, r)| (k, (*r.definition).clone()))
+                .collect(),
+            metadata: out.metadata,
+            frontend_time,
+            result,
+            solve_time: solve_started.elapsed(),
+            exported,
+        })
+    }
+
+    /// The build history.
+    pub fn history(&self) -> history::History {
+        let (max_age, max_entries) = self.frontends.config.history_limits();
+        history::History::new(self.frontends.root.join("history"), max_age, max_entries)
     }
 }

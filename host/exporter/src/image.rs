@@ -419,7 +419,7 @@ pub fn now_rfc3339() -> String {
 }
 
 /// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian calendar).
-fn rfc3339_utc(secs: i64) -> String {
+pub fn rfc3339_utc(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Count from 0000-03-01 so the leap day ends each 4/100/400-year cycle.
     let z = days + 719_468;

@@ -10,10 +10,12 @@
 //! - [`export_local`], [`export_tar`]: the files of a build result (`type=local`,
 //!   `type=tar`).
 //! - [`parse_output`]: buildx/buildctl `--output` strings.
+//! - [`cache`]: build cache export/import (`--cache-to`, `--cache-from`).
 
 #![warn(missing_docs)]
 
 mod atomic;
+pub mod cache;
 mod files;
 mod image;
 mod layer;
@@ -25,7 +27,7 @@ mod tree;
 use std::io;
 
 pub use files::{export_local, export_tar, export_tar_file};
-pub use image::{Annotations, BuiltImage, ImageSpec, build_image, now_rfc3339};
+pub use image::{Annotations, BuiltImage, ImageSpec, build_image, now_rfc3339, rfc3339_utc};
 pub use layer::{
     Compression, DOCKER_LAYER, DOCKER_LAYER_GZIP, DOCKER_LAYER_ZSTD, LayerCompression, OCI_LAYER,
     OCI_LAYER_GZIP, OCI_LAYER_ZSTD, layer_blob, layer_blob_with,
