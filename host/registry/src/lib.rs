@@ -310,58 +310,17 @@ impl Registries {
         normalized: &str,
         platform: &Platform,
     ) -> Result<ResolvedImage, RegistryError> {
-        let auth = self.auth_for(ep).await;
-        let r = ep.reference(parsed);
-        let (body, digest) = self.fetch_manifest(ep, &r, &auth, normalized).await?;
-        let (manifest_digest, config) = match classify(&body, ep, normalized)? {
-            Parsed::Manifest(config) => (digest.clone(), config),
-            Parsed::Index(entries) => {
-                let entry = choose_platform(&entries, platform).ok_or_else(|| {
-                    let have: Vec<String> = entries
-                        .iter()
-                        .filter_map(|e| e.platform.as_ref())
-                        .filter(|p| p.os != "unknown")
-                        .map(|p| {
-                            Platform::normalize(&p.os, &p.architecture, p.variant_str()).to_string()
-                        })
-                        .collect();
-                    RegistryError::new(
-                        RegistryErrorKind::NoPlatform,
-                        normalized,
-                        &ep.host,
-                        format!(
-                            "{normalized} on registry {} has no image for {platform} (it has {}); build for one of those with --platform",
-                            ep.label(),
-                            if have.is_empty() { "no platforms".to_string() } else { have.join(", ") }
-                        ),
-                    )
-                })?;
-                let child = r.clone_with_digest(entry.digest.clone());
-                let (child_body, child_digest) =
-                    self.fetch_manifest(ep, &child, &auth, normalized).await?;
-                match classify(&child_body, ep, normalized)? {
-                    Parsed::Manifest(config) => (child_digest, config),
-                    Parsed::Index(_) => {
-                        return Err(RegistryError::new(
-                            RegistryErrorKind::Invalid,
-                            normalized,
-                            &ep.host,
-                            format!(
-                                "{normalized} on registry {}: the {platform} entry {} is itself an index, which is not supported",
-                                ep.label(),
-                                entry.digest
-                            ),
-                        ));
-                    }
-                }
-            }
+        let m = self.manifest_at(ep, parsed, normalized, platform).await?;
+        let Parsed::Manifest(config) = classify(&m.manifest, ep, normalized)? else {
+            unreachable!("manifest_at returns an image manifest")
         };
+        let r = ep.reference(parsed);
         let config = self.fetch_config(ep, &r, &config, normalized).await?;
         Ok(ResolvedImage {
             reference: normalized.to_string(),
-            digest,
+            digest: m.digest,
             config,
-            manifest_digest,
+            manifest_digest: m.manifest_digest,
         })
     }
 

@@ -190,7 +190,7 @@ impl Registries {
     }
 
     /// The platform's manifest at one endpoint.
-    async fn manifest_at(
+    pub(crate) async fn manifest_at(
         &self,
         ep: &Endpoint<'_>,
         parsed: &Reference,

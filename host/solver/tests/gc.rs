@@ -2,51 +2,18 @@
 //! then prune rules bring it back under their limits without touching recent or in-use
 //! records, and rebuilds re-run exactly the pruned steps.
 
+mod common;
+
+use common::{definition, local};
 use std::collections::BTreeMap;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use buildwit_config::PruneRule;
-use buildwit_llb::{digest_of, encode_op, pb};
+use buildwit_llb::pb;
 use buildwit_solver::{CacheDb, Entitlements, ProgressEvent, Solver};
 use buildwit_worker::{Session, Worker, WorkerOptions};
-
-fn definition(ops: Vec<(pb::Op, Vec<usize>)>) -> pb::Definition {
-    let mut def = pb::Definition::default();
-    let mut digests: Vec<String> = Vec::new();
-    for (mut op, inputs) in ops {
-        op.inputs = inputs
-            .iter()
-            .map(|&i| pb::Input {
-                digest: digests[i].clone(),
-                index: 0,
-            })
-            .collect();
-        let bytes = encode_op(&op);
-        digests.push(digest_of(&bytes).to_string());
-        def.def.push(bytes);
-    }
-    let last = digests.last().unwrap().clone();
-    def.def.push(encode_op(&pb::Op {
-        inputs: vec![pb::Input {
-            digest: last,
-            index: 0,
-        }],
-        ..Default::default()
-    }));
-    def
-}
-
-fn local(name: &str) -> pb::Op {
-    pb::Op {
-        op: Some(pb::op::Op::Source(pb::SourceOp {
-            identifier: format!("local://{name}"),
-            attrs: BTreeMap::new(),
-        })),
-        ..Default::default()
-    }
-}
 
 fn run(script: &str, cache: Option<&str>) -> pb::Op {
     let mut mounts = vec![pb::Mount {

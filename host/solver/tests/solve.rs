@@ -1,52 +1,18 @@
 //! The solver on real parts, offline: a local source holding a busybox root filesystem,
 //! steps run by runc on overlayfs.
 
+mod common;
+
+use common::{definition, local};
 use std::collections::BTreeMap;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use buildwit_llb::{digest_of, encode_op, pb};
+use buildwit_llb::pb;
 use buildwit_solver::{CacheDb, Entitlements, ProgressEvent, SolveError, Solver};
 use buildwit_worker::{Session, Worker, WorkerOptions};
-
-/// A definition from ops in order; each op's `inputs` name earlier ops by position.
-fn definition(ops: Vec<(pb::Op, Vec<usize>)>) -> pb::Definition {
-    let mut def = pb::Definition::default();
-    let mut digests: Vec<String> = Vec::new();
-    for (mut op, inputs) in ops {
-        op.inputs = inputs
-            .iter()
-            .map(|&i| pb::Input {
-                digest: digests[i].clone(),
-                index: 0,
-            })
-            .collect();
-        let bytes = encode_op(&op);
-        digests.push(digest_of(&bytes).to_string());
-        def.def.push(bytes);
-    }
-    let last = digests.last().unwrap().clone();
-    def.def.push(encode_op(&pb::Op {
-        inputs: vec![pb::Input {
-            digest: last,
-            index: 0,
-        }],
-        ..Default::default()
-    }));
-    def
-}
-
-fn local(name: &str) -> pb::Op {
-    pb::Op {
-        op: Some(pb::op::Op::Source(pb::SourceOp {
-            identifier: format!("local://{name}"),
-            attrs: BTreeMap::new(),
-        })),
-        ..Default::default()
-    }
-}
 
 fn run(script: &str) -> pb::Op {
     pb::Op {

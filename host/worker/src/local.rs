@@ -193,7 +193,7 @@ impl Locals {
         }
         // Times last, deepest first, so creating children does not change a parent's.
         for (rel, e) in tree.entries.iter().rev() {
-            set_mtime(&out.join(rel), e.mtime)?;
+            crate::fileops::set_mtime(&out.join(rel), e.mtime)?;
         }
         let layer = builder.commit(&id, &LayerMeta::now())?;
         cache.layer = Some((id, tree.entries.clone()));
@@ -333,23 +333,6 @@ fn copy_checked(src: &Path, dest: &Path, hash: &str, rel: &str) -> io::Result<()
             "{rel} changed while the build was reading it; run the build again"
         )));
     }
-    Ok(())
-}
-
-fn set_mtime(path: &Path, mtime_ns: i64) -> io::Result<()> {
-    let ts = rustix::fs::Timespec {
-        tv_sec: mtime_ns.div_euclid(1_000_000_000),
-        tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,
-    };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        path,
-        &rustix::fs::Timestamps {
-            last_access: ts,
-            last_modification: ts,
-        },
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )?;
     Ok(())
 }
 
