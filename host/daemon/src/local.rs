@@ -403,24 +403,29 @@ impl Bridge for LocalBridge {
                 other => err(ErrorKind::Internal, other.to_string()),
             })?;
         self.warn_all(&selected);
-        self.events.event(Event::Log {
-            frontend: frontend.to_string(),
-            level: buildwit_frontend::bridge::LogLevel::Info,
-            message: format!(
-                "served by {} (component {}, {})",
-                selected.source, selected.loaded.digest, selected.loaded.wit_version
-            ),
-        });
-        let child = LocalBridge {
+        let child = Arc::new(LocalBridge {
             locals: self.locals.clone(),
             session: self.session.clone(),
             events: self.events.clone(),
             frontends: self.frontends.clone(),
             depth: self.depth + 1,
+        });
+        // Which frontend served this, as the build record shows it for the top level.
+        let about = match self.frontends.runtime.info(&selected.loaded, child.clone()) {
+            Ok(i) => format!("{} {} ({}), ", i.name, i.version, i.channel),
+            Err(_) => String::new(),
         };
+        self.events.event(Event::Log {
+            frontend: frontend.to_string(),
+            level: buildwit_frontend::bridge::LogLevel::Info,
+            message: format!(
+                "served by {} ({about}component {}, {})",
+                selected.source, selected.loaded.digest, selected.loaded.wit_version
+            ),
+        });
         self.frontends
             .runtime
-            .run(&selected.loaded, options, inputs, Arc::new(child))
+            .run(&selected.loaded, options, inputs, child)
             .map_err(|e| match e {
                 buildwit_frontend::FrontendError::Build { error, .. } => error,
                 other => err(ErrorKind::Failed, other.to_string()),
