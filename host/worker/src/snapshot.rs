@@ -186,18 +186,20 @@ impl Snapshotter {
         self.native
     }
 
+    /// Whether the kernel makes an overlay of directories here. The filesystem is created
+    /// but never attached, which is as telling as a mount and spares an unmount (tens of
+    /// milliseconds) on every start.
     fn overlay_works(&self) -> bool {
         let probe = self.scratch_dir("probe");
         let ok = (|| -> io::Result<()> {
-            for d in ["l", "u", "w", "m"] {
+            for d in ["l", "u", "w"] {
                 fs::create_dir_all(probe.join(d))?;
             }
-            mount_overlay(
-                &probe.join("m"),
-                &[&probe.join("l")],
-                Some((probe.join("u"), probe.join("w"))),
-            )?;
-            unmount(probe.join("m"), UnmountFlags::DETACH)?;
+            let fs_fd = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+            fsconfig_set_string(fs_fd.as_fd(), "lowerdir+", probe.join("l"))?;
+            fsconfig_set_string(fs_fd.as_fd(), "upperdir", probe.join("u"))?;
+            fsconfig_set_string(fs_fd.as_fd(), "workdir", probe.join("w"))?;
+            fsconfig_create(fs_fd.as_fd())?;
             Ok(())
         })()
         .is_ok();
