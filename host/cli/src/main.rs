@@ -131,6 +131,16 @@ struct BuildArgs {
     /// Push the image (shorthand for `--output type=image,push=true` with the -t names).
     #[arg(long)]
     push: bool,
+    /// Export the build cache: `type=local,dest=DIR` or `type=registry,ref=REF`, with
+    /// `mode=min|max`, `compression=gzip|zstd`, `ignore-error=true`. Only buildwit can
+    /// import it (the cache keys are buildwit's own, not BuildKit's).
+    #[arg(long = "export-cache", alias = "cache-to", value_name = "SPEC")]
+    cache_to: Option<String>,
+    /// Import a build cache before building: `type=local,src=DIR[,digest=sha256:…]`,
+    /// `type=registry,ref=REF`, or a reference (repeatable). One that cannot be read is a
+    /// warning.
+    #[arg(long = "import-cache", alias = "cache-from", value_name = "SPEC")]
+    cache_from: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -403,6 +413,16 @@ fn build(config: Option<&Path>, root: Option<PathBuf>, args: BuildArgs) -> Resul
             allow: args.allow.clone(),
             solve: !args.dump_llb && args.call.is_none(),
             outputs,
+            cache_to: args
+                .cache_to
+                .iter()
+                .map(|s| buildwit_exporter::cache::parse_cache_spec(s, true))
+                .collect::<Result<_, _>>()?,
+            cache_from: args
+                .cache_from
+                .iter()
+                .map(|s| buildwit_exporter::cache::parse_cache_spec(s, false))
+                .collect::<Result<_, _>>()?,
         },
         events,
     )?;

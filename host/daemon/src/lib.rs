@@ -6,6 +6,7 @@
 //! subrequest's answer is wanted) solves the LLB on the worker and exports the result.
 
 mod cache;
+mod cache_io;
 mod export;
 mod frontends;
 pub mod history;
@@ -59,6 +60,10 @@ pub struct BuildRequest {
     pub solve: bool,
     /// Where the result goes (`--output`); nothing: built and cached only.
     pub outputs: Vec<OutputSpec>,
+    /// Where the build cache goes (`--cache-to`).
+    pub cache_to: Vec<buildwit_exporter::cache::CacheSpec>,
+    /// Caches to import before solving (`--cache-from`).
+    pub cache_from: Vec<buildwit_exporter::cache::CacheSpec>,
 }
 
 /// Which frontend served a build.
@@ -204,18 +209,69 @@ impl Engine {
         allow: &[String],
         events: Arc<dyn EventSink>,
     ) -> Result<Option<Snapshot>, DaemonError> {
+        Ok(self.solve_with_keys(definition, session, allow, events)?.0)
+    }
+
+    fn solve_with_keys(
+        &self,
+        definition: &pb::Definition,
+        session: Arc<Session>,
+        allow: &[String],
+        events: Arc<dyn EventSink>,
+    ) -> Result<(Option<Snapshot>, buildwit_solver::SolvedKeys), DaemonError> {
         let solver = self.solver()?;
         let entitlements = Entitlements {
             daemon: self.frontends.config.insecure_entitlements.clone(),
             build: allow.to_vec(),
         };
         let progress = Arc::new(move |e: ProgressEvent| events.progress(e));
-        Ok(self.frontends.io.block_on(solver.solve(
+        Ok(self.frontends.io.block_on(solver.solve_with_keys(
             definition,
             session,
             &entitlements,
             progress,
         ))?)
+    }
+
+    /// Import each cache before the solve; one that cannot be read is only a warning.
+    fn import_caches(
+        &self,
+        specs: &[buildwit_exporter::cache::CacheSpec],
+        events: &dyn EventSink,
+    ) -> Result<(), DaemonError> {
+        if specs.is_empty() {
+            return Ok(());
+        }
+        let solver = self.solver()?;
+        for spec in specs {
+            let io = &self.frontends.io;
+            if let Err(e) = cache_io::import(&solver, &self.frontends.registries, io, spec) {
+                warn(events, format!("importing cache: {e}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Export the build cache; a failure fails the build unless `ignore-error=true`.
+    fn export_caches(
+        &self,
+        specs: &[buildwit_exporter::cache::CacheSpec],
+        keys: &buildwit_solver::SolvedKeys,
+        events: &dyn EventSink,
+    ) -> Result<(), DaemonError> {
+        if specs.is_empty() {
+            return Ok(());
+        }
+        let solver = self.solver()?;
+        for spec in specs {
+            let io = &self.frontends.io;
+            match cache_io::export(&solver, &self.frontends.registries, io, spec, keys) {
+                Ok(_) => {}
+                Err(e) if spec.ignore_error => warn(events, format!("exporting cache: {e}")),
+                Err(e) => return Err(DaemonError::Export(format!("exporting cache: {e}"))),
+            }
+        }
+        Ok(())
     }
 
     /// The configuration it runs with.
@@ -333,6 +389,21 @@ impl BuildApi for Engine {
         ));
         self.record(&selected, bridge)
     }
+}
+
+/// A warning of the engine itself (not of a frontend).
+fn warn(events: &dyn EventSink, message: String) {
+    tracing::warn!("{message}");
+    events.event(Event::Warning {
+        frontend: "buildwit".into(),
+        warning: buildwit_frontend::bridge::Warning {
+            level: 1,
+            short: message,
+            detail: Vec::new(),
+            url: String::new(),
+            location: None,
+        },
+    });
 }
 
 /// The imports and exports of a frontend component, for `buildwit frontend inspect`.
@@ -468,9 +539,14 @@ impl Engine {
         let frontend_time = started.elapsed();
         let definition = out.reference.map(|r| (*r.definition).clone());
         let solve_started = Instant::now();
-        let result = match (&definition, request.solve) {
-            (Some(def), true) => self.solve(def, session, &request.allow, events)?,
-            _ => None,
+        if request.solve && definition.is_some() {
+            self.import_caches(&request.cache_from, events.as_ref())?;
+        }
+        let (result, keys) = match (&definition, request.solve) {
+            (Some(def), true) => {
+                self.solve_with_keys(def, session, &request.allow, events.clone())?
+            }
+            _ => (None, Default::default()),
         };
         if request.solve
             && definition.is_none()
@@ -497,6 +573,9 @@ impl Engine {
                 result.as_ref(),
                 config,
             )?);
+        }
+        if request.solve {
+            self.export_caches(&request.cache_to, &keys, events.as_ref())?;
         }
         if request.solve {
             self.gc_after_build();

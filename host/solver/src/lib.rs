@@ -59,6 +59,16 @@ pub enum SolveError {
     Internal(String),
 }
 
+/// The cache keys of a solved build.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SolvedKeys {
+    /// The key of the result's vertex.
+    pub result: String,
+    /// The key of every vertex of the graph (some have no record: a cached descendant
+    /// meant they were not needed).
+    pub all: Vec<String>,
+}
+
 /// What a build may do beyond the sandbox (`--allow`), within what the daemon permits.
 #[derive(Clone, Debug, Default)]
 pub struct Entitlements {
@@ -177,10 +187,24 @@ impl Solver {
         entitlements: &Entitlements,
         progress: Arc<dyn Progress>,
     ) -> Result<Option<Snapshot>, SolveError> {
+        Ok(self
+            .solve_with_keys(definition, session, entitlements, progress)
+            .await?
+            .0)
+    }
+
+    /// [`Solver::solve`], also returning the cache keys of the build (for cache export).
+    pub async fn solve_with_keys(
+        self: &Arc<Self>,
+        definition: &pb::Definition,
+        session: Arc<Session>,
+        entitlements: &Entitlements,
+        progress: Arc<dyn Progress>,
+    ) -> Result<(Option<Snapshot>, SolvedKeys), SolveError> {
         let Some(graph) = buildwit_llb::validate_allow_empty(definition)
             .map_err(|e| SolveError::Invalid(e.to_string()))?
         else {
-            return Ok(None);
+            return Ok((None, SolvedKeys::default()));
         };
         for v in graph.ops() {
             if let Some(pb::op::Op::Exec(e)) = &v.op.op {
@@ -214,11 +238,16 @@ impl Solver {
         self.db
             .touch(&used)
             .map_err(|e| SolveError::Internal(e.to_string()))?;
-        outputs.get(index).cloned().map(Some).ok_or_else(|| {
+        let snapshot = outputs.get(index).cloned().ok_or_else(|| {
             SolveError::Invalid(format!(
                 "the result is output {index}, which its op does not have"
             ))
-        })
+        })?;
+        let keys = SolvedKeys {
+            result: job.keys[result].clone(),
+            all: job.keys.clone(),
+        };
+        Ok((Some(snapshot), keys))
     }
 
     /// Compute every vertex's key: scan local sources, pin images.

@@ -1,0 +1,258 @@
+//! Build cache export (`--cache-to`) and import (`--cache-from`): the solver's records and
+//! their layers as an OCI artifact in a local directory or a registry, see
+//! [`buildwit_exporter::cache`] for the format.
+//!
+//! Import is eager and happens before the solve: every layer of the cache is fetched and
+//! unpacked, and every record is put in the cache database, so the solver finds them as if
+//! this daemon had built them.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use buildwit_exporter::OCI_MANIFEST;
+use buildwit_exporter::cache::{
+    CacheEntry, CacheMode, CacheSpec, CacheTarget, build_cache, cache_dir_blob, parse_cache_config,
+    parse_cache_manifest, read_cache_dir_manifest, write_cache_dir,
+};
+use buildwit_registry::Registries;
+use buildwit_solver::{Record, SolvedKeys, Solver};
+use buildwit_worker::content::sha256_digest;
+use buildwit_worker::{Descriptor, LayerMeta};
+use sha2::{Digest as _, Sha256};
+
+/// Export the records of a build to `spec`. Returns the manifest digest.
+pub(crate) fn export(
+    solver: &Solver,
+    registries: &Registries,
+    io: &tokio::runtime::Runtime,
+    spec: &CacheSpec,
+    keys: &SolvedKeys,
+) -> Result<String, String> {
+    let what = spec.describe();
+    let wanted: Vec<&String> = match spec.mode {
+        CacheMode::Min => vec![&keys.result],
+        CacheMode::Max => keys.all.iter().collect(),
+    };
+    let mut entries = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for key in wanted {
+        if key.is_empty() || !seen.insert(key) {
+            continue;
+        }
+        let Some(record) = solver.db().get(key).map_err(|e| format!("{what}: {e}"))? else {
+            continue;
+        };
+        // A record whose layers are gone (GC) cannot be exported; it is a miss here too.
+        let outputs: Option<Vec<Vec<_>>> = record
+            .outputs
+            .iter()
+            .map(|ids| {
+                ids.iter()
+                    .map(|id| solver.worker().snapshots.layer(id))
+                    .collect()
+            })
+            .collect();
+        let Some(outputs) = outputs else { continue };
+        entries.push(CacheEntry {
+            key: key.clone(),
+            description: record.description,
+            record_type: record.record_type,
+            created: record.created,
+            outputs,
+        });
+    }
+    let content = &solver.worker().content;
+    let built =
+        build_cache(content, &entries, &spec.compression).map_err(|e| format!("{what}: {e}"))?;
+    match &spec.target {
+        CacheTarget::Local(dest) => {
+            write_cache_dir(content, &built, dest).map_err(|e| format!("{what}: {e}"))?
+        }
+        CacheTarget::Registry(reference) => {
+            // push_image reads blobs from files: the config goes to the content store too.
+            content
+                .write(&built.config)
+                .map_err(|e| format!("{what}: storing the cache config: {e}"))?;
+            let mut blobs = Vec::new();
+            for d in std::iter::once(&built.config_desc).chain(&built.layers) {
+                let path = content
+                    .path(&d.digest)
+                    .map_err(|e| format!("{what}: {e}"))?;
+                blobs.push((d.digest.clone(), path));
+            }
+            io.block_on(registries.push_image(reference, &blobs, &built.manifest, OCI_MANIFEST))
+                .map_err(|e| format!("{what}: {e}"))?;
+        }
+    }
+    Ok(built.manifest_desc.digest)
+}
+
+/// Where an import reads its blobs.
+enum Source<'a> {
+    Dir(&'a std::path::Path),
+    Registry(&'a str),
+}
+
+/// Import the cache at `spec`: fetch and unpack its layers, insert its records. Returns how
+/// many records were added.
+pub(crate) fn import(
+    solver: &Solver,
+    registries: &Registries,
+    io: &tokio::runtime::Runtime,
+    spec: &CacheSpec,
+) -> Result<usize, String> {
+    let what = spec.describe();
+    let (source, manifest_bytes) = match &spec.target {
+        CacheTarget::Local(dir) => (
+            Source::Dir(dir),
+            read_cache_dir_manifest(dir, spec.digest.as_deref())?,
+        ),
+        CacheTarget::Registry(reference) => {
+            let m = io
+                .block_on(registries.pull_raw_manifest(reference))
+                .map_err(|e| format!("{what}: {e}"))?;
+            (Source::Registry(reference), m.manifest)
+        }
+    };
+    let manifest = parse_cache_manifest(&manifest_bytes, &what)?;
+    let config_bytes = fetch(registries, io, &source, &manifest.config, &what)?;
+    let config = parse_cache_config(&config_bytes, &manifest, &what)?;
+    let diff_ids: HashMap<&str, (&Descriptor, &str)> = manifest
+        .layers
+        .iter()
+        .map(|(d, diff)| (d.digest.as_str(), (d, diff.as_str())))
+        .collect();
+
+    let worker = solver.worker();
+    // Layers are named by their chain id, as pulled image layers are: the same content
+    // under the same parents gets the same id, whoever made it.
+    let mut ids: Vec<String> = Vec::with_capacity(config.layers.len());
+    let mut chains: Vec<String> = Vec::with_capacity(config.layers.len());
+    for layer in &config.layers {
+        let (desc, diff_id) = diff_ids[layer.blob.as_str()];
+        let chain = if layer.parent < 0 {
+            diff_id.to_string()
+        } else {
+            let parent = &chains[layer.parent as usize];
+            format!(
+                "sha256:{}",
+                hex::encode(Sha256::digest(format!("{parent} {diff_id}")))
+            )
+        };
+        let id = format!("chain-{}", chain.trim_start_matches("sha256:"));
+        if worker.snapshots.layer(&id).is_none() {
+            if !worker.content.has(&desc.digest) {
+                let bytes = fetch(registries, io, &source, desc, &what)?;
+                worker
+                    .content
+                    .write(&bytes)
+                    .map_err(|e| format!("{what}: storing blob {}: {e}", desc.digest))?;
+            }
+            unpack(worker, desc, diff_id, &id).map_err(|e| format!("{what}: {e}"))?;
+        }
+        ids.push(id);
+        chains.push(chain);
+    }
+
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut added = 0;
+    for r in &config.records {
+        let outputs: Vec<Vec<String>> = r
+            .results
+            .iter()
+            .map(|&top| {
+                let mut chain = Vec::new();
+                let mut i = top;
+                while i >= 0 {
+                    chain.push(ids[i as usize].clone());
+                    i = config.layers[i as usize].parent;
+                }
+                chain.reverse();
+                chain
+            })
+            .collect();
+        let existing = solver
+            .db()
+            .get(&r.digest)
+            .map_err(|e| format!("{what}: {e}"))?;
+        let usable = existing.is_some_and(|e| {
+            e.outputs
+                .iter()
+                .flatten()
+                .all(|id| worker.snapshots.layer(id).is_some())
+        });
+        if usable {
+            continue;
+        }
+        let record = Record {
+            outputs,
+            description: r.description.clone(),
+            created: r.created,
+            last_used: now,
+            usage_count: 0,
+            record_type: r.record_type.clone(),
+        };
+        solver
+            .db()
+            .put(&r.digest, &record)
+            .map_err(|e| format!("{what}: {e}"))?;
+        added += 1;
+    }
+    Ok(added)
+}
+
+/// A blob of the cache, checked against its digest.
+fn fetch(
+    registries: &Registries,
+    io: &tokio::runtime::Runtime,
+    source: &Source,
+    desc: &Descriptor,
+    what: &str,
+) -> Result<Vec<u8>, String> {
+    let bytes = match source {
+        Source::Dir(dir) => {
+            let path = cache_dir_blob(dir, &desc.digest)?;
+            std::fs::read(&path).map_err(|e| format!("{what}: reading {}: {e}", path.display()))?
+        }
+        Source::Registry(reference) => {
+            let mut out = Vec::new();
+            io.block_on(registries.pull_blob(reference, &desc.digest, Some(desc.size), &mut out))
+                .map_err(|e| format!("{what}: {e}"))?;
+            out
+        }
+    };
+    if sha256_digest(&bytes) != desc.digest {
+        return Err(format!("{what}: blob {} is corrupt", desc.digest));
+    }
+    Ok(bytes)
+}
+
+/// Unpack a layer blob from the content store into layer `id`, recording its blob so a
+/// later export reuses it.
+fn unpack(
+    worker: &buildwit_worker::Worker,
+    desc: &Descriptor,
+    diff_id: &str,
+    id: &str,
+) -> std::io::Result<()> {
+    let builder = worker.snapshots.new_layer()?;
+    let file = BufReader::new(File::open(worker.content.path(&desc.digest)?)?);
+    let stats = buildwit_worker::unpack::unpack_layer(file, &desc.media_type, &builder.dir())?;
+    if stats.diff_id != diff_id {
+        return Err(std::io::Error::other(format!(
+            "blob {} unpacks to {}, but the cache says {diff_id}",
+            desc.digest, stats.diff_id
+        )));
+    }
+    let meta = LayerMeta {
+        diff_id: Some(diff_id.to_string()),
+        blob: Some(desc.clone()),
+        ..LayerMeta::now()
+    };
+    builder.commit(id, &meta)?;
+    Ok(())
+}
