@@ -96,7 +96,17 @@ fn rfc3339_now() -> String {
 
 impl EventSink for Printer {
     fn event(&self, event: Event) {
-        if !matches!(self.mode, Mode::Plain | Mode::Tty) {
+        if self.mode == Mode::RawJson {
+            // Warnings as SolveStatus carries them; frontend logs stay out of the stream.
+            if let Event::Warning { warning, .. } = event {
+                let w = serde_json::json!({"warnings": [{
+                    "level": warning.level, "short": warning.short, "detail": warning.detail, "url": warning.url,
+                }]});
+                let _ = writeln!(std::io::stderr().lock(), "{w}");
+            }
+            return;
+        }
+        if self.mode == Mode::Quiet {
             return;
         }
         match event {
