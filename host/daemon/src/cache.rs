@@ -1,11 +1,14 @@
 //! Build cache management on the engine: `du`, `prune`, and the automatic GC that runs the
-//! `[worker.oci]` policy after each build.
+//! `[worker.oci]` policy after builds (at most once a minute).
 
 use buildwit_config::{DEFAULT_GC_FILTER, PruneRule};
 use buildwit_solver::gc::disk_total;
 use buildwit_solver::{PruneReport, UsageRecord};
 
 use crate::{DaemonError, Engine};
+
+/// The least time between two automatic GC runs.
+const GC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Engine {
     /// The cache records passing `filters` (BuildKit's `du`), largest first.
@@ -41,11 +44,25 @@ impl Engine {
         rules
     }
 
-    /// Run the GC policy after a build. A failure is logged, never the build's error.
+    /// Run the GC policy after a build, at most once a minute per root as BuildKit
+    /// throttles it (computing usage walks every record). A failure is logged, never the
+    /// build's error.
     pub(crate) fn gc_after_build(&self) {
         let rules = self.gc_rules();
         if rules.is_empty() {
             return;
+        }
+        let stamp = self.frontends.root.join("gc.last");
+        let recent = std::fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < GC_INTERVAL);
+        if recent {
+            return;
+        }
+        if let Err(e) = std::fs::write(&stamp, b"") {
+            tracing::warn!("gc: {}: {e}", stamp.display());
         }
         match self.solver().map(|s| s.gc(&rules)) {
             Ok(Ok(report)) if !report.records.is_empty() => tracing::info!(
