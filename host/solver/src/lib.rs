@@ -460,7 +460,9 @@ impl Solver {
         let name = job.names[i].clone();
         let vertex = v.digest.to_string();
         let key = job.keys[i].clone();
-        if let Some(outputs) = self.cached(&key)? {
+        // `--no-cache` marks vertices to run again whatever the cache holds.
+        let ignore_cache = v.metadata.as_ref().is_some_and(|m| m.ignore_cache);
+        if !ignore_cache && let Some(outputs) = self.cached(&key)? {
             job.progress.event(ProgressEvent::Cached { vertex, name });
             job.used.lock().unwrap().push(key);
             return Ok(Arc::new(outputs));

@@ -80,6 +80,8 @@ pub struct Process {
     pub host_network: bool,
     /// All capabilities and no masked paths (`security=insecure`).
     pub insecure: bool,
+    /// The root filesystem is read-only.
+    pub readonly_root: bool,
 }
 
 /// How a step ended.
@@ -114,8 +116,16 @@ impl Runner {
         mounts: &[ExecMount],
         output: &(dyn Fn(u8, &str) + Sync),
     ) -> io::Result<ExitStatus> {
+        // The pid alone repeats after a restart (PID 1 in a container), and runc's state
+        // directory outlives a killed daemon: the start time makes ids unique.
+        static START: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+        let start = START.get_or_init(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        });
         let id = format!(
-            "buildwit-{}-{}",
+            "buildwit-{}-{start:x}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
@@ -270,7 +280,7 @@ fn spec(rootfs: &Path, p: &Process, mounts: &[ExecMount]) -> Value {
             "rlimits": rlimits,
             "noNewPrivileges": false,
         },
-        "root": {"path": rootfs, "readonly": false},
+        "root": {"path": rootfs, "readonly": p.readonly_root},
         "hostname": p.hostname,
         "mounts": all,
         "linux": linux,

@@ -339,10 +339,19 @@ pub fn copy(root: &Path, src_root: &Path, a: &pb::FileActionCopy) -> io::Result<
     for src in sources {
         let md = src.symlink_metadata()?;
         let into_dir = dest_is_dir_name || dest.is_dir();
+        // Named as the source was written: a followed symlink keeps its own name.
+        let name = if many || (a.allow_wildcard && has_wildcards(&a.src)) {
+            src.file_name().unwrap_or_default().to_os_string()
+        } else {
+            Path::new(&clean(&a.src))
+                .file_name()
+                .unwrap_or_default()
+                .to_os_string()
+        };
         let target = if md.is_dir() && a.dir_copy_contents {
             dest.clone()
         } else if into_dir {
-            dest.join(src.file_name().unwrap_or_default())
+            dest.join(name)
         } else {
             dest.clone()
         };
@@ -510,6 +519,10 @@ fn copy_tree(
                 }
             }
             fs::set_permissions(dst, fs::Permissions::from_mode(mode))?;
+        } else if crate::snapshot::is_whiteout(&md) {
+            // A 0/0 device is an overlay deletion marker (from an unpacked `.wh.` entry):
+            // written into a snapshot it would delete what lies below. Not copied.
+            return Ok(());
         } else {
             // Devices and fifos: recreate the node.
             rustix::fs::mknodat(
@@ -583,6 +596,13 @@ mod tests {
         assert_eq!(md.permissions().mode() & 0o777, 0o600);
         copy(dst.path(), src.path(), &copy_action("/app/*.txt", "/w/")).unwrap();
         assert!(dst.path().join("w/a.txt").is_file());
+        // A followed symlink is copied under its own name, with its target's content.
+        symlink("a.txt", src.path().join("app/link")).unwrap();
+        copy(dst.path(), src.path(), &copy_action("/app/link", "/named/")).unwrap();
+        assert_eq!(
+            fs::read_to_string(dst.path().join("named/link")).unwrap(),
+            "a"
+        );
         let e = copy(dst.path(), src.path(), &copy_action("/nope", "/x")).unwrap_err();
         assert!(e.to_string().contains("/nope: not found"), "{e}");
         let e = copy(dst.path(), src.path(), &copy_action("/*.none", "/x")).unwrap_err();

@@ -57,6 +57,10 @@ pub struct Entry {
     pub mtime: i64,
     /// Inode, to notice a file replaced by another of the same size and time.
     pub ino: u64,
+    /// Change time, Unix nanoseconds: a rewrite that keeps size and mtime (`touch -r`,
+    /// `cp -p`) still changes it, and user space cannot set it back.
+    #[serde(default)]
+    pub ctime: i64,
     /// sha256 of the content (files), the link target (symlinks), empty for directories.
     pub hash: String,
 }
@@ -117,7 +121,12 @@ impl Locals {
 
     fn save(&self, source: &LocalSource, cache: &ScanCache) -> io::Result<()> {
         let path = self.cache_path(source);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let tmp = path.with_extension(format!(
+            "tmp{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         fs::write(&tmp, serde_json::to_vec(cache).map_err(io::Error::other)?)?;
         fs::rename(tmp, path)
     }
@@ -284,13 +293,19 @@ fn walk(
             size: if kind == Kind::File { md.len() } else { 0 },
             mtime: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
             ino: md.ino(),
+            ctime: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
             hash: String::new(),
         };
         e.hash = match kind {
             Kind::Dir => String::new(),
             Kind::Symlink => fs::read_link(&path)?.to_string_lossy().into_owned(),
             Kind::File => match previous.get(&child) {
-                Some(p) if p.size == e.size && p.mtime == e.mtime && p.ino == e.ino => {
+                Some(p)
+                    if p.size == e.size
+                        && p.mtime == e.mtime
+                        && p.ino == e.ino
+                        && p.ctime == e.ctime =>
+                {
                     p.hash.clone()
                 }
                 _ => hash_file(&path)?,
@@ -358,6 +373,26 @@ impl LocalTree {
         if sel.iter().any(|s| s.is_empty()) {
             return self.digest.clone();
         }
+        // A copy follows symlinks to what they name, anywhere in the source: when a
+        // selected path or one of its parents is a link, the whole source is the key.
+        let through_link = sel.iter().any(|s| {
+            let parts: Vec<&str> = s.split('/').collect();
+            (1..=parts.len()).any(|n| {
+                let prefix = parts[..n].join("/");
+                self.entries.iter().any(|(rel, e)| {
+                    e.kind == Kind::Symlink && {
+                        let rp: Vec<&str> = rel.split('/').collect();
+                        rp.len() == n && match_parts(&parts[..n], &rp)
+                    }
+                }) || self
+                    .entries
+                    .get(&prefix)
+                    .is_some_and(|e| e.kind == Kind::Symlink)
+            })
+        });
+        if through_link {
+            return self.digest.clone();
+        }
         let mut h = Sha256::new();
         for s in &sel {
             h.update(format!("selector {s}\n").as_bytes());
@@ -420,6 +455,32 @@ mod tests {
         assert_ne!(c1, t3.checksum(&sel));
         // Wildcards are anchored: `*.rs` selects nothing at the top, `src/*.rs` the file.
         assert_eq!(t2.checksum(&["*.rs".into()]), t3.checksum(&["*.rs".into()]));
+
+        // Through a symlink, a copy reads its target: the whole source becomes the key.
+        std::os::unix::fs::symlink("src/main.rs", ctx.path().join("link")).unwrap();
+        let t4 = locals.scan(&src).unwrap();
+        assert_eq!(t4.checksum(&["/link".into()]), t4.digest);
+        // A rewrite that keeps size and mtime is still seen (ctime).
+        let before = t4.entries["README"].hash.clone();
+        let mtime = fs::metadata(ctx.path().join("README"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        // File times tick at the kernel's coarse clock (a few ms): let one pass.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(ctx.path().join("README"), "CHANGED").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(ctx.path().join("README"))
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let t5 = locals.scan(&src).unwrap();
+        assert_ne!(
+            t5.entries["README"].hash, before,
+            "{:?} {:?}",
+            t4.entries["README"], t5.entries["README"]
+        );
         assert_ne!(
             t3.checksum(&["src/*.rs".into()]),
             t2.checksum(&["src/*.rs".into()])

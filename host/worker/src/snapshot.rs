@@ -560,6 +560,8 @@ pub fn diff_trees(base: &Path, work: &Path, upper: &Path) -> io::Result<()> {
                     || !same_meta(bm, &wm)
                     || bm.size() != wm.size()
                     || (wm.file_type().is_symlink() && fs::read_link(&b)? != fs::read_link(&w)?)
+                    // Same metadata can hide new content (a copy with a fixed timestamp).
+                    || (wm.is_file() && !same_bytes(&b, &w)?)
             }
         };
         if changed {
@@ -573,6 +575,23 @@ pub fn diff_trees(base: &Path, work: &Path, upper: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether two regular files hold the same bytes.
+fn same_bytes(a: &Path, b: &Path) -> io::Result<bool> {
+    use std::io::Read;
+    let (mut fa, mut fb) = (fs::File::open(a)?, fs::File::open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
+    loop {
+        let n = fa.read(&mut ba)?;
+        if n == 0 {
+            return Ok(fb.read(&mut bb)? == 0);
+        }
+        fb.read_exact(&mut bb[..n])?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+    }
 }
 
 fn copy_dir_meta(from: &Path, to: &Path) -> io::Result<()> {

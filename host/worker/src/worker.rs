@@ -193,13 +193,17 @@ impl Worker {
         let scratch_guard = crate::exec::RemoveOnDrop(tempfile_dir(&self.runner.bundles)?);
         let scratch = scratch_guard.0.clone();
         let mut rootfs = PathBuf::new();
+        let mut readonly_root = false;
         let mut locks = Vec::new();
         for (n, m) in mounts.iter().enumerate() {
             let kind = pb::MountType::try_from(m.mount_type).unwrap_or(pb::MountType::Bind);
             let source = match kind {
                 pb::MountType::Bind => {
                     let base = input(m.input)?;
-                    let mnt = if m.output >= 0 || !m.readonly {
+                    // The root always gets an upper layer (thrown away unless it is an output):
+                    // a read-only root is read-only in the container, but runc still creates
+                    // mount points in it, and a single-layer base must never be written.
+                    let mnt = if m.output >= 0 || !m.readonly || n == root_mount {
                         let layer = self.snapshots.new_layer()?;
                         let mnt = self.snapshots.mount(&base, Some(&layer))?;
                         writable.push((m.output, base, layer));
@@ -211,6 +215,7 @@ impl Worker {
                     mounted.push(mnt);
                     if n == root_mount {
                         rootfs = path;
+                        readonly_root = m.readonly;
                         continue;
                     }
                     MountKind::Bind {
@@ -298,7 +303,7 @@ impl Worker {
                 readonly: true,
             },
         });
-        let mut stubs: Vec<String> = ["/proc", "/dev", "/sys"]
+        let stubs: Vec<String> = ["/proc", "/dev", "/sys"]
             .iter()
             .map(|s| s.to_string())
             .chain(exec_mounts.iter().map(|m| m.dest.clone()))
@@ -312,13 +317,9 @@ impl Worker {
             meta.cwd.clone()
         };
         let cwd_host = rootpath::resolve(&rootfs, &cwd, true)?;
+        // A missing working directory is created and stays, as BuildKit's executor does.
         if !cwd_host.exists() {
-            let first_missing = first_missing(&rootfs, &cwd);
             fs::create_dir_all(&cwd_host)?;
-            // A working directory made only for the step is not part of its result.
-            if let Some(m) = first_missing {
-                stubs.push(m);
-            }
         }
         let mut env = meta.env.clone();
         if !env.iter().any(|e| e.starts_with("PATH=")) {
@@ -363,6 +364,7 @@ impl Worker {
                 .collect(),
             host_network,
             insecure: op.security == pb::SecurityMode::Insecure as i32,
+            readonly_root,
         };
         let status = self.runner.run(&rootfs, &process, &exec_mounts, output)?;
         drop(locks);
