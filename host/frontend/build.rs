@@ -4,6 +4,7 @@
 //! and wrapped into a component with `wit-component`. Components land in
 //! `<target>/frontends/<name>.wasm`; files whose bytes did not change are not rewritten.
 
+use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::{env, fs};
@@ -60,7 +61,16 @@ fn main() {
             let module = guest_target
                 .join("wasm32-unknown-unknown/guest")
                 .join(format!("{}.wasm", package.replace('-', "_")));
-            componentize(&module, &out_dir.join(format!("{name}.wasm")));
+            let dest = out_dir.join(format!("{name}.wasm"));
+            componentize(&module, &dest);
+            // The digest at build time, so the embedded components are not hashed again
+            // on every start.
+            let digest = Sha256::digest(fs::read(&dest).unwrap());
+            println!(
+                "cargo:rustc-env=BUILDWIT_DIGEST_{}=sha256:{}",
+                name.replace('-', "_").to_uppercase(),
+                hex::encode(digest)
+            );
         }
     }
 }

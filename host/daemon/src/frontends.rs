@@ -148,7 +148,11 @@ impl Frontends {
             let resolved = self
                 .io
                 .block_on(self.images.resolve(&self.registries, source, mode))?;
-            let loaded = self.runtime.load(&resolved.reference, &resolved.bytes)?;
+            let loaded = self.runtime.load_known(
+                &resolved.reference,
+                &resolved.bytes,
+                &resolved.record.component,
+            )?;
             return Ok(Selected {
                 loaded,
                 source: format!("{}@{}", resolved.reference, resolved.manifest_digest),
@@ -192,13 +196,21 @@ impl Frontends {
         source: String,
         warnings: Vec<String>,
     ) -> Result<Selected, DaemonError> {
-        let (label, bytes) = if labs {
-            ("dockerfile.v0 (labs)", builtin::DOCKERFILE_LABS)
+        let (label, bytes, digest) = if labs {
+            (
+                "dockerfile.v0 (labs)",
+                builtin::DOCKERFILE_LABS,
+                builtin::DOCKERFILE_LABS_DIGEST,
+            )
         } else {
-            ("dockerfile.v0", builtin::DOCKERFILE)
+            (
+                "dockerfile.v0",
+                builtin::DOCKERFILE,
+                builtin::DOCKERFILE_DIGEST,
+            )
         };
         Ok(Selected {
-            loaded: self.runtime.load(label, bytes)?,
+            loaded: self.runtime.load_known(label, bytes, digest)?,
             source,
             warnings,
         })

@@ -29,4 +29,8 @@ pub mod builtin {
         env!("BUILDWIT_FRONTENDS_DIR"),
         "/dockerfile-labs.wasm"
     ));
+    /// `sha256:` of [`DOCKERFILE`], computed when it was built.
+    pub const DOCKERFILE_DIGEST: &str = env!("BUILDWIT_DIGEST_DOCKERFILE");
+    /// `sha256:` of [`DOCKERFILE_LABS`].
+    pub const DOCKERFILE_LABS_DIGEST: &str = env!("BUILDWIT_DIGEST_DOCKERFILE_LABS");
 }

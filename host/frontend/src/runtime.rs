@@ -166,6 +166,19 @@ impl Runtime {
     /// map lookup.
     pub fn load(&self, label: &str, bytes: &[u8]) -> Result<Arc<LoadedFrontend>, FrontendError> {
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        self.load_known(label, bytes, &digest)
+    }
+
+    /// [`Runtime::load`] for bytes whose digest the caller already knows (embedded
+    /// components, the verified frontend store): hashing megabytes on every start is
+    /// measurable. A wrong digest would only name the compiled-artifact cache wrongly.
+    pub fn load_known(
+        &self,
+        label: &str,
+        bytes: &[u8],
+        digest: &str,
+    ) -> Result<Arc<LoadedFrontend>, FrontendError> {
+        let digest = digest.to_string();
         if let Some(f) = self.loaded.lock().unwrap().get(&digest) {
             return Ok(f.clone());
         }
