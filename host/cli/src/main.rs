@@ -210,6 +210,14 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // Commands other than `build` run frontends only to inspect them: the default limit.
+    let engine = || {
+        open_engine(
+            cli.config.as_deref(),
+            cli.root.clone(),
+            Duration::from_secs(60),
+        )
+    };
     match cli.command {
         Command::Debug(DebugCommand::DumpLlb { dot }) => {
             let mut bytes = Vec::new();
@@ -226,13 +234,13 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Frontend(FrontendCommand::Push { file, reference }) => {
-            let engine = open_engine(cli.config.as_deref(), cli.root, Duration::from_secs(60))?;
+            let engine = engine()?;
             let (digest, uploaded) = engine.push_frontend(&file, &reference)?;
             println!("pushed {reference}@{digest} ({uploaded} blobs uploaded)");
             Ok(())
         }
         Command::Frontend(FrontendCommand::Pull { reference }) => {
-            let engine = open_engine(cli.config.as_deref(), cli.root, Duration::from_secs(60))?;
+            let engine = engine()?;
             let record = engine.inspect_frontend(&FrontendRef::Image(reference))?;
             println!(
                 "{} {} {} ({})",
@@ -241,7 +249,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Frontend(FrontendCommand::Ls) => {
-            let engine = open_engine(cli.config.as_deref(), cli.root, Duration::from_secs(60))?;
+            let engine = engine()?;
             println!(
                 "{:<50} {:<20} {:<10} {:<8} {:>10}  DIGEST",
                 "REFERENCE", "NAME", "VERSION", "CHANNEL", "SIZE"
@@ -260,14 +268,14 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Frontend(FrontendCommand::Rm { reference }) => {
-            let engine = open_engine(cli.config.as_deref(), cli.root, Duration::from_secs(60))?;
+            let engine = engine()?;
             for component in engine.remove_frontend(&reference)? {
                 println!("deleted {component}");
             }
             Ok(())
         }
         Command::Frontend(FrontendCommand::Inspect { frontend }) => {
-            let engine = open_engine(cli.config.as_deref(), cli.root, Duration::from_secs(60))?;
+            let engine = engine()?;
             let frontend = if Path::new(&frontend).is_file() {
                 FrontendRef::File(PathBuf::from(frontend))
             } else {
@@ -287,20 +295,20 @@ fn run(cli: Cli) -> Result<()> {
             println!("exports:  {}", exports.join(", "));
             Ok(())
         }
-        Command::Build(args) => build(cli.config.as_deref(), cli.root, *args),
+        Command::Build(args) => build(cli.config.as_deref(), cli.root.clone(), *args),
         Command::History(command) => {
-            let engine = open_engine(cli.config.as_deref(), cli.root, Duration::from_secs(60))?;
+            let engine = engine()?;
             match command {
                 HistoryCommand::Ls => history::ls(&engine),
                 HistoryCommand::Inspect { id } => history::inspect(&engine, &id),
             }
         }
         Command::Du(args) => {
-            let engine = open_engine(cli.config.as_deref(), cli.root, Duration::from_secs(60))?;
+            let engine = engine()?;
             cache::du(&engine, &args)
         }
         Command::Prune(args) => {
-            let engine = open_engine(cli.config.as_deref(), cli.root, Duration::from_secs(60))?;
+            let engine = engine()?;
             cache::prune(&engine, &args)
         }
     }
