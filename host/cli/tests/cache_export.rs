@@ -38,35 +38,56 @@ fn fresh_root(s: &mut Setup, name: &str) {
     s.root = s.dir.path().join(name);
 }
 
-/// The blobs of a local cache directory, and those its manifest (via index.json) names.
+/// The blobs of a local cache directory, and those the manifests of its index.json name.
 fn blobs(dir: &Path) -> (Vec<String>, Vec<String>) {
     let mut on_disk: Vec<String> = std::fs::read_dir(dir.join("blobs/sha256"))
         .unwrap()
         .map(|e| format!("sha256:{}", e.unwrap().file_name().to_string_lossy()))
         .collect();
     on_disk.sort();
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
-    let manifest_digest = index["manifests"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let blob = |d: &str| dir.join("blobs/sha256").join(&d["sha256:".len()..]);
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(blob(&manifest_digest)).unwrap()).unwrap();
-    assert_eq!(
-        manifest["config"]["mediaType"],
-        "application/vnd.buildkit.cacheconfig.v0"
-    );
-    let mut named = vec![
-        manifest_digest,
-        manifest["config"]["digest"].as_str().unwrap().to_string(),
-    ];
-    for l in manifest["layers"].as_array().unwrap() {
-        named.push(l["digest"].as_str().unwrap().to_string());
+    let mut named = Vec::new();
+    for digest in versions(dir) {
+        let manifest = json(&blob(dir, &digest));
+        assert_eq!(
+            manifest["config"]["mediaType"],
+            "application/vnd.buildkit.cacheconfig.v0"
+        );
+        named.push(digest);
+        named.push(manifest["config"]["digest"].as_str().unwrap().to_string());
+        for l in manifest["layers"].as_array().unwrap() {
+            named.push(l["digest"].as_str().unwrap().to_string());
+        }
     }
     named.sort();
+    named.dedup();
     (on_disk, named)
+}
+
+/// The manifests a local cache directory's index.json names, the latest first.
+fn versions(dir: &Path) -> Vec<String> {
+    let index = json(&dir.join("index.json"));
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn blob(dir: &Path, digest: &str) -> std::path::PathBuf {
+    dir.join("blobs/sha256").join(&digest["sha256:".len()..])
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// The line the cache export logs: `N records, M blobs written (B bytes), K already there`.
+fn export_line(b: &Build) -> &String {
+    b.logs
+        .iter()
+        .find(|l| l.contains("blobs written"))
+        .unwrap_or_else(|| panic!("no export line in {:?}", b.logs))
 }
 
 #[test]
@@ -121,24 +142,38 @@ fn a_local_cache_fills_an_empty_root() {
 }
 
 #[test]
-fn exporting_again_to_a_local_cache_removes_what_it_no_longer_names() {
-    let s = setup();
+fn a_local_cache_keeps_three_versions_and_removes_the_rest() {
+    let mut s = setup();
     let ctx = context(&s);
     let cache = s.dir.path().join("cache");
     let dest = format!("type=local,dest={},mode=max", cache.display());
-    s.build(&ctx, &["--export-cache", &dest]).ok();
-    let (before, _) = blobs(&cache);
+    let mut kept = Vec::new();
+    for (i, content) in ["one\n", "two\n", "three\n", "four\n"].iter().enumerate() {
+        std::fs::write(ctx.join("other.txt"), content).unwrap();
+        let b = s.build(&ctx, &["--export-cache", &dest]).ok();
+        assert!(!export_line(&b).contains(" 0 blobs written"), "{:?}", b.logs);
+        let (on_disk, named) = blobs(&cache);
+        assert_eq!(on_disk, named, "export {i}: exactly what index.json names");
+        kept.push((versions(&cache)[0].clone(), on_disk.len()));
+    }
+    let now = versions(&cache);
+    assert_eq!(now.len(), 3, "{now:?}");
+    assert_eq!(now, [&kept[3].0, &kept[2].0, &kept[1].0].map(String::clone));
+    assert!(
+        kept[3].1 <= kept[2].1 + 2,
+        "the directory stopped growing: {kept:?}"
+    );
 
+    // The same build exported again writes nothing.
+    let b = s.build(&ctx, &["--export-cache", &dest]).ok();
+    assert!(export_line(&b).contains(" 0 blobs written"), "{:?}", b.logs);
+
+    // An older version by digest=: the build of that time is all cached.
+    fresh_root(&mut s, "root2");
     std::fs::write(ctx.join("other.txt"), "two\n").unwrap();
-    s.build(&ctx, &["--export-cache", &dest]).ok();
-    let (after, named) = blobs(&cache);
-    assert_eq!(after, named, "unreferenced blobs were removed");
-    assert_eq!(after.len(), before.len(), "the directory did not grow");
-    assert_ne!(after, before, "the changed steps have new blobs");
-
-    // The same build exported again changes nothing.
-    s.build(&ctx, &["--export-cache", &dest]).ok();
-    assert_eq!(blobs(&cache).0, after);
+    let src = format!("type=local,src={},digest={}", cache.display(), kept[1].0);
+    let b = s.build(&ctx, &["--import-cache", &src]).ok();
+    assert!(ran_steps(&b).is_empty(), "re-ran {:?}", ran_steps(&b));
 }
 
 #[test]
@@ -218,7 +253,7 @@ fn a_missing_import_only_warns_and_a_failed_export_fails_unless_ignored() {
 }
 
 #[test]
-fn mode_min_exports_only_the_result_record() {
+fn mode_min_exports_the_steps_of_the_result_only() {
     let mut s = setup();
     let ctx = context(&s);
     let cache = s.dir.path().join("cache");
@@ -226,30 +261,25 @@ fn mode_min_exports_only_the_result_record() {
     s.build(&ctx, &["--export-cache", &dest]).ok();
     let (on_disk, named) = blobs(&cache);
     assert_eq!(on_disk, named);
-    // The config is the blob with the cache config media type.
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(cache.join("index.json")).unwrap()).unwrap();
-    let blob = |d: &str| cache.join("blobs/sha256").join(&d["sha256:".len()..]);
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
-    )
-    .unwrap();
-    let config: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(blob(manifest["config"]["digest"].as_str().unwrap())).unwrap(),
-    )
-    .unwrap();
+    let manifest = json(&blob(&cache, &versions(&cache)[0]));
+    let config = json(&blob(&cache, manifest["config"]["digest"].as_str().unwrap()));
     assert_eq!(config["keyFormat"], "buildwit.v1");
-    let records = config["records"].as_array().unwrap();
-    assert_eq!(records.len(), 1, "{config}");
+    let described: Vec<&str> = config["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["description"].as_str().unwrap())
+        .collect();
+    // The final stage's steps, whose layers the result is made of; not the build stage's.
+    for step in ["RUN cat /other.txt", "COPY other.txt", "COPY --from=build"] {
+        assert!(described.iter().any(|d| d.contains(step)), "{step}: {described:?}");
+    }
     assert!(
-        records[0]["description"]
-            .as_str()
-            .unwrap()
-            .contains("RUN cat /other.txt"),
-        "{config}"
+        !described.iter().any(|d| d.contains("RUN cat app.txt")),
+        "{described:?}"
     );
 
-    // The result record alone is enough to build the same thing without running anything.
+    // Enough to build the same thing without running anything ...
     fresh_root(&mut s, "root2");
     let src = format!("type=local,src={}", cache.display());
     let second = s.build(&ctx, &["--import-cache", &src]).ok();
@@ -258,4 +288,99 @@ fn mode_min_exports_only_the_result_record() {
         "re-ran {:?}",
         ran_steps(&second)
     );
+    // ... and, after an edit to a late step's input, to skip the build stage.
+    fresh_root(&mut s, "root3");
+    std::fs::write(ctx.join("other.txt"), "two\n").unwrap();
+    let third = s.build(&ctx, &["--import-cache", &src]).ok();
+    assert!(third.ran_any("COPY other.txt"), "ran: {:?}", third.ran);
+    assert!(!third.ran_any("RUN cat app.txt"), "ran: {:?}", third.ran);
+}
+
+#[test]
+fn a_registry_cache_in_older_layouts_and_a_second_export_uploads_nothing() {
+    let mut s = setup();
+    let ctx = context(&s);
+    let host = s.image.split('/').next().unwrap().to_string();
+    for (tag, options) in [
+        ("index", "image-manifest=false"),
+        ("docker", "oci-mediatypes=false"),
+    ] {
+        let reference = format!("{host}/app-cache-{tag}:c");
+        let dest = format!("type=registry,ref={reference},mode=max,{options}");
+        let first = s.build(&ctx, &["--cache-to", &dest]).ok();
+        assert!(!export_line(&first).contains(" 0 blobs written"));
+        let again = s.build(&ctx, &["--cache-to", &dest]).ok();
+        assert!(
+            export_line(&again).contains(" 0 blobs written (")
+                && !export_line(&again).contains(" 0 already there"),
+            "{:?}",
+            again.logs
+        );
+
+        // skopeo sees the index (or Docker manifest list) the cache is.
+        let out = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{reference}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "skopeo: {}", text(&out.stderr));
+        let raw = text(&out.stdout);
+        let want = if tag == "docker" {
+            "application/vnd.docker.distribution.manifest.list.v2+json"
+        } else {
+            "application/vnd.oci.image.index.v1+json"
+        };
+        assert!(raw.contains(want) && raw.contains("cacheconfig"), "{raw}");
+
+        fresh_root(&mut s, &format!("root-{tag}"));
+        let src = format!("type=registry,ref={reference}");
+        let b = s.build(&ctx, &["--cache-from", &src]).ok();
+        assert!(ran_steps(&b).is_empty(), "re-ran {:?}", ran_steps(&b));
+    }
+}
+
+#[test]
+fn an_inline_cache_travels_in_the_image() {
+    let mut s = setup();
+    let ctx = context(&s);
+    let host = s.image.split('/').next().unwrap().to_string();
+    let image = format!("{host}/app:inline");
+    // Both ways of asking for it: the flag and BuildKit's build argument.
+    for (i, how) in [
+        ["--cache-to", "type=inline"],
+        ["--build-arg", "BUILDKIT_INLINE_CACHE=1"],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut args = vec!["-t", &image, "--push"];
+        args.extend_from_slice(how);
+        s.build(&ctx, &args).ok();
+
+        let out = Command::new("skopeo")
+            .args(["inspect", "--config", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{image}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "skopeo: {}", text(&out.stderr));
+        let config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(config["moby.buildkit.cache.v0"].is_string(), "{config}");
+
+        fresh_root(&mut s, &format!("root-inline-{i}"));
+        let b = s.build(&ctx, &["--cache-from", &image]).ok();
+        assert!(ran_steps(&b).is_empty(), "re-ran {:?}", ran_steps(&b));
+    }
+
+    // An image without one: a warning, and the build goes on.
+    let plain = s
+        .buildwit(&[
+            "build",
+            ctx.to_str().unwrap(),
+            "--progress=plain",
+            "--cache-from",
+            &s.image,
+        ]);
+    let err = text(&plain.stderr);
+    assert!(plain.status.success(), "{err}");
+    assert!(err.contains("has no inline cache"), "{err}");
 }

@@ -6,53 +6,54 @@
 //! unpacked, and every record is put in the cache database, so the solver finds them as if
 //! this daemon had built them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::BufReader;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use buildwit_exporter::OCI_MANIFEST;
 use buildwit_exporter::cache::{
-    CacheEntry, CacheMode, CacheSpec, CacheTarget, build_cache, cache_dir_blob, parse_cache_config,
-    parse_cache_manifest, read_cache_dir_manifest, write_cache_dir,
+    CacheEntry, CacheMode, CacheSource, CacheSpec, CacheTarget, Written, build_cache,
+    cache_dir_blob, inline_cache, parse_cache_config, parse_cache_manifest,
+    read_cache_dir_manifest, write_cache_dir,
 };
+use buildwit_exporter::host_architecture;
 use buildwit_registry::Registries;
 use buildwit_solver::{Record, SolvedKeys, Solver};
 use buildwit_worker::content::sha256_digest;
 use buildwit_worker::{Descriptor, LayerMeta};
 use sha2::{Digest as _, Sha256};
 
-/// Export the records of a build to `spec`. Returns the manifest digest.
-pub(crate) fn export(
+/// The records a cache export holds. `max`: every record of the build. `min`: the records
+/// whose layers are all in the result, the steps that make up the final image, as
+/// BuildKit's min mode (an edit to a late step still finds the steps before it).
+pub(crate) fn entries(
     solver: &Solver,
-    registries: &Registries,
-    io: &tokio::runtime::Runtime,
-    spec: &CacheSpec,
+    mode: CacheMode,
     keys: &SolvedKeys,
-) -> Result<String, String> {
-    let what = spec.describe();
-    let wanted: Vec<&String> = match spec.mode {
-        CacheMode::Min => vec![&keys.result],
-        CacheMode::Max => keys.all.iter().collect(),
+) -> Result<Vec<CacheEntry>, String> {
+    let db = solver.db();
+    let snapshots = &solver.worker().snapshots;
+    let result_layers: HashSet<String> = match db.get(&keys.result).map_err(|e| e.to_string())? {
+        Some(r) => r.outputs.into_iter().flatten().collect(),
+        None => return Ok(Vec::new()),
     };
     let mut entries = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for key in wanted {
+    let mut seen = HashSet::new();
+    for key in std::iter::once(&keys.result).chain(&keys.all) {
         if key.is_empty() || !seen.insert(key) {
             continue;
         }
-        let Some(record) = solver.db().get(key).map_err(|e| format!("{what}: {e}"))? else {
+        let Some(record) = db.get(key).map_err(|e| e.to_string())? else {
             continue;
         };
+        if mode == CacheMode::Min && !record.outputs.iter().flatten().all(|id| result_layers.contains(id)) {
+            continue;
+        }
         // A record whose layers are gone (GC) cannot be exported; it is a miss here too.
         let outputs: Option<Vec<Vec<_>>> = record
             .outputs
             .iter()
-            .map(|ids| {
-                ids.iter()
-                    .map(|id| solver.worker().snapshots.layer(id))
-                    .collect()
-            })
+            .map(|ids| ids.iter().map(|id| snapshots.layer(id)).collect())
             .collect();
         let Some(outputs) = outputs else { continue };
         entries.push(CacheEntry {
@@ -63,10 +64,34 @@ pub(crate) fn export(
             outputs,
         });
     }
+    Ok(entries)
+}
+
+/// What a cache export did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CacheExported {
+    /// The cache manifest's digest.
+    pub manifest: String,
+    /// Records exported.
+    pub records: usize,
+    /// What went to the destination.
+    pub written: Written,
+}
+
+/// Export the records of a build to `spec` (a local directory or a registry; inline caches
+/// go with the image, see the exporter).
+pub(crate) fn export(
+    solver: &Solver,
+    registries: &Registries,
+    io: &tokio::runtime::Runtime,
+    spec: &CacheSpec,
+    keys: &SolvedKeys,
+) -> Result<CacheExported, String> {
+    let what = spec.describe();
+    let entries = entries(solver, spec.mode, keys).map_err(|e| format!("{what}: {e}"))?;
     let content = &solver.worker().content;
-    let built =
-        build_cache(content, &entries, &spec.compression).map_err(|e| format!("{what}: {e}"))?;
-    match &spec.target {
+    let built = build_cache(content, &entries, spec).map_err(|e| format!("{what}: {e}"))?;
+    let written = match &spec.target {
         CacheTarget::Local(dest) => {
             write_cache_dir(content, &built, dest).map_err(|e| format!("{what}: {e}"))?
         }
@@ -82,11 +107,29 @@ pub(crate) fn export(
                     .map_err(|e| format!("{what}: {e}"))?;
                 blobs.push((d.digest.clone(), path));
             }
-            io.block_on(registries.push_image(reference, &blobs, &built.manifest, OCI_MANIFEST))
+            let pushed = io
+                .block_on(registries.push_image(
+                    reference,
+                    &blobs,
+                    &built.manifest,
+                    &built.manifest_desc.media_type,
+                ))
                 .map_err(|e| format!("{what}: {e}"))?;
+            Written {
+                blobs: pushed.blobs,
+                present: pushed.present,
+                bytes: pushed.bytes,
+            }
         }
-    }
-    Ok(built.manifest_desc.digest)
+        CacheTarget::Inline => {
+            return Err(format!("{what}: goes with an image output, not on its own"));
+        }
+    };
+    Ok(CacheExported {
+        manifest: built.manifest_desc.digest,
+        records: entries.len(),
+        written,
+    })
 }
 
 /// Where an import reads its blobs.
@@ -96,7 +139,8 @@ enum Source<'a> {
 }
 
 /// Import the cache at `spec`: fetch and unpack its layers, insert its records. Returns how
-/// many records were added.
+/// many records were added. A registry reference may name a cache or an image with an
+/// inline cache.
 pub(crate) fn import(
     solver: &Solver,
     registries: &Registries,
@@ -115,10 +159,39 @@ pub(crate) fn import(
                 .map_err(|e| format!("{what}: {e}"))?;
             (Source::Registry(reference), m.manifest)
         }
+        CacheTarget::Inline => {
+            return Err(format!(
+                "{what}: import an inline cache with type=registry,ref=IMAGE"
+            ));
+        }
     };
-    let manifest = parse_cache_manifest(&manifest_bytes, &what)?;
-    let config_bytes = fetch(registries, io, &source, &manifest.config, &what)?;
-    let config = parse_cache_config(&config_bytes, &manifest, &what)?;
+    let mut parsed = parse_cache_manifest(&manifest_bytes, &what)?;
+    if parsed == CacheSource::ImageIndex {
+        // A multi-platform image: this host's image holds the inline cache.
+        let Source::Registry(reference) = source else {
+            return Err(format!(
+                "{what}: the manifest is an image index; name one image with digest="
+            ));
+        };
+        let m = io
+            .block_on(registries.pull_manifest(reference, "linux", host_architecture(), ""))
+            .map_err(|e| format!("{what}: {e}"))?;
+        parsed = parse_cache_manifest(&m.manifest, &what)?;
+    }
+    let (manifest, config) = match parsed {
+        CacheSource::Cache(manifest) => {
+            let bytes = fetch(registries, io, &source, &manifest.config, &what)?;
+            let config = parse_cache_config(&bytes, &manifest, &what)?;
+            (manifest, config)
+        }
+        CacheSource::Image { config, layers } => {
+            let bytes = fetch(registries, io, &source, &config, &what)?;
+            inline_cache(&bytes, &config, &layers, &what)?
+        }
+        CacheSource::ImageIndex => {
+            return Err(format!("{what}: an image index inside an image index"));
+        }
+    };
     let diff_ids: HashMap<&str, (&Descriptor, &str)> = manifest
         .layers
         .iter()

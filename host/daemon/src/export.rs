@@ -37,6 +37,7 @@ pub(crate) fn export(
     output: &OutputSpec,
     result: Option<&Snapshot>,
     config: Option<&[u8]>,
+    inline_cache: Option<&[buildwit_exporter::cache::CacheEntry]>,
 ) -> Result<Exported, DaemonError> {
     let snapshot = result.cloned().unwrap_or_default();
     let dest = dest_name(&output.dest);
@@ -47,7 +48,8 @@ pub(crate) fn export(
     };
     match output.kind {
         OutputKind::Oci | OutputKind::Docker | OutputKind::Image => {
-            let spec = output.image_spec(snapshot, config.unwrap_or_default().to_vec());
+            let mut spec = output.image_spec(snapshot, config.unwrap_or_default().to_vec());
+            spec.inline_cache = inline_cache.map(<[_]>::to_vec);
             let image = buildwit_exporter::build_image(&worker.content, &spec)
                 .map_err(|e| fail(output, e))?;
             exported.digest = Some(image.manifest.digest.clone());
@@ -156,5 +158,6 @@ async fn push(
             &image.manifest.media_type,
         )
         .await
+        .map(|p| p.blobs)
         .map_err(|e| e.to_string())
 }

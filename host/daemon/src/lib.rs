@@ -252,20 +252,51 @@ impl Engine {
         Ok(())
     }
 
-    /// Export the build cache; a failure fails the build unless `ignore-error=true`.
+    /// Export the build cache; a failure fails the build unless `ignore-error=true`. Each
+    /// export is a step of the progress, with what it wrote.
     fn export_caches(
         &self,
         specs: &[buildwit_exporter::cache::CacheSpec],
         keys: &buildwit_solver::SolvedKeys,
         events: &dyn EventSink,
     ) -> Result<(), DaemonError> {
+        use buildwit_exporter::cache::CacheTarget;
+        let specs: Vec<_> = specs
+            .iter()
+            .filter(|s| s.target != CacheTarget::Inline)
+            .collect();
         if specs.is_empty() {
             return Ok(());
         }
         let solver = self.solver()?;
-        for spec in specs {
+        for (i, spec) in specs.into_iter().enumerate() {
+            let vertex = format!("cache-export-{i}");
+            let name = format!("exporting cache to {}", spec.describe());
+            events.progress(ProgressEvent::Started {
+                vertex: vertex.clone(),
+                name: name.clone(),
+            });
+            let started = Instant::now();
             let io = &self.frontends.io;
-            match cache_io::export(&solver, &self.frontends.registries, io, spec, keys) {
+            let result = cache_io::export(&solver, &self.frontends.registries, io, spec, keys);
+            if let Ok(done) = &result {
+                let w = &done.written;
+                events.progress(ProgressEvent::Log {
+                    vertex: vertex.clone(),
+                    stream: 1,
+                    line: format!(
+                        "{} records, {} blobs written ({} bytes), {} already there, manifest {}",
+                        done.records, w.blobs, w.bytes, w.present, done.manifest
+                    ),
+                });
+            }
+            events.progress(ProgressEvent::Completed {
+                vertex,
+                name,
+                duration: started.elapsed(),
+                error: result.as_ref().err().cloned(),
+            });
+            match result {
                 Ok(_) => {}
                 Err(e) if spec.ignore_error => warn(events, format!("exporting cache: {e}")),
                 Err(e) => return Err(DaemonError::Export(format!("exporting cache: {e}"))),
@@ -391,6 +422,16 @@ impl BuildApi for Engine {
     }
 }
 
+/// Whether a build asks for an inline cache: `--cache-to type=inline`, or BuildKit's build
+/// argument `BUILDKIT_INLINE_CACHE=1`.
+fn inline_cache_wanted(request: &BuildRequest) -> bool {
+    use buildwit_exporter::cache::CacheTarget;
+    request.cache_to.iter().any(|s| s.target == CacheTarget::Inline)
+        || request.options.iter().any(|(k, v)| {
+            k == "build-arg:BUILDKIT_INLINE_CACHE" && matches!(v.as_str(), "1" | "true")
+        })
+}
+
 /// A warning of the engine itself (not of a frontend).
 fn warn(events: &dyn EventSink, message: String) {
     tracing::warn!("{message}");
@@ -489,8 +530,9 @@ impl Engine {
                 "application/vnd.oci.image.manifest.v1+json",
             ));
         let _ = std::fs::remove_file(&config_path);
-        let uploaded =
-            pushed.map_err(|e| DaemonError::Policy(format!("pushing {reference}: {e}")))?;
+        let uploaded = pushed
+            .map_err(|e| DaemonError::Policy(format!("pushing {reference}: {e}")))?
+            .blobs;
         let digest = format!(
             "sha256:{}",
             hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&manifest))
@@ -519,6 +561,7 @@ impl Engine {
     ) -> Result<BuildOutcome, DaemonError> {
         let started = Instant::now();
         let selected = self.select(&request.frontend, &request.options)?;
+        let inline_wanted = request.solve && inline_cache_wanted(&request);
         let session = Arc::new(Session {
             locals: request.locals.clone(),
             secrets: request.secrets,
@@ -562,6 +605,11 @@ impl Engine {
             .iter()
             .find(|(k, _)| k == "containerimage.config")
             .map(|(_, v)| v.as_slice());
+        let inline = if inline_wanted {
+            self.inline_cache(&request.outputs, &keys, events.as_ref())?
+        } else {
+            None
+        };
         let mut exported = Vec::new();
         for output in &request.outputs {
             let solver = self.solver()?;
@@ -572,6 +620,7 @@ impl Engine {
                 output,
                 result.as_ref(),
                 config,
+                inline.as_deref(),
             )?);
         }
         if request.solve {
@@ -594,6 +643,28 @@ impl Engine {
             solve_time: solve_started.elapsed(),
             exported,
         })
+    }
+
+    /// The records of the inline cache a build asks for: the min-mode records, whose
+    /// layers are all the image's.
+    fn inline_cache(
+        &self,
+        outputs: &[OutputSpec],
+        keys: &buildwit_solver::SolvedKeys,
+        events: &dyn EventSink,
+    ) -> Result<Option<Vec<buildwit_exporter::cache::CacheEntry>>, DaemonError> {
+        use buildwit_exporter::cache::CacheMode;
+        if !outputs.iter().any(|o| o.kind.is_image()) {
+            warn(
+                events,
+                "an inline cache goes in an image: add an image output (--output type=image|oci|docker or -t NAME)".into(),
+            );
+            return Ok(None);
+        }
+        let solver = self.solver()?;
+        cache_io::entries(&solver, CacheMode::Min, keys)
+            .map(Some)
+            .map_err(|e| DaemonError::Export(format!("exporting inline cache: {e}")))
     }
 
     /// The build history.

@@ -18,23 +18,32 @@ use std::path::{Path, PathBuf};
 
 use buildwit_worker::content::{digest_hex, sha256_digest};
 use buildwit_worker::{ContentStore, Descriptor, Layer};
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::ExportError;
 use crate::atomic::AtomicFile;
 use crate::layer::{Compression, LayerCompression, layer_blob_with};
-use crate::layout::{OCI_INDEX, OCI_MANIFEST};
+use crate::layout::{
+    DOCKER_CONFIG, DOCKER_MANIFEST_LIST, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST,
+};
 
 /// Media type of the cache config (BuildKit's).
 pub const CACHE_CONFIG: &str = "application/vnd.buildkit.cacheconfig.v0";
 /// The key format this build of buildwit writes and reads.
 pub const KEY_FORMAT: &str = "buildwit.v1";
+/// The image config key of an inline cache (BuildKit's; the value is the base64 of the
+/// cache config JSON).
+pub const INLINE_CACHE_KEY: &str = "moby.buildkit.cache.v0";
 /// Annotation of a layer descriptor: the digest of its uncompressed tar.
 const ANNOTATION_UNCOMPRESSED: &str = "containerd.io/uncompressed";
 const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 /// Held while a local cache directory is written, so two exports cannot interleave.
 const LOCK_FILE: &str = ".buildwit-cache.lock";
+/// Versions a local cache directory keeps (the newest is tagged `latest`): older ones can
+/// still be imported with `digest=`, and the directory stays bounded.
+pub const KEPT_VERSIONS: usize = 3;
 
 /// Where a cache goes or comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +52,8 @@ pub enum CacheTarget {
     Local(PathBuf),
     /// An image reference in a registry.
     Registry(String),
+    /// In the config of the image the build exports (`type=inline`, export only).
+    Inline,
 }
 
 /// Which records an export holds.
@@ -69,6 +80,12 @@ pub struct CacheSpec {
     /// `digest=` (local import): which manifest of the layout; default the one tagged
     /// `latest`, else the only one.
     pub digest: Option<String>,
+    /// `oci-mediatypes=` (export): OCI media types (default), else Docker's.
+    pub oci_mediatypes: bool,
+    /// `image-manifest=` (export): the cache is an image manifest whose config is the cache
+    /// config (default); false: BuildKit's older layout, an index listing the layers and
+    /// the config.
+    pub image_manifest: bool,
 }
 
 impl CacheSpec {
@@ -77,12 +94,26 @@ impl CacheSpec {
         match &self.target {
             CacheTarget::Local(p) => format!("local cache {}", p.display()),
             CacheTarget::Registry(r) => format!("registry cache {r}"),
+            CacheTarget::Inline => "inline cache".into(),
+        }
+    }
+
+    /// A spec for `target` with the default options.
+    pub fn new(target: CacheTarget) -> Self {
+        CacheSpec {
+            target,
+            mode: CacheMode::Min,
+            compression: LayerCompression::default(),
+            ignore_error: false,
+            digest: None,
+            oci_mediatypes: true,
+            image_manifest: true,
         }
     }
 }
 
-/// Parse a buildx cache spec: `type=local,dest=DIR`, `type=registry,ref=REF`, or a bare
-/// reference (a registry cache, as buildx reads `--cache-from user/app:cache`).
+/// Parse a buildx cache spec: `type=local,dest=DIR`, `type=registry,ref=REF`,
+/// `type=inline` (export only), or a bare reference (a registry cache, as buildx reads `--cache-from user/app:cache`).
 /// `export`: the spec is for `--cache-to` (`dest=`) rather than `--cache-from` (`src=`).
 pub fn parse_cache_spec(spec: &str, export: bool) -> Result<CacheSpec, ExportError> {
     let flag = if export {
@@ -95,21 +126,14 @@ pub fn parse_cache_spec(spec: &str, export: bool) -> Result<CacheSpec, ExportErr
         if spec.trim().is_empty() {
             return Err(bad("empty cache spec".into()));
         }
-        return Ok(CacheSpec {
-            target: CacheTarget::Registry(spec.trim().to_string()),
-            mode: CacheMode::Min,
-            compression: LayerCompression::default(),
-            ignore_error: false,
-            digest: None,
-        });
+        return Ok(CacheSpec::new(CacheTarget::Registry(spec.trim().to_string())));
     }
     let mut kind = None;
     let mut path = None;
     let mut reference = None;
-    let mut mode = CacheMode::Min;
-    let mut compression = LayerCompression::default();
-    let mut ignore_error = false;
-    let mut digest = None;
+    let mut out = CacheSpec::new(CacheTarget::Inline);
+    let mut image_manifest = None;
+    let mut options = Vec::new();
     let bool_of = |k: &str, v: &str| match v {
         "true" | "" => Ok(true),
         "false" => Ok(false),
@@ -117,20 +141,24 @@ pub fn parse_cache_spec(spec: &str, export: bool) -> Result<CacheSpec, ExportErr
     };
     for part in spec.split(',') {
         let (k, v) = part.split_once('=').unwrap_or((part, ""));
-        match k.trim() {
+        let k = k.trim();
+        if k != "type" {
+            options.push(k);
+        }
+        match k {
             "type" => kind = Some(v.to_string()),
             "dest" if export => path = Some(PathBuf::from(v)),
             "src" if !export => path = Some(PathBuf::from(v)),
             "ref" => reference = Some(v.to_string()),
             "mode" if export => {
-                mode = match v {
+                out.mode = match v {
                     "min" => CacheMode::Min,
                     "max" => CacheMode::Max,
                     _ => return Err(bad(format!("mode={v:?}: use min or max"))),
                 }
             }
             "compression" if export => {
-                compression.compression = match Compression::parse(v) {
+                out.compression.compression = match Compression::parse(v) {
                     Some(Compression::Uncompressed) | None => {
                         return Err(bad(format!("compression={v:?}: use gzip or zstd")));
                     }
@@ -138,19 +166,20 @@ pub fn parse_cache_spec(spec: &str, export: bool) -> Result<CacheSpec, ExportErr
                 }
             }
             "compression-level" if export => {
-                compression.level = Some(
+                out.compression.level = Some(
                     v.parse()
                         .map_err(|_| bad(format!("compression-level={v:?} is not a number")))?,
                 )
             }
-            "force-compression" if export => compression.force = bool_of(k, v)?,
-            "ignore-error" => ignore_error = bool_of(k, v)?,
-            "digest" if !export => digest = Some(v.to_string()),
-            // Our export is always an OCI image manifest: these are what it is already.
-            "oci-mediatypes" | "image-manifest" if export && bool_of(k, v)? => {}
+            "force-compression" if export => out.compression.force = bool_of(k, v)?,
+            "ignore-error" => out.ignore_error = bool_of(k, v)?,
+            "digest" if !export => out.digest = Some(v.to_string()),
+            "oci-mediatypes" if export => out.oci_mediatypes = bool_of(k, v)?,
+            "image-manifest" if export => image_manifest = Some(bool_of(k, v)?),
             other => return Err(bad(format!("unknown or unsupported option {other:?}"))),
         }
     }
+    let compression = &out.compression;
     if let Some(level) = compression.level
         && !compression.compression.levels().contains(&level)
     {
@@ -159,7 +188,19 @@ pub fn parse_cache_spec(spec: &str, export: bool) -> Result<CacheSpec, ExportErr
             compression.compression
         )));
     }
-    let target = match kind.as_deref() {
+    if !out.oci_mediatypes {
+        if compression.compression == Compression::Zstd {
+            return Err(bad(
+                "compression=zstd needs oci-mediatypes=true (Docker media types have no zstd)"
+                    .into(),
+            ));
+        }
+        if image_manifest == Some(true) {
+            return Err(bad("image-manifest=true needs oci-mediatypes=true".into()));
+        }
+    }
+    out.image_manifest = image_manifest.unwrap_or(out.oci_mediatypes);
+    out.target = match kind.as_deref() {
         Some("local") => {
             let key = if export { "dest" } else { "src" };
             CacheTarget::Local(path.ok_or_else(|| bad(format!("type=local needs {key}=DIR")))?)
@@ -167,20 +208,27 @@ pub fn parse_cache_spec(spec: &str, export: bool) -> Result<CacheSpec, ExportErr
         Some("registry") => CacheTarget::Registry(
             reference.ok_or_else(|| bad("type=registry needs ref=REF".into()))?,
         ),
+        // BuildKit's inline cache takes no options: it is the records of the image's own
+        // layers, in the image's config. It is imported with type=registry.
+        Some("inline") if export => {
+            if let Some(option) = options.first() {
+                return Err(bad(format!("type=inline takes no options, not {option:?}")));
+            }
+            CacheTarget::Inline
+        }
+        Some("inline") => {
+            return Err(bad(
+                "an inline cache is imported with type=registry,ref=IMAGE".into(),
+            ));
+        }
         Some(other) => {
             return Err(bad(format!(
-                "cache type {other:?} is not supported (use local or registry)"
+                "cache type {other:?} is not supported (use local, registry or inline)"
             )));
         }
         None => return Err(bad("type= is missing".into())),
     };
-    Ok(CacheSpec {
-        target,
-        mode,
-        compression,
-        ignore_error,
-        digest,
-    })
+    Ok(out)
 }
 
 /// The cache config JSON.
@@ -262,6 +310,16 @@ struct ManifestDescriptor {
     annotations: HashMap<String, String>,
 }
 
+impl ManifestDescriptor {
+    fn descriptor(self) -> Descriptor {
+        Descriptor {
+            media_type: self.media_type,
+            digest: self.digest,
+            size: self.size,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Manifest {
     #[serde(rename = "schemaVersion")]
@@ -281,22 +339,19 @@ struct Index {
     manifests: Vec<ManifestDescriptor>,
 }
 
-/// Make the blobs of `entries` (reusing blobs made before) and the cache's config and
-/// manifest. Layers shared by several records are stored once.
-pub fn build_cache(
-    content: &ContentStore,
+/// The cache config of `entries`, with `blob_of` naming the blob of each layer (`None`: an
+/// empty layer that has no blob, left out of the chain). A layer under the same parent is
+/// listed once, however many records share it.
+pub fn cache_config(
     entries: &[CacheEntry],
-    compression: &LayerCompression,
-) -> Result<BuiltCache, ExportError> {
+    mut blob_of: impl FnMut(&Layer) -> Result<Option<String>, ExportError>,
+) -> Result<CacheConfig, ExportError> {
     let mut config = CacheConfig {
         key_format: KEY_FORMAT.into(),
         ..Default::default()
     };
-    let mut manifest_layers: Vec<ManifestDescriptor> = Vec::new();
-    // (layer id, parent index) → index in config.layers; layer id → its blob.
+    // (layer id, parent index) → index in config.layers.
     let mut index: HashMap<(String, i64), i64> = HashMap::new();
-    let mut blobs: HashMap<String, Descriptor> = HashMap::new();
-    let mut in_manifest: BTreeSet<String> = BTreeSet::new();
     let mut sorted: Vec<&CacheEntry> = entries.iter().collect();
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
     for entry in sorted {
@@ -308,32 +363,10 @@ pub fn build_cache(
                     parent = i;
                     continue;
                 }
-                let desc = match blobs.get(&layer.id) {
-                    Some(d) => d.clone(),
-                    None => {
-                        let (desc, diff_id) = layer_blob_with(content, layer, compression)
-                            .map_err(|e| {
-                                ExportError::io(format!("compressing layer {}", layer.id), e)
-                            })?;
-                        if in_manifest.insert(desc.digest.clone()) {
-                            manifest_layers.push(ManifestDescriptor {
-                                media_type: desc.media_type.clone(),
-                                digest: desc.digest.clone(),
-                                size: desc.size,
-                                annotations: HashMap::from([(
-                                    ANNOTATION_UNCOMPRESSED.to_string(),
-                                    diff_id,
-                                )]),
-                            });
-                        }
-                        blobs.insert(layer.id.clone(), desc.clone());
-                        desc
-                    }
+                let Some(blob) = blob_of(layer)? else {
+                    continue;
                 };
-                config.layers.push(CacheLayer {
-                    blob: desc.digest,
-                    parent,
-                });
+                config.layers.push(CacheLayer { blob, parent });
                 let i = config.layers.len() as i64 - 1;
                 index.insert((layer.id.clone(), parent), i);
                 parent = i;
@@ -348,6 +381,40 @@ pub fn build_cache(
             results,
         });
     }
+    Ok(config)
+}
+
+/// Make the blobs of `spec`'s `entries` (reusing blobs made before) and the cache's config
+/// and manifest (an index with `image-manifest=false`).
+pub fn build_cache(
+    content: &ContentStore,
+    entries: &[CacheEntry],
+    spec: &CacheSpec,
+) -> Result<BuiltCache, ExportError> {
+    let mut manifest_layers: Vec<ManifestDescriptor> = Vec::new();
+    let mut blobs: HashMap<String, String> = HashMap::new();
+    let mut in_manifest: BTreeSet<String> = BTreeSet::new();
+    let config = cache_config(entries, |layer| {
+        if let Some(digest) = blobs.get(&layer.id) {
+            return Ok(Some(digest.clone()));
+        }
+        let (desc, diff_id) = layer_blob_with(content, layer, &spec.compression)
+            .map_err(|e| ExportError::io(format!("compressing layer {}", layer.id), e))?;
+        if in_manifest.insert(desc.digest.clone()) {
+            manifest_layers.push(ManifestDescriptor {
+                media_type: spec
+                    .compression
+                    .compression
+                    .layer_media_type(spec.oci_mediatypes)
+                    .into(),
+                digest: desc.digest.clone(),
+                size: desc.size,
+                annotations: HashMap::from([(ANNOTATION_UNCOMPRESSED.to_string(), diff_id)]),
+            });
+        }
+        blobs.insert(layer.id.clone(), desc.digest.clone());
+        Ok(Some(desc.digest))
+    })?;
     let config_bytes = serde_json::to_vec(&config)
         .map_err(|e| ExportError::InvalidConfig(format!("cache config: {e}")))?;
     let config_desc = Descriptor {
@@ -363,22 +430,41 @@ pub fn build_cache(
             size: d.size,
         })
         .collect();
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: OCI_MANIFEST.into(),
-        config: ManifestDescriptor {
-            media_type: CACHE_CONFIG.into(),
-            digest: config_desc.digest.clone(),
-            size: config_desc.size,
-            annotations: HashMap::new(),
-        },
-        layers: manifest_layers,
+    let config_entry = ManifestDescriptor {
+        media_type: CACHE_CONFIG.into(),
+        digest: config_desc.digest.clone(),
+        size: config_desc.size,
+        annotations: HashMap::new(),
     };
-    let manifest_bytes = serde_json::to_vec(&manifest)
-        .map_err(|e| ExportError::InvalidConfig(format!("cache manifest: {e}")))?;
+    let (media_type, manifest_bytes) = if spec.image_manifest {
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: OCI_MANIFEST.into(),
+            config: config_entry,
+            layers: manifest_layers,
+        };
+        (OCI_MANIFEST, serde_json::to_vec(&manifest))
+    } else {
+        // BuildKit's older layout: an index whose entries are the layers and the config.
+        let media_type = if spec.oci_mediatypes {
+            OCI_INDEX
+        } else {
+            DOCKER_MANIFEST_LIST
+        };
+        let mut manifests = manifest_layers;
+        manifests.push(config_entry);
+        let index = Index {
+            schema_version: 2,
+            media_type: media_type.into(),
+            manifests,
+        };
+        (media_type, serde_json::to_vec(&index))
+    };
+    let manifest_bytes =
+        manifest_bytes.map_err(|e| ExportError::InvalidConfig(format!("cache manifest: {e}")))?;
     Ok(BuiltCache {
         manifest_desc: Descriptor {
-            media_type: OCI_MANIFEST.into(),
+            media_type: media_type.into(),
             digest: sha256_digest(&manifest_bytes),
             size: manifest_bytes.len() as u64,
         },
@@ -390,13 +476,14 @@ pub fn build_cache(
 }
 
 /// Write a cache into an OCI image layout directory: its blobs (those present are kept),
-/// then `index.json` naming only this cache's manifest (tagged `latest`), then the blobs
-/// nothing names any more are removed. A lock file in the directory serialises exports.
+/// then `index.json` naming this cache's manifest (tagged `latest`) and the previous
+/// versions up to [`KEPT_VERSIONS`], then the blobs nothing names any more are removed. A
+/// lock file in the directory serialises exports. Returns what was written.
 pub fn write_cache_dir(
     content: &ContentStore,
     cache: &BuiltCache,
     dest: &Path,
-) -> Result<(), ExportError> {
+) -> Result<Written, ExportError> {
     let what = |m: &str| format!("{m} {}", dest.display());
     let blobs = dest.join("blobs").join("sha256");
     fs::create_dir_all(&blobs).map_err(|e| ExportError::io(what("creating"), e))?;
@@ -405,50 +492,86 @@ pub fn write_cache_dir(
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
         .map_err(|e| ExportError::io(what("locking"), e.into()))?;
 
-    let mut keep = BTreeSet::new();
+    let blob_path = |digest: &str| {
+        digest_hex(digest)
+            .map(|hex| blobs.join(hex))
+            .map_err(|e| ExportError::io(what("writing"), e))
+    };
+    let mut written = Written::default();
     for layer in &cache.layers {
-        let path =
-            blobs.join(digest_hex(&layer.digest).map_err(|e| ExportError::io(what("writing"), e))?);
-        keep.insert(path.clone());
-        if !path.exists() {
-            let src = content
-                .path(&layer.digest)
-                .map_err(|e| ExportError::io(what("writing"), e))?;
-            let mut out = AtomicFile::create(&path)?;
-            io::copy(
-                &mut File::open(&src)
-                    .map_err(|e| ExportError::io(format!("reading {}", src.display()), e))?,
-                &mut out,
-            )
-            .map_err(|e| ExportError::io(what("writing"), e))?;
-            out.commit()?;
+        let path = blob_path(&layer.digest)?;
+        if path.exists() {
+            written.present += 1;
+            continue;
         }
+        let src = content
+            .path(&layer.digest)
+            .map_err(|e| ExportError::io(what("writing"), e))?;
+        let mut out = AtomicFile::create(&path)?;
+        io::copy(
+            &mut File::open(&src)
+                .map_err(|e| ExportError::io(format!("reading {}", src.display()), e))?,
+            &mut out,
+        )
+        .map_err(|e| ExportError::io(what("writing"), e))?;
+        out.commit()?;
+        written.blobs += 1;
+        written.bytes += layer.size;
     }
-    for (desc, bytes) in [
-        (&cache.config_desc, &cache.config),
-        (&cache.manifest_desc, &cache.manifest),
-    ] {
-        let path =
-            blobs.join(digest_hex(&desc.digest).map_err(|e| ExportError::io(what("writing"), e))?);
-        keep.insert(path.clone());
-        write_atomic(&path, bytes)?;
+    let config_path = blob_path(&cache.config_desc.digest)?;
+    if config_path.exists() {
+        written.present += 1;
+    } else {
+        write_atomic(&config_path, &cache.config)?;
+        written.blobs += 1;
+        written.bytes += cache.config.len() as u64;
     }
+    write_atomic(&blob_path(&cache.manifest_desc.digest)?, &cache.manifest)?;
+    written.bytes += cache.manifest.len() as u64;
     write_atomic(&dest.join("oci-layout"), OCI_LAYOUT)?;
+
+    // The new version first, then the ones before it that are still whole.
+    let mut manifests = vec![ManifestDescriptor {
+        media_type: cache.manifest_desc.media_type.clone(),
+        digest: cache.manifest_desc.digest.clone(),
+        size: cache.manifest_desc.size,
+        annotations: HashMap::from([(ANNOTATION_REF_NAME.to_string(), "latest".to_string())]),
+    }];
+    let mut keep: BTreeSet<PathBuf> = BTreeSet::new();
+    keep.insert(blob_path(&cache.manifest_desc.digest)?);
+    keep.insert(blob_path(&cache.config_desc.digest)?);
+    for layer in &cache.layers {
+        keep.insert(blob_path(&layer.digest)?);
+    }
+    let previous: Vec<ManifestDescriptor> = fs::read(dest.join("index.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Index>(&b).ok())
+        .map(|i| i.manifests)
+        .unwrap_or_default();
+    for mut old in previous {
+        if manifests.len() >= KEPT_VERSIONS {
+            break;
+        }
+        if manifests.iter().any(|m| m.digest == old.digest) {
+            continue;
+        }
+        let Some(paths) = referenced_blobs(dest, &old.digest) else {
+            continue;
+        };
+        old.annotations.remove(ANNOTATION_REF_NAME);
+        keep.extend(paths);
+        manifests.push(old);
+    }
     let index = Index {
         schema_version: 2,
         media_type: OCI_INDEX.into(),
-        manifests: vec![ManifestDescriptor {
-            media_type: OCI_MANIFEST.into(),
-            digest: cache.manifest_desc.digest.clone(),
-            size: cache.manifest_desc.size,
-            annotations: HashMap::from([(ANNOTATION_REF_NAME.to_string(), "latest".to_string())]),
-        }],
+        manifests,
     };
     let bytes = serde_json::to_vec(&index)
         .map_err(|e| ExportError::InvalidConfig(format!("cache index: {e}")))?;
     write_atomic(&dest.join("index.json"), &bytes)?;
 
-    // Only now that index.json names the new manifest: drop what the old one used
+    // Only now that index.json names the new manifest: drop what no kept version uses
     // (BuildKit issue #1896: local cache directories grew without bound).
     for e in fs::read_dir(&blobs).map_err(|e| ExportError::io(what("cleaning"), e))? {
         let path = e.map_err(|e| ExportError::io(what("cleaning"), e))?.path();
@@ -457,7 +580,42 @@ pub fn write_cache_dir(
                 .map_err(|e| ExportError::io(format!("removing {}", path.display()), e))?;
         }
     }
-    Ok(())
+    Ok(written)
+}
+
+/// The blob files a manifest (or index) of a cache directory uses, itself included; `None`
+/// when it or one of them is missing, so that version cannot be imported any more.
+fn referenced_blobs(dir: &Path, digest: &str) -> Option<Vec<PathBuf>> {
+    #[derive(Deserialize)]
+    struct Refs {
+        config: Option<ManifestDescriptor>,
+        #[serde(default)]
+        layers: Vec<ManifestDescriptor>,
+        #[serde(default)]
+        manifests: Vec<ManifestDescriptor>,
+    }
+    let path = cache_dir_blob(dir, digest).ok()?;
+    let refs: Refs = serde_json::from_slice(&fs::read(&path).ok()?).ok()?;
+    let mut paths = vec![path];
+    for d in refs.config.iter().chain(&refs.layers).chain(&refs.manifests) {
+        let p = cache_dir_blob(dir, &d.digest).ok()?;
+        if !p.exists() {
+            return None;
+        }
+        paths.push(p);
+    }
+    Some(paths)
+}
+
+/// What an export wrote to its destination.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Blobs written (layers and the config).
+    pub blobs: usize,
+    /// Blobs the destination had already.
+    pub present: usize,
+    /// Bytes written, config and manifest included.
+    pub bytes: u64,
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
@@ -476,18 +634,58 @@ pub struct CacheManifest {
     pub layers: Vec<(Descriptor, String)>,
 }
 
+/// What a manifest named as a cache source turned out to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheSource {
+    /// A cache (an image manifest with a cache config, or BuildKit's older index layout).
+    Cache(CacheManifest),
+    /// An image: its config may hold an inline cache (see [`inline_cache`]).
+    Image {
+        /// Its config blob.
+        config: Descriptor,
+        /// Its layers, bottom first.
+        layers: Vec<Descriptor>,
+    },
+    /// An image index: the platform's image may hold an inline cache.
+    ImageIndex,
+}
+
 /// Parse a cache manifest; `what` names the cache in errors.
-pub fn parse_cache_manifest(bytes: &[u8], what: &str) -> Result<CacheManifest, String> {
-    let m: Manifest = serde_json::from_slice(bytes)
-        .map_err(|e| format!("{what}: the manifest is not valid JSON: {e}"))?;
-    if m.config.media_type != CACHE_CONFIG {
-        return Err(format!(
-            "{what}: not a build cache (its config has media type {:?}, not {CACHE_CONFIG})",
-            m.config.media_type
-        ));
+pub fn parse_cache_manifest(bytes: &[u8], what: &str) -> Result<CacheSource, String> {
+    #[derive(Deserialize)]
+    struct Any {
+        config: Option<ManifestDescriptor>,
+        #[serde(default)]
+        layers: Vec<ManifestDescriptor>,
+        manifests: Option<Vec<ManifestDescriptor>>,
     }
-    let mut layers = Vec::new();
-    for l in m.layers {
+    let m: Any = serde_json::from_slice(bytes)
+        .map_err(|e| format!("{what}: the manifest is not valid JSON: {e}"))?;
+    let (config, layers) = match (m.config, m.manifests) {
+        (Some(config), _) if config.media_type == CACHE_CONFIG => (config, m.layers),
+        (Some(config), _) if [OCI_CONFIG, DOCKER_CONFIG].contains(&config.media_type.as_str()) => {
+            return Ok(CacheSource::Image {
+                config: config.descriptor(),
+                layers: m.layers.into_iter().map(|l| l.descriptor()).collect(),
+            });
+        }
+        (Some(config), _) => {
+            return Err(format!(
+                "{what}: not a build cache (its config has media type {:?}, not {CACHE_CONFIG})",
+                config.media_type
+            ));
+        }
+        (None, Some(mut entries)) => {
+            let Some(i) = entries.iter().position(|d| d.media_type == CACHE_CONFIG) else {
+                return Ok(CacheSource::ImageIndex);
+            };
+            let config = entries.remove(i);
+            (config, entries)
+        }
+        (None, None) => return Err(format!("{what}: neither a manifest nor an index")),
+    };
+    let mut cache_layers = Vec::new();
+    for l in layers {
         let diff_id = l
             .annotations
             .get(ANNOTATION_UNCOMPRESSED)
@@ -504,23 +702,73 @@ pub fn parse_cache_manifest(bytes: &[u8], what: &str) -> Result<CacheManifest, S
                 l.digest, l.media_type
             ));
         }
-        layers.push((
-            Descriptor {
-                media_type: l.media_type,
-                digest: l.digest,
-                size: l.size,
-            },
-            diff_id,
+        cache_layers.push((l.descriptor(), diff_id));
+    }
+    Ok(CacheSource::Cache(CacheManifest {
+        config: config.descriptor(),
+        layers: cache_layers,
+    }))
+}
+
+/// The inline cache in an image's config (`config_bytes`), with the image's `layers`:
+/// the layers of the cache are the image's, their diff ids those of its `rootfs`.
+pub fn inline_cache(
+    config_bytes: &[u8],
+    config: &Descriptor,
+    layers: &[Descriptor],
+    what: &str,
+) -> Result<(CacheManifest, CacheConfig), String> {
+    #[derive(Deserialize)]
+    struct Rootfs {
+        #[serde(default)]
+        diff_ids: Vec<String>,
+    }
+    #[derive(Deserialize)]
+    struct ImageConfig {
+        rootfs: Option<Rootfs>,
+        #[serde(rename = "moby.buildkit.cache.v0")]
+        cache: Option<String>,
+    }
+    let image: ImageConfig = serde_json::from_slice(config_bytes)
+        .map_err(|e| format!("{what}: the image config is not valid JSON: {e}"))?;
+    let encoded = image.cache.ok_or_else(|| {
+        format!("{what}: the image has no inline cache (export one with --cache-to type=inline)")
+    })?;
+    let diff_ids = image.rootfs.map(|r| r.diff_ids).unwrap_or_default();
+    if diff_ids.len() != layers.len() {
+        return Err(format!(
+            "{what}: the image has {} layers but its config lists {} diff ids",
+            layers.len(),
+            diff_ids.len()
         ));
     }
-    Ok(CacheManifest {
-        config: Descriptor {
-            media_type: m.config.media_type,
-            digest: m.config.digest,
-            size: m.config.size,
-        },
-        layers,
-    })
+    let manifest = CacheManifest {
+        config: config.clone(),
+        layers: layers.iter().cloned().zip(diff_ids).collect(),
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.as_bytes())
+        .map_err(|e| format!("{what}: the inline cache is not base64: {e}"))?;
+    let config = parse_cache_config(&bytes, &manifest, what)?;
+    Ok((manifest, config))
+}
+
+/// The value of the image config's inline cache key ([`INLINE_CACHE_KEY`]) for `entries`,
+/// whose layers are the image's: `blobs` maps a layer id to its blob in the image (`None`:
+/// empty, no blob). Entries with a layer the image lacks are left out.
+pub fn inline_cache_value(
+    entries: &[CacheEntry],
+    blobs: &HashMap<String, Option<String>>,
+) -> Result<String, ExportError> {
+    let usable: Vec<CacheEntry> = entries
+        .iter()
+        .filter(|e| e.outputs.iter().flatten().all(|l| blobs.contains_key(&l.id)))
+        .cloned()
+        .collect();
+    let config = cache_config(&usable, |layer| Ok(blobs[&layer.id].clone()))?;
+    let json = serde_json::to_vec(&config)
+        .map_err(|e| ExportError::InvalidConfig(format!("inline cache: {e}")))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(json))
 }
 
 /// Parse and check a cache config: buildwit's key format, parents before children, blobs
@@ -641,6 +889,89 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("ref=REF"), "{e}");
+
+        let s = parse_cache_spec("type=inline", true).unwrap();
+        assert_eq!(s.target, CacheTarget::Inline);
+        let e = parse_cache_spec("type=inline,mode=max", true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("takes no options"), "{e}");
+        let e = parse_cache_spec("type=inline", false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("type=registry,ref=IMAGE"), "{e}");
+
+        // Media types: an image manifest by default; the older index on request; Docker's
+        // types imply the index.
+        let s = parse_cache_spec("type=local,dest=/c", true).unwrap();
+        assert!(s.oci_mediatypes && s.image_manifest);
+        let s = parse_cache_spec("type=local,dest=/c,image-manifest=false", true).unwrap();
+        assert!(s.oci_mediatypes && !s.image_manifest);
+        let s = parse_cache_spec("type=local,dest=/c,oci-mediatypes=false", true).unwrap();
+        assert!(!s.oci_mediatypes && !s.image_manifest);
+        for bad in [
+            "type=local,dest=/c,oci-mediatypes=false,image-manifest=true",
+            "type=local,dest=/c,oci-mediatypes=false,compression=zstd",
+        ] {
+            let e = parse_cache_spec(bad, true).unwrap_err().to_string();
+            assert!(e.contains("needs oci-mediatypes=true"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn older_layouts_and_inline_caches_read_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let content = ContentStore::open(tmp.path().join("content")).unwrap();
+        let dir = tmp.path().join("layers").join("l").join("diff");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("f"), "x").unwrap();
+        let layer = Layer { id: "l".into(), dir };
+        let entries = [CacheEntry {
+            key: "k".into(),
+            description: "step".into(),
+            record_type: "regular".into(),
+            created: 1,
+            outputs: vec![vec![layer.clone()]],
+        }];
+
+        // image-manifest=false with Docker media types: a manifest list of layers + config.
+        let spec = parse_cache_spec("type=local,dest=/c,oci-mediatypes=false", true).unwrap();
+        let built = build_cache(&content, &entries, &spec).unwrap();
+        assert_eq!(built.manifest_desc.media_type, DOCKER_MANIFEST_LIST);
+        let CacheSource::Cache(m) = parse_cache_manifest(&built.manifest, "t").unwrap() else {
+            panic!("not read as a cache");
+        };
+        assert_eq!(m.config, built.config_desc);
+        assert_eq!(m.layers.len(), 1);
+        assert_eq!(m.layers[0].0.media_type, crate::DOCKER_LAYER_GZIP);
+        parse_cache_config(&built.config, &m, "t").unwrap();
+
+        // Inline: the cache config in an image config, naming the image's layers.
+        let blob = layer_blob_with(&content, &layer, &LayerCompression::default()).unwrap();
+        let value = inline_cache_value(
+            &entries,
+            &HashMap::from([("l".to_string(), Some(blob.0.digest.clone()))]),
+        )
+        .unwrap();
+        let image_config = serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [blob.1]},
+            INLINE_CACHE_KEY: value,
+        })
+        .to_string();
+        let config_desc = Descriptor {
+            media_type: OCI_CONFIG.into(),
+            digest: sha256_digest(image_config.as_bytes()),
+            size: image_config.len() as u64,
+        };
+        let (m, config) =
+            inline_cache(image_config.as_bytes(), &config_desc, std::slice::from_ref(&blob.0), "t").unwrap();
+        assert_eq!(m.layers, vec![(blob.0, blob.1)]);
+        assert_eq!(config.records[0].digest, "k");
+        assert_eq!(config.records[0].results, vec![0]);
+        let plain = r#"{"architecture":"amd64","os":"linux","rootfs":{"diff_ids":[]}}"#;
+        let e = inline_cache(plain.as_bytes(), &config_desc, &[], "t").unwrap_err();
+        assert!(e.contains("has no inline cache"), "{e}");
     }
 
     #[test]
@@ -665,7 +996,8 @@ mod tests {
             entry("k2", vec![a.clone(), b.clone()]),
             entry("k1", vec![a.clone()]),
         ];
-        let built = build_cache(&content, &entries, &LayerCompression::default()).unwrap();
+        let spec = CacheSpec::new(CacheTarget::Local(tmp.path().join("cache")));
+        let built = build_cache(&content, &entries, &spec).unwrap();
         // `a` is one layer under both records, stored once.
         assert_eq!(built.layers.len(), 2);
         let dest = tmp.path().join("cache");
@@ -673,7 +1005,9 @@ mod tests {
 
         let bytes = read_cache_dir_manifest(&dest, None).unwrap();
         assert_eq!(bytes, built.manifest);
-        let manifest = parse_cache_manifest(&bytes, "test").unwrap();
+        let CacheSource::Cache(manifest) = parse_cache_manifest(&bytes, "test").unwrap() else {
+            panic!("not a cache manifest");
+        };
         assert_eq!(manifest.layers.len(), 2);
         let config_bytes =
             fs::read(cache_dir_blob(&dest, &manifest.config.digest).unwrap()).unwrap();
@@ -685,30 +1019,42 @@ mod tests {
 
         let count = || fs::read_dir(dest.join("blobs/sha256")).unwrap().count();
         assert_eq!(count(), 4, "two layers, config, manifest");
-        // Exporting something else: the old blobs go.
-        let other = build_cache(
-            &content,
-            &[entry("k3", vec![c])],
-            &LayerCompression::default(),
-        )
-        .unwrap();
-        write_cache_dir(&content, &other, &dest).unwrap();
-        assert_eq!(count(), 3);
-        assert_eq!(
-            read_cache_dir_manifest(&dest, None).unwrap(),
-            other.manifest
-        );
+        // Exporting it again writes no blob.
+        let again = write_cache_dir(&content, &built, &dest).unwrap();
+        assert_eq!((again.blobs, again.present), (0, 3));
+        assert_eq!(count(), 4);
 
-        // Two exports to one directory at once: the lock keeps them apart, and the result
-        // is one of them, whole.
+        // A new version: the old one stays importable by digest= ...
+        let other = build_cache(&content, &[entry("k3", vec![c])], &spec).unwrap();
+        write_cache_dir(&content, &other, &dest).unwrap();
+        assert_eq!(count(), 7);
+        let latest = || read_cache_dir_manifest(&dest, None).unwrap();
+        assert_eq!(latest(), other.manifest);
+        let old = Some(built.manifest_desc.digest.as_str());
+        assert_eq!(read_cache_dir_manifest(&dest, old).unwrap(), built.manifest);
+        // ... until KEPT_VERSIONS newer ones push it out, and its blobs go with it.
+        assert_eq!(KEPT_VERSIONS, 3);
+        // Three blobs each; the fourth version drops the first's four.
+        for (key, blobs) in [("k4", 10), ("k5", 9)] {
+            let v = build_cache(&content, &[entry(key, vec![layer(key, "w")])], &spec).unwrap();
+            write_cache_dir(&content, &v, &dest).unwrap();
+            assert_eq!(count(), blobs);
+        }
+        let e = read_cache_dir_manifest(&dest, old).unwrap_err();
+        assert!(e.contains("has no manifest"), "{e}");
+
+        // Two exports to one directory at once: the lock keeps them apart, and both are
+        // whole versions afterwards.
         std::thread::scope(|t| {
             t.spawn(|| write_cache_dir(&content, &built, &dest).unwrap());
             t.spawn(|| write_cache_dir(&content, &other, &dest).unwrap());
         });
-        let now = read_cache_dir_manifest(&dest, None).unwrap();
-        let expect = if now == built.manifest { 4 } else { 3 };
+        let now = latest();
         assert!(now == built.manifest || now == other.manifest);
-        assert_eq!(count(), expect);
+        for c in [&built, &other] {
+            let digest = Some(c.manifest_desc.digest.as_str());
+            assert_eq!(read_cache_dir_manifest(&dest, digest).unwrap(), c.manifest);
+        }
 
         // Someone else's cache config is refused by name.
         let foreign = br#"{"keyFormat":"","layers":[],"records":[]}"#;

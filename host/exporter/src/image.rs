@@ -1,7 +1,7 @@
 //! An image from a snapshot and the config its frontend made: layer blobs, the config with
 //! its rootfs and history made to agree with the layers, and the manifest.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use buildwit_worker::{ContentStore, Descriptor, Snapshot};
 use serde::de::{MapAccess, Visitor};
@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
 use crate::ExportError;
+use crate::cache::{CacheEntry, INLINE_CACHE_KEY, inline_cache_value};
 use crate::layer::{Compression, LayerCompression, layer_blob_with};
 use crate::layout::{DOCKER_CONFIG, DOCKER_MANIFEST, OCI_CONFIG, OCI_MANIFEST};
 use crate::tree::is_empty_layer;
@@ -54,6 +55,9 @@ pub struct ImageSpec {
     /// frontend set none, and to the `org.opencontainers.image.created` annotation
     /// (the time of the export when `None`).
     pub created: Option<String>,
+    /// Records to put in the config as an inline cache (`--cache-to type=inline`); their
+    /// layers must be the snapshot's.
+    pub inline_cache: Option<Vec<CacheEntry>>,
 }
 
 impl ImageSpec {
@@ -68,6 +72,7 @@ impl ImageSpec {
             force_compression: false,
             annotations: Annotations::default(),
             created: None,
+            inline_cache: None,
         }
     }
 }
@@ -161,6 +166,16 @@ pub fn build_image(content: &ContentStore, spec: &ImageSpec) -> Result<BuiltImag
             h.empty_layer = blobs[layer_index].is_none();
             layer_index += 1;
         }
+    }
+    if let Some(entries) = &spec.inline_cache {
+        let by_layer: HashMap<String, Option<String>> = spec
+            .snapshot
+            .layers
+            .iter()
+            .zip(&blobs)
+            .map(|(l, b)| (l.id.clone(), b.as_ref().map(|(d, _)| d.digest.clone())))
+            .collect();
+        config.set(INLINE_CACHE_KEY, &inline_cache_value(entries, &by_layer)?)?;
     }
     let (layers, diff_ids): (Vec<Descriptor>, Vec<String>) = blobs.into_iter().flatten().unzip();
 
@@ -388,18 +403,22 @@ impl<'de> Deserialize<'de> for RawConfig {
     }
 }
 
-/// The config BuildKit exports when the frontend gave none: this host's platform, a
-/// working directory and PATH.
-fn default_config() -> Vec<u8> {
-    let arch = match std::env::consts::ARCH {
+/// This host's architecture as OCI names it.
+pub fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
         "x86" => "386",
         "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
         other => other,
-    };
+    }
+}
+
+/// The config BuildKit exports when the frontend gave none: this host's platform, a
+/// working directory and PATH.
+fn default_config() -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
-        "architecture": arch,
+        "architecture": host_architecture(),
         "os": "linux",
         "rootfs": {"type": "layers", "diff_ids": []},
         "config": {

@@ -26,6 +26,8 @@ pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// Docker schema 2 manifest media type.
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker schema 2 manifest list media type.
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 /// Docker schema 2 config media type.
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 

@@ -27,13 +27,15 @@ mod tree;
 use std::io;
 
 pub use files::{export_local, export_tar, export_tar_file};
-pub use image::{Annotations, BuiltImage, ImageSpec, build_image, now_rfc3339, rfc3339_utc};
+pub use image::{
+    Annotations, BuiltImage, ImageSpec, build_image, host_architecture, now_rfc3339, rfc3339_utc,
+};
 pub use layer::{
     Compression, DOCKER_LAYER, DOCKER_LAYER_GZIP, DOCKER_LAYER_ZSTD, LayerCompression, OCI_LAYER,
     OCI_LAYER_GZIP, OCI_LAYER_ZSTD, layer_blob, layer_blob_with,
 };
 pub use layout::{
-    DOCKER_CONFIG, DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, write_docker_archive,
+    DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, write_docker_archive,
     write_docker_tar, write_oci_archive, write_oci_dir, write_oci_tar,
 };
 pub use output::{Destination, OutputError, OutputKind, OutputSpec, parse_output};

@@ -35,7 +35,8 @@ impl OutputKind {
         }
     }
 
-    fn is_image(&self) -> bool {
+    /// Whether it exports an image (rather than files).
+    pub fn is_image(&self) -> bool {
         matches!(
             self,
             OutputKind::Image | OutputKind::Oci | OutputKind::Docker

@@ -8,13 +8,14 @@
 
 #![warn(missing_docs)]
 
+mod direct;
 mod error;
 mod platform;
 mod pull;
 mod push;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use buildwit_config::RegistryConfig;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::{Client, Reference, RegistryOperation};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
@@ -30,12 +31,14 @@ use tokio::sync::Semaphore;
 pub use error::{RegistryError, RegistryErrorKind};
 use platform::Platform;
 pub use pull::{PlatformManifest, PulledBlob};
+pub use push::Pushed;
 
 /// At most this many requests run at once against one registry host.
 pub const MAX_CONNECTIONS_PER_REGISTRY: usize = 4;
 
 /// The name Docker Hub has in references.
 const DOCKER_HUB: &str = "docker.io";
+const USER_AGENT: &str = concat!("buildwit/", env!("CARGO_PKG_VERSION"));
 /// The host Docker Hub's registry API is served from.
 const DOCKER_HUB_HOST: &str = "registry-1.docker.io";
 /// The server key Docker Hub credentials are stored under in config.json.
@@ -72,14 +75,100 @@ struct HostSettings {
     http: bool,
     insecure: bool,
     ca: Vec<Certificate>,
-    has_keypair: bool,
+    /// A client certificate and its key, PEM (`keypair`, or a tlsconfigdir's
+    /// `.cert`/`.key`).
+    identity: Option<Vec<u8>>,
 }
 
-/// An oci-client configured for one host's settings.
+/// A client configured for one host's settings: oci-client, or our own for hosts that
+/// want a client certificate.
 struct HostClient {
     client: Client,
+    direct: Option<direct::Direct>,
     http: bool,
-    has_keypair: bool,
+}
+
+impl HostClient {
+    async fn store_auth(&self, registry: &str, auth: &RegistryAuth) {
+        match &self.direct {
+            Some(d) => d.store_auth(registry, auth),
+            None => self.client.store_auth_if_needed(registry, auth).await,
+        }
+    }
+
+    async fn auth(
+        &self,
+        r: &Reference,
+        auth: &RegistryAuth,
+        op: RegistryOperation,
+    ) -> Result<(), OciDistributionError> {
+        match &self.direct {
+            Some(d) => d.auth(r, auth, op).await,
+            None => self.client.auth(r, auth, op).await.map(|_| ()),
+        }
+    }
+
+    async fn pull_manifest_raw(
+        &self,
+        r: &Reference,
+        auth: &RegistryAuth,
+        accepted: &[&str],
+    ) -> Result<(bytes::Bytes, String), OciDistributionError> {
+        match &self.direct {
+            Some(d) => d.pull_manifest_raw(r, auth, accepted).await,
+            None => self.client.pull_manifest_raw(r, auth, accepted).await,
+        }
+    }
+
+    async fn pull_blob<W: tokio::io::AsyncWrite + Unpin + ?Sized>(
+        &self,
+        r: &Reference,
+        digest: &str,
+        out: &mut W,
+    ) -> Result<(), OciDistributionError> {
+        match &self.direct {
+            Some(d) => d.pull_blob(r, digest, out).await,
+            None => self.client.pull_blob(r, digest, out).await,
+        }
+    }
+
+    async fn blob_exists(&self, r: &Reference, digest: &str) -> Result<bool, OciDistributionError> {
+        match &self.direct {
+            Some(d) => d.blob_exists(r, digest).await,
+            None => self.client.blob_exists(r, digest).await,
+        }
+    }
+
+    async fn push_blob(
+        &self,
+        r: &Reference,
+        data: Vec<u8>,
+        digest: &str,
+    ) -> Result<(), OciDistributionError> {
+        match &self.direct {
+            Some(d) => d.push_blob(r, data, digest).await,
+            None => self.client.push_blob(r, data, digest).await.map(|_| ()),
+        }
+    }
+
+    async fn push_manifest_raw(
+        &self,
+        r: &Reference,
+        body: Vec<u8>,
+        content_type: http::HeaderValue,
+    ) -> Result<(), OciDistributionError> {
+        match &self.direct {
+            Some(d) => {
+                let ct = content_type.to_str().unwrap_or_default().to_string();
+                d.push_manifest_raw(r, body, &ct).await
+            }
+            None => self
+                .client
+                .push_manifest_raw(r, body, content_type)
+                .await
+                .map(|_| ()),
+        }
+    }
 }
 
 /// A mirror entry: `host[:port][/path]`.
@@ -183,16 +272,11 @@ impl Registries {
                 http: true,
                 insecure: false,
                 ca: Vec::new(),
-                has_keypair: false,
+                identity: None,
             });
         }
         let mut clients = BTreeMap::new();
         for (host, s) in &settings {
-            if s.has_keypair {
-                tracing::warn!(
-                    "[registry.\"{host}\"]: client certificates (keypair) are not supported yet (oci-client has no client identity setting); connecting without them"
-                );
-            }
             clients.insert(host.clone(), build_client(host, s)?);
         }
         let default_client = build_client(
@@ -201,7 +285,7 @@ impl Registries {
                 http: false,
                 insecure: false,
                 ca: Vec::new(),
-                has_keypair: false,
+                identity: None,
             },
         )?;
         Ok(Registries {
@@ -335,7 +419,6 @@ impl Registries {
         let _permit = self.permit(&ep.host).await;
         let (body, digest) = ep
             .client
-            .client
             .pull_manifest_raw(r, auth, ACCEPTED_MANIFESTS)
             .await
             .map_err(|e| map_error(e, ep, normalized, "manifest"))?;
@@ -382,7 +465,6 @@ impl Registries {
         {
             let _permit = self.permit(&ep.host).await;
             ep.client
-                .client
                 .pull_blob(r, desc.digest.as_str(), &mut out)
                 .await
                 .map_err(|e| map_error(e, ep, normalized, &what))?;
@@ -487,7 +569,11 @@ fn host_settings(host: &str, rc: &RegistryConfig) -> Result<HostSettings, Regist
     for path in &rc.ca {
         ca.extend(read_certificates(host, Path::new(path))?);
     }
-    let mut has_keypair = !rc.keypair.is_empty();
+    let mut pairs: Vec<(PathBuf, PathBuf)> = rc
+        .keypair
+        .iter()
+        .map(|k| (PathBuf::from(&k.cert), PathBuf::from(&k.key)))
+        .collect();
     for dir in &rc.tlsconfigdir {
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
@@ -501,17 +587,48 @@ fn host_settings(host: &str, rc: &RegistryConfig) -> Result<HostSettings, Regist
         for file in files {
             match file.extension().and_then(|e| e.to_str()) {
                 Some("crt") => ca.extend(read_certificates(host, &file)?),
-                Some("cert") | Some("key") => has_keypair = true,
+                // containerd's convention: NAME.cert goes with NAME.key.
+                Some("cert") => pairs.push((file.clone(), file.with_extension("key"))),
                 _ => {}
             }
         }
     }
+    if pairs.len() > 1 {
+        tracing::warn!(
+            "[registry.\"{host}\"]: {} client certificates given; using the first, {}",
+            pairs.len(),
+            pairs[0].0.display()
+        );
+    }
+    let identity = match pairs.first() {
+        Some((cert, key)) => Some(read_identity(host, cert, key)?),
+        None => None,
+    };
     Ok(HostSettings {
         http: rc.http.unwrap_or(false),
         insecure: rc.insecure.unwrap_or(false),
         ca,
-        has_keypair,
+        identity,
     })
+}
+
+/// A client certificate and its key, as one PEM for the TLS client.
+fn read_identity(host: &str, cert: &Path, key: &Path) -> Result<Vec<u8>, RegistryError> {
+    let read = |what: &str, path: &Path| {
+        std::fs::read(path).map_err(|e| {
+            RegistryError::config(
+                host,
+                format!(
+                    "cannot read the client {what} {} of [registry.\"{host}\"] keypair: {e}",
+                    path.display()
+                ),
+            )
+        })
+    };
+    let mut pem = read("certificate", cert)?;
+    pem.push(b'\n');
+    pem.extend(read("key", key)?);
+    Ok(pem)
 }
 
 /// Reads one CA file: PEM (one or more certificates) or DER.
@@ -574,7 +691,7 @@ fn build_client(host: &str, s: &HostSettings) -> Result<HostClient, RegistryErro
         max_concurrent_upload: MAX_CONNECTIONS_PER_REGISTRY,
         connect_timeout: Some(Duration::from_secs(15)),
         read_timeout: Some(Duration::from_secs(60)),
-        user_agent: concat!("buildwit/", env!("CARGO_PKG_VERSION")),
+        user_agent: USER_AGENT,
         ..ClientConfig::default()
     };
     let client = Client::try_from(config).map_err(|e| {
@@ -583,10 +700,18 @@ fn build_client(host: &str, s: &HostSettings) -> Result<HostClient, RegistryErro
             format!("cannot set up the client for [registry.\"{host}\"] (check its ca files): {e}"),
         )
     })?;
+    let direct = match &s.identity {
+        Some(identity) => Some(
+            direct::Direct::new(s.http, s.insecure, &s.ca, identity, USER_AGENT).map_err(|e| {
+                RegistryError::config(host, format!("[registry.\"{host}\"] keypair: {e}"))
+            })?,
+        ),
+        None => None,
+    };
     Ok(HostClient {
         client,
+        direct,
         http: s.http,
-        has_keypair: s.has_keypair,
     })
 }
 
@@ -692,7 +817,21 @@ fn map_error(
         OciDistributionError::RequestError(err) => {
             let cause = root_cause(&err);
             let lower = cause.to_ascii_lowercase();
-            let hint = if lower.contains("certificate")
+            let hint = if lower.contains("fatal alert")
+                && (lower.contains("badcertificate")
+                    || lower.contains("certificaterequired")
+                    || lower.contains("unknownca"))
+            {
+                if ep.client.direct.is_some() {
+                    format!(
+                        "it refused our client certificate: check the keypair of [registry.\"{key}\"] is signed by a CA it trusts"
+                    )
+                } else {
+                    format!(
+                        "it wants a client certificate: add [[registry.\"{key}\".keypair]] with cert and key, or NAME.cert and NAME.key in a tlsconfigdir"
+                    )
+                }
+            } else if lower.contains("certificate")
                 || lower.contains("unknownissuer")
                 || lower.contains("notvalidforname")
             {
@@ -716,12 +855,7 @@ fn map_error(
                     "is it running? set [registry.\"{key}\"] http = true for a plain-HTTP registry"
                 )
             };
-            let keypair = if ep.client.has_keypair {
-                "; note: client certificates (keypair) are not supported yet"
-            } else {
-                ""
-            };
-            unreachable(format!("{cause} ({hint}{keypair})"))
+            unreachable(format!("{cause} ({hint})"))
         }
         OciDistributionError::RegistryError { envelope, .. } => {
             let detail = envelope

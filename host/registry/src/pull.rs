@@ -147,12 +147,9 @@ impl Registries {
             let result = async {
                 let auth = self.auth_for(ep).await;
                 // pull_blob only uses stored credentials; a pull may start with a blob.
-                ep.client
-                    .client
-                    .store_auth_if_needed(r.resolve_registry(), &auth)
-                    .await;
+                ep.client.store_auth(r.resolve_registry(), &auth).await;
                 let _permit = self.permit(&blob_pool(&ep.host)).await;
-                ep.client.client.pull_blob(&r, digest, &mut counted).await
+                ep.client.pull_blob(&r, digest, &mut counted).await
             }
             .await;
             let written = counted.written;

@@ -9,15 +9,15 @@ use crate::{Registries, RegistryError, RegistryErrorKind, map_error};
 impl Registries {
     /// Push an image to `reference` (normalised like Docker): each blob `(digest, file)` the
     /// registry does not have yet, then the manifest with its media type, tagged as the
-    /// reference says. Pushes go to the registry itself, never to a mirror. Returns how many
-    /// blobs were uploaded.
+    /// reference says. Pushes go to the registry itself, never to a mirror. Returns what was
+    /// uploaded.
     pub async fn push_image(
         &self,
         reference: &str,
         blobs: &[(String, PathBuf)],
         manifest: &[u8],
         media_type: &str,
-    ) -> Result<usize, RegistryError> {
+    ) -> Result<Pushed, RegistryError> {
         let parsed: Reference = reference.trim().parse().map_err(|e| {
             RegistryError::new(
                 RegistryErrorKind::Invalid,
@@ -31,12 +31,12 @@ impl Registries {
         let ep = endpoints.last().expect("the origin is always an endpoint");
         let r = ep.reference(&parsed);
         let auth = self.auth_for(ep).await;
-        let client = &ep.client.client;
+        let client = &ep.client;
         client
             .auth(&r, &auth, RegistryOperation::Push)
             .await
             .map_err(|e| map_error(e, ep, &normalized, "push"))?;
-        let mut uploaded = 0;
+        let mut pushed = Pushed::default();
         for (digest, path) in blobs {
             let _permit = self.permit(&ep.host).await;
             if client
@@ -44,6 +44,7 @@ impl Registries {
                 .await
                 .map_err(|e| map_error(e, ep, &normalized, "blob"))?
             {
+                pushed.present += 1;
                 continue;
             }
             let data = tokio::fs::read(path).await.map_err(|e| {
@@ -57,11 +58,13 @@ impl Registries {
                     ),
                 )
             })?;
+            let data_len = data.len() as u64;
             client
                 .push_blob(&r, data, digest)
                 .await
                 .map_err(|e| map_error(e, ep, &normalized, "blob"))?;
-            uploaded += 1;
+            pushed.blobs += 1;
+            pushed.bytes += data_len;
         }
         let content_type = http::HeaderValue::from_str(media_type).map_err(|e| {
             RegistryError::new(
@@ -75,6 +78,18 @@ impl Registries {
             .push_manifest_raw(&r, manifest.to_vec(), content_type)
             .await
             .map_err(|e| map_error(e, ep, &normalized, "manifest"))?;
-        Ok(uploaded)
+        pushed.bytes += manifest.len() as u64;
+        Ok(pushed)
     }
+}
+
+/// What [`Registries::push_image`] uploaded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pushed {
+    /// Blobs uploaded.
+    pub blobs: usize,
+    /// Blobs the registry had already.
+    pub present: usize,
+    /// Bytes uploaded, the manifest included.
+    pub bytes: u64,
 }

@@ -449,7 +449,105 @@ fn make_tls(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::write(&ca_path, ca.pem()).unwrap();
     std::fs::write(&cert_path, server.pem()).unwrap();
     std::fs::write(&key_path, server_key.serialize_pem()).unwrap();
+    // A client certificate from the same CA, named as containerd's tlsconfigdir wants.
+    let client_key = KeyPair::generate().unwrap();
+    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "buildwit test client");
+    client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client = client_params.signed_by(&client_key, &ca).unwrap();
+    std::fs::write(dir.join("client.cert"), client.pem()).unwrap();
+    std::fs::write(dir.join("client.key"), client_key.serialize_pem()).unwrap();
     (ca_path, cert_path, key_path)
+}
+
+#[tokio::test]
+async fn client_certificates_from_keypair_or_tlsconfigdir() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_tls(certs.path());
+    // The registry asks for a client certificate signed by the CA.
+    let reg = start_registry_with(
+        Some((&cert, &key)),
+        &format!("    clientcas:\n      - {}\n", ca.display()),
+    );
+    let host = reg.host();
+    let reference = format!("{host}/library/mtls:latest");
+    let with = |rc: RegistryConfig| {
+        Registries::new(&BTreeMap::from([(host.clone(), rc)])).unwrap()
+    };
+    let keypair = RegistryConfig {
+        ca: vec![ca.display().to_string()],
+        keypair: vec![buildwit_config::KeyPair {
+            cert: certs.path().join("client.cert").display().to_string(),
+            key: certs.path().join("client.key").display().to_string(),
+        }],
+        ..Default::default()
+    };
+
+    // Push through the keypair client: a config blob and a manifest naming it.
+    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config_digest = sha256(config);
+    let config_path = certs.path().join("config.json");
+    std::fs::write(&config_path, config).unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config.len()},
+        "layers": [],
+    }))
+    .unwrap();
+    let pushed = with(keypair.clone())
+        .push_image(
+            &reference,
+            &[(config_digest.clone(), config_path)],
+            &manifest,
+            OCI_MANIFEST,
+        )
+        .await
+        .unwrap();
+    assert_eq!(pushed.blobs, 1);
+
+    let got = with(keypair)
+        .resolve_image_config(&reference, "linux", "amd64", "")
+        .await
+        .unwrap();
+    assert_eq!(got.config, config);
+    assert_eq!(got.manifest_digest, sha256(&manifest));
+
+    // Without the certificate the registry refuses the connection: a clear error.
+    let err = with(RegistryConfig {
+        ca: vec![ca.display().to_string()],
+        ..Default::default()
+    })
+    .resolve_image_config(&reference, "linux", "amd64", "")
+    .await
+    .unwrap_err();
+    eprintln!("{err}");
+    assert_eq!(err.kind(), RegistryErrorKind::Unreachable, "{err}");
+    assert!(err.to_string().contains(&host), "{err}");
+    assert!(err.to_string().contains(".keypair]] with cert and key"), "{err}");
+
+    // containerd's layout: ca.crt, client.cert and client.key in a tlsconfigdir.
+    let tlsdir = tempfile::tempdir().unwrap();
+    std::fs::copy(&ca, tlsdir.path().join("ca.crt")).unwrap();
+    for f in ["client.cert", "client.key"] {
+        std::fs::copy(certs.path().join(f), tlsdir.path().join(f)).unwrap();
+    }
+    let regs = with(RegistryConfig {
+        tlsconfigdir: vec![tlsdir.path().display().to_string()],
+        ..Default::default()
+    });
+    let mut blob = Vec::new();
+    regs.pull_blob(&reference, &config_digest, Some(config.len() as u64), &mut blob)
+        .await
+        .unwrap();
+    assert_eq!(blob, config);
+}
+
+fn sha256(b: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)))
 }
 
 #[tokio::test]
