@@ -20,7 +20,7 @@ use buildwit_exporter::host_architecture;
 use buildwit_registry::Registries;
 use buildwit_solver::{Record, SolvedKeys, Solver};
 use buildwit_worker::content::sha256_digest;
-use buildwit_worker::{Descriptor, LayerMeta};
+use buildwit_worker::{ContentStore, Descriptor, LayerMeta};
 use sha2::{Digest as _, Sha256};
 
 /// The records a cache export holds. `max`: every record of the build. `min`: the records
@@ -217,11 +217,8 @@ pub(crate) fn import(
         let id = format!("chain-{}", chain.trim_start_matches("sha256:"));
         if worker.snapshots.layer(&id).is_none() {
             if !worker.content.has(&desc.digest) {
-                let bytes = fetch(registries, io, &source, desc, &what)?;
-                worker
-                    .content
-                    .write(&bytes)
-                    .map_err(|e| format!("{what}: storing blob {}: {e}", desc.digest))?;
+                store_blob(&worker.content, registries, io, &source, desc)
+                    .map_err(|e| format!("{what}: blob {}: {e}", desc.digest))?;
             }
             unpack(worker, desc, diff_id, &id).map_err(|e| format!("{what}: {e}"))?;
         }
@@ -278,7 +275,70 @@ pub(crate) fn import(
     Ok(added)
 }
 
-/// A blob of the cache, checked against its digest.
+/// Stream a layer blob of the cache into the content store; a blob whose bytes do not
+/// match its digest is not kept.
+fn store_blob(
+    content: &ContentStore,
+    registries: &Registries,
+    io: &tokio::runtime::Runtime,
+    source: &Source,
+    desc: &Descriptor,
+) -> Result<(), String> {
+    match source {
+        Source::Dir(dir) => {
+            let path = cache_dir_blob(dir, &desc.digest)?;
+            let file =
+                File::open(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+            content
+                .ingest(file, Some(&desc.digest))
+                .map_err(|e| e.to_string())?;
+        }
+        Source::Registry(reference) => {
+            let mut writer = content.writer().map_err(|e| e.to_string())?;
+            io.block_on(registries.pull_blob(
+                reference,
+                &desc.digest,
+                Some(desc.size),
+                &mut SyncSink(&mut writer),
+            ))
+            .map_err(|e| e.to_string())?;
+            writer
+                .commit(Some(&desc.digest))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// A local file writer as an async sink: writes to a local file do not wait on anything
+/// worth yielding for.
+struct SyncSink<'a, W>(&'a mut W);
+
+impl<W: std::io::Write + Unpin> tokio::io::AsyncWrite for SyncSink<'_, W> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(self.get_mut().0.write(buf))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(self.get_mut().0.flush())
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// A small blob of the cache (its config), checked against its digest.
 fn fetch(
     registries: &Registries,
     io: &tokio::runtime::Runtime,
@@ -286,6 +346,14 @@ fn fetch(
     desc: &Descriptor,
     what: &str,
 ) -> Result<Vec<u8>, String> {
+    // Held in memory: a config larger than this is not one.
+    const MAX_CONFIG_SIZE: u64 = 64 << 20;
+    if desc.size > MAX_CONFIG_SIZE {
+        return Err(format!(
+            "{what}: its config {} is {} bytes, more than the {MAX_CONFIG_SIZE} allowed",
+            desc.digest, desc.size
+        ));
+    }
     let bytes = match source {
         Source::Dir(dir) => {
             let path = cache_dir_blob(dir, &desc.digest)?;
