@@ -116,6 +116,7 @@ fn run_mounts_secrets_tmpfs_bind_and_users() {
                  ADD bundle.tar.gz /unpacked/\n\
                  RUN --mount=type=ssh test -S /run/buildkit/ssh_agent.0 && echo ssh-ok\n\
                  RUN --mount=type=cache,target=/c,uid=1000,mode=0700,sharing=private test \"$(stat -c %u:%a /c)\" = 1000:700 && echo cache-ok\n\
+                 RUN --mount=type=cache,id=twice,target=/a,sharing=locked --mount=type=cache,id=twice,target=/b,sharing=locked touch /a/x && test -f /b/x && echo locked-twice-ok\n\
                  USER app\nRUN id -u > /tmp/uid\n",
             ),
             ("tok.txt", "s3cret"),
@@ -152,7 +153,7 @@ fn run_mounts_secrets_tmpfs_bind_and_users() {
             ],
         )
         .ok();
-    for marker in ["secret-ok", "ssh-ok", "cache-ok"] {
+    for marker in ["secret-ok", "ssh-ok", "cache-ok", "locked-twice-ok"] {
         assert!(
             b.logs.iter().any(|l| l.contains(marker)),
             "{marker}: {:?}",

@@ -195,6 +195,23 @@ impl Worker {
         let mut rootfs = PathBuf::new();
         let mut readonly_root = false;
         let mut locks = Vec::new();
+        // Cache mounts first, in one order (by name) and once per name: two steps locking
+        // the same caches cannot wait on each other, and a step that mounts one cache twice
+        // does not wait on itself.
+        let mut caches: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let mut cache_mounts: Vec<&pb::Mount> = mounts
+            .iter()
+            .filter(|m| m.mount_type == pb::MountType::Cache as i32)
+            .collect();
+        cache_mounts.sort_by_cached_key(|m| cache_mount_name(m));
+        for m in cache_mounts {
+            let name = cache_mount_name(m);
+            if !caches.contains_key(&name) {
+                let (dir, lock) = self.cache_mount(m, &input(m.input)?)?;
+                locks.extend(lock);
+                caches.insert(name, dir);
+            }
+        }
         for (n, m) in mounts.iter().enumerate() {
             let kind = pb::MountType::try_from(m.mount_type).unwrap_or(pb::MountType::Bind);
             let source = match kind {
@@ -226,14 +243,10 @@ impl Worker {
                 pb::MountType::Tmpfs => MountKind::Tmpfs {
                     size: m.tmpfs_opt.as_ref().map_or(0, |t| t.size),
                 },
-                pb::MountType::Cache => {
-                    let (dir, lock) = self.cache_mount(m, &input(m.input)?)?;
-                    locks.extend(lock);
-                    MountKind::Bind {
-                        source: dir,
-                        readonly: m.readonly,
-                    }
-                }
+                pb::MountType::Cache => MountKind::Bind {
+                    source: caches[&cache_mount_name(m)].clone(),
+                    readonly: m.readonly,
+                },
                 pb::MountType::Secret => {
                     let opt = m.secret_opt.clone().unwrap_or_default();
                     let Some(data) = session.secrets.get(&opt.id) else {
