@@ -204,7 +204,7 @@ pub(crate) fn import(
     let mut ids: Vec<String> = Vec::with_capacity(config.layers.len());
     let mut chains: Vec<String> = Vec::with_capacity(config.layers.len());
     for layer in &config.layers {
-        let (desc, diff_id) = diff_ids[layer.blob.as_str()];
+        let (_, diff_id) = diff_ids[layer.blob.as_str()];
         let chain = if layer.parent < 0 {
             diff_id.to_string()
         } else {
@@ -214,16 +214,32 @@ pub(crate) fn import(
                 hex::encode(Sha256::digest(format!("{parent} {diff_id}")))
             )
         };
-        let id = format!("chain-{}", chain.trim_start_matches("sha256:"));
-        if worker.snapshots.layer(&id).is_none() {
-            if !worker.content.has(&desc.digest) {
-                store_blob(&worker.content, registries, io, &source, desc)
-                    .map_err(|e| format!("{what}: blob {}: {e}", desc.digest))?;
-            }
-            unpack(worker, desc, diff_id, &id).map_err(|e| format!("{what}: {e}"))?;
-        }
-        ids.push(id);
+        ids.push(format!("chain-{}", chain.trim_start_matches("sha256:")));
         chains.push(chain);
+    }
+    // The blobs of the layers this root lacks, fetched side by side, then unpacked.
+    let missing: Vec<(&str, &Descriptor, &str)> = config
+        .layers
+        .iter()
+        .zip(&ids)
+        .filter(|(_, id)| worker.snapshots.layer(id).is_none())
+        .map(|(layer, id)| {
+            let (desc, diff_id) = diff_ids[layer.blob.as_str()];
+            (id.as_str(), desc, diff_id)
+        })
+        .collect();
+    let mut wanted: Vec<&Descriptor> = Vec::new();
+    for (_, desc, _) in &missing {
+        if !worker.content.has(&desc.digest) && !wanted.iter().any(|d| d.digest == desc.digest) {
+            wanted.push(desc);
+        }
+    }
+    store_blobs(&worker.content, registries, io, &source, &wanted)
+        .map_err(|e| format!("{what}: {e}"))?;
+    for (id, desc, diff_id) in missing {
+        if worker.snapshots.layer(id).is_none() {
+            unpack(worker, desc, diff_id, id).map_err(|e| format!("{what}: {e}"))?;
+        }
     }
 
     let now = SystemTime::now()
@@ -275,36 +291,51 @@ pub(crate) fn import(
     Ok(added)
 }
 
-/// Stream a layer blob of the cache into the content store; a blob whose bytes do not
-/// match its digest is not kept.
-fn store_blob(
+/// Stream layer blobs of the cache into the content store, from a registry as many at
+/// once as its connection limit allows; a blob whose bytes do not match its digest is not
+/// kept.
+fn store_blobs(
     content: &ContentStore,
     registries: &Registries,
     io: &tokio::runtime::Runtime,
     source: &Source,
-    desc: &Descriptor,
+    blobs: &[&Descriptor],
 ) -> Result<(), String> {
+    let failed = |d: &Descriptor, e: String| format!("blob {}: {e}", d.digest);
     match source {
         Source::Dir(dir) => {
-            let path = cache_dir_blob(dir, &desc.digest)?;
-            let file =
-                File::open(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-            content
-                .ingest(file, Some(&desc.digest))
-                .map_err(|e| e.to_string())?;
+            for desc in blobs {
+                let path = cache_dir_blob(dir, &desc.digest)?;
+                let file = File::open(&path)
+                    .map_err(|e| failed(desc, format!("reading {}: {e}", path.display())))?;
+                content
+                    .ingest(file, Some(&desc.digest))
+                    .map_err(|e| failed(desc, e.to_string()))?;
+            }
         }
         Source::Registry(reference) => {
-            let mut writer = content.writer().map_err(|e| e.to_string())?;
-            io.block_on(registries.pull_blob(
-                reference,
-                &desc.digest,
-                Some(desc.size),
-                &mut SyncSink(&mut writer),
-            ))
-            .map_err(|e| e.to_string())?;
-            writer
-                .commit(Some(&desc.digest))
-                .map_err(|e| e.to_string())?;
+            use futures_util::StreamExt;
+            let results: Vec<Result<(), String>> = io.block_on(
+                futures_util::stream::iter(blobs.iter().map(|desc| async move {
+                    let mut writer = content.writer().map_err(|e| failed(desc, e.to_string()))?;
+                    registries
+                        .pull_blob(
+                            reference,
+                            &desc.digest,
+                            Some(desc.size),
+                            &mut SyncSink(&mut writer),
+                        )
+                        .await
+                        .map_err(|e| failed(desc, e.to_string()))?;
+                    writer
+                        .commit(Some(&desc.digest))
+                        .map(|_| ())
+                        .map_err(|e| failed(desc, e.to_string()))
+                }))
+                .buffer_unordered(buildwit_registry::MAX_CONNECTIONS_PER_REGISTRY)
+                .collect(),
+            );
+            results.into_iter().collect::<Result<(), String>>()?;
         }
     }
     Ok(())

@@ -689,6 +689,8 @@ fn build_client(host: &str, s: &HostSettings) -> Result<HostClient, RegistryErro
         platform_resolver: None,
         max_concurrent_download: MAX_CONNECTIONS_PER_REGISTRY,
         max_concurrent_upload: MAX_CONNECTIONS_PER_REGISTRY,
+        // One POST and one PUT per blob, rather than a PATCH per chunk in between.
+        use_monolithic_push: true,
         connect_timeout: Some(Duration::from_secs(15)),
         read_timeout: Some(Duration::from_secs(60)),
         user_agent: USER_AGENT,

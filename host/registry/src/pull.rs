@@ -233,7 +233,7 @@ impl Registries {
 }
 
 /// The key of a host's blob download pool (see the module docs).
-fn blob_pool(host: &str) -> String {
+pub(crate) fn blob_pool(host: &str) -> String {
     format!("{host} blobs")
 }
 

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use oci_client::{Reference, RegistryOperation};
 
-use crate::{Registries, RegistryError, RegistryErrorKind, map_error};
+use futures_util::StreamExt;
+
+use crate::pull::blob_pool;
+use crate::{MAX_CONNECTIONS_PER_REGISTRY, Registries, RegistryError, RegistryErrorKind, map_error};
 
 impl Registries {
     /// Push an image to `reference` (normalised like Docker): each blob `(digest, file)` the
@@ -36,35 +39,50 @@ impl Registries {
             .auth(&r, &auth, RegistryOperation::Push)
             .await
             .map_err(|e| map_error(e, ep, &normalized, "push"))?;
-        let mut pushed = Pushed::default();
-        for (digest, path) in blobs {
-            let _permit = self.permit(&ep.host).await;
-            if client
-                .blob_exists(&r, digest)
-                .await
-                .map_err(|e| map_error(e, ep, &normalized, "blob"))?
-            {
-                pushed.present += 1;
-                continue;
+        // Blobs go up side by side, as many as the host's blob pool allows.
+        let pool = blob_pool(&ep.host);
+        let uploads = futures_util::stream::iter(blobs.iter().map(|(digest, path)| {
+            let (r, normalized, pool) = (&r, &normalized, &pool);
+            async move {
+                let _permit = self.permit(pool).await;
+                if client
+                    .blob_exists(r, digest)
+                    .await
+                    .map_err(|e| map_error(e, ep, normalized, "blob"))?
+                {
+                    return Ok(None);
+                }
+                let data = tokio::fs::read(path).await.map_err(|e| {
+                    RegistryError::new(
+                        RegistryErrorKind::Invalid,
+                        normalized,
+                        &ep.host,
+                        format!(
+                            "cannot read blob {digest} to push ({}): {e}",
+                            path.display()
+                        ),
+                    )
+                })?;
+                let len = data.len() as u64;
+                client
+                    .push_blob(r, data, digest)
+                    .await
+                    .map_err(|e| map_error(e, ep, normalized, "blob"))?;
+                Ok::<_, RegistryError>(Some(len))
             }
-            let data = tokio::fs::read(path).await.map_err(|e| {
-                RegistryError::new(
-                    RegistryErrorKind::Invalid,
-                    &normalized,
-                    &ep.host,
-                    format!(
-                        "cannot read blob {digest} to push ({}): {e}",
-                        path.display()
-                    ),
-                )
-            })?;
-            let data_len = data.len() as u64;
-            client
-                .push_blob(&r, data, digest)
-                .await
-                .map_err(|e| map_error(e, ep, &normalized, "blob"))?;
-            pushed.blobs += 1;
-            pushed.bytes += data_len;
+        }))
+        .buffer_unordered(MAX_CONNECTIONS_PER_REGISTRY)
+        .collect::<Vec<_>>()
+        .await;
+        let mut pushed = Pushed::default();
+        for upload in uploads {
+            match upload? {
+                Some(len) => {
+                    pushed.blobs += 1;
+                    pushed.bytes += len;
+                }
+                None => pushed.present += 1,
+            }
         }
         let content_type = http::HeaderValue::from_str(media_type).map_err(|e| {
             RegistryError::new(
