@@ -73,9 +73,7 @@ fn main() {
         ));
     }
     let ctx = s.context("many-layers", &[("Dockerfile", &dockerfile)]);
-    println!(
-        "{LAYERS} layers of {KIB_PER_LAYER} KiB, mode=max, gzip; median of {RUNS} runs\n"
-    );
+    println!("{LAYERS} layers of {KIB_PER_LAYER} KiB, mode=max, gzip; median of {RUNS} runs\n");
     s.build(&ctx, &[]).ok();
     report(
         "fully cached build, no export",

@@ -151,7 +151,11 @@ fn a_local_cache_keeps_three_versions_and_removes_the_rest() {
     for (i, content) in ["one\n", "two\n", "three\n", "four\n"].iter().enumerate() {
         std::fs::write(ctx.join("other.txt"), content).unwrap();
         let b = s.build(&ctx, &["--export-cache", &dest]).ok();
-        assert!(!export_line(&b).contains(" 0 blobs written"), "{:?}", b.logs);
+        assert!(
+            !export_line(&b).contains(" 0 blobs written"),
+            "{:?}",
+            b.logs
+        );
         let (on_disk, named) = blobs(&cache);
         assert_eq!(on_disk, named, "export {i}: exactly what index.json names");
         kept.push((versions(&cache)[0].clone(), on_disk.len()));
@@ -262,7 +266,10 @@ fn mode_min_exports_the_steps_of_the_result_only() {
     let (on_disk, named) = blobs(&cache);
     assert_eq!(on_disk, named);
     let manifest = json(&blob(&cache, &versions(&cache)[0]));
-    let config = json(&blob(&cache, manifest["config"]["digest"].as_str().unwrap()));
+    let config = json(&blob(
+        &cache,
+        manifest["config"]["digest"].as_str().unwrap(),
+    ));
     assert_eq!(config["keyFormat"], "buildwit.v1");
     let described: Vec<&str> = config["records"]
         .as_array()
@@ -272,7 +279,10 @@ fn mode_min_exports_the_steps_of_the_result_only() {
         .collect();
     // The final stage's steps, whose layers the result is made of; not the build stage's.
     for step in ["RUN cat /other.txt", "COPY other.txt", "COPY --from=build"] {
-        assert!(described.iter().any(|d| d.contains(step)), "{step}: {described:?}");
+        assert!(
+            described.iter().any(|d| d.contains(step)),
+            "{step}: {described:?}"
+        );
     }
     assert!(
         !described.iter().any(|d| d.contains("RUN cat app.txt")),
@@ -372,14 +382,13 @@ fn an_inline_cache_travels_in_the_image() {
     }
 
     // An image without one: a warning, and the build goes on.
-    let plain = s
-        .buildwit(&[
-            "build",
-            ctx.to_str().unwrap(),
-            "--progress=plain",
-            "--cache-from",
-            &s.image,
-        ]);
+    let plain = s.buildwit(&[
+        "build",
+        ctx.to_str().unwrap(),
+        "--progress=plain",
+        "--cache-from",
+        &s.image,
+    ]);
     let err = text(&plain.stderr);
     assert!(plain.status.success(), "{err}");
     assert!(err.contains("has no inline cache"), "{err}");

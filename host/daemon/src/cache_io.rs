@@ -46,7 +46,13 @@ pub(crate) fn entries(
         let Some(record) = db.get(key).map_err(|e| e.to_string())? else {
             continue;
         };
-        if mode == CacheMode::Min && !record.outputs.iter().flatten().all(|id| result_layers.contains(id)) {
+        if mode == CacheMode::Min
+            && !record
+                .outputs
+                .iter()
+                .flatten()
+                .all(|id| result_layers.contains(id))
+        {
             continue;
         }
         // A record whose layers are gone (GC) cannot be exported; it is a miss here too.

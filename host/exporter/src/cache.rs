@@ -16,17 +16,15 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
+use base64::Engine as _;
 use buildwit_worker::content::{digest_hex, sha256_digest};
 use buildwit_worker::{ContentStore, Descriptor, Layer};
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::ExportError;
 use crate::atomic::AtomicFile;
 use crate::layer::{Compression, LayerCompression, layer_blob_with};
-use crate::layout::{
-    DOCKER_CONFIG, DOCKER_MANIFEST_LIST, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST,
-};
+use crate::layout::{DOCKER_CONFIG, DOCKER_MANIFEST_LIST, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST};
 
 /// Media type of the cache config (BuildKit's).
 pub const CACHE_CONFIG: &str = "application/vnd.buildkit.cacheconfig.v0";
@@ -126,7 +124,9 @@ pub fn parse_cache_spec(spec: &str, export: bool) -> Result<CacheSpec, ExportErr
         if spec.trim().is_empty() {
             return Err(bad("empty cache spec".into()));
         }
-        return Ok(CacheSpec::new(CacheTarget::Registry(spec.trim().to_string())));
+        return Ok(CacheSpec::new(CacheTarget::Registry(
+            spec.trim().to_string(),
+        )));
     }
     let mut kind = None;
     let mut path = None;
@@ -597,7 +597,12 @@ fn referenced_blobs(dir: &Path, digest: &str) -> Option<Vec<PathBuf>> {
     let path = cache_dir_blob(dir, digest).ok()?;
     let refs: Refs = serde_json::from_slice(&fs::read(&path).ok()?).ok()?;
     let mut paths = vec![path];
-    for d in refs.config.iter().chain(&refs.layers).chain(&refs.manifests) {
+    for d in refs
+        .config
+        .iter()
+        .chain(&refs.layers)
+        .chain(&refs.manifests)
+    {
         let p = cache_dir_blob(dir, &d.digest).ok()?;
         if !p.exists() {
             return None;
@@ -762,7 +767,12 @@ pub fn inline_cache_value(
 ) -> Result<String, ExportError> {
     let usable: Vec<CacheEntry> = entries
         .iter()
-        .filter(|e| e.outputs.iter().flatten().all(|l| blobs.contains_key(&l.id)))
+        .filter(|e| {
+            e.outputs
+                .iter()
+                .flatten()
+                .all(|l| blobs.contains_key(&l.id))
+        })
         .cloned()
         .collect();
     let config = cache_config(&usable, |layer| Ok(blobs[&layer.id].clone()))?;
@@ -925,7 +935,10 @@ mod tests {
         let dir = tmp.path().join("layers").join("l").join("diff");
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("f"), "x").unwrap();
-        let layer = Layer { id: "l".into(), dir };
+        let layer = Layer {
+            id: "l".into(),
+            dir,
+        };
         let entries = [CacheEntry {
             key: "k".into(),
             description: "step".into(),
@@ -964,8 +977,13 @@ mod tests {
             digest: sha256_digest(image_config.as_bytes()),
             size: image_config.len() as u64,
         };
-        let (m, config) =
-            inline_cache(image_config.as_bytes(), &config_desc, std::slice::from_ref(&blob.0), "t").unwrap();
+        let (m, config) = inline_cache(
+            image_config.as_bytes(),
+            &config_desc,
+            std::slice::from_ref(&blob.0),
+            "t",
+        )
+        .unwrap();
         assert_eq!(m.layers, vec![(blob.0, blob.1)]);
         assert_eq!(config.records[0].digest, "k");
         assert_eq!(config.records[0].results, vec![0]);

@@ -35,8 +35,8 @@ pub use layer::{
     OCI_LAYER_GZIP, OCI_LAYER_ZSTD, layer_blob, layer_blob_with,
 };
 pub use layout::{
-    DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, write_docker_archive,
-    write_docker_tar, write_oci_archive, write_oci_dir, write_oci_tar,
+    DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST,
+    write_docker_archive, write_docker_tar, write_oci_archive, write_oci_dir, write_oci_tar,
 };
 pub use output::{Destination, OutputError, OutputKind, OutputSpec, parse_output};
 pub use reference::{ImageName, normalize_name};

@@ -254,7 +254,8 @@ impl Direct {
         let (scheme, params) = challenge.split_once(' ').unwrap_or((&challenge, ""));
         if scheme.eq_ignore_ascii_case("basic") {
             let (user, pass) = basic.ok_or(OciDistributionError::UnauthorizedError { url })?;
-            let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            let encoded =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
             return Ok(format!("Basic {encoded}"));
         }
         if !scheme.eq_ignore_ascii_case("bearer") {
@@ -264,9 +265,9 @@ impl Direct {
             return Ok(format!("Bearer {token}"));
         }
         let params = challenge_params(params);
-        let realm = params
-            .get("realm")
-            .ok_or_else(|| OciDistributionError::AuthenticationFailure(format!("no realm in {challenge:?}")))?;
+        let realm = params.get("realm").ok_or_else(|| {
+            OciDistributionError::AuthenticationFailure(format!("no realm in {challenge:?}"))
+        })?;
         let actions = if push { "pull,push" } else { "pull" };
         let mut query = vec![("scope", format!("repository:{}:{actions}", r.repository()))];
         if let Some(service) = params.get("service") {
@@ -299,10 +300,7 @@ impl Direct {
 
 /// The manifest path element of a reference: its digest if pinned, else its tag.
 fn manifest_name(r: &Reference) -> String {
-    r.digest()
-        .or(r.tag())
-        .unwrap_or("latest")
-        .to_string()
+    r.digest().or(r.tag()).unwrap_or("latest").to_string()
 }
 
 /// `realm="…",service="…",scope="…"` as a map.
@@ -310,7 +308,11 @@ fn challenge_params(s: &str) -> HashMap<String, String> {
     let mut out = HashMap::new();
     let mut rest = s.trim();
     while let Some((key, after)) = rest.split_once('=') {
-        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
         let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
             let end = quoted.find('"').unwrap_or(quoted.len());
             (&quoted[..end], quoted.get(end + 1..).unwrap_or(""))

@@ -7,7 +7,9 @@ use oci_client::{Reference, RegistryOperation};
 use futures_util::StreamExt;
 
 use crate::pull::blob_pool;
-use crate::{MAX_CONNECTIONS_PER_REGISTRY, Registries, RegistryError, RegistryErrorKind, map_error};
+use crate::{
+    MAX_CONNECTIONS_PER_REGISTRY, Registries, RegistryError, RegistryErrorKind, map_error,
+};
 
 impl Registries {
     /// Push an image to `reference` (normalised like Docker): each blob `(digest, file)` the

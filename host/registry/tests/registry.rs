@@ -473,9 +473,7 @@ async fn client_certificates_from_keypair_or_tlsconfigdir() {
     );
     let host = reg.host();
     let reference = format!("{host}/library/mtls:latest");
-    let with = |rc: RegistryConfig| {
-        Registries::new(&BTreeMap::from([(host.clone(), rc)])).unwrap()
-    };
+    let with = |rc: RegistryConfig| Registries::new(&BTreeMap::from([(host.clone(), rc)])).unwrap();
     let keypair = RegistryConfig {
         ca: vec![ca.display().to_string()],
         keypair: vec![buildwit_config::KeyPair {
@@ -486,7 +484,8 @@ async fn client_certificates_from_keypair_or_tlsconfigdir() {
     };
 
     // Push through the keypair client: a config blob and a manifest naming it.
-    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
     let config_digest = sha256(config);
     let config_path = certs.path().join("config.json");
     std::fs::write(&config_path, config).unwrap();
@@ -526,7 +525,10 @@ async fn client_certificates_from_keypair_or_tlsconfigdir() {
     eprintln!("{err}");
     assert_eq!(err.kind(), RegistryErrorKind::Unreachable, "{err}");
     assert!(err.to_string().contains(&host), "{err}");
-    assert!(err.to_string().contains(".keypair]] with cert and key"), "{err}");
+    assert!(
+        err.to_string().contains(".keypair]] with cert and key"),
+        "{err}"
+    );
 
     // containerd's layout: ca.crt, client.cert and client.key in a tlsconfigdir.
     let tlsdir = tempfile::tempdir().unwrap();
@@ -539,9 +541,14 @@ async fn client_certificates_from_keypair_or_tlsconfigdir() {
         ..Default::default()
     });
     let mut blob = Vec::new();
-    regs.pull_blob(&reference, &config_digest, Some(config.len() as u64), &mut blob)
-        .await
-        .unwrap();
+    regs.pull_blob(
+        &reference,
+        &config_digest,
+        Some(config.len() as u64),
+        &mut blob,
+    )
+    .await
+    .unwrap();
     assert_eq!(blob, config);
 }
 
