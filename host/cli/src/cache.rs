@@ -2,7 +2,6 @@
 
 use anyhow::{Context, Result};
 use buildwit_config::{DiskSpace, Duration as ConfigDuration, PruneRule};
-use buildwit_daemon::Engine;
 use buildwit_solver::UsageRecord;
 
 /// `buildwit du`.
@@ -84,7 +83,7 @@ impl PruneArgs {
 }
 
 /// Run `du`.
-pub fn du(engine: &Engine, args: &DuArgs) -> Result<()> {
+pub fn du(engine: &crate::backend::Backend, args: &DuArgs) -> Result<()> {
     let records = engine.disk_usage(&args.filters)?;
     let now = now();
     let mut out = if args.verbose {
@@ -98,8 +97,8 @@ pub fn du(engine: &Engine, args: &DuArgs) -> Result<()> {
 }
 
 /// Run `prune`.
-pub fn prune(engine: &Engine, args: &PruneArgs) -> Result<()> {
-    let rule = args.rule(engine.disk_size())?;
+pub fn prune(engine: &crate::backend::Backend, args: &PruneArgs) -> Result<()> {
+    let rule = args.rule(engine.disk_size()?)?;
     let report = engine.prune(&rule)?;
     let now = now();
     let mut out = String::new();

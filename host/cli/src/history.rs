@@ -1,7 +1,8 @@
 //! `buildwit history ls` and `inspect`: past builds, as `docker buildx history` shows them.
 
-use anyhow::{Result, bail};
-use buildwit_daemon::Engine;
+use anyhow::Result;
+
+use crate::backend::Backend;
 use buildwit_daemon::history::HistoryRecord;
 
 use crate::cache::{human_duration, utc};
@@ -11,13 +12,13 @@ fn seconds(ms: u64) -> String {
 }
 
 /// The table of past builds, newest first.
-pub fn ls(engine: &Engine) -> Result<()> {
+pub fn ls(engine: &Backend) -> Result<()> {
     let now = buildwit_daemon::history::now();
     println!(
         "{:<27}{:<40}{:<11}{:<28}DURATION",
         "BUILD ID", "NAME", "STATUS", "CREATED AT"
     );
-    for r in engine.history().list() {
+    for r in engine.history()? {
         let ago = format!("{} ago", human_duration(now.saturating_sub(r.created)));
         println!(
             "{:<27}{:<40}{:<11}{:<28}{}",
@@ -32,12 +33,8 @@ pub fn ls(engine: &Engine) -> Result<()> {
 }
 
 /// The details of one build.
-pub fn inspect(engine: &Engine, id: &str) -> Result<()> {
-    let Some(r) = engine.history().get(id) else {
-        bail!(
-            "no build {id:?} in the history (see buildwit history ls; ids may be shortened while unique)"
-        );
-    };
+pub fn inspect(engine: &Backend, id: &str) -> Result<()> {
+    let r = engine.history_get(id)?;
     print!("{}", details(&r));
     Ok(())
 }

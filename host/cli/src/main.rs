@@ -1,8 +1,10 @@
 //! `buildwit`: the command line client.
 
+mod backend;
 mod cache;
 mod history;
 mod progress;
+mod remote;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -12,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use buildwit_daemon::{BuildApi, BuildRequest, Engine, FrontendRef};
+use backend::Backend;
+use buildwit_daemon::{BuildRequest, Engine, FrontendRef};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -29,6 +32,22 @@ struct Cli {
     /// State directory (default: `root` from the config).
     #[arg(long, global = true, env = "BUILDWIT_ROOT")]
     root: Option<PathBuf>,
+    /// buildwitd to use, `unix:///PATH` or `tcp://HOST:PORT` (default: run the engine in
+    /// this process).
+    #[arg(long, global = true, env = "BUILDWIT_HOST")]
+    addr: Option<String>,
+    /// CA certificate of a TLS daemon.
+    #[arg(long, global = true, env = "BUILDWIT_TLS_CACERT")]
+    tlscacert: Option<PathBuf>,
+    /// Client certificate for a TLS daemon.
+    #[arg(long, global = true, env = "BUILDWIT_TLS_CERT")]
+    tlscert: Option<PathBuf>,
+    /// Key of the client certificate.
+    #[arg(long, global = true, env = "BUILDWIT_TLS_KEY")]
+    tlskey: Option<PathBuf>,
+    /// Server name to verify in the daemon's certificate (default: the address's host).
+    #[arg(long, global = true)]
+    tlsservername: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -50,6 +69,8 @@ enum Command {
     /// Past builds.
     #[command(subcommand)]
     History(HistoryCommand),
+    /// The daemon: version, worker (platforms, labels, GC policy, parallelism), frontends.
+    Info,
 }
 
 #[derive(Subcommand)]
@@ -182,6 +203,8 @@ enum DebugCommand {
     },
     /// Print the effective configuration.
     Config,
+    /// The worker: platforms, labels, GC policy, parallelism (as `buildwit info`).
+    Workers,
 }
 
 fn main() -> ExitCode {
@@ -211,14 +234,8 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     // Commands other than `build` run frontends only to inspect them: the default limit.
-    let engine = || {
-        open_engine(
-            cli.config.as_deref(),
-            cli.root.clone(),
-            Duration::from_secs(60),
-        )
-    };
-    match cli.command {
+    let engine = || open_backend(&cli, Duration::from_secs(60));
+    match &cli.command {
         Command::Debug(DebugCommand::DumpLlb { dot }) => {
             let mut bytes = Vec::new();
             std::io::stdin()
@@ -226,7 +243,7 @@ fn run(cli: Cli) -> Result<()> {
                 .context("read stdin")?;
             let def = buildwit_llb::decode_definition(&bytes)
                 .context("stdin is not an LLB Definition")?;
-            print_llb(&def, dot)
+            print_llb(&def, *dot)
         }
         Command::Debug(DebugCommand::Config) => {
             let config = load_config(cli.config.as_deref())?;
@@ -235,13 +252,13 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Frontend(FrontendCommand::Push { file, reference }) => {
             let engine = engine()?;
-            let (digest, uploaded) = engine.push_frontend(&file, &reference)?;
+            let (digest, uploaded) = engine.push_frontend(file, reference)?;
             println!("pushed {reference}@{digest} ({uploaded} blobs uploaded)");
             Ok(())
         }
         Command::Frontend(FrontendCommand::Pull { reference }) => {
             let engine = engine()?;
-            let record = engine.inspect_frontend(&FrontendRef::Image(reference))?;
+            let record = engine.pull_frontend(reference)?;
             println!(
                 "{} {} {} ({})",
                 record.source, record.name, record.version, record.channel
@@ -254,22 +271,21 @@ fn run(cli: Cli) -> Result<()> {
                 "{:<50} {:<20} {:<10} {:<8} {:>10}  DIGEST",
                 "REFERENCE", "NAME", "VERSION", "CHANNEL", "SIZE"
             );
-            for (reference, digest, r) in engine.list_frontends() {
+            for (reference, digest, name, version, channel, size) in engine.list_frontends()? {
                 let reference = if reference.is_empty() {
                     "<none>"
                 } else {
                     reference.as_str()
                 };
                 println!(
-                    "{reference:<50} {:<20} {:<10} {:<8} {:>10}  {digest}",
-                    r.name, r.version, r.channel, r.size
+                    "{reference:<50} {name:<20} {version:<10} {channel:<8} {size:>10}  {digest}"
                 );
             }
             Ok(())
         }
         Command::Frontend(FrontendCommand::Rm { reference }) => {
             let engine = engine()?;
-            for component in engine.remove_frontend(&reference)? {
+            for component in engine.remove_frontend(reference)? {
                 println!("deleted {component}");
             }
             Ok(())
@@ -279,11 +295,9 @@ fn run(cli: Cli) -> Result<()> {
             let frontend = if Path::new(&frontend).is_file() {
                 FrontendRef::File(PathBuf::from(frontend))
             } else {
-                FrontendRef::Image(frontend)
+                FrontendRef::Image(frontend.clone())
             };
-            let record = engine.inspect_frontend(&frontend)?;
-            let (imports, exports, size) =
-                buildwit_daemon::frontend_interfaces(&engine, &frontend)?;
+            let (record, imports, exports, size) = engine.inspect_frontend(&frontend)?;
             println!("name:     {}", record.name);
             println!("version:  {}", record.version);
             println!("channel:  {}", record.channel);
@@ -295,21 +309,28 @@ fn run(cli: Cli) -> Result<()> {
             println!("exports:  {}", exports.join(", "));
             Ok(())
         }
-        Command::Build(args) => build(cli.config.as_deref(), cli.root.clone(), *args),
+        Command::Info | Command::Debug(DebugCommand::Workers) => {
+            backend::print_info(&engine()?.info()?);
+            Ok(())
+        }
+        Command::Build(args) => {
+            let timeout = Duration::from_secs(args.frontend_timeout);
+            build(|| open_backend(&cli, timeout), args)
+        }
         Command::History(command) => {
             let engine = engine()?;
             match command {
                 HistoryCommand::Ls => history::ls(&engine),
-                HistoryCommand::Inspect { id } => history::inspect(&engine, &id),
+                HistoryCommand::Inspect { id } => history::inspect(&engine, id),
             }
         }
         Command::Du(args) => {
             let engine = engine()?;
-            cache::du(&engine, &args)
+            cache::du(&engine, args)
         }
         Command::Prune(args) => {
             let engine = engine()?;
-            cache::prune(&engine, &args)
+            cache::prune(&engine, args)
         }
     }
 }
@@ -323,6 +344,26 @@ fn load_config(path: Option<&Path>) -> Result<buildwit_config::Config> {
         eprintln!("warning: {warning}");
     }
     Ok(loaded.config)
+}
+
+/// buildwitd when an address is given, else the engine in-process.
+fn open_backend(cli: &Cli, timeout: Duration) -> Result<Backend> {
+    match &cli.addr {
+        Some(addr) => Ok(Backend::Remote(Box::new(remote::Remote::connect(
+            addr,
+            &remote::TlsFiles {
+                ca: cli.tlscacert.clone(),
+                cert: cli.tlscert.clone(),
+                key: cli.tlskey.clone(),
+                server_name: cli.tlsservername.clone(),
+            },
+        )?))),
+        None => Ok(Backend::Local(Box::new(open_engine(
+            cli.config.as_deref(),
+            cli.root.clone(),
+            timeout,
+        )?))),
+    }
 }
 
 fn open_engine(config: Option<&Path>, root: Option<PathBuf>, timeout: Duration) -> Result<Engine> {
@@ -344,7 +385,7 @@ fn key_value(s: &str) -> Result<(String, String)> {
     }
 }
 
-fn build(config: Option<&Path>, root: Option<PathBuf>, args: BuildArgs) -> Result<()> {
+fn build(backend: impl FnOnce() -> Result<Backend>, args: &BuildArgs) -> Result<()> {
     let frontend = match (&args.frontend_file, &args.frontend) {
         (Some(f), _) => FrontendRef::File(f.clone()),
         (None, Some(name)) => FrontendRef::Named(name.clone()),
@@ -399,14 +440,21 @@ fn build(config: Option<&Path>, root: Option<PathBuf>, args: BuildArgs) -> Resul
         options.push(("requestid".into(), request.into()));
     }
 
-    let outputs = parse_outputs(&args)?;
+    let outputs = parse_outputs(args)?;
     let mode = progress::Mode::parse(&args.progress)?;
     let quiet = mode == progress::Mode::Quiet;
     let secrets = parse_secrets(&args.secrets)?;
     let ssh = parse_ssh(&args.ssh)?;
-    let engine = open_engine(config, root, Duration::from_secs(args.frontend_timeout))?;
+    let engine = backend()?;
     let events = Arc::new(progress::Printer::new(mode));
-    let outcome = engine.build(
+    let raw = remote::RawSpecs {
+        outputs: args.outputs.clone(),
+        tags: args.tags.clone(),
+        push: args.push,
+        cache_to: args.cache_to.iter().cloned().collect(),
+        cache_from: args.cache_from.clone(),
+    };
+    let (outcome, layers) = engine.build(
         BuildRequest {
             frontend,
             options,
@@ -431,7 +479,9 @@ fn build(config: Option<&Path>, root: Option<PathBuf>, args: BuildArgs) -> Resul
                 .iter()
                 .map(|s| buildwit_exporter::cache::parse_cache_spec(s, false))
                 .collect::<Result<_, _>>()?,
+            client: Default::default(),
         },
+        &raw,
         events,
     )?;
     let f = &outcome.frontend;
@@ -485,7 +535,6 @@ fn build(config: Option<&Path>, root: Option<PathBuf>, args: BuildArgs) -> Resul
         return Ok(());
     }
     if !quiet {
-        let layers = outcome.result.as_ref().map_or(0, |s| s.layers.len());
         eprintln!(
             "#0 built in {:.2}s: {layers} layers",
             outcome.solve_time.as_secs_f64()
@@ -502,30 +551,11 @@ fn build(config: Option<&Path>, root: Option<PathBuf>, args: BuildArgs) -> Resul
 
 /// `--output`, `-t` and `--push` as buildx combines them.
 fn parse_outputs(args: &BuildArgs) -> Result<Vec<buildwit_daemon::OutputSpec>> {
-    use buildwit_exporter::OutputKind;
-    let mut outputs = Vec::new();
-    for o in &args.outputs {
-        outputs.push(buildwit_daemon::parse_output(o)?);
-    }
-    if outputs.is_empty() && (!args.tags.is_empty() || args.push) {
-        outputs.push(buildwit_daemon::parse_output("type=image")?);
-    }
-    for o in &mut outputs {
-        if matches!(
-            o.kind,
-            OutputKind::Image | OutputKind::Oci | OutputKind::Docker
-        ) {
-            for t in &args.tags {
-                if !o.names.contains(t) {
-                    o.names.push(t.clone());
-                }
-            }
-            if args.push && o.kind == OutputKind::Image {
-                o.push = true;
-            }
-        }
-    }
-    Ok(outputs)
+    Ok(buildwit_daemon::outputs::combine(
+        &args.outputs,
+        &args.tags,
+        args.push,
+    )?)
 }
 
 /// `--secret id=ID,src=FILE` / `id=ID,env=VAR` (BuildKit's and buildx's forms; `type=` is

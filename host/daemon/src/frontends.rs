@@ -53,6 +53,12 @@ impl Frontends {
         if let Some(s) = self.solver.get() {
             return Ok(s.clone());
         }
+        // Concurrent first builds (buildwitd) must not open the worker's state twice.
+        static OPENING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _opening = OPENING.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = self.solver.get() {
+            return Ok(s.clone());
+        }
         let oci = &self.config.worker.oci;
         let snapshotter = oci.snapshotter.as_deref().unwrap_or("auto");
         let options = buildwit_worker::WorkerOptions {

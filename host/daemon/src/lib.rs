@@ -1,16 +1,21 @@
 //! The buildwit engine behind the client-facing build API.
 //!
 //! [`BuildApi`] is the one API every client uses. [`Engine`] implements it in-process (what
-//! the CLI uses without `--addr`); `buildwitd` will serve the same API over gRPC, so both
-//! modes behave alike. A build runs its frontend, then (unless only the LLB or a
+//! the CLI uses without `--addr`); `buildwitd` serves the same engine over gRPC
+//! ([`server`], [`grpc`]), so both modes behave alike. A build runs its frontend, then (unless only the LLB or a
 //! subrequest's answer is wanted) solves the LLB on the worker and exports the result.
 
 mod cache;
 mod cache_io;
 mod export;
 mod frontends;
+pub mod grpc;
 pub mod history;
+pub mod info;
 mod local;
+pub mod outputs;
+pub mod server;
+pub mod session;
 pub mod wasm_images;
 
 use std::collections::BTreeMap;
@@ -27,6 +32,7 @@ pub use buildwit_exporter::{OutputSpec, parse_output};
 pub use export::Exported;
 pub use frontends::{BUILTIN_DOCKERFILE_VERSION, Frontends, Selected, repository_name};
 pub use local::LocalBridge;
+pub use session::ClientLink;
 
 /// Which frontend runs a build.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +70,8 @@ pub struct BuildRequest {
     pub cache_to: Vec<buildwit_exporter::cache::CacheSpec>,
     /// Caches to import before solving (`--cache-from`).
     pub cache_from: Vec<buildwit_exporter::cache::CacheSpec>,
+    /// The client behind the request (buildwitd's remote clients; default in-process).
+    pub client: ClientLink,
 }
 
 /// Which frontend served a build.
@@ -356,11 +364,13 @@ impl BuildApi for Engine {
         let created = history::now();
         let started = Instant::now();
         let id = history::new_id();
-        let name = request
-            .locals
-            .get("context")
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| format!("{:?}", request.frontend));
+        let name = request.client.name.clone().unwrap_or_else(|| {
+            request
+                .locals
+                .get("context")
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| format!("{:?}", request.frontend))
+        });
         let frontend = match &request.frontend {
             FrontendRef::Named(n) => n.clone(),
             FrontendRef::File(f) => f.display().to_string(),
@@ -426,7 +436,10 @@ impl BuildApi for Engine {
 /// argument `BUILDKIT_INLINE_CACHE=1`.
 fn inline_cache_wanted(request: &BuildRequest) -> bool {
     use buildwit_exporter::cache::CacheTarget;
-    request.cache_to.iter().any(|s| s.target == CacheTarget::Inline)
+    request
+        .cache_to
+        .iter()
+        .any(|s| s.target == CacheTarget::Inline)
         || request.options.iter().any(|(k, v)| {
             k == "build-arg:BUILDKIT_INLINE_CACHE" && matches!(v.as_str(), "1" | "true")
         })
@@ -567,6 +580,8 @@ impl Engine {
             secrets: request.secrets,
             ssh: request.ssh,
             oci_layouts: request.oci_layouts,
+            sync: request.client.sync.clone(),
+            cancelled: request.client.cancelled.clone(),
         });
         let bridge = Arc::new(LocalBridge::new(
             session.clone(),
@@ -610,6 +625,14 @@ impl Engine {
         } else {
             None
         };
+        // A cancelled build exports nothing: no partial results.
+        if request
+            .client
+            .cancelled
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(DaemonError::Export("the build was cancelled".into()));
+        }
         let mut exported = Vec::new();
         for output in &request.outputs {
             let solver = self.solver()?;

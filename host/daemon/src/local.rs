@@ -150,6 +150,18 @@ impl LocalBridge {
                 .and_then(|v| serde_json::from_str(v).ok())
                 .unwrap_or_default()
         };
+        let wanted = buildwit_worker::local::LocalSource {
+            dir: root.clone(),
+            follow: json_list("local.followpaths"),
+            include: json_list("local.includepattern"),
+            exclude: json_list("local.excludepatterns"),
+        };
+        self.session.sync_local(name, &wanted).map_err(|e| {
+            err(
+                ErrorKind::Failed,
+                format!("local {name:?} from the client: {e}"),
+            )
+        })?;
         Ok(LocalView {
             root: root.canonicalize().map_err(|e| {
                 err(

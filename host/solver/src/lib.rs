@@ -273,10 +273,15 @@ impl Solver {
                         .map_err(|e| step(&names[i], e))?;
                     let worker = self.worker.clone();
                     let src = source.clone();
-                    let tree = tokio::task::spawn_blocking(move || worker.locals.scan(&src))
-                        .await
-                        .map_err(|e| SolveError::Internal(e.to_string()))?
-                        .map_err(|e| step(&names[i], OpError::Io(e)))?;
+                    let name = s.identifier["local://".len()..].to_string();
+                    let session = session.clone();
+                    let tree = tokio::task::spawn_blocking(move || {
+                        session.sync_local(&name, &src)?;
+                        worker.locals.scan(&src)
+                    })
+                    .await
+                    .map_err(|e| SolveError::Internal(e.to_string()))?
+                    .map_err(|e| step(&names[i], OpError::Io(e)))?;
                     let key = keys::local_key(s, &tree);
                     trees.insert(i, (source, tree));
                     key
@@ -545,6 +550,9 @@ impl Solver {
         inputs: Vec<Snapshot>,
     ) -> Result<Vec<Snapshot>, OpError> {
         let v = &job.graph.ops()[i];
+        if job.session.is_cancelled() {
+            return Err(OpError::Invalid("the build was cancelled".into()));
+        }
         let key_hex = job.keys[i]["sha256:".len()..].to_string();
         if let Some(reference) = job.images.get(&i) {
             let p = v.op.platform.clone().unwrap_or_default();

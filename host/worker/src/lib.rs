@@ -22,6 +22,6 @@ mod worker;
 pub use content::{ContentStore, Descriptor};
 pub use snapshot::{Layer, LayerBuilder, LayerMeta, Mounted, Snapshot, Snapshotter};
 pub use worker::{
-    CacheMountUsage, OpError, Output, Session, Worker, WorkerOptions, cache_mount_name,
+    CacheMountUsage, LocalSync, OpError, Output, Session, Worker, WorkerOptions, cache_mount_name,
     command_line,
 };

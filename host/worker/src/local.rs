@@ -144,7 +144,7 @@ impl Locals {
             exclude: Patterns::new(&source.exclude),
         };
         let mut entries = BTreeMap::new();
-        walk(&dir, "", &filter, &cache.entries, &mut entries)?;
+        walk(&dir, "", &filter, &cache.entries, true, &mut entries)?;
         let digest = tree_digest(entries.iter());
         cache.entries = entries.clone();
         self.save(source, &cache)?;
@@ -211,6 +211,27 @@ impl Locals {
     }
 }
 
+/// The paths of a source its filters select, with their metadata but no hashes (symlinks
+/// still carry their target): what a client lists for the daemon to compare with its copy.
+pub fn list(source: &LocalSource) -> io::Result<BTreeMap<String, Entry>> {
+    let filter = Filter {
+        follow: source.follow.iter().map(|p| clean(p)).collect(),
+        include: source.include.iter().map(|p| clean(p)).collect(),
+        exclude: Patterns::new(&source.exclude),
+    };
+    let mut entries = BTreeMap::new();
+    walk(
+        &source.dir,
+        "",
+        &filter,
+        &BTreeMap::new(),
+        false,
+        &mut entries,
+    )
+    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", source.dir.display())))?;
+    Ok(entries)
+}
+
 struct Filter {
     follow: Vec<String>,
     include: Vec<String>,
@@ -253,6 +274,7 @@ fn walk(
     rel: &str,
     filter: &Filter,
     previous: &BTreeMap<String, Entry>,
+    hash: bool,
     out: &mut BTreeMap<String, Entry>,
 ) -> io::Result<bool> {
     let mut names: Vec<String> = Vec::new();
@@ -272,7 +294,7 @@ fn walk(
         let (keep, descend) = filter.visit(&child, md.is_dir());
         let mut kept_below = false;
         if descend && md.is_dir() {
-            kept_below = walk(root, &child, filter, previous, out)?;
+            kept_below = walk(root, &child, filter, previous, hash, out)?;
         }
         if !(keep || kept_below) {
             continue;
@@ -299,6 +321,7 @@ fn walk(
         e.hash = match kind {
             Kind::Dir => String::new(),
             Kind::Symlink => fs::read_link(&path)?.to_string_lossy().into_owned(),
+            Kind::File if !hash => String::new(),
             Kind::File => match previous.get(&child) {
                 Some(p)
                     if p.size == e.size

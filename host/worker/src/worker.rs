@@ -5,6 +5,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use buildwit_llb::pb;
 
@@ -25,6 +26,44 @@ pub struct Session {
     pub ssh: BTreeMap<String, PathBuf>,
     /// OCI image layout directories by store name (`--oci-layout NAME=DIR`).
     pub oci_layouts: BTreeMap<String, PathBuf>,
+    /// Brings a local directory up to date before it is read (buildwitd's copy of a
+    /// remote client's files); none when the directories are the client's own.
+    pub sync: Option<Arc<dyn LocalSync>>,
+    /// Set when the client went away: the solver starts no further step.
+    pub cancelled: Arc<AtomicBool>,
+}
+
+/// Fetches the files of a client's local directory that a build reads.
+pub trait LocalSync: Send + Sync {
+    /// Make the files of local `name` that these filters select current in its directory.
+    fn sync(
+        &self,
+        name: &str,
+        follow: &[String],
+        include: &[String],
+        exclude: &[String],
+    ) -> std::io::Result<()>;
+}
+
+impl std::fmt::Debug for dyn LocalSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LocalSync")
+    }
+}
+
+impl Session {
+    /// Sync local `name` for a source that reads it (nothing to do in-process).
+    pub fn sync_local(&self, name: &str, source: &LocalSource) -> std::io::Result<()> {
+        match &self.sync {
+            Some(sync) => sync.sync(name, &source.follow, &source.include, &source.exclude),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the build was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
 }
 
 /// Why an op failed.
@@ -205,11 +244,11 @@ impl Worker {
             .collect();
         cache_mounts.sort_by_cached_key(|m| cache_mount_name(m));
         for m in cache_mounts {
-            let name = cache_mount_name(m);
-            if !caches.contains_key(&name) {
+            if let std::collections::btree_map::Entry::Vacant(e) = caches.entry(cache_mount_name(m))
+            {
                 let (dir, lock) = self.cache_mount(m, &input(m.input)?)?;
                 locks.extend(lock);
-                caches.insert(name, dir);
+                e.insert(dir);
             }
         }
         for (n, m) in mounts.iter().enumerate() {

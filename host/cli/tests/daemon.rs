@@ -1,0 +1,499 @@
+//! buildwitd and `buildwit --addr`: builds through the daemon on a unix socket (context
+//! streamed, outputs streamed back), 8 concurrent builds, bad requests, TLS with client
+//! certificates, `du` and `history` over gRPC, and a clean SIGTERM.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{Build, Setup, text};
+
+/// A buildwitd started by a test, stopped (SIGTERM) when dropped.
+struct Daemon {
+    child: Option<Child>,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(config: &Path, root: &Path, addr: &str, log: PathBuf) -> Daemon {
+        let child = Command::new(env!("CARGO_BIN_EXE_buildwitd"))
+            .arg("--config")
+            .arg(config)
+            .arg("--root")
+            .arg(root)
+            .args(["--addr", addr, "--debug"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            child: Some(child),
+            addr: addr.to_string(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !d.log().contains("listening on") {
+            assert!(
+                Instant::now() < deadline,
+                "buildwitd did not start:\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn unix(s: &Setup, name: &str) -> Daemon {
+        let sock = s.dir.path().join(format!("{name}.sock"));
+        Daemon::start(
+            &s.config,
+            &s.root,
+            &format!("unix://{}", sock.display()),
+            s.dir.path().join(format!("{name}.log")),
+        )
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `buildwit --addr … ARGS`.
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_buildwit"))
+            .args(["--addr", &self.addr])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn build(&self, ctx: &Path, extra: &[&str]) -> Build {
+        let mut args = vec!["build", ctx.to_str().unwrap(), "--progress=rawjson"];
+        args.extend_from_slice(extra);
+        Build::new(self.cli(&args))
+    }
+
+    /// SIGTERM, and the exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "buildwitd did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The `received=N` of the daemon's last finished build: content bytes the client sent.
+fn last_received(log: &str) -> u64 {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("build finished"))
+        .expect("no finished build in the log");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("received="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no received= in {line:?}"))
+}
+
+#[test]
+fn builds_through_the_daemon_like_in_process() {
+    let s = support::setup();
+    let mut d = Daemon::unix(&s, "d");
+    let ctx = s.context(
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM BASE\nCOPY a.txt /a.txt\nRUN cat /a.txt > /b.txt && echo from-run >> /b.txt\n",
+            ),
+            ("a.txt", "hello from the client\n"),
+            ("unused.bin", &"x".repeat(100_000)),
+        ],
+    );
+    let out = s.dir.path().join("out");
+    let b = d
+        .build(&ctx, &["-o", &format!("type=local,dest={}", out.display())])
+        .ok();
+    assert!(b.ran_any("RUN cat /a.txt"), "{:?}", b.ran);
+    assert_eq!(
+        std::fs::read_to_string(out.join("b.txt")).unwrap(),
+        "hello from the client\nfrom-run\n"
+    );
+    // Only what the build reads was sent: the Dockerfile and a.txt, not unused.bin.
+    let first = last_received(&d.log());
+    assert!(first > 0 && first < 10_000, "sent {first} bytes");
+
+    // Unchanged context: metadata only, and every step cached.
+    let b = d.build(&ctx, &[]).ok();
+    assert!(b.ran.is_empty(), "ran {:?}", b.ran);
+    assert_eq!(last_received(&d.log()), 0);
+
+    // One file changed: only it is sent, and the steps after it run again.
+    std::fs::write(ctx.join("a.txt"), "changed\n").unwrap();
+    let b = d
+        .build(&ctx, &["-o", &format!("type=local,dest={}", out.display())])
+        .ok();
+    assert!(b.ran_any("RUN cat /a.txt"), "{:?}", b.ran);
+    assert_eq!(last_received(&d.log()), "changed\n".len() as u64);
+    assert_eq!(
+        std::fs::read_to_string(out.join("b.txt")).unwrap(),
+        "changed\nfrom-run\n"
+    );
+
+    // An OCI tarball to standard output comes back through the stream.
+    let tar = d.cli(&[
+        "build",
+        ctx.to_str().unwrap(),
+        "--progress=quiet",
+        "-o",
+        "type=oci,dest=-",
+    ]);
+    assert!(tar.status.success(), "{}", text(&tar.stderr));
+    let names: Vec<String> = tar::Archive::new(&tar.stdout[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == "index.json"), "{names:?}");
+
+    // du and history over gRPC read the daemon's root.
+    let du = d.cli(&["du"]);
+    assert!(du.status.success(), "{}", text(&du.stderr));
+    let du = text(&du.stdout);
+    assert!(du.starts_with("ID\t") && du.contains("Total:"), "{du}");
+    assert!(du.lines().count() > 3, "no records in\n{du}");
+    let history = d.cli(&["history", "ls"]);
+    let listed = text(&history.stdout);
+    assert!(history.status.success(), "{}", text(&history.stderr));
+    assert_eq!(listed.matches("Completed").count(), 4, "{listed}");
+    assert!(listed.contains(ctx.to_str().unwrap()), "{listed}");
+    let id = listed
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let inspect = d.cli(&["history", "inspect", &id[..8]]);
+    assert!(
+        text(&inspect.stdout).contains("Served by:"),
+        "{}",
+        text(&inspect.stderr)
+    );
+
+    // The same commands in-process on the same root say the same.
+    let local = s.buildwit(&["history", "ls"]);
+    assert_eq!(
+        text(&local.stdout)
+            .lines()
+            .skip(1)
+            .map(|l| &l[..27])
+            .collect::<Vec<_>>(),
+        listed.lines().skip(1).map(|l| &l[..27]).collect::<Vec<_>>()
+    );
+
+    // SIGTERM: a clean exit and the socket removed.
+    assert!(d.stop().success(), "{}", d.log());
+    assert!(!s.dir.path().join("d.sock").exists());
+    assert!(d.log().contains("SIGTERM"), "{}", d.log());
+}
+
+#[test]
+fn eight_concurrent_builds_share_one_daemon() {
+    let s = support::setup();
+    let d = Daemon::unix(&s, "d8");
+    let contexts: Vec<PathBuf> = (0..8)
+        .map(|i| {
+            s.context(
+                &format!("ctx{i}"),
+                &[
+                    (
+                        "Dockerfile",
+                        "FROM BASE\nRUN echo shared > /shared.txt\nCOPY n.txt /n.txt\nRUN cat /n.txt /shared.txt > /out.txt\n",
+                    ),
+                    ("n.txt", &format!("build {i}\n")),
+                ],
+            )
+        })
+        .collect();
+    let children: Vec<(usize, PathBuf, Child)> = contexts
+        .iter()
+        .enumerate()
+        .map(|(i, ctx)| {
+            let out = s.dir.path().join(format!("out{i}"));
+            let child = Command::new(env!("CARGO_BIN_EXE_buildwit"))
+                .args(["--addr", &d.addr, "build"])
+                .arg(ctx)
+                .args(["--progress=rawjson", "-o"])
+                .arg(format!("type=local,dest={}", out.display()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (i, out, child)
+        })
+        .collect();
+    let mut shared_runs = 0;
+    for (i, out, child) in children {
+        let b = Build::new(child.wait_with_output().unwrap()).ok();
+        assert_eq!(
+            std::fs::read_to_string(out.join("out.txt")).unwrap(),
+            format!("build {i}\nshared\n"),
+            "build {i}"
+        );
+        if b.ran_any("RUN echo shared") {
+            shared_runs += 1;
+        }
+    }
+    // The step all eight share ran once: the others waited for it or found it cached.
+    assert_eq!(shared_runs, 1, "the shared step ran {shared_runs} times");
+    let history = d.cli(&["history", "ls"]);
+    assert_eq!(text(&history.stdout).matches("Completed").count(), 8);
+}
+
+#[test]
+fn bad_requests_get_a_clear_status_and_the_daemon_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("buildkitd.toml");
+    std::fs::write(&config, "").unwrap();
+    let sock = dir.path().join("bad.sock");
+    let d = Daemon::start(
+        &config,
+        &dir.path().join("root"),
+        &format!("unix://{}", sock.display()),
+        dir.path().join("bad.log"),
+    );
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\n").unwrap();
+
+    let out = d.cli(&["build", ctx.to_str().unwrap(), "--frontend", "nope.v0"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("error: invalid frontend: nope.v0"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = d.cli(&["build", ctx.to_str().unwrap(), "-o", "type=bogus"]);
+    assert!(!out.status.success());
+
+    // A raw client sending a malformed stream: no `start` first.
+    use buildwit_daemon::grpc::proto;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(async {
+        let mut client =
+            proto::buildwit_client::BuildwitClient::connect(format!("unix://{}", sock.display()))
+                .await
+                .unwrap();
+        let first = proto::BuildClientMessage {
+            msg: Some(proto::build_client_message::Msg::Listing(
+                proto::LocalListing::default(),
+            )),
+        };
+        client
+            .build(tokio_stream::iter([first]))
+            .await
+            .expect_err("a build without a start message must fail")
+    });
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("`start`"), "{}", status.message());
+
+    // A start naming a component that is no component.
+    let status = rt.block_on(async {
+        let mut client =
+            proto::buildwit_client::BuildwitClient::connect(format!("unix://{}", sock.display()))
+                .await
+                .unwrap();
+        let start = proto::BuildClientMessage {
+            msg: Some(proto::build_client_message::Msg::Start(proto::BuildStart {
+                frontend: Some(proto::build_start::Frontend::Component(proto::Component {
+                    path: "junk.wasm".into(),
+                    data: b"not wasm".to_vec(),
+                })),
+                ..Default::default()
+            })),
+        };
+        let mut stream = client
+            .build(tokio_stream::iter([start]))
+            .await
+            .unwrap()
+            .into_inner();
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the build of junk succeeded"),
+                Err(status) => break status,
+            }
+        }
+    });
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(!status.message().is_empty());
+
+    // Still serving.
+    let info = d.cli(&["info"]);
+    assert!(info.status.success(), "{}", text(&info.stderr));
+    assert!(text(&info.stdout).contains("dockerfile 1.26.0 (stable)"));
+    let log = d.log();
+    assert!(log.contains("invalid frontend: nope.v0"), "{log}");
+    assert!(log.contains("rejected a request"), "{log}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn tls_accepts_a_client_certificate_and_rejects_none() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+        KeyPair,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let issue = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, stem: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &ca).unwrap();
+        std::fs::write(p(&format!("{stem}.pem")), cert.pem()).unwrap();
+        std::fs::write(p(&format!("{stem}-key.pem")), key.serialize_pem()).unwrap();
+    };
+    issue(
+        vec!["localhost".into(), "127.0.0.1".into()],
+        ExtendedKeyUsagePurpose::ServerAuth,
+        "server",
+    );
+    issue(vec![], ExtendedKeyUsagePurpose::ClientAuth, "client");
+    std::fs::write(p("ca.pem"), ca.pem()).unwrap();
+    let config = p("buildkitd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[grpc.tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\n",
+            p("server.pem").display(),
+            p("server-key.pem").display(),
+            p("ca.pem").display()
+        ),
+    )
+    .unwrap();
+    let addr = format!("tcp://127.0.0.1:{}", free_port());
+    let d = Daemon::start(&config, &p("root"), &addr, p("tls.log"));
+    let ca_flag = p("ca.pem").display().to_string();
+    let cert = p("client.pem").display().to_string();
+    let key = p("client-key.pem").display().to_string();
+    let with_cert = d.cli(&[
+        "--tlscacert",
+        &ca_flag,
+        "--tlscert",
+        &cert,
+        "--tlskey",
+        &key,
+        "--tlsservername",
+        "localhost",
+        "du",
+    ]);
+    assert!(with_cert.status.success(), "{}", text(&with_cert.stderr));
+    assert!(text(&with_cert.stdout).contains("Total:"));
+
+    let without = d.cli(&[
+        "--tlscacert",
+        &ca_flag,
+        "--tlsservername",
+        "localhost",
+        "du",
+    ]);
+    assert!(!without.status.success());
+    assert!(
+        text(&without.stderr).starts_with("error: "),
+        "{}",
+        text(&without.stderr)
+    );
+    let plain = d.cli(&["du"]);
+    assert!(!plain.status.success());
+
+    // Still serving clients that have a certificate.
+    let again = d.cli(&[
+        "--tlscacert",
+        &ca_flag,
+        "--tlscert",
+        &cert,
+        "--tlskey",
+        &key,
+        "--tlsservername",
+        "localhost",
+        "history",
+        "ls",
+    ]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+}
+
+#[test]
+fn ssh_and_layouts_with_addr_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("buildkitd.toml");
+    std::fs::write(&config, "").unwrap();
+    let sock = dir.path().join("s.sock");
+    let d = Daemon::start(
+        &config,
+        &dir.path().join("root"),
+        &format!("unix://{}", sock.display()),
+        dir.path().join("s.log"),
+    );
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\n").unwrap();
+    let out = d.cli(&[
+        "build",
+        ctx.to_str().unwrap(),
+        "--ssh",
+        "default=/nonexistent",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--ssh is not supported with --addr"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_buildwit"))
+        .args(["--addr", "ftp://x", "du"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("use unix:///PATH or tcp://HOST:PORT"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -1,0 +1,418 @@
+//! A remote client's side of a build in buildwitd: its local directories are mirrored
+//! under the daemon's root, and synced lazily when the build reads one. The daemon sends
+//! the filters of the source that reads it; the client lists the paths they select (no
+//! content); the daemon compares the listing with its mirror and asks for the changed
+//! files only. An unchanged context therefore costs one listing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use buildwit_worker::LocalSync;
+use buildwit_worker::local::{Entry, Kind, LocalSource, list};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::grpc::proto::{self, build_server_message::Msg};
+
+/// What ties a build to its client: how to fetch its files, and whether it went away.
+#[derive(Clone, Debug, Default)]
+pub struct ClientLink {
+    /// The build context as the client names it (for the history).
+    pub name: Option<String>,
+    /// Syncs the client's directories (none in-process: they are the client's own).
+    pub sync: Option<Arc<dyn LocalSync>>,
+    /// Set when the client disconnected or the daemon shuts down.
+    pub cancelled: Arc<AtomicBool>,
+}
+
+/// One lock per mirror directory: two builds sharing a mirror do not write it at once.
+#[derive(Default)]
+pub struct Mirrors {
+    locks: Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
+}
+
+impl Mirrors {
+    fn lock(&self, dir: &Path) -> Arc<Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(dir.to_path_buf()).or_default().clone()
+    }
+}
+
+/// The mirror of local `name` for a client's shared key.
+pub fn mirror_dir(root: &Path, shared_key: &str, name: &str) -> PathBuf {
+    let key = <sha2::Sha256 as sha2::Digest>::digest(format!("{shared_key}\0{name}").as_bytes());
+    root.join("sessions").join(hex::encode(&key[..16]))
+}
+
+/// What the client sends back while a sync waits.
+pub enum Reply {
+    /// The listing for a request.
+    Listing(proto::LocalListing),
+    /// Part of a requested file.
+    File(proto::FileChunk),
+    /// The client could not answer.
+    Failure(proto::SyncFailure),
+}
+
+/// Where a build's messages to its client go; closed once the build has answered.
+pub struct Outbox {
+    tx: Mutex<Option<UnboundedSender<Result<proto::BuildServerMessage, tonic::Status>>>>,
+    /// Set when the client is gone.
+    pub cancelled: Arc<AtomicBool>,
+}
+
+impl Outbox {
+    /// An outbox over a response stream.
+    pub fn new(
+        tx: UnboundedSender<Result<proto::BuildServerMessage, tonic::Status>>,
+        cancelled: Arc<AtomicBool>,
+    ) -> Self {
+        Outbox {
+            tx: Mutex::new(Some(tx)),
+            cancelled,
+        }
+    }
+
+    /// Send a message; false (and the build cancelled) when the client is gone.
+    pub fn send(&self, msg: Msg) -> bool {
+        self.send_raw(Ok(proto::BuildServerMessage { msg: Some(msg) }))
+    }
+
+    /// Send a message or the final error status.
+    pub fn send_raw(&self, item: Result<proto::BuildServerMessage, tonic::Status>) -> bool {
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let sent = tx.as_ref().is_some_and(|tx| tx.send(item).is_ok());
+        if !sent {
+            self.cancelled.store(true, Ordering::Relaxed);
+        }
+        sent
+    }
+
+    /// End the response stream.
+    pub fn close(&self) {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+/// A local name and the follow, include and exclude filters it was synced with.
+type Synced = (String, Vec<String>, Vec<String>, Vec<String>);
+
+/// The daemon's side of one build's file sync.
+pub struct ClientSync {
+    outbox: Arc<Outbox>,
+    replies: Mutex<std::sync::mpsc::Receiver<Reply>>,
+    /// Mirror directory by local name (only the names the client offered).
+    dirs: BTreeMap<String, PathBuf>,
+    mirrors: Arc<Mirrors>,
+    /// Filters already synced in this build: the client's files do not change under it.
+    done: Mutex<HashSet<Synced>>,
+    next: AtomicU64,
+    /// Bytes and files received, for the log.
+    received: AtomicU64,
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the client went away")
+}
+
+fn bad(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+/// A relative path a client may name: plain components only.
+fn checked(path: &str) -> io::Result<&str> {
+    let p = Path::new(path);
+    let plain = !path.is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)));
+    if plain {
+        Ok(path)
+    } else {
+        Err(bad(format!(
+            "the client listed {path:?}, which is not a relative path inside the directory"
+        )))
+    }
+}
+
+/// Fail if a parent of `rel` in `dir` is a symlink, so a write cannot leave the mirror.
+fn parents_are_dirs(dir: &Path, rel: &str) -> io::Result<()> {
+    let mut p = dir.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').collect();
+    for part in &parts[..parts.len() - 1] {
+        p.push(part);
+        if !fs::symlink_metadata(&p)?.is_dir() {
+            return Err(bad(format!(
+                "{rel}: {} is not a directory in the client's listing",
+                p.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn remove(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(md) if md.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+impl ClientSync {
+    /// A sync for the locals in `dirs`, talking through `outbox` and reading `replies`.
+    pub fn new(
+        outbox: Arc<Outbox>,
+        replies: std::sync::mpsc::Receiver<Reply>,
+        dirs: BTreeMap<String, PathBuf>,
+        mirrors: Arc<Mirrors>,
+    ) -> Self {
+        ClientSync {
+            outbox,
+            replies: Mutex::new(replies),
+            dirs,
+            mirrors,
+            done: Mutex::new(HashSet::new()),
+            next: AtomicU64::new(1),
+            received: AtomicU64::new(0),
+        }
+    }
+
+    /// Bytes of file content received so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    fn reply(replies: &std::sync::mpsc::Receiver<Reply>, id: u64) -> io::Result<Reply> {
+        let reply = replies.recv().map_err(|_| gone())?;
+        let got = match &reply {
+            Reply::Listing(l) => l.id,
+            Reply::File(f) => f.id,
+            Reply::Failure(f) => f.id,
+        };
+        if let Reply::Failure(f) = &reply {
+            return Err(io::Error::other(format!("the client: {}", f.message)));
+        }
+        if got != id {
+            return Err(bad(format!(
+                "the client answered request {got} while request {id} was open"
+            )));
+        }
+        Ok(reply)
+    }
+
+    fn exchange(
+        &self,
+        name: &str,
+        dir: &Path,
+        source: &LocalSource,
+        replies: &std::sync::mpsc::Receiver<Reply>,
+    ) -> io::Result<()> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let request = proto::LocalRequest {
+            id,
+            name: name.to_string(),
+            follow_paths: source.follow.clone(),
+            include_patterns: source.include.clone(),
+            exclude_patterns: source.exclude.clone(),
+        };
+        if !self.outbox.send(Msg::Local(request)) {
+            return Err(gone());
+        }
+        let Reply::Listing(listing) = Self::reply(replies, id)? else {
+            return Err(bad(format!(
+                "the client sent file content before listing local {name:?}"
+            )));
+        };
+        let mut theirs = BTreeMap::new();
+        for e in listing.entries {
+            let kind = match proto::FileKind::try_from(e.kind) {
+                Ok(proto::FileKind::Dir) => Kind::Dir,
+                Ok(proto::FileKind::File) => Kind::File,
+                Ok(proto::FileKind::Symlink) => Kind::Symlink,
+                Err(_) => return Err(bad(format!("{}: unknown file kind {}", e.path, e.kind))),
+            };
+            checked(&e.path)?;
+            theirs.insert(e.path.clone(), (kind, e));
+        }
+        let ours = list(source)?;
+        // Gone, or of another kind: removed (deepest first, so directories go last).
+        for (rel, mine) in ours.iter().rev() {
+            if theirs.get(rel).is_none_or(|(k, _)| *k != mine.kind) {
+                remove(&dir.join(rel))?;
+            }
+        }
+        let mut wanted = Vec::new();
+        for (rel, (kind, e)) in &theirs {
+            parents_are_dirs(dir, rel)?;
+            let path = dir.join(rel);
+            let mine: Option<&Entry> = ours.get(rel).filter(|m| m.kind == *kind);
+            match kind {
+                Kind::Dir => {
+                    if mine.is_none() {
+                        fs::create_dir_all(&path)?;
+                    }
+                    if mine.is_none_or(|m| m.mode != e.mode) {
+                        fs::set_permissions(&path, fs::Permissions::from_mode(e.mode))?;
+                    }
+                }
+                Kind::Symlink => {
+                    if mine.is_none_or(|m| m.hash != e.target) {
+                        remove(&path)?;
+                        symlink(&e.target, &path)?;
+                    }
+                }
+                Kind::File => match mine {
+                    Some(m) if m.size == e.size && m.mtime == e.mtime_ns => {
+                        if m.mode != e.mode {
+                            fs::set_permissions(&path, fs::Permissions::from_mode(e.mode))?;
+                        }
+                    }
+                    _ => wanted.push(rel.clone()),
+                },
+            }
+        }
+        if !wanted.is_empty() {
+            self.fetch(id, dir, &wanted, &theirs, replies)?;
+        }
+        // Directory times last: writing their children changed them.
+        for (rel, (kind, e)) in theirs.iter().rev() {
+            if *kind == Kind::Dir {
+                buildwit_worker::fileops::set_mtime(&dir.join(rel), e.mtime_ns)?;
+            }
+        }
+        tracing::debug!(
+            local = name,
+            listed = theirs.len(),
+            fetched = wanted.len(),
+            "synced a local directory"
+        );
+        Ok(())
+    }
+
+    fn fetch(
+        &self,
+        id: u64,
+        dir: &Path,
+        wanted: &[String],
+        theirs: &BTreeMap<String, (Kind, proto::FileStat)>,
+        replies: &std::sync::mpsc::Receiver<Reply>,
+    ) -> io::Result<()> {
+        let request = proto::FileRequest {
+            id,
+            paths: wanted.to_vec(),
+        };
+        if !self.outbox.send(Msg::Files(request)) {
+            return Err(gone());
+        }
+        let wanted: HashSet<&str> = wanted.iter().map(String::as_str).collect();
+        // Partial files live beside the mirror, never in it, so a scan cannot see them.
+        let parts = dir.with_extension("part");
+        fs::create_dir_all(&parts)?;
+        let mut open: Option<(String, PathBuf, fs::File)> = None;
+        let mut finished = 0;
+        loop {
+            let Reply::File(chunk) = Self::reply(replies, id)? else {
+                return Err(bad("the client sent a listing while sending files".into()));
+            };
+            if chunk.path.is_empty() {
+                break;
+            }
+            match &open {
+                Some((rel, _, _)) if *rel == chunk.path => {}
+                Some((rel, _, _)) => {
+                    return Err(bad(format!(
+                        "the client sent {:?} before finishing {rel:?}",
+                        chunk.path
+                    )));
+                }
+                None if !wanted.contains(chunk.path.as_str()) => {
+                    return Err(bad(format!(
+                        "the client sent {:?}, which was not asked for",
+                        chunk.path
+                    )));
+                }
+                None => {
+                    let tmp = parts.join(format!("{id}-{finished}"));
+                    let file = fs::File::create(&tmp)?;
+                    open = Some((chunk.path.clone(), tmp, file));
+                }
+            }
+            let Some((_, _, file)) = open.as_mut() else {
+                unreachable!("a file was just opened")
+            };
+            file.write_all(&chunk.data)?;
+            self.received
+                .fetch_add(chunk.data.len() as u64, Ordering::Relaxed);
+            if chunk.last {
+                let Some((rel, tmp, file)) = open.take() else {
+                    unreachable!("a file is open")
+                };
+                let stat = &theirs[rel.as_str()].1;
+                file.set_permissions(fs::Permissions::from_mode(stat.mode))?;
+                drop(file);
+                let path = dir.join(&rel);
+                fs::rename(&tmp, &path)?;
+                buildwit_worker::fileops::set_mtime(&path, stat.mtime_ns)?;
+                finished += 1;
+            }
+        }
+        if finished != wanted.len() {
+            return Err(bad(format!(
+                "the client sent {finished} of the {} files asked for",
+                wanted.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl LocalSync for ClientSync {
+    fn sync(
+        &self,
+        name: &str,
+        follow: &[String],
+        include: &[String],
+        exclude: &[String],
+    ) -> io::Result<()> {
+        let dir = self.dirs.get(name).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("the client sent no local directory named {name:?}"),
+            )
+        })?;
+        let key = (
+            name.to_string(),
+            follow.to_vec(),
+            include.to_vec(),
+            exclude.to_vec(),
+        );
+        // One exchange at a time on this build's stream.
+        let replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
+        if self
+            .done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&key)
+        {
+            return Ok(());
+        }
+        let lock = self.mirrors.lock(dir);
+        let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
+        fs::create_dir_all(dir)?;
+        let source = LocalSource {
+            dir: dir.clone(),
+            follow: follow.to_vec(),
+            include: include.to_vec(),
+            exclude: exclude.to_vec(),
+        };
+        self.exchange(name, dir, &source, &replies)?;
+        self.done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key);
+        Ok(())
+    }
+}
