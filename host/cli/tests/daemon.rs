@@ -458,6 +458,8 @@ fn tls_accepts_a_client_certificate_and_rejects_none() {
         "ls",
     ]);
     assert!(again.status.success(), "{}", text(&again.stderr));
+    let log = d.log();
+    assert!(log.contains("tls accept error"), "the refusals are logged: {log}");
 }
 
 #[test]

@@ -69,9 +69,11 @@ fn init_logging(args: &Args, config: &buildwit_config::Config) -> Result<()> {
     } else {
         config.log.level.clone().unwrap_or_else(|| "info".into())
     };
-    // Our crates at the level asked; the libraries under them one step quieter.
+    // Our crates at the level asked; the libraries under them one step quieter, except
+    // tonic's TLS accept errors, which it reports only at debug level: a client refused
+    // for its certificate must show in the log.
     let filter = tracing_subscriber::EnvFilter::try_new(format!(
-        "warn,buildwit={level},buildwitd={level},buildwit_daemon={level},buildwit_solver={level},buildwit_worker={level},buildwit_frontend={level}"
+        "warn,buildwit={level},buildwitd={level},buildwit_daemon={level},buildwit_solver={level},buildwit_worker={level},buildwit_frontend={level},tonic::transport::server::io_stream=debug"
     ))
     .with_context(|| format!("[log] level {level:?}"))?;
     let builder = tracing_subscriber::fmt()
