@@ -459,7 +459,10 @@ fn tls_accepts_a_client_certificate_and_rejects_none() {
     ]);
     assert!(again.status.success(), "{}", text(&again.stderr));
     let log = d.log();
-    assert!(log.contains("tls accept error"), "the refusals are logged: {log}");
+    assert!(
+        log.contains("tls accept error"),
+        "the refusals are logged: {log}"
+    );
 }
 
 #[test]
@@ -498,4 +501,59 @@ fn ssh_and_layouts_with_addr_are_clear_errors() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn a_client_that_goes_away_stops_its_running_step() {
+    let s = support::setup();
+    let d = Daemon::unix(&s, "cancel");
+    let ctx = s.context(
+        "slow",
+        &[(
+            "Dockerfile",
+            "FROM BASE\nRUN echo started && sleep 600 && touch /never\n",
+        )],
+    );
+    let mut client = Command::new(env!("CARGO_BIN_EXE_buildwit"))
+        .args(["--addr", &d.addr, "build", ctx.to_str().unwrap()])
+        .arg("--progress=plain")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let containers = || {
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(s.root.join("runc"))
+            .args(["list", "-q"])
+            .output()
+            .unwrap();
+        text(&out.stdout).lines().count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while containers() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the step never started:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    client.kill().unwrap();
+    client.wait().unwrap();
+    // The container goes well before its `sleep 600` would end.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while containers() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the step still runs:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The daemon goes on serving.
+    let other = s.context("other", &[("Dockerfile", "FROM BASE\nRUN echo fine\n")]);
+    d.build(&other, &[]).ok();
 }

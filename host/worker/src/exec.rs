@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 
@@ -108,13 +108,14 @@ pub struct Runner {
 
 impl Runner {
     /// Run `process` on `rootfs` with `mounts`; `output(stream, line)` gets each line
-    /// (stream 1 = stdout, 2 = stderr).
+    /// (stream 1 = stdout, 2 = stderr). Setting `cancel` kills the container.
     pub fn run(
         &self,
         rootfs: &Path,
         process: &Process,
         mounts: &[ExecMount],
         output: &(dyn Fn(u8, &str) + Sync),
+        cancel: &AtomicBool,
     ) -> io::Result<ExitStatus> {
         // The pid alone repeats after a restart (PID 1 in a container), and runc's state
         // directory outlives a killed daemon: the start time makes ids unique.
@@ -163,11 +164,32 @@ impl Runner {
                 t.push_back(line);
             }
         };
-        std::thread::scope(|s| {
+        // Dropped when the step is over, which wakes the watcher at once.
+        let (finished, watch) = std::sync::mpsc::channel::<()>();
+        let status = std::thread::scope(|s| {
             s.spawn(|| read(1, Box::new(stdout)));
+            // `runc run` stays in the foreground; `runc kill` stops what it runs.
+            s.spawn(move || {
+                use std::sync::mpsc::RecvTimeoutError;
+                let tick = std::time::Duration::from_millis(50);
+                while let Err(RecvTimeoutError::Timeout) = watch.recv_timeout(tick) {
+                    if cancel.load(Ordering::Relaxed) {
+                        let _ = Command::new(&self.binary)
+                            .arg("--root")
+                            .arg(&self.state)
+                            .args(["kill", &id, "KILL"])
+                            .stdout(Stdio::null())
+                            .stderr(Stdio::null())
+                            .status();
+                        return;
+                    }
+                }
+            });
             read(2, Box::new(stderr));
-        });
-        let status = child.wait()?;
+            let status = child.wait();
+            drop(finished);
+            status
+        })?;
         use std::os::unix::process::ExitStatusExt;
         let code = status
             .code()

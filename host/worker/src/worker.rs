@@ -418,8 +418,13 @@ impl Worker {
             insecure: op.security == pb::SecurityMode::Insecure as i32,
             readonly_root,
         };
-        let status = self.runner.run(&rootfs, &process, &exec_mounts, output)?;
+        let status =
+            self.runner
+                .run(&rootfs, &process, &exec_mounts, output, &session.cancelled)?;
         drop(locks);
+        if session.is_cancelled() {
+            return Err(OpError::Invalid("the build was cancelled".into()));
+        }
         for stub in stubs.iter().rev() {
             if let Ok(p) = rootpath::resolve(&rootfs, stub, false) {
                 remove_stub(&p);
