@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use buildwit_exporter::{Destination, OutputKind};
 use buildwit_frontend::Event;
 use buildwit_solver::ProgressEvent;
-use tokio_stream::Stream;
 use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::grpc::proto::build_client_message::Msg as In;
@@ -290,22 +290,22 @@ fn send_output(outbox: &Outbox, r: &Redirected) -> std::io::Result<()> {
             use std::os::unix::fs::PermissionsExt;
             let mode = md.permissions().mode() & 0o7777;
             if md.is_dir() {
-                outbox.send(Out::Output(proto::OutputChunk {
+                outbox.send_output(proto::OutputChunk {
                     output: r.index as u32,
                     path: child.clone(),
                     kind: proto::FileKind::Dir as i32,
                     mode,
                     ..Default::default()
-                }));
+                });
                 stack.push(child);
             } else if md.file_type().is_symlink() {
-                outbox.send(Out::Output(proto::OutputChunk {
+                outbox.send_output(proto::OutputChunk {
                     output: r.index as u32,
                     path: child,
                     kind: proto::FileKind::Symlink as i32,
                     target: std::fs::read_link(&path)?.to_string_lossy().into_owned(),
                     ..Default::default()
-                }));
+                });
             } else if md.is_file() {
                 send_file(outbox, r.index, &child, &path)?;
             }
@@ -327,14 +327,14 @@ fn send_file(outbox: &Outbox, index: usize, rel: &str, path: &Path) -> std::io::
             return Ok(());
         }
         first = false;
-        let sent = outbox.send(Out::Output(proto::OutputChunk {
+        let sent = outbox.send_output(proto::OutputChunk {
             output: index as u32,
             path: rel.to_string(),
             kind: proto::FileKind::File as i32,
             mode,
             data,
             target: String::new(),
-        }));
+        });
         if !sent {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::BrokenPipe,
@@ -381,6 +381,8 @@ impl Buildwit for Service {
         };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let outbox = Arc::new(Outbox::new(tx, cancelled.clone()));
+        // Output chunks leave the queue as the response stream takes them.
+        let queued = outbox.queued.clone();
         let (replies_tx, replies) = std::sync::mpsc::channel();
         let dirs = names
             .iter()
@@ -490,7 +492,16 @@ impl Buildwit for Service {
                 "build finished"
             );
         });
-        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+        let stream = UnboundedReceiverStream::new(rx).map(move |item| {
+            if let Ok(proto::BuildServerMessage {
+                msg: Some(Out::Output(chunk)),
+            }) = &item
+            {
+                queued.taken(chunk.data.len() as u64);
+            }
+            item
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn info(

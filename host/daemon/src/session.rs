@@ -63,6 +63,28 @@ pub struct Outbox {
     tx: Mutex<Option<UnboundedSender<Result<proto::BuildServerMessage, tonic::Status>>>>,
     /// Set when the client is gone.
     pub cancelled: Arc<AtomicBool>,
+    /// Output bytes queued but not yet taken by the response stream.
+    pub queued: Arc<Queued>,
+}
+
+/// Output bytes on their way to a client: a sender waits while too many are, so a slow
+/// client does not make the daemon hold a whole image in memory.
+#[derive(Default)]
+pub struct Queued {
+    bytes: Mutex<u64>,
+    taken: std::sync::Condvar,
+}
+
+impl Queued {
+    /// At most this many output bytes wait for a client.
+    const LIMIT: u64 = 16 << 20;
+
+    /// The response stream took a chunk of `n` bytes.
+    pub fn taken(&self, n: u64) {
+        let mut bytes = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
+        *bytes = bytes.saturating_sub(n);
+        self.taken.notify_all();
+    }
 }
 
 impl Outbox {
@@ -74,7 +96,29 @@ impl Outbox {
         Outbox {
             tx: Mutex::new(Some(tx)),
             cancelled,
+            queued: Arc::default(),
         }
+    }
+
+    /// Send a chunk of an output once the client has taken enough of the earlier ones
+    /// (blocking: call it off the async runtime). False when the client is gone.
+    pub fn send_output(&self, chunk: proto::OutputChunk) -> bool {
+        let n = chunk.data.len() as u64;
+        let mut bytes = self.queued.bytes.lock().unwrap_or_else(|e| e.into_inner());
+        while *bytes > 0 && *bytes + n > Queued::LIMIT {
+            if self.cancelled.load(Ordering::Relaxed) {
+                return false;
+            }
+            bytes = self
+                .queued
+                .taken
+                .wait_timeout(bytes, std::time::Duration::from_millis(200))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *bytes += n;
+        drop(bytes);
+        self.send(Msg::Output(chunk))
     }
 
     /// Send a message; false (and the build cancelled) when the client is gone.
