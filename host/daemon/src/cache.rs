@@ -48,6 +48,12 @@ impl Engine {
     /// throttles it (computing usage walks every record). A failure is logged, never the
     /// build's error.
     pub(crate) fn gc_after_build(&self) {
+        let sessions = self.frontends.root.join("sessions");
+        match crate::session::prune_mirrors(&sessions, crate::session::MIRROR_MAX_AGE) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(mirrors = n, "gc: removed unused client mirrors"),
+            Err(e) => tracing::warn!("gc: {}: {e}", sessions.display()),
+        }
         let rules = self.gc_rules();
         if rules.is_empty() {
             return;

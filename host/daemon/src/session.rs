@@ -42,6 +42,39 @@ impl Mirrors {
     }
 }
 
+/// Mirrors unused for this long are removed after a build.
+pub const MIRROR_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Remove the mirrors under `sessions` that no sync used for `max_age` (their
+/// `NAME.used` stamp is older), with their partial files.
+pub fn prune_mirrors(sessions: &Path, max_age: std::time::Duration) -> io::Result<usize> {
+    let mut removed = 0;
+    let entries = match fs::read_dir(sessions) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some() || !path.is_dir() {
+            continue;
+        }
+        let stamp = path.with_extension("used");
+        let age = fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        if age.is_some_and(|a| a < max_age) {
+            continue;
+        }
+        fs::remove_dir_all(&path)?;
+        let _ = fs::remove_dir_all(path.with_extension("part"));
+        let _ = fs::remove_file(&stamp);
+        removed += 1;
+    }
+    Ok(removed)
+}
+
 /// The mirror of local `name` for a client's shared key.
 pub fn mirror_dir(root: &Path, shared_key: &str, name: &str) -> PathBuf {
     let key = <sha2::Sha256 as sha2::Digest>::digest(format!("{shared_key}\0{name}").as_bytes());
@@ -445,6 +478,12 @@ impl LocalSync for ClientSync {
         }
         let lock = self.mirrors.lock(dir);
         let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
+        // When it was last used, for `prune_mirrors`; stamped first, so a prune never
+        // takes a mirror being made.
+        if let Some(sessions) = dir.parent() {
+            fs::create_dir_all(sessions)?;
+        }
+        fs::write(dir.with_extension("used"), b"")?;
         fs::create_dir_all(dir)?;
         let source = LocalSource {
             dir: dir.clone(),
@@ -458,5 +497,41 @@ impl LocalSync for ClientSync {
             .unwrap_or_else(|e| e.into_inner())
             .insert(key);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirrors_unused_for_a_while_are_pruned() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sessions = tmp.path();
+        for name in ["fresh", "stale", "unstamped"] {
+            fs::create_dir_all(sessions.join(name).join("sub")).unwrap();
+            fs::create_dir_all(sessions.join(name).with_extension("part")).unwrap();
+        }
+        fs::write(sessions.join("fresh.used"), b"").unwrap();
+        fs::write(sessions.join("stale.used"), b"").unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        fs::File::options()
+            .write(true)
+            .open(sessions.join("stale.used"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let removed = prune_mirrors(sessions, std::time::Duration::from_secs(60)).unwrap();
+        assert_eq!(removed, 2);
+        assert!(sessions.join("fresh").is_dir() && sessions.join("fresh.part").is_dir());
+        for gone in [
+            "stale",
+            "stale.part",
+            "stale.used",
+            "unstamped",
+            "unstamped.part",
+        ] {
+            assert!(!sessions.join(gone).exists(), "{gone}");
+        }
     }
 }
