@@ -12,26 +12,9 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use support::{median, wipe_cache};
+
 const RUNS: usize = 5;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-/// Remove everything a build cached, keeping the compiled frontends.
-fn wipe_cache(root: &Path) {
-    for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
-        if entry.file_name() != "frontends" {
-            let p = entry.path();
-            if p.is_dir() {
-                std::fs::remove_dir_all(&p).unwrap();
-            } else {
-                std::fs::remove_file(&p).unwrap();
-            }
-        }
-    }
-}
 
 fn timed(s: &support::Setup, ctx: &Path, out: &str) -> Duration {
     let t = Instant::now();

@@ -11,13 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::median;
+
 const RUNS: usize = 9;
 const CONCURRENT: usize = 8;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 fn build_cmd(s: &support::Setup, addr: Option<&str>, ctx: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_buildwit"));

@@ -1,5 +1,5 @@
-//! Shared by the end-to-end tests and the build benchmark: a real registry holding a
-//! busybox base image, and `buildwit build` runs with their progress parsed.
+//! Shared by the end-to-end tests and the benchmarks: a real registry holding a busybox
+//! base image, and `buildwit build` runs with their progress parsed.
 #![allow(dead_code)]
 
 use std::io::Write;
@@ -269,5 +269,26 @@ impl Build {
 
     pub fn ran_any(&self, needle: &str) -> bool {
         self.ran.iter().any(|n| n.contains(needle))
+    }
+}
+
+/// The median of some timings (benchmarks).
+pub fn median(mut v: Vec<std::time::Duration>) -> std::time::Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Remove everything builds cached under `root`, keeping the compiled frontends
+/// (benchmarks: a cold build that does not measure compiling the frontend).
+pub fn wipe_cache(root: &Path) {
+    for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        if entry.file_name() != "frontends" {
+            let p = entry.path();
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p).unwrap();
+            } else {
+                std::fs::remove_file(&p).unwrap();
+            }
+        }
     }
 }
