@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,7 +127,10 @@ impl Remote {
         } else {
             bail!("--addr {addr:?}: use unix:///PATH or tcp://HOST:PORT");
         };
-        let endpoint = endpoint.connect_timeout(Duration::from_secs(10));
+        // Room for a failed step's output in the trailers.
+        let endpoint = endpoint
+            .connect_timeout(Duration::from_secs(10))
+            .http2_max_header_list_size(64 << 10);
         let channel = rt.block_on(endpoint.connect()).map_err(|e| {
             let mut msg = e.to_string();
             let mut source = std::error::Error::source(&e);
@@ -389,10 +392,43 @@ pub fn listing(dir: &Path, request: &proto::LocalRequest) -> Result<Vec<proto::F
         .collect())
 }
 
-/// Send the files the daemon asked for, in chunks, then the end marker.
+/// A listing sent to the daemon: its directory and the regular files in it, the only
+/// files the daemon may then ask for.
+pub struct Listed {
+    dir: PathBuf,
+    files: std::collections::HashSet<String>,
+}
+
+/// Fail unless `rel` is a plain relative path whose parents in `dir` are directories, not
+/// symlinks: what the daemon names must stay inside `dir`.
+fn inside(dir: &Path, rel: &str) -> Result<()> {
+    let p = Path::new(rel);
+    if rel.is_empty()
+        || !p
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+    {
+        bail!(
+            "buildwitd named {rel:?}, which is not a path inside {}",
+            dir.display()
+        );
+    }
+    let mut at = dir.to_path_buf();
+    for part in p.parent().into_iter().flat_map(Path::components) {
+        at.push(part);
+        let md = std::fs::symlink_metadata(&at).with_context(|| format!("{}", at.display()))?;
+        if !md.is_dir() {
+            bail!("{rel}: {} is not a directory", at.display());
+        }
+    }
+    Ok(())
+}
+
+/// Send the files the daemon asked for, in chunks, then the end marker. Only files of the
+/// listing it asks about are sent: never a path outside it, nor one through a symlink.
 pub async fn send_files(
     tx: &mpsc::Sender<proto::BuildClientMessage>,
-    dir: &Path,
+    listed: &Listed,
     request: &proto::FileRequest,
 ) -> Result<()> {
     let send = |msg: Out| async move {
@@ -401,10 +437,16 @@ pub async fn send_files(
             .map_err(|_| anyhow::anyhow!("buildwitd closed the build"))
     };
     for rel in &request.paths {
-        let path = dir.join(rel);
-        let mut file =
-            std::fs::File::open(&path).with_context(|| format!("sending {}", path.display()))?;
-        let mut first = true;
+        if !listed.files.contains(rel) {
+            bail!("buildwitd asked for {rel:?}, which is not a file of the listing it asked for");
+        }
+        let path = listed.dir.join(rel);
+        inside(&listed.dir, rel)?;
+        let mut file = std::fs::File::options()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&path)
+            .with_context(|| format!("sending {}", path.display()))?;
         loop {
             let mut data = Vec::with_capacity(CHUNK.min(1 << 16));
             (&mut file)
@@ -412,10 +454,6 @@ pub async fn send_files(
                 .read_to_end(&mut data)
                 .with_context(|| format!("reading {}", path.display()))?;
             let last = data.len() < CHUNK;
-            if data.is_empty() && !first && !last {
-                break;
-            }
-            first = false;
             send(Out::File(proto::FileChunk {
                 id: request.id,
                 path: rel.clone(),
@@ -450,7 +488,7 @@ pub struct OutputWriter {
     dests: HashMap<u32, Dest>,
     /// The file being written, per output.
     open: HashMap<u32, (String, std::fs::File)>,
-    /// Outputs that were cleared before their first chunk.
+    /// Outputs whose first chunk came (their directory was made then).
     started: std::collections::HashSet<u32>,
 }
 
@@ -485,13 +523,6 @@ impl OutputWriter {
             }
             Dest::Path(p) => p,
         };
-        if !chunk.path.is_empty()
-            && !Path::new(&chunk.path)
-                .components()
-                .all(|c| matches!(c, std::path::Component::Normal(_)))
-        {
-            bail!("buildwitd sent the output path {:?}", chunk.path);
-        }
         if self.started.insert(chunk.output) && !chunk.path.is_empty() {
             std::fs::create_dir_all(&root)
                 .with_context(|| format!("creating {}", root.display()))?;
@@ -499,15 +530,34 @@ impl OutputWriter {
         let path = if chunk.path.is_empty() {
             root.clone()
         } else {
+            // A symlink the output made earlier must not carry later entries out of it.
+            inside(&root, &chunk.path)?;
             root.join(&chunk.path)
+        };
+        // A file or symlink already at the path goes first: writing through a symlink that
+        // was there would write outside the destination.
+        let clear = |path: &Path| -> Result<bool> {
+            match std::fs::symlink_metadata(path) {
+                Ok(md) if md.is_dir() => Ok(true),
+                Ok(_) if !chunk.path.is_empty() => {
+                    std::fs::remove_file(path)
+                        .with_context(|| format!("replacing {}", path.display()))?;
+                    Ok(false)
+                }
+                _ => Ok(false),
+            }
         };
         match proto::FileKind::try_from(chunk.kind) {
             Ok(proto::FileKind::Dir) => {
-                std::fs::create_dir_all(&path)?;
+                if !clear(&path)? {
+                    std::fs::create_dir_all(&path)?;
+                }
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(chunk.mode))?;
             }
             Ok(proto::FileKind::Symlink) => {
-                let _ = std::fs::remove_file(&path);
+                if clear(&path)? {
+                    bail!("{}: a directory is in the way of a symlink", path.display());
+                }
                 std::os::unix::fs::symlink(&chunk.target, &path)
                     .with_context(|| format!("writing {}", path.display()))?;
             }
@@ -519,6 +569,9 @@ impl OutputWriter {
                 if !same {
                     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                         std::fs::create_dir_all(dir)?;
+                    }
+                    if clear(&path)? {
+                        bail!("{}: a directory is in the way of a file", path.display());
                     }
                     let file = std::fs::File::create(&path)
                         .with_context(|| format!("writing {}", path.display()))?;
@@ -607,8 +660,8 @@ async fn run_build(
         .map_err(|s| status_error("build", s))?
         .into_inner();
     let mut writer = OutputWriter::new(dests);
-    // The directory each open sync request is about.
-    let mut requests: HashMap<u64, PathBuf> = HashMap::new();
+    // What each open sync request listed.
+    let mut requests: HashMap<u64, Listed> = HashMap::new();
     loop {
         let msg = match stream.message().await {
             Ok(Some(m)) => m.msg,
@@ -631,7 +684,18 @@ async fn run_build(
                 let answer = match locals.get(&request.name) {
                     Some(dir) => match listing(dir, &request) {
                         Ok(entries) => {
-                            requests.insert(id, dir.clone());
+                            let files = entries
+                                .iter()
+                                .filter(|e| e.kind == proto::FileKind::File as i32)
+                                .map(|e| e.path.clone())
+                                .collect();
+                            requests.insert(
+                                id,
+                                Listed {
+                                    dir: dir.clone(),
+                                    files,
+                                },
+                            );
                             Out::Listing(proto::LocalListing { id, entries })
                         }
                         Err(e) => Out::Failure(proto::SyncFailure {
@@ -650,7 +714,7 @@ async fn run_build(
             }
             Some(In::Files(request)) => {
                 let sent = match requests.get(&request.id) {
-                    Some(dir) => send_files(&tx, dir, &request).await,
+                    Some(listed) => send_files(&tx, listed, &request).await,
                     None => Err(anyhow::anyhow!(
                         "buildwitd asked for files of unknown request {}",
                         request.id
@@ -669,5 +733,80 @@ async fn run_build(
             Some(In::Result(r)) => return outcome(r),
             None => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_listed_files_inside_the_directory_are_sent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ctx");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("sub/a"), "a").unwrap();
+        std::fs::write(tmp.path().join("secret"), "s").unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("secret"), dir.join("link")).unwrap();
+        std::os::unix::fs::symlink(tmp.path(), dir.join("up")).unwrap();
+        let listed = Listed {
+            dir: dir.clone(),
+            files: ["sub/a", "link", "up/secret"].map(String::from).into(),
+        };
+        let (tx, mut rx) = mpsc::channel(16);
+        let ask = |path: &str| proto::FileRequest {
+            id: 1,
+            paths: vec![path.to_string()],
+        };
+        send_files(&tx, &listed, &ask("sub/a")).await.unwrap();
+        let first = rx.recv().await.unwrap();
+        assert!(matches!(first.msg, Some(Out::File(c)) if c.data == b"a"));
+        // Not listed, outside, or through a symlink: refused, nothing sent.
+        for path in ["../secret", "/etc/passwd", "sub", "link", "up/secret"] {
+            while rx.try_recv().is_ok() {}
+            let e = send_files(&tx, &listed, &ask(path)).await.unwrap_err();
+            eprintln!("{path}: {e:#}");
+            assert!(
+                !matches!(rx.try_recv(), Ok(proto::BuildClientMessage { msg: Some(Out::File(c)) }) if !c.data.is_empty()),
+                "{path} was sent"
+            );
+        }
+    }
+
+    #[test]
+    fn outputs_cannot_be_written_through_a_symlink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("out");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        let mut w = OutputWriter::new(HashMap::from([(0, Dest::Path(dest.clone()))]));
+        let chunk = |path: &str, kind: proto::FileKind, target: &str| proto::OutputChunk {
+            output: 0,
+            path: path.into(),
+            kind: kind as i32,
+            mode: 0o755,
+            data: b"x".to_vec(),
+            target: target.into(),
+        };
+        w.write(chunk(
+            "link",
+            proto::FileKind::Symlink,
+            outside.to_str().unwrap(),
+        ))
+        .unwrap();
+        let e = w
+            .write(chunk("link/escaped", proto::FileKind::File, ""))
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("not a directory"), "{e:#}");
+        assert!(!outside.join("escaped").exists());
+        // A symlink already in the destination is replaced, not written through.
+        std::os::unix::fs::symlink(outside.join("victim"), dest.join("file")).unwrap();
+        w.write(chunk("file", proto::FileKind::File, "")).unwrap();
+        assert!(!outside.join("victim").exists());
+        assert_eq!(std::fs::read(dest.join("file")).unwrap(), b"x");
+        let e = w
+            .write(chunk("../up", proto::FileKind::File, ""))
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("not a path inside"), "{e:#}");
     }
 }

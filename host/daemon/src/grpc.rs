@@ -416,15 +416,29 @@ pub fn error_to_status(e: &DaemonError) -> tonic::Status {
         tail,
     }) = e
     {
+        // Details travel in the trailers, which clients cap (hyper: 16 KiB): long lines
+        // are cut so the failure arrives rather than a transport error.
         let details = prost::Message::encode_to_vec(&proto::StepFailure {
-            name: name.clone(),
-            message: message.clone(),
+            name: cut(name, 1024),
+            message: cut(message, 1024),
             exit_code: *exit_code,
-            tail: tail.clone(),
+            tail: tail.iter().map(|l| cut(l, 256)).collect(),
         });
-        return tonic::Status::with_details(code, e.to_string(), details.into());
+        return tonic::Status::with_details(code, cut(&e.to_string(), 2048), details.into());
     }
-    tonic::Status::new(code, e.to_string())
+    tonic::Status::new(code, cut(&e.to_string(), 4096))
+}
+
+/// `s` cut to at most `max` bytes (on a character boundary), marked when cut.
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 /// The failed step a status carries, if any.

@@ -118,7 +118,10 @@ impl Service {
         let dir = self.root().join("frontends").join("uploads");
         let path = dir.join(format!("{digest}.wasm"));
         if !path.exists() {
-            let tmp = dir.join(format!("{digest}.{}.tmp", std::process::id()));
+            // One temporary name per upload: two builds may upload the same component.
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let tmp = dir.join(format!("{digest}.{}-{n}.tmp", std::process::id()));
             std::fs::create_dir_all(&dir)
                 .and_then(|()| std::fs::write(&tmp, &component.data))
                 .and_then(|()| std::fs::rename(&tmp, &path))
@@ -376,6 +379,7 @@ impl Buildwit for Service {
             Ok(r) => r,
             Err(e) => {
                 self.running.remove(id);
+                let _ = std::fs::remove_dir_all(&scratch);
                 return Err(e);
             }
         };

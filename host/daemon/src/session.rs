@@ -54,8 +54,8 @@ pub fn prune_mirrors(sessions: &Path, max_age: std::time::Duration) -> io::Resul
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),
     };
-    for entry in entries {
-        let path = entry?.path();
+    for entry in entries.flatten() {
+        let path = entry.path();
         if path.extension().is_some() || !path.is_dir() {
             continue;
         }
@@ -67,7 +67,11 @@ pub fn prune_mirrors(sessions: &Path, max_age: std::time::Duration) -> io::Resul
         if age.is_some_and(|a| a < max_age) {
             continue;
         }
-        fs::remove_dir_all(&path)?;
+        // One that cannot go is left for the next prune; the others still go.
+        if let Err(e) = fs::remove_dir_all(&path) {
+            tracing::warn!("removing the client mirror {}: {e}", path.display());
+            continue;
+        }
         let _ = fs::remove_dir_all(path.with_extension("part"));
         let _ = fs::remove_file(&stamp);
         removed += 1;
@@ -328,10 +332,21 @@ impl ClientSync {
             let mine: Option<&Entry> = ours.get(rel).filter(|m| m.kind == *kind);
             match kind {
                 Kind::Dir => {
-                    if mine.is_none() {
-                        fs::create_dir_all(&path)?;
+                    // What is there decides, not `ours`: a listing under other filters may
+                    // have left a symlink here, and chmod must never follow one.
+                    let real_dir = match fs::symlink_metadata(&path) {
+                        Ok(md) if md.is_dir() => true,
+                        Ok(_) => {
+                            remove(&path)?;
+                            false
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                        Err(e) => return Err(e),
+                    };
+                    if !real_dir {
+                        fs::create_dir(&path)?;
                     }
-                    if mine.is_none_or(|m| m.mode != e.mode) {
+                    if !real_dir || mine.is_none_or(|m| m.mode != e.mode) {
                         fs::set_permissions(&path, fs::Permissions::from_mode(e.mode))?;
                     }
                 }
@@ -342,6 +357,7 @@ impl ClientSync {
                     }
                 }
                 Kind::File => match mine {
+                    // `ours` saw a regular file here (it does not follow symlinks).
                     Some(m) if m.size == e.size && m.mtime == e.mtime_ns => {
                         if m.mode != e.mode {
                             fs::set_permissions(&path, fs::Permissions::from_mode(e.mode))?;

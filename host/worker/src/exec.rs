@@ -130,6 +130,9 @@ impl Runner {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
+        if cancel.load(Ordering::Relaxed) {
+            return Err(io::Error::other("the build was cancelled"));
+        }
         let bundle = self.bundles.join(&id);
         std::fs::create_dir_all(&bundle)?;
         let _cleanup = RemoveOnDrop(bundle.clone());
@@ -172,6 +175,7 @@ impl Runner {
             s.spawn(move || {
                 use std::sync::mpsc::RecvTimeoutError;
                 let tick = std::time::Duration::from_millis(50);
+                // Until runc exits: a kill before runc made the container finds nothing.
                 while let Err(RecvTimeoutError::Timeout) = watch.recv_timeout(tick) {
                     if cancel.load(Ordering::Relaxed) {
                         let _ = Command::new(&self.binary)
@@ -181,7 +185,6 @@ impl Runner {
                             .stdout(Stdio::null())
                             .stderr(Stdio::null())
                             .status();
-                        return;
                     }
                 }
             });

@@ -215,6 +215,8 @@ fn run(args: Args) -> Result<()> {
         root.clone(),
         buildwit_frontend::Limits::default(),
     )?);
+    // Outputs a killed daemon was still sending are of no use to anyone.
+    let _ = std::fs::remove_dir_all(root.join("exports"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("buildwitd")
@@ -228,8 +230,10 @@ fn run(args: Args) -> Result<()> {
         grpc,
         args.shutdown_timeout,
     ));
-    // The engine owns a runtime of its own, which may not be dropped inside another.
-    drop(runtime);
+    // Builds still running after the shutdown timeout are left behind, not waited for
+    // (dropping the runtime would wait for them). The engine owns a runtime of its own,
+    // which may not be dropped inside another.
+    runtime.shutdown_timeout(Duration::from_millis(100));
     drop(engine);
     served
 }
@@ -334,6 +338,7 @@ async fn serve(
             tracing::info!("{signal}: shutting down, {cancelled} running builds cancelled");
         }
         Some(done) = servers.join_next() => {
+            running_at_stop.cancel_all();
             let _ = stop_tx.send(true);
             for path in &sockets {
                 let _ = std::fs::remove_file(path);
