@@ -13,7 +13,7 @@ use oci_client::errors::{OciDistributionError, OciEnvelope};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Reference, RegistryOperation};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
-use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use reqwest::{RequestBuilder, Response, StatusCode};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -144,8 +144,15 @@ impl Direct {
         }
     }
 
-    /// Upload a blob in one request after opening an upload session.
-    pub(crate) async fn push_blob(&self, r: &Reference, data: Vec<u8>, digest: &str) -> Result<()> {
+    /// Upload a blob, streamed from `path` (`size` bytes), in one request after opening an
+    /// upload session.
+    pub(crate) async fn push_blob(
+        &self,
+        r: &Reference,
+        path: &std::path::Path,
+        size: u64,
+        digest: &str,
+    ) -> Result<()> {
         let start = self.url(r, "blobs/uploads/");
         let resp = self.send(r, true, |c| c.post(&start)).await?;
         let resp = check(resp, &start).await?;
@@ -161,15 +168,20 @@ impl Direct {
         };
         let sep = if location.contains('?') { '&' } else { '?' };
         let url = format!("{location}{sep}digest={digest}");
-        let data = bytes::Bytes::from(data);
-        let resp = self
-            .send(r, true, |c| {
-                c.request(Method::PUT, &url)
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .body(data.clone())
-            })
-            .await?;
-        check(resp, &url).await.map(|_| ())
+        // A stream cannot be sent twice: the PUT goes with the token the POST got.
+        let file = tokio::fs::File::open(path).await?;
+        let mut req = self
+            .http
+            .put(&url)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .body(reqwest::Body::wrap_stream(
+                tokio_util::io::ReaderStream::with_capacity(file, 1 << 20),
+            ));
+        if let Some(h) = self.held(r, true) {
+            req = req.header(AUTHORIZATION, h);
+        }
+        check(req.send().await?, &url).await.map(|_| ())
     }
 
     /// Put a manifest under the reference's tag (or digest).
@@ -209,14 +221,7 @@ impl Direct {
         request: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<Response> {
         let key = (r.repository().to_string(), push);
-        let held = {
-            let tokens = lock(&self.tokens);
-            // A push token also serves reads.
-            tokens
-                .get(&key)
-                .or_else(|| tokens.get(&(key.0.clone(), true)))
-                .cloned()
-        };
+        let held = self.held(r, push);
         let mut req = request(&self.http);
         if let Some(h) = &held {
             req = req.header(AUTHORIZATION, h);
@@ -231,6 +236,16 @@ impl Direct {
             .header(AUTHORIZATION, header)
             .send()
             .await?)
+    }
+
+    /// The `Authorization` value held for the repository (a push token also serves reads).
+    fn held(&self, r: &Reference, push: bool) -> Option<String> {
+        let tokens = lock(&self.tokens);
+        let repository = r.repository().to_string();
+        tokens
+            .get(&(repository.clone(), push))
+            .or_else(|| tokens.get(&(repository, true)))
+            .cloned()
     }
 
     /// The `Authorization` value that answers a 401's challenge: Basic with the stored

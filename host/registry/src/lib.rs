@@ -139,15 +139,26 @@ impl HostClient {
         }
     }
 
+    /// Upload a blob streamed from `path` (`size` bytes): a layer is never held in memory.
     async fn push_blob(
         &self,
         r: &Reference,
-        data: Vec<u8>,
+        path: &Path,
+        size: u64,
         digest: &str,
     ) -> Result<(), OciDistributionError> {
         match &self.direct {
-            Some(d) => d.push_blob(r, data, digest).await,
-            None => self.client.push_blob(r, data, digest).await.map(|_| ()),
+            Some(d) => d.push_blob(r, path, size, digest).await,
+            None => {
+                use futures_util::StreamExt;
+                let file = tokio::fs::File::open(path).await?;
+                let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
+                    .map(|chunk| chunk.map_err(OciDistributionError::from));
+                self.client
+                    .push_blob_stream(r, stream, digest, Some(size))
+                    .await
+                    .map(|_| ())
+            }
         }
     }
 

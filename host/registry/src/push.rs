@@ -54,20 +54,22 @@ impl Registries {
                 {
                     return Ok(None);
                 }
-                let data = tokio::fs::read(path).await.map_err(|e| {
-                    RegistryError::new(
-                        RegistryErrorKind::Invalid,
-                        normalized,
-                        &ep.host,
-                        format!(
-                            "cannot read blob {digest} to push ({}): {e}",
-                            path.display()
-                        ),
-                    )
-                })?;
-                let len = data.len() as u64;
+                let len = tokio::fs::metadata(path)
+                    .await
+                    .map_err(|e| {
+                        RegistryError::new(
+                            RegistryErrorKind::Invalid,
+                            normalized,
+                            &ep.host,
+                            format!(
+                                "cannot read blob {digest} to push ({}): {e}",
+                                path.display()
+                            ),
+                        )
+                    })?
+                    .len();
                 client
-                    .push_blob(r, data, digest)
+                    .push_blob(r, path, len, digest)
                     .await
                     .map_err(|e| map_error(e, ep, normalized, "blob"))?;
                 Ok::<_, RegistryError>(Some(len))
