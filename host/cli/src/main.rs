@@ -245,6 +245,11 @@ fn run(cli: Cli) -> Result<()> {
                 .context("stdin is not an LLB Definition")?;
             print_llb(&def, *dot)
         }
+        // Through buildwitd: the daemon's configuration, not this machine's.
+        Command::Debug(DebugCommand::Config) if cli.addr.is_some() => {
+            print!("{}", engine()?.info()?.config);
+            Ok(())
+        }
         Command::Debug(DebugCommand::Config) => {
             let config = load_config(cli.config.as_deref())?;
             print!("{}", config.effective().to_toml());

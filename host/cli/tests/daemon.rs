@@ -213,6 +213,13 @@ fn builds_through_the_daemon_like_in_process() {
             .collect::<Vec<_>>(),
         listed.lines().skip(1).map(|l| &l[..27]).collect::<Vec<_>>()
     );
+    // `debug config` through the daemon shows the daemon's configuration.
+    let remote = d.cli(&["debug", "config"]);
+    assert!(remote.status.success(), "{}", text(&remote.stderr));
+    assert_eq!(
+        text(&remote.stdout),
+        text(&s.buildwit(&["debug", "config"]).stdout)
+    );
 
     // SIGTERM: a clean exit and the socket removed.
     assert!(d.stop().success(), "{}", d.log());

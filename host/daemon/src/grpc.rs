@@ -202,6 +202,7 @@ impl From<&DaemonInfo> for proto::InfoResponse {
                 )
                 .collect(),
             enabled_frontends: i.enabled_frontends.clone(),
+            config: i.config.clone(),
         }
     }
 }
@@ -222,6 +223,7 @@ impl From<proto::InfoResponse> for DaemonInfo {
                 .map(|f| (f.reference, f.name, f.version, f.channel))
                 .collect(),
             enabled_frontends: i.enabled_frontends,
+            config: i.config,
         }
     }
 }

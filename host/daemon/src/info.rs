@@ -28,18 +28,13 @@ pub struct DaemonInfo {
     pub frontends: Vec<(String, String, String, String)>,
     /// The frontends the configuration enables.
     pub enabled_frontends: Vec<String>,
+    /// The effective configuration, as TOML (`debug config`).
+    pub config: String,
 }
 
 /// The platform of this machine as OCI names it.
 pub fn host_platform() -> String {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    };
-    format!("linux/{arch}")
+    format!("linux/{}", buildwit_exporter::host_architecture())
 }
 
 impl Engine {
@@ -90,6 +85,7 @@ impl Engine {
                 .unwrap_or(0),
             frontends,
             enabled_frontends,
+            config: config.effective().to_toml(),
         })
     }
 }
