@@ -218,9 +218,8 @@ impl WasmImages {
         source: &str,
         mode: ResolveMode,
     ) -> Result<Resolved, DaemonError> {
-        let reference: oci_client::Reference = source.parse().map_err(|e| {
-            DaemonError::Policy(format!("invalid frontend reference {source:?}: {e}"))
-        })?;
+        let reference = buildwit_registry::parse_reference(source)
+            .map_err(|e| DaemonError::Policy(format!("frontend {e}")))?;
         let normalized = reference.whole();
         let mut warnings = Vec::new();
         let pinned = reference.digest().map(str::to_string);
@@ -402,8 +401,7 @@ impl WasmImages {
     pub fn remove(&self, what: &str) -> Result<Vec<String>, DaemonError> {
         let _guard = self.lock.lock().unwrap();
         let mut index = self.index();
-        let normalized = what
-            .parse::<oci_client::Reference>()
+        let normalized = buildwit_registry::parse_reference(what)
             .map(|r| r.whole())
             .unwrap_or_else(|_| what.to_string());
         let digest = index.tags.remove(&normalized).or_else(|| {

@@ -13,6 +13,7 @@ mod error;
 mod platform;
 mod pull;
 mod push;
+mod reference;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ pub use error::{RegistryError, RegistryErrorKind};
 use platform::Platform;
 pub use pull::{PlatformManifest, PulledBlob};
 pub use push::Pushed;
+pub use reference::parse_reference;
 
 /// At most this many requests run at once against one registry host.
 pub const MAX_CONNECTIONS_PER_REGISTRY: usize = 4;
@@ -319,14 +321,7 @@ impl Registries {
         architecture: &str,
         variant: &str,
     ) -> Result<ResolvedImage, RegistryError> {
-        let parsed: Reference = reference.trim().parse().map_err(|e| {
-            RegistryError::new(
-                RegistryErrorKind::Invalid,
-                reference,
-                "",
-                format!("invalid image reference {reference:?}: {e}"),
-            )
-        })?;
+        let parsed = parse_reference(reference)?;
         let normalized = parsed.whole();
         let platform = Platform::normalize(os, architecture, variant);
         let key = (normalized.clone(), platform.clone());

@@ -14,6 +14,7 @@ use oci_client::Reference;
 use tokio::io::AsyncWrite;
 
 use crate::platform::Platform;
+use crate::reference::parse_reference;
 use crate::{
     Endpoint, Parsed, RawDescriptor, Registries, RegistryError, RegistryErrorKind, choose_platform,
     classify, map_error,
@@ -235,18 +236,6 @@ impl Registries {
 /// The key of a host's blob download pool (see the module docs).
 pub(crate) fn blob_pool(host: &str) -> String {
     format!("{host} blobs")
-}
-
-/// Parses a reference, naming it on error.
-fn parse_reference(reference: &str) -> Result<Reference, RegistryError> {
-    reference.trim().parse().map_err(|e| {
-        RegistryError::new(
-            RegistryErrorKind::Invalid,
-            reference,
-            "",
-            format!("invalid image reference {reference:?}: {e}"),
-        )
-    })
 }
 
 /// Adds the endpoints tried before to an error.

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use oci_client::{Reference, RegistryOperation};
+use oci_client::RegistryOperation;
 
 use futures_util::StreamExt;
 
@@ -23,14 +23,7 @@ impl Registries {
         manifest: &[u8],
         media_type: &str,
     ) -> Result<Pushed, RegistryError> {
-        let parsed: Reference = reference.trim().parse().map_err(|e| {
-            RegistryError::new(
-                RegistryErrorKind::Invalid,
-                reference,
-                "",
-                format!("invalid image name {reference:?}: {e}"),
-            )
-        })?;
+        let parsed = crate::parse_reference(reference)?;
         let normalized = parsed.whole();
         let endpoints = self.endpoints(&parsed);
         let ep = endpoints.last().expect("the origin is always an endpoint");
