@@ -264,11 +264,6 @@ impl Remote {
         raw: &RawSpecs,
         events: Arc<dyn EventSink>,
     ) -> Result<(BuildOutcome, usize)> {
-        if !request.ssh.is_empty() {
-            bail!(
-                "--ssh is not supported with --addr yet: buildwitd cannot reach the client's agent"
-            );
-        }
         if !request.oci_layouts.is_empty() {
             bail!(
                 "--oci-layout is not supported with --addr yet: the layout is not sent to buildwitd"
@@ -280,12 +275,21 @@ impl Remote {
                 self.addr
             );
         }
+        if !request.ssh.is_empty() && !self.private {
+            bail!(
+                "--ssh needs a private connection: use a unix:// address or TLS (--tlscacert) for {}",
+                self.addr
+            );
+        }
         let start = start_message(&request, raw)?;
         let dests = file_destinations(&request);
         self.rt.block_on(run_build(
             self.client.clone(),
             start,
-            request.locals,
+            Client {
+                locals: request.locals,
+                agents: request.ssh,
+            },
             dests,
             events,
         ))
@@ -347,6 +351,7 @@ fn start_message(request: &BuildRequest, raw: &RawSpecs) -> Result<proto::BuildS
                 value: v.clone(),
             })
             .collect(),
+        ssh: request.ssh.keys().cloned().collect(),
         allow: request.allow.clone(),
         solve: request.solve,
         outputs: raw.outputs.clone(),
@@ -640,12 +645,71 @@ pub fn file_destinations(request: &BuildRequest) -> HashMap<u32, Dest> {
         .collect()
 }
 
+/// What a build may reach on this machine: its directories and SSH agents, by name.
+struct Client {
+    locals: BTreeMap<String, PathBuf>,
+    agents: BTreeMap<String, PathBuf>,
+}
+
+/// Relay agent connection `conn` between the daemon and the agent at `socket`: what the
+/// daemon sends arrives on `from_daemon` (`None`: its side closed).
+async fn relay_agent(
+    conn: u64,
+    socket: PathBuf,
+    mut from_daemon: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
+    tx: mpsc::Sender<proto::BuildClientMessage>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let send = |data: Vec<u8>, close: bool| {
+        let tx = tx.clone();
+        async move {
+            tx.send(proto::BuildClientMessage {
+                msg: Some(Out::Ssh(proto::SshData { conn, data, close })),
+            })
+            .await
+            .is_ok()
+        }
+    };
+    let stream = match tokio::net::UnixStream::connect(&socket).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("warning: ssh agent {}: {e}", socket.display());
+            send(Vec::new(), true).await;
+            return;
+        }
+    };
+    let (mut read, mut write) = stream.into_split();
+    let up = async {
+        let mut buf = vec![0; 32 << 10];
+        loop {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if !send(buf[..n].to_vec(), false).await {
+                        return;
+                    }
+                }
+            }
+        }
+        send(Vec::new(), true).await;
+    };
+    let down = async {
+        while let Some(Some(data)) = from_daemon.recv().await {
+            if write.write_all(&data).await.is_err() {
+                break;
+            }
+        }
+        let _ = write.shutdown().await;
+    };
+    tokio::join!(up, down);
+}
+
 /// One build's stream: the start message, then answers to what the daemon asks for
 /// while its events are shown, until the result.
 async fn run_build(
     mut client: BuildwitClient<Channel>,
     start: proto::BuildStart,
-    locals: BTreeMap<String, PathBuf>,
+    here: Client,
     dests: HashMap<u32, Dest>,
     events: Arc<dyn EventSink>,
 ) -> Result<(BuildOutcome, usize)> {
@@ -662,6 +726,8 @@ async fn run_build(
     let mut writer = OutputWriter::new(dests);
     // What each open sync request listed.
     let mut requests: HashMap<u64, Listed> = HashMap::new();
+    // Open agent connections: where the daemon's bytes for each go.
+    let mut agents: HashMap<u64, mpsc::UnboundedSender<Option<Vec<u8>>>> = HashMap::new();
     loop {
         let msg = match stream.message().await {
             Ok(Some(m)) => m.msg,
@@ -681,7 +747,7 @@ async fn run_build(
             }
             Some(In::Local(request)) => {
                 let id = request.id;
-                let answer = match locals.get(&request.name) {
+                let answer = match here.locals.get(&request.name) {
                     Some(dir) => match listing(dir, &request) {
                         Ok(entries) => {
                             let files = entries
@@ -730,6 +796,33 @@ async fn run_build(
                 }
             }
             Some(In::Output(chunk)) => writer.write(chunk)?,
+            Some(In::SshOpen(open)) => {
+                let Some(socket) = here.agents.get(&open.id) else {
+                    bail!(
+                        "buildwitd opened SSH agent {:?}, which was not forwarded",
+                        open.id
+                    );
+                };
+                let (to_agent, from_daemon) = mpsc::unbounded_channel();
+                agents.insert(open.conn, to_agent);
+                tokio::spawn(relay_agent(
+                    open.conn,
+                    socket.clone(),
+                    from_daemon,
+                    tx.clone(),
+                ));
+            }
+            Some(In::Ssh(data)) => {
+                if let Some(to_agent) = agents.get(&data.conn) {
+                    if !data.data.is_empty() {
+                        let _ = to_agent.send(Some(data.data));
+                    }
+                    if data.close {
+                        let _ = to_agent.send(None);
+                        agents.remove(&data.conn);
+                    }
+                }
+            }
             Some(In::Result(r)) => return outcome(r),
             None => {}
         }

@@ -473,32 +473,7 @@ fn tls_accepts_a_client_certificate_and_rejects_none() {
 }
 
 #[test]
-fn ssh_and_layouts_with_addr_are_clear_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("buildkitd.toml");
-    std::fs::write(&config, "").unwrap();
-    let sock = dir.path().join("s.sock");
-    let d = Daemon::start(
-        &config,
-        &dir.path().join("root"),
-        &format!("unix://{}", sock.display()),
-        dir.path().join("s.log"),
-    );
-    let ctx = dir.path().join("ctx");
-    std::fs::create_dir(&ctx).unwrap();
-    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\n").unwrap();
-    let out = d.cli(&[
-        "build",
-        ctx.to_str().unwrap(),
-        "--ssh",
-        "default=/nonexistent",
-    ]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("--ssh is not supported with --addr"),
-        "{}",
-        text(&out.stderr)
-    );
+fn a_bad_address_is_a_clear_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_buildwit"))
         .args(["--addr", "ftp://x", "du"])
         .output()
@@ -508,6 +483,141 @@ fn ssh_and_layouts_with_addr_are_clear_errors() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// A real `ssh-agent` holding a new key, and the key's public line.
+struct Agent {
+    child: Child,
+    socket: PathBuf,
+    public: String,
+}
+
+impl Agent {
+    fn start(dir: &Path, name: &str) -> Agent {
+        support::need("/usr/bin/ssh-agent");
+        let socket = dir.join(format!("{name}.agent"));
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let key = dir.join(name);
+        let keygen = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(keygen.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "ssh-agent did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let add = Command::new("ssh-add")
+            .arg(&key)
+            .env("SSH_AUTH_SOCK", &socket)
+            .output()
+            .unwrap();
+        assert!(add.status.success(), "{}", text(&add.stderr));
+        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        Agent {
+            child,
+            socket,
+            public: public.trim().to_string(),
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Copy a dynamically linked program and the libraries it loads into `root`, at the
+/// same paths, so a busybox image can run it.
+fn copy_program(program: &str, root: &Path) {
+    let ldd = Command::new("ldd").arg(program).output().unwrap();
+    let mut files = vec![program.to_string()];
+    for line in text(&ldd.stdout).lines() {
+        let path = line
+            .split_whitespace()
+            .find(|w| w.starts_with('/'))
+            .map(str::to_string);
+        files.extend(path);
+    }
+    for f in files {
+        let dest = root.join(f.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &dest).unwrap();
+    }
+}
+
+#[test]
+fn ssh_agents_are_forwarded_from_the_client() {
+    let s = support::setup();
+    // Its own root, so the daemon runs the steps the in-process build cached.
+    let d = Daemon::start(
+        &s.config,
+        &s.dir.path().join("daemon-root"),
+        &format!("unix://{}", s.dir.path().join("ssh.sock").display()),
+        s.dir.path().join("ssh.log"),
+    );
+    let first = Agent::start(s.dir.path(), "first");
+    let second = Agent::start(s.dir.path(), "second");
+    let ctx = s.context(
+        "ssh",
+        &[(
+            "Dockerfile",
+            "FROM BASE\nCOPY sshroot/ /\n\
+             RUN --mount=type=ssh ssh-add -L > /default.keys\n\
+             RUN --mount=type=ssh,id=other,target=/agent,uid=1000,mode=0660 \
+             stat -c %u:%a /agent > /other.stat && SSH_AUTH_SOCK=/agent ssh-add -L > /other.keys\n",
+        )],
+    );
+    copy_program("/usr/bin/ssh-add", &ctx.join("sshroot"));
+    let default = format!("default={}", first.socket.display());
+    let other = format!("other={}", second.socket.display());
+    for (mode, via) in [("in-process", None), ("buildwitd", Some(&d))] {
+        let out = s.dir.path().join(format!("out-{mode}"));
+        let args = [
+            "--ssh",
+            &default,
+            "--ssh",
+            &other,
+            "-o",
+            &format!("type=local,dest={}", out.display()),
+        ];
+        let b = match via {
+            None => s.build(&ctx, &args),
+            Some(d) => d.build(&ctx, &args),
+        }
+        .ok();
+        assert!(
+            b.ran_any("ssh-add -L > /default.keys"),
+            "{mode}: {:?}",
+            b.ran
+        );
+        let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap();
+        assert_eq!(read("default.keys").trim(), first.public, "{mode}");
+        assert_eq!(read("other.keys").trim(), second.public, "{mode}");
+        assert_eq!(read("other.stat").trim(), "1000:660", "{mode}");
+    }
+    // A step that needs an agent the client did not forward fails and says which.
+    let ctx = s.context(
+        "ssh-missing",
+        &[(
+            "Dockerfile",
+            "FROM BASE\nRUN --mount=type=ssh,id=nope,required=true true\n",
+        )],
+    );
+    let b = d.build(&ctx, &["--ssh", &default]);
+    assert!(!b.out.status.success());
+    let err = text(&b.out.stderr);
+    assert!(err.contains("no SSH key \"nope\""), "{err}");
 }
 
 #[test]

@@ -16,6 +16,7 @@ mod local;
 pub mod outputs;
 pub mod server;
 pub mod session;
+mod ssh;
 pub mod wasm_images;
 
 use std::collections::BTreeMap;

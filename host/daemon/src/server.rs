@@ -20,6 +20,7 @@ use crate::grpc::proto::build_server_message::Msg as Out;
 use crate::grpc::proto::buildwit_server::Buildwit;
 use crate::grpc::{self, CHUNK, proto};
 use crate::session::{ClientLink, ClientSync, Mirrors, Outbox, Reply, mirror_dir};
+use crate::ssh::SshForward;
 use crate::{BuildApi, BuildRequest, DaemonError, Engine, EventSink, FrontendRef};
 
 /// The builds running now, so shutdown can cancel them.
@@ -167,7 +168,7 @@ fn route(msg: In) -> Option<Reply> {
         In::Listing(l) => Some(Reply::Listing(l)),
         In::File(f) => Some(Reply::File(f)),
         In::Failure(f) => Some(Reply::Failure(f)),
-        In::Start(_) => None,
+        In::Start(_) | In::Ssh(_) => None,
     }
 }
 
@@ -187,6 +188,11 @@ impl Service {
         if !self.secure && !start.secrets.is_empty() {
             return Err(Status::failed_precondition(
                 "secrets are only accepted over a unix socket or TLS",
+            ));
+        }
+        if !self.secure && !start.ssh.is_empty() {
+            return Err(Status::failed_precondition(
+                "SSH agents are only forwarded over a unix socket or TLS",
             ));
         }
         if start.shared_key.is_empty() && !start.locals.is_empty() {
@@ -375,6 +381,7 @@ impl Buildwit for Service {
             .root()
             .join("exports")
             .join(format!("{}-{id}", std::process::id()));
+        let ssh_ids = start.ssh.clone();
         let (mut request, names, component_path, redirected) = match self.request(start, &scratch) {
             Ok(r) => r,
             Err(e) => {
@@ -392,6 +399,24 @@ impl Buildwit for Service {
             .iter()
             .filter_map(|n| Some((n.clone(), request.locals.get(n)?.clone())))
             .collect();
+        let ssh = if ssh_ids.is_empty() {
+            None
+        } else {
+            match SshForward::start(scratch.join("ssh"), &ssh_ids, outbox.clone()) {
+                Ok(forward) => {
+                    request.ssh = forward.sockets.clone();
+                    Some(Arc::new(forward))
+                }
+                Err(e) => {
+                    self.running.remove(id);
+                    let _ = std::fs::remove_dir_all(&scratch);
+                    tracing::warn!("forwarding the client's SSH agents: {e}");
+                    return Err(Status::internal(format!(
+                        "forwarding the client's SSH agents: {e}"
+                    )));
+                }
+            }
+        };
         let sync = Arc::new(ClientSync::new(
             outbox.clone(),
             replies,
@@ -403,9 +428,17 @@ impl Buildwit for Service {
         // The client's messages go to the sync waiting for them; the end of its stream
         // (or an error on it) before the build answered means it went away.
         let reader_flag = cancelled.clone();
+        let reader_ssh = ssh.clone();
         tokio::spawn(async move {
             loop {
                 match inbound.message().await {
+                    Ok(Some(proto::BuildClientMessage {
+                        msg: Some(In::Ssh(data)),
+                    })) => {
+                        if let Some(ssh) = &reader_ssh {
+                            ssh.deliver(data);
+                        }
+                    }
                     Ok(Some(proto::BuildClientMessage { msg: Some(msg) })) => {
                         if let Some(reply) = route(msg)
                             && replies_tx.send(reply).is_err()
@@ -484,6 +517,9 @@ impl Buildwit for Service {
                 }
             };
             let ok = answer.is_ok();
+            if let Some(ssh) = &ssh {
+                ssh.close();
+            }
             outbox.send_raw(answer);
             outbox.close();
             let _ = std::fs::remove_dir_all(&scratch);

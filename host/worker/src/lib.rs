@@ -5,6 +5,7 @@
 
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod content;
 pub mod exec;
 pub mod fileops;

@@ -234,6 +234,7 @@ impl Worker {
         let mut rootfs = PathBuf::new();
         let mut readonly_root = false;
         let mut locks = Vec::new();
+        let mut relays = Vec::new();
         // Cache mounts first, in one order (by name) and once per name: two steps locking
         // the same caches cannot wait on each other, and a step that mounts one cache twice
         // does not wait on itself.
@@ -317,8 +318,13 @@ impl Worker {
                             "no SSH key {id:?} forwarded from the client (use --ssh {id})"
                         )));
                     };
+                    // A relay of the step's own, so the mount's owner and mode hold.
+                    let relay = scratch.join(format!("ssh-{n}.sock"));
+                    relays.push(crate::agent::AgentRelay::start(
+                        &relay, sock, opt.uid, opt.gid, opt.mode,
+                    )?);
                     MountKind::Bind {
-                        source: sock.clone(),
+                        source: relay,
                         readonly: true,
                     }
                 }
@@ -422,6 +428,7 @@ impl Worker {
             self.runner
                 .run(&rootfs, &process, &exec_mounts, output, &session.cancelled)?;
         drop(locks);
+        drop(relays);
         if session.is_cancelled() {
             return Err(OpError::Invalid("the build was cancelled".into()));
         }
