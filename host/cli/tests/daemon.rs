@@ -221,6 +221,22 @@ fn builds_through_the_daemon_like_in_process() {
         text(&s.buildwit(&["debug", "config"]).stdout)
     );
 
+    // Another user's client gets mirrors of its own: the whole read context is sent
+    // again (the build cache is still shared, so every step is cached).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let other = Command::new("setpriv")
+        .args(["--reuid", "1000", "--regid", "0", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_buildwit"))
+        .args(["--addr", &d.addr, "build", "--progress=rawjson"])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    let b = Build::new(other).ok();
+    assert!(b.ran.is_empty(), "ran {:?}", b.ran);
+    assert!(last_received(&d.log()) > 0, "another user reused the mirror");
+    assert!(d.log().contains("peer=uid:1000"), "{}", d.log());
+
     // SIGTERM: a clean exit and the socket removed.
     assert!(d.stop().success(), "{}", d.log());
     assert!(!s.dir.path().join("d.sock").exists());

@@ -132,6 +132,28 @@ impl Service {
     }
 }
 
+/// Who a client is, as far as the connection tells: the user of a unix socket peer, the
+/// certificate of a TLS client, or else the address of a plain tcp one.
+fn peer_identity<T>(request: &Request<T>) -> String {
+    if let Some(info) = request
+        .extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()
+    {
+        return match info.peer_cred {
+            Some(cred) => format!("uid:{}", cred.uid()),
+            None => "unix".into(),
+        };
+    }
+    if let Some(cert) = request.peer_certs().and_then(|c| c.first().cloned()) {
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(cert.as_ref());
+        return format!("cert:{}", hex::encode(digest));
+    }
+    match request.remote_addr() {
+        Some(addr) => format!("ip:{}", addr.ip()),
+        None => String::new(),
+    }
+}
+
 fn invalid(message: String) -> Status {
     tracing::warn!("rejected a request: {message}");
     Status::invalid_argument(message)
@@ -175,7 +197,12 @@ fn route(msg: In) -> Option<Reply> {
 impl Service {
     /// Turn the client's start message into an engine request: mirrors for its locals,
     /// file outputs redirected to scratch paths under `scratch`.
-    fn request(&self, start: proto::BuildStart, scratch: &Path) -> Result<Prepared, Status> {
+    fn request(
+        &self,
+        start: proto::BuildStart,
+        peer: &str,
+        scratch: &Path,
+    ) -> Result<Prepared, Status> {
         use proto::build_start::Frontend;
         let (frontend, component_path) = match start.frontend {
             Some(Frontend::Name(n)) if !n.is_empty() => (FrontendRef::Named(n), None),
@@ -205,10 +232,9 @@ impl Service {
             if name.is_empty() || name.contains('/') {
                 return Err(invalid(format!("invalid local directory name {name:?}")));
             }
-            locals.insert(
-                name.clone(),
-                mirror_dir(self.root(), &start.shared_key, name),
-            );
+            // The client chooses its key; who it is decides whose mirrors it can reach.
+            let key = format!("{peer}\0{}", start.shared_key);
+            locals.insert(name.clone(), mirror_dir(self.root(), &key, name));
         }
         let mut outputs = crate::outputs::combine(&start.outputs, &start.tags, start.push)
             .map_err(|e| invalid(format!("--output: {e}")))?;
@@ -363,6 +389,7 @@ impl Buildwit for Service {
         &self,
         request: Request<Streaming<proto::BuildClientMessage>>,
     ) -> Result<Response<BuildStream>, Status> {
+        let peer = peer_identity(&request);
         let mut inbound = request.into_inner();
         let start = match inbound.message().await? {
             Some(proto::BuildClientMessage {
@@ -382,7 +409,7 @@ impl Buildwit for Service {
             .join("exports")
             .join(format!("{}-{id}", std::process::id()));
         let ssh_ids = start.ssh.clone();
-        let (mut request, names, component_path, redirected) = match self.request(start, &scratch) {
+        let (mut request, names, component_path, redirected) = match self.request(start, &peer, &scratch) {
             Ok(r) => r,
             Err(e) => {
                 self.running.remove(id);
@@ -525,6 +552,7 @@ impl Buildwit for Service {
             let _ = std::fs::remove_dir_all(&scratch);
             running.remove(id);
             tracing::info!(
+                peer = %peer,
                 ok,
                 cancelled = outbox.cancelled.load(Ordering::Relaxed),
                 received = sync.received(),
