@@ -121,9 +121,9 @@ struct BuildArgs {
     /// With --dump-llb: print Graphviz instead of JSON.
     #[arg(long, requires = "dump_llb")]
     dot: bool,
-    /// Wall-time limit of the frontend, in seconds.
-    #[arg(long, default_value_t = 60)]
-    frontend_timeout: u64,
+    /// Wall-time limit of the frontend, in seconds [default: the engine's, 60].
+    #[arg(long, value_name = "SECONDS")]
+    frontend_timeout: Option<u64>,
     /// Progress output: auto, tty, plain, rawjson or quiet.
     #[arg(long, default_value = "auto")]
     progress: String,
@@ -233,8 +233,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    // Commands other than `build` run frontends only to inspect them: the default limit.
-    let engine = || open_backend(&cli, Duration::from_secs(60));
+    let engine = || open_backend(&cli);
     match &cli.command {
         Command::Debug(DebugCommand::DumpLlb { dot }) => {
             let mut bytes = Vec::new();
@@ -318,10 +317,7 @@ fn run(cli: Cli) -> Result<()> {
             backend::print_info(&engine()?.info()?);
             Ok(())
         }
-        Command::Build(args) => {
-            let timeout = Duration::from_secs(args.frontend_timeout);
-            build(|| open_backend(&cli, timeout), args)
-        }
+        Command::Build(args) => build(|| open_backend(&cli), args),
         Command::History(command) => {
             let engine = engine()?;
             match command {
@@ -352,7 +348,7 @@ fn load_config(path: Option<&Path>) -> Result<buildwit_config::Config> {
 }
 
 /// buildwitd when an address is given, else the engine in-process.
-fn open_backend(cli: &Cli, timeout: Duration) -> Result<Backend> {
+fn open_backend(cli: &Cli) -> Result<Backend> {
     match &cli.addr {
         Some(addr) => Ok(Backend::Remote(Box::new(remote::Remote::connect(
             addr,
@@ -366,21 +362,20 @@ fn open_backend(cli: &Cli, timeout: Duration) -> Result<Backend> {
         None => Ok(Backend::Local(Box::new(open_engine(
             cli.config.as_deref(),
             cli.root.clone(),
-            timeout,
         )?))),
     }
 }
 
-fn open_engine(config: Option<&Path>, root: Option<PathBuf>, timeout: Duration) -> Result<Engine> {
+fn open_engine(config: Option<&Path>, root: Option<PathBuf>) -> Result<Engine> {
     let config = load_config(config)?;
     let root = root
         .or_else(|| config.root.clone().map(PathBuf::from))
         .unwrap_or_else(buildwit_config::default_root);
-    let limits = buildwit_frontend::Limits {
-        deadline: timeout,
-        ..Default::default()
-    };
-    Ok(Engine::open(config, root, limits)?)
+    Ok(Engine::open(
+        config,
+        root,
+        buildwit_frontend::Limits::default(),
+    )?)
 }
 
 fn key_value(s: &str) -> Result<(String, String)> {
@@ -485,6 +480,7 @@ fn build(backend: impl FnOnce() -> Result<Backend>, args: &BuildArgs) -> Result<
                 .map(|s| buildwit_exporter::cache::parse_cache_spec(s, false))
                 .collect::<Result<_, _>>()?,
             client: Default::default(),
+            frontend_timeout: args.frontend_timeout.map(Duration::from_secs),
         },
         &raw,
         events,

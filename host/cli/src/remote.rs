@@ -352,6 +352,7 @@ fn start_message(request: &BuildRequest, raw: &RawSpecs) -> Result<proto::BuildS
             })
             .collect(),
         ssh: request.ssh.keys().cloned().collect(),
+        frontend_timeout_ms: request.frontend_timeout.map(|d| d.as_millis() as u64),
         allow: request.allow.clone(),
         solve: request.solve,
         outputs: raw.outputs.clone(),

@@ -234,7 +234,10 @@ fn builds_through_the_daemon_like_in_process() {
         .unwrap();
     let b = Build::new(other).ok();
     assert!(b.ran.is_empty(), "ran {:?}", b.ran);
-    assert!(last_received(&d.log()) > 0, "another user reused the mirror");
+    assert!(
+        last_received(&d.log()) > 0,
+        "another user reused the mirror"
+    );
     assert!(d.log().contains("peer=uid:1000"), "{}", d.log());
 
     // SIGTERM: a clean exit and the socket removed.
@@ -322,6 +325,24 @@ fn bad_requests_get_a_clear_status_and_the_daemon_keeps_serving() {
     );
     let out = d.cli(&["build", ctx.to_str().unwrap(), "-o", "type=bogus"]);
     assert!(!out.status.success());
+    // A frontend that never returns is stopped at the client's --frontend-timeout.
+    let probe = format!("{}/probe.wasm", buildwit_frontend::BUILT_FRONTENDS_DIR);
+    let out = d.cli(&[
+        "build",
+        ctx.to_str().unwrap(),
+        "--frontend-file",
+        &probe,
+        "--opt",
+        "mode=loop",
+        "--frontend-timeout",
+        "1",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("exceeded the deadline of 1s"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // A raw client sending a malformed stream: no `start` first.
     use buildwit_daemon::grpc::proto;

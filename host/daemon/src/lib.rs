@@ -73,6 +73,8 @@ pub struct BuildRequest {
     pub cache_from: Vec<buildwit_exporter::cache::CacheSpec>,
     /// The client behind the request (buildwitd's remote clients; default in-process).
     pub client: ClientLink,
+    /// Wall-time limit of each frontend run (`--frontend-timeout`; `None`: the engine's).
+    pub frontend_timeout: Option<Duration>,
 }
 
 /// Which frontend served a build.
@@ -584,17 +586,19 @@ impl Engine {
             sync: request.client.sync.clone(),
             cancelled: request.client.cancelled.clone(),
         });
-        let bridge = Arc::new(LocalBridge::new(
-            session.clone(),
-            events.clone(),
-            self.frontends.clone(),
-        ));
+        let bridge = Arc::new(
+            LocalBridge::new(session.clone(), events.clone(), self.frontends.clone())
+                .deadline(request.frontend_timeout),
+        );
         bridge.warn_all(&selected);
         let frontend = self.record(&selected, bridge.clone())?;
-        let out =
-            self.frontends
-                .runtime
-                .run(&selected.loaded, request.options, Vec::new(), bridge)?;
+        let out = self.frontends.runtime.run(
+            &selected.loaded,
+            request.options,
+            Vec::new(),
+            bridge,
+            request.frontend_timeout,
+        )?;
         let frontend_time = started.elapsed();
         let definition = out.reference.map(|r| (*r.definition).clone());
         let solve_started = Instant::now();

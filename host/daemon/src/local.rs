@@ -32,6 +32,8 @@ pub struct LocalBridge {
     events: Arc<dyn EventSink>,
     frontends: Arc<Frontends>,
     depth: usize,
+    /// The wall-time limit of each frontend run (`None`: the runtime's).
+    deadline: Option<std::time::Duration>,
 }
 
 /// A local source: its directory and the filters of its op.
@@ -61,7 +63,14 @@ impl LocalBridge {
             events,
             frontends,
             depth: 0,
+            deadline: None,
         }
+    }
+
+    /// The same bridge with frontends forwarded to limited to `deadline` per run.
+    pub fn deadline(mut self, deadline: Option<std::time::Duration>) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     /// Report what the selection of a frontend wants the user to know.
@@ -421,6 +430,7 @@ impl Bridge for LocalBridge {
             events: self.events.clone(),
             frontends: self.frontends.clone(),
             depth: self.depth + 1,
+            deadline: self.deadline,
         });
         // Which frontend served this, as the build record shows it for the top level.
         let about = match self.frontends.runtime.info(&selected.loaded, child.clone()) {
@@ -437,7 +447,7 @@ impl Bridge for LocalBridge {
         });
         self.frontends
             .runtime
-            .run(&selected.loaded, options, inputs, child)
+            .run(&selected.loaded, options, inputs, child, self.deadline)
             .map_err(|e| match e {
                 buildwit_frontend::FrontendError::Build { error, .. } => error,
                 other => err(ErrorKind::Failed, other.to_string()),

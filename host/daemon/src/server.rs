@@ -296,6 +296,9 @@ impl Service {
                 name: (!start.context_name.is_empty()).then_some(start.context_name),
                 ..Default::default()
             },
+            frontend_timeout: start
+                .frontend_timeout_ms
+                .map(std::time::Duration::from_millis),
         };
         Ok((request, start.locals, component_path, redirected))
     }
@@ -409,14 +412,15 @@ impl Buildwit for Service {
             .join("exports")
             .join(format!("{}-{id}", std::process::id()));
         let ssh_ids = start.ssh.clone();
-        let (mut request, names, component_path, redirected) = match self.request(start, &peer, &scratch) {
-            Ok(r) => r,
-            Err(e) => {
-                self.running.remove(id);
-                let _ = std::fs::remove_dir_all(&scratch);
-                return Err(e);
-            }
-        };
+        let (mut request, names, component_path, redirected) =
+            match self.request(start, &peer, &scratch) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.running.remove(id);
+                    let _ = std::fs::remove_dir_all(&scratch);
+                    return Err(e);
+                }
+            };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let outbox = Arc::new(Outbox::new(tx, cancelled.clone()));
         // Output chunks leave the queue as the response stream takes them.

@@ -40,6 +40,8 @@ pub(crate) struct HostState {
     pub inputs: Vec<(String, buildwit_llb::pb::Definition)>,
     pub output_used: usize,
     pub output_limit: usize,
+    /// Wall time this run may take.
+    pub deadline: std::time::Duration,
     /// The message of the last panic the guest reported before trapping.
     pub panic: Option<String>,
 }

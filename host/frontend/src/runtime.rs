@@ -275,7 +275,7 @@ impl Runtime {
         frontend: &LoadedFrontend,
         bridge: Arc<dyn Bridge>,
     ) -> Result<FrontendInfo, FrontendError> {
-        let mut store = self.store(frontend, bridge, Vec::new(), Vec::new());
+        let mut store = self.store(frontend, bridge, Vec::new(), Vec::new(), None);
         let instance = frontend
             .pre
             .instantiate(&mut store)
@@ -291,15 +291,17 @@ impl Runtime {
         })
     }
 
-    /// Run a frontend's `build` with these options and inputs.
+    /// Run a frontend's `build` with these options and inputs, within `deadline` (the
+    /// runtime's when `None`).
     pub fn run(
         &self,
         frontend: &LoadedFrontend,
         options: Vec<(String, String)>,
         inputs: Vec<(String, buildwit_llb::pb::Definition)>,
         bridge: Arc<dyn Bridge>,
+        deadline: Option<Duration>,
     ) -> Result<FrontendOutput, FrontendError> {
-        let mut store = self.store(frontend, bridge, options, inputs);
+        let mut store = self.store(frontend, bridge, options, inputs, deadline);
         let started = Instant::now();
         let instance = frontend
             .pre
@@ -347,7 +349,9 @@ impl Runtime {
         bridge: Arc<dyn Bridge>,
         options: Vec<(String, String)>,
         inputs: Vec<(String, buildwit_llb::pb::Definition)>,
+        deadline: Option<Duration>,
     ) -> Store<HostState> {
+        let deadline = deadline.unwrap_or(self.limits.deadline);
         let limits = MemoryLimiter {
             inner: StoreLimitsBuilder::new()
                 .memory_size(self.limits.memory)
@@ -371,16 +375,12 @@ impl Runtime {
                 inputs,
                 output_used: 0,
                 output_limit: self.limits.output,
+                deadline,
                 panic: None,
             },
         );
         store.limiter(|s| &mut s.limits);
-        let ticks = self
-            .limits
-            .deadline
-            .as_millis()
-            .div_ceil(TICK.as_millis())
-            .max(1) as u64;
+        let ticks = deadline.as_millis().div_ceil(TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
         store
     }
@@ -411,7 +411,7 @@ impl Runtime {
         match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => FrontendError::LimitExceeded {
                 frontend: name,
-                limit: Limit::Deadline(self.limits.deadline),
+                limit: Limit::Deadline(state.deadline),
                 detail: "interrupted".into(),
             },
             Some(Trap::StackOverflow) => FrontendError::LimitExceeded {

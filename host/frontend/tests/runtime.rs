@@ -107,7 +107,13 @@ fn limits() -> Limits {
 fn probe(runtime: &Runtime, mode: &str) -> Result<FrontendOutput, FrontendError> {
     let probe = runtime.load("probe", &component("probe")).unwrap();
     let options = vec![("mode".to_string(), mode.to_string())];
-    runtime.run(&probe, options, Vec::new(), Arc::new(TestBridge::default()))
+    runtime.run(
+        &probe,
+        options,
+        Vec::new(),
+        Arc::new(TestBridge::default()),
+        None,
+    )
 }
 
 #[test]
@@ -176,6 +182,20 @@ fn an_endless_loop_hits_the_deadline_and_the_runtime_stays_usable() {
         "{err}"
     );
     assert!(probe(&runtime, "ok").is_ok());
+    // A run can have a deadline of its own (a daemon's client's --frontend-timeout).
+    let fe = runtime.load("probe", &component("probe")).unwrap();
+    let options = vec![("mode".to_string(), "loop".to_string())];
+    let bridge = Arc::new(TestBridge::default());
+    let err = runtime
+        .run(
+            &fe,
+            options,
+            Vec::new(),
+            bridge,
+            Some(Duration::from_millis(100)),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("deadline of 0.1s"), "{err}");
 }
 
 #[test]
@@ -291,6 +311,7 @@ fn options_and_inputs_reach_the_frontend() {
             options,
             vec![("base".into(), (*input).clone())],
             Arc::new(TestBridge::default()),
+            None,
         )
         .unwrap();
     assert_eq!(out.metadata("opt:build-arg:A"), Some(b"1".as_slice()));
@@ -303,7 +324,13 @@ fn files_are_read_through_the_bridge() {
     let fe = runtime.load("probe", &component("probe")).unwrap();
     let run = |file: &str| {
         let options = vec![("mode".into(), "read".into()), ("file".into(), file.into())];
-        runtime.run(&fe, options, Vec::new(), Arc::new(TestBridge::default()))
+        runtime.run(
+            &fe,
+            options,
+            Vec::new(),
+            Arc::new(TestBridge::default()),
+            None,
+        )
     };
     let out = run("present.txt").unwrap();
     assert_eq!(out.metadata("data"), Some(b"present\n".as_slice()));
@@ -326,7 +353,7 @@ fn forwarding_goes_through_the_bridge() {
         ("target".into(), "x".into()),
     ];
     let out = runtime
-        .run(&fe, options, Vec::new(), bridge.clone())
+        .run(&fe, options, Vec::new(), bridge.clone(), None)
         .unwrap();
     assert_eq!(
         out.metadata("forwarded-to"),
