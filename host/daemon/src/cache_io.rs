@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::BufReader;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::build_io::BuildIo;
 use buildwit_exporter::cache::{
     CacheEntry, CacheMode, CacheSource, CacheSpec, CacheTarget, Written, build_cache,
     cache_dir_blob, inline_cache, parse_cache_config, parse_cache_manifest,
@@ -89,7 +90,7 @@ pub(crate) struct CacheExported {
 pub(crate) fn export(
     solver: &Solver,
     registries: &Registries,
-    io: &tokio::runtime::Runtime,
+    io: BuildIo,
     spec: &CacheSpec,
     keys: &SolvedKeys,
 ) -> Result<CacheExported, String> {
@@ -119,7 +120,7 @@ pub(crate) fn export(
                     &blobs,
                     &built.manifest,
                     &built.manifest_desc.media_type,
-                ))
+                ))?
                 .map_err(|e| format!("{what}: {e}"))?;
             Written {
                 blobs: pushed.blobs,
@@ -150,7 +151,7 @@ enum Source<'a> {
 pub(crate) fn import(
     solver: &Solver,
     registries: &Registries,
-    io: &tokio::runtime::Runtime,
+    io: BuildIo,
     spec: &CacheSpec,
 ) -> Result<usize, String> {
     let what = spec.describe();
@@ -161,7 +162,7 @@ pub(crate) fn import(
         ),
         CacheTarget::Registry(reference) => {
             let m = io
-                .block_on(registries.pull_raw_manifest(reference))
+                .block_on(registries.pull_raw_manifest(reference))?
                 .map_err(|e| format!("{what}: {e}"))?;
             (Source::Registry(reference), m.manifest)
         }
@@ -180,7 +181,7 @@ pub(crate) fn import(
             ));
         };
         let m = io
-            .block_on(registries.pull_manifest(reference, "linux", host_architecture(), ""))
+            .block_on(registries.pull_manifest(reference, "linux", host_architecture(), ""))?
             .map_err(|e| format!("{what}: {e}"))?;
         parsed = parse_cache_manifest(&m.manifest, &what)?;
     }
@@ -303,7 +304,7 @@ pub(crate) fn import(
 fn store_blobs(
     content: &ContentStore,
     registries: &Registries,
-    io: &tokio::runtime::Runtime,
+    io: BuildIo,
     source: &Source,
     blobs: &[&Descriptor],
 ) -> Result<(), String> {
@@ -340,7 +341,7 @@ fn store_blobs(
                 }))
                 .buffer_unordered(buildwit_registry::MAX_CONNECTIONS_PER_REGISTRY)
                 .collect(),
-            );
+            )?;
             results.into_iter().collect::<Result<(), String>>()?;
         }
     }
@@ -378,7 +379,7 @@ impl<W: std::io::Write + Unpin> tokio::io::AsyncWrite for SyncSink<'_, W> {
 /// A small blob of the cache (its config), checked against its digest.
 fn fetch(
     registries: &Registries,
-    io: &tokio::runtime::Runtime,
+    io: BuildIo,
     source: &Source,
     desc: &Descriptor,
     what: &str,
@@ -398,7 +399,7 @@ fn fetch(
         }
         Source::Registry(reference) => {
             let mut out = Vec::new();
-            io.block_on(registries.pull_blob(reference, &desc.digest, Some(desc.size), &mut out))
+            io.block_on(registries.pull_blob(reference, &desc.digest, Some(desc.size), &mut out))?
                 .map_err(|e| format!("{what}: {e}"))?;
             out
         }

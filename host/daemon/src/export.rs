@@ -33,7 +33,7 @@ fn dest_name(dest: &Option<Destination>) -> String {
 pub(crate) fn export(
     worker: &Worker,
     registries: &buildwit_registry::Registries,
-    io: &tokio::runtime::Runtime,
+    io: crate::build_io::BuildIo,
     output: &OutputSpec,
     result: Option<&Snapshot>,
     config: Option<&[u8]>,
@@ -69,6 +69,7 @@ pub(crate) fn export(
                         }
                         for name in names {
                             io.block_on(push(worker, registries, &image, name))
+                                .map_err(|e| fail(output, e))?
                                 .map_err(|e| fail(output, e))?;
                         }
                         exported.dest = names.join(", ");

@@ -5,6 +5,8 @@
 //! ([`server`], [`grpc`]), so both modes behave alike. A build runs its frontend, then (unless only the LLB or a
 //! subrequest's answer is wanted) solves the LLB on the worker and exports the result.
 
+mod build_io;
+use build_io::BuildIo;
 mod cache;
 mod cache_io;
 mod export;
@@ -249,14 +251,15 @@ impl Engine {
         &self,
         specs: &[buildwit_exporter::cache::CacheSpec],
         events: &dyn EventSink,
+        io: BuildIo,
     ) -> Result<(), DaemonError> {
         if specs.is_empty() {
             return Ok(());
         }
         let solver = self.solver()?;
         for spec in specs {
-            let io = &self.frontends.io;
             if let Err(e) = cache_io::import(&solver, &self.frontends.registries, io, spec) {
+                io.check()?;
                 warn(events, format!("importing cache: {e}"));
             }
         }
@@ -270,6 +273,7 @@ impl Engine {
         specs: &[buildwit_exporter::cache::CacheSpec],
         keys: &buildwit_solver::SolvedKeys,
         events: &dyn EventSink,
+        io: BuildIo,
     ) -> Result<(), DaemonError> {
         use buildwit_exporter::cache::CacheTarget;
         let specs: Vec<_> = specs
@@ -288,8 +292,8 @@ impl Engine {
                 name: name.clone(),
             });
             let started = Instant::now();
-            let io = &self.frontends.io;
             let result = cache_io::export(&solver, &self.frontends.registries, io, spec, keys);
+            io.check()?;
             if let Ok(done) = &result {
                 let w = &done.written;
                 events.progress(ProgressEvent::Log {
@@ -602,8 +606,12 @@ impl Engine {
         let frontend_time = started.elapsed();
         let definition = out.reference.map(|r| (*r.definition).clone());
         let solve_started = Instant::now();
+        let io = BuildIo {
+            rt: &self.frontends.io,
+            cancelled: &request.client.cancelled,
+        };
         if request.solve && definition.is_some() {
-            self.import_caches(&request.cache_from, events.as_ref())?;
+            self.import_caches(&request.cache_from, events.as_ref(), io)?;
         }
         let (result, keys) = match (&definition, request.solve) {
             (Some(def), true) => {
@@ -631,20 +639,14 @@ impl Engine {
             None
         };
         // A cancelled build exports nothing: no partial results.
-        if request
-            .client
-            .cancelled
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            return Err(DaemonError::Export("the build was cancelled".into()));
-        }
+        io.check()?;
         let mut exported = Vec::new();
         for output in &request.outputs {
             let solver = self.solver()?;
             exported.push(export::export(
                 solver.worker(),
                 &self.frontends.registries,
-                &self.frontends.io,
+                io,
                 output,
                 result.as_ref(),
                 config,
@@ -652,7 +654,7 @@ impl Engine {
             )?);
         }
         if request.solve {
-            self.export_caches(&request.cache_to, &keys, events.as_ref())?;
+            self.export_caches(&request.cache_to, &keys, events.as_ref(), io)?;
         }
         if request.solve {
             self.gc_after_build();
