@@ -264,11 +264,6 @@ impl Remote {
         raw: &RawSpecs,
         events: Arc<dyn EventSink>,
     ) -> Result<(BuildOutcome, usize)> {
-        if !request.oci_layouts.is_empty() {
-            bail!(
-                "--oci-layout is not supported with --addr yet: the layout is not sent to buildwitd"
-            );
-        }
         if !request.secrets.is_empty() && !self.private {
             bail!(
                 "--secret needs a private connection: use a unix:// address or TLS (--tlscacert) for {}",
@@ -287,7 +282,7 @@ impl Remote {
             self.client.clone(),
             start,
             Client {
-                locals: request.locals,
+                locals: offered(&request),
                 agents: request.ssh,
             },
             dests,
@@ -324,6 +319,15 @@ fn shared_key(locals: &BTreeMap<String, PathBuf>) -> String {
     format!("{}:{uid}:{}", host.trim(), dirs.join(","))
 }
 
+/// The directories the daemon may ask for: the build's locals and its OCI layouts.
+fn offered(request: &BuildRequest) -> BTreeMap<String, PathBuf> {
+    let layouts = request
+        .oci_layouts
+        .iter()
+        .map(|(store, dir)| (buildwit_worker::Session::layout_local(store), dir.clone()));
+    request.locals.clone().into_iter().chain(layouts).collect()
+}
+
 fn start_message(request: &BuildRequest, raw: &RawSpecs) -> Result<proto::BuildStart> {
     use proto::build_start::Frontend;
     let frontend = match &request.frontend {
@@ -341,8 +345,8 @@ fn start_message(request: &BuildRequest, raw: &RawSpecs) -> Result<proto::BuildS
                 value: v.clone(),
             })
             .collect(),
-        locals: request.locals.keys().cloned().collect(),
-        shared_key: shared_key(&request.locals),
+        locals: offered(request).into_keys().collect(),
+        shared_key: shared_key(&offered(request)),
         secrets: request
             .secrets
             .iter()

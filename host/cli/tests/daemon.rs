@@ -711,3 +711,77 @@ fn a_client_that_goes_away_stops_its_running_step() {
     let other = s.context("other", &[("Dockerfile", "FROM BASE\nRUN echo fine\n")]);
     d.build(&other, &[]).ok();
 }
+
+#[test]
+fn oci_layouts_are_synced_blob_by_blob() {
+    let s = support::setup();
+    // An image in a layout directory on the client, with a blob no image names.
+    let ctx = s.context(
+        "layout-src",
+        &[("Dockerfile", "FROM BASE\nRUN echo from-layout > /l.txt\n")],
+    );
+    let layout = s.dir.path().join("layout");
+    s.build(
+        &ctx,
+        &[
+            "-o",
+            &format!("type=oci,dest={},tar=false", layout.display()),
+        ],
+    )
+    .ok();
+    std::fs::write(
+        layout.join("blobs/sha256").join("ab".repeat(32)),
+        vec![0; 50_000],
+    )
+    .unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest_desc = &index["manifests"][0];
+    let digest = manifest_desc["digest"].as_str().unwrap().to_string();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(layout.join("blobs/sha256").join(&digest["sha256:".len()..])).unwrap(),
+    )
+    .unwrap();
+    let needed = manifest_desc["size"].as_u64().unwrap()
+        + manifest["config"]["size"].as_u64().unwrap()
+        + manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["size"].as_u64().unwrap())
+            .sum::<u64>();
+
+    // A daemon with a root of its own: none of those blobs are in its store.
+    let d = Daemon::start(
+        &s.config,
+        &s.dir.path().join("daemon-root"),
+        &format!("unix://{}", s.dir.path().join("layout.sock").display()),
+        s.dir.path().join("layout.log"),
+    );
+    let empty = s.context("empty", &[("Dockerfile", "")]);
+    let probe = format!("{}/probe.wasm", buildwit_frontend::BUILT_FRONTENDS_DIR);
+    let out = s.dir.path().join("out");
+    let identifier = format!("identifier=oci-layout://store/app@{digest}");
+    let args = [
+        "--frontend-file",
+        &probe,
+        "--opt",
+        "mode=source",
+        "--opt",
+        &identifier,
+        "--oci-layout",
+        &format!("store={}", layout.display()),
+        "-o",
+        &format!("type=local,dest={}", out.display()),
+    ];
+    d.build(&empty, &args).ok();
+    assert_eq!(
+        std::fs::read_to_string(out.join("l.txt")).unwrap(),
+        "from-layout\n"
+    );
+    // Exactly the blobs of the image were sent: not index.json, not the stray blob.
+    assert_eq!(last_received(&d.log()), needed);
+    // Again: cached, nothing sent.
+    d.build(&empty, &args).ok();
+    assert_eq!(last_received(&d.log()), 0);
+}

@@ -180,9 +180,15 @@ struct Redirected {
     dest: String,
 }
 
-/// A start message as the engine takes it: the request, the local names the client
-/// offered, the client's path of an uploaded component, and the redirected file outputs.
-type Prepared = (BuildRequest, Vec<String>, Option<String>, Vec<Redirected>);
+/// A start message as the engine takes it: the request, the mirror of each directory the
+/// client offered (by local name), the client's path of an uploaded component, and the
+/// redirected file outputs.
+type Prepared = (
+    BuildRequest,
+    BTreeMap<String, PathBuf>,
+    Option<String>,
+    Vec<Redirected>,
+);
 
 /// A message of the client, for the sync waiting on it.
 fn route(msg: In) -> Option<Reply> {
@@ -227,14 +233,14 @@ impl Service {
                 "the build sends local directories but no shared key".into(),
             ));
         }
-        let mut locals = BTreeMap::new();
+        let mut mirrors = BTreeMap::new();
         for name in &start.locals {
             if name.is_empty() || name.contains('/') {
                 return Err(invalid(format!("invalid local directory name {name:?}")));
             }
             // The client chooses its key; who it is decides whose mirrors it can reach.
             let key = format!("{peer}\0{}", start.shared_key);
-            locals.insert(name.clone(), mirror_dir(self.root(), &key, name));
+            mirrors.insert(name.clone(), mirror_dir(self.root(), &key, name));
         }
         let mut outputs = crate::outputs::combine(&start.outputs, &start.tags, start.push)
             .map_err(|e| invalid(format!("--output: {e}")))?;
@@ -272,6 +278,15 @@ impl Service {
                 })
                 .collect::<Result<Vec<_>, Status>>()
         };
+        // OCI layouts come as locals too; the rest are the frontend's directories.
+        let mut locals = BTreeMap::new();
+        let mut oci_layouts = BTreeMap::new();
+        for (name, dir) in &mirrors {
+            match buildwit_worker::Session::layout_store(name) {
+                Some(store) => oci_layouts.insert(store.to_string(), dir.clone()),
+                None => locals.insert(name.clone(), dir.clone()),
+            };
+        }
         let request = BuildRequest {
             frontend,
             options: start
@@ -286,7 +301,7 @@ impl Service {
                 .map(|kv| (kv.key, kv.value))
                 .collect(),
             ssh: BTreeMap::new(),
-            oci_layouts: BTreeMap::new(),
+            oci_layouts,
             allow: start.allow,
             solve: start.solve,
             outputs,
@@ -300,7 +315,7 @@ impl Service {
                 .frontend_timeout_ms
                 .map(std::time::Duration::from_millis),
         };
-        Ok((request, start.locals, component_path, redirected))
+        Ok((request, mirrors, component_path, redirected))
     }
 }
 
@@ -412,7 +427,7 @@ impl Buildwit for Service {
             .join("exports")
             .join(format!("{}-{id}", std::process::id()));
         let ssh_ids = start.ssh.clone();
-        let (mut request, names, component_path, redirected) =
+        let (mut request, dirs, component_path, redirected) =
             match self.request(start, &peer, &scratch) {
                 Ok(r) => r,
                 Err(e) => {
@@ -426,10 +441,6 @@ impl Buildwit for Service {
         // Output chunks leave the queue as the response stream takes them.
         let queued = outbox.queued.clone();
         let (replies_tx, replies) = std::sync::mpsc::channel();
-        let dirs = names
-            .iter()
-            .filter_map(|n| Some((n.clone(), request.locals.get(n)?.clone())))
-            .collect();
         let ssh = if ssh_ids.is_empty() {
             None
         } else {

@@ -118,7 +118,8 @@ struct Job {
     /// downloading while computing keys).
     downloads: HashMap<usize, String>,
     /// OCI layout sources: the layout directory and the digest.
-    layouts: HashMap<usize, (std::path::PathBuf, String)>,
+    /// OCI layout sources: store name, directory, digest.
+    layouts: HashMap<usize, (String, std::path::PathBuf, String)>,
     /// Git sources: the source and the commit its ref names now.
     commits: HashMap<usize, (buildwit_worker::git::GitSource, String)>,
     session: Arc<Session>,
@@ -352,7 +353,7 @@ impl Solver {
                     let dir = session.oci_layouts.get(&store).ok_or_else(|| {
                         step(&names[i], OpError::Invalid(format!("the client sent no OCI layout named {store:?} (use --oci-layout {store}=DIR)")))
                     })?;
-                    layouts.insert(i, (dir.clone(), digest.to_string()));
+                    layouts.insert(i, (store, dir.clone(), digest.to_string()));
                     // The digest pins the content: the layout's path is not part of the key.
                     let mut bare = v.op.clone();
                     if let Some(pb::op::Op::Source(s)) = &mut bare.op {
@@ -567,14 +568,20 @@ impl Solver {
             .map_err(|e| OpError::Invalid(e.to_string()))?;
             return Ok(vec![pulled.snapshot]);
         }
-        if let Some((dir, digest)) = job.layouts.get(&i) {
+        if let Some((store, dir, digest)) = job.layouts.get(&i) {
             let p = v.op.platform.clone().unwrap_or_default();
+            let fetch = job.session.sync.clone().map(|sync| {
+                let name = buildwit_worker::Session::layout_local(store);
+                Box::new(move |paths: &[String]| sync.sync(&name, paths, &[], &[]))
+                    as buildwit_worker::image::LayoutFetch
+            });
             let image = buildwit_worker::image::from_layout(
                 &self.worker.content,
                 &self.worker.snapshots,
                 dir,
                 digest,
                 (or(&p.os, "linux"), or(&p.architecture, "amd64"), &p.variant),
+                fetch,
             )
             .await
             .map_err(|e| OpError::Invalid(e.to_string()))?;

@@ -144,16 +144,22 @@ pub async fn pull(
     assemble(&pull, m.manifest, m.manifest_digest, m.digest).await
 }
 
+/// Makes paths of a layout directory current before they are read (buildwitd's mirror of
+/// a client's layout).
+pub type LayoutFetch = Box<dyn Fn(&[String]) -> io::Result<()> + Send>;
+
 /// Reads an image from an OCI image layout directory (`oci-layout://` sources): the
 /// manifest of `digest` (an index's entry for `platform`) and its blobs are copied into
 /// the content store, each checked against its digest, then its layers are made as for a
-/// pull.
+/// pull. Blobs already in the content store are not read again; `fetch` is given the
+/// paths of the others first.
 pub async fn from_layout(
     content: &ContentStore,
     snapshots: &Snapshotter,
     dir: &std::path::Path,
     digest: &str,
     platform: (&str, &str, &str),
+    fetch: Option<LayoutFetch>,
 ) -> Result<PulledImage, ImageError> {
     let pull = Pull {
         registries: None,
@@ -169,13 +175,25 @@ pub async fn from_layout(
         platform.2.to_string(),
     );
     let (manifest, manifest_digest) = blocking(move || {
+        let import_all = |digests: &[&str]| -> io::Result<()> {
+            let missing: Vec<&str> = digests.iter().copied().filter(|d| !store.has(d)).collect();
+            let mut paths = Vec::new();
+            for d in &missing {
+                paths.push(format!("blobs/sha256/{}", digest_hex(d)?));
+            }
+            if let Some(fetch) = fetch.as_ref().filter(|_| !paths.is_empty()) {
+                fetch(&paths)?;
+            }
+            for (d, rel) in missing.iter().zip(&paths) {
+                let path = dir2.join(rel);
+                let file = File::open(&path)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+                store.ingest(file, Some(d))?;
+            }
+            Ok(())
+        };
         let import = |d: &str| -> io::Result<Vec<u8>> {
-            let path = dir2.join("blobs/sha256").join(digest_hex(d)?);
-            store.ingest(
-                File::open(&path)
-                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
-                Some(d),
-            )?;
+            import_all(&[d])?;
             store.read(d)
         };
         let mut digest = digest2.clone();
@@ -197,9 +215,11 @@ pub async fn from_layout(
             body = import(&digest)?;
         }
         let m: Manifest = serde_json::from_slice(&body).map_err(io::Error::other)?;
-        for blob in std::iter::once(&m.config).chain(&m.layers) {
-            import(&blob.digest)?;
-        }
+        let blobs: Vec<&str> = std::iter::once(&m.config)
+            .chain(&m.layers)
+            .map(|b| b.digest.as_str())
+            .collect();
+        import_all(&blobs)?;
         Ok((body, digest))
     })
     .await

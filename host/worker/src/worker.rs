@@ -33,6 +33,18 @@ pub struct Session {
     pub cancelled: Arc<AtomicBool>,
 }
 
+impl Session {
+    /// The local name under which buildwitd syncs a remote client's OCI layout `store`.
+    pub fn layout_local(store: &str) -> String {
+        format!("oci-layout:{store}")
+    }
+
+    /// The store whose layout a local name of [`Session::layout_local`] is.
+    pub fn layout_store(local: &str) -> Option<&str> {
+        local.strip_prefix("oci-layout:")
+    }
+}
+
 /// Fetches the files of a client's local directory that a build reads.
 pub trait LocalSync: Send + Sync {
     /// Make the files of local `name` that these filters select current in its directory.

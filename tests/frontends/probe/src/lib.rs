@@ -3,6 +3,7 @@
 //! - `ok` (default): solve a one-op graph and return it (the benchmark's "small graph");
 //! - `echo`: return the options and inputs it was given as metadata;
 //! - `read`: read option `file` from the `context` local and return it as metadata;
+//! - `source`: return the source op of option `identifier` (an `oci-layout://…`, say);
 //! - `forward`: forward to frontend option `to` with the remaining options;
 //! - `loop`: spin forever; `alloc`: allocate without end; `stack`: recurse without end;
 //! - `panic`: panic with a message; `garbage`: solve a definition with a dangling input;
@@ -53,6 +54,15 @@ impl Frontend for Probe {
                 Ok(BuildResult::default()
                     .with_metadata("data", data)
                     .with_metadata("entries", entries.to_string()))
+            }
+            "source" => {
+                let identifier = client
+                    .option("identifier")
+                    .ok_or_else(|| Error::invalid("option identifier is required"))?;
+                let st = llb::Source::raw(identifier).state();
+                Ok(BuildResult::from_ref(
+                    client.solve_definition(st.marshal())?,
+                ))
             }
             "forward" => {
                 let to = client
