@@ -16,9 +16,11 @@ use buildwit_daemon::grpc::proto::buildwit_client::BuildwitClient;
 use buildwit_daemon::grpc::{self, CHUNK, MAX_MESSAGE, proto};
 use buildwit_daemon::history::HistoryRecord;
 use buildwit_daemon::info::DaemonInfo;
+use buildwit_daemon::session::{cache_local, is_cache_local};
 use buildwit_daemon::{
     BuildOutcome, BuildRequest, EventSink, Exported, FrontendRecord, FrontendRef,
 };
+use buildwit_exporter::cache::CacheTarget;
 use buildwit_exporter::{Destination, OutputKind};
 use buildwit_solver::{PruneReport, UsageRecord};
 use buildwit_worker::local::{Kind, LocalSource};
@@ -276,6 +278,13 @@ impl Remote {
                 self.addr
             );
         }
+        // The daemon lists a cache directory before it exports into it.
+        for spec in &request.cache_to {
+            if let CacheTarget::Local(dir) = &spec.target {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("--export-cache: creating {}", dir.display()))?;
+            }
+        }
         let start = start_message(&request, raw)?;
         let dests = file_destinations(&request);
         self.rt.block_on(run_build(
@@ -319,13 +328,28 @@ fn shared_key(locals: &BTreeMap<String, PathBuf>) -> String {
     format!("{}:{uid}:{}", host.trim(), dirs.join(","))
 }
 
-/// The directories the daemon may ask for: the build's locals and its OCI layouts.
+/// The directories the daemon may ask for: the build's locals, its OCI layouts and its
+/// local cache directories.
 fn offered(request: &BuildRequest) -> BTreeMap<String, PathBuf> {
     let layouts = request
         .oci_layouts
         .iter()
         .map(|(store, dir)| (buildwit_worker::Session::layout_local(store), dir.clone()));
-    request.locals.clone().into_iter().chain(layouts).collect()
+    let caches = request
+        .cache_to
+        .iter()
+        .chain(&request.cache_from)
+        .filter_map(|spec| match &spec.target {
+            CacheTarget::Local(dir) => Some((cache_local(dir), dir.clone())),
+            _ => None,
+        });
+    request
+        .locals
+        .clone()
+        .into_iter()
+        .chain(layouts)
+        .chain(caches)
+        .collect()
 }
 
 fn start_message(request: &BuildRequest, raw: &RawSpecs) -> Result<proto::BuildStart> {
@@ -412,6 +436,15 @@ pub struct Listed {
 /// Fail unless `rel` is a plain relative path whose parents in `dir` are directories, not
 /// symlinks: what the daemon names must stay inside `dir`.
 fn inside(dir: &Path, rel: &str) -> Result<()> {
+    parents(dir, rel, false)
+}
+
+/// As [`inside`], making the parents that are missing.
+fn make_parents(dir: &Path, rel: &str) -> Result<()> {
+    parents(dir, rel, true)
+}
+
+fn parents(dir: &Path, rel: &str, create: bool) -> Result<()> {
     let p = Path::new(rel);
     if rel.is_empty()
         || !p
@@ -426,9 +459,13 @@ fn inside(dir: &Path, rel: &str) -> Result<()> {
     let mut at = dir.to_path_buf();
     for part in p.parent().into_iter().flat_map(Path::components) {
         at.push(part);
-        let md = std::fs::symlink_metadata(&at).with_context(|| format!("{}", at.display()))?;
-        if !md.is_dir() {
-            bail!("{rel}: {} is not a directory", at.display());
+        match std::fs::symlink_metadata(&at) {
+            Ok(md) if md.is_dir() => {}
+            Ok(_) => bail!("{rel}: {} is not a directory", at.display()),
+            Err(e) if create && e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&at).with_context(|| format!("creating {}", at.display()))?
+            }
+            Err(e) => return Err(e).with_context(|| format!("{}", at.display())),
         }
     }
     Ok(())
@@ -601,6 +638,79 @@ impl OutputWriter {
     }
 }
 
+/// Writes what the daemon exported into the client's cache directories: each file to a
+/// temporary name, moved into place when whole, with the daemon's mode and mtime (so the
+/// next sync finds it unchanged). Holds each directory's export lock until dropped.
+#[derive(Default)]
+pub struct CacheWriter {
+    locks: HashMap<String, std::fs::File>,
+    /// The file being written: its local, path, temporary path and handle.
+    open: Option<(String, String, PathBuf, std::fs::File)>,
+}
+
+impl CacheWriter {
+    /// Apply one write to a directory of `locals`.
+    pub fn write(
+        &mut self,
+        locals: &BTreeMap<String, PathBuf>,
+        w: proto::LocalWrite,
+    ) -> Result<()> {
+        let dir = locals
+            .get(&w.name)
+            .filter(|_| is_cache_local(&w.name))
+            .with_context(|| {
+                format!(
+                    "buildwitd wrote to local {:?}, which is not a cache directory of this build",
+                    w.name
+                )
+            })?;
+        if !self.locks.contains_key(&w.name) {
+            let lock = buildwit_exporter::cache::lock_cache_dir(dir)?;
+            self.locks.insert(w.name.clone(), lock);
+        }
+        make_parents(dir, &w.path)?;
+        let path = dir.join(&w.path);
+        if w.remove {
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing {}", path.display()))?;
+            }
+            return Ok(());
+        }
+        let same = self
+            .open
+            .as_ref()
+            .is_some_and(|(n, p, _, _)| *n == w.name && *p == w.path);
+        if !same {
+            let parent = path.parent().context("a cache file has no directory")?;
+            let file_name = path.file_name().context("a cache file has no name")?;
+            let tmp = parent.join(format!(".{}.partial", file_name.to_string_lossy()));
+            let _ = std::fs::remove_file(&tmp);
+            let file = std::fs::File::options()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            self.open = Some((w.name.clone(), w.path.clone(), tmp, file));
+        }
+        let Some((_, _, tmp, file)) = self.open.as_mut() else {
+            unreachable!("a file was just opened")
+        };
+        file.write_all(&w.data)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        if w.last {
+            let Some((_, _, tmp, file)) = self.open.take() else {
+                unreachable!("a file is open")
+            };
+            file.set_permissions(std::fs::Permissions::from_mode(w.mode))?;
+            drop(file);
+            std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+            buildwit_worker::fileops::set_mtime(&path, w.mtime_ns)?;
+        }
+        Ok(())
+    }
+}
+
 /// The outcome a result message describes.
 pub fn outcome(r: proto::BuildResult) -> Result<(BuildOutcome, usize)> {
     let decode = |b: &[u8]| {
@@ -729,6 +839,7 @@ async fn run_build(
         .map_err(|s| status_error("build", s))?
         .into_inner();
     let mut writer = OutputWriter::new(dests);
+    let mut caches = CacheWriter::default();
     // What each open sync request listed.
     let mut requests: HashMap<u64, Listed> = HashMap::new();
     // Open agent connections: where the daemon's bytes for each go.
@@ -801,6 +912,7 @@ async fn run_build(
                 }
             }
             Some(In::Output(chunk)) => writer.write(chunk)?,
+            Some(In::Write(w)) => caches.write(&here.locals, w)?,
             Some(In::SshOpen(open)) => {
                 let Some(socket) = here.agents.get(&open.id) else {
                     bail!(

@@ -339,7 +339,7 @@ fn bad_requests_get_a_clear_status_and_the_daemon_keeps_serving() {
     ]);
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("exceeded the deadline of 1s"),
+        text(&out.stderr).contains("exceeded the deadline of 1.0s"),
         "{}",
         text(&out.stderr)
     );
@@ -784,4 +784,100 @@ fn oci_layouts_are_synced_blob_by_blob() {
     // Again: cached, nothing sent.
     d.build(&empty, &args).ok();
     assert_eq!(last_received(&d.log()), 0);
+}
+
+/// Bytes of the regular files under `dir`.
+fn tree_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let md = e.metadata().unwrap();
+        total += if md.is_dir() {
+            tree_size(&e.path())
+        } else {
+            md.len()
+        };
+    }
+    total
+}
+
+#[test]
+fn local_cache_directories_through_the_daemon() {
+    let s = support::setup();
+    let daemon = |name: &str| {
+        Daemon::start(
+            &s.config,
+            &s.dir.path().join(format!("{name}-root")),
+            &format!(
+                "unix://{}",
+                s.dir.path().join(format!("{name}.sock")).display()
+            ),
+            s.dir.path().join(format!("{name}.log")),
+        )
+    };
+    let a = daemon("a");
+    let ctx = s.context(
+        "cached",
+        &[("Dockerfile", "FROM BASE\nRUN echo step > /s.txt\n")],
+    );
+    let cache = s.dir.path().join("cache");
+    let export = format!("type=local,dest={},mode=max", cache.display());
+    let import = format!("type=local,src={}", cache.display());
+
+    // Export: the daemon writes back a whole cache directory.
+    let b = a.build(&ctx, &["--export-cache", &export]).ok();
+    assert!(b.ran_any("RUN echo step"), "{:?}", b.ran);
+    assert!(cache.join("index.json").is_file());
+    // It is a cache: an in-process build on an empty root imports it and runs nothing.
+    let b = s.build(&ctx, &["--import-cache", &import]).ok();
+    assert!(b.ran.is_empty(), "ran {:?}", b.ran);
+
+    // Exporting the same cache again: the client's directory is what the daemon's mirror
+    // holds, so nothing comes from the client.
+    let b = a.build(&ctx, &["--export-cache", &export]).ok();
+    assert!(!b.ran_any("RUN "), "ran {:?}", b.ran);
+    assert!(
+        b.ran_any(&format!(
+            "exporting cache to local cache {}",
+            cache.display()
+        )),
+        "{:?}",
+        b.ran
+    );
+    assert_eq!(last_received(&a.log()), 0);
+
+    // Another daemon with an empty root imports it: every file of it is sent once (with
+    // the Dockerfile).
+    let other = daemon("b");
+    let b = other.build(&ctx, &["--import-cache", &import]).ok();
+    assert!(b.ran.is_empty(), "ran {:?}", b.ran);
+    let dockerfile = std::fs::metadata(ctx.join("Dockerfile")).unwrap().len();
+    assert_eq!(last_received(&other.log()), tree_size(&cache) + dockerfile);
+
+    // The same cache under another path, to the first daemon: the layer blobs are in its
+    // store, so only the small files come from the client.
+    let copy = s.dir.path().join("cache-copy");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(&cache)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let b = a
+        .build(
+            &ctx,
+            &[
+                "--import-cache",
+                &format!("type=local,src={}", copy.display()),
+            ],
+        )
+        .ok();
+    assert!(b.ran.is_empty(), "ran {:?}", b.ran);
+    let received = last_received(&a.log());
+    assert!(
+        received > 0 && received < 10_000,
+        "{received} of {} bytes",
+        tree_size(&copy)
+    );
 }

@@ -86,12 +86,14 @@ pub(crate) struct CacheExported {
 }
 
 /// Export the records of a build to `spec` (a local directory or a registry; inline caches
-/// go with the image, see the exporter).
+/// go with the image, see the exporter). `mirror` is where a local directory really is
+/// (buildwitd's mirror of a client's).
 pub(crate) fn export(
     solver: &Solver,
     registries: &Registries,
     io: BuildIo,
     spec: &CacheSpec,
+    mirror: Option<&std::path::Path>,
     keys: &SolvedKeys,
 ) -> Result<CacheExported, String> {
     let what = spec.describe();
@@ -99,9 +101,8 @@ pub(crate) fn export(
     let content = &solver.worker().content;
     let built = build_cache(content, &entries, spec).map_err(|e| format!("{what}: {e}"))?;
     let written = match &spec.target {
-        CacheTarget::Local(dest) => {
-            write_cache_dir(content, &built, dest).map_err(|e| format!("{what}: {e}"))?
-        }
+        CacheTarget::Local(dest) => write_cache_dir(content, &built, mirror.unwrap_or(dest))
+            .map_err(|e| format!("{what}: {e}"))?,
         CacheTarget::Registry(reference) => {
             // push_image reads blobs from files: the config goes to the content store too.
             content
@@ -147,19 +148,23 @@ enum Source<'a> {
 
 /// Import the cache at `spec`: fetch and unpack its layers, insert its records. Returns how
 /// many records were added. A registry reference may name a cache or an image with an
-/// inline cache.
+/// inline cache. `mirror` is where a local directory really is, as for [`export`].
 pub(crate) fn import(
     solver: &Solver,
     registries: &Registries,
     io: BuildIo,
     spec: &CacheSpec,
+    mirror: Option<&std::path::Path>,
 ) -> Result<usize, String> {
     let what = spec.describe();
     let (source, manifest_bytes) = match &spec.target {
-        CacheTarget::Local(dir) => (
-            Source::Dir(dir),
-            read_cache_dir_manifest(dir, spec.digest.as_deref())?,
-        ),
+        CacheTarget::Local(dir) => {
+            let dir = mirror.unwrap_or(dir);
+            (
+                Source::Dir(dir),
+                read_cache_dir_manifest(dir, spec.digest.as_deref())?,
+            )
+        }
         CacheTarget::Registry(reference) => {
             let m = io
                 .block_on(registries.pull_raw_manifest(reference))?

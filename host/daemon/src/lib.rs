@@ -7,6 +7,7 @@
 
 mod build_io;
 use build_io::BuildIo;
+use buildwit_exporter::cache::CacheTarget;
 mod cache;
 mod cache_io;
 mod export;
@@ -22,7 +23,7 @@ mod ssh;
 pub mod wasm_images;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -252,13 +253,23 @@ impl Engine {
         specs: &[buildwit_exporter::cache::CacheSpec],
         events: &dyn EventSink,
         io: BuildIo,
+        client: &ClientLink,
     ) -> Result<(), DaemonError> {
         if specs.is_empty() {
             return Ok(());
         }
         let solver = self.solver()?;
         for spec in specs {
-            if let Err(e) = cache_io::import(&solver, &self.frontends.registries, io, spec) {
+            let import = |mirror: Option<&Path>| {
+                cache_io::import(&solver, &self.frontends.registries, io, spec, mirror)
+            };
+            let result = match (&spec.target, &client.sync) {
+                (CacheTarget::Local(path), Some(remote)) => remote
+                    .cache_dir(path, |mirror| import(Some(mirror)))
+                    .unwrap_or_else(|e| Err(format!("{}: from the client: {e}", spec.describe()))),
+                _ => import(None),
+            };
+            if let Err(e) = result {
                 io.check()?;
                 warn(events, format!("importing cache: {e}"));
             }
@@ -274,8 +285,8 @@ impl Engine {
         keys: &buildwit_solver::SolvedKeys,
         events: &dyn EventSink,
         io: BuildIo,
+        client: &ClientLink,
     ) -> Result<(), DaemonError> {
-        use buildwit_exporter::cache::CacheTarget;
         let specs: Vec<_> = specs
             .iter()
             .filter(|s| s.target != CacheTarget::Inline)
@@ -292,7 +303,15 @@ impl Engine {
                 name: name.clone(),
             });
             let started = Instant::now();
-            let result = cache_io::export(&solver, &self.frontends.registries, io, spec, keys);
+            let export = |mirror: Option<&Path>| {
+                cache_io::export(&solver, &self.frontends.registries, io, spec, mirror, keys)
+            };
+            let result = match (&spec.target, &client.sync) {
+                (CacheTarget::Local(path), Some(remote)) => remote
+                    .cache_dir(path, |mirror| export(Some(mirror)))
+                    .unwrap_or_else(|e| Err(format!("{}: to the client: {e}", spec.describe()))),
+                _ => export(None),
+            };
             io.check()?;
             if let Ok(done) = &result {
                 let w = &done.written;
@@ -442,7 +461,6 @@ impl BuildApi for Engine {
 /// Whether a build asks for an inline cache: `--cache-to type=inline`, or BuildKit's build
 /// argument `BUILDKIT_INLINE_CACHE=1`.
 fn inline_cache_wanted(request: &BuildRequest) -> bool {
-    use buildwit_exporter::cache::CacheTarget;
     request
         .cache_to
         .iter()
@@ -587,7 +605,11 @@ impl Engine {
             secrets: request.secrets,
             ssh: request.ssh,
             oci_layouts: request.oci_layouts,
-            sync: request.client.sync.clone(),
+            sync: request
+                .client
+                .sync
+                .clone()
+                .map(|s| s as Arc<dyn buildwit_worker::LocalSync>),
             cancelled: request.client.cancelled.clone(),
         });
         let bridge = Arc::new(
@@ -611,7 +633,7 @@ impl Engine {
             cancelled: &request.client.cancelled,
         };
         if request.solve && definition.is_some() {
-            self.import_caches(&request.cache_from, events.as_ref(), io)?;
+            self.import_caches(&request.cache_from, events.as_ref(), io, &request.client)?;
         }
         let (result, keys) = match (&definition, request.solve) {
             (Some(def), true) => {
@@ -654,7 +676,13 @@ impl Engine {
             )?);
         }
         if request.solve {
-            self.export_caches(&request.cache_to, &keys, events.as_ref(), io)?;
+            self.export_caches(
+                &request.cache_to,
+                &keys,
+                events.as_ref(),
+                io,
+                &request.client,
+            )?;
         }
         if request.solve {
             self.gc_after_build();

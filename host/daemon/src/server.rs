@@ -19,7 +19,9 @@ use crate::grpc::proto::build_client_message::Msg as In;
 use crate::grpc::proto::build_server_message::Msg as Out;
 use crate::grpc::proto::buildwit_server::Buildwit;
 use crate::grpc::{self, CHUNK, proto};
-use crate::session::{ClientLink, ClientSync, Mirrors, Outbox, Reply, mirror_dir};
+use crate::session::{
+    ClientLink, ClientSync, Mirrors, Outbox, Reply, cache_local, is_cache_local, mirror_dir,
+};
 use crate::ssh::SshForward;
 use crate::{BuildApi, BuildRequest, DaemonError, Engine, EventSink, FrontendRef};
 
@@ -267,25 +269,33 @@ impl Service {
             specs
                 .iter()
                 .map(|s| {
+                    use buildwit_exporter::cache::CacheTarget;
                     let spec = buildwit_exporter::cache::parse_cache_spec(s, export)
                         .map_err(|e| invalid(format!("cache spec {s:?}: {e}")))?;
-                    if matches!(spec.target, buildwit_exporter::cache::CacheTarget::Local(_)) {
+                    // A local cache directory is the client's: the daemon works on its
+                    // mirror (see `ClientSync::cache_dir`).
+                    if let CacheTarget::Local(path) = &spec.target
+                        && !mirrors.contains_key(&cache_local(path))
+                    {
                         return Err(invalid(format!(
-                            "cache spec {s:?}: a local cache directory is not supported through buildwitd yet; use type=registry"
+                            "cache spec {s:?}: the client does not offer {}",
+                            path.display()
                         )));
                     }
                     Ok(spec)
                 })
                 .collect::<Result<Vec<_>, Status>>()
         };
-        // OCI layouts come as locals too; the rest are the frontend's directories.
+        // OCI layouts and cache directories come as locals too; the rest are the
+        // frontend's directories.
         let mut locals = BTreeMap::new();
         let mut oci_layouts = BTreeMap::new();
         for (name, dir) in &mirrors {
-            match buildwit_worker::Session::layout_store(name) {
-                Some(store) => oci_layouts.insert(store.to_string(), dir.clone()),
-                None => locals.insert(name.clone(), dir.clone()),
-            };
+            if let Some(store) = buildwit_worker::Session::layout_store(name) {
+                oci_layouts.insert(store.to_string(), dir.clone());
+            } else if !is_cache_local(name) {
+                locals.insert(name.clone(), dir.clone());
+            }
         }
         let request = BuildRequest {
             frontend,
@@ -459,11 +469,23 @@ impl Buildwit for Service {
                 }
             }
         };
+        // Cache directories take blobs from the content store rather than the client.
+        let content = if dirs.keys().any(|n| is_cache_local(n)) {
+            let engine = self.engine.clone();
+            tokio::task::spawn_blocking(move || engine.solver())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|s| s.worker().content.clone())
+        } else {
+            None
+        };
         let sync = Arc::new(ClientSync::new(
             outbox.clone(),
             replies,
             dirs,
             self.mirrors.clone(),
+            content,
         ));
         request.client.sync = Some(sync.clone());
         request.client.cancelled = cancelled.clone();
@@ -562,10 +584,9 @@ impl Buildwit for Service {
             if let Some(ssh) = &ssh {
                 ssh.close();
             }
-            outbox.send_raw(answer);
-            outbox.close();
             let _ = std::fs::remove_dir_all(&scratch);
-            running.remove(id);
+            // Logged before the client hears the answer: whoever reads the log after it
+            // finds this build's line.
             tracing::info!(
                 peer = %peer,
                 ok,
@@ -574,13 +595,19 @@ impl Buildwit for Service {
                 seconds = started.elapsed().as_secs_f64(),
                 "build finished"
             );
+            running.remove(id);
+            outbox.send_raw(answer);
+            outbox.close();
         });
         let stream = UnboundedReceiverStream::new(rx).map(move |item| {
-            if let Ok(proto::BuildServerMessage {
-                msg: Some(Out::Output(chunk)),
-            }) = &item
-            {
-                queued.taken(chunk.data.len() as u64);
+            match &item {
+                Ok(proto::BuildServerMessage {
+                    msg: Some(Out::Output(proto::OutputChunk { data, .. })),
+                })
+                | Ok(proto::BuildServerMessage {
+                    msg: Some(Out::Write(proto::LocalWrite { data, .. })),
+                }) => queued.taken(data.len() as u64),
+                _ => {}
             }
             item
         });

@@ -12,8 +12,8 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use buildwit_worker::LocalSync;
 use buildwit_worker::local::{Entry, Kind, LocalSource, list};
+use buildwit_worker::{ContentStore, LocalSync};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::grpc::proto::{self, build_server_message::Msg};
@@ -24,7 +24,7 @@ pub struct ClientLink {
     /// The build context as the client names it (for the history).
     pub name: Option<String>,
     /// Syncs the client's directories (none in-process: they are the client's own).
-    pub sync: Option<Arc<dyn LocalSync>>,
+    pub sync: Option<Arc<ClientSync>>,
     /// Set when the client disconnected or the daemon shuts down.
     pub cancelled: Arc<AtomicBool>,
 }
@@ -77,6 +77,19 @@ pub fn prune_mirrors(sessions: &Path, max_age: std::time::Duration) -> io::Resul
         removed += 1;
     }
     Ok(removed)
+}
+
+/// The local name under which a client offers the cache directory at `path`: the same
+/// for an import and an export of one directory, so both use one mirror.
+pub fn cache_local(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(path.as_os_str().as_bytes());
+    format!("cache:{}", hex::encode(&digest[..8]))
+}
+
+/// Whether a local name is one of [`cache_local`]'s.
+pub fn is_cache_local(name: &str) -> bool {
+    name.starts_with("cache:")
 }
 
 /// The mirror of local `name` for a client's shared key.
@@ -141,6 +154,11 @@ impl Outbox {
     /// (blocking: call it off the async runtime). False when the client is gone.
     pub fn send_output(&self, chunk: proto::OutputChunk) -> bool {
         let n = chunk.data.len() as u64;
+        self.send_queued(Msg::Output(chunk), n)
+    }
+
+    /// Send a message carrying `n` bytes of file data, waiting while too many are queued.
+    fn send_queued(&self, msg: Msg, n: u64) -> bool {
         let mut bytes = self.queued.bytes.lock().unwrap_or_else(|e| e.into_inner());
         while *bytes > 0 && *bytes + n > Queued::LIMIT {
             if self.cancelled.load(Ordering::Relaxed) {
@@ -155,7 +173,7 @@ impl Outbox {
         }
         *bytes += n;
         drop(bytes);
-        self.send(Msg::Output(chunk))
+        self.send(msg)
     }
 
     /// Send a message; false (and the build cancelled) when the client is gone.
@@ -185,6 +203,8 @@ type Synced = (String, Vec<String>, Vec<String>, Vec<String>);
 /// The daemon's side of one build's file sync.
 pub struct ClientSync {
     outbox: Arc<Outbox>,
+    /// The daemon's blobs: a cache directory's blob found here is not sent again.
+    content: Option<ContentStore>,
     replies: Mutex<std::sync::mpsc::Receiver<Reply>>,
     /// Mirror directory by local name (only the names the client offered).
     dirs: BTreeMap<String, PathBuf>,
@@ -242,16 +262,34 @@ fn remove(path: &Path) -> io::Result<()> {
     }
 }
 
+impl std::fmt::Debug for ClientSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSync")
+            .field("dirs", &self.dirs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Move a received file into the mirror with the client's mode and mtime.
+fn place(tmp: &Path, path: &Path, stat: &proto::FileStat) -> io::Result<()> {
+    fs::set_permissions(tmp, fs::Permissions::from_mode(stat.mode))?;
+    fs::rename(tmp, path)?;
+    buildwit_worker::fileops::set_mtime(path, stat.mtime_ns)
+}
+
 impl ClientSync {
-    /// A sync for the locals in `dirs`, talking through `outbox` and reading `replies`.
+    /// A sync for the locals in `dirs`, talking through `outbox` and reading `replies`;
+    /// `content` is the daemon's content store, if it has one open.
     pub fn new(
         outbox: Arc<Outbox>,
         replies: std::sync::mpsc::Receiver<Reply>,
         dirs: BTreeMap<String, PathBuf>,
         mirrors: Arc<Mirrors>,
+        content: Option<ContentStore>,
     ) -> Self {
         ClientSync {
             outbox,
+            content,
             replies: Mutex::new(replies),
             dirs,
             mirrors,
@@ -363,6 +401,7 @@ impl ClientSync {
                             fs::set_permissions(&path, fs::Permissions::from_mode(e.mode))?;
                         }
                     }
+                    _ if self.from_store(name, dir, rel, e)? => {}
                     _ => wanted.push(rel.clone()),
                 },
             }
@@ -443,12 +482,8 @@ impl ClientSync {
                 let Some((rel, tmp, file)) = open.take() else {
                     unreachable!("a file is open")
                 };
-                let stat = &theirs[rel.as_str()].1;
-                file.set_permissions(fs::Permissions::from_mode(stat.mode))?;
                 drop(file);
-                let path = dir.join(&rel);
-                fs::rename(&tmp, &path)?;
-                buildwit_worker::fileops::set_mtime(&path, stat.mtime_ns)?;
+                place(&tmp, &dir.join(&rel), &theirs[rel.as_str()].1)?;
                 finished += 1;
             }
         }
@@ -460,6 +495,141 @@ impl ClientSync {
         }
         Ok(())
     }
+}
+
+impl ClientSync {
+    /// A cache directory names its blobs by digest: one the daemon's content store holds
+    /// is copied from there rather than sent. True when it was.
+    fn from_store(
+        &self,
+        name: &str,
+        dir: &Path,
+        rel: &str,
+        stat: &proto::FileStat,
+    ) -> io::Result<bool> {
+        let (Some(content), true) = (&self.content, is_cache_local(name)) else {
+            return Ok(false);
+        };
+        let Some(hex) = rel.strip_prefix("blobs/sha256/") else {
+            return Ok(false);
+        };
+        let digest = format!("sha256:{hex}");
+        if buildwit_worker::content::digest_hex(&digest).is_err() || !content.has(&digest) {
+            return Ok(false);
+        }
+        let src = content.path(&digest)?;
+        if fs::metadata(&src)?.len() != stat.size {
+            return Ok(false);
+        }
+        let parts = dir.with_extension("part");
+        fs::create_dir_all(&parts)?;
+        let tmp = parts.join(format!("store-{hex}"));
+        fs::copy(&src, &tmp)?;
+        place(&tmp, &dir.join(rel), stat)?;
+        Ok(true)
+    }
+
+    /// Run `f` on the mirror of the client's cache directory `path`: the client's
+    /// directory is synced into it whole first, and what `f` changed in it is written back
+    /// to the client afterwards (new and changed files with their mtimes, the blobs before
+    /// `index.json`, then removals).
+    pub fn cache_dir<T>(&self, path: &Path, f: impl FnOnce(&Path) -> T) -> io::Result<T> {
+        let name = cache_local(path);
+        let dir = self.dirs.get(&name).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("the client does not offer {}", path.display()),
+            )
+        })?;
+        let replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
+        let lock = self.mirrors.lock(dir);
+        let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
+        stamp(dir)?;
+        let whole = LocalSource {
+            dir: dir.to_path_buf(),
+            follow: Vec::new(),
+            include: Vec::new(),
+            exclude: Vec::new(),
+        };
+        self.exchange(&name, dir, &whole, &replies)?;
+        let before = list(&whole)?;
+        let out = f(dir);
+        let after = list(&whole)?;
+        self.write_back(&name, dir, &before, &after)?;
+        Ok(out)
+    }
+
+    fn write_back(
+        &self,
+        name: &str,
+        dir: &Path,
+        before: &BTreeMap<String, Entry>,
+        after: &BTreeMap<String, Entry>,
+    ) -> io::Result<()> {
+        let mut changed: Vec<(&String, &Entry)> = after
+            .iter()
+            .filter(|(rel, e)| {
+                e.kind == Kind::File
+                    && *rel != buildwit_exporter::cache::LOCK_FILE
+                    && before
+                        .get(*rel)
+                        .is_none_or(|b| b.kind != e.kind || b.size != e.size || b.mtime != e.mtime)
+            })
+            .collect();
+        // What names blobs goes after them: the client's directory is whole at any moment.
+        changed.sort_by_key(|(rel, _)| *rel == "index.json");
+        for (rel, e) in changed {
+            let mut file = fs::File::open(dir.join(rel))?;
+            loop {
+                let mut data = Vec::with_capacity(crate::grpc::CHUNK.min(e.size as usize));
+                io::Read::read_to_end(
+                    &mut io::Read::take(&mut file, crate::grpc::CHUNK as u64),
+                    &mut data,
+                )?;
+                let last = data.len() < crate::grpc::CHUNK;
+                let n = data.len() as u64;
+                let write = proto::LocalWrite {
+                    name: name.to_string(),
+                    path: rel.clone(),
+                    mode: e.mode,
+                    mtime_ns: e.mtime,
+                    data,
+                    last,
+                    remove: false,
+                };
+                if !self.outbox.send_queued(Msg::Write(write), n) {
+                    return Err(gone());
+                }
+                if last {
+                    break;
+                }
+            }
+        }
+        for (rel, e) in before {
+            if e.kind == Kind::File && !after.contains_key(rel) {
+                let write = proto::LocalWrite {
+                    name: name.to_string(),
+                    path: rel.clone(),
+                    remove: true,
+                    ..Default::default()
+                };
+                if !self.outbox.send(Msg::Write(write)) {
+                    return Err(gone());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Note that the mirror `dir` is in use (for `prune_mirrors`; stamped before it is made,
+/// so a prune never takes a mirror being made), and make it.
+fn stamp(dir: &Path) -> io::Result<()> {
+    if let Some(sessions) = dir.parent() {
+        fs::create_dir_all(sessions)?;
+    }
+    fs::write(dir.with_extension("used"), b"")?;
+    fs::create_dir_all(dir)
 }
 
 impl LocalSync for ClientSync {
@@ -494,13 +664,7 @@ impl LocalSync for ClientSync {
         }
         let lock = self.mirrors.lock(dir);
         let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
-        // When it was last used, for `prune_mirrors`; stamped first, so a prune never
-        // takes a mirror being made.
-        if let Some(sessions) = dir.parent() {
-            fs::create_dir_all(sessions)?;
-        }
-        fs::write(dir.with_extension("used"), b"")?;
-        fs::create_dir_all(dir)?;
+        stamp(dir)?;
         let source = LocalSource {
             dir: dir.clone(),
             follow: follow.to_vec(),

@@ -38,7 +38,7 @@ const ANNOTATION_UNCOMPRESSED: &str = "containerd.io/uncompressed";
 const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 /// Held while a local cache directory is written, so two exports cannot interleave.
-const LOCK_FILE: &str = ".buildwit-cache.lock";
+pub const LOCK_FILE: &str = ".buildwit-cache.lock";
 /// Versions a local cache directory keeps (the newest is tagged `latest`): older ones can
 /// still be imported with `digest=`, and the directory stays bounded.
 pub const KEPT_VERSIONS: usize = 3;
@@ -475,6 +475,16 @@ pub fn build_cache(
     })
 }
 
+/// Take the lock that serialises writers of the cache directory `dest` (an export, or a
+/// client writing what buildwitd exported); held while the file lives.
+pub fn lock_cache_dir(dest: &Path) -> Result<File, ExportError> {
+    let what = format!("locking {}", dest.display());
+    let lock = File::create(dest.join(LOCK_FILE)).map_err(|e| ExportError::io(what.clone(), e))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| ExportError::io(what, e.into()))?;
+    Ok(lock)
+}
+
 /// Write a cache into an OCI image layout directory: its blobs (those present are kept),
 /// then `index.json` naming this cache's manifest (tagged `latest`) and the previous
 /// versions up to [`KEPT_VERSIONS`], then the blobs nothing names any more are removed. A
@@ -487,10 +497,7 @@ pub fn write_cache_dir(
     let what = |m: &str| format!("{m} {}", dest.display());
     let blobs = dest.join("blobs").join("sha256");
     fs::create_dir_all(&blobs).map_err(|e| ExportError::io(what("creating"), e))?;
-    let lock =
-        File::create(dest.join(LOCK_FILE)).map_err(|e| ExportError::io(what("locking"), e))?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| ExportError::io(what("locking"), e.into()))?;
+    let _lock = lock_cache_dir(dest)?;
 
     let blob_path = |digest: &str| {
         digest_hex(digest)
