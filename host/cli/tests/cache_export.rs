@@ -393,3 +393,83 @@ fn an_inline_cache_travels_in_the_image() {
     assert!(plain.status.success(), "{err}");
     assert!(err.contains("has no inline cache"), "{err}");
 }
+
+#[test]
+fn an_inline_cache_is_read_from_the_target_platforms_image() {
+    let mut s = setup();
+    let host = s.image.split('/').next().unwrap().to_string();
+    // No RUN: a step of another architecture needs no emulator to build. Each platform
+    // copies its own file, so their caches hold different steps.
+    let ctx = s.context(
+        "platforms",
+        &[
+            (
+                "Dockerfile",
+                "FROM scratch\nARG TARGETARCH\nCOPY ${TARGETARCH}.txt /a.txt\n",
+            ),
+            ("amd64.txt", "amd64\n"),
+            ("arm64.txt", "arm64\n"),
+        ],
+    );
+    let manifest = |image: &str| {
+        let out = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{image}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "skopeo: {}", text(&out.stderr));
+        let digest = format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&out.stdout))
+        );
+        (digest, out.stdout.len())
+    };
+    // One image per platform, each with its inline cache, then an index of both.
+    let mut entries = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let image = format!("{host}/app:{arch}");
+        let platform = format!("linux/{arch}");
+        s.build(
+            &ctx,
+            &[
+                "--platform",
+                &platform,
+                "-t",
+                &image,
+                "--push",
+                "--cache-to",
+                "type=inline",
+            ],
+        )
+        .ok();
+        let (digest, size) = manifest(&image);
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest,
+            "size": size,
+            "platform": {"os": "linux", "architecture": arch},
+        }));
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    });
+    let put = Command::new("curl")
+        .args(["-fsS", "-X", "PUT", "-H"])
+        .arg("Content-Type: application/vnd.oci.image.index.v1+json")
+        .arg("--data-binary")
+        .arg(index.to_string())
+        .arg(format!("http://{host}/v2/app/manifests/multi"))
+        .output()
+        .unwrap();
+    assert!(put.status.success(), "curl: {}", text(&put.stderr));
+
+    // An empty root building for arm64 finds its steps in the arm64 image's cache.
+    fresh_root(&mut s, "root-platforms");
+    let image = format!("{host}/app:multi");
+    let b = s
+        .build(&ctx, &["--platform", "linux/arm64", "--cache-from", &image])
+        .ok();
+    assert!(ran_steps(&b).is_empty(), "re-ran {:?}", ran_steps(&b));
+}

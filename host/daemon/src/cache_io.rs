@@ -17,7 +17,6 @@ use buildwit_exporter::cache::{
     cache_dir_blob, inline_cache, parse_cache_config, parse_cache_manifest,
     read_cache_dir_manifest, write_cache_dir,
 };
-use buildwit_exporter::host_architecture;
 use buildwit_registry::Registries;
 use buildwit_solver::{Record, SolvedKeys, Solver};
 use buildwit_worker::content::sha256_digest;
@@ -148,13 +147,16 @@ enum Source<'a> {
 
 /// Import the cache at `spec`: fetch and unpack its layers, insert its records. Returns how
 /// many records were added. A registry reference may name a cache or an image with an
-/// inline cache. `mirror` is where a local directory really is, as for [`export`].
+/// inline cache; from a multi-platform image, the inline cache of `platform`'s image
+/// (`os`, `architecture`, `variant`) is read. `mirror` is where a local directory really
+/// is, as for [`export`].
 pub(crate) fn import(
     solver: &Solver,
     registries: &Registries,
     io: BuildIo,
     spec: &CacheSpec,
     mirror: Option<&std::path::Path>,
+    platform: (&str, &str, &str),
 ) -> Result<usize, String> {
     let what = spec.describe();
     let (source, manifest_bytes) = match &spec.target {
@@ -179,14 +181,14 @@ pub(crate) fn import(
     };
     let mut parsed = parse_cache_manifest(&manifest_bytes, &what)?;
     if parsed == CacheSource::ImageIndex {
-        // A multi-platform image: this host's image holds the inline cache.
+        // A multi-platform image: the target platform's image holds the inline cache.
         let Source::Registry(reference) = source else {
             return Err(format!(
                 "{what}: the manifest is an image index; name one image with digest="
             ));
         };
         let m = io
-            .block_on(registries.pull_manifest(reference, "linux", host_architecture(), ""))?
+            .block_on(registries.pull_manifest(reference, platform.0, platform.1, platform.2))?
             .map_err(|e| format!("{what}: {e}"))?;
         parsed = parse_cache_manifest(&m.manifest, &what)?;
     }

@@ -254,14 +254,26 @@ impl Engine {
         events: &dyn EventSink,
         io: BuildIo,
         client: &ClientLink,
+        platform: &str,
     ) -> Result<(), DaemonError> {
         if specs.is_empty() {
             return Ok(());
         }
         let solver = self.solver()?;
+        let host = buildwit_exporter::host_architecture();
+        let mut parts = platform.split('/');
+        let os = parts.next().filter(|s| !s.is_empty()).unwrap_or("linux");
+        let platform = (os, parts.next().unwrap_or(host), parts.next().unwrap_or(""));
         for spec in specs {
             let import = |mirror: Option<&Path>| {
-                cache_io::import(&solver, &self.frontends.registries, io, spec, mirror)
+                cache_io::import(
+                    &solver,
+                    &self.frontends.registries,
+                    io,
+                    spec,
+                    mirror,
+                    platform,
+                )
             };
             let result = match (&spec.target, &client.sync) {
                 (CacheTarget::Local(path), Some(remote)) => remote
@@ -618,6 +630,15 @@ impl Engine {
         );
         bridge.warn_all(&selected);
         let frontend = self.record(&selected, bridge.clone())?;
+        // The first platform the build targets (an inline cache in a multi-platform image
+        // is per platform).
+        let platform = request
+            .options
+            .iter()
+            .find(|(k, _)| k == "platform")
+            .and_then(|(_, v)| v.split(',').next())
+            .unwrap_or_default()
+            .to_string();
         let out = self.frontends.runtime.run(
             &selected.loaded,
             request.options,
@@ -633,7 +654,13 @@ impl Engine {
             cancelled: &request.client.cancelled,
         };
         if request.solve && definition.is_some() {
-            self.import_caches(&request.cache_from, events.as_ref(), io, &request.client)?;
+            self.import_caches(
+                &request.cache_from,
+                events.as_ref(),
+                io,
+                &request.client,
+                &platform,
+            )?;
         }
         let (result, keys) = match (&definition, request.solve) {
             (Some(def), true) => {
