@@ -1,6 +1,7 @@
 //! buildwitd against the in-process engine: the overhead of a fully cached build through
-//! the daemon (connect, context listing, events over gRPC), and the throughput of small
-//! builds run concurrently against one daemon.
+//! the daemon (connect, context listing, events over gRPC), the throughput of small
+//! builds run concurrently against one daemon, and a local cache directory exported
+//! through the daemon (written back to the client) against in-process.
 //!
 //! `cargo bench -p buildwit --bench daemon` prints medians (and builds per second).
 
@@ -15,6 +16,8 @@ use support::median;
 
 const RUNS: usize = 9;
 const CONCURRENT: usize = 8;
+/// The cache export build: this many RUN layers of 256 KiB of random data.
+const CACHE_LAYERS: usize = 20;
 
 fn build_cmd(s: &support::Setup, addr: Option<&str>, ctx: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_buildwit"));
@@ -37,8 +40,12 @@ fn build_cmd(s: &support::Setup, addr: Option<&str>, ctx: &Path) -> Command {
 }
 
 fn timed(s: &support::Setup, addr: Option<&str>, ctx: &Path) -> Duration {
+    timed_with(s, addr, ctx, &[])
+}
+
+fn timed_with(s: &support::Setup, addr: Option<&str>, ctx: &Path, extra: &[&str]) -> Duration {
     let t = Instant::now();
-    let out = build_cmd(s, addr, ctx).output().unwrap();
+    let out = build_cmd(s, addr, ctx).args(extra).output().unwrap();
     assert!(out.status.success(), "{}", support::text(&out.stderr));
     t.elapsed()
 }
@@ -132,6 +139,42 @@ fn main() {
             CONCURRENT as f64 / d.as_secs_f64()
         );
     }
+
+    // A local cache directory: in-process the exporter writes it; through the daemon it
+    // is exported into the daemon's mirror and the new files are streamed back.
+    let mut dockerfile = String::from("FROM BASE\n");
+    for i in 0..CACHE_LAYERS {
+        dockerfile.push_str(&format!("RUN head -c 262144 /dev/urandom > /layer-{i}\n"));
+    }
+    let layers = s.context("layers", &[("Dockerfile", &dockerfile)]);
+    timed(&s, None, &layers);
+    timed(&s, Some(&addr), &layers);
+    println!("\nexport of a {CACHE_LAYERS}-layer cache (mode=max), median of 3 runs");
+    for (name, via) in [
+        ("in-process", None),
+        ("through buildwitd", Some(addr.as_str())),
+    ] {
+        let dir = |i: usize| s.dir.path().join(format!("cache-{name}-{i}"));
+        let spec = |i: usize| format!("type=local,dest={},mode=max", dir(i).display());
+        // The first export compresses the layers: not measured.
+        timed_with(&s, via, &layers, &["--export-cache", &spec(99)]);
+        let new: Vec<Duration> = (0..3)
+            .map(|i| timed_with(&s, via, &layers, &["--export-cache", &spec(i)]))
+            .collect();
+        let again: Vec<Duration> = (0..3)
+            .map(|_| timed_with(&s, via, &layers, &["--export-cache", &spec(0)]))
+            .collect();
+        for (what, runs) in [
+            ("to a new directory", new),
+            ("again, same directory", again),
+        ] {
+            println!(
+                "  {name:<18} {what:<22} {:>8.1} ms",
+                median(runs).as_secs_f64() * 1e3
+            );
+        }
+    }
+
     let _ = Command::new("kill")
         .args(["-TERM", &daemon.id().to_string()])
         .status();
