@@ -17,7 +17,7 @@ mod reference;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use buildwit_config::RegistryConfig;
@@ -82,19 +82,46 @@ struct HostSettings {
     identity: Option<Vec<u8>>,
 }
 
-/// A client configured for one host's settings: oci-client, or our own for hosts that
-/// want a client certificate.
+/// The client for one host's settings, made on first use: making one reads the system's
+/// CA certificates, milliseconds that a build which never talks to the host should not
+/// pay.
 struct HostClient {
-    client: Client,
-    direct: Option<direct::Direct>,
-    http: bool,
+    host: String,
+    settings: HostSettings,
+    made: OnceLock<Made>,
+}
+
+/// oci-client, or our own for hosts that want a client certificate.
+enum Made {
+    Oci(Client),
+    Direct(direct::Direct),
 }
 
 impl HostClient {
+    fn new(host: &str, settings: HostSettings) -> Self {
+        HostClient {
+            host: host.to_string(),
+            settings,
+            made: OnceLock::new(),
+        }
+    }
+
+    fn made(&self) -> Result<&Made, OciDistributionError> {
+        if let Some(made) = self.made.get() {
+            return Ok(made);
+        }
+        let made = build_client(&self.host, &self.settings)
+            .map_err(|e| OciDistributionError::GenericError(Some(e.to_string())))?;
+        // Two builds may have made one at once: either will do.
+        Ok(self.made.get_or_init(|| made))
+    }
+
     async fn store_auth(&self, registry: &str, auth: &RegistryAuth) {
-        match &self.direct {
-            Some(d) => d.store_auth(registry, auth),
-            None => self.client.store_auth_if_needed(registry, auth).await,
+        // A client that cannot be made fails the request that follows, with the reason.
+        match self.made() {
+            Ok(Made::Direct(d)) => d.store_auth(registry, auth),
+            Ok(Made::Oci(c)) => c.store_auth_if_needed(registry, auth).await,
+            Err(_) => {}
         }
     }
 
@@ -104,9 +131,9 @@ impl HostClient {
         auth: &RegistryAuth,
         op: RegistryOperation,
     ) -> Result<(), OciDistributionError> {
-        match &self.direct {
-            Some(d) => d.auth(r, auth, op).await,
-            None => self.client.auth(r, auth, op).await.map(|_| ()),
+        match self.made()? {
+            Made::Direct(d) => d.auth(r, auth, op).await,
+            Made::Oci(c) => c.auth(r, auth, op).await.map(|_| ()),
         }
     }
 
@@ -116,9 +143,9 @@ impl HostClient {
         auth: &RegistryAuth,
         accepted: &[&str],
     ) -> Result<(bytes::Bytes, String), OciDistributionError> {
-        match &self.direct {
-            Some(d) => d.pull_manifest_raw(r, auth, accepted).await,
-            None => self.client.pull_manifest_raw(r, auth, accepted).await,
+        match self.made()? {
+            Made::Direct(d) => d.pull_manifest_raw(r, auth, accepted).await,
+            Made::Oci(c) => c.pull_manifest_raw(r, auth, accepted).await,
         }
     }
 
@@ -128,16 +155,16 @@ impl HostClient {
         digest: &str,
         out: &mut W,
     ) -> Result<(), OciDistributionError> {
-        match &self.direct {
-            Some(d) => d.pull_blob(r, digest, out).await,
-            None => self.client.pull_blob(r, digest, out).await,
+        match self.made()? {
+            Made::Direct(d) => d.pull_blob(r, digest, out).await,
+            Made::Oci(c) => c.pull_blob(r, digest, out).await,
         }
     }
 
     async fn blob_exists(&self, r: &Reference, digest: &str) -> Result<bool, OciDistributionError> {
-        match &self.direct {
-            Some(d) => d.blob_exists(r, digest).await,
-            None => self.client.blob_exists(r, digest).await,
+        match self.made()? {
+            Made::Direct(d) => d.blob_exists(r, digest).await,
+            Made::Oci(c) => c.blob_exists(r, digest).await,
         }
     }
 
@@ -149,15 +176,14 @@ impl HostClient {
         size: u64,
         digest: &str,
     ) -> Result<(), OciDistributionError> {
-        match &self.direct {
-            Some(d) => d.push_blob(r, path, size, digest).await,
-            None => {
+        match self.made()? {
+            Made::Direct(d) => d.push_blob(r, path, size, digest).await,
+            Made::Oci(c) => {
                 use futures_util::StreamExt;
                 let file = tokio::fs::File::open(path).await?;
                 let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
                     .map(|chunk| chunk.map_err(OciDistributionError::from));
-                self.client
-                    .push_blob_stream(r, stream, digest, Some(size))
+                c.push_blob_stream(r, stream, digest, Some(size))
                     .await
                     .map(|_| ())
             }
@@ -170,16 +196,12 @@ impl HostClient {
         body: Vec<u8>,
         content_type: http::HeaderValue,
     ) -> Result<(), OciDistributionError> {
-        match &self.direct {
-            Some(d) => {
+        match self.made()? {
+            Made::Direct(d) => {
                 let ct = content_type.to_str().unwrap_or_default().to_string();
                 d.push_manifest_raw(r, body, &ct).await
             }
-            None => self
-                .client
-                .push_manifest_raw(r, body, content_type)
-                .await
-                .map(|_| ()),
+            Made::Oci(c) => c.push_manifest_raw(r, body, content_type).await.map(|_| ()),
         }
     }
 }
@@ -289,18 +311,18 @@ impl Registries {
             });
         }
         let mut clients = BTreeMap::new();
-        for (host, s) in &settings {
-            clients.insert(host.clone(), build_client(host, s)?);
+        for (host, s) in settings {
+            clients.insert(host.clone(), HostClient::new(&host, s));
         }
-        let default_client = build_client(
+        let default_client = HostClient::new(
             "",
-            &HostSettings {
+            HostSettings {
                 http: false,
                 insecure: false,
                 ca: Vec::new(),
                 identity: None,
             },
-        )?;
+        );
         Ok(Registries {
             mirrors,
             clients,
@@ -682,8 +704,15 @@ fn read_certificates(host: &str, path: &Path) -> Result<Vec<Certificate>, Regist
     Ok(out)
 }
 
-/// Builds an oci-client for one host's settings.
-fn build_client(host: &str, s: &HostSettings) -> Result<HostClient, RegistryError> {
+/// Builds the client for one host's settings.
+fn build_client(host: &str, s: &HostSettings) -> Result<Made, RegistryError> {
+    if let Some(identity) = &s.identity {
+        let direct =
+            direct::Direct::new(s.http, s.insecure, &s.ca, identity, USER_AGENT).map_err(|e| {
+                RegistryError::config(host, format!("[registry.\"{host}\"] keypair: {e}"))
+            })?;
+        return Ok(Made::Direct(direct));
+    }
     let config = ClientConfig {
         protocol: if s.http {
             ClientProtocol::Http
@@ -708,19 +737,7 @@ fn build_client(host: &str, s: &HostSettings) -> Result<HostClient, RegistryErro
             format!("cannot set up the client for [registry.\"{host}\"] (check its ca files): {e}"),
         )
     })?;
-    let direct = match &s.identity {
-        Some(identity) => Some(
-            direct::Direct::new(s.http, s.insecure, &s.ca, identity, USER_AGENT).map_err(|e| {
-                RegistryError::config(host, format!("[registry.\"{host}\"] keypair: {e}"))
-            })?,
-        ),
-        None => None,
-    };
-    Ok(HostClient {
-        client,
-        direct,
-        http: s.http,
-    })
+    Ok(Made::Oci(client))
 }
 
 /// Checks `body` against a `sha256:` digest; other algorithms were checked by oci-client.
@@ -830,7 +847,7 @@ fn map_error(
                     || lower.contains("certificaterequired")
                     || lower.contains("unknownca"))
             {
-                if ep.client.direct.is_some() {
+                if ep.client.settings.identity.is_some() {
                     format!(
                         "it refused our client certificate: check the keypair of [registry.\"{key}\"] is signed by a CA it trusts"
                     )
@@ -846,7 +863,7 @@ fn map_error(
                 format!(
                     "its TLS certificate is not trusted: add its CA with [registry.\"{key}\"] ca = [\"/path/to/ca.pem\"], or set insecure = true to skip verification"
                 )
-            } else if !ep.client.http
+            } else if !ep.client.settings.http
                 && (lower.contains("corrupt message")
                     || lower.contains("invalidcontenttype")
                     || lower.contains("wrong version number"))
@@ -854,9 +871,10 @@ fn map_error(
                 format!(
                     "it answered in plain HTTP: set [registry.\"{key}\"] http = true for a plain-HTTP registry"
                 )
-            } else if ep.client.http && lower.contains("http") && lower.contains("version") {
+            } else if ep.client.settings.http && lower.contains("http") && lower.contains("version")
+            {
                 format!("it may only speak HTTPS: remove http = true from [registry.\"{key}\"]")
-            } else if ep.client.http {
+            } else if ep.client.settings.http {
                 "is it running?".to_string()
             } else {
                 format!(
