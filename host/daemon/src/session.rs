@@ -401,7 +401,7 @@ impl ClientSync {
                             fs::set_permissions(&path, fs::Permissions::from_mode(e.mode))?;
                         }
                     }
-                    _ if self.from_store(name, dir, rel, e)? => {}
+                    _ if self.copy_from_store(name, dir, rel, e)? => {}
                     _ => wanted.push(rel.clone()),
                 },
             }
@@ -500,7 +500,7 @@ impl ClientSync {
 impl ClientSync {
     /// A cache directory names its blobs by digest: one the daemon's content store holds
     /// is copied from there rather than sent. True when it was.
-    fn from_store(
+    fn copy_from_store(
         &self,
         name: &str,
         dir: &Path,

@@ -107,7 +107,7 @@ fn bench(c: &mut Criterion) {
             image: image.clone(),
         });
         let check = runtime
-            .run(&frontend, Vec::new(), Vec::new(), bridge.clone())
+            .run(&frontend, Vec::new(), Vec::new(), bridge.clone(), None)
             .unwrap();
         let ops = check.reference.unwrap().definition.def.len();
         assert!(ops >= expect_ops, "{name}: {ops} ops");
@@ -123,7 +123,7 @@ fn bench(c: &mut Criterion) {
         group.bench_function(name.as_str(), |b| {
             b.iter(|| {
                 runtime
-                    .run(&frontend, Vec::new(), Vec::new(), bridge.clone())
+                    .run(&frontend, Vec::new(), Vec::new(), bridge.clone(), None)
                     .unwrap()
             })
         });
@@ -133,7 +133,7 @@ fn bench(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("RUN lines", n), &bridge, |b, bridge| {
             b.iter(|| {
                 runtime
-                    .run(&frontend, Vec::new(), Vec::new(), bridge.clone())
+                    .run(&frontend, Vec::new(), Vec::new(), bridge.clone(), None)
                     .unwrap()
             })
         });

@@ -61,7 +61,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("frontend call (instantiate + build + small graph)", |b| {
         b.iter(|| {
             let out = runtime
-                .run(&probe, Vec::new(), Vec::new(), bridge.clone())
+                .run(&probe, Vec::new(), Vec::new(), bridge.clone(), None)
                 .unwrap();
             assert!(out.reference.is_some());
         })
