@@ -16,7 +16,7 @@ use buildwit_daemon::grpc::proto::buildwit_client::BuildwitClient;
 use buildwit_daemon::grpc::{self, CHUNK, MAX_MESSAGE, proto};
 use buildwit_daemon::history::HistoryRecord;
 use buildwit_daemon::info::DaemonInfo;
-use buildwit_daemon::session::{cache_local, is_cache_local};
+use buildwit_daemon::session::cache_local;
 use buildwit_daemon::{
     BuildOutcome, BuildRequest, EventSink, Exported, FrontendRecord, FrontendRef,
 };
@@ -285,14 +285,16 @@ impl Remote {
                     .with_context(|| format!("--export-cache: creating {}", dir.display()))?;
             }
         }
-        let start = start_message(&request, raw)?;
+        let offered = offered(&request);
+        let start = start_message(&request, &offered, raw)?;
         let dests = file_destinations(&request);
         self.rt.block_on(run_build(
             self.client.clone(),
             start,
             Client {
-                locals: offered(&request),
+                locals: offered,
                 agents: request.ssh,
+                writable: local_caches(&request.cache_to).collect(),
             },
             dests,
             events,
@@ -308,24 +310,27 @@ fn component(path: &Path) -> Result<proto::Component> {
     })
 }
 
-/// Names the daemon's mirror of this client's directory: the same directory from the
-/// same machine and user reuses one mirror.
-fn shared_key(locals: &BTreeMap<String, PathBuf>) -> String {
+/// This machine and user: with each directory's path, it names the daemon's mirror of
+/// the directory, so the same directory sent again reuses one mirror.
+fn shared_key() -> String {
     let host = std::fs::read_to_string("/etc/machine-id")
         .or_else(|_| std::fs::read_to_string("/proc/sys/kernel/hostname"))
         .unwrap_or_default();
-    let dirs: Vec<String> = locals
-        .iter()
-        .map(|(n, p)| {
-            let p = p.canonicalize().unwrap_or_else(|_| p.clone());
-            format!("{n}={}", p.display())
-        })
-        .collect();
     let uid = std::fs::metadata("/proc/self").map_or(0, |m| {
         use std::os::unix::fs::MetadataExt;
         m.uid()
     });
-    format!("{}:{uid}:{}", host.trim(), dirs.join(","))
+    format!("{}:{uid}", host.trim())
+}
+
+/// The local cache directories of some cache specs, by local name.
+fn local_caches(
+    specs: &[buildwit_exporter::cache::CacheSpec],
+) -> impl Iterator<Item = (String, PathBuf)> + '_ {
+    specs.iter().filter_map(|spec| match &spec.target {
+        CacheTarget::Local(dir) => Some((cache_local(dir), dir.clone())),
+        _ => None,
+    })
 }
 
 /// The directories the daemon may ask for: the build's locals, its OCI layouts and its
@@ -335,14 +340,7 @@ fn offered(request: &BuildRequest) -> BTreeMap<String, PathBuf> {
         .oci_layouts
         .iter()
         .map(|(store, dir)| (buildwit_worker::Session::layout_local(store), dir.clone()));
-    let caches = request
-        .cache_to
-        .iter()
-        .chain(&request.cache_from)
-        .filter_map(|spec| match &spec.target {
-            CacheTarget::Local(dir) => Some((cache_local(dir), dir.clone())),
-            _ => None,
-        });
+    let caches = local_caches(&request.cache_to).chain(local_caches(&request.cache_from));
     request
         .locals
         .clone()
@@ -352,7 +350,11 @@ fn offered(request: &BuildRequest) -> BTreeMap<String, PathBuf> {
         .collect()
 }
 
-fn start_message(request: &BuildRequest, raw: &RawSpecs) -> Result<proto::BuildStart> {
+fn start_message(
+    request: &BuildRequest,
+    offered: &BTreeMap<String, PathBuf>,
+    raw: &RawSpecs,
+) -> Result<proto::BuildStart> {
     use proto::build_start::Frontend;
     let frontend = match &request.frontend {
         FrontendRef::Named(n) => Frontend::Name(n.clone()),
@@ -369,8 +371,18 @@ fn start_message(request: &BuildRequest, raw: &RawSpecs) -> Result<proto::BuildS
                 value: v.clone(),
             })
             .collect(),
-        locals: offered(request).into_keys().collect(),
-        shared_key: shared_key(&offered(request)),
+        locals: offered
+            .iter()
+            .map(|(name, p)| proto::LocalDir {
+                name: name.clone(),
+                key: p
+                    .canonicalize()
+                    .unwrap_or_else(|_| p.clone())
+                    .display()
+                    .to_string(),
+            })
+            .collect(),
+        shared_key: shared_key(),
         secrets: request
             .secrets
             .iter()
@@ -638,35 +650,57 @@ impl OutputWriter {
     }
 }
 
-/// Writes what the daemon exported into the client's cache directories: each file to a
-/// temporary name, moved into place when whole, with the daemon's mode and mtime (so the
-/// next sync finds it unchanged). Holds each directory's export lock until dropped.
-#[derive(Default)]
+/// Writes what the daemon exported into the client's `--export-cache` directories: each
+/// file to a temporary name, moved into place when whole, with the daemon's mtime (so the
+/// next sync finds it unchanged). A directory's export lock is held from the daemon's
+/// listing of it to its `done`, as an in-process export holds it.
 pub struct CacheWriter {
+    /// The directories the daemon may write, by local name.
+    dirs: BTreeMap<String, PathBuf>,
     locks: HashMap<String, std::fs::File>,
     /// The file being written: its local, path, temporary path and handle.
     open: Option<(String, String, PathBuf, std::fs::File)>,
 }
 
 impl CacheWriter {
-    /// Apply one write to a directory of `locals`.
-    pub fn write(
-        &mut self,
-        locals: &BTreeMap<String, PathBuf>,
-        w: proto::LocalWrite,
-    ) -> Result<()> {
-        let dir = locals
-            .get(&w.name)
-            .filter(|_| is_cache_local(&w.name))
-            .with_context(|| {
-                format!(
-                    "buildwitd wrote to local {:?}, which is not a cache directory of this build",
-                    w.name
-                )
-            })?;
+    /// A writer for these directories.
+    pub fn new(dirs: BTreeMap<String, PathBuf>) -> Self {
+        CacheWriter {
+            dirs,
+            locks: HashMap::new(),
+            open: None,
+        }
+    }
+
+    /// Take the lock of local `name` if it is one of the directories (waiting off the
+    /// runtime for another exporter to finish).
+    pub async fn lock(&mut self, name: &str) -> Result<()> {
+        let Some(dir) = self.dirs.get(name).cloned() else {
+            return Ok(());
+        };
+        if !self.locks.contains_key(name) {
+            let lock =
+                tokio::task::spawn_blocking(move || buildwit_exporter::cache::lock_cache_dir(&dir))
+                    .await??;
+            self.locks.insert(name.to_string(), lock);
+        }
+        Ok(())
+    }
+
+    /// Apply one write.
+    pub fn write(&mut self, w: proto::LocalWrite) -> Result<()> {
+        if w.done {
+            self.locks.remove(&w.name);
+            return Ok(());
+        }
+        let dir = self.dirs.get(&w.name).with_context(|| {
+            format!(
+                "buildwitd wrote to local {:?}, which is not an --export-cache directory of this build",
+                w.name
+            )
+        })?;
         if !self.locks.contains_key(&w.name) {
-            let lock = buildwit_exporter::cache::lock_cache_dir(dir)?;
-            self.locks.insert(w.name.clone(), lock);
+            bail!("buildwitd wrote to {} before listing it", dir.display());
         }
         make_parents(dir, &w.path)?;
         let path = dir.join(&w.path);
@@ -702,12 +736,22 @@ impl CacheWriter {
             let Some((_, _, tmp, file)) = self.open.take() else {
                 unreachable!("a file is open")
             };
-            file.set_permissions(std::fs::Permissions::from_mode(w.mode))?;
+            // Cache files are data: no special bits, whatever the daemon says.
+            file.set_permissions(std::fs::Permissions::from_mode(w.mode & 0o777))?;
             drop(file);
             std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
             buildwit_worker::fileops::set_mtime(&path, w.mtime_ns)?;
         }
         Ok(())
+    }
+}
+
+impl Drop for CacheWriter {
+    /// A file the build did not finish is not left behind.
+    fn drop(&mut self) {
+        if let Some((_, _, tmp, _)) = self.open.take() {
+            let _ = std::fs::remove_file(tmp);
+        }
     }
 }
 
@@ -760,10 +804,12 @@ pub fn file_destinations(request: &BuildRequest) -> HashMap<u32, Dest> {
         .collect()
 }
 
-/// What a build may reach on this machine: its directories and SSH agents, by name.
+/// What a build may reach on this machine: its directories and SSH agents, by name, and
+/// the directories the daemon may write (`--export-cache type=local`).
 struct Client {
     locals: BTreeMap<String, PathBuf>,
     agents: BTreeMap<String, PathBuf>,
+    writable: BTreeMap<String, PathBuf>,
 }
 
 /// Relay agent connection `conn` between the daemon and the agent at `socket`: what the
@@ -771,10 +817,9 @@ struct Client {
 async fn relay_agent(
     conn: u64,
     socket: PathBuf,
-    mut from_daemon: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
+    from_daemon: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
     tx: mpsc::Sender<proto::BuildClientMessage>,
 ) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let send = |data: Vec<u8>, close: bool| {
         let tx = tx.clone();
         async move {
@@ -785,38 +830,17 @@ async fn relay_agent(
             .is_ok()
         }
     };
-    let stream = match tokio::net::UnixStream::connect(&socket).await {
-        Ok(s) => s,
+    let stream = buildwit_worker::agent::connect(&socket).and_then(|s| {
+        s.set_nonblocking(true)?;
+        tokio::net::UnixStream::from_std(s)
+    });
+    match stream {
+        Ok(stream) => buildwit_daemon::ssh::relay_stream(stream, from_daemon, send).await,
         Err(e) => {
             eprintln!("warning: ssh agent {}: {e}", socket.display());
             send(Vec::new(), true).await;
-            return;
         }
-    };
-    let (mut read, mut write) = stream.into_split();
-    let up = async {
-        let mut buf = vec![0; 32 << 10];
-        loop {
-            match read.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if !send(buf[..n].to_vec(), false).await {
-                        return;
-                    }
-                }
-            }
-        }
-        send(Vec::new(), true).await;
-    };
-    let down = async {
-        while let Some(Some(data)) = from_daemon.recv().await {
-            if write.write_all(&data).await.is_err() {
-                break;
-            }
-        }
-        let _ = write.shutdown().await;
-    };
-    tokio::join!(up, down);
+    }
 }
 
 /// One build's stream: the start message, then answers to what the daemon asks for
@@ -839,7 +863,7 @@ async fn run_build(
         .map_err(|s| status_error("build", s))?
         .into_inner();
     let mut writer = OutputWriter::new(dests);
-    let mut caches = CacheWriter::default();
+    let mut caches = CacheWriter::new(here.writable.clone());
     // What each open sync request listed.
     let mut requests: HashMap<u64, Listed> = HashMap::new();
     // Open agent connections: where the daemon's bytes for each go.
@@ -862,6 +886,8 @@ async fn run_build(
                 }
             }
             Some(In::Local(request)) => {
+                // A cache directory the daemon will write is locked before it is listed.
+                caches.lock(&request.name).await?;
                 let id = request.id;
                 let answer = match here.locals.get(&request.name) {
                     Some(dir) => match listing(dir, &request) {
@@ -912,7 +938,7 @@ async fn run_build(
                 }
             }
             Some(In::Output(chunk)) => writer.write(chunk)?,
-            Some(In::Write(w)) => caches.write(&here.locals, w)?,
+            Some(In::Write(w)) => caches.write(w)?,
             Some(In::SshOpen(open)) => {
                 let Some(socket) = here.agents.get(&open.id) else {
                     bail!(
@@ -981,6 +1007,44 @@ mod tests {
                 "{path} was sent"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_daemon_writes_only_export_cache_directories_it_listed() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut w = CacheWriter::new(BTreeMap::from([("cache:x".to_string(), dir.clone())]));
+        let write = |name: &str, path: &str, mode: u32| proto::LocalWrite {
+            name: name.into(),
+            path: path.into(),
+            mode,
+            mtime_ns: 1_000_000_000,
+            data: b"blob".to_vec(),
+            last: true,
+            ..Default::default()
+        };
+        // Not listed yet, or not an export directory at all: refused.
+        assert!(w.write(write("cache:x", "blobs/sha256/ab", 0o644)).is_err());
+        w.lock("cache:x").await.unwrap();
+        let e = w.write(write("cache:other", "f", 0o644)).unwrap_err();
+        assert!(format!("{e:#}").contains("not an --export-cache"), "{e:#}");
+        // Written whole, without special mode bits, with the daemon's mtime.
+        w.write(write("cache:x", "blobs/sha256/ab", 0o4755))
+            .unwrap();
+        let md = std::fs::metadata(dir.join("blobs/sha256/ab")).unwrap();
+        assert_eq!(md.mode() & 0o7777, 0o755);
+        assert_eq!(md.mtime(), 1);
+        assert!(w.write(write("cache:x", "../escape", 0o644)).is_err());
+        // `done` lets the directory go.
+        w.write(proto::LocalWrite {
+            name: "cache:x".into(),
+            done: true,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(w.write(write("cache:x", "late", 0o644)).is_err());
     }
 
     #[test]

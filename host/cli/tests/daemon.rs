@@ -880,4 +880,32 @@ fn local_cache_directories_through_the_daemon() {
         "{received} of {} bytes",
         tree_size(&copy)
     );
+
+    // A cache directory holding a symlink is refused: the daemon writes into its mirror,
+    // and a link there would lead it anywhere.
+    let outside = s.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("keep"), "precious").unwrap();
+    let linked = s.dir.path().join("linked-cache");
+    std::fs::create_dir_all(&linked).unwrap();
+    std::os::unix::fs::symlink(&outside, linked.join("blobs")).unwrap();
+    let b = a.build(
+        &ctx,
+        &[
+            "--export-cache",
+            &format!("type=local,dest={}", linked.display()),
+        ],
+    );
+    assert!(!b.out.status.success());
+    let err = text(&b.out.stderr);
+    assert!(err.contains("may not hold symlinks"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        1,
+        "nothing was written through the link"
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.join("keep")).unwrap(),
+        "precious"
+    );
 }

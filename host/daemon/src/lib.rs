@@ -19,7 +19,7 @@ mod local;
 pub mod outputs;
 pub mod server;
 pub mod session;
-mod ssh;
+pub mod ssh;
 pub mod wasm_images;
 
 use std::collections::BTreeMap;
@@ -161,6 +161,27 @@ pub enum DaemonError {
     Cache(#[from] buildwit_solver::GcError),
 }
 
+/// A `--platform` value as (os, architecture, variant), read as containerd reads one:
+/// empty or `local` is this host, a lone OS gets this host's architecture, and a lone
+/// architecture Linux.
+fn parse_platform(platform: &str) -> (String, String, String) {
+    const OSES: &[&str] = &[
+        "linux", "windows", "darwin", "freebsd", "netbsd", "openbsd", "solaris", "illumos",
+        "android", "aix", "plan9",
+    ];
+    let host = buildwit_exporter::host_architecture();
+    let parts: Vec<&str> = platform.split('/').collect();
+    let (os, arch, variant) = match parts.as_slice() {
+        [""] | ["local"] => ("linux", host, ""),
+        [one] if OSES.contains(one) => (*one, host, ""),
+        [arch] => ("linux", *arch, ""),
+        [os, arch] => (*os, *arch, ""),
+        [os, arch, variant, ..] => (*os, *arch, *variant),
+        [] => ("linux", host, ""),
+    };
+    (os.to_string(), arch.to_string(), variant.to_string())
+}
+
 /// The client-facing build API, the same in-process and over gRPC.
 pub trait BuildApi {
     /// Run one build.
@@ -260,10 +281,8 @@ impl Engine {
             return Ok(());
         }
         let solver = self.solver()?;
-        let host = buildwit_exporter::host_architecture();
-        let mut parts = platform.split('/');
-        let os = parts.next().filter(|s| !s.is_empty()).unwrap_or("linux");
-        let platform = (os, parts.next().unwrap_or(host), parts.next().unwrap_or(""));
+        let (os, arch, variant) = parse_platform(platform);
+        let platform = (os.as_str(), arch.as_str(), variant.as_str());
         for spec in specs {
             let import = |mirror: Option<&Path>| {
                 cache_io::import(
@@ -278,7 +297,7 @@ impl Engine {
             let result = match (&spec.target, &client.sync) {
                 (CacheTarget::Local(path), Some(remote)) => remote
                     .cache_dir(path, |mirror| import(Some(mirror)))
-                    .unwrap_or_else(|e| Err(format!("{}: from the client: {e}", spec.describe()))),
+                    .unwrap_or_else(|e| Err(format!("{}: {e}", spec.describe()))),
                 _ => import(None),
             };
             if let Err(e) = result {
@@ -321,7 +340,7 @@ impl Engine {
             let result = match (&spec.target, &client.sync) {
                 (CacheTarget::Local(path), Some(remote)) => remote
                     .cache_dir(path, |mirror| export(Some(mirror)))
-                    .unwrap_or_else(|e| Err(format!("{}: to the client: {e}", spec.describe()))),
+                    .unwrap_or_else(|e| Err(format!("{}: {e}", spec.describe()))),
                 _ => export(None),
             };
             io.check()?;
@@ -756,5 +775,25 @@ impl Engine {
     pub fn history(&self) -> history::History {
         let (max_age, max_entries) = self.frontends.config.history_limits();
         history::History::new(self.frontends.root.join("history"), max_age, max_entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platforms_read_as_containerd_reads_them() {
+        let host = buildwit_exporter::host_architecture();
+        let p = |s: &str| parse_platform(s);
+        let t = |os: &str, arch: &str, variant: &str| {
+            (os.to_string(), arch.to_string(), variant.to_string())
+        };
+        assert_eq!(p(""), t("linux", host, ""));
+        assert_eq!(p("local"), t("linux", host, ""));
+        assert_eq!(p("linux"), t("linux", host, ""));
+        assert_eq!(p("arm64"), t("linux", "arm64", ""));
+        assert_eq!(p("linux/arm/v7"), t("linux", "arm", "v7"));
+        assert_eq!(p("windows/amd64"), t("windows", "amd64", ""));
     }
 }

@@ -236,12 +236,13 @@ impl Service {
             ));
         }
         let mut mirrors = BTreeMap::new();
-        for name in &start.locals {
+        for local in &start.locals {
+            let name = &local.name;
             if name.is_empty() || name.contains('/') {
                 return Err(invalid(format!("invalid local directory name {name:?}")));
             }
-            // The client chooses its key; who it is decides whose mirrors it can reach.
-            let key = format!("{peer}\0{}", start.shared_key);
+            // The client chooses its keys; who it is decides whose mirrors it can reach.
+            let key = format!("{peer}\0{}\0{}", start.shared_key, local.key);
             mirrors.insert(name.clone(), mirror_dir(self.root(), &key, name));
         }
         let mut outputs = crate::outputs::combine(&start.outputs, &start.tags, start.push)
@@ -321,9 +322,11 @@ impl Service {
                 name: (!start.context_name.is_empty()).then_some(start.context_name),
                 ..Default::default()
             },
-            frontend_timeout: start
-                .frontend_timeout_ms
-                .map(std::time::Duration::from_millis),
+            // The daemon's limit is also the most a client may ask for.
+            frontend_timeout: start.frontend_timeout_ms.map(|ms| {
+                std::time::Duration::from_millis(ms)
+                    .min(self.engine.frontends.runtime.limits().deadline)
+            }),
         };
         Ok((request, mirrors, component_path, redirected))
     }

@@ -345,11 +345,21 @@ impl ClientSync {
                 "the client sent file content before listing local {name:?}"
             )));
         };
+        // The daemon itself writes into cache directories and reads layouts by path: a
+        // symlink there would take it outside the mirror.
+        let plain_files =
+            is_cache_local(name) || buildwit_worker::Session::layout_store(name).is_some();
         let mut theirs = BTreeMap::new();
         for e in listing.entries {
             let kind = match proto::FileKind::try_from(e.kind) {
                 Ok(proto::FileKind::Dir) => Kind::Dir,
                 Ok(proto::FileKind::File) => Kind::File,
+                Ok(proto::FileKind::Symlink) if plain_files => {
+                    return Err(bad(format!(
+                        "{}: a cache directory or OCI layout sent to buildwitd may not hold symlinks",
+                        e.path
+                    )));
+                }
                 Ok(proto::FileKind::Symlink) => Kind::Symlink,
                 Err(_) => return Err(bad(format!("{}: unknown file kind {}", e.path, e.kind))),
             };
@@ -556,6 +566,14 @@ impl ClientSync {
         let out = f(dir);
         let after = list(&whole)?;
         self.write_back(&name, dir, &before, &after)?;
+        let done = proto::LocalWrite {
+            name: name.clone(),
+            done: true,
+            ..Default::default()
+        };
+        if !self.outbox.send(Msg::Write(done)) {
+            return Err(gone());
+        }
         Ok(out)
     }
 
@@ -595,7 +613,7 @@ impl ClientSync {
                     mtime_ns: e.mtime,
                     data,
                     last,
-                    remove: false,
+                    ..Default::default()
                 };
                 if !self.outbox.send_queued(Msg::Write(write), n) {
                     return Err(gone());

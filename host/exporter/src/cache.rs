@@ -478,8 +478,16 @@ pub fn build_cache(
 /// Take the lock that serialises writers of the cache directory `dest` (an export, or a
 /// client writing what buildwitd exported); held while the file lives.
 pub fn lock_cache_dir(dest: &Path) -> Result<File, ExportError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let what = format!("locking {}", dest.display());
-    let lock = File::create(dest.join(LOCK_FILE)).map_err(|e| ExportError::io(what.clone(), e))?;
+    // Never through a symlink: it would truncate whatever the link names.
+    let lock = File::options()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(dest.join(LOCK_FILE))
+        .map_err(|e| ExportError::io(what.clone(), e))?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
         .map_err(|e| ExportError::io(what, e.into()))?;
     Ok(lock)

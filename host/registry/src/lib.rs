@@ -88,7 +88,8 @@ struct HostSettings {
 struct HostClient {
     host: String,
     settings: HostSettings,
-    made: OnceLock<Made>,
+    /// The client, or why it could not be made (told as a configuration error).
+    made: OnceLock<Result<Made, String>>,
 }
 
 /// oci-client, or our own for hosts that want a client certificate.
@@ -107,13 +108,16 @@ impl HostClient {
     }
 
     fn made(&self) -> Result<&Made, OciDistributionError> {
-        if let Some(made) = self.made.get() {
-            return Ok(made);
-        }
-        let made = build_client(&self.host, &self.settings)
-            .map_err(|e| OciDistributionError::GenericError(Some(e.to_string())))?;
-        // Two builds may have made one at once: either will do.
-        Ok(self.made.get_or_init(|| made))
+        let made = match self.made.get() {
+            Some(made) => made,
+            None => {
+                let made = build_client(&self.host, &self.settings).map_err(|e| e.to_string());
+                // Two builds may have made one at once: either will do.
+                self.made.get_or_init(|| made)
+            }
+        };
+        made.as_ref()
+            .map_err(|e| OciDistributionError::GenericError(Some(format!("{CLIENT_SETUP}{e}"))))
     }
 
     async fn store_auth(&self, registry: &str, auth: &RegistryAuth) {
@@ -656,6 +660,17 @@ fn read_identity(host: &str, cert: &Path, key: &Path) -> Result<Vec<u8>, Registr
     let mut pem = read("certificate", cert)?;
     pem.push(b'\n');
     pem.extend(read("key", key)?);
+    // Checked now, so a bad pair stops the engine from starting rather than a pull.
+    reqwest::Identity::from_pem(&pem).map_err(|e| {
+        RegistryError::config(
+            host,
+            format!(
+                "the keypair {} + {} of [registry.\"{host}\"] is not a PEM certificate and key: {e}",
+                cert.display(),
+                key.display()
+            ),
+        )
+    })?;
     Ok(pem)
 }
 
@@ -701,8 +716,24 @@ fn read_certificates(host: &str, path: &Path) -> Result<Vec<Certificate>, Regist
             ),
         ));
     }
+    // Checked now, as the keypair is: the clients are only made when first used.
+    for c in &out {
+        reqwest::Certificate::from_pem_bundle(&c.data).map_err(|e| {
+            RegistryError::config(
+                host,
+                format!(
+                    "CA file {} of [registry.\"{host}\"] holds a certificate that does not parse: {e}",
+                    path.display()
+                ),
+            )
+        })?;
+    }
     Ok(out)
 }
+
+/// Marks the error of a client that could not be made, so it is told as the
+/// configuration error it is rather than as the registry's answer.
+const CLIENT_SETUP: &str = "client setup: ";
 
 /// Builds the client for one host's settings.
 fn build_client(host: &str, s: &HostSettings) -> Result<Made, RegistryError> {
@@ -839,6 +870,9 @@ fn map_error(
         )
     };
     match e {
+        OciDistributionError::GenericError(Some(m)) if m.starts_with(CLIENT_SETUP) => {
+            RegistryError::config(&ep.host, m[CLIENT_SETUP.len()..].to_string())
+        }
         OciDistributionError::RequestError(err) => {
             let cause = root_cause(&err);
             let lower = cause.to_ascii_lowercase();
@@ -1151,5 +1185,36 @@ mod tests {
         let err = Registries::new(&config).err().unwrap();
         assert_eq!(err.kind(), RegistryErrorKind::Config);
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    }
+
+    /// Clients are made when first used, but their files are checked at the start.
+    #[test]
+    fn unparsable_ca_or_keypair_is_a_config_error_at_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(
+            &junk,
+            "-----BEGIN CERTIFICATE-----\n!!!not base64!!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let junk = junk.display().to_string();
+        for rc in [
+            RegistryConfig {
+                ca: vec![junk.clone()],
+                ..Default::default()
+            },
+            RegistryConfig {
+                keypair: vec![buildwit_config::KeyPair {
+                    cert: junk.clone(),
+                    key: junk.clone(),
+                }],
+                ..Default::default()
+            },
+        ] {
+            let config = BTreeMap::from([("r.example".to_string(), rc)]);
+            let err = Registries::new(&config).err().unwrap();
+            assert_eq!(err.kind(), RegistryErrorKind::Config);
+            assert!(err.to_string().contains(&junk), "{err}");
+        }
     }
 }

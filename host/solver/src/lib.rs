@@ -117,7 +117,6 @@ struct Job {
     /// HTTP sources: the content digest (known up front from `http.checksum`, or by
     /// downloading while computing keys).
     downloads: HashMap<usize, String>,
-    /// OCI layout sources: the layout directory and the digest.
     /// OCI layout sources: store name, directory, digest.
     layouts: HashMap<usize, (String, std::path::PathBuf, String)>,
     /// Git sources: the source and the commit its ref names now.
@@ -570,6 +569,11 @@ impl Solver {
         }
         if let Some((store, dir, digest)) = job.layouts.get(&i) {
             let p = v.op.platform.clone().unwrap_or_default();
+            // A remote client's layout is named as the client named it, not by its mirror.
+            let label = match job.session.sync {
+                Some(_) => format!("{store} (the client's --oci-layout)"),
+                None => dir.display().to_string(),
+            };
             let fetch = job.session.sync.clone().map(|sync| {
                 let name = buildwit_worker::Session::layout_local(store);
                 Box::new(move |paths: &[String]| sync.sync(&name, paths, &[], &[]))
@@ -579,6 +583,7 @@ impl Solver {
                 &self.worker.content,
                 &self.worker.snapshots,
                 dir,
+                &label,
                 digest,
                 (or(&p.os, "linux"), or(&p.architecture, "amd64"), &p.variant),
                 fetch,

@@ -38,6 +38,8 @@ fn short<T>(path: &Path, f: impl Fn(&Path) -> io::Result<T>) -> io::Result<T> {
 pub struct AgentRelay {
     path: PathBuf,
     stop: Arc<AtomicBool>,
+    /// The listening socket, shut down to end the accept loop.
+    listener: UnixListener,
     accept: Option<JoinHandle<()>>,
 }
 
@@ -57,14 +59,20 @@ impl AgentRelay {
         let stop = Arc::new(AtomicBool::new(false));
         let agent = agent.to_path_buf();
         let flag = stop.clone();
+        let accepting = listener.try_clone()?;
         let accept = std::thread::Builder::new()
             .name("ssh-relay".into())
             .spawn(move || {
-                for conn in listener.incoming() {
+                loop {
+                    let conn = accepting.accept();
                     if flag.load(Ordering::Relaxed) {
                         break;
                     }
-                    let Ok(conn) = conn else { continue };
+                    let Ok((conn, _)) = conn else {
+                        // Out of descriptors, say: try again, but not in a busy loop.
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        continue;
+                    };
                     match connect(&agent) {
                         Ok(upstream) => relay(conn, upstream),
                         // The step sees its connection closed, as with a dead agent.
@@ -78,6 +86,7 @@ impl AgentRelay {
         Ok(AgentRelay {
             path: path.to_path_buf(),
             stop,
+            listener,
             accept: Some(accept),
         })
     }
@@ -103,8 +112,8 @@ fn relay(a: UnixStream, b: UnixStream) {
 impl Drop for AgentRelay {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        // Wake the accept loop so it sees the flag.
-        let _ = connect(&self.path);
+        // Wake the accept loop so it sees the flag: accept fails on a socket shut down.
+        let _ = rustix::net::shutdown(&self.listener, rustix::net::Shutdown::Both);
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }

@@ -152,11 +152,12 @@ pub type LayoutFetch = Box<dyn Fn(&[String]) -> io::Result<()> + Send>;
 /// manifest of `digest` (an index's entry for `platform`) and its blobs are copied into
 /// the content store, each checked against its digest, then its layers are made as for a
 /// pull. Blobs already in the content store are not read again; `fetch` is given the
-/// paths of the others first.
+/// paths of the others first. `label` names the layout in messages.
 pub async fn from_layout(
     content: &ContentStore,
     snapshots: &Snapshotter,
     dir: &std::path::Path,
+    label: &str,
     digest: &str,
     platform: (&str, &str, &str),
     fetch: Option<LayoutFetch>,
@@ -165,8 +166,8 @@ pub async fn from_layout(
         registries: None,
         content,
         snapshots,
-        reference: format!("oci-layout://{}@{digest}", dir.display()),
-        registry: dir.display().to_string(),
+        reference: format!("oci-layout://{label}@{digest}"),
+        registry: label.to_string(),
     };
     let (store, dir2, digest2) = (content.clone(), dir.to_path_buf(), digest.to_string());
     let (os, arch, variant) = (
@@ -185,9 +186,8 @@ pub async fn from_layout(
                 fetch(&paths)?;
             }
             for (d, rel) in missing.iter().zip(&paths) {
-                let path = dir2.join(rel);
-                let file = File::open(&path)
-                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+                let file = File::open(dir2.join(rel))
+                    .map_err(|e| io::Error::new(e.kind(), format!("{rel}: {e}")))?;
                 store.ingest(file, Some(d))?;
             }
             Ok(())

@@ -37,6 +37,10 @@ struct Args {
     /// How long shutdown waits for cancelled builds to stop, in seconds.
     #[arg(long, default_value_t = 30)]
     shutdown_timeout: u64,
+    /// Wall-time limit of a frontend run, in seconds: the default, and the most a client's
+    /// `--frontend-timeout` may ask for.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    frontend_timeout: u64,
 }
 
 /// A listen address.
@@ -210,11 +214,11 @@ fn run(args: Args) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let tls = tls(&config)?;
     let grpc = config.grpc.clone();
-    let engine = Arc::new(Engine::open(
-        config,
-        root.clone(),
-        buildwit_frontend::Limits::default(),
-    )?);
+    let limits = buildwit_frontend::Limits {
+        deadline: Duration::from_secs(args.frontend_timeout),
+        ..Default::default()
+    };
+    let engine = Arc::new(Engine::open(config, root.clone(), limits)?);
     // Outputs a killed daemon was still sending are of no use to anyone.
     let _ = std::fs::remove_dir_all(root.join("exports"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
