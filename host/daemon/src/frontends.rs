@@ -250,38 +250,8 @@ fn tag_and_digest(reference: &str) -> (Option<String>, Option<String>) {
 /// The repository of a reference, normalised like Docker (`alpine` →
 /// `docker.io/library/alpine`), without tag or digest.
 pub fn repository_name(reference: &str) -> Result<String, String> {
-    let rest = reference.split('@').next().unwrap_or(reference);
-    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
-    let name = match rest[last_slash..].rfind(':') {
-        Some(i) => &rest[..last_slash + i],
-        None => rest,
-    };
-    let (domain, path) = match name.split_once('/') {
-        Some((d, p)) if d.contains(['.', ':']) || d == "localhost" => {
-            (d.to_string(), p.to_string())
-        }
-        _ => ("docker.io".to_string(), name.to_string()),
-    };
-    let path = if domain == "docker.io" && !path.contains('/') {
-        format!("library/{path}")
-    } else {
-        path
-    };
-    let valid = |c: &str| {
-        !c.is_empty()
-            && c.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-            && c.as_bytes()[0].is_ascii_alphanumeric()
-    };
-    if path.chars().any(|c| c.is_ascii_uppercase()) {
-        return Err(format!(
-            "invalid reference format: repository name ({path}) must be lowercase"
-        ));
-    }
-    if !path.split('/').all(valid) {
-        return Err("invalid reference format".into());
-    }
-    Ok(format!("{domain}/{path}"))
+    let r = buildwit_registry::parse_reference(reference).map_err(|e| e.to_string())?;
+    Ok(format!("{}/{}", r.registry(), r.repository()))
 }
 
 #[cfg(test)]
@@ -299,7 +269,11 @@ mod tests {
             "docker.io/library/alpine"
         );
         assert_eq!(
-            repository_name("docker.io/library/alpine@sha256:abc").unwrap(),
+            repository_name(&format!(
+                "docker.io/library/alpine@sha256:{}",
+                "a".repeat(64)
+            ))
+            .unwrap(),
             "docker.io/library/alpine"
         );
         assert_eq!(

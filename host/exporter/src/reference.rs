@@ -20,66 +20,19 @@ pub struct ImageName {
 
 /// Normalise an image name; errors say what is wrong with it.
 pub fn normalize_name(name: &str) -> Result<ImageName, ExportError> {
-    let bad = |reason: &str| ExportError::InvalidName {
-        name: name.to_string(),
-        reason: reason.to_string(),
-    };
-    if name.is_empty() {
-        return Err(bad("empty name"));
-    }
-    let (rest, digest) = match name.split_once('@') {
-        Some((rest, digest)) => {
-            let valid = digest.strip_prefix("sha256:").is_some_and(|hex| {
-                hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-            });
-            if !valid {
-                return Err(bad(
-                    "the digest must be sha256: and 64 lowercase hex digits",
-                ));
-            }
-            (rest, Some(digest))
+    let r = buildwit_registry::parse_reference(name).map_err(|e| {
+        let message = e.to_string();
+        let prefix = format!("invalid image reference {name:?}: ");
+        ExportError::InvalidName {
+            name: name.to_string(),
+            reason: message
+                .strip_prefix(&prefix)
+                .unwrap_or(&message)
+                .to_string(),
         }
-        None => (name, None),
-    };
-    // A tag follows the last ':' that has no '/' after it (a ':' before one is a port).
-    let (path, tag) = match rest.rfind(':') {
-        Some(i) if !rest[i..].contains('/') => (&rest[..i], Some(&rest[i + 1..])),
-        _ => (rest, None),
-    };
-    let (domain, repo) = match path.split_once('/') {
-        Some((first, repo))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
-            (first, repo.to_string())
-        }
-        _ => (DOCKER_HUB, path.to_string()),
-    };
-    let domain = if domain == "index.docker.io" {
-        DOCKER_HUB
-    } else {
-        domain
-    };
-    let repo = if domain == DOCKER_HUB && !repo.contains('/') {
-        format!("library/{repo}")
-    } else {
-        repo
-    };
-    if repo.is_empty() || !repo.split('/').all(valid_path_component) {
-        return Err(bad(
-            "the repository must be lowercase letters, digits and separators (. _ -) between '/'",
-        ));
-    }
-    if let Some(tag) = tag
-        && !valid_tag(tag)
-    {
-        return Err(bad(
-            "the tag must be 1-128 letters, digits, '_', '.' or '-', not starting with '.' or '-'",
-        ));
-    }
-    let tag = match (tag, digest) {
-        (None, None) => Some("latest"),
-        (tag, _) => tag,
-    };
+    })?;
+    let (domain, repo) = (r.registry(), r.repository());
+    let (tag, digest) = (r.tag(), r.digest());
     let mut object = String::new();
     if let Some(tag) = tag {
         object.push(':');
@@ -96,7 +49,7 @@ pub fn normalize_name(name: &str) -> Result<ImageName, ExportError> {
     };
     let familiar = if domain == DOCKER_HUB {
         let short = repo.strip_prefix("library/").filter(|r| !r.contains('/'));
-        format!("{}{object}", short.unwrap_or(&repo))
+        format!("{}{object}", short.unwrap_or(repo))
     } else {
         full.clone()
     };
@@ -105,43 +58,6 @@ pub fn normalize_name(name: &str) -> Result<ImageName, ExportError> {
         ref_name,
         familiar,
     })
-}
-
-/// `[a-z0-9]+` runs joined by `.`, `_`, `__` or dashes.
-fn valid_path_component(c: &str) -> bool {
-    let b = c.as_bytes();
-    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
-    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    let mut sep = String::new();
-    for &x in b {
-        if alnum(x) {
-            if !(sep.is_empty()
-                || sep == "."
-                || sep == "_"
-                || sep == "__"
-                || sep.bytes().all(|s| s == b'-'))
-            {
-                return false;
-            }
-            sep.clear();
-        } else if matches!(x, b'.' | b'_' | b'-') {
-            sep.push(x as char);
-        } else {
-            return false;
-        }
-    }
-    true
-}
-
-fn valid_tag(tag: &str) -> bool {
-    let b = tag.as_bytes();
-    !b.is_empty()
-        && b.len() <= 128
-        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter()
-            .all(|&x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'))
 }
 
 #[cfg(test)]
