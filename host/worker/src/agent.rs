@@ -3,7 +3,6 @@
 //! connections are relayed to the agent. The relay lives as long as the step.
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,15 +46,9 @@ impl AgentRelay {
     /// Listen at `path` (owned by `uid`:`gid` with `mode`) and relay to `agent`.
     pub fn start(path: &Path, agent: &Path, uid: u32, gid: u32, mode: u32) -> io::Result<Self> {
         let listener = bind(path)?;
-        rustix::fs::chown(
-            path,
-            Some(rustix::process::Uid::from_raw(uid)),
-            Some(rustix::process::Gid::from_raw(gid)),
-        )?;
-        std::fs::set_permissions(
-            path,
-            std::fs::Permissions::from_mode(if mode == 0 { 0o600 } else { mode }),
-        )?;
+        // BuildKit's default for an ssh mount: the owner may connect.
+        let mode = if mode == 0 { 0o600 } else { mode };
+        crate::worker::chown_mode(path, uid, gid, mode)?;
         let stop = Arc::new(AtomicBool::new(false));
         let agent = agent.to_path_buf();
         let flag = stop.clone();

@@ -309,7 +309,7 @@ impl Worker {
                     };
                     let file = scratch.join(format!("secret-{n}"));
                     fs::write(&file, data)?;
-                    fileops_chown_mode(&file, opt.uid, opt.gid, opt.mode)?;
+                    chown_mode(&file, opt.uid, opt.gid, opt.mode)?;
                     MountKind::Bind {
                         source: file,
                         readonly: true,
@@ -531,7 +531,7 @@ impl Worker {
                 fileops::copy(&tmp, src.path(), &copy)?;
                 if let Ok(md) = top.metadata() {
                     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-                    fileops_chown_mode(&tmp, md.uid(), md.gid(), md.mode() & 0o7777)?;
+                    chown_mode(&tmp, md.uid(), md.gid(), md.mode() & 0o7777)?;
                     fs::set_permissions(&tmp, fs::Permissions::from_mode(md.mode() & 0o7777))?;
                 }
             }
@@ -718,7 +718,8 @@ impl Worker {
     }
 }
 
-fn fileops_chown_mode(path: &Path, uid: u32, gid: u32, mode: u32) -> io::Result<()> {
+/// Give `path` this owner and mode (mode 0: read-only for the owner).
+pub(crate) fn chown_mode(path: &Path, uid: u32, gid: u32, mode: u32) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     rustix::fs::chown(
         path,
