@@ -2,8 +2,8 @@
 //! `[worker.oci]` policy after builds (at most once a minute).
 
 use buildwit_config::{DEFAULT_GC_FILTER, PruneRule};
-use buildwit_solver::gc::disk_total;
 use buildwit_solver::{PruneReport, UsageRecord};
+use buildwit_worker::disk::disk_total;
 
 use crate::{DaemonError, Engine};
 

@@ -7,13 +7,16 @@
 //! same bytes.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
-use buildwit_worker::snapshot::{is_opaque, is_whiteout};
+use buildwit_worker::beneath::{Entry, Visit};
+use buildwit_worker::snapshot::is_opaque;
 use tar::{EntryType, Header};
 
 /// Prefix of a whiteout file in an OCI layer.
@@ -41,7 +44,7 @@ pub(crate) fn path_error(path: &Path, e: io::Error) -> io::Error {
 }
 
 /// Write every entry under `root` (not `root` itself) into `out`; the caller finishes the
-/// archive.
+/// archive. The tree is walked through directory descriptors, so no depth is too deep.
 pub(crate) fn write_tree<W: Write>(
     root: &Path,
     kind: TreeKind,
@@ -54,15 +57,59 @@ pub(crate) fn write_tree<W: Write>(
     };
     if kind == TreeKind::Layer && is_opaque(root) {
         let md = fs::symlink_metadata(root).map_err(|e| path_error(root, e))?;
-        walker.opaque_marker(b"", &md)?;
+        walker.opaque_marker(b"", &Meta::of(&md))?;
     }
-    walker.dir(root, b"")
+    buildwit_worker::beneath::walk(root, &mut walker).map_err(|e| path_error(root, e))
 }
 
 /// Whether a layer directory holds nothing at all (no files, no deletions, not opaque).
 pub(crate) fn is_empty_layer(dir: &Path) -> io::Result<bool> {
     let mut entries = fs::read_dir(dir).map_err(|e| path_error(dir, e))?;
     Ok(entries.next().is_none() && !is_opaque(dir))
+}
+
+/// What a tar header takes from an entry's metadata.
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+}
+
+impl Meta {
+    fn of(md: &Metadata) -> Self {
+        Meta {
+            mode: md.mode(),
+            uid: md.uid(),
+            gid: md.gid(),
+            mtime: md.mtime(),
+        }
+    }
+
+    fn of_stat(st: &rustix::fs::Stat) -> Self {
+        Meta {
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mtime: st.st_mtime,
+        }
+    }
+}
+
+/// A short path to an entry of a walk that works at any depth: its parent directory's
+/// descriptor through `/proc`, and its name (for calls that only take paths, like xattrs).
+fn proc_path(e: &Entry<'_>) -> PathBuf {
+    let mut p = PathBuf::from(format!("/proc/self/fd/{}", e.parent.as_raw_fd()));
+    p.push(OsStr::from_bytes(e.name.to_bytes()));
+    p
+}
+
+/// The end of a long relative path, for messages.
+pub(crate) fn shown(rel: &[u8]) -> String {
+    const KEEP: usize = 200;
+    let tail = &rel[rel.len().saturating_sub(KEEP)..];
+    let dots = if rel.len() > KEEP { ".../" } else { "" };
+    format!("{dots}{}", String::from_utf8_lossy(tail))
 }
 
 struct Walker<'a, W: Write> {
@@ -72,92 +119,92 @@ struct Walker<'a, W: Write> {
     links: HashMap<(u64, u64), Vec<u8>>,
 }
 
-impl<W: Write> Walker<'_, W> {
-    /// The entries below directory `abs`, whose name in the archive is `rel` ("" for the root).
-    fn dir(&mut self, abs: &Path, rel: &[u8]) -> io::Result<()> {
-        let mut names = Vec::new();
-        for entry in fs::read_dir(abs).map_err(|e| path_error(abs, e))? {
-            names.push(entry.map_err(|e| path_error(abs, e))?.file_name());
-        }
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        for name in names {
-            let child = abs.join(&name);
-            let mut child_rel = rel.to_vec();
-            if !child_rel.is_empty() {
-                child_rel.push(b'/');
-            }
-            child_rel.extend_from_slice(name.as_bytes());
-            self.entry(&child, &child_rel)
-                .map_err(|e| path_error(&child, e))?;
-        }
-        Ok(())
+impl<W: Write> Visit for Walker<'_, W> {
+    fn enter(&mut self, e: &Entry<'_>) -> io::Result<bool> {
+        self.entry(e)
+            .map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", shown(e.rel))))
     }
+}
 
-    fn entry(&mut self, abs: &Path, rel: &[u8]) -> io::Result<()> {
-        let md = fs::symlink_metadata(abs)?;
-        let ft = md.file_type();
-        if is_whiteout(&md) {
+impl<W: Write> Walker<'_, W> {
+    /// One entry; true for a directory to walk into.
+    fn entry(&mut self, e: &Entry<'_>) -> io::Result<bool> {
+        use rustix::fs::FileType as T;
+        let rel = e.rel;
+        let st = e.stat;
+        let md = Meta::of_stat(st);
+        let ft = e.file_type();
+        if ft == T::CharacterDevice && st.st_rdev == 0 {
             if self.kind == TreeKind::Layer {
                 self.whiteout(rel, &md)?;
             }
-            return Ok(());
+            return Ok(false);
         }
-        if ft.is_dir() {
-            let mut name = rel.to_vec();
-            name.push(b'/');
-            let header = header_for(EntryType::Directory, &md, 0);
-            self.append(header, &name, None, xattrs(abs)?, io::empty())?;
-            if self.kind == TreeKind::Layer && is_opaque(abs) {
-                // Right after the directory, before anything the same layer adds to it, so
-                // an extractor applying markers as it goes never hides this layer's files.
-                self.opaque_marker(rel, &md)?;
-            }
-            return self.dir(abs, rel);
-        }
-        if ft.is_file() {
-            if md.nlink() > 1 {
-                let key = (md.dev(), md.ino());
-                if let Some(target) = self.links.get(&key) {
-                    let target = target.clone();
-                    let header = header_for(EntryType::Link, &md, 0);
-                    return self.append(header, rel, Some(&target), Vec::new(), io::empty());
+        let path = proc_path(e);
+        match ft {
+            T::Directory => {
+                let mut name = rel.to_vec();
+                name.push(b'/');
+                let header = header_for(EntryType::Directory, &md, 0);
+                self.append(header, &name, None, xattrs(&path)?, io::empty())?;
+                if self.kind == TreeKind::Layer && is_opaque(&path) {
+                    // Right after the directory, before anything the same layer adds to
+                    // it, so an extractor applying markers as it goes never hides this
+                    // layer's files.
+                    self.opaque_marker(rel, &md)?;
                 }
-                self.links.insert(key, rel.to_vec());
+                Ok(true)
             }
-            let header = header_for(EntryType::Regular, &md, md.len());
-            let file = ExactReader {
-                inner: File::open(abs)?,
-                left: md.len(),
-            };
-            return self.append(header, rel, None, xattrs(abs)?, file);
+            T::RegularFile => {
+                if st.st_nlink > 1 {
+                    let key = (st.st_dev, st.st_ino);
+                    if let Some(target) = self.links.get(&key) {
+                        let target = target.clone();
+                        let header = header_for(EntryType::Link, &md, 0);
+                        self.append(header, rel, Some(&target), Vec::new(), io::empty())?;
+                        return Ok(false);
+                    }
+                    self.links.insert(key, rel.to_vec());
+                }
+                let size = st.st_size as u64;
+                let header = header_for(EntryType::Regular, &md, size);
+                let file = ExactReader {
+                    inner: e.open()?,
+                    left: size,
+                };
+                self.append(header, rel, None, xattrs(&path)?, file)?;
+                Ok(false)
+            }
+            T::Symlink => {
+                let target = e.read_link()?;
+                let header = header_for(EntryType::Symlink, &md, 0);
+                self.append(header, rel, Some(&target), xattrs(&path)?, io::empty())?;
+                Ok(false)
+            }
+            T::CharacterDevice | T::BlockDevice | T::Fifo => {
+                let kind = match ft {
+                    T::CharacterDevice => EntryType::Char,
+                    T::BlockDevice => EntryType::Block,
+                    _ => EntryType::Fifo,
+                };
+                let mut header = header_for(kind, &md, 0);
+                if kind != EntryType::Fifo {
+                    header.set_device_major(rustix::fs::major(st.st_rdev))?;
+                    header.set_device_minor(rustix::fs::minor(st.st_rdev))?;
+                }
+                self.append(header, rel, None, xattrs(&path)?, io::empty())?;
+                Ok(false)
+            }
+            _ => {
+                // Sockets have no tar form; they are runtime artefacts anyway.
+                tracing::debug!("skipping socket {}", shown(rel));
+                Ok(false)
+            }
         }
-        if ft.is_symlink() {
-            let target = fs::read_link(abs)?;
-            let header = header_for(EntryType::Symlink, &md, 0);
-            let target = target.as_os_str().as_bytes();
-            return self.append(header, rel, Some(target), xattrs(abs)?, io::empty());
-        }
-        let kind = if ft.is_char_device() {
-            EntryType::Char
-        } else if ft.is_block_device() {
-            EntryType::Block
-        } else if ft.is_fifo() {
-            EntryType::Fifo
-        } else {
-            // Sockets have no tar form; they are runtime artefacts anyway.
-            tracing::debug!("skipping socket {}", abs.display());
-            return Ok(());
-        };
-        let mut header = header_for(kind, &md, 0);
-        if kind != EntryType::Fifo {
-            header.set_device_major(rustix::fs::major(md.rdev()))?;
-            header.set_device_minor(rustix::fs::minor(md.rdev()))?;
-        }
-        self.append(header, rel, None, xattrs(abs)?, io::empty())
     }
 
     /// `dir/.wh.name` for a deleted `dir/name`: an empty file with the deletion's mtime.
-    fn whiteout(&mut self, rel: &[u8], md: &Metadata) -> io::Result<()> {
+    fn whiteout(&mut self, rel: &[u8], md: &Meta) -> io::Result<()> {
         let (dir, base) = match rel.iter().rposition(|&b| b == b'/') {
             Some(i) => (&rel[..=i], &rel[i + 1..]),
             None => (&b""[..], rel),
@@ -168,20 +215,20 @@ impl<W: Write> Walker<'_, W> {
         header.set_mode(0);
         header.set_uid(0);
         header.set_gid(0);
-        header.set_mtime(md.mtime().max(0) as u64);
+        header.set_mtime(md.mtime.max(0) as u64);
         header.set_size(0);
         self.append(header, &name, None, Vec::new(), io::empty())
     }
 
     /// `dir/.wh..wh..opq`, owned like the directory it marks.
-    fn opaque_marker(&mut self, dir_rel: &[u8], dir_md: &Metadata) -> io::Result<()> {
+    fn opaque_marker(&mut self, dir_rel: &[u8], dir_md: &Meta) -> io::Result<()> {
         let mut name = dir_rel.to_vec();
         if !name.is_empty() {
             name.push(b'/');
         }
         name.extend_from_slice(OPAQUE_MARKER);
         let mut header = header_for(EntryType::Regular, dir_md, 0);
-        header.set_mode(dir_md.mode() & 0o777);
+        header.set_mode(dir_md.mode & 0o777);
         self.append(header, &name, None, Vec::new(), io::empty())
     }
 
@@ -234,13 +281,13 @@ impl<W: Write> Walker<'_, W> {
 }
 
 /// A header with the entry's own mode, owner and mtime; no user or group names.
-fn header_for(kind: EntryType, md: &Metadata, size: u64) -> Header {
+fn header_for(kind: EntryType, md: &Meta, size: u64) -> Header {
     let mut header = Header::new_ustar();
     header.set_entry_type(kind);
-    header.set_mode(md.mode() & 0o7777);
-    header.set_uid(u64::from(md.uid()));
-    header.set_gid(u64::from(md.gid()));
-    header.set_mtime(md.mtime().max(0) as u64);
+    header.set_mode(md.mode & 0o7777);
+    header.set_uid(u64::from(md.uid));
+    header.set_gid(u64::from(md.gid));
+    header.set_mtime(md.mtime.max(0) as u64);
     header.set_size(size);
     header
 }

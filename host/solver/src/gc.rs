@@ -16,6 +16,7 @@ use std::path::Path;
 use std::sync::{Arc, MutexGuard, Weak};
 
 use buildwit_config::PruneRule;
+use buildwit_worker::disk::{free_space, tree_size};
 use buildwit_worker::{CacheMountUsage, Session};
 use regex::Regex;
 
@@ -325,24 +326,6 @@ fn infer_type(description: &str) -> &'static str {
 }
 
 /// Bytes of the files under `dir` (hard links once).
-fn dir_size(dir: &Path) -> io::Result<u64> {
-    let mut seen = HashSet::new();
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d)? {
-            let e = e?;
-            let md = e.path().symlink_metadata()?;
-            if md.is_dir() {
-                stack.push(e.path());
-            } else if md.nlink() <= 1 || seen.insert((md.dev(), md.ino())) {
-                total += md.len();
-            }
-        }
-    }
-    Ok(total)
-}
-
 /// A layer's size, computed once (layers never change) and kept beside its `meta.json`.
 fn layer_size(layer: &buildwit_worker::Layer) -> io::Result<u64> {
     let cached = layer.dir.with_file_name("size");
@@ -352,7 +335,7 @@ fn layer_size(layer: &buildwit_worker::Layer) -> io::Result<u64> {
     {
         return Ok(n);
     }
-    let n = dir_size(&layer.dir)?;
+    let n = tree_size(&layer.dir)?;
     let tmp = cached.with_extension(format!("tmp{}", std::process::id()));
     fs::write(&tmp, n.to_string())?;
     fs::rename(&tmp, &cached)?;
@@ -373,18 +356,6 @@ fn mount_locked(dir: &Path, name: &str) -> bool {
 
 fn is_mount_name(name: &str) -> bool {
     name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// Free bytes on the file system holding `path`.
-pub fn free_space(path: &Path) -> io::Result<u64> {
-    let st = rustix::fs::statvfs(path)?;
-    Ok(st.f_bavail.saturating_mul(st.f_frsize))
-}
-
-/// Total bytes of the file system holding `path`.
-pub fn disk_total(path: &Path) -> io::Result<u64> {
-    let st = rustix::fs::statvfs(path)?;
-    Ok(st.f_blocks.saturating_mul(st.f_frsize))
 }
 
 impl Solver {
@@ -480,7 +451,7 @@ impl Solver {
                     .ok()
                     .and_then(|b| serde_json::from_slice(&b).ok())
                     .unwrap_or_default();
-                let size = dir_size(&e.path()).map_err(io_err(e.path().display()))?;
+                let size = tree_size(&e.path()).map_err(io_err(e.path().display()))?;
                 let created = if usage.created > 0 {
                     usage.created as u64
                 } else {

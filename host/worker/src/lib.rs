@@ -6,7 +6,9 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod beneath;
 pub mod content;
+pub mod disk;
 pub mod exec;
 pub mod fileops;
 pub mod git;

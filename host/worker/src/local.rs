@@ -10,7 +10,8 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -144,7 +145,7 @@ impl Locals {
             exclude: Patterns::new(&source.exclude),
         };
         let mut entries = BTreeMap::new();
-        walk(&dir, "", &filter, &cache.entries, true, &mut entries)?;
+        walk(&dir, &filter, &cache.entries, true, &mut entries)?;
         let digest = tree_digest(entries.iter());
         cache.entries = entries.clone();
         self.save(source, &cache)?;
@@ -173,6 +174,9 @@ impl Locals {
         };
         let builder = snapshots.new_layer()?;
         let out = builder.dir();
+        // Files are read through the source's descriptor, never through a symlink: the
+        // directory may have changed since the scan (another build syncing a mirror).
+        let source_dir = crate::beneath::open_root(&tree.dir)?;
         for (rel, e) in &tree.entries {
             let dest = out.join(rel);
             match e.kind {
@@ -184,7 +188,8 @@ impl Locals {
                             && fs::hard_link(prev.dir.join(rel), &dest).is_ok()
                     });
                     if !reused {
-                        copy_checked(&tree.dir.join(rel), &dest, &e.hash, rel)?;
+                        let input = crate::beneath::open_file(source_dir.as_fd(), Path::new(rel))?;
+                        copy_checked(input, &dest, &e.hash, rel)?;
                     }
                 }
             }
@@ -220,15 +225,8 @@ pub fn list(source: &LocalSource) -> io::Result<BTreeMap<String, Entry>> {
         exclude: Patterns::new(&source.exclude),
     };
     let mut entries = BTreeMap::new();
-    walk(
-        &source.dir,
-        "",
-        &filter,
-        &BTreeMap::new(),
-        false,
-        &mut entries,
-    )
-    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", source.dir.display())))?;
+    walk(&source.dir, &filter, &BTreeMap::new(), false, &mut entries)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", source.dir.display())))?;
     Ok(entries)
 }
 
@@ -269,60 +267,62 @@ impl Filter {
     }
 }
 
-fn walk(
-    root: &Path,
-    rel: &str,
-    filter: &Filter,
-    previous: &BTreeMap<String, Entry>,
+/// Scans a source: what its filters select, with metadata and (when `hash`) content hashes.
+/// It walks through directory descriptors and never follows a symlink, so a directory
+/// swapped for a link while it is scanned cannot lead it outside the source.
+struct Scan<'a> {
+    filter: &'a Filter,
+    previous: &'a BTreeMap<String, Entry>,
     hash: bool,
-    out: &mut BTreeMap<String, Entry>,
-) -> io::Result<bool> {
-    let mut names: Vec<String> = Vec::new();
-    for e in fs::read_dir(root.join(rel))? {
-        names.push(e?.file_name().to_string_lossy().into_owned());
+    out: &'a mut BTreeMap<String, Entry>,
+    /// The directories walked into: the entry to keep, whether the filter keeps it for
+    /// itself, and whether something below it was kept (then it is kept too).
+    open: Vec<(String, Entry, bool, bool)>,
+}
+
+impl Scan<'_> {
+    fn keep(&mut self, rel: String, e: Entry) {
+        if let Some(parent) = self.open.last_mut() {
+            parent.3 = true;
+        }
+        self.out.insert(rel, e);
     }
-    names.sort();
-    let mut any = false;
-    for name in names {
-        let child = if rel.is_empty() {
-            name
-        } else {
-            format!("{rel}/{name}")
+}
+
+impl crate::beneath::Visit for Scan<'_> {
+    fn enter(&mut self, found: &crate::beneath::Entry<'_>) -> io::Result<bool> {
+        use rustix::fs::FileType;
+        let child = String::from_utf8_lossy(found.rel).into_owned();
+        let kind = match found.file_type() {
+            FileType::Directory => Kind::Dir,
+            FileType::Symlink => Kind::Symlink,
+            FileType::RegularFile => Kind::File,
+            // Sockets, devices and fifos of a context are not sent (as Docker).
+            _ => return Ok(false),
         };
-        let path = root.join(&child);
-        let md = path.symlink_metadata()?;
-        let (keep, descend) = filter.visit(&child, md.is_dir());
-        let mut kept_below = false;
-        if descend && md.is_dir() {
-            kept_below = walk(root, &child, filter, previous, hash, out)?;
+        let (keep, descend) = self.filter.visit(&child, kind == Kind::Dir);
+        if !(keep || descend && kind == Kind::Dir) {
+            return Ok(false);
         }
-        if !(keep || kept_below) {
-            continue;
-        }
-        any = true;
-        let kind = if md.is_dir() {
-            Kind::Dir
-        } else if md.file_type().is_symlink() {
-            Kind::Symlink
-        } else if md.is_file() {
-            Kind::File
-        } else {
-            continue; // sockets, devices and fifos of a context are not sent (as Docker).
-        };
+        let st = found.stat;
         let mut e = Entry {
             kind,
-            mode: md.permissions().mode() & 0o7777,
-            size: if kind == Kind::File { md.len() } else { 0 },
-            mtime: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
-            ino: md.ino(),
-            ctime: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+            mode: st.st_mode & 0o7777,
+            size: if kind == Kind::File {
+                st.st_size as u64
+            } else {
+                0
+            },
+            mtime: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64,
+            ino: st.st_ino,
+            ctime: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec as i64,
             hash: String::new(),
         };
         e.hash = match kind {
             Kind::Dir => String::new(),
-            Kind::Symlink => fs::read_link(&path)?.to_string_lossy().into_owned(),
-            Kind::File if !hash => String::new(),
-            Kind::File => match previous.get(&child) {
+            Kind::Symlink => String::from_utf8_lossy(&found.read_link()?).into_owned(),
+            Kind::File if !self.hash => String::new(),
+            Kind::File => match self.previous.get(&child) {
                 Some(p)
                     if p.size == e.size
                         && p.mtime == e.mtime
@@ -331,16 +331,45 @@ fn walk(
                 {
                     p.hash.clone()
                 }
-                _ => hash_file(&path)?,
+                _ => hash_file(found.open()?)?,
             },
         };
-        out.insert(child, e);
+        if kind == Kind::Dir && descend {
+            self.open.push((child, e, keep, false));
+            return Ok(true);
+        }
+        self.keep(child, e);
+        Ok(false)
     }
-    Ok(any)
+
+    fn leave(&mut self, _rel: &[u8]) -> io::Result<()> {
+        if let Some((rel, e, keep, kept_below)) = self.open.pop()
+            && (keep || kept_below)
+        {
+            self.keep(rel, e);
+        }
+        Ok(())
+    }
 }
 
-fn hash_file(path: &Path) -> io::Result<String> {
-    let mut input = File::open(path)?;
+fn walk(
+    root: &Path,
+    filter: &Filter,
+    previous: &BTreeMap<String, Entry>,
+    hash: bool,
+    out: &mut BTreeMap<String, Entry>,
+) -> io::Result<()> {
+    let mut scan = Scan {
+        filter,
+        previous,
+        hash,
+        out,
+        open: Vec::new(),
+    };
+    crate::beneath::walk(root, &mut scan)
+}
+
+fn hash_file(mut input: File) -> io::Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -353,8 +382,7 @@ fn hash_file(path: &Path) -> io::Result<String> {
 }
 
 /// Copy a file, checking it still has the content the scan hashed.
-fn copy_checked(src: &Path, dest: &Path, hash: &str, rel: &str) -> io::Result<()> {
-    let mut input = File::open(src)?;
+fn copy_checked(mut input: File, dest: &Path, hash: &str, rel: &str) -> io::Result<()> {
     let mut output = File::create(dest)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
