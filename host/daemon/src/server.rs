@@ -489,6 +489,7 @@ impl Buildwit for Service {
             dirs,
             self.mirrors.clone(),
             content,
+            cancelled.clone(),
         ));
         request.client.sync = Some(sync.clone());
         request.client.cancelled = cancelled.clone();
@@ -526,6 +527,7 @@ impl Buildwit for Service {
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let result = engine.build(request, Arc::new(StreamSink(outbox.clone())));
+            sync.release();
             let answer = match result {
                 Ok(mut outcome) => {
                     if let Some(path) = component_path {

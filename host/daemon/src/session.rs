@@ -4,7 +4,7 @@
 //! content); the daemon compares the listing with its mirror and asks for the changed
 //! files only. An unchanged context therefore costs one listing.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -29,16 +29,55 @@ pub struct ClientLink {
     pub cancelled: Arc<AtomicBool>,
 }
 
-/// One lock per mirror directory: two builds sharing a mirror do not write it at once.
+/// Which mirror directories a build holds. A build holds its mirrors from its first sync
+/// to its end, so no other build's sync changes a directory while it is scanned, copied
+/// or read (a file turned into a symlink half way through a scan, say). A build takes all
+/// of its mirrors at once, so two builds never wait on each other.
 #[derive(Default)]
 pub struct Mirrors {
-    locks: Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
+    held: Mutex<HashSet<PathBuf>>,
+    freed: std::sync::Condvar,
 }
 
 impl Mirrors {
-    fn lock(&self, dir: &Path) -> Arc<Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        locks.entry(dir.to_path_buf()).or_default().clone()
+    /// Wait until none of `dirs` is held, then hold them all; fails once `cancelled`.
+    fn hold(
+        self: &Arc<Self>,
+        dirs: Vec<PathBuf>,
+        cancelled: &AtomicBool,
+    ) -> io::Result<MirrorLease> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        while dirs.iter().any(|d| held.contains(d)) {
+            if cancelled.load(Ordering::Relaxed) {
+                return Err(io::Error::other("the build was cancelled"));
+            }
+            held = self
+                .freed
+                .wait_timeout(held, std::time::Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        held.extend(dirs.iter().cloned());
+        Ok(MirrorLease {
+            mirrors: self.clone(),
+            dirs,
+        })
+    }
+}
+
+/// A build's hold on its mirror directories; dropping it frees them.
+struct MirrorLease {
+    mirrors: Arc<Mirrors>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Drop for MirrorLease {
+    fn drop(&mut self) {
+        let mut held = self.mirrors.held.lock().unwrap_or_else(|e| e.into_inner());
+        for d in &self.dirs {
+            held.remove(d);
+        }
+        self.mirrors.freed.notify_all();
     }
 }
 
@@ -209,6 +248,10 @@ pub struct ClientSync {
     /// Mirror directory by local name (only the names the client offered).
     dirs: BTreeMap<String, PathBuf>,
     mirrors: Arc<Mirrors>,
+    /// This build's hold on all of its mirrors, from its first sync until it ends.
+    lease: Mutex<Option<MirrorLease>>,
+    /// Set when the client went away.
+    cancelled: Arc<AtomicBool>,
     /// Filters already synced in this build: the client's files do not change under it.
     done: Mutex<HashSet<Synced>>,
     next: AtomicU64,
@@ -286,6 +329,7 @@ impl ClientSync {
         dirs: BTreeMap<String, PathBuf>,
         mirrors: Arc<Mirrors>,
         content: Option<ContentStore>,
+        cancelled: Arc<AtomicBool>,
     ) -> Self {
         ClientSync {
             outbox,
@@ -293,10 +337,28 @@ impl ClientSync {
             replies: Mutex::new(replies),
             dirs,
             mirrors,
+            lease: Mutex::new(None),
+            cancelled,
             done: Mutex::new(HashSet::new()),
             next: AtomicU64::new(1),
             received: AtomicU64::new(0),
         }
+    }
+
+    /// Hold this build's mirrors (all of them, the first time), so that no other build
+    /// changes them until [`ClientSync::release`].
+    fn hold_mirrors(&self) -> io::Result<()> {
+        let mut lease = self.lease.lock().unwrap_or_else(|e| e.into_inner());
+        if lease.is_none() {
+            let dirs = self.dirs.values().cloned().collect();
+            *lease = Some(self.mirrors.hold(dirs, &self.cancelled)?);
+        }
+        Ok(())
+    }
+
+    /// The build is over: other builds may sync its mirrors now.
+    pub fn release(&self) {
+        self.lease.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// Bytes of file content received so far.
@@ -552,8 +614,7 @@ impl ClientSync {
             )
         })?;
         let replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
-        let lock = self.mirrors.lock(dir);
-        let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.hold_mirrors()?;
         stamp(dir)?;
         let whole = LocalSource {
             dir: dir.to_path_buf(),
@@ -680,8 +741,7 @@ impl LocalSync for ClientSync {
         {
             return Ok(());
         }
-        let lock = self.mirrors.lock(dir);
-        let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.hold_mirrors()?;
         stamp(dir)?;
         let source = LocalSource {
             dir: dir.clone(),
@@ -701,6 +761,40 @@ impl LocalSync for ClientSync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mirror_is_held_by_one_build_until_it_ends() {
+        let mirrors = Arc::new(Mirrors::default());
+        let never = AtomicBool::new(false);
+        let (a, b, c) = (
+            PathBuf::from("/m/a"),
+            PathBuf::from("/m/b"),
+            PathBuf::from("/m/c"),
+        );
+        let first = mirrors.hold(vec![a.clone(), b.clone()], &never).unwrap();
+        // Another build with no mirror in common goes ahead.
+        drop(mirrors.hold(vec![c.clone()], &never).unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiting = {
+            let mirrors = mirrors.clone();
+            std::thread::spawn(move || {
+                let never = AtomicBool::new(false);
+                let lease = mirrors.hold(vec![c, b], &never).unwrap();
+                tx.send(()).unwrap();
+                drop(lease);
+            })
+        };
+        // One mirror in common: it waits for the first build to end.
+        let waited = rx.recv_timeout(std::time::Duration::from_millis(300));
+        assert!(waited.is_err(), "the second build did not wait");
+        drop(first);
+        rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        waiting.join().unwrap();
+        // A cancelled build stops waiting.
+        let _held = mirrors.hold(vec![a.clone()], &never).unwrap();
+        let cancelled = AtomicBool::new(true);
+        assert!(mirrors.hold(vec![a], &cancelled).is_err());
+    }
 
     #[test]
     fn mirrors_unused_for_a_while_are_pruned() {
