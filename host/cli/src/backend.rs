@@ -147,6 +147,8 @@ impl Backend {
     ) -> Result<(BuildOutcome, usize)> {
         match self {
             Backend::Local(e) => {
+                // Steps run in this process: a signal must stop them before it exits.
+                crate::signals::cancel_on_signals(request.client.cancelled.clone());
                 let outcome = e.build(request, events)?;
                 let layers = outcome.result.as_ref().map_or(0, |s| s.layers.len());
                 Ok((outcome, layers))

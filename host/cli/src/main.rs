@@ -5,6 +5,7 @@ mod cache;
 mod history;
 mod progress;
 mod remote;
+mod signals;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -208,9 +209,16 @@ enum DebugCommand {
 }
 
 fn main() -> ExitCode {
+    // Files this process makes are never writable by others, whatever the caller's umask.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if signals::received().is_some() => {
+            let signal = signals::received().unwrap_or(0);
+            eprintln!("error: {e:#}");
+            ExitCode::from(128 + signal as u8)
+        }
         Err(e) => {
             // A failed step: its last lines of output first, as BuildKit shows them.
             if let Some(buildwit_daemon::DaemonError::Solve(buildwit_solver::SolveError::Step {

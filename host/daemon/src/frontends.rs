@@ -68,6 +68,7 @@ impl Frontends {
                     "[worker.oci] snapshotter = {snapshotter:?} is not supported (use auto, overlayfs or native)"
                 ))
             })?,
+            apparmor_profile: oci.apparmor_profile.clone(),
             ..Default::default()
         };
         let setup = |what: &str, e: &dyn std::fmt::Display| {

@@ -82,6 +82,8 @@ pub struct Process {
     pub insecure: bool,
     /// The root filesystem is read-only.
     pub readonly_root: bool,
+    /// The AppArmor profile to confine it with (a profile the host has loaded).
+    pub apparmor_profile: Option<String>,
 }
 
 /// How a step ended.
@@ -95,6 +97,50 @@ pub struct ExitStatus {
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
+/// The containers this process runs now (runtime binary, state directory, id), so that a
+/// process about to exit can stop them: [`kill_running`].
+static RUNNING: std::sync::Mutex<Vec<(String, PathBuf, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Kill every container this process runs now; their steps then fail. For a client that
+/// must exit at once (a second Ctrl-C): nothing keeps running behind it.
+pub fn kill_running() -> usize {
+    let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for (binary, state, id) in &running {
+        let _ = Command::new(binary)
+            .arg("--root")
+            .arg(state)
+            .args(["kill", id, "KILL"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    running.len()
+}
+
+/// Keeps a container in [`RUNNING`] while its step runs.
+struct Registered(String);
+
+impl Registered {
+    fn new(runner: &Runner, id: &str) -> Self {
+        RUNNING.lock().unwrap_or_else(|e| e.into_inner()).push((
+            runner.binary.clone(),
+            runner.state.clone(),
+            id.to_string(),
+        ));
+        Registered(id.to_string())
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        RUNNING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(_, _, id)| *id != self.0);
+    }
+}
+
 /// Runs containers with one OCI runtime binary.
 #[derive(Clone, Debug)]
 pub struct Runner {
@@ -107,6 +153,28 @@ pub struct Runner {
 }
 
 impl Runner {
+    /// Kill and delete every container of the state directory: run while the worker holds
+    /// its root, so they are what a killed process (SIGKILL) left running.
+    pub fn reclaim(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.state) else {
+            return;
+        };
+        for id in entries.flatten().map(|e| e.file_name()) {
+            tracing::warn!(
+                "removing the container {} a killed buildwit process left running",
+                id.to_string_lossy()
+            );
+            let _ = Command::new(&self.binary)
+                .arg("--root")
+                .arg(&self.state)
+                .args(["delete", "--force"])
+                .arg(&id)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
     /// Run `process` on `rootfs` with `mounts`; `output(stream, line)` gets each line
     /// (stream 1 = stdout, 2 = stderr). Setting `cancel` kills the container.
     pub fn run(
@@ -141,6 +209,7 @@ impl Runner {
             bundle.join("config.json"),
             serde_json::to_vec_pretty(&config).map_err(io::Error::other)?,
         )?;
+        let _registered = Registered::new(self, &id);
         let mut child = Command::new(&self.binary)
             .arg("--root")
             .arg(&self.state)
@@ -268,6 +337,8 @@ fn spec(rootfs: &Path, p: &Process, mounts: &[ExecMount]) -> Value {
         "resources": {"devices": [{"allow": false, "access": "rwm"}]},
     });
     if !p.insecure {
+        // BuildKit's default seccomp profile; `security.insecure` steps run unconfined.
+        linux["seccomp"] = crate::seccomp::default_profile(&caps);
         linux["maskedPaths"] = json!([
             "/proc/acpi",
             "/proc/asound",
@@ -291,9 +362,11 @@ fn spec(rootfs: &Path, p: &Process, mounts: &[ExecMount]) -> Value {
     } else {
         linux["resources"] = json!({"devices": [{"allow": true, "access": "rwm"}]});
     }
+    let apparmor = p.apparmor_profile.as_deref().filter(|_| !p.insecure);
     json!({
         "ociVersion": "1.0.2",
         "process": {
+            "apparmorProfile": apparmor.unwrap_or_default(),
             "terminal": false,
             "user": {"uid": p.user.0, "gid": p.user.1, "additionalGids": p.user.2},
             "args": p.args,
@@ -312,8 +385,11 @@ fn spec(rootfs: &Path, p: &Process, mounts: &[ExecMount]) -> Value {
     })
 }
 
+/// Every capability this process may pass on (its bounding set), as BuildKit gives a
+/// `security.insecure` step: asking runc for one the host withholds fails the step.
 fn all_caps() -> Vec<String> {
-    [
+    // By bit number, as the kernel numbers them.
+    const NAMES: &[&str] = &[
         "CHOWN",
         "DAC_OVERRIDE",
         "DAC_READ_SEARCH",
@@ -352,8 +428,19 @@ fn all_caps() -> Vec<String> {
         "WAKE_ALARM",
         "BLOCK_SUSPEND",
         "AUDIT_READ",
-    ]
-    .iter()
-    .map(|c| format!("CAP_{c}"))
-    .collect()
+    ];
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    NAMES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| bounding & (1 << bit) != 0)
+        .map(|(_, c)| format!("CAP_{c}"))
+        .collect()
 }

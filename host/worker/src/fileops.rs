@@ -295,8 +295,14 @@ pub fn copy_exact(src: &Path, dst: &Path) -> io::Result<()> {
     copy_tree(src, dst, "", &mut ctx, None, false)
 }
 
-/// `copy` from `src_root` into `root`.
-pub fn copy(root: &Path, src_root: &Path, a: &pb::FileActionCopy) -> io::Result<()> {
+/// `copy` from `src_root` into `root`; an archive `ADD` unpacks is first unpacked in a new
+/// private directory under `scratch` (the worker's own, never a shared one like `/tmp`).
+pub fn copy(
+    root: &Path,
+    src_root: &Path,
+    a: &pb::FileActionCopy,
+    scratch: &Path,
+) -> io::Result<()> {
     let ids = owner(root, a.owner.as_ref())?;
     let mut ctx = CopyCtx {
         ids,
@@ -323,7 +329,7 @@ pub fn copy(root: &Path, src_root: &Path, a: &pb::FileActionCopy) -> io::Result<
         && let [one] = sources.as_slice()
         && let Some(media_type) = archive_type(one)?
     {
-        return add_archive(root, one, &a.dest, media_type, &mut ctx)
+        return add_archive(root, one, &a.dest, media_type, scratch, &mut ctx)
             .map_err(|e| fail("copy", &a.src, e));
     }
     // Paths that must exist in the source (`COPY --parents` with patterns).
@@ -414,21 +420,20 @@ fn add_archive(
     archive: &Path,
     dest: &str,
     media_type: &str,
+    scratch: &Path,
     ctx: &mut CopyCtx,
 ) -> io::Result<()> {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let scratch = std::env::temp_dir().join(format!(
-        "buildwit-add-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    fs::create_dir_all(&scratch)?;
+    // mkdtemp: a name no one can guess or plant beforehand, mode 0700.
+    let unpacked = tempfile::Builder::new()
+        .prefix("add-")
+        .tempdir_in(scratch)?;
+    let scratch = unpacked.path();
     let result = (|| {
         // The same confined unpacking as image layers: nothing lands outside `scratch`.
-        crate::unpack::unpack_layer(File::open(archive)?, media_type, &scratch)?;
+        crate::unpack::unpack_layer(File::open(archive)?, media_type, scratch)?;
         let target = rootpath::resolve(root, dest, true)?;
         mkdir_all(&target, 0o755, ctx.ids, None)?;
-        let mut names: Vec<_> = fs::read_dir(&scratch)?
+        let mut names: Vec<_> = fs::read_dir(scratch)?
             .flatten()
             .map(|e| e.file_name())
             .collect();
@@ -439,7 +444,7 @@ fn add_archive(
         }
         Ok(())
     })();
-    let _ = fs::remove_dir_all(&scratch);
+    drop(unpacked);
     result
 }
 
@@ -576,7 +581,7 @@ mod tests {
 
         let mut a = copy_action("/app", "/etc/");
         a.exclude_patterns = vec!["*.log".into()];
-        copy(dst.path(), src.path(), &a).unwrap();
+        copy(dst.path(), src.path(), &a, &std::env::temp_dir()).unwrap();
         assert_eq!(
             fs::read_to_string(dst.path().join("etc/a.txt")).unwrap(),
             "a"
@@ -591,21 +596,45 @@ mod tests {
         // A file into a new path, with chmod; a wildcard into a directory.
         let mut f = copy_action("/app/a.txt", "/new/dir/file");
         f.mode = 0o600;
-        copy(dst.path(), src.path(), &f).unwrap();
+        copy(dst.path(), src.path(), &f, &std::env::temp_dir()).unwrap();
         let md = fs::metadata(dst.path().join("new/dir/file")).unwrap();
         assert_eq!(md.permissions().mode() & 0o777, 0o600);
-        copy(dst.path(), src.path(), &copy_action("/app/*.txt", "/w/")).unwrap();
+        copy(
+            dst.path(),
+            src.path(),
+            &copy_action("/app/*.txt", "/w/"),
+            &std::env::temp_dir(),
+        )
+        .unwrap();
         assert!(dst.path().join("w/a.txt").is_file());
         // A followed symlink is copied under its own name, with its target's content.
         symlink("a.txt", src.path().join("app/link")).unwrap();
-        copy(dst.path(), src.path(), &copy_action("/app/link", "/named/")).unwrap();
+        copy(
+            dst.path(),
+            src.path(),
+            &copy_action("/app/link", "/named/"),
+            &std::env::temp_dir(),
+        )
+        .unwrap();
         assert_eq!(
             fs::read_to_string(dst.path().join("named/link")).unwrap(),
             "a"
         );
-        let e = copy(dst.path(), src.path(), &copy_action("/nope", "/x")).unwrap_err();
+        let e = copy(
+            dst.path(),
+            src.path(),
+            &copy_action("/nope", "/x"),
+            &std::env::temp_dir(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("/nope: not found"), "{e}");
-        let e = copy(dst.path(), src.path(), &copy_action("/*.none", "/x")).unwrap_err();
+        let e = copy(
+            dst.path(),
+            src.path(),
+            &copy_action("/*.none", "/x"),
+            &std::env::temp_dir(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("no source files"), "{e}");
     }
 

@@ -17,6 +17,7 @@ pub mod image;
 pub mod local;
 pub mod pattern;
 pub mod rootpath;
+pub mod seccomp;
 pub mod snapshot;
 pub mod unpack;
 pub mod users;

@@ -125,6 +125,7 @@ fn unpack_tar(tar: impl Read, dest: &Path) -> io::Result<UnpackStats> {
     let mut unpacker = Unpacker {
         dest,
         dirs: HashMap::new(),
+        room: crate::disk::free_space(dest)?,
     };
     let mut entries = 0;
     {
@@ -176,6 +177,10 @@ struct Meta {
 struct Unpacker<'a> {
     dest: &'a Path,
     dirs: HashMap<PathBuf, (u32, i64)>,
+    /// Bytes of file content that may still be written: the free space of the disk when
+    /// unpacking began. A few kilobytes of compressed (or sparse) input can claim terabytes;
+    /// such a layer is refused before it fills the disk.
+    room: u64,
 }
 
 /// An error with what it was about in front.
@@ -264,6 +269,17 @@ impl Unpacker<'_> {
             }
             T::Regular | T::Continuous | T::GNUSparse => {
                 let meta = read_meta(entry)?;
+                let size = entry.size();
+                if size > self.room {
+                    return Err(io::Error::new(
+                        io::ErrorKind::StorageFull,
+                        format!(
+                            "it expands to {size} bytes, more than the {} bytes left on the disk holding the build's state",
+                            self.room
+                        ),
+                    ));
+                }
+                self.room -= size;
                 self.remove(&path, existing.as_ref())?;
                 let mut file = OpenOptions::new()
                     .write(true)

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -112,6 +113,8 @@ pub struct WorkerOptions {
     pub hostname: String,
     /// The snapshotter.
     pub snapshotter: crate::snapshot::Kind,
+    /// `apparmor-profile`: the AppArmor profile of steps that are not `security.insecure`.
+    pub apparmor_profile: Option<String>,
 }
 
 impl Default for WorkerOptions {
@@ -120,6 +123,7 @@ impl Default for WorkerOptions {
             runtime: "runc".into(),
             hostname: "buildkitsandbox".into(),
             snapshotter: crate::snapshot::Kind::Auto,
+            apparmor_profile: None,
         }
     }
 }
@@ -135,7 +139,11 @@ pub struct Worker {
     pub locals: Locals,
     runner: Runner,
     cache_mounts: PathBuf,
+    /// Private scratch space (`<root>/tmp`), emptied at every start.
+    scratch: PathBuf,
     options: WorkerOptions,
+    /// Held while the worker lives: one process per state directory.
+    _lock: fs::File,
 }
 
 /// What keeps a cache mount reserved for a step until it ends (when dropped).
@@ -150,16 +158,35 @@ enum CacheHold {
 pub type Output<'a> = &'a (dyn Fn(u8, &str) + Sync);
 
 impl Worker {
-    /// Open (or create) the worker's state under `root`.
+    /// Open (or create) the worker's state under `root`. Whatever a killed process left
+    /// (running containers, mounts, scratch files) is reclaimed first.
     pub fn open(root: &Path, options: WorkerOptions) -> io::Result<Self> {
+        // Before anything else: a second process must not clean up the first one's work.
+        let lock = lock_root(root)?;
         let runner = Runner {
             binary: options.runtime.clone(),
             state: root.join("runc"),
             bundles: root.join("bundles"),
         };
+        runner.reclaim();
+        let mut options = options;
+        if let Some(profile) = &options.apparmor_profile
+            && !apparmor_enabled()
+        {
+            // As BuildKit: said once, and steps run without it.
+            tracing::warn!(
+                "AppArmor is not supported on this host, but the profile '{profile}' was specified"
+            );
+            options.apparmor_profile = None;
+        }
         let _ = fs::remove_dir_all(&runner.bundles);
         fs::create_dir_all(&runner.bundles)?;
+        let scratch = root.join("tmp");
+        let _ = fs::remove_dir_all(&scratch);
+        fs::create_dir_all(&scratch)?;
         Ok(Worker {
+            scratch,
+            _lock: lock,
             content: ContentStore::open(root.join("content"))?,
             snapshots: Snapshotter::open(root.join("snapshots"), options.snapshotter)?,
             locals: Locals::open(root.join("locals"))?,
@@ -387,6 +414,17 @@ impl Worker {
             meta.cwd.clone()
         };
         let cwd_host = rootpath::resolve(&rootfs, &cwd, true)?;
+        // Nothing under /proc, however it is named (a symlink in the image included):
+        // `/proc/self/fd/N` would start the step in a directory of the runtime's
+        // (CVE-2024-21626), whatever the installed runc.
+        if cwd_host
+            .strip_prefix(&rootfs)
+            .is_ok_and(|p| p.starts_with("proc"))
+        {
+            return Err(invalid(format!(
+                "the working directory {cwd} is under /proc, which a step may not start in"
+            )));
+        }
         // A missing working directory is created and stays, as BuildKit's executor does.
         if !cwd_host.exists() {
             fs::create_dir_all(&cwd_host)?;
@@ -435,6 +473,7 @@ impl Worker {
             host_network,
             insecure: op.security == pb::SecurityMode::Insecure as i32,
             readonly_root,
+            apparmor_profile: self.options.apparmor_profile.clone(),
         };
         let status =
             self.runner
@@ -528,7 +567,7 @@ impl Worker {
                     follow_symlink: true,
                     ..Default::default()
                 };
-                fileops::copy(&tmp, src.path(), &copy)?;
+                fileops::copy(&tmp, src.path(), &copy, &self.scratch)?;
                 if let Ok(md) = top.metadata() {
                     use std::os::unix::fs::{MetadataExt, PermissionsExt};
                     chown_mode(&tmp, md.uid(), md.gid(), md.mode() & 0o7777)?;
@@ -647,13 +686,15 @@ impl Worker {
                     let s = action.secondary_input;
                     if s < 0 {
                         let empty = self.snapshots.mount(&Snapshot::default(), None)?;
-                        fileops::copy(&root, empty.path(), a)
+                        fileops::copy(&root, empty.path(), a, &self.scratch)
                     } else if s < n {
                         let src = self.snapshots.mount(&inputs[s as usize], None)?;
-                        fileops::copy(&root, src.path(), a)
+                        fileops::copy(&root, src.path(), a, &self.scratch)
                     } else {
                         match states.get((s - n) as usize) {
-                            Some(Some((_, _, m))) => fileops::copy(&root, m.path(), a),
+                            Some(Some((_, _, m))) => {
+                                fileops::copy(&root, m.path(), a, &self.scratch)
+                            }
                             _ => {
                                 return Err(invalid(format!(
                                     "file action {k} copies from a result that is not available"
@@ -730,6 +771,48 @@ pub(crate) fn chown_mode(path: &Path, uid: u32, gid: u32, mode: u32) -> io::Resu
         path,
         fs::Permissions::from_mode(if mode == 0 { 0o400 } else { mode }),
     )
+}
+
+/// Whether the kernel enforces AppArmor.
+fn apparmor_enabled() -> bool {
+    fs::read_to_string("/sys/module/apparmor/parameters/enabled").is_ok_and(|s| s.trim() == "Y")
+}
+
+/// Lock the state directory `root` for this process (`<root>/buildwit.lock`, which also
+/// names the holder), or say which process holds it.
+fn lock_root(root: &Path) -> io::Result<fs::File> {
+    use rustix::fs::{FlockOperation, flock};
+    use std::io::{Read, Seek, Write};
+    fs::create_dir_all(root)?;
+    let path = root.join("buildwit.lock");
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&path)?;
+    if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = holder.trim();
+        return Err(io::Error::new(
+            io::ErrorKind::ResourceBusy,
+            format!(
+                "the state directory {} is in use by another buildwit process{}; build through it with --addr, or give this one another --root",
+                root.display(),
+                if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {holder})")
+                }
+            ),
+        ));
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    Ok(file)
 }
 
 fn tempfile_dir(base: &Path) -> io::Result<PathBuf> {

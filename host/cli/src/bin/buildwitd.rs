@@ -178,6 +178,8 @@ async fn shutdown_signal() -> &'static str {
 }
 
 fn main() -> std::process::ExitCode {
+    // Files the daemon makes are never writable by others, whatever the caller's umask.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     let args = Args::parse();
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
