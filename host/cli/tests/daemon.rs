@@ -909,3 +909,51 @@ fn local_cache_directories_through_the_daemon() {
         "precious"
     );
 }
+
+#[test]
+fn uploaded_frontend_files_obey_the_gateway_policy() {
+    let s = support::setup();
+    let probe = format!("{}/probe.wasm", buildwit_frontend::BUILT_FRONTENDS_DIR);
+    let ctx = s.context("policy", &[("Dockerfile", "")]);
+    let base = std::fs::read_to_string(&s.config).unwrap();
+    for (name, gateway, allowed) in [
+        (
+            "restricted",
+            "allowedRepositories = [\"example.com/ok\"]\n",
+            false,
+        ),
+        ("disabled", "enabled = false\n", false),
+        (
+            "opted-in",
+            "allowedRepositories = [\"example.com/ok\"]\nallowFrontendFiles = true\n",
+            true,
+        ),
+    ] {
+        let config = s.dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!("{base}[frontend.\"gateway.v0\"]\n{gateway}"),
+        )
+        .unwrap();
+        let d = Daemon::start(
+            &config,
+            &s.dir.path().join(format!("{name}-root")),
+            &format!(
+                "unix://{}",
+                s.dir.path().join(format!("{name}.sock")).display()
+            ),
+            s.dir.path().join(format!("{name}.log")),
+        );
+        let out = d.cli(&["build", ctx.to_str().unwrap(), "--frontend-file", &probe]);
+        let stderr = text(&out.stderr);
+        if allowed {
+            assert!(out.status.success(), "{name}: {stderr}");
+        } else {
+            assert!(!out.status.success(), "{name}: the upload ran");
+            assert!(
+                stderr.contains("frontends given as a file (--frontend-file) are not allowed"),
+                "{name}: {stderr}"
+            );
+        }
+    }
+}

@@ -481,6 +481,11 @@ pub struct GatewayFrontendConfig {
     /// frontend (default true); false pulls them like any other frontend.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub builtin_dockerfile: Option<bool>,
+    /// buildwit: whether a component given as a file (`buildwit build --frontend-file`,
+    /// uploaded by a client of buildwitd) may run. Unset: as any gateway frontend, so only
+    /// while `allowedRepositories` allows every image, since a file has no repository.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_frontend_files: Option<bool>,
 }
 
 impl GatewayFrontendConfig {
@@ -493,6 +498,14 @@ impl GatewayFrontendConfig {
     /// Whether gateway.v0 is enabled (unset means yes).
     pub fn is_enabled(&self) -> bool {
         self.enabled.unwrap_or(true)
+    }
+
+    /// Whether a component given as a file may run (see `allow_frontend_files`).
+    pub fn allows_frontend_files(&self) -> bool {
+        self.is_enabled()
+            && self
+                .allow_frontend_files
+                .unwrap_or(self.allowed_repositories.is_empty())
     }
 }
 

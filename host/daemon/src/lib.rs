@@ -182,6 +182,36 @@ fn parse_platform(platform: &str) -> (String, String, String) {
     (os.to_string(), arch.to_string(), variant.to_string())
 }
 
+/// Make the state directory `root` reachable by its owner only (0700), whatever the umask:
+/// it holds clients' contexts, secrets in flight and compiled frontend code. An existing
+/// directory is changed only when it is empty or already buildwit's (never a `--root /tmp`).
+fn private_root(root: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(root) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let ours = ["buildwit.lock", "cache.db", "frontends", "snapshots"]
+                .iter()
+                .any(|n| root.join(n).symlink_metadata().is_ok());
+            let empty = std::fs::read_dir(root)?.next().is_none();
+            if !(ours || empty) {
+                if std::fs::metadata(root)?.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(
+                        "the state directory {} is open to other users; give it mode 0700",
+                        root.display()
+                    );
+                }
+                return Ok(());
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(root)?;
+        }
+        Err(e) => return Err(e),
+    }
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+}
+
 /// The client-facing build API, the same in-process and over gRPC.
 pub trait BuildApi {
     /// Run one build.
@@ -207,6 +237,9 @@ impl Engine {
         root: PathBuf,
         limits: Limits,
     ) -> Result<Self, DaemonError> {
+        private_root(&root).map_err(|e| {
+            DaemonError::Setup(format!("the state directory {}: {e}", root.display()))
+        })?;
         let runtime = Runtime::new(limits, Some(root.join("frontends").join("compiled")))?;
         let registries = Arc::new(
             buildwit_registry::Registries::new(&config.registry)
@@ -375,6 +408,22 @@ impl Engine {
         &self.frontends.config
     }
 
+    /// A file is a gateway frontend with no repository: the same policy applies.
+    fn check_frontend_file(&self) -> Result<(), DaemonError> {
+        let gateway = &self.frontends.config.frontend.gateway;
+        if gateway.allows_frontend_files() {
+            return Ok(());
+        }
+        Err(DaemonError::Policy(format!(
+            "frontends given as a file (--frontend-file) are not allowed by this daemon's configuration ({}; set allowFrontendFiles = true under [frontend.\"gateway.v0\"] to allow them)",
+            if gateway.is_enabled() {
+                "allowedRepositories is set"
+            } else {
+                "gateway.v0 is disabled"
+            }
+        )))
+    }
+
     fn select(
         &self,
         frontend: &FrontendRef,
@@ -382,7 +431,10 @@ impl Engine {
     ) -> Result<Selected, DaemonError> {
         match frontend {
             FrontendRef::File(path) => Ok(Selected {
-                loaded: self.frontends.runtime.load_file(path)?,
+                loaded: {
+                    self.check_frontend_file()?;
+                    self.frontends.runtime.load_file(path)?
+                },
                 source: path.display().to_string(),
                 warnings: Vec::new(),
             }),
