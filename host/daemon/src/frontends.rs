@@ -69,6 +69,7 @@ impl Frontends {
                 ))
             })?,
             apparmor_profile: oci.apparmor_profile.clone(),
+            network: network_config(&self.config),
             ..Default::default()
         };
         let setup = |what: &str, e: &dyn std::fmt::Display| {
@@ -253,6 +254,30 @@ fn tag_and_digest(reference: &str) -> (Option<String>, Option<String>) {
 pub fn repository_name(reference: &str) -> Result<String, String> {
     let r = buildwit_registry::parse_reference(reference).map_err(|e| e.to_string())?;
     Ok(format!("{}/{}", r.registry(), r.repository()))
+}
+
+/// The worker's network settings from `[worker.oci]` and `[dns]`.
+pub(crate) fn network_config(
+    config: &buildwit_config::Config,
+) -> buildwit_worker::network::NetworkConfig {
+    let oci = &config.worker.oci;
+    let dns = config.dns.clone().unwrap_or_default();
+    buildwit_worker::network::NetworkConfig {
+        mode: oci.network_mode.clone(),
+        cni_config_path: oci.cni_config_path.as_ref().map(Into::into),
+        cni_binary_path: oci.cni_binary_path.as_ref().map(Into::into),
+        cni_pool_size: oci
+            .cni_pool_size
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(0),
+        bridge_name: oci.bridge_name.clone(),
+        bridge_subnet: oci.bridge_subnet.clone(),
+        dns: buildwit_worker::network::DnsSettings {
+            nameservers: dns.nameservers,
+            options: dns.options,
+            search_domains: dns.search_domains,
+        },
+    }
 }
 
 #[cfg(test)]

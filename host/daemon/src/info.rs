@@ -52,6 +52,14 @@ impl Engine {
                 oci.snapshotter.clone().unwrap_or_else(|| "auto".into()),
             ),
         ]);
+        if let Ok(mode) =
+            buildwit_worker::network::Mode::resolve(&crate::frontends::network_config(config))
+        {
+            labels.insert(
+                "org.mobyproject.buildkit.worker.network".to_string(),
+                mode.label().to_string(),
+            );
+        }
         labels.extend(oci.labels.clone());
         let mut frontends = Vec::new();
         for reference in ["docker/dockerfile:1", "docker/dockerfile:labs"] {

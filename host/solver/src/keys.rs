@@ -79,6 +79,16 @@ pub fn op_key(op: &pb::Op, deps: &[Dep]) -> String {
         input.digest.clear();
         input.index = 0;
     }
+    // As BuildKit: proxies and the addresses of extra hosts do not change what a step
+    // makes, so they are not part of its key (their names are).
+    if let Some(pb::op::Op::Exec(e)) = &mut bare.op
+        && let Some(meta) = &mut e.meta
+    {
+        meta.proxy_env = None;
+        for h in &mut meta.extra_hosts {
+            h.ip.clear();
+        }
+    }
     let mut h = Sha256::new();
     h.update(Sha256::digest(encode_op(&bare)));
     for d in deps {

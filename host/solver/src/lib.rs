@@ -79,18 +79,34 @@ pub struct Entitlements {
 }
 
 impl Entitlements {
-    fn check(&self, name: &str) -> Result<(), SolveError> {
-        if !self.daemon.iter().any(|e| e == name) {
-            return Err(SolveError::Entitlement(format!(
-                "granting entitlement {name} is not allowed by build daemon configuration"
-            )));
-        }
-        if !self.build.iter().any(|e| e == name) {
-            return Err(SolveError::Entitlement(format!(
-                "{name} is not allowed (add --allow {name})"
-            )));
+    /// As BuildKit at the start of a solve: the build may ask only for entitlements the
+    /// daemon allows, whether a step uses them or not.
+    fn check_requested(&self) -> Result<(), SolveError> {
+        for name in &self.build {
+            let known = ["security.insecure", "network.host", "device"].contains(&name.as_str())
+                || name.starts_with("device=");
+            if !known {
+                return Err(SolveError::Entitlement(format!(
+                    "unknown entitlement {name}"
+                )));
+            }
+            if !self.daemon.iter().any(|e| e == name) {
+                return Err(SolveError::Entitlement(format!(
+                    "granting entitlement {name} is not allowed by build daemon configuration"
+                )));
+            }
         }
         Ok(())
+    }
+
+    /// A step needs `name`: granted by both the daemon and the build.
+    fn check(&self, name: &str) -> Result<(), SolveError> {
+        if self.build.iter().any(|e| e == name) && self.daemon.iter().any(|e| e == name) {
+            return Ok(());
+        }
+        Err(SolveError::Entitlement(format!(
+            "{name} is not allowed (it needs --allow {name} and {name} in the daemon's insecure-entitlements)"
+        )))
     }
 }
 
@@ -206,6 +222,7 @@ impl Solver {
         else {
             return Ok((None, SolvedKeys::default()));
         };
+        entitlements.check_requested()?;
         for v in graph.ops() {
             if let Some(pb::op::Op::Exec(e)) = &v.op.op {
                 if e.network == pb::NetMode::Host as i32 {

@@ -253,10 +253,7 @@ fn failed_steps_are_not_cached_and_host_network_needs_entitlements() {
     let def = definition(vec![(local("base"), vec![]), (host, vec![0])]);
     let (r, ev) = solve(&f, &def);
     let err = r.unwrap_err().to_string();
-    assert!(
-        err.contains("network.host is not allowed by build daemon configuration"),
-        "{err}"
-    );
+    assert!(err.contains("network.host is not allowed"), "{err}");
     assert!(ev.is_empty(), "nothing ran: {ev:?}");
 }
 

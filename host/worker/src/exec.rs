@@ -76,14 +76,26 @@ pub struct Process {
     pub hostname: String,
     /// `RLIMIT_*` name (as `nofile`), soft, hard.
     pub rlimits: Vec<(String, i64, i64)>,
-    /// Keep the host's network namespace (`network=host`).
-    pub host_network: bool,
+    /// Its network namespace.
+    pub network: NetworkNamespace,
     /// All capabilities and no masked paths (`security=insecure`).
     pub insecure: bool,
     /// The root filesystem is read-only.
     pub readonly_root: bool,
     /// The AppArmor profile to confine it with (a profile the host has loaded).
     pub apparmor_profile: Option<String>,
+}
+
+/// The network namespace of a step.
+#[derive(Clone, Debug, Default)]
+pub enum NetworkNamespace {
+    /// A new one runc makes, with loopback only.
+    #[default]
+    New,
+    /// The host's.
+    Host,
+    /// A prepared one to join.
+    Join(PathBuf),
 }
 
 /// How a step ended.
@@ -316,9 +328,12 @@ fn spec(rootfs: &Path, p: &Process, mounts: &[ExecMount]) -> Value {
         json!({"type": "uts"}),
         json!({"type": "mount"}),
     ];
-    if !p.host_network {
-        // Its own network namespace: the step sees no host interfaces.
-        namespaces.push(json!({"type": "network"}));
+    match &p.network {
+        NetworkNamespace::Host => {}
+        NetworkNamespace::New => namespaces.push(json!({"type": "network"})),
+        NetworkNamespace::Join(path) => {
+            namespaces.push(json!({"type": "network", "path": path}));
+        }
     }
     let caps: Vec<String> = if p.insecure {
         all_caps()

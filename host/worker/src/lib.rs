@@ -15,6 +15,7 @@ pub mod git;
 pub mod http;
 pub mod image;
 pub mod local;
+pub mod network;
 pub mod pattern;
 pub mod rootpath;
 pub mod seccomp;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use buildwit_llb::pb;
 
 use crate::content::ContentStore;
-use crate::exec::{DEFAULT_PATH, ExecMount, MountKind, Process, Runner};
+use crate::exec::{DEFAULT_PATH, ExecMount, MountKind, NetworkNamespace, Process, Runner};
 use crate::local::{LocalSource, LocalTree, Locals};
 use crate::snapshot::{LayerBuilder, LayerMeta, Mounted, Snapshot, Snapshotter};
 use crate::{fileops, rootpath, users};
@@ -115,6 +115,8 @@ pub struct WorkerOptions {
     pub snapshotter: crate::snapshot::Kind,
     /// `apparmor-profile`: the AppArmor profile of steps that are not `security.insecure`.
     pub apparmor_profile: Option<String>,
+    /// How steps reach the network.
+    pub network: crate::network::NetworkConfig,
 }
 
 impl Default for WorkerOptions {
@@ -124,6 +126,7 @@ impl Default for WorkerOptions {
             hostname: "buildkitsandbox".into(),
             snapshotter: crate::snapshot::Kind::Auto,
             apparmor_profile: None,
+            network: Default::default(),
         }
     }
 }
@@ -141,6 +144,8 @@ pub struct Worker {
     cache_mounts: PathBuf,
     /// Private scratch space (`<root>/tmp`), emptied at every start.
     scratch: PathBuf,
+    /// The networks of steps.
+    networks: crate::network::Networks,
     options: WorkerOptions,
     /// Held while the worker lives: one process per state directory.
     _lock: fs::File,
@@ -184,8 +189,10 @@ impl Worker {
         let scratch = root.join("tmp");
         let _ = fs::remove_dir_all(&scratch);
         fs::create_dir_all(&scratch)?;
+        let networks = crate::network::Networks::open(root, &options.network);
         Ok(Worker {
             scratch,
+            networks,
             _lock: lock,
             content: ContentStore::open(root.join("content"))?,
             snapshots: Snapshotter::open(root.join("snapshots"), options.snapshotter)?,
@@ -376,16 +383,29 @@ impl Worker {
 
         // Files the runtime mounts over, and mount points it must create, are stubs:
         // remember which did not exist so they are removed from the result afterwards.
+        let hostname = if meta.hostname.is_empty() {
+            self.options.hostname.clone()
+        } else {
+            meta.hostname.clone()
+        };
+        let insecure = op.security == pb::SecurityMode::Insecure as i32;
+        let network = self
+            .networks
+            .for_step(op.network, &meta.hostname, insecure)
+            .map_err(|e| invalid(e.to_string()))?;
         let hosts = scratch.join("hosts");
-        let mut hosts_text = String::from(
-            "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-        );
-        for h in &meta.extra_hosts {
-            hosts_text.push_str(&format!("{}\t{}\n", h.ip, h.host));
-        }
-        fs::write(&hosts, hosts_text)?;
+        let extra: Vec<(String, String)> = meta
+            .extra_hosts
+            .iter()
+            .map(|h| (h.host.clone(), h.ip.clone()))
+            .collect();
+        fs::write(&hosts, crate::network::resolv::hosts(&hostname, &extra))?;
         let resolv = scratch.join("resolv.conf");
-        fs::write(&resolv, resolv_conf())?;
+        let resolv_text = self
+            .networks
+            .resolv_conf(&network)
+            .map_err(|e| invalid(e.to_string()))?;
+        fs::write(&resolv, resolv_text)?;
         exec_mounts.push(ExecMount {
             dest: "/etc/hosts".into(),
             kind: MountKind::Bind {
@@ -454,24 +474,25 @@ impl Worker {
                 None => return Err(invalid(format!("secret {} not found", s.id))),
             }
         }
-        let host_network = op.network == pb::NetMode::Host as i32;
         let process = Process {
             args: meta.args.clone(),
             env,
             cwd,
             user: (user.uid, user.gid, user.additional_gids),
-            hostname: if meta.hostname.is_empty() {
-                self.options.hostname.clone()
-            } else {
-                meta.hostname.clone()
-            },
+            hostname,
             rlimits: meta
                 .ulimit
                 .iter()
                 .map(|u| (u.name.clone(), u.soft, u.hard))
                 .collect(),
-            host_network,
-            insecure: op.security == pb::SecurityMode::Insecure as i32,
+            network: match &network {
+                crate::network::StepNetwork::Host => NetworkNamespace::Host,
+                crate::network::StepNetwork::Loopback => NetworkNamespace::New,
+                crate::network::StepNetwork::Namespace(_) => NetworkNamespace::Join(
+                    network.path().map(Path::to_path_buf).unwrap_or_default(),
+                ),
+            },
+            insecure,
             readonly_root,
             apparmor_profile: self.options.apparmor_profile.clone(),
         };
@@ -480,6 +501,7 @@ impl Worker {
                 .run(&rootfs, &process, &exec_mounts, output, &session.cancelled)?;
         drop(locks);
         drop(relays);
+        drop(network);
         if session.is_cancelled() {
             return Err(OpError::Invalid("the build was cancelled".into()));
         }
@@ -854,25 +876,6 @@ fn remove_stub(path: &Path) {
     } else if md.is_file() && md.len() == 0 {
         let _ = fs::remove_file(path);
     }
-}
-
-/// The host's resolv.conf without loopback name servers, which a step cannot reach.
-fn resolv_conf() -> String {
-    let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let kept: Vec<&str> = host
-        .lines()
-        .filter(|l| {
-            let mut w = l.split_whitespace();
-            !(w.next() == Some("nameserver")
-                && w.next()
-                    .is_some_and(|ip| ip.starts_with("127.") || ip == "::1"))
-        })
-        .collect();
-    let mut out = kept.join("\n");
-    if !out.lines().any(|l| l.starts_with("nameserver")) {
-        out.push_str("\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n");
-    }
-    out
 }
 
 /// A command as BuildKit quotes it in errors: `/bin/sh -c echo hi`.

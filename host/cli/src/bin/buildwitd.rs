@@ -221,6 +221,10 @@ fn run(args: Args) -> Result<()> {
         ..Default::default()
     };
     let engine = Arc::new(Engine::open(config, root.clone(), limits)?);
+    // The worker now, not at the first build, as buildkitd: its root is locked (or in use
+    // by another daemon, which ends this one), what a killed daemon left is reclaimed, and
+    // the network namespaces of the pool are made ahead.
+    engine.solver()?;
     // Outputs a killed daemon was still sending are of no use to anyone.
     let _ = std::fs::remove_dir_all(root.join("exports"));
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -10,6 +10,7 @@ use std::process::{Command, Output, Stdio};
 pub mod common;
 
 const BUSYBOX: &str = "/bin/busybox";
+const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "ls", "touch", "mkdir", "rm", "test", "true", "false", "wc", "id", "env",
     "sleep", "grep", "head", "tail", "stat", "readlink",
@@ -87,31 +88,49 @@ fn busybox_layer() -> (Vec<u8>, String) {
 
 /// Write the base image as an OCI layout and push it with skopeo.
 fn push_busybox(host: &str, dir: &Path) -> String {
-    need("/usr/bin/skopeo");
-    let layout = dir.join("busybox-layout");
-    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
-    let put = |data: &[u8]| {
-        let d = common::digest(data);
-        std::fs::write(layout.join("blobs/sha256").join(&d[7..]), data).unwrap();
-        d
-    };
     let (layer, diff_id) = busybox_layer();
-    let layer_digest = put(&layer);
+    let layout = dir.join("busybox-layout");
+    let blob = put_blob(&layout, &layer);
+    push_image(
+        &layout,
+        &format!("{host}/library/busybox:latest"),
+        (&blob, layer.len(), common::OCI_LAYER_GZIP, &diff_id),
+        "busybox-static from Debian",
+    )
+}
+
+/// Store `data` in the OCI layout `layout`; its digest.
+fn put_blob(layout: &Path, data: &[u8]) -> String {
+    let d = common::digest(data);
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    std::fs::write(layout.join("blobs/sha256").join(&d[7..]), data).unwrap();
+    d
+}
+
+/// An image of one layer (already in `layout`: digest, size, media type, diff id), written
+/// as an OCI layout and pushed to `image` with skopeo.
+fn push_image(
+    layout: &Path,
+    image: &str,
+    (layer_digest, layer_size, media_type, diff_id): (&str, usize, &str, &str),
+    created_by: &str,
+) -> String {
+    need("/usr/bin/skopeo");
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux",
         "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{"created_by": "busybox-static from Debian"}],
+        "history": [{"created_by": created_by}],
     }))
     .unwrap();
-    let config_digest = put(&config);
+    let config_digest = put_blob(layout, &config);
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2, "mediaType": common::OCI_MANIFEST,
         "config": {"mediaType": common::OCI_CONFIG, "digest": config_digest, "size": config.len()},
-        "layers": [{"mediaType": common::OCI_LAYER_GZIP, "digest": layer_digest, "size": layer.len()}],
+        "layers": [{"mediaType": media_type, "digest": layer_digest, "size": layer_size}],
     }))
     .unwrap();
-    let manifest_digest = put(&manifest);
+    let manifest_digest = put_blob(layout, &manifest);
     std::fs::write(
         layout.join("oci-layout"),
         r#"{"imageLayoutVersion":"1.0.0"}"#,
@@ -127,7 +146,6 @@ fn push_busybox(host: &str, dir: &Path) -> String {
         .unwrap(),
     )
     .unwrap();
-    let image = format!("{host}/library/busybox:latest");
     let out = Command::new("skopeo")
         .args(["copy", "--dest-tls-verify=false"])
         .arg(format!("oci:{}:latest", layout.display()))
@@ -135,7 +153,33 @@ fn push_busybox(host: &str, dir: &Path) -> String {
         .output()
         .unwrap();
     assert!(out.status.success(), "skopeo copy: {}", text(&out.stderr));
-    image
+    image.to_string()
+}
+
+/// A Debian bookworm minbase root filesystem as a tar, made with mmdebstrap from the
+/// machine's apt mirror once per target directory (about a minute; 170 MB).
+pub fn debian_rootfs() -> PathBuf {
+    need("/usr/bin/mmdebstrap");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let tar = dir.join("debian-bookworm-minbase.tar");
+    // One maker at a time across test processes; the others wait and reuse it.
+    let lock = std::fs::File::create(dir.join("debian-bookworm-minbase.lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    if !tar.exists() {
+        let partial = dir.join("debian-bookworm-minbase.partial.tar");
+        let out = Command::new("mmdebstrap")
+            .args(["--variant=minbase", "--quiet"])
+            // The mirror may serve a snapshot whose Release files are past their date.
+            .arg("--aptopt=Acquire::Check-Valid-Until \"false\"")
+            .arg("bookworm")
+            .arg(&partial)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mmdebstrap: {}", text(&out.stderr));
+        std::fs::rename(&partial, &tar).unwrap();
+    }
+    tar
 }
 
 /// A registry with the base image, a config trusting it over HTTP, a state root.
@@ -169,6 +213,22 @@ pub fn setup() -> Setup {
 }
 
 impl Setup {
+    /// Push [`debian_rootfs`] as the one-layer image `library/debian:bookworm` (an
+    /// uncompressed layer); its reference.
+    pub fn push_debian(&self) -> String {
+        let rootfs = debian_rootfs();
+        let layout = self.dir.path().join("debian-layout");
+        let data = std::fs::read(&rootfs).unwrap();
+        let diff_id = put_blob(&layout, &data);
+        let host = self.registry.as_ref().expect("the registry runs").host();
+        push_image(
+            &layout,
+            &format!("{host}/library/debian:bookworm"),
+            (&diff_id, data.len(), OCI_LAYER_TAR, &diff_id),
+            "mmdebstrap --variant=minbase bookworm",
+        )
+    }
+
     /// Stop the registry: what follows runs offline.
     pub fn stop_registry(&mut self) {
         self.registry = None;
