@@ -75,11 +75,19 @@ fn build_with(s: &Setup, config: &Path, ctx: &Path, extra: &[&str]) -> Build {
     Build::new(out)
 }
 
-/// buildwitd on a unix socket, stopped (SIGTERM) and waited for on drop.
+/// buildwitd on a unix socket; [`Daemon::stop`] stops it and checks its exit, and a test
+/// that fails before that still kills it.
 struct Daemon {
     child: Child,
     addr: String,
     log: std::path::PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Daemon {
