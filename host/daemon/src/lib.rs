@@ -409,7 +409,7 @@ impl Engine {
     }
 
     /// A file is a gateway frontend with no repository: the same policy applies.
-    fn check_frontend_file(&self) -> Result<(), DaemonError> {
+    pub(crate) fn check_frontend_file(&self) -> Result<(), DaemonError> {
         let gateway = &self.frontends.config.frontend.gateway;
         if gateway.allows_frontend_files() {
             return Ok(());

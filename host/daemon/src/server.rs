@@ -111,6 +111,15 @@ impl Service {
 
     /// Store an uploaded component under the root, named by its digest.
     fn upload(&self, component: &proto::Component) -> Result<PathBuf, Status> {
+        // Not even stored when the policy would refuse to run it.
+        self.engine
+            .check_frontend_file()
+            .map_err(|e| Status::permission_denied(e.to_string()))?;
+        self.store_upload(component)
+    }
+
+    /// Keep an uploaded component under the root, by digest.
+    fn store_upload(&self, component: &proto::Component) -> Result<PathBuf, Status> {
         if component.data.is_empty() {
             return Err(invalid(format!(
                 "the component {:?} is empty",
@@ -721,7 +730,8 @@ impl Buildwit for Service {
         if request.reference.is_empty() {
             return Err(invalid("push names no reference".into()));
         }
-        let path = self.upload(&component)?;
+        // Publishing runs nothing: no frontend policy applies.
+        let path = self.store_upload(&component)?;
         let (digest, uploaded) = self
             .blocking("frontend push", move |e| {
                 e.push_frontend(&path, &request.reference)

@@ -443,6 +443,9 @@ fn all_caps() -> Vec<String> {
         "WAKE_ALARM",
         "BLOCK_SUSPEND",
         "AUDIT_READ",
+        "PERFMON",
+        "BPF",
+        "CHECKPOINT_RESTORE",
     ];
     let bounding = std::fs::read_to_string("/proc/self/status")
         .ok()

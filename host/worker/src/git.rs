@@ -17,10 +17,8 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use buildwit_llb::pb;
 
@@ -158,13 +156,21 @@ impl GitSource {
                 "PATH",
                 std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
             )
-            .env("HOME", &home.0)
+            .env("HOME", home.path())
             // Never prompt: a build has no terminal.
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .env("GIT_ALLOW_PROTOCOL", ALLOWED_PROTOCOLS)
-            .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+            // Not root's ssh: no config, keys or known hosts of the daemon's user (ssh
+            // finds those through the password database, not HOME).
+            .env(
+                "GIT_SSH_COMMAND",
+                format!(
+                    "ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o IdentityFile=none -o IdentityAgent=none -o UserKnownHostsFile={}/known_hosts -o GlobalKnownHostsFile=/dev/null",
+                    home.path().display()
+                ),
+            )
             .stdin(Stdio::null());
         for var in PROXY_VARS {
             if let Some(value) = std::env::var_os(var) {
@@ -357,39 +363,21 @@ impl GitSource {
     }
 }
 
-/// An empty directory only its owner can enter, for git's `HOME`; removed on drop.
-struct PrivateHome(PathBuf);
+/// An empty directory only its owner can enter, for git's `HOME` (mkdtemp: a name no one
+/// can plant beforehand, mode 0700); removed on drop.
+struct PrivateHome(tempfile::TempDir);
 
 impl PrivateHome {
     fn new() -> io::Result<Self> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let base = std::env::temp_dir();
-        for _ in 0..16 {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            let path = base.join(format!(
-                "buildwit-git-home-{}-{}-{nanos}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ));
-            // `mkdir` fails on anything already there, a symlink planted in /tmp included.
-            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
-                Ok(()) => return Ok(PrivateHome(path)),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            "no free name in the temporary directory",
+        Ok(PrivateHome(
+            tempfile::Builder::new()
+                .prefix("buildwit-git-home-")
+                .tempdir()?,
         ))
     }
-}
 
-impl Drop for PrivateHome {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+    fn path(&self) -> &Path {
+        self.0.path()
     }
 }
 
