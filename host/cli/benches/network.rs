@@ -22,10 +22,13 @@ use support::{Setup, median, text};
 const STEPS: usize = 20;
 const RUNS: usize = 5;
 
+/// The command that builds a context with a build argument `NONCE`.
+type BuildCommand = Box<dyn Fn(&Path, &str) -> Command>;
+
 /// A daemon under test and how to build with it.
 struct Daemon {
     child: Child,
-    build: Box<dyn Fn(&Path, &str) -> Command>,
+    build: BuildCommand,
 }
 
 impl Drop for Daemon {
@@ -68,15 +71,21 @@ fn buildwitd(s: &Setup, name: &str, network: &str) -> Daemon {
         .stderr(std::fs::File::create(s.dir.path().join(format!("{name}.log"))).unwrap())
         .spawn()
         .unwrap();
-    wait_for(&sock, "buildwitd", &s.dir.path().join(format!("{name}.log")));
+    wait_for(
+        &sock,
+        "buildwitd",
+        &s.dir.path().join(format!("{name}.log")),
+    );
     let addr = format!("unix://{}", sock.display());
     Daemon {
         child,
         build: Box::new(move |ctx, nonce| {
             let mut c = Command::new(env!("CARGO_BIN_EXE_buildwit"));
-            c.args(["--addr", &addr, "build"])
-                .arg(ctx)
-                .args(["--progress=quiet", "--build-arg", &format!("NONCE={nonce}")]);
+            c.args(["--addr", &addr, "build"]).arg(ctx).args([
+                "--progress=quiet",
+                "--build-arg",
+                &format!("NONCE={nonce}"),
+            ]);
             c
         }),
     }
@@ -102,7 +111,11 @@ fn buildkitd(s: &Setup, peers: &Path, name: &str, network: &str) -> Daemon {
         .stderr(std::fs::File::create(s.dir.path().join(format!("{name}.log"))).unwrap())
         .spawn()
         .unwrap();
-    wait_for(&sock, "buildkitd", &s.dir.path().join(format!("{name}.log")));
+    wait_for(
+        &sock,
+        "buildkitd",
+        &s.dir.path().join(format!("{name}.log")),
+    );
     let buildctl = peers.join("buildctl");
     let addr = format!("unix://{}", sock.display());
     Daemon {
@@ -186,7 +199,11 @@ fn main() {
                 "[worker.oci]\n{bridge}\nbridgeName = \"bwbench0\"\nbridgeSubnet = \"10.215.0.0/16\""
             ),
         );
-        rows.push(("bridge, pool of 4", per_step(&d, &host_ctx, &mut round), None));
+        rows.push((
+            "bridge, pool of 4",
+            per_step(&d, &host_ctx, &mut round),
+            None,
+        ));
     }
     match peers() {
         Some(peers) => {
@@ -200,7 +217,10 @@ fn main() {
         None => eprintln!("BuildKit not found (../shared/peers): its column is left out"),
     }
     println!("one RUN step, by network mode (median of {RUNS}, {STEPS} steps per build)");
-    println!("{:<20} {:>10} {:>10} {:>7}", "mode", "buildwit", "BuildKit", "ratio");
+    println!(
+        "{:<20} {:>10} {:>10} {:>7}",
+        "mode", "buildwit", "BuildKit", "ratio"
+    );
     for (mode, ours, theirs) in rows {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         match theirs {

@@ -417,9 +417,21 @@ pub fn listing(dir: &Path, request: &proto::LocalRequest) -> Result<Vec<proto::F
         exclude: request.exclude_patterns.clone(),
     };
     let entries = buildwit_worker::local::list(&source)?;
+    // Hard links: every file of an inode after the first names the first.
+    let mut first: std::collections::HashMap<u64, String> = Default::default();
     Ok(entries
         .into_iter()
         .map(|(path, e)| proto::FileStat {
+            link: match e.kind == Kind::File && e.nlink > 1 {
+                true => match first.get(&e.ino) {
+                    Some(target) => target.clone(),
+                    None => {
+                        first.insert(e.ino, path.clone());
+                        String::new()
+                    }
+                },
+                false => String::new(),
+            },
             path,
             kind: match e.kind {
                 Kind::Dir => proto::FileKind::Dir,

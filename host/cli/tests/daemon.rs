@@ -957,3 +957,58 @@ fn uploaded_frontend_files_obey_the_gateway_policy() {
         }
     }
 }
+
+#[test]
+fn wildcard_copies_and_hard_links_come_through_the_daemon() {
+    let s = support::setup();
+    let d = Daemon::unix(&s, "wild");
+    let ctx = s.context(
+        "wild",
+        &[
+            (
+                "Dockerfile",
+                "FROM BASE\nCOPY package*.json /app/\nCOPY . /ctx/\n\
+                 RUN stat -c %i /ctx/a /ctx/sub/b > /inodes\n",
+            ),
+            ("package.json", "{}\n"),
+            ("package-lock.json", "{\"lock\":1}\n"),
+            ("other.json", "no\n"),
+            ("a", "linked\n"),
+        ],
+    );
+    std::fs::create_dir_all(ctx.join("sub")).unwrap();
+    std::fs::hard_link(ctx.join("a"), ctx.join("sub/b")).unwrap();
+    let out = s.dir.path().join("wild-out");
+    d.build(&ctx, &["-o", &format!("type=local,dest={}", out.display())])
+        .ok();
+    let mut app: Vec<String> = std::fs::read_dir(out.join("app"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    app.sort();
+    assert_eq!(app, ["package-lock.json", "package.json"]);
+    let inodes = std::fs::read_to_string(out.join("inodes")).unwrap();
+    let lines: Vec<&str> = inodes.lines().collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0], lines[1], "a hard link of the context stays one");
+}
+
+#[test]
+fn a_symlink_out_of_the_context_tells_nothing_of_the_daemon_host() {
+    let s = support::setup();
+    let d = Daemon::unix(&s, "probe");
+    // A root-only file of the daemon's machine, and a name that does not exist.
+    let secret = s.dir.path().join("private/secret");
+    std::fs::create_dir_all(secret.parent().unwrap()).unwrap();
+    std::fs::write(&secret, "FROM scratch\n").unwrap();
+    let mut errors = Vec::new();
+    for target in [secret.clone(), s.dir.path().join("private/none")] {
+        let ctx = s.context(&format!("probe-{}", errors.len()), &[("x", "")]);
+        std::os::unix::fs::symlink(&target, ctx.join("Dockerfile")).unwrap();
+        let out = d.cli(&["build", ctx.to_str().unwrap()]);
+        assert!(!out.status.success());
+        errors.push(text(&out.stderr).replace("probe-0", "probe-N").replace("probe-1", "probe-N"));
+    }
+    assert_eq!(errors[0], errors[1], "the two errors tell the targets apart");
+    assert!(!errors[0].contains("FROM scratch"), "{}", errors[0]);
+}

@@ -331,6 +331,14 @@ fn steps_run_under_seccomp_and_never_start_under_proc() {
             "fdlink",
             "FROM BASE\nRUN busybox ln -s /proc/self/fd /fds\nWORKDIR /fds/7\nRUN pwd\n",
         ),
+        // /dev/fd is runc's link into /proc, made after the image is mounted.
+        ("devfd", "FROM BASE\nWORKDIR /dev/fd/7\nRUN pwd\n"),
+        // A link in a cache mount, which is not the image.
+        (
+            "mountlink",
+            "FROM BASE\nRUN --mount=type=cache,target=/c busybox ln -sf /proc/self/fd /c/fds\n\
+             WORKDIR /c/fds/7\nRUN --mount=type=cache,target=/c pwd\n",
+        ),
     ] {
         let ctx = s.context(name, &[("Dockerfile", dockerfile)]);
         let b = s.build(&ctx, &[]);

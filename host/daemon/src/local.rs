@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -172,12 +173,9 @@ impl LocalBridge {
             )
         })?;
         Ok(LocalView {
-            root: root.canonicalize().map_err(|e| {
-                err(
-                    ErrorKind::NotFound,
-                    format!("local {name:?} ({}): {e}", root.display()),
-                )
-            })?,
+            root: root
+                .canonicalize()
+                .map_err(|e| err(ErrorKind::NotFound, format!("local {name:?}: {e}")))?,
             follow: json_list("local.followpaths"),
             include: json_list("local.includepattern"),
             exclude: json_list("local.excludepatterns"),
@@ -186,10 +184,30 @@ impl LocalBridge {
     }
 }
 
+/// A path a view resolved: the real path, or the `/proc` path of a descriptor opened below
+/// a client's directory (valid while this lives).
+struct Resolved {
+    path: PathBuf,
+    _opened: Option<std::os::fd::OwnedFd>,
+}
+
+impl std::ops::Deref for Resolved {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for Resolved {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
 impl LocalView {
     /// The real path of `path` inside the root; refuses anything that leaves it or that the
     /// source's filters hide.
-    fn resolve(&self, path: &str) -> Result<PathBuf, GatewayError> {
+    fn resolve(&self, path: &str) -> Result<Resolved, GatewayError> {
         if self._mounted.is_some() {
             // A built snapshot: its symlinks are followed inside it, as in a container.
             let p = buildwit_worker::rootpath::resolve(&self.root, path, true)
@@ -200,49 +218,50 @@ impl LocalView {
                     format!("{path}: no such file or directory"),
                 ));
             }
-            return Ok(p);
+            return Ok(Resolved {
+                path: p,
+                _opened: None,
+            });
         }
         let rel = clean_relative(path)?;
         let rel_str = rel.to_string_lossy().to_string();
-        if !rel_str.is_empty() && !self.visible(&rel_str) {
+        // Opened below the root, symlinks followed only while they stay in it: a link out
+        // fails like a missing file, with the same words, so a client learns nothing of
+        // the daemon's files from it.
+        let not_found = || {
+            err(
+                ErrorKind::NotFound,
+                format!("{path}: no such file or directory in the local directory"),
+            )
+        };
+        let opened = buildwit_worker::beneath::open_root(&self.root)
+            .and_then(|root| buildwit_worker::beneath::open_path(root.as_fd(), &rel))
+            .map_err(|_| not_found())?;
+        let real = PathBuf::from(format!("/proc/self/fd/{}", opened.as_raw_fd()));
+        let is_dir = real.metadata().is_ok_and(|m| m.is_dir());
+        if !rel_str.is_empty() && !self.visible(&rel_str, is_dir) {
             return Err(err(
                 ErrorKind::NotFound,
                 format!("{path}: not in the files this source selects"),
             ));
         }
-        let full = self.root.join(&rel);
-        let real = full
-            .canonicalize()
-            .map_err(|e| err(ErrorKind::NotFound, format!("{path}: {e}")))?;
-        if !real.starts_with(&self.root) {
-            return Err(err(
-                ErrorKind::PermissionDenied,
-                format!("{path}: leads outside the directory"),
-            ));
-        }
-        Ok(real)
+        Ok(Resolved {
+            path: real,
+            _opened: Some(opened),
+        })
     }
 
-    fn visible(&self, rel: &str) -> bool {
-        let selected = |p: &str| {
-            // A selected path also makes its parents and children visible.
-            rel == p || p.starts_with(&format!("{rel}/")) || rel.starts_with(&format!("{p}/"))
-        };
-        if !self.follow.is_empty() && !self.follow.iter().any(|p| selected(p.trim_matches('/'))) {
-            return false;
-        }
-        if !self.include.is_empty()
-            && !self
-                .include
-                .iter()
-                .any(|p| glob_path(p.trim_matches('/'), rel) || selected(p.trim_matches('/')))
-        {
-            return false;
-        }
-        !self
-            .exclude
-            .iter()
-            .any(|p| glob_path(p.trim_matches('/'), rel))
+    /// Whether the source's filters show `rel`: selected, or a directory with something
+    /// selected below it.
+    fn visible(&self, rel: &str, is_dir: bool) -> bool {
+        let filter = buildwit_worker::local::Filter::new(
+            &self.root,
+            &self.follow,
+            &self.include,
+            &self.exclude,
+        );
+        let (keep, descend) = filter.visit(rel, is_dir);
+        keep || descend
     }
 }
 
@@ -345,12 +364,14 @@ impl Bridge for LocalBridge {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let child = rel.join(&name).to_string_lossy().into_owned();
-            if !view.visible(&child) || include_pattern.is_some_and(|p| !glob_path(p, &name)) {
-                continue;
-            }
             let Ok(md) = entry.path().symlink_metadata() else {
                 continue;
             };
+            if !view.visible(&child, md.is_dir())
+                || include_pattern.is_some_and(|p| !glob_path(p, &name))
+            {
+                continue;
+            }
             let link = md
                 .file_type()
                 .is_symlink()

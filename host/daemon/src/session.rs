@@ -284,12 +284,14 @@ fn checked(path: &str) -> io::Result<&str> {
 fn parents_are_dirs(dir: &Path, rel: &str) -> io::Result<()> {
     let mut p = dir.to_path_buf();
     let parts: Vec<&str> = rel.split('/').collect();
-    for part in &parts[..parts.len() - 1] {
+    for (i, part) in parts[..parts.len() - 1].iter().enumerate() {
         p.push(part);
-        if !fs::symlink_metadata(&p)?.is_dir() {
+        // Named relative to the directory: the daemon's paths are not the client's business.
+        let parent = parts[..=i].join("/");
+        let md = fs::symlink_metadata(&p).map_err(|e| bad(format!("{parent}: {e}")))?;
+        if !md.is_dir() {
             return Err(bad(format!(
-                "{rel}: {} is not a directory in the client's listing",
-                p.display()
+                "{rel}: {parent} is not a directory in the client's listing"
             )));
         }
     }
@@ -428,7 +430,9 @@ impl ClientSync {
             checked(&e.path)?;
             theirs.insert(e.path.clone(), (kind, e));
         }
-        let ours = list(source)?;
+        let ours = list(source).map_err(|e| {
+            io::Error::new(e.kind(), format!("the mirror of {name:?}: {}", e.kind()))
+        })?;
         // Gone, or of another kind: removed (deepest first, so directories go last).
         for (rel, mine) in ours.iter().rev() {
             if theirs.get(rel).is_none_or(|(k, _)| *k != mine.kind) {
@@ -436,6 +440,7 @@ impl ClientSync {
             }
         }
         let mut wanted = Vec::new();
+        let mut links = Vec::new();
         for (rel, (kind, e)) in &theirs {
             parents_are_dirs(dir, rel)?;
             let path = dir.join(rel);
@@ -466,6 +471,19 @@ impl ClientSync {
                         symlink(&e.target, &path)?;
                     }
                 }
+                // A hard link is made once its target is there.
+                Kind::File if !e.link.is_empty() => {
+                    let target = checked(&e.link)?;
+                    if theirs
+                        .get(target)
+                        .is_none_or(|(k, t)| *k != Kind::File || !t.link.is_empty())
+                    {
+                        return Err(bad(format!(
+                            "{rel}: a hard link of {target:?}, which the listing has no file at"
+                        )));
+                    }
+                    links.push((rel.clone(), target.to_string()));
+                }
                 Kind::File => match mine {
                     // `ours` saw a regular file here (it does not follow symlinks).
                     Some(m) if m.size == e.size && m.mtime == e.mtime_ns => {
@@ -480,6 +498,18 @@ impl ClientSync {
         }
         if !wanted.is_empty() {
             self.fetch(id, dir, &wanted, &theirs, replies)?;
+        }
+        for (rel, target) in links {
+            use std::os::unix::fs::MetadataExt;
+            let (path, target) = (dir.join(&rel), dir.join(&target));
+            let linked = match (path.symlink_metadata(), target.symlink_metadata()) {
+                (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+                _ => false,
+            };
+            if !linked {
+                remove(&path)?;
+                fs::hard_link(&target, &path)?;
+            }
         }
         // Directory times last: writing their children changed them.
         for (rel, (kind, e)) in theirs.iter().rev() {

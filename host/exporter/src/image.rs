@@ -12,7 +12,6 @@ use crate::ExportError;
 use crate::cache::{CacheEntry, INLINE_CACHE_KEY, inline_cache_value};
 use crate::layer::{Compression, LayerCompression, layer_blob_with};
 use crate::layout::{DOCKER_CONFIG, DOCKER_MANIFEST, OCI_CONFIG, OCI_MANIFEST};
-use crate::tree::is_empty_layer;
 
 /// The comment BuildKit puts on history entries its exporter adds for layers the config did
 /// not account for; kept so tools that look for it still find it.
@@ -126,7 +125,8 @@ pub fn build_image(content: &ContentStore, spec: &ImageSpec) -> Result<BuiltImag
     }
     let history: Vec<History> = config.parse("history")?.unwrap_or_default();
 
-    // A blob for every layer that has content; empty layers get none.
+    // A blob for every layer, an empty one included (a RUN that changed nothing gets an
+    // empty tar, as in BuildKit).
     let opts = LayerCompression {
         compression: spec.compression,
         level: spec.compression_level,
@@ -135,17 +135,13 @@ pub fn build_image(content: &ContentStore, spec: &ImageSpec) -> Result<BuiltImag
     let mut blobs = Vec::with_capacity(spec.snapshot.layers.len());
     for layer in &spec.snapshot.layers {
         let what = || format!("exporting layer {} ({})", layer.id, layer.dir.display());
-        if is_empty_layer(&layer.dir).map_err(|e| ExportError::io(what(), e))? {
-            blobs.push(None);
-            continue;
-        }
         let (mut desc, diff_id) =
             layer_blob_with(content, layer, &opts).map_err(|e| ExportError::io(what(), e))?;
         desc.media_type = spec
             .compression
             .layer_media_type(spec.oci_mediatypes)
             .to_string();
-        blobs.push(Some((desc, diff_id)));
+        blobs.push((desc, diff_id));
     }
 
     // Without a time given, new layers date from when the build made them, so an image
@@ -158,26 +154,18 @@ pub fn build_image(content: &ContentStore, spec: &ImageSpec) -> Result<BuiltImag
             .max()
             .map(rfc3339_utc)
     });
-    let mut history = normalize_history(history, blobs.len(), created.as_deref());
-    // History entries of empty layers become empty_layer ones, as the layers are left out.
-    let mut layer_index = 0;
-    for h in &mut history {
-        if !h.empty_layer {
-            h.empty_layer = blobs[layer_index].is_none();
-            layer_index += 1;
-        }
-    }
+    let history = normalize_history(history, blobs.len(), created.as_deref());
     if let Some(entries) = &spec.inline_cache {
         let by_layer: HashMap<String, Option<String>> = spec
             .snapshot
             .layers
             .iter()
             .zip(&blobs)
-            .map(|(l, b)| (l.id.clone(), b.as_ref().map(|(d, _)| d.digest.clone())))
+            .map(|(l, (d, _))| (l.id.clone(), Some(d.digest.clone())))
             .collect();
         config.set(INLINE_CACHE_KEY, &inline_cache_value(entries, &by_layer)?)?;
     }
-    let (layers, diff_ids): (Vec<Descriptor>, Vec<String>) = blobs.into_iter().flatten().unzip();
+    let (layers, diff_ids): (Vec<Descriptor>, Vec<String>) = blobs.into_iter().unzip();
 
     config.set(
         "rootfs",

@@ -140,6 +140,23 @@ struct IndexEntry<'a> {
     descriptor: &'a Descriptor,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     annotations: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    platform: Option<serde_json::Value>,
+}
+
+/// The platform of an image, from its config, as BuildKit puts it on its descriptor.
+fn platform_of(image: &BuiltImage) -> Option<serde_json::Value> {
+    let config: serde_json::Value = serde_json::from_slice(&image.config_bytes).ok()?;
+    let mut platform = serde_json::Map::new();
+    for key in ["architecture", "os", "variant"] {
+        if let Some(v) = config
+            .get(key)
+            .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+        {
+            platform.insert(key.to_string(), v.clone());
+        }
+    }
+    Some(serde_json::Value::Object(platform))
 }
 
 /// `index.json`: the manifest once per name, with the name annotations containerd's
@@ -154,6 +171,7 @@ fn index_json(image: &BuiltImage, names: &[ImageName]) -> Vec<u8> {
         IndexEntry {
             descriptor: &image.manifest,
             annotations,
+            platform: platform_of(image),
         }
     };
     let manifests = if names.is_empty() {

@@ -17,14 +17,13 @@ use std::path::{Path, PathBuf};
 
 use buildwit_worker::beneath::{Entry, Visit};
 use buildwit_worker::snapshot::is_opaque;
+pub(crate) use buildwit_worker::snapshot::xattrs;
 use tar::{EntryType, Header};
 
 /// Prefix of a whiteout file in an OCI layer.
 pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
 /// Name of the marker that makes a directory opaque in an OCI layer.
 pub(crate) const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
-/// Xattrs of overlayfs' own bookkeeping: never part of an image.
-const OVERLAY_XATTR_PREFIX: &[u8] = b"trusted.overlay.";
 /// Longest name a ustar header holds; longer ones go into a PAX record.
 const USTAR_NAME_LEN: usize = 100;
 
@@ -60,12 +59,6 @@ pub(crate) fn write_tree<W: Write>(
         walker.opaque_marker(b"", &Meta::of(&md))?;
     }
     buildwit_worker::beneath::walk(root, &mut walker).map_err(|e| path_error(root, e))
-}
-
-/// Whether a layer directory holds nothing at all (no files, no deletions, not opaque).
-pub(crate) fn is_empty_layer(dir: &Path) -> io::Result<bool> {
-    let mut entries = fs::read_dir(dir).map_err(|e| path_error(dir, e))?;
-    Ok(entries.next().is_none() && !is_opaque(dir))
 }
 
 /// What a tar header takes from an entry's metadata.
@@ -318,53 +311,6 @@ fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     out.push(b'=');
     out.extend_from_slice(value);
     out.push(b'\n');
-}
-
-/// The xattrs of a path, sorted by name, without overlayfs' own.
-pub(crate) fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let list = match read_xattr_buf(|buf| rustix::fs::llistxattr(path, buf)) {
-        Ok(list) => list,
-        // Filesystems without xattrs have none to keep.
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::OPNOTSUPP.raw_os_error()) => {
-            return Ok(Vec::new());
-        }
-        Err(e) => return Err(e),
-    };
-    let mut out = Vec::new();
-    for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        if name.starts_with(OVERLAY_XATTR_PREFIX) {
-            continue;
-        }
-        let cname = std::ffi::OsStr::from_bytes(name);
-        match read_xattr_buf(|buf| rustix::fs::lgetxattr(path, cname, buf)) {
-            Ok(value) => out.push((name.to_vec(), value)),
-            // Removed between listing and reading: it is gone, so not part of the tree.
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NODATA.raw_os_error()) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Call an xattr getter with a growing buffer until the value fits.
-fn read_xattr_buf(
-    mut get: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
-) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; 256];
-    loop {
-        match get(&mut buf) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(buf);
-            }
-            Err(rustix::io::Errno::RANGE) if buf.len() < (1 << 20) => {
-                let grown = buf.len() * 4;
-                buf.resize(grown, 0);
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 /// Reads exactly `left` bytes: a file that shrank while being archived is an error rather

@@ -224,7 +224,11 @@ fn sha256(data: &[u8]) -> String {
 fn oci_tar_holds_the_expected_files() {
     let fx = Fixture::new();
     let image = build_image(&fx.content, &fx.spec()).unwrap();
-    assert_eq!(image.layers.len(), 2, "the empty layer is left out");
+    assert_eq!(
+        image.layers.len(),
+        3,
+        "the empty layer is an empty tar, as in BuildKit"
+    );
     let dest = fx.path("image.tar");
     write_oci_tar(&fx.content, &image, &[NAME.to_string()], &dest).unwrap();
 
@@ -293,7 +297,7 @@ fn config_history_and_rootfs_agree_with_the_layers() {
         ]
     );
     let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
-    assert_eq!(diff_ids.len(), 2);
+    assert_eq!(diff_ids.len(), 3);
 
     // Each diff id is the sha256 of the layer blob uncompressed.
     for (layer, diff_id) in image.layers.iter().zip(diff_ids) {
@@ -305,10 +309,11 @@ fn config_history_and_rootfs_agree_with_the_layers() {
         assert_eq!(diff_id.as_str().unwrap(), sha256(&tar));
     }
 
-    // The last entry ("RUN true") was the empty layer: now an empty_layer entry.
+    // The last entry ("RUN true") changed nothing: it keeps its (empty) layer, as in
+    // BuildKit; only the metadata step is an empty_layer entry.
     let history = config["history"].as_array().unwrap();
     let empty: Vec<bool> = history.iter().map(|h| h["empty_layer"] == true).collect();
-    assert_eq!(empty, [false, true, false, true]);
+    assert_eq!(empty, [false, true, false, false]);
     assert_eq!(
         history.iter().filter(|h| h["empty_layer"] != true).count(),
         diff_ids.len()
@@ -327,7 +332,7 @@ fn config_history_and_rootfs_agree_with_the_layers() {
     assert_eq!(manifest["mediaType"], OCI_MANIFEST);
     assert_eq!(manifest["config"]["mediaType"], OCI_CONFIG);
     assert_eq!(manifest["config"]["digest"], image.config.digest.as_str());
-    assert_eq!(manifest["layers"].as_array().unwrap().len(), 2);
+    assert_eq!(manifest["layers"].as_array().unwrap().len(), 3);
 }
 
 #[test]
@@ -371,7 +376,7 @@ fn oci_dir_holds_the_expected_files() {
     let dest = fx.path("oci-dir");
     write_oci_dir(&fx.content, &image, &["app:latest".to_string()], &dest).unwrap();
     let info = skopeo_inspect("oci", &dest);
-    assert_eq!(info["Layers"].as_array().unwrap().len(), 2);
+    assert_eq!(info["Layers"].as_array().unwrap().len(), 3);
     check_rootfs(&umoci_unpack(&dest, "latest", &fx.path("bundle")));
 
     // Writing again replaces the directory whole.
@@ -395,7 +400,7 @@ fn docker_tar_loads_with_skopeo() {
     )
     .unwrap();
     let info = skopeo_inspect("docker-archive", &dest);
-    assert_eq!(info["Layers"].as_array().unwrap().len(), 2);
+    assert_eq!(info["Layers"].as_array().unwrap().len(), 3);
     assert_eq!(info["Architecture"], "amd64");
 
     let dir = fx.path("docker");
@@ -408,7 +413,7 @@ fn docker_tar_loads_with_skopeo() {
     );
     let hex = image.config.digest.trim_start_matches("sha256:");
     assert_eq!(manifest[0]["Config"], format!("blobs/sha256/{hex}"));
-    assert_eq!(manifest[0]["Layers"].as_array().unwrap().len(), 2);
+    assert_eq!(manifest[0]["Layers"].as_array().unwrap().len(), 3);
     assert!(!dir.join("repositories").exists());
     // The OCI layout is there too, as in BuildKit's docker tarballs.
     assert!(dir.join("oci-layout").exists() && dir.join("index.json").exists());
@@ -467,7 +472,7 @@ fn zstd_layers() {
     let dest = fx.path("zstd.tar");
     write_oci_tar(&fx.content, &image, &[NAME.to_string()], &dest).unwrap();
     let info = skopeo_inspect("oci-archive", &dest);
-    assert_eq!(info["Layers"].as_array().unwrap().len(), 2);
+    assert_eq!(info["Layers"].as_array().unwrap().len(), 3);
     let raw = skopeo_raw("oci-archive", &dest);
     for layer in raw["layers"].as_array().unwrap() {
         assert_eq!(layer["mediaType"], OCI_LAYER_ZSTD);

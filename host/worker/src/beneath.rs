@@ -40,6 +40,24 @@ pub fn open_dir(dir: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
     open_no_symlinks(dir, rel, DIR_FLAGS)
 }
 
+/// An `O_PATH` descriptor of `rel` below `dir`, following symlinks only while they stay
+/// below `dir` (`RESOLVE_BENEATH`): a link that leads out fails as a path that does not
+/// exist would, so its target is never looked at.
+pub fn open_path(dir: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
+    let rel_or_dot = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let flags = OFlags::PATH | OFlags::CLOEXEC;
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+    match rustix::fs::openat2(dir, rel_or_dot, flags, Mode::empty(), resolve) {
+        // Kernels before 5.6: no symlink at all.
+        Err(rustix::io::Errno::NOSYS) => open_no_symlinks(dir, rel, flags | OFlags::NOFOLLOW),
+        other => Ok(other?),
+    }
+}
+
 fn open_no_symlinks(dir: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
     let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
     let rel_or_dot = if rel.as_os_str().is_empty() {

@@ -233,6 +233,9 @@ struct CopyCtx {
     exclude: Patterns,
     /// Hard links already copied: (dev, ino) of the source → copy.
     links: HashMap<(u64, u64), PathBuf>,
+    /// Directories an unpacked archive implies without listing them: `--chown` leaves
+    /// them as they are (root's), as BuildKit does.
+    implied: std::collections::HashSet<String>,
 }
 
 /// Parse a `--chmod` value: octal, or symbolic (`u+x,go-w`) applied to `mode`.
@@ -291,6 +294,7 @@ pub fn copy_exact(src: &Path, dst: &Path) -> io::Result<()> {
         include: Patterns::default(),
         exclude: Patterns::default(),
         links: HashMap::new(),
+        implied: Default::default(),
     };
     copy_tree(src, dst, "", &mut ctx, None, false)
 }
@@ -311,6 +315,7 @@ pub fn copy(
         include: Patterns::new(&a.include_patterns),
         exclude: Patterns::new(&a.exclude_patterns),
         links: HashMap::new(),
+        implied: Default::default(),
     };
     let sources = if a.allow_wildcard && has_wildcards(&a.src) {
         let found = glob_in(src_root, &a.src)?;
@@ -327,18 +332,25 @@ pub fn copy(
     };
     if a.attempt_unpack_docker_compatibility
         && let [one] = sources.as_slice()
-        && let Some(media_type) = archive_type(one)?
+        && let Some(compression) = crate::unpack::archive_compression(one)?
     {
-        return add_archive(root, one, &a.dest, media_type, scratch, &mut ctx)
+        return add_archive(root, one, &a.dest, compression, scratch, &mut ctx)
             .map_err(|e| fail("copy", &a.src, e));
     }
-    // Paths that must exist in the source (`COPY --parents` with patterns).
+    // Paths that must exist in the source (`COPY --parents` with patterns), from its root.
     for required in &a.required_paths {
-        let p = rootpath::resolve(src_root, &format!("{}/{required}", a.src), false)?;
+        let p = rootpath::resolve(src_root, required, false)?;
         if p.symlink_metadata().is_err() {
             return Err(fail("copy", required, "not found"));
         }
     }
+    let mode_str = (!a.mode_str.is_empty()).then_some(a.mode_str.as_str());
+    // Directories the copy creates take an octal --chmod, as in BuildKit (not a symbolic
+    // one: those are 0755).
+    let created_mode = match mode_str {
+        Some(_) => 0o755,
+        None => ctx.mode.unwrap_or(0o755),
+    };
     let many = sources.len() > 1;
     let dest_is_dir_name = a.dest.ends_with('/') || a.dest.ends_with("/.") || many;
     let dest = rootpath::resolve(root, &a.dest, true)?;
@@ -371,9 +383,30 @@ pub fn copy(
                     "destination directory does not exist",
                 ));
             }
-            mkdir_all(parent, 0o755, ctx.ids, None).map_err(|e| fail("copy", &a.dest, e))?;
+            mkdir_all(parent, created_mode, ctx.ids, None).map_err(|e| fail("copy", &a.dest, e))?;
         }
-        let mode_str = (!a.mode_str.is_empty()).then_some(a.mode_str.as_str());
+        if md.is_dir() && a.dir_copy_contents {
+            // The directory's contents go into `dest`, which is not a copy of it: made like
+            // the parents when missing, left as it is otherwise (as BuildKit does).
+            if !target.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                clear_non_dir(&target)?;
+                mkdir_all(&target, created_mode, ctx.ids, None)
+                    .map_err(|e| fail("copy", &a.dest, e))?;
+            }
+            for name in sorted_names(&src)? {
+                let rel = name.to_string_lossy().into_owned();
+                copy_tree(
+                    &src.join(&name),
+                    &target.join(&name),
+                    &rel,
+                    &mut ctx,
+                    mode_str,
+                    a.always_replace_existing_dest_paths,
+                )
+                .map_err(|e| fail("copy", &a.src, e))?;
+            }
+            continue;
+        }
         copy_tree(
             &src,
             &target,
@@ -387,39 +420,12 @@ pub fn copy(
     Ok(())
 }
 
-/// The layer media type to unpack a file with, if it is a tar archive (plain, gzip or
-/// zstd), as `ADD` recognizes them.
-fn archive_type(path: &Path) -> io::Result<Option<&'static str>> {
-    use std::io::Read;
-    if !path.symlink_metadata()?.is_file() {
-        return Ok(None);
-    }
-    let mut head = [0u8; 512];
-    let mut n = 0;
-    let mut f = File::open(path)?;
-    while n < head.len() {
-        match f.read(&mut head[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(if head[..n].starts_with(&[0x1f, 0x8b]) {
-        Some("application/vnd.oci.image.layer.v1.tar+gzip")
-    } else if head[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Some("application/vnd.oci.image.layer.v1.tar+zstd")
-    } else if n >= 262 && &head[257..262] == b"ustar" {
-        Some("application/vnd.oci.image.layer.v1.tar")
-    } else {
-        None
-    })
-}
-
 /// `ADD archive dest`: the archive's files are extracted into the directory `dest`.
 fn add_archive(
     root: &Path,
     archive: &Path,
     dest: &str,
-    media_type: &str,
+    compression: crate::unpack::Compression,
     scratch: &Path,
     ctx: &mut CopyCtx,
 ) -> io::Result<()> {
@@ -430,7 +436,11 @@ fn add_archive(
     let scratch = unpacked.path();
     let result = (|| {
         // The same confined unpacking as image layers: nothing lands outside `scratch`.
-        crate::unpack::unpack_layer(File::open(archive)?, media_type, scratch)?;
+        let implied = crate::unpack::unpack_archive(File::open(archive)?, compression, scratch)?;
+        ctx.implied = implied
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
         let target = rootpath::resolve(root, dest, true)?;
         mkdir_all(&target, 0o755, ctx.ids, None)?;
         let mut names: Vec<_> = fs::read_dir(scratch)?
@@ -446,6 +456,16 @@ fn add_archive(
     })();
     drop(unpacked);
     result
+}
+
+/// The names in a directory, sorted.
+fn sorted_names(dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+    let mut names: Vec<_> = fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 /// Copy `src` to `dst`; `rel` is the path below the copy's source, for include/exclude.
@@ -472,7 +492,10 @@ fn copy_tree(
         (None, Some(m)) => m,
         (None, None) => perm,
     };
-    let ids = ctx.ids.or(Some((md.uid(), md.gid())));
+    let ids = match ctx.ids {
+        Some(ids) if !ctx.implied.contains(rel) => Some(ids),
+        _ => Some((md.uid(), md.gid())),
+    };
     if md.is_dir() {
         if replace || !dst.symlink_metadata().is_ok_and(|m| m.is_dir()) {
             if replace && dst.symlink_metadata().is_ok_and(|m| m.is_dir()) {
@@ -481,12 +504,7 @@ fn copy_tree(
             clear_non_dir(dst)?;
             fs::create_dir(dst)?;
         }
-        let mut names: Vec<_> = fs::read_dir(src)?
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        names.sort();
-        for n in names {
+        for n in sorted_names(src)? {
             let child = if rel.is_empty() {
                 n.to_string_lossy().into_owned()
             } else {
@@ -503,7 +521,6 @@ fn copy_tree(
             fs::remove_dir(dst)?;
             return Ok(());
         }
-        fs::set_permissions(dst, fs::Permissions::from_mode(mode))?;
     } else {
         if dst.symlink_metadata().is_ok_and(|m| m.is_dir()) {
             fs::remove_dir_all(dst)?;
@@ -523,7 +540,6 @@ fn copy_tree(
                     }
                 }
             }
-            fs::set_permissions(dst, fs::Permissions::from_mode(mode))?;
         } else if crate::snapshot::is_whiteout(&md) {
             // A 0/0 device is an overlay deletion marker (from an unpacked `.wh.` entry):
             // written into a snapshot it would delete what lies below. Not copied.
@@ -539,7 +555,11 @@ fn copy_tree(
             )?;
         }
     }
+    // Owner before mode: chown clears the setuid and setgid bits.
     lchown(dst, ids)?;
+    if !md.file_type().is_symlink() {
+        fs::set_permissions(dst, fs::Permissions::from_mode(mode))?;
+    }
     set_mtime(
         dst,
         ctx.ts

@@ -20,6 +20,7 @@ pub mod pattern;
 pub mod rootpath;
 pub mod seccomp;
 pub mod snapshot;
+pub mod tar_guard;
 pub mod unpack;
 pub mod users;
 mod worker;

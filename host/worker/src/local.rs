@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::pattern::{Patterns, has_wildcards, match_parts};
+use crate::pattern::{Patterns, has_wildcards, match_parts, may_match_below};
 use crate::rootpath::clean;
 use crate::snapshot::{Layer, LayerMeta, Snapshotter};
 
@@ -62,6 +62,10 @@ pub struct Entry {
     /// `cp -p`) still changes it, and user space cannot set it back.
     #[serde(default)]
     pub ctime: i64,
+    /// Links to the inode (a file with more than one is a hard link of another entry
+    /// with the same inode).
+    #[serde(default)]
+    pub nlink: u64,
     /// sha256 of the content (files), the link target (symlinks), empty for directories.
     pub hash: String,
 }
@@ -139,11 +143,7 @@ impl Locals {
             .canonicalize()
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", source.dir.display())))?;
         let mut cache = self.load(source);
-        let filter = Filter {
-            follow: source.follow.iter().map(|p| clean(p)).collect(),
-            include: source.include.iter().map(|p| clean(p)).collect(),
-            exclude: Patterns::new(&source.exclude),
-        };
+        let filter = Filter::new(&dir, &source.follow, &source.include, &source.exclude);
         let mut entries = BTreeMap::new();
         walk(&dir, &filter, &cache.entries, true, &mut entries)?;
         let digest = tree_digest(entries.iter());
@@ -177,12 +177,26 @@ impl Locals {
         // Files are read through the source's descriptor, never through a symlink: the
         // directory may have changed since the scan (another build syncing a mirror).
         let source_dir = crate::beneath::open_root(&tree.dir)?;
+        // Hard links of the context stay hard links: inode → the first copy.
+        let mut links: std::collections::HashMap<u64, (PathBuf, String)> = Default::default();
         for (rel, e) in &tree.entries {
             let dest = out.join(rel);
             match e.kind {
                 Kind::Dir => fs::create_dir(&dest)?,
                 Kind::Symlink => symlink(&e.hash, &dest)?,
+                // The same inode and the same content: a hard link (a context spanning
+                // mounts may repeat inode numbers, never with another file's content here).
+                Kind::File
+                    if e.nlink > 1
+                        && links.get(&e.ino).is_some_and(|(_, hash)| *hash == e.hash) =>
+                {
+                    fs::hard_link(&links[&e.ino].0, &dest)?;
+                    continue;
+                }
                 Kind::File => {
+                    if e.nlink > 1 {
+                        links.insert(e.ino, (dest.clone(), e.hash.clone()));
+                    }
                     let reused = previous.as_ref().is_some_and(|prev| {
                         prev_entries.get(rel) == Some(e)
                             && fs::hard_link(prev.dir.join(rel), &dest).is_ok()
@@ -193,10 +207,8 @@ impl Locals {
                     }
                 }
             }
-            if e.kind != Kind::Symlink {
-                fs::set_permissions(&dest, fs::Permissions::from_mode(e.mode))?;
-            }
-            // Files of the context belong to root in the build, as with BuildKit.
+            // Files of the context belong to root in the build, as with BuildKit; owner
+            // before mode, since chown clears the setuid and setgid bits.
             rustix::fs::chownat(
                 rustix::fs::CWD,
                 &dest,
@@ -204,6 +216,9 @@ impl Locals {
                 Some(rustix::process::Gid::ROOT),
                 rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
             )?;
+            if e.kind != Kind::Symlink {
+                fs::set_permissions(&dest, fs::Permissions::from_mode(e.mode))?;
+            }
         }
         // Times last, deepest first, so creating children does not change a parent's.
         for (rel, e) in tree.entries.iter().rev() {
@@ -219,45 +234,78 @@ impl Locals {
 /// The paths of a source its filters select, with their metadata but no hashes (symlinks
 /// still carry their target): what a client lists for the daemon to compare with its copy.
 pub fn list(source: &LocalSource) -> io::Result<BTreeMap<String, Entry>> {
-    let filter = Filter {
-        follow: source.follow.iter().map(|p| clean(p)).collect(),
-        include: source.include.iter().map(|p| clean(p)).collect(),
-        exclude: Patterns::new(&source.exclude),
-    };
+    let filter = Filter::new(
+        &source.dir,
+        &source.follow,
+        &source.include,
+        &source.exclude,
+    );
     let mut entries = BTreeMap::new();
     walk(&source.dir, &filter, &BTreeMap::new(), false, &mut entries)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", source.dir.display())))?;
     Ok(entries)
 }
 
-struct Filter {
-    follow: Vec<String>,
-    include: Vec<String>,
+/// What a local source's filters select, with fsutil's semantics: the `followpaths`, with
+/// the targets of the symlinks among them, join the include patterns; these are patterns
+/// (`*`, `?`, `[...]`, `**`) that select what they match and everything below it, and a
+/// directory is walked when something below it may match; exclude patterns are Docker's.
+pub struct Filter {
+    include: Vec<Vec<String>>,
     exclude: Patterns,
 }
 
 impl Filter {
-    /// Whether `rel` is sent, and whether a walk should look inside it.
-    fn visit(&self, rel: &str, is_dir: bool) -> (bool, bool) {
-        let parts: Vec<&str> = rel.split('/').collect();
-        let under = |p: &String| rel == p || rel.starts_with(&format!("{p}/"));
-        let above = |p: &String| p.starts_with(&format!("{rel}/"));
-        if !self.follow.is_empty() && !self.follow.iter().any(|p| under(p) || above(p)) {
-            return (false, false);
+    /// The filters of a source's `local.followpaths`, `local.includepattern` and
+    /// `local.excludepatterns`, for its directory `dir`.
+    pub fn new(dir: &Path, follow: &[String], include: &[String], exclude: &[String]) -> Filter {
+        let mut selected: Vec<String> = include.iter().map(|p| clean(p)).collect();
+        for path in follow {
+            let path = clean(path);
+            // A symlink named (or on the way) brings its target, as a copy follows it.
+            if !has_wildcards(&path)
+                && let Ok(real) = crate::rootpath::resolve(dir, &path, true)
+                && let Ok(rel) = real.strip_prefix(dir)
+            {
+                selected.push(rel.to_string_lossy().into_owned());
+            }
+            selected.push(path);
         }
+        selected.sort();
+        selected.dedup();
+        let include = if include.is_empty() && follow.is_empty() {
+            Vec::new()
+        } else {
+            // An empty pattern is the whole directory.
+            selected
+                .iter()
+                .map(|p| {
+                    p.split('/')
+                        .filter(|c| !c.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .collect()
+        };
+        Filter {
+            include,
+            exclude: Patterns::new(exclude),
+        }
+    }
+
+    /// Whether `rel` is selected itself, and whether a walk should look inside it.
+    pub fn visit(&self, rel: &str, is_dir: bool) -> (bool, bool) {
+        let parts: Vec<&str> = rel.split('/').collect();
         if !self.include.is_empty() {
-            let included = self.include.iter().any(|p| {
-                let pp: Vec<&str> = p.split('/').collect();
-                (1..=parts.len()).any(|n| match_parts(&pp, &parts[..n]))
-            });
-            // A directory above an include pattern is walked but only kept if something in it is.
-            let maybe_below = is_dir
-                && self
-                    .include
-                    .iter()
-                    .any(|p| has_wildcards(p) || above(p) || p.contains("**"));
-            if !included {
-                return (false, maybe_below);
+            // Selected by a pattern (a parent matching selects its children), or a
+            // directory something below which may be.
+            let hit = self
+                .include
+                .iter()
+                .any(|p| p.is_empty() || (1..=parts.len()).any(|n| match_parts(p, &parts[..n])));
+            if !hit {
+                let below = is_dir && self.include.iter().any(|p| may_match_below(p, &parts));
+                return (false, below);
             }
         }
         if self.exclude.matches(rel) {
@@ -316,6 +364,7 @@ impl crate::beneath::Visit for Scan<'_> {
             mtime: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64,
             ino: st.st_ino,
             ctime: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec as i64,
+            nlink: st.st_nlink,
             hash: String::new(),
         };
         e.hash = match kind {

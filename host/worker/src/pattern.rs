@@ -83,6 +83,19 @@ pub fn match_parts<P: AsRef<str>>(pattern: &[P], path: &[&str]) -> bool {
     }
 }
 
+/// Whether something below the directory `dir` may match `pattern`, so that a walk must
+/// look inside it (`**` may match anything).
+pub fn may_match_below<P: AsRef<str>>(pattern: &[P], dir: &[&str]) -> bool {
+    match (pattern.first(), dir.first()) {
+        (Some(_), None) => true,
+        (None, _) => false,
+        (Some(p), _) if p.as_ref() == "**" => true,
+        (Some(p), Some(d)) => {
+            glob(p.as_ref().as_bytes(), d.as_bytes()) && may_match_below(&pattern[1..], &dir[1..])
+        }
+    }
+}
+
 /// Whether a whole `/`-separated path matches a pattern (no parent-directory rule).
 pub fn match_path(pattern: &str, path: &str) -> bool {
     let p: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty()).collect();
@@ -158,5 +171,9 @@ mod tests {
         assert!(!match_path("[^a-c]?.rs", "b1.rs"));
         assert!(match_path("a/*", "a/run.sh"));
         assert!(!match_path("*", "a/b"));
+        assert!(may_match_below(&["con?", "*.txt"], &["conf"]));
+        assert!(!may_match_below(&["con?", "*.txt"], &["data"]));
+        assert!(!may_match_below(&["con?", "*.txt"], &["conf", "a.txt"]));
+        assert!(may_match_below(&["a", "**", "x.txt"], &["a", "b", "c"]));
     }
 }

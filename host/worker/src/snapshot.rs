@@ -16,6 +16,7 @@
 use std::fs;
 use std::io;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -698,6 +699,135 @@ fn remove_any(path: &Path, md: Option<&fs::Metadata>) -> io::Result<()> {
 pub fn is_whiteout(md: &fs::Metadata) -> bool {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     md.file_type().is_char_device() && md.rdev() == 0
+}
+
+/// Drop from the upper directory of a step what the step did not change, as BuildKit's
+/// overlay differ decides: an entry whose kind, mode, owner, device, xattrs and (but for
+/// directories) size, mtime, content and link target are those of the same path in
+/// `lower` (the layers below), and a directory with nothing changed below it. What the runtime did
+/// (copying up `/etc` to make a mount point, a file opened for writing and left alone)
+/// then never reaches the layer. Deletions and opaque directories stay. A subtree that
+/// cannot be compared (a path too long, say) is kept as it is.
+pub fn trim_unchanged(upper: &Path, lower: &Path) {
+    if let Err(e) = trim_dir(upper, lower) {
+        tracing::debug!("not trimming {}: {e}", upper.display());
+    }
+}
+
+/// Trim the directory `upper` against `lower`; whether nothing is left in it.
+fn trim_dir(upper: &Path, lower: &Path) -> io::Result<bool> {
+    let mut empty = true;
+    for entry in fs::read_dir(upper)? {
+        let name = entry?.file_name();
+        let (u, l) = (upper.join(&name), lower.join(&name));
+        let umd = u.symlink_metadata()?;
+        let lmd = match l.symlink_metadata() {
+            Ok(md) if !is_whiteout(&md) => md,
+            _ => {
+                empty = false;
+                continue;
+            }
+        };
+        // Whatever cannot be compared is kept: an error here keeps this entry only.
+        let unchanged = (|| -> io::Result<bool> {
+            if is_whiteout(&umd) {
+                return Ok(false);
+            }
+            if !umd.is_dir() {
+                return same_entry(&umd, &lmd, &u, &l);
+            }
+            // `l` is a real directory (checked before anything reads it, so a symlink of
+            // the lower layers is never followed).
+            if !lmd.is_dir() {
+                return Ok(false);
+            }
+            // Opaque over an empty directory hides nothing: the mark is dropped.
+            if is_opaque(&u) {
+                if fs::read_dir(&l)?.next().is_some() {
+                    return Ok(false);
+                }
+                rustix::fs::lremovexattr(&u, "trusted.overlay.opaque")?;
+            }
+            Ok(trim_dir(&u, &l)? && same_entry(&umd, &lmd, &u, &l)?)
+        })()
+        .unwrap_or(false);
+        if unchanged {
+            if umd.is_dir() {
+                fs::remove_dir(&u)?;
+            } else {
+                fs::remove_file(&u)?;
+            }
+        } else {
+            empty = false;
+        }
+    }
+    Ok(empty)
+}
+
+fn same_entry(a: &fs::Metadata, b: &fs::Metadata, ap: &Path, bp: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    if (a.mode(), a.uid(), a.gid(), a.rdev()) != (b.mode(), b.uid(), b.gid(), b.rdev()) {
+        return Ok(false);
+    }
+    if !a.is_dir() && (a.len(), a.mtime(), a.mtime_nsec()) != (b.len(), b.mtime(), b.mtime_nsec()) {
+        return Ok(false);
+    }
+    if a.file_type().is_symlink() && fs::read_link(ap)? != fs::read_link(bp)? {
+        return Ok(false);
+    }
+    // A file linked again in the step (`ln`) is the target of a link that stays; a file
+    // rewritten with the same size and time (a backup `cp -p` makes) is changed.
+    if a.is_file() && (a.nlink() > 1 || !same_bytes(ap, bp)?) {
+        return Ok(false);
+    }
+    Ok(xattrs(ap)? == xattrs(bp)?)
+}
+
+/// The xattrs of a path, sorted by name, without overlayfs' own.
+pub fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let list = match read_xattr_buf(|buf| rustix::fs::llistxattr(path, buf)) {
+        Ok(list) => list,
+        // Filesystems without xattrs have none to keep.
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::OPNOTSUPP.raw_os_error()) => {
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        if name.starts_with(b"trusted.overlay.") {
+            continue;
+        }
+        let cname = std::ffi::OsStr::from_bytes(name);
+        match read_xattr_buf(|buf| rustix::fs::lgetxattr(path, cname, buf)) {
+            Ok(value) => out.push((name.to_vec(), value)),
+            // Removed between listing and reading: it is gone, so not part of the tree.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NODATA.raw_os_error()) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Call an xattr getter with a growing buffer until the value fits.
+fn read_xattr_buf(
+    mut get: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
+) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        match get(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(rustix::io::Errno::RANGE) if buf.len() < (1 << 20) => {
+                let grown = buf.len() * 4;
+                buf.resize(grown, 0);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Whether a directory of a layer hides everything below it (`trusted.overlay.opaque=y`).

@@ -36,12 +36,106 @@ pub struct UnpackStats {
     pub entries: u64,
 }
 
-/// How a layer blob is compressed.
+/// How a layer blob or an archive is compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Compression {
+pub enum Compression {
+    /// A plain tar.
     None,
+    /// gzip.
     Gzip,
+    /// zstd.
     Zstd,
+    /// bzip2 (archives only, as `ADD` takes them).
+    Bzip2,
+    /// xz (archives only).
+    Xz,
+}
+
+impl Compression {
+    /// The compression its first bytes announce (any other bytes: none).
+    fn sniff(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else if head.starts_with(b"BZh") {
+            Compression::Bzip2
+        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+            Compression::Xz
+        } else {
+            Compression::None
+        }
+    }
+
+    /// `reader`, decompressed.
+    fn reader<'a>(self, reader: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
+        Ok(match self {
+            Compression::None => Box::new(reader),
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+            Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(reader)?),
+            Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(reader)),
+            Compression::Xz => Box::new(lzma_rust2::XzReader::new(reader, true)),
+        })
+    }
+}
+
+/// Whether `path` is an archive `ADD` unpacks, as BuildKit decides: by its content, not
+/// its name. A tar (v7, ustar or GNU: its first header's checksum holds), plain or
+/// compressed with gzip, bzip2, xz or zstd; a compressed file that is not a tar is not one
+/// (`ADD file.txt.gz` copies it as it is).
+pub fn archive_compression(path: &Path) -> io::Result<Option<Compression>> {
+    if !path.symlink_metadata()?.is_file() {
+        return Ok(None);
+    }
+    let mut magic = [0u8; 6];
+    let n = read_up_to(&mut File::open(path)?, &mut magic)?;
+    let compression = Compression::sniff(&magic[..n]);
+    let mut header = [0u8; 512];
+    // A decoder that fails on what it reads: not an archive either.
+    let read = compression
+        .reader(File::open(path)?)
+        .and_then(|mut r| read_up_to(&mut r, &mut header));
+    Ok(match read {
+        Ok(512) if is_tar_header(&header) => Some(compression),
+        _ => None,
+    })
+}
+
+fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Whether a 512-byte block is a tar header: its checksum (the bytes summed with the
+/// checksum field as spaces) is the octal number in that field.
+fn is_tar_header(block: &[u8; 512]) -> bool {
+    let field = &block[148..156];
+    let digits: String = field
+        .iter()
+        .map(|&b| b as char)
+        .filter(|c| c.is_ascii_digit())
+        .collect();
+    let Ok(stored) = u32::from_str_radix(&digits, 8) else {
+        return false;
+    };
+    let sum: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(b)
+            }
+        })
+        .sum();
+    !digits.is_empty() && sum == stored && block[0] != 0
 }
 
 /// The layer media types we unpack (OCI, Docker, and their non-distributable/foreign forms).
@@ -105,20 +199,36 @@ pub fn is_layer_media_type(media_type: &str) -> bool {
 /// in overlayfs format. Errors name the tar entry. On error `dest` holds a partial layer:
 /// throw it away (a [`crate::LayerBuilder`] does).
 pub fn unpack_layer(reader: impl Read, media_type: &str, dest: &Path) -> io::Result<UnpackStats> {
-    match compression(media_type) {
-        Some(Compression::None) => unpack_tar(reader, dest),
-        Some(Compression::Gzip) => unpack_tar(flate2::read::MultiGzDecoder::new(reader), dest),
-        Some(Compression::Zstd) => unpack_tar(zstd::stream::read::Decoder::new(reader)?, dest),
-        None => Err(io::Error::new(
+    let Some(compression) = compression(media_type) else {
+        return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("unsupported layer media type {media_type:?}"),
-        )),
-    }
+        ));
+    };
+    let (stats, _) = unpack_tar(compression.reader(reader)?, dest, true)?;
+    Ok(stats)
 }
 
-fn unpack_tar(tar: impl Read, dest: &Path) -> io::Result<UnpackStats> {
+/// Unpacks the archive `ADD` found (see [`archive_compression`]) into `dest`, an empty
+/// directory, as plain files: `.wh.` names are files like any other. Returns the
+/// directories the archive implies but does not list (relative paths), which `ADD
+/// --chown` leaves to root, as BuildKit does.
+pub fn unpack_archive(
+    reader: impl Read,
+    compression: Compression,
+    dest: &Path,
+) -> io::Result<Vec<PathBuf>> {
+    let (_, implied) = unpack_tar(compression.reader(reader)?, dest, false)?;
+    Ok(implied)
+}
+
+fn unpack_tar(
+    tar: impl Read,
+    dest: &Path,
+    whiteouts: bool,
+) -> io::Result<(UnpackStats, Vec<PathBuf>)> {
     let mut hashed = Hashing {
-        inner: tar,
+        inner: crate::tar_guard::TarGuard::new(tar),
         hasher: Sha256::new(),
         size: 0,
     };
@@ -126,6 +236,8 @@ fn unpack_tar(tar: impl Read, dest: &Path) -> io::Result<UnpackStats> {
         dest,
         dirs: HashMap::new(),
         room: crate::disk::free_space(dest)?,
+        whiteouts,
+        implied: std::collections::HashSet::new(),
     };
     let mut entries = 0;
     {
@@ -138,12 +250,19 @@ fn unpack_tar(tar: impl Read, dest: &Path) -> io::Result<UnpackStats> {
     }
     // The end-of-archive blocks and any padding are part of the diff_id too.
     io::copy(&mut hashed, &mut io::sink())?;
+    let mut implied: Vec<PathBuf> = unpacker
+        .implied
+        .iter()
+        .filter_map(|p| p.strip_prefix(dest).ok().map(Path::to_path_buf))
+        .collect();
+    implied.sort();
     unpacker.finish()?;
-    Ok(UnpackStats {
+    let stats = UnpackStats {
         diff_id: format!("sha256:{}", hex::encode(hashed.hasher.finalize())),
         size: hashed.size,
         entries,
-    })
+    };
+    Ok((stats, implied))
 }
 
 /// Hashes what is read through it.
@@ -181,6 +300,10 @@ struct Unpacker<'a> {
     /// unpacking began. A few kilobytes of compressed (or sparse) input can claim terabytes;
     /// such a layer is refused before it fills the disk.
     room: u64,
+    /// `.wh.` names are deletions (a layer), or plain files (an archive `ADD` unpacks).
+    whiteouts: bool,
+    /// Directories made for entries below them that the tar does not list itself.
+    implied: std::collections::HashSet<PathBuf>,
 }
 
 /// An error with what it was about in front.
@@ -235,7 +358,9 @@ impl Unpacker<'_> {
             return set_owner_and_xattrs(self.dest, &meta, None);
         };
         let last_bytes = last.as_bytes();
-        if let Some(hidden) = last_bytes.strip_prefix(b".wh.") {
+        if let Some(hidden) = last_bytes.strip_prefix(b".wh.")
+            && self.whiteouts
+        {
             let dir = self.dir(parents, true)?;
             if hidden == b".wh..opq" {
                 return set_opaque(&dir);
@@ -257,6 +382,7 @@ impl Unpacker<'_> {
         match kind {
             T::Directory => {
                 let meta = read_meta(entry)?;
+                self.implied.remove(&path);
                 match &existing {
                     Some(md) if md.is_dir() => {}
                     _ => {
@@ -334,9 +460,15 @@ impl Unpacker<'_> {
                 {
                     return Ok(());
                 }
+                let meta = read_meta(entry)?;
                 self.remove(&path, existing.as_ref())?;
                 // linkat without AT_SYMLINK_FOLLOW: a link to a symlink links the symlink.
                 fs::hard_link(&source, &path)?;
+                // The link's own header decides the inode's owner and mode, as Go's
+                // archive extraction (BuildKit, containerd) applies every header.
+                if !smd.file_type().is_symlink() {
+                    set_owner_and_xattrs(&path, &meta, None)?;
+                }
             }
             T::Char | T::Block | T::Fifo => {
                 let meta = read_meta(entry)?;
@@ -371,7 +503,7 @@ impl Unpacker<'_> {
 
     /// The directory `parts` under `dest`, every component checked to be a real directory
     /// (not a symlink); missing ones are created when `create`.
-    fn dir(&self, parts: &[&OsStr], create: bool) -> io::Result<PathBuf> {
+    fn dir(&mut self, parts: &[&OsStr], create: bool) -> io::Result<PathBuf> {
         let mut path = self.dest.to_path_buf();
         for (i, part) in parts.iter().enumerate() {
             path.push(part);
@@ -394,6 +526,7 @@ impl Unpacker<'_> {
                 Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
                     fs::create_dir(&path)?;
                     fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
+                    self.implied.insert(path.clone());
                 }
                 Err(e) => return Err(annotate(&shown(), e)),
             }
@@ -602,7 +735,13 @@ mod tests {
             .unwrap();
             b.append_data(&mut h, "dir/tool", &b"bytes"[..]).unwrap();
             raw(b, T::Symlink, "dir/link", Some("../etc/passwd"), b"");
-            raw(b, T::Link, "./hard", Some("dir/tool"), b"");
+            let mut h = tar::Header::new_ustar();
+            h.set_mode(0o600);
+            h.set_uid(7);
+            h.set_gid(7);
+            h.set_size(1);
+            b.append_data(&mut h, "dir/other", &b"o"[..]).unwrap();
+            raw(b, T::Link, "./hard", Some("dir/other"), b"");
             raw(b, T::Fifo, "fifo", None, b"");
             let mut h = tar::Header::new_ustar();
             h.set_entry_type(T::Char);
@@ -619,7 +758,7 @@ mod tests {
         let stats = unpack_layer(&tar[..], TAR, dir.path()).unwrap();
         assert_eq!(stats.diff_id, sha(&tar));
         assert_eq!(stats.size, tar.len() as u64);
-        assert_eq!(stats.entries, 6);
+        assert_eq!(stats.entries, 7);
 
         let d = dir.path().join("dir").symlink_metadata().unwrap();
         assert_eq!((d.mode() & 0o7777, d.uid(), d.gid()), (0o750, 1000, 1001));
@@ -645,9 +784,14 @@ mod tests {
             fs::read_link(dir.path().join("dir/link")).unwrap(),
             Path::new("../etc/passwd")
         );
+        // A hard link's own header decides its inode's mode and owner, as in Go's tar
+        // extraction.
+        let hard = dir.path().join("hard").symlink_metadata().unwrap();
+        let other = dir.path().join("dir/other").symlink_metadata().unwrap();
+        assert_eq!(hard.ino(), other.ino());
         assert_eq!(
-            dir.path().join("hard").symlink_metadata().unwrap().ino(),
-            f.ino()
+            (other.mode() & 0o7777, other.uid(), other.gid()),
+            (0o644, 0, 0)
         );
         let fifo = dir.path().join("fifo").symlink_metadata().unwrap();
         assert!(fifo.file_type().is_fifo());

@@ -66,6 +66,15 @@ pub fn user_id(root: &Path, user: &str) -> io::Result<(u32, Option<u32>)> {
 /// `user[:group]` as in `USER`: names looked up in the root filesystem; a user given alone
 /// gets its primary group and its supplementary groups from `/etc/group`.
 pub fn resolve(root: &Path, spec: &str) -> io::Result<User> {
+    let mut user = resolve_ids(root, spec)?;
+    // As BuildKit: the primary group is also a supplementary one, first.
+    if !user.additional_gids.contains(&user.gid) {
+        user.additional_gids.insert(0, user.gid);
+    }
+    Ok(user)
+}
+
+fn resolve_ids(root: &Path, spec: &str) -> io::Result<User> {
     if spec.is_empty() {
         return Ok(User::default());
     }
@@ -128,7 +137,7 @@ mod tests {
             User {
                 uid: 1000,
                 gid: 1001,
-                additional_gids: vec![10]
+                additional_gids: vec![1001, 10]
             }
         );
         assert_eq!(resolve(r, "app:wheel").unwrap().gid, 10);
@@ -138,7 +147,7 @@ mod tests {
             User {
                 uid: 5,
                 gid: 7,
-                additional_gids: vec![]
+                additional_gids: vec![7]
             }
         );
         let e = resolve(r, "nobody").unwrap_err().to_string();

@@ -403,7 +403,7 @@ impl Worker {
         let resolv = scratch.join("resolv.conf");
         let resolv_text = self
             .networks
-            .resolv_conf(&network)
+            .resolv_conf(op.network == pb::NetMode::Host as i32)
             .map_err(|e| invalid(e.to_string()))?;
         fs::write(&resolv, resolv_text)?;
         exec_mounts.push(ExecMount {
@@ -420,11 +420,11 @@ impl Worker {
                 readonly: true,
             },
         });
-        let stubs: Vec<String> = ["/proc", "/dev", "/sys"]
+        // As BuildKit's stub cleaner: only the mount points of the step's own mounts.
+        // `/proc`, `/dev` and `/sys`, made in a base that lacks them, stay in the layer.
+        let stubs: Vec<String> = exec_mounts
             .iter()
-            .map(|s| s.to_string())
-            .chain(exec_mounts.iter().map(|m| m.dest.clone()))
-            .filter_map(|d| first_missing(&rootfs, &d))
+            .filter_map(|m| first_missing(&rootfs, &m.dest))
             .collect();
 
         let user = users::resolve(&rootfs, &meta.user).map_err(|e| invalid(e.to_string()))?;
@@ -433,18 +433,15 @@ impl Worker {
         } else {
             meta.cwd.clone()
         };
-        let cwd_host = rootpath::resolve(&rootfs, &cwd, true)?;
-        // Nothing under /proc, however it is named (a symlink in the image included):
-        // `/proc/self/fd/N` would start the step in a directory of the runtime's
-        // (CVE-2024-21626), whatever the installed runc.
-        if cwd_host
-            .strip_prefix(&rootfs)
-            .is_ok_and(|p| p.starts_with("proc"))
-        {
+        // Nothing under /proc, however it is named (a symlink in the image or in a mount,
+        // `/dev/fd`): `/proc/self/fd/N` would start the step in a directory of the
+        // runtime's (CVE-2024-21626), whatever the installed runc.
+        if container_path(&rootfs, &exec_mounts, &cwd).is_none_or(|p| p.starts_with("/proc")) {
             return Err(invalid(format!(
                 "the working directory {cwd} is under /proc, which a step may not start in"
             )));
         }
+        let cwd_host = rootpath::resolve(&rootfs, &cwd, true)?;
         // A missing working directory is created and stays, as BuildKit's executor does.
         if !cwd_host.exists() {
             fs::create_dir_all(&cwd_host)?;
@@ -537,6 +534,10 @@ impl Worker {
         for (out, base, layer) in writable {
             if out < 0 {
                 continue;
+            }
+            if !self.snapshots.is_native() {
+                let lower = self.snapshots.mount(&base, None)?;
+                crate::snapshot::trim_unchanged(&layer.dir(), lower.path());
             }
             let layer = layer.commit(&ids(out as usize), &LayerMeta::now())?;
             let mut snap = base;
@@ -742,6 +743,10 @@ impl Worker {
                 )));
             };
             mnt.finish()?;
+            if !self.snapshots.is_native() {
+                let lower = self.snapshots.mount(&base, None)?;
+                crate::snapshot::trim_unchanged(&layer.dir(), lower.path());
+            }
             let layer = layer.commit(&ids(out), &LayerMeta::now())?;
             let mut snap = base;
             snap.layers.push(layer);
@@ -793,6 +798,79 @@ pub(crate) fn chown_mode(path: &Path, uid: u32, gid: u32, mode: u32) -> io::Resu
         path,
         fs::Permissions::from_mode(if mode == 0 { 0o400 } else { mode }),
     )
+}
+
+/// Where `path` leads in the running container: symlinks followed as the step would see
+/// them, in the root filesystem and in the step's mounts (an absolute link starts again
+/// at the container's root), and `/dev/fd` and `/dev/std*` as the links into `/proc` runc
+/// makes. `None` when it loops.
+fn container_path(rootfs: &Path, mounts: &[ExecMount], path: &str) -> Option<String> {
+    // The host directory a container path is in: the deepest mount holding it.
+    let host = |logical: &str| -> Option<PathBuf> {
+        let mut best: Option<(&str, Option<&Path>)> = Some(("/", Some(rootfs)));
+        for m in mounts {
+            let dest = m.dest.trim_end_matches('/');
+            let under = logical == dest || logical.starts_with(&format!("{dest}/"));
+            if under && best.is_none_or(|(d, _)| dest.len() > d.len()) {
+                let source = match &m.kind {
+                    MountKind::Bind { source, .. } => Some(source.as_path()),
+                    MountKind::Tmpfs { .. } => None,
+                };
+                best = Some((dest, source));
+            }
+        }
+        let (dest, source) = best?;
+        let rest = logical[dest.len()..].trim_start_matches('/');
+        source.map(|s| {
+            if rest.is_empty() {
+                s.to_path_buf()
+            } else {
+                s.join(rest)
+            }
+        })
+    };
+    let mut pending: Vec<String> = rootpath::clean(path)
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .rev()
+        .map(str::to_string)
+        .collect();
+    let mut stack: Vec<String> = Vec::new();
+    let mut links = 0;
+    while let Some(name) = pending.pop() {
+        if name == ".." {
+            stack.pop();
+            continue;
+        }
+        stack.push(name);
+        let logical = format!("/{}", stack.join("/"));
+        let target = match logical.as_str() {
+            "/dev/fd" => Some(PathBuf::from("/proc/self/fd")),
+            "/dev/stdin" | "/dev/stdout" | "/dev/stderr" => Some(PathBuf::from("/proc/self/fd/0")),
+            _ if logical.starts_with("/proc") => return Some(logical),
+            _ => host(&logical).and_then(|h| fs::read_link(h).ok()),
+        };
+        if let Some(target) = target {
+            links += 1;
+            if links > 40 {
+                return None;
+            }
+            stack.pop();
+            if target.is_absolute() {
+                stack.clear();
+            }
+            let more: Vec<String> = target
+                .components()
+                .filter_map(|c| match c {
+                    std::path::Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+                    std::path::Component::ParentDir => Some("..".into()),
+                    _ => None,
+                })
+                .collect();
+            pending.extend(more.into_iter().rev());
+        }
+    }
+    Some(format!("/{}", stack.join("/")))
 }
 
 /// Whether the kernel enforces AppArmor.
@@ -909,4 +987,36 @@ pub struct CacheMountUsage {
     pub last_used: i64,
     /// How many steps used it.
     pub usage_count: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn working_directories_resolve_as_the_container_sees_them() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let rootfs = root.path();
+        fs::create_dir_all(rootfs.join("usr/src")).unwrap();
+        std::os::unix::fs::symlink("/usr/src", rootfs.join("src")).unwrap();
+        std::os::unix::fs::symlink("/proc/self/fd/7", rootfs.join("leak")).unwrap();
+        std::os::unix::fs::symlink("/proc/self/fd", cache.path().join("fds")).unwrap();
+        let mounts = vec![ExecMount {
+            dest: "/c".into(),
+            kind: MountKind::Bind {
+                source: cache.path().to_path_buf(),
+                readonly: false,
+            },
+        }];
+        let at = |p: &str| container_path(rootfs, &mounts, p);
+        assert_eq!(at("/src/app").as_deref(), Some("/usr/src/app"));
+        assert_eq!(at("/a/../b").as_deref(), Some("/b"));
+        assert!(at("/leak").unwrap().starts_with("/proc"));
+        assert!(at("/dev/fd/7").unwrap().starts_with("/proc"));
+        assert!(at("/c/fds/7").unwrap().starts_with("/proc"));
+        assert!(at("/proc/../proc/self").unwrap().starts_with("/proc"));
+        std::os::unix::fs::symlink("loop", rootfs.join("loop")).unwrap();
+        assert_eq!(at("/loop"), None);
+    }
 }

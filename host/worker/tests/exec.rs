@@ -97,10 +97,9 @@ fn exec_writes_a_layer_on_top_and_reports_failures(kind: Kind) {
     assert!(buildwit_worker::snapshot::is_whiteout(
         &top.join("etc/gone").symlink_metadata().unwrap()
     ));
-    assert!(
-        !top.join("proc").exists() && !top.join("etc/hosts").exists(),
-        "no mount stubs"
-    );
+    assert!(!top.join("etc/hosts").exists(), "no mount stubs");
+    // As BuildKit: the /proc the runtime made in a base without one stays.
+    assert!(top.join("proc").is_dir());
     let m = worker.snapshots.mount(snap, None).unwrap();
     assert!(!m.path().join("etc/gone").exists());
     drop(m);

@@ -204,9 +204,11 @@ impl Networks {
         }
     }
 
-    /// The resolv.conf of a step.
-    pub fn resolv_conf(&self, network: &StepNetwork) -> Result<String, NetworkError> {
-        resolv::resolv_conf(&self.dns, network.is_host(), |p| {
+    /// The resolv.conf of a step; `host_mode`: the step asked for the host's network
+    /// (`--network=host`). As in BuildKit, a step with the default network drops loopback
+    /// resolvers even where the default is the host's network.
+    pub fn resolv_conf(&self, host_mode: bool) -> Result<String, NetworkError> {
+        resolv::resolv_conf(&self.dns, host_mode, |p| {
             std::fs::read_to_string(p).unwrap_or_default()
         })
         .map_err(NetworkError)
@@ -360,8 +362,17 @@ impl Pool {
                     ],
                     ifname: "eth0".into(),
                 };
+                // Ours to remove when closing: made by this process, or by a buildwit on
+                // this root that was killed (its mark is left in the namespace directory).
+                let mark = dir.join(format!("bridge.{bridge}"));
                 let existed = Path::new("/sys/class/net").join(&bridge).exists();
-                (vec![list], (!existed).then_some(bridge))
+                let ours = !existed || mark.exists();
+                if ours {
+                    std::fs::create_dir_all(&dir)
+                        .and_then(|()| std::fs::write(&mark, b""))
+                        .map_err(|e| err(format!("{}: {e}", dir.display())))?;
+                }
+                (vec![list], ours.then_some(bridge))
             }
             Mode::Host => unreachable!("host mode has no pool"),
         };
@@ -588,6 +599,9 @@ impl Pool {
                 Err(e) => tracing::warn!("failed to remove bridge {bridge:?}: {e}"),
             }
             remove_bridge_rules(bridge);
+        }
+        if let Some(bridge) = &self.bridge {
+            let _ = std::fs::remove_file(self.dir.join(format!("bridge.{bridge}")));
         }
     }
 }
