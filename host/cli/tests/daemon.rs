@@ -5,104 +5,10 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Build, Setup, text};
-
-/// A buildwitd started by a test, stopped (SIGTERM) when dropped.
-struct Daemon {
-    child: Option<Child>,
-    addr: String,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(config: &Path, root: &Path, addr: &str, log: PathBuf) -> Daemon {
-        let child = Command::new(env!("CARGO_BIN_EXE_buildwitd"))
-            .arg("--config")
-            .arg(config)
-            .arg("--root")
-            .arg(root)
-            .args(["--addr", addr, "--debug"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let d = Daemon {
-            child: Some(child),
-            addr: addr.to_string(),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !d.log().contains("listening on") {
-            assert!(
-                Instant::now() < deadline,
-                "buildwitd did not start:\n{}",
-                d.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        d
-    }
-
-    fn unix(s: &Setup, name: &str) -> Daemon {
-        let sock = s.dir.path().join(format!("{name}.sock"));
-        Daemon::start(
-            &s.config,
-            &s.root,
-            &format!("unix://{}", sock.display()),
-            s.dir.path().join(format!("{name}.log")),
-        )
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `buildwit --addr … ARGS`.
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_buildwit"))
-            .args(["--addr", &self.addr])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn build(&self, ctx: &Path, extra: &[&str]) -> Build {
-        let mut args = vec!["build", ctx.to_str().unwrap(), "--progress=rawjson"];
-        args.extend_from_slice(extra);
-        Build::new(self.cli(&args))
-    }
-
-    /// SIGTERM, and the exit status.
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "buildwitd did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+use support::{Build, Daemon, text};
 
 /// The `received=N` of the daemon's last finished build: content bytes the client sent.
 fn last_received(log: &str) -> u64 {
@@ -1007,8 +913,15 @@ fn a_symlink_out_of_the_context_tells_nothing_of_the_daemon_host() {
         std::os::unix::fs::symlink(&target, ctx.join("Dockerfile")).unwrap();
         let out = d.cli(&["build", ctx.to_str().unwrap()]);
         assert!(!out.status.success());
-        errors.push(text(&out.stderr).replace("probe-0", "probe-N").replace("probe-1", "probe-N"));
+        errors.push(
+            text(&out.stderr)
+                .replace("probe-0", "probe-N")
+                .replace("probe-1", "probe-N"),
+        );
     }
-    assert_eq!(errors[0], errors[1], "the two errors tell the targets apart");
+    assert_eq!(
+        errors[0], errors[1],
+        "the two errors tell the targets apart"
+    );
     assert!(!errors[0].contains("FROM scratch"), "{}", errors[0]);
 }

@@ -8,11 +8,11 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use support::{Build, Setup, text};
+use support::{Build, Daemon, Setup, text};
 
 /// Bridge-mode sections run one at a time: they share iptables and the CNI IPAM store.
 static BRIDGE: Mutex<()> = Mutex::new(());
@@ -75,76 +75,17 @@ fn build_with(s: &Setup, config: &Path, ctx: &Path, extra: &[&str]) -> Build {
     Build::new(out)
 }
 
-/// buildwitd on a unix socket; [`Daemon::stop`] stops it and checks its exit, and a test
-/// that fails before that still kills it.
-struct Daemon {
-    child: Child,
-    addr: String,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Daemon {
-    fn start(s: &Setup, config: &Path, name: &str) -> Daemon {
-        let log = s.dir.path().join(format!("{name}.log"));
-        let addr = format!(
+/// buildwitd with `config`, a root and a socket of its own named `name`.
+fn daemon(s: &Setup, config: &Path, name: &str) -> Daemon {
+    Daemon::start(
+        config,
+        &s.dir.path().join(format!("{name}-root")),
+        &format!(
             "unix://{}",
             s.dir.path().join(format!("{name}.sock")).display()
-        );
-        let child = Command::new(env!("CARGO_BIN_EXE_buildwitd"))
-            .arg("--config")
-            .arg(config)
-            .arg("--root")
-            .arg(s.dir.path().join(format!("{name}-root")))
-            .args(["--addr", &addr])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let d = Daemon { child, addr, log };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !d.log().contains("listening on") {
-            assert!(
-                Instant::now() < deadline,
-                "buildwitd did not start:\n{}",
-                d.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        d
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn build(&self, ctx: &Path, extra: &[&str]) -> Build {
-        let out = Command::new(env!("CARGO_BIN_EXE_buildwit"))
-            .args(["--addr", &self.addr, "build"])
-            .arg(ctx)
-            .arg("--progress=rawjson")
-            .args(extra)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        Build::new(out)
-    }
-
-    fn stop(mut self) {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "{}", self.log());
-    }
+        ),
+        s.dir.path().join(format!("{name}.log")),
+    )
 }
 
 fn interface_exists(name: &str) -> bool {
@@ -224,7 +165,7 @@ fn steps_reach_the_network_as_their_mode_says() {
             "[worker.oci]\nnetworkMode = \"bridge\"\ncniPoolSize = 2\nbridgeName = \"{bridge}\"\nbridgeSubnet = \"{subnet}\"\n"
         ),
     );
-    let d = Daemon::start(&s, &config, "bridge");
+    let mut d = daemon(&s, &config, "bridge");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !interface_exists(bridge) {
         assert!(Instant::now() < deadline, "no bridge:\n{}", d.log());
@@ -259,7 +200,7 @@ fn steps_reach_the_network_as_their_mode_says() {
         .filter(|e| e.path().extension().is_none())
         .count();
     assert!(pooled >= 2, "{pooled} namespaces in the pool");
-    d.stop();
+    assert!(d.stop().success(), "{}", d.log());
     assert_bridge_cleaned(bridge, "10.213.", &s.dir.path().join("bridge-root"));
 }
 
@@ -480,8 +421,8 @@ fn apt_get_installs_on_a_debian_base_in_every_mode() {
         assert_bridge_cleaned(bridge, "10.214.", &s.root);
     }
     // Through buildwitd, in the default mode.
-    let d = Daemon::start(&s, &s.config, "apt-daemon");
+    let mut d = daemon(&s, &s.config, "apt-daemon");
     let b = d.build(&ctx, &[]).ok();
     assert!(curl(&b), "{:?}", b.logs);
-    d.stop();
+    assert!(d.stop().success(), "{}", d.log());
 }

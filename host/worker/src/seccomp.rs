@@ -407,23 +407,8 @@ mod tests {
 
     use super::*;
 
-    /// A build step's capabilities without `security.insecure` (Docker's defaults).
-    const STEP_CAPS: &[&str] = &[
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FSETID",
-        "CAP_FOWNER",
-        "CAP_MKNOD",
-        "CAP_NET_RAW",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETFCAP",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_SYS_CHROOT",
-        "CAP_KILL",
-        "CAP_AUDIT_WRITE",
-    ];
+    /// A build step's capabilities without `security.insecure`.
+    const STEP_CAPS: &[&str] = crate::exec::DEFAULT_CAPS;
 
     fn caps(extra: &[&str]) -> Vec<String> {
         STEP_CAPS

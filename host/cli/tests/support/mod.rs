@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 #[path = "../../../registry/tests/common/mod.rs"]
 pub mod common;
@@ -329,6 +330,101 @@ impl Build {
 
     pub fn ran_any(&self, needle: &str) -> bool {
         self.ran.iter().any(|n| n.contains(needle))
+    }
+}
+
+/// A buildwitd started by a test, stopped (SIGTERM) when dropped.
+pub struct Daemon {
+    child: Option<std::process::Child>,
+    /// Its address, for `--addr`.
+    pub addr: String,
+    log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(config: &Path, root: &Path, addr: &str, log: PathBuf) -> Daemon {
+        let child = Command::new(env!("CARGO_BIN_EXE_buildwitd"))
+            .arg("--config")
+            .arg(config)
+            .arg("--root")
+            .arg(root)
+            .args(["--addr", addr, "--debug"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            child: Some(child),
+            addr: addr.to_string(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !d.log().contains("listening on") {
+            assert!(
+                Instant::now() < deadline,
+                "buildwitd did not start:\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    pub fn unix(s: &Setup, name: &str) -> Daemon {
+        let sock = s.dir.path().join(format!("{name}.sock"));
+        Daemon::start(
+            &s.config,
+            &s.root,
+            &format!("unix://{}", sock.display()),
+            s.dir.path().join(format!("{name}.log")),
+        )
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `buildwit --addr … ARGS`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_buildwit"))
+            .args(["--addr", &self.addr])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    pub fn build(&self, ctx: &Path, extra: &[&str]) -> Build {
+        let mut args = vec!["build", ctx.to_str().unwrap(), "--progress=rawjson"];
+        args.extend_from_slice(extra);
+        Build::new(self.cli(&args))
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "buildwitd did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
