@@ -8,7 +8,7 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -57,22 +57,6 @@ fn write_config(s: &Setup, name: &str, extra: &str) -> std::path::PathBuf {
     let path = s.dir.path().join(format!("{name}.toml"));
     std::fs::write(&path, format!("{extra}\n{base}")).unwrap();
     path
-}
-
-fn build_with(s: &Setup, config: &Path, ctx: &Path, extra: &[&str]) -> Build {
-    let out = Command::new(env!("CARGO_BIN_EXE_buildwit"))
-        .arg("--config")
-        .arg(config)
-        .arg("--root")
-        .arg(&s.root)
-        .arg("build")
-        .arg(ctx)
-        .arg("--progress=rawjson")
-        .args(extra)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Build::new(out)
 }
 
 /// buildwitd with `config`, a root and a socket of its own named `name`.
@@ -235,7 +219,7 @@ fn host_networking_needs_both_grants() {
         } else {
             &[]
         };
-        let b = build_with(&s, config, &ctx, extra);
+        let b = s.build_with(config, &ctx, extra);
         let stderr = text(&b.out.stderr);
         match expect {
             Ok(line) => {
@@ -270,20 +254,20 @@ fn dns_hosts_and_proxies_reach_the_step_as_in_buildkit() {
     );
     let out = s.dir.path().join("out");
     let dest = format!("type=local,dest={}", out.display());
-    let b = build_with(
-        &s,
-        &config,
-        &ctx,
-        &[
-            "--opt",
-            "add-hosts=myhost=10.99.99.80",
-            "--build-arg",
-            "HTTP_PROXY=http://proxy-one:3128",
-            "-o",
-            &dest,
-        ],
-    )
-    .ok();
+    let b = s
+        .build_with(
+            &config,
+            &ctx,
+            &[
+                "--opt",
+                "add-hosts=myhost=10.99.99.80",
+                "--build-arg",
+                "HTTP_PROXY=http://proxy-one:3128",
+                "-o",
+                &dest,
+            ],
+        )
+        .ok();
     let logs = b.logs.join("\n");
     assert!(
         logs.contains("nameserver 10.99.99.53\nsearch buildwit.test\noptions ndots:1"),
@@ -301,27 +285,29 @@ fn dns_hosts_and_proxies_reach_the_step_as_in_buildkit() {
     // Neither file reaches the result.
     assert!(!out.join("etc/resolv.conf").exists() && !out.join("etc/hosts").exists());
     // Another proxy or another address of the same host: still cached, as in BuildKit.
-    let b = build_with(
-        &s,
-        &config,
-        &ctx,
-        &[
-            "--opt",
-            "add-hosts=myhost=10.99.99.81",
-            "--build-arg",
-            "HTTP_PROXY=http://proxy-two:3128",
-            "-o",
-            &dest,
-        ],
-    )
-    .ok();
+    let b = s
+        .build_with(
+            &config,
+            &ctx,
+            &[
+                "--opt",
+                "add-hosts=myhost=10.99.99.81",
+                "--build-arg",
+                "HTTP_PROXY=http://proxy-two:3128",
+                "-o",
+                &dest,
+            ],
+        )
+        .ok();
     assert!(b.ran.iter().all(|r| !r.contains("RUN")), "{:?}", b.ran);
     assert_eq!(
         std::fs::read_to_string(out.join("proxy.txt")).unwrap(),
         "proxy=http://proxy-one:3128 lower=http://proxy-one:3128\n"
     );
     // Another host name is another step.
-    let b = build_with(&s, &config, &ctx, &["--opt", "add-hosts=other=10.99.99.81"]).ok();
+    let b = s
+        .build_with(&config, &ctx, &["--opt", "add-hosts=other=10.99.99.81"])
+        .ok();
     assert!(b.ran.iter().any(|r| r.contains("RUN cat")), "{:?}", b.ran);
 }
 
@@ -359,11 +345,11 @@ fn a_broken_network_config_fails_clearly_and_none_still_works() {
         ),
     ] {
         let config = write_config(&s, name, &format!("[worker.oci]\n{settings}\n"));
-        let b = build_with(&s, &config, &ctx, &[]);
+        let b = s.build_with(&config, &ctx, &[]);
         assert!(!b.out.status.success());
         let stderr = text(&b.out.stderr);
         assert!(stderr.contains(message), "{name}: {stderr}");
-        build_with(&s, &config, &none, &[]).ok();
+        s.build_with(&config, &none, &[]).ok();
     }
 }
 
@@ -406,7 +392,7 @@ fn apt_get_installs_on_a_debian_base_in_every_mode() {
                 ),
             )],
         );
-        let b = build_with(&s, &config, &ctx, &[]).ok();
+        let b = s.build_with(&config, &ctx, &[]).ok();
         assert!(curl(&b), "{:?}", b.logs);
         assert!(
             b.ran.iter().any(|r| r.contains("apt-get update")),

@@ -259,9 +259,14 @@ impl Setup {
     }
 
     pub fn build(&self, ctx: &Path, extra: &[&str]) -> Build {
+        self.build_with(&self.config, ctx, extra)
+    }
+
+    /// [`Setup::build`] with another config.
+    pub fn build_with(&self, config: &Path, ctx: &Path, extra: &[&str]) -> Build {
         let out = Command::new(env!("CARGO_BIN_EXE_buildwit"))
             .arg("--config")
-            .arg(&self.config)
+            .arg(config)
             .arg("--root")
             .arg(&self.root)
             .arg("build")
