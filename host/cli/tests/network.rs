@@ -412,3 +412,50 @@ fn apt_get_installs_on_a_debian_base_in_every_mode() {
     assert!(curl(&b), "{:?}", b.logs);
     assert!(d.stop().success(), "{}", d.log());
 }
+
+#[test]
+fn cni_mode_runs_the_plugins_of_its_config() {
+    let s = support::setup();
+    let _one = BRIDGE.lock().unwrap_or_else(|e| e.into_inner());
+    let (bridge, prefix) = ("bwtest2", "10.216.");
+    let conflist = s.dir.path().join("net.conflist");
+    std::fs::write(
+        &conflist,
+        format!(
+            r#"{{"cniVersion": "1.0.0", "name": "bwtest", "plugins": [
+                {{"type": "bridge", "bridge": "{bridge}", "isGateway": true, "ipMasq": true,
+                  "ipam": {{"type": "host-local", "ranges": [[{{"subnet": "10.216.0.0/16"}}]]}}}}]}}"#
+        ),
+    )
+    .unwrap();
+    let config = write_config(
+        &s,
+        "cni",
+        &format!(
+            "[worker.oci]\nnetworkMode = \"cni\"\ncniConfigPath = \"{}\"\ncniBinaryPath = \"/usr/lib/cni\"\n",
+            conflist.display()
+        ),
+    );
+    let ctx = s.context(
+        "cni",
+        &[(
+            "Dockerfile",
+            "FROM BASE\nRUN busybox ls /sys/class/net && busybox ip -4 addr show eth1\n",
+        )],
+    );
+    let b = s.build_with(&config, &ctx, &[]).ok();
+    let logs = b.logs.join("\n");
+    // go-cni's loopback network, then the list's on eth1 (eth0 for a single plugin).
+    assert!(
+        logs.contains("lo\n") || b.logs.iter().any(|l| l == "lo"),
+        "{logs}"
+    );
+    assert!(logs.contains(&format!("inet {prefix}")), "{logs}");
+    // Each namespace was released: its NAT rules and its file are gone. The bridge is the
+    // configuration's (BuildKit leaves it too): the test removes it.
+    let nat = iptables("nat");
+    assert!(!nat.contains(prefix), "{nat}");
+    let left = std::fs::read_dir(s.root.join("net/cni")).map_or(0, |d| d.count());
+    assert_eq!(left, 0);
+    let _ = Command::new("ip").args(["link", "delete", bridge]).status();
+}
