@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use buildwit_llb::pb;
 
 use crate::content::ContentStore;
-use crate::exec::{DEFAULT_PATH, ExecMount, MountKind, NetworkNamespace, Process, Runner};
+use crate::exec::{DEFAULT_PATH, ExecMount, MountKind, Process, Runner};
 use crate::local::{LocalSource, LocalTree, Locals};
 use crate::snapshot::{LayerBuilder, LayerMeta, Mounted, Snapshot, Snapshotter};
 use crate::{fileops, rootpath, users};
@@ -482,13 +482,7 @@ impl Worker {
                 .iter()
                 .map(|u| (u.name.clone(), u.soft, u.hard))
                 .collect(),
-            network: match &network {
-                crate::network::StepNetwork::Host => NetworkNamespace::Host,
-                crate::network::StepNetwork::Loopback => NetworkNamespace::New,
-                crate::network::StepNetwork::Namespace(_) => NetworkNamespace::Join(
-                    network.path().map(Path::to_path_buf).unwrap_or_default(),
-                ),
-            },
+            network: network.namespace(),
             insecure,
             readonly_root,
             apparmor_profile: self.options.apparmor_profile.clone(),
@@ -535,10 +529,7 @@ impl Worker {
             if out < 0 {
                 continue;
             }
-            if !self.snapshots.is_native() {
-                let lower = self.snapshots.mount(&base, None)?;
-                crate::snapshot::trim_unchanged(&layer.dir(), lower.path());
-            }
+            self.trim(&layer, &base)?;
             let layer = layer.commit(&ids(out as usize), &LayerMeta::now())?;
             let mut snap = base;
             snap.layers.push(layer);
@@ -743,16 +734,23 @@ impl Worker {
                 )));
             };
             mnt.finish()?;
-            if !self.snapshots.is_native() {
-                let lower = self.snapshots.mount(&base, None)?;
-                crate::snapshot::trim_unchanged(&layer.dir(), lower.path());
-            }
+            self.trim(&layer, &base)?;
             let layer = layer.commit(&ids(out), &LayerMeta::now())?;
             let mut snap = base;
             snap.layers.push(layer);
             result[out] = snap;
         }
         Ok(result)
+    }
+
+    /// Drop from a new layer on `base` what it holds unchanged (see
+    /// [`crate::snapshot::trim_unchanged`]); the native snapshotter writes only changes.
+    fn trim(&self, layer: &LayerBuilder, base: &Snapshot) -> io::Result<()> {
+        if !self.snapshots.is_native() {
+            let lower = self.snapshots.mount(base, None)?;
+            crate::snapshot::trim_unchanged(&layer.dir(), lower.path());
+        }
+        Ok(())
     }
 
     /// Merge: the inputs' layers stacked in order.

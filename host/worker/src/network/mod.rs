@@ -149,11 +149,15 @@ impl StepNetwork {
         matches!(self, StepNetwork::Host)
     }
 
-    /// The namespace to join, if prepared.
-    pub fn path(&self) -> Option<&Path> {
+    /// The network namespace runc gives the step.
+    pub fn namespace(&self) -> crate::exec::NetworkNamespace {
+        use crate::exec::NetworkNamespace as N;
         match self {
-            StepNetwork::Namespace(l) => l.ns.as_ref().map(|n| n.path.as_path()),
-            _ => None,
+            StepNetwork::Host => N::Host,
+            StepNetwork::Loopback => N::New,
+            StepNetwork::Namespace(l) => {
+                N::Join(l.ns.as_ref().map(|n| n.path.clone()).unwrap_or_default())
+            }
         }
     }
 }
