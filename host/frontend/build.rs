@@ -44,6 +44,7 @@ fn main() {
         "cargo:rustc-env=BUILDWIT_FRONTENDS_DIR={}",
         out_dir.display()
     );
+    ensure_wasm_target();
     let guest_target = target.join("wasm-guests");
     fs::create_dir_all(&out_dir).unwrap();
     let mut feature_sets: Vec<&str> = GUESTS.iter().map(|g| g.1).collect();
@@ -73,6 +74,45 @@ fn main() {
             );
         }
     }
+}
+
+/// The guests need the standard library of `wasm32-unknown-unknown`. rustup (1.28 and
+/// later) no longer adds `rust-toolchain.toml`'s targets to a toolchain already installed,
+/// so add it here when rustup is there, or stop with the command to run.
+fn ensure_wasm_target() {
+    const TARGET: &str = "wasm32-unknown-unknown";
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let libdir = Command::new(&rustc)
+        .args(["--print", "target-libdir", "--target", TARGET])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let installed = |dir: &Option<PathBuf>| {
+        dir.as_ref()
+            .and_then(|d| fs::read_dir(d).ok())
+            .is_some_and(|mut entries| {
+                entries.any(|e| {
+                    e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libstd-"))
+                })
+            })
+    };
+    if installed(&libdir) {
+        return;
+    }
+    let mut rustup = Command::new("rustup");
+    rustup.args(["target", "add", TARGET]);
+    if let Ok(toolchain) = env::var("RUSTUP_TOOLCHAIN") {
+        rustup.args(["--toolchain", &toolchain]);
+    }
+    eprintln!("the Rust target {TARGET} is missing: running rustup target add {TARGET}");
+    if rustup.status().is_ok_and(|s| s.success()) && installed(&libdir) {
+        return;
+    }
+    eprintln!(
+        "error: the Rust target {TARGET} is not installed; run `rustup target add {TARGET}` (with rustup) and build again"
+    );
+    std::process::exit(1);
 }
 
 /// Build guest packages for wasm32-unknown-unknown with the `guest` profile.

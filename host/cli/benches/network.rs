@@ -170,7 +170,7 @@ fn per_step(d: &Daemon, (one, many): &(PathBuf, PathBuf), round: &mut usize) -> 
 }
 
 fn peers() -> Option<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/peers/install.sh");
+    let script = Path::new(env!("BUILDWIT_SHARED_DIR")).join("peers/install.sh");
     let out = Command::new("bash").arg(script).output().ok()?;
     out.status
         .success()
