@@ -218,6 +218,10 @@ fn dot_has_a_node_per_op_and_an_edge_per_input() {
     ));
 }
 
+#[cfg_attr(
+    no_shared,
+    ignore = "needs ../shared (set BUILDWIT_SHARED to its path), absent from this checkout"
+)]
 #[test]
 fn from_scratch_empty_stage_is_a_0_byte_definition() {
     let case = corpus().join("from-scratch-empty-stage");
