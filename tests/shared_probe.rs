@@ -16,7 +16,10 @@ pub fn probe(needs: &[&str]) {
         .map(PathBuf::from)
         .unwrap_or_else(|| manifest.join("../../../shared"));
     println!("cargo::rustc-env=BUILDWIT_SHARED_DIR={}", shared.display());
-    let missing = needs.iter().filter(|need| !shared.join(need).exists()).count();
+    let missing = needs
+        .iter()
+        .filter(|need| !shared.join(need).exists())
+        .count();
     if missing > 0 {
         // A missing path is not watched (cargo would rerun this on every build): a folder
         // added later is seen once `BUILDWIT_SHARED` names it.

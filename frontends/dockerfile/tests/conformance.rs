@@ -27,7 +27,7 @@ const KNOWN_DIFFERENT: &[(&str, &str)] = &[];
 fn corpus() -> PathBuf {
     PathBuf::from(concat!(
         env!("BUILDWIT_SHARED_DIR"),
-    "/conformance/dockerfile"
+        "/conformance/dockerfile"
     ))
 }
 

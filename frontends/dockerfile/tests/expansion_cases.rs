@@ -9,10 +9,7 @@ use buildwit_dockerfile::json::{Value, decode_exact};
 use buildwit_dockerfile::parser::parse;
 use buildwit_dockerfile::shell::Lexer;
 
-const CORPUS: &str = concat!(
-    env!("BUILDWIT_SHARED_DIR"),
-    "/conformance/dockerfile"
-);
+const CORPUS: &str = concat!(env!("BUILDWIT_SHARED_DIR"), "/conformance/dockerfile");
 
 fn member<'a>(v: &'a Value, k: &str) -> Option<&'a Value> {
     match v {

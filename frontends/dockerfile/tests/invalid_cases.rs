@@ -9,10 +9,7 @@ use buildwit_dockerfile::instructions::{Instruction, no_expand, parse_stages};
 use buildwit_dockerfile::parser::parse;
 use buildwit_dockerfile::shell::{EmptyEnv, Lexer};
 
-const CORPUS: &str = concat!(
-    env!("BUILDWIT_SHARED_DIR"),
-    "/conformance/dockerfile"
-);
+const CORPUS: &str = concat!(env!("BUILDWIT_SHARED_DIR"), "/conformance/dockerfile");
 
 /// Invalid cases whose error this crate produces (parser, instructions, mounts, expansion).
 const PARSE_LEVEL: &[&str] = &[

@@ -4,10 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-const CORPUS: &str = concat!(
-    env!("BUILDWIT_SHARED_DIR"),
-    "/conformance/parser"
-);
+const CORPUS: &str = concat!(env!("BUILDWIT_SHARED_DIR"), "/conformance/parser");
 
 fn case_dirs(sub: &str) -> Vec<std::path::PathBuf> {
     let mut dirs: Vec<_> = fs::read_dir(Path::new(CORPUS).join(sub))

@@ -1,6 +1,7 @@
 //! `buildwit`: the command line client.
 
 mod backend;
+mod buildx;
 mod cache;
 mod history;
 mod progress;
@@ -163,6 +164,8 @@ struct BuildArgs {
     /// warning.
     #[arg(long = "import-cache", alias = "cache-from", value_name = "SPEC")]
     cache_from: Vec<String>,
+    #[command(flatten)]
+    buildx: buildx::BuildxFlags,
 }
 
 #[derive(Subcommand)]
@@ -434,11 +437,22 @@ fn build(backend: impl FnOnce() -> Result<Backend>, args: &BuildArgs) -> Result<
     if let Some(p) = &args.platform {
         options.push(("platform".into(), p.clone()));
     }
+    let buildx = args.buildx.request()?;
+    options.extend(buildx.options);
+    for (name, dir) in buildx.locals {
+        locals.insert(name, dir);
+    }
     for kv in &args.opts {
         options.push(key_value(kv)?);
     }
-    if let Some(call) = &args.call {
-        let request = match call.as_str() {
+    let call = match (&args.call, args.buildx.check) {
+        (Some(call), false) => Some(call.as_str()),
+        (None, true) => Some("check"),
+        (None, false) => None,
+        (Some(_), true) => bail!("--check is --call check: give one of them"),
+    };
+    if let Some(call) = call {
+        let request = match call {
             "targets" => "frontend.targets",
             "outline" => "frontend.outline",
             "check" | "lint" => "frontend.lint",
@@ -449,7 +463,10 @@ fn build(backend: impl FnOnce() -> Result<Backend>, args: &BuildArgs) -> Result<
     }
 
     let outputs = parse_outputs(args)?;
-    let mode = progress::Mode::parse(&args.progress)?;
+    let mode = match args.buildx.quiet {
+        true => progress::Mode::Quiet,
+        false => progress::Mode::parse(&args.progress)?,
+    };
     let quiet = mode == progress::Mode::Quiet;
     let secrets = parse_secrets(&args.secrets)?;
     let ssh = parse_ssh(&args.ssh)?;
@@ -459,6 +476,7 @@ fn build(backend: impl FnOnce() -> Result<Backend>, args: &BuildArgs) -> Result<
         outputs: args.outputs.clone(),
         tags: args.tags.clone(),
         push: args.push,
+        annotations: args.buildx.annotations.clone(),
         cache_to: args.cache_to.iter().cloned().collect(),
         cache_from: args.cache_from.clone(),
     };
@@ -474,8 +492,8 @@ fn build(backend: impl FnOnce() -> Result<Backend>, args: &BuildArgs) -> Result<
                 .iter()
                 .map(|kv| key_value(kv).map(|(k, v)| (k, PathBuf::from(v))))
                 .collect::<Result<_>>()?,
-            allow: args.allow.clone(),
-            solve: !args.dump_llb && args.call.is_none(),
+            allow: args.allow.iter().cloned().chain(buildx.allow).collect(),
+            solve: !args.dump_llb && call.is_none(),
             outputs,
             cache_to: args
                 .cache_to
@@ -511,7 +529,7 @@ fn build(backend: impl FnOnce() -> Result<Backend>, args: &BuildArgs) -> Result<
             outcome.frontend_time.as_secs_f64() * 1000.0
         );
     }
-    if args.call.is_some() {
+    if call.is_some() {
         let answer = outcome
             .metadata
             .iter()
@@ -555,7 +573,7 @@ fn build(backend: impl FnOnce() -> Result<Backend>, args: &BuildArgs) -> Result<
             }
         }
     }
-    Ok(())
+    args.buildx.write_results(&outcome)
 }
 
 /// `--output`, `-t` and `--push` as buildx combines them.
@@ -564,6 +582,7 @@ fn parse_outputs(args: &BuildArgs) -> Result<Vec<buildwit_daemon::OutputSpec>> {
         &args.outputs,
         &args.tags,
         args.push,
+        &args.buildx.annotations,
     )?)
 }
 

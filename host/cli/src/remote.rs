@@ -50,6 +50,8 @@ pub struct RawSpecs {
     pub tags: Vec<String>,
     /// `--push`.
     pub push: bool,
+    /// `--annotation`.
+    pub annotations: Vec<String>,
     /// `--export-cache`.
     pub cache_to: Vec<String>,
     /// `--import-cache`.
@@ -398,6 +400,7 @@ fn start_message(
         outputs: raw.outputs.clone(),
         tags: raw.tags.clone(),
         push: raw.push,
+        annotations: raw.annotations.clone(),
         cache_to: raw.cache_to.clone(),
         cache_from: raw.cache_from.clone(),
         context_name: request
@@ -794,6 +797,7 @@ pub fn outcome(r: proto::BuildResult) -> Result<(BuildOutcome, usize)> {
             result: None,
             solve_time: Duration::from_nanos(r.solve_time_ns),
             exported: r.exported.into_iter().map(Exported::from).collect(),
+            build_id: r.build_id,
         },
         r.layers as usize,
     ))

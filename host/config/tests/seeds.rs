@@ -7,14 +7,8 @@ use buildwit_config::{
     default_gc_policy, default_path, gc_rules, load, load_explicit, load_str,
 };
 
-const SEED: &str = concat!(
-    env!("BUILDWIT_SHARED_DIR"),
-    "/seeds/buildkitd.toml"
-);
-const LEGACY_SEED: &str = concat!(
-    env!("BUILDWIT_SHARED_DIR"),
-    "/seeds/buildkitd-legacy.toml"
-);
+const SEED: &str = concat!(env!("BUILDWIT_SHARED_DIR"), "/seeds/buildkitd.toml");
+const LEGACY_SEED: &str = concat!(env!("BUILDWIT_SHARED_DIR"), "/seeds/buildkitd-legacy.toml");
 
 fn seed() -> Loaded {
     load(Path::new(SEED)).unwrap()

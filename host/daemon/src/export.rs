@@ -16,6 +16,12 @@ pub struct Exported {
     pub dest: String,
     /// The manifest digest, for image exports.
     pub digest: Option<String>,
+    /// The manifest's media type and size, for image exports.
+    pub manifest: Option<(String, u64)>,
+    /// The config digest (the image id), for image exports.
+    pub config_digest: Option<String>,
+    /// The image's names, for image exports.
+    pub names: Vec<String>,
 }
 
 fn fail(output: &OutputSpec, e: impl std::fmt::Display) -> DaemonError {
@@ -45,6 +51,9 @@ pub(crate) fn export(
         kind: output.kind.to_string(),
         dest: dest.clone(),
         digest: None,
+        manifest: None,
+        config_digest: None,
+        names: Vec::new(),
     };
     match output.kind {
         OutputKind::Oci | OutputKind::Docker | OutputKind::Image => {
@@ -53,6 +62,9 @@ pub(crate) fn export(
             let image = buildwit_exporter::build_image(&worker.content, &spec)
                 .map_err(|e| fail(output, e))?;
             exported.digest = Some(image.manifest.digest.clone());
+            exported.manifest = Some((image.manifest.media_type.clone(), image.manifest.size));
+            exported.config_digest = Some(image.config.digest.clone());
+            exported.names = output.names.clone();
             let names = &output.names;
             let docker = output.kind == OutputKind::Docker;
             match (&output.kind, &output.dest) {

@@ -60,6 +60,10 @@ impl From<&Exported> for proto::Exported {
             kind: e.kind.clone(),
             dest: e.dest.clone(),
             digest: e.digest.clone(),
+            manifest_media_type: e.manifest.as_ref().map(|m| m.0.clone()),
+            manifest_size: e.manifest.as_ref().map_or(0, |m| m.1),
+            config_digest: e.config_digest.clone(),
+            names: e.names.clone(),
         }
     }
 }
@@ -70,6 +74,9 @@ impl From<proto::Exported> for Exported {
             kind: e.kind,
             dest: e.dest,
             digest: e.digest,
+            manifest: e.manifest_media_type.map(|t| (t, e.manifest_size)),
+            config_digest: e.config_digest,
+            names: e.names,
         }
     }
 }

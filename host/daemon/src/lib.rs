@@ -118,6 +118,8 @@ pub struct BuildOutcome {
     pub solve_time: Duration,
     /// What the exports made.
     pub exported: Vec<Exported>,
+    /// The build's id in the history (empty when not recorded).
+    pub build_id: String,
 }
 
 /// Where build events go (the CLI prints them).
@@ -497,8 +499,11 @@ impl BuildApi for Engine {
             steps: Default::default(),
             cached: Default::default(),
         });
-        let result = self.run_build(request, counting.clone());
+        let mut result = self.run_build(request, counting.clone());
         if record_it {
+            if let Ok(outcome) = &mut result {
+                outcome.build_id = id.clone();
+            }
             let mut record = history::HistoryRecord {
                 id,
                 name,
@@ -798,6 +803,7 @@ impl Engine {
             result,
             solve_time: solve_started.elapsed(),
             exported,
+            build_id: String::new(),
         })
     }
 

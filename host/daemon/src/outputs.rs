@@ -4,11 +4,13 @@
 use buildwit_exporter::{OutputError, OutputKind, OutputSpec, parse_output};
 
 /// The outputs of a build: each `--output` spec; with none, `-t` or `--push` alone ask for
-/// an image. The `-t` names go to every image output, and `--push` pushes `type=image`.
+/// an image. The `-t` names and `--annotation`s go to every image output, and `--push`
+/// pushes `type=image`.
 pub fn combine(
     specs: &[String],
     tags: &[String],
     push: bool,
+    annotations: &[String],
 ) -> Result<Vec<OutputSpec>, OutputError> {
     let mut outputs = specs
         .iter()
@@ -29,6 +31,9 @@ pub fn combine(
             }
             if push && o.kind == OutputKind::Image {
                 o.push = true;
+            }
+            for a in annotations {
+                o.annotate(a)?;
             }
         }
     }

@@ -254,8 +254,9 @@ impl Service {
             let key = format!("{peer}\0{}\0{}", start.shared_key, local.key);
             mirrors.insert(name.clone(), mirror_dir(self.root(), &key, name));
         }
-        let mut outputs = crate::outputs::combine(&start.outputs, &start.tags, start.push)
-            .map_err(|e| invalid(format!("--output: {e}")))?;
+        let mut outputs =
+            crate::outputs::combine(&start.outputs, &start.tags, start.push, &start.annotations)
+                .map_err(|e| invalid(format!("--output: {e}")))?;
         let mut redirected = Vec::new();
         for (index, o) in outputs.iter_mut().enumerate() {
             if o.kind == OutputKind::Image {
@@ -585,6 +586,7 @@ impl Buildwit for Service {
                                 layers: outcome.result.as_ref().map_or(0, |s| s.layers.len())
                                     as u32,
                                 exported: outcome.exported.iter().map(Into::into).collect(),
+                                build_id: outcome.build_id.clone(),
                             })),
                         }),
                     }

@@ -265,6 +265,23 @@ pub fn parse_output(s: &str) -> Result<OutputSpec, OutputError> {
     Ok(out)
 }
 
+impl OutputSpec {
+    /// Add a `--annotation` as buildx gives it to image outputs: `KEY=VALUE`, or
+    /// `TYPE:KEY=VALUE` with `manifest` or `manifest-descriptor` as the type (this image is
+    /// one manifest: `index` types have nothing to go on).
+    pub fn annotate(&mut self, annotation: &str) -> Result<(), OutputError> {
+        let (key, value) = annotation.split_once('=').ok_or_else(|| {
+            OutputError::NotKeyValue(format!("--annotation {annotation}: expected KEY=VALUE"))
+        })?;
+        let key = match key.split_once(':') {
+            Some((kind, name)) => format!("annotation-{kind}.{name}"),
+            None => format!("annotation.{key}"),
+        };
+        let kind = self.kind.to_string();
+        apply(self, &kind, key, value.to_string())
+    }
+}
+
 /// Set one option, if the output type takes it.
 fn apply(out: &mut OutputSpec, kind: &str, key: String, value: String) -> Result<(), OutputError> {
     let image = out.kind.is_image();

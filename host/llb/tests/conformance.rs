@@ -13,7 +13,7 @@ use prost::Message;
 fn corpus() -> PathBuf {
     PathBuf::from(concat!(
         env!("BUILDWIT_SHARED_DIR"),
-    "/conformance/dockerfile"
+        "/conformance/dockerfile"
     ))
 }
 

@@ -84,6 +84,8 @@ pub struct Process {
     pub readonly_root: bool,
     /// The AppArmor profile to confine it with (a profile the host has loaded).
     pub apparmor_profile: Option<String>,
+    /// The cgroup to put its cgroup under (`--cgroup-parent`); empty: runc's default.
+    pub cgroup_parent: String,
 }
 
 /// The network namespace of a step.
@@ -216,7 +218,7 @@ impl Runner {
         let bundle = self.bundles.join(&id);
         std::fs::create_dir_all(&bundle)?;
         let _cleanup = RemoveOnDrop(bundle.clone());
-        let config = spec(rootfs, process, mounts);
+        let config = spec(&id, rootfs, process, mounts);
         std::fs::write(
             bundle.join("config.json"),
             serde_json::to_vec_pretty(&config).map_err(io::Error::other)?,
@@ -294,8 +296,21 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+/// Where a step's cgroup goes under `parent`, as BuildKit puts it: a systemd slice
+/// (`NAME.slice:PREFIX:`) takes the id as the unit's name, a cgroupfs path gets
+/// `buildkit/<id>` below it.
+fn cgroups_path(parent: &str, id: &str) -> Option<String> {
+    if parent.is_empty() {
+        None
+    } else if parent.contains(".slice") && parent.ends_with(':') {
+        Some(format!("{parent}{id}"))
+    } else {
+        Some(format!("/{}/buildkit/{id}", parent.trim_matches('/')))
+    }
+}
+
 /// The runtime spec (`config.json`) of a build step.
-fn spec(rootfs: &Path, p: &Process, mounts: &[ExecMount]) -> Value {
+fn spec(id: &str, rootfs: &Path, p: &Process, mounts: &[ExecMount]) -> Value {
     let mut all = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
@@ -376,6 +391,9 @@ fn spec(rootfs: &Path, p: &Process, mounts: &[ExecMount]) -> Value {
         ]);
     } else {
         linux["resources"] = json!({"devices": [{"allow": true, "access": "rwm"}]});
+    }
+    if let Some(path) = cgroups_path(&p.cgroup_parent, id) {
+        linux["cgroupsPath"] = json!(path);
     }
     let apparmor = p.apparmor_profile.as_deref().filter(|_| !p.insecure);
     json!({

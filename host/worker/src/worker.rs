@@ -486,6 +486,7 @@ impl Worker {
             insecure,
             readonly_root,
             apparmor_profile: self.options.apparmor_profile.clone(),
+            cgroup_parent: meta.cgroup_parent.clone(),
         };
         let status =
             self.runner

@@ -1,0 +1,362 @@
+//! The flags of `docker buildx build` that apply to one daemon, with buildx's syntax and
+//! meaning: most become the frontend options buildx sends (`no-cache`, `label:KEY`,
+//! `add-hosts`, ...); `--iidfile`, `--metadata-file` and `-q` say what was built as buildx
+//! does.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use buildwit_daemon::BuildOutcome;
+
+#[derive(clap::Args, Default)]
+pub struct BuildxFlags {
+    /// Do not use the cache for any step.
+    #[arg(long)]
+    no_cache: bool,
+    /// Do not use the cache for these stages (repeatable, or comma-separated).
+    #[arg(long, value_name = "STAGE", value_delimiter = ',')]
+    no_cache_filter: Vec<String>,
+    /// Always pull a newer version of the images the build uses.
+    #[arg(long)]
+    pull: bool,
+    /// Set a label on the image, KEY=VALUE (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Add an annotation to the image: `KEY=VALUE`, `manifest:KEY=VALUE` or
+    /// `manifest-descriptor:KEY=VALUE` (repeatable).
+    #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
+    pub annotations: Vec<String>,
+    /// An additional build context, NAME=VALUE: a directory, `docker-image://REF`, a git or
+    /// https URL, or `target:STAGE` (repeatable).
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    build_contexts: Vec<String>,
+    /// Add a host to the steps' /etc/hosts, HOST:IP or HOST=IP (repeatable).
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    add_hosts: Vec<String>,
+    /// The network of RUN steps: `default`, `none` or `host` (host needs the daemon to
+    /// permit `network.host`).
+    #[arg(long, value_name = "MODE")]
+    network: Option<String>,
+    /// A ulimit of RUN steps, NAME=SOFT[:HARD] (repeatable).
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    ulimits: Vec<String>,
+    /// Size of /dev/shm in RUN steps, such as `64m`.
+    #[arg(long, value_name = "BYTES")]
+    shm_size: Option<String>,
+    /// The cgroup parent of RUN steps.
+    #[arg(long, value_name = "PATH")]
+    cgroup_parent: Option<String>,
+    /// Write the image id (its config digest) to this file.
+    #[arg(long, value_name = "FILE")]
+    iidfile: Option<PathBuf>,
+    /// Write what the build made (digests, names, the build's ref) to this JSON file, as
+    /// buildx does.
+    #[arg(long, value_name = "FILE")]
+    metadata_file: Option<PathBuf>,
+    /// Print nothing but the image id.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Run the build checks instead of building (`--call check`).
+    #[arg(long)]
+    pub check: bool,
+    /// Attestations: `type=provenance,...` or `type=sbom,...` (not supported yet).
+    #[arg(long, value_name = "SPEC")]
+    attest: Vec<String>,
+    /// Shorthand for `--attest type=provenance` (not supported yet; `false` is accepted).
+    #[arg(long, value_name = "VALUE", num_args = 0..=1, default_missing_value = "true")]
+    provenance: Option<String>,
+    /// Shorthand for `--attest type=sbom` (not supported yet; `false` is accepted).
+    #[arg(long, value_name = "VALUE", num_args = 0..=1, default_missing_value = "true")]
+    sbom: Option<String>,
+    /// buildx loads into the Docker engine; there is none here.
+    #[arg(long, hide = true)]
+    load: bool,
+    /// buildx picks a builder; here the daemon is `--addr`.
+    #[arg(long, hide = true, value_name = "NAME")]
+    builder: Option<String>,
+}
+
+/// What the flags add to a build request.
+#[derive(Default)]
+pub struct Request {
+    /// Frontend options.
+    pub options: Vec<(String, String)>,
+    /// Local directories, by name (`--build-context NAME=DIR`).
+    pub locals: BTreeMap<String, PathBuf>,
+    /// Entitlements the flags need (`--network host`).
+    pub allow: Vec<String>,
+}
+
+impl BuildxFlags {
+    /// The frontend options, locals and entitlements, as buildx turns these flags into them.
+    pub fn request(&self) -> Result<Request> {
+        if self.load {
+            bail!(
+                "--load: there is no Docker engine to load into; use `-o type=docker,dest=FILE` (then `docker load -i FILE`) or `-o type=oci,dest=FILE`"
+            );
+        }
+        if let Some(builder) = &self.builder {
+            bail!(
+                "--builder {builder}: buildwit has no builders; use --addr to build on a buildwitd (unix:///PATH or tcp://HOST:PORT)"
+            );
+        }
+        self.refuse_attestations()?;
+        let mut r = Request::default();
+        // The filter names stages; without it, every step.
+        if self.no_cache || !self.no_cache_filter.is_empty() {
+            r.options
+                .push(("no-cache".into(), self.no_cache_filter.join(",")));
+        }
+        if self.pull {
+            r.options.push(("image-resolve-mode".into(), "pull".into()));
+        }
+        for label in &self.labels {
+            let (k, v) = label
+                .split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .with_context(|| format!("--label {label:?}: expected KEY=VALUE"))?;
+            r.options.push((format!("label:{k}"), v.to_string()));
+        }
+        for context in &self.build_contexts {
+            let (name, value) = context
+                .split_once('=')
+                .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+                .with_context(|| format!("--build-context {context:?}: expected NAME=VALUE"))?;
+            r.options.push((
+                format!("context:{name}"),
+                named_context(name, value, &mut r.locals)?,
+            ));
+        }
+        if !self.add_hosts.is_empty() {
+            let hosts = self
+                .add_hosts
+                .iter()
+                .map(|h| extra_host(h))
+                .collect::<Result<Vec<_>>>()?;
+            r.options.push(("add-hosts".into(), hosts.join(",")));
+        }
+        match self.network.as_deref() {
+            None | Some("default") => {}
+            Some("none") => r.options.push(("force-network-mode".into(), "none".into())),
+            Some("host") => {
+                r.options.push(("force-network-mode".into(), "host".into()));
+                r.allow.push("network.host".into());
+            }
+            Some(other) => bail!("--network {other:?}: use default, none or host"),
+        }
+        if !self.ulimits.is_empty() {
+            for u in &self.ulimits {
+                check_ulimit(u)?;
+            }
+            r.options.push(("ulimit".into(), self.ulimits.join(",")));
+        }
+        if let Some(size) = &self.shm_size {
+            r.options
+                .push(("shm-size".into(), parse_bytes(size)?.to_string()));
+        }
+        if let Some(parent) = &self.cgroup_parent {
+            r.options.push(("cgroup-parent".into(), parent.clone()));
+        }
+        Ok(r)
+    }
+
+    /// Attestations are not made yet: asking for one is an error, turning them off is not.
+    fn refuse_attestations(&self) -> Result<()> {
+        let off = |v: &Option<String>| {
+            v.as_deref()
+                .is_none_or(|v| matches!(v, "false" | "0" | "disabled=true"))
+        };
+        let attest = self.attest.iter().find(|a| !a.contains("disabled=true"));
+        if !off(&self.provenance) || attest.is_some() {
+            bail!(
+                "attestations (--provenance, --attest) are not supported yet: buildwit writes images without provenance or SBOM (leave the flag out, or pass --provenance=false)"
+            );
+        }
+        if !off(&self.sbom) {
+            bail!(
+                "--sbom is not supported yet: SBOMs come from a scanner frontend, and container frontends cannot run here yet"
+            );
+        }
+        Ok(())
+    }
+
+    /// After a build: the image id to `--iidfile` and stdout (`-q`), the metadata to
+    /// `--metadata-file`.
+    pub fn write_results(&self, outcome: &BuildOutcome) -> Result<()> {
+        let id = image_id(outcome);
+        if let Some(path) = &self.iidfile {
+            let id = id.with_context(|| {
+                format!("--iidfile {}: the build exported no image", path.display())
+            })?;
+            std::fs::write(path, id).with_context(|| format!("write {}", path.display()))?;
+        }
+        if self.quiet
+            && let Some(id) = id
+        {
+            println!("{id}");
+        }
+        if let Some(path) = &self.metadata_file {
+            let json = serde_json::to_vec_pretty(&metadata(outcome))?;
+            std::fs::write(path, json).with_context(|| format!("write {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// A `--build-context` value as buildx sends it: URLs and images as they are, a directory
+/// as a local of its own.
+fn named_context(
+    name: &str,
+    value: &str,
+    locals: &mut BTreeMap<String, PathBuf>,
+) -> Result<String> {
+    let passes = [
+        "docker-image://",
+        "target:",
+        "https://",
+        "http://",
+        "git@",
+        "git://",
+    ];
+    if passes.iter().any(|p| value.starts_with(p)) {
+        return Ok(value.to_string());
+    }
+    if value.starts_with("oci-layout://") {
+        bail!(
+            "--build-context {name}={value}: OCI layout contexts are not supported yet; use --oci-layout NAME=DIR with FROM oci-layout://NAME@sha256:…"
+        );
+    }
+    let dir = Path::new(value);
+    if !dir.is_dir() {
+        bail!("--build-context {name}={value}: build context must be a directory");
+    }
+    // `context` and `dockerfile` are the main locals' names.
+    let local = match name {
+        "context" | "dockerfile" => format!("_{name}"),
+        _ => name.to_string(),
+    };
+    locals.insert(local.clone(), dir.to_path_buf());
+    Ok(format!("local:{local}"))
+}
+
+/// `HOST:IP` or `HOST=IP` as `HOST=IP` (an IPv6 address may be in brackets).
+fn extra_host(spec: &str) -> Result<String> {
+    let (host, ip) = spec
+        .split_once('=')
+        .or_else(|| spec.split_once(':'))
+        .filter(|(h, _)| !h.is_empty())
+        .with_context(|| format!("--add-host {spec:?}: expected HOST:IP"))?;
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    if ip == "host-gateway" {
+        bail!("--add-host {spec}: host-gateway is the Docker engine's; give the address");
+    }
+    ip.parse::<std::net::IpAddr>()
+        .with_context(|| format!("--add-host {spec:?}: {ip:?} is not an IP address"))?;
+    Ok(format!("{host}={ip}"))
+}
+
+fn check_ulimit(spec: &str) -> Result<()> {
+    let bad = || format!("--ulimit {spec:?}: expected NAME=SOFT[:HARD], such as nofile=1024:2048");
+    let (name, values) = spec.split_once('=').with_context(bad)?;
+    if name.is_empty() {
+        bail!(bad());
+    }
+    for v in values.split(':') {
+        v.parse::<i64>().ok().with_context(bad)?;
+    }
+    Ok(())
+}
+
+/// Docker's sizes: a number with an optional unit b, k, m, g, t (powers of 1024).
+fn parse_bytes(s: &str) -> Result<u64> {
+    let lower = s.trim().to_ascii_lowercase();
+    let (number, unit) = lower.split_at(
+        lower
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(lower.len()),
+    );
+    // `k`, `kb`, `kib` are the same unit.
+    let unit = unit.trim_start();
+    let unit = unit.strip_suffix('b').unwrap_or(unit);
+    let unit = unit.strip_suffix('i').unwrap_or(unit);
+    let shift = match unit {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => bail!("--shm-size {s:?}: unknown unit (use b, k, m, g or t)"),
+    };
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("--shm-size {s:?}: not a size"))?;
+    n.checked_mul(1 << shift)
+        .with_context(|| format!("--shm-size {s:?}: too large"))
+}
+
+/// The image id as buildx gives it: the config digest, else the manifest's.
+fn image_id(outcome: &BuildOutcome) -> Option<&str> {
+    let image = outcome.exported.iter().find(|e| e.digest.is_some())?;
+    image.config_digest.as_deref().or(image.digest.as_deref())
+}
+
+/// What buildx writes to `--metadata-file` for one build: the exporter's answer
+/// (`containerimage.*`, `image.name`) and `buildx.build.ref`.
+fn metadata(outcome: &BuildOutcome) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    m.insert(
+        "buildx.build.ref".into(),
+        // buildx's BUILDER/NODE/REF; the ref is the id `buildwit history inspect` takes.
+        format!("buildwit/buildwit0/{}", outcome.build_id).into(),
+    );
+    if let Some(image) = outcome.exported.iter().find(|e| e.digest.is_some()) {
+        let digest = image.digest.clone().unwrap_or_default();
+        if let Some(config) = &image.config_digest {
+            m.insert("containerimage.config.digest".into(), config.clone().into());
+        }
+        if let Some((media_type, size)) = &image.manifest {
+            m.insert(
+                "containerimage.descriptor".into(),
+                serde_json::json!({"mediaType": media_type, "digest": digest, "size": size}),
+            );
+        }
+        m.insert("containerimage.digest".into(), digest.into());
+        if !image.names.is_empty() {
+            m.insert("image.name".into(), image.names.join(",").into());
+        }
+    }
+    m.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_dockers() {
+        assert_eq!(parse_bytes("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("2g").unwrap(), 2 << 30);
+        assert_eq!(parse_bytes("1024").unwrap(), 1024);
+        assert_eq!(parse_bytes("10kb").unwrap(), 10 << 10);
+        assert!(parse_bytes("10x").is_err());
+        assert!(parse_bytes("m").is_err());
+    }
+
+    #[test]
+    fn extra_hosts_are_buildkits_form() {
+        assert_eq!(extra_host("db:10.0.0.2").unwrap(), "db=10.0.0.2");
+        assert_eq!(extra_host("db=10.0.0.2").unwrap(), "db=10.0.0.2");
+        assert_eq!(extra_host("v6=[::1]").unwrap(), "v6=::1");
+        assert!(extra_host("db:nope").is_err());
+        assert!(extra_host(":1.2.3.4").is_err());
+    }
+
+    #[test]
+    fn ulimits_are_checked() {
+        assert!(check_ulimit("nofile=1024:2048").is_ok());
+        assert!(check_ulimit("nproc=10").is_ok());
+        assert!(check_ulimit("nofile").is_err());
+        assert!(check_ulimit("nofile=a").is_err());
+    }
+}
