@@ -44,6 +44,22 @@ fn builds_caches_and_rebuilds_only_what_changed() {
         "cached: {:?}",
         second.cached
     );
+    // Each step is listed as cached once, as BuildKit lists them, not only the last.
+    for step in [
+        "FROM ",
+        "COPY app.txt",
+        "RUN cat app.txt",
+        "COPY --from=build",
+        "COPY other.txt",
+        "RUN --mount=type=cache",
+    ] {
+        let n = second.cached.iter().filter(|c| c.contains(step)).count();
+        assert!(n >= 1, "{step} not cached: {:?}", second.cached);
+    }
+    let mut unique = second.cached.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), second.cached.len(), "{:?}", second.cached);
 
     // Editing other.txt re-runs only what reads it.
     std::fs::write(ctx.join("other.txt"), "two\n").unwrap();

@@ -140,6 +140,27 @@ struct Job {
     session: Arc<Session>,
     progress: Arc<dyn Progress>,
     used: Mutex<Vec<String>>,
+    /// Vertices progress has shown (started, or cached), so each is shown once.
+    shown: Mutex<Vec<bool>>,
+}
+
+impl Job {
+    /// Show vertex `i` as cached, and the vertices it was made from: a result from the
+    /// cache stands for all of them, and BuildKit lists each as `CACHED`.
+    fn show_cached(&self, i: usize) {
+        let mut stack = vec![i];
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut self.shown.lock().unwrap()[i], true) {
+                continue;
+            }
+            let v = &self.graph.ops()[i];
+            self.progress.event(ProgressEvent::Cached {
+                vertex: v.digest.to_string(),
+                name: self.names[i].clone(),
+            });
+            stack.extend(v.inputs.iter().rev());
+        }
+    }
 }
 
 /// A vertex's name as progress shows it: its `llb.customname`, else a summary of the op.
@@ -408,6 +429,7 @@ impl Solver {
             };
             keys.push(key);
         }
+        let n = keys.len();
         Ok(Job {
             graph,
             keys,
@@ -420,6 +442,7 @@ impl Solver {
             session,
             progress,
             used: Mutex::new(Vec::new()),
+            shown: Mutex::new(vec![false; n]),
         })
     }
 
@@ -485,7 +508,7 @@ impl Solver {
         // `--no-cache` marks vertices to run again whatever the cache holds.
         let ignore_cache = v.metadata.as_ref().is_some_and(|m| m.ignore_cache);
         if !ignore_cache && let Some(outputs) = self.cached(&key)? {
-            job.progress.event(ProgressEvent::Cached { vertex, name });
+            job.show_cached(i);
             job.used.lock().unwrap().push(key);
             return Ok(Arc::new(outputs));
         }
@@ -510,6 +533,7 @@ impl Solver {
             ),
             None => None,
         };
+        job.shown.lock().unwrap()[i] = true;
         job.progress.event(ProgressEvent::Started {
             vertex: vertex.clone(),
             name: name.clone(),
