@@ -456,3 +456,36 @@ fn calls_and_checks() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn the_build_context_gets_a_new_local_unique_per_session() {
+    let ctx = root().join("unique");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY a /a\n").unwrap();
+    std::fs::write(ctx.join("a"), "a\n").unwrap();
+    let unique = || {
+        let out = buildwit(&["build", ctx.to_str().unwrap(), "--dump-llb"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        let line: serde_json::Value = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .find(|v: &serde_json::Value| {
+                v["Op"]["Op"]["source"]["identifier"] == "local://context"
+            })
+            .unwrap_or_else(|| panic!("no context source: {stdout}"));
+        // As BuildKit's: the attribute, its capability, and a 25-character id.
+        assert_eq!(line["OpMetadata"]["caps"]["source.local.unique"], true);
+        let id = line["Op"]["Op"]["source"]["attrs"]["local.unique"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(id.len(), 25, "{id}");
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+        );
+        id
+    };
+    assert_ne!(unique(), unique());
+}

@@ -466,10 +466,14 @@ impl Engine {
     }
 }
 
+/// The option the built-in Dockerfile frontend takes as the `local.unique` of the build
+/// context (its `LOCAL_UNIQUE_OPTION`).
+const LOCAL_UNIQUE_OPTION: &str = "buildwit:local-unique";
+
 impl BuildApi for Engine {
     fn build(
         &self,
-        request: BuildRequest,
+        mut request: BuildRequest,
         events: Arc<dyn EventSink>,
     ) -> Result<BuildOutcome, DaemonError> {
         let created = history::now();
@@ -499,6 +503,17 @@ impl BuildApi for Engine {
             steps: Default::default(),
             cached: Default::default(),
         });
+        // BuildKit's Dockerfile frontend gives the build context a `local.unique` of a new
+        // id per session (not in the cache key); ours takes it as this option.
+        if !request
+            .options
+            .iter()
+            .any(|(k, _)| k == LOCAL_UNIQUE_OPTION)
+        {
+            request
+                .options
+                .push((LOCAL_UNIQUE_OPTION.to_string(), id.clone()));
+        }
         let mut result = self.run_build(request, counting.clone());
         if record_it {
             if let Ok(outcome) = &mut result {
