@@ -501,8 +501,8 @@ impl Source {
         if !base.is_empty() {
             caps.push(base.into());
         }
-        for key in self.attrs.keys() {
-            if let Some(cap) = attr_cap(key) {
+        for (key, value) in &self.attrs {
+            if let Some(cap) = attr_cap(key, value) {
                 caps.push(cap.to_string());
             }
         }
@@ -523,10 +523,12 @@ impl Source {
     }
 }
 
-/// The LLB capability a source attribute needs (BuildKit's `solver/pb/caps.go` names).
-fn attr_cap(key: &str) -> Option<&'static str> {
+/// The LLB capability a source attribute needs (BuildKit's `solver/pb/caps.go` names), as
+/// BuildKit's Go client adds it.
+fn attr_cap(key: &str, value: &str) -> Option<&'static str> {
     Some(match key {
-        "image.resolvemode" => "source.image.resolvemode",
+        // Only the force-pull mode needs the cap, not `local` or `default`.
+        "image.resolvemode" if value == "pull" => "source.image.resolvemode",
         "image.layerlimit" => "source.image.layerlimit",
         "image.checksum" => "source.image.checksum",
         "local.unique" => "source.local.unique",
@@ -535,7 +537,8 @@ fn attr_cap(key: &str) -> Option<&'static str> {
         "local.followpaths" => "source.local.followpaths",
         "local.excludepatterns" => "source.local.excludepatterns",
         "local.sharedkeyhint" => "source.local.sharedkeyhint",
-        "local.differ" => "source.local.differ",
+        // `local.differ` needs `source.local.differ` only when the caller requires the
+        // differ (`llb.Differ(t, true)`); declare it then with [`Source::cap`].
         "local.metadatatransfer" => "source.local.metadatatransfer",
         "git.keepgitdir" => "source.git.keepgitdir",
         "git.fullurl" => "source.git.fullurl",
@@ -545,12 +548,16 @@ fn attr_cap(key: &str) -> Option<&'static str> {
         "git.checksum" => "source.git.checksum",
         "git.skipsubmodules" => "source.git.skipsubmodules",
         "git.mtime" => "source.git.mtime",
+        "git.fetchbycommit" => "source.git.fetchbycommit",
+        "git.bundle" => "source.git.bundle",
+        "git.checkoutbundle" => "source.git.checkoutbundle",
         "http.checksum" => "source.http.checksum",
         "http.perm" => "source.http.perm",
         // BuildKit's cap name carries this typo on purpose.
         "http.uid" | "http.gid" => "soruce.http.uidgid",
         "http.authheadersecret" => "source.http.auth",
         k if k.starts_with("http.header.") => "source.http.header",
+        "http.sig.pubkey" | "http.sig.signature" => "source.http.signatureverify",
         _ => return None,
     })
 }
@@ -819,7 +826,6 @@ impl Exec {
                     (MountType::Tmpfs, -1, None, Some(*size), None, None)
                 }
                 MountKind::Secret(opt) => {
-                    caps.push("exec.mount.secret");
                     (MountType::Secret, 0, None, None, Some(opt.clone()), None)
                 }
                 MountKind::Ssh(opt) => {
@@ -859,8 +865,10 @@ impl Exec {
         if self.proxy_env.is_some() {
             caps.push("exec.meta.proxyenv");
         }
-        if !self.cgroup_parent.is_empty() {
-            caps.push("exec.meta.cgroup.parent");
+        // BuildKit's client needs no cap for a cgroup parent, a hostname or extra hosts.
+        // Any secret, a file or only an environment variable, needs `exec.mount.secret`.
+        if !secrets.is_empty() || !self.secret_env.is_empty() {
+            caps.push("exec.mount.secret");
         }
         if !self.secret_env.is_empty() {
             caps.push("exec.secretenv");
@@ -1005,6 +1013,38 @@ impl Default for CopyOptions {
             always_replace_existing_dest_paths: false,
             required_paths: Vec::new(),
         }
+    }
+}
+
+/// The owner `user[:group]` names, as BuildKit's `llb.WithUser` reads it.
+///
+/// Each part is an id when it is `root` (id 0) or a decimal 32-bit signed integer (a
+/// negative one wraps, as Go's `uint32(int)` does); any other non-empty part is a name,
+/// looked up at solve time in the `/etc/passwd` or `/etc/group` of the action's input. An
+/// empty part is id 0, as BuildKit marshals a `UserOpt` without a name.
+pub fn with_user(name: &str) -> ChownOpt {
+    fn part(s: &str) -> UserOpt {
+        if s == "root" {
+            return UserOpt::ById(0);
+        }
+        match s.parse::<i32>() {
+            Ok(id) => UserOpt::ById(id as u32),
+            Err(_) if s.is_empty() => UserOpt::ById(0),
+            Err(_) => UserOpt::ByName(NamedUser {
+                name: s.to_string(),
+                input: 0,
+            }),
+        }
+    }
+    match name.split_once(':') {
+        Some((user, group)) => ChownOpt {
+            user: Some(part(user)),
+            group: Some(part(group)),
+        },
+        None => ChownOpt {
+            user: Some(part(name)),
+            group: None,
+        },
     }
 }
 
@@ -1530,6 +1570,176 @@ mod tests {
             ]
         );
         assert_eq!(def.result.unwrap().output, 1);
+    }
+
+    /// The caps of the op at `op`.
+    fn caps_of(def: &Definition, op: usize) -> Vec<String> {
+        def.metadata
+            .iter()
+            .find(|(p, _)| *p as usize == op)
+            .map(|(_, m)| m.caps.iter().map(|(k, _)| k.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    fn secret(id: &str) -> SecretOpt {
+        SecretOpt {
+            id: id.into(),
+            uid: 0,
+            gid: 0,
+            mode: 0o400,
+            optional: false,
+        }
+    }
+
+    /// `id:N`, `name:NAME@INPUT` or `-`.
+    fn show(u: &Option<UserOpt>) -> String {
+        match u {
+            Some(UserOpt::ById(id)) => format!("id:{id}"),
+            Some(UserOpt::ByName(n)) => format!("name:{}@{}", n.name, n.input),
+            None => "-".into(),
+        }
+    }
+
+    #[test]
+    fn with_user_reads_root_as_id_zero() {
+        let cases = [
+            ("root", "id:0", "-"),
+            ("root:root", "id:0", "id:0"),
+            ("root:1", "id:0", "id:1"),
+            ("1:root", "id:1", "id:0"),
+            ("nobody:root", "name:nobody@0", "id:0"),
+            ("Root:ROOT", "name:Root@0", "name:ROOT@0"),
+            ("1000:2000", "id:1000", "id:2000"),
+            ("app:staff", "name:app@0", "name:staff@0"),
+            // Go's ParseInt(s, 10, 32): signs are accepted, a negative id wraps, and
+            // anything beyond int32 is a name.
+            ("+7", "id:7", "-"),
+            ("-1", "id:4294967295", "-"),
+            ("2147483648", "name:2147483648@0", "-"),
+            // An empty part has no name, so BuildKit marshals it as id 0.
+            (":5", "id:0", "id:5"),
+            ("5:", "id:5", "id:0"),
+            ("a:b:c", "name:a@0", "name:b:c@0"),
+        ];
+        for (input, user, group) in cases {
+            let got = with_user(input);
+            assert_eq!(
+                (show(&got.user), show(&got.group)),
+                (user.into(), group.into()),
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn named_owner_is_looked_up_in_the_action_input() {
+        let ctx = Source::local("context").state();
+        let opts = CopyOptions {
+            owner: Some(with_user("app:root")),
+            ..CopyOptions::default()
+        };
+        let def = image()
+            .file(
+                FileAction::mkdir("/d", 0o755, true, Some(with_user("root")))
+                    .then_copy(&ctx, "a", "/d/", opts),
+            )
+            .marshal();
+        let OpKind::File(f) = &def.ops[2].kind else {
+            unreachable!()
+        };
+        let FileActionKind::Mkdir(m) = &f.actions[0].action else {
+            unreachable!()
+        };
+        assert_eq!(show(&m.owner.as_ref().unwrap().user), "id:0");
+        let FileActionKind::Copy(c) = &f.actions[1].action else {
+            unreachable!()
+        };
+        let owner = c.owner.as_ref().unwrap();
+        assert_eq!(show(&owner.user), "name:app@2");
+        assert_eq!(show(&owner.group), "id:0");
+    }
+
+    #[test]
+    fn exec_caps_follow_buildkit() {
+        let base = image();
+        let caps = |exec: Exec| caps_of(&exec.build().root().marshal(), 1);
+        let plain = [
+            "exec.meta.base",
+            "exec.meta.setsdefaultpath",
+            "exec.mount.bind",
+        ];
+
+        // A secret only exposed as an environment variable is still a secret.
+        let env_only = base.run(["env"]).secret_env("x", "FOO", false);
+        let mut want = plain.to_vec();
+        want.extend(["exec.mount.secret", "exec.secretenv"]);
+        want.sort();
+        assert_eq!(caps(env_only), want);
+        let both = base
+            .run(["env"])
+            .mount(MountSpec::secret("/s", secret("x")))
+            .secret_env("x", "FOO", true);
+        assert_eq!(caps(both), want);
+        let file_only = base
+            .run(["env"])
+            .mount(MountSpec::secret("/s", secret("x")));
+        let mut want = plain.to_vec();
+        want.push("exec.mount.secret");
+        want.sort();
+        assert_eq!(caps(file_only), want);
+
+        // A cgroup parent, a hostname and extra hosts need no cap.
+        let quiet = base
+            .clone()
+            .hostname("h")
+            .add_extra_host("a", "10.0.0.1")
+            .run(["true"])
+            .cgroup_parent("buildkit");
+        assert_eq!(caps(quiet), plain);
+
+        let mut want = plain.to_vec();
+        want.extend([
+            "exec.mount.cache",
+            "exec.mount.cache.sharing",
+            "exec.mount.selector",
+            "exec.mount.ssh",
+            "exec.mount.tmpfs",
+            "exec.mount.tmpfs.size",
+            "exec.meta.network",
+            "exec.meta.security",
+            "exec.meta.ulimit",
+            "exec.validexitcode",
+        ]);
+        want.sort();
+        let all = base
+            .clone()
+            .network(NetMode::Host)
+            .security(SecurityMode::Insecure)
+            .add_ulimit("nofile", 1, 2)
+            .run(["true"])
+            .mount(MountSpec::cache("/c", "c", CacheSharing::Shared))
+            .mount(MountSpec::bind("/b", &scratch().dir("/")).selector("/x"))
+            .mount(MountSpec::tmpfs("/t", 1024))
+            .mount(MountSpec::ssh("", secret("default")))
+            .valid_exit_codes(vec![0, 1]);
+        assert_eq!(caps(all), want);
+    }
+
+    #[test]
+    fn source_caps_follow_buildkit() {
+        let caps = |s: Source| caps_of(&s.state().marshal(), 0);
+        let img = || Source::image("busybox").unwrap();
+        assert_eq!(
+            caps(img().attr("image.resolvemode", "local")),
+            ["source.image"]
+        );
+        assert_eq!(
+            caps(img().attr("image.resolvemode", "pull")),
+            ["source.image", "source.image.resolvemode"]
+        );
+        // `llb.Differ(llb.DiffNone, false)`: the differ is not required.
+        let local = Source::local("dockerfile").attr("local.differ", "none");
+        assert!(!caps(local).iter().any(|c| c == "source.local.differ"));
     }
 
     #[test]

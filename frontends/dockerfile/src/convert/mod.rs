@@ -28,7 +28,7 @@ use crate::lint::{self, CheckOptions, Linter};
 use crate::shell::{Env, Lexer};
 use context::{LocalContext, NamedContext};
 use outline::{ArgInfo, OutlineCapture};
-use util::{Chmod, dest_path, join, normalize_path, parse_chmod, parse_chown, uppercase_cmd};
+use util::{Chmod, dest_path, join, normalize_path, parse_chmod, uppercase_cmd};
 
 const SCRATCH: &str = "scratch";
 
@@ -2066,7 +2066,7 @@ impl<'a> Converter<'a> {
         let chown = c.chown.as_deref().unwrap_or_default();
         let chmod = c.chmod.as_deref().unwrap_or_default();
         let checksum = c.checksum.as_deref().unwrap_or_default();
-        let owner = (!chown.is_empty()).then(|| parse_chown(chown));
+        let owner = (!chown.is_empty()).then(|| llb::with_user(chown));
         let (mode, mode_str) = if chmod.is_empty() {
             (None, String::new())
         } else {
@@ -2436,7 +2436,7 @@ fn dispatch_workdir(
         let mut with_layer = false;
         if wd != "/" {
             let user = d.image.config.user.clone();
-            let owner = (!user.is_empty()).then(|| parse_chown(&user));
+            let owner = (!user.is_empty()).then(|| llb::with_user(&user));
             let env_list = d.state.env_list().to_vec();
             let code = code.unwrap_or_default();
             let processed = lex

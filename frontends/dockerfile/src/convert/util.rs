@@ -1,7 +1,5 @@
-//! Small pieces of BuildKit behaviour the conversion needs: path normalisation, `--chown`
-//! and `--chmod` parsing, `EXPOSE` port specs, git references, Go formatting.
-
-use buildwit_sdk::llb::{ChownOpt, NamedUser, UserOpt};
+//! Small pieces of BuildKit behaviour the conversion needs: path normalisation, `--chmod`
+//! parsing, `EXPOSE` port specs, git references, Go formatting.
 
 /// Go's `path.Clean`.
 pub fn clean(p: &str) -> String {
@@ -84,29 +82,6 @@ pub fn normalize_workdir(current: &str, requested: &str) -> String {
         format!("{cur}/{requested}")
     };
     clean(&requested)
-}
-
-/// `--chown=user[:group]` as BuildKit's `llb.WithUser` reads it.
-pub fn parse_chown(chown: &str) -> ChownOpt {
-    let opt = |s: &str| -> UserOpt {
-        match s.parse::<u32>() {
-            Ok(id) => UserOpt::ById(id),
-            Err(_) => UserOpt::ByName(NamedUser {
-                name: s.to_string(),
-                input: 0,
-            }),
-        }
-    };
-    match chown.split_once(':') {
-        Some((u, g)) => ChownOpt {
-            user: Some(opt(u)),
-            group: Some(opt(g)),
-        },
-        None => ChownOpt {
-            user: Some(opt(chown)),
-            group: None,
-        },
-    }
 }
 
 /// The parsed `--chmod` value: an octal mode or a symbolic mode string.
