@@ -60,10 +60,12 @@ pub struct BuildxFlags {
     /// Run the build checks instead of building (`--call check`).
     #[arg(long)]
     pub check: bool,
-    /// Attestations: `type=provenance,...` or `type=sbom,...` (not supported yet).
+    /// An attestation to attach to the image: `type=provenance[,mode=min|max]` (SLSA
+    /// provenance); `type=sbom` is not supported yet.
     #[arg(long, value_name = "SPEC")]
     attest: Vec<String>,
-    /// Shorthand for `--attest type=provenance` (not supported yet; `false` is accepted).
+    /// Shorthand for `--attest type=provenance`: `true` (mode=min), `false`, or its
+    /// options such as `mode=max`. Off unless given (buildx adds `mode=min` by default).
     #[arg(long, value_name = "VALUE", num_args = 0..=1, default_missing_value = "true")]
     provenance: Option<String>,
     /// Shorthand for `--attest type=sbom` (not supported yet; `false` is accepted).
@@ -101,8 +103,10 @@ impl BuildxFlags {
                 "--builder {builder}: buildwit has no builders; use --addr to build on a buildwitd (unix:///PATH or tcp://HOST:PORT)"
             );
         }
-        self.refuse_attestations()?;
         let mut r = Request::default();
+        if let Some(provenance) = self.provenance_option()? {
+            r.options.push(("attest:provenance".into(), provenance));
+        }
         // The filter names stages; without it, every step.
         if self.no_cache || !self.no_cache_filter.is_empty() {
             r.options
@@ -161,24 +165,43 @@ impl BuildxFlags {
         Ok(r)
     }
 
-    /// Attestations are not made yet: asking for one is an error, turning them off is not.
-    fn refuse_attestations(&self) -> Result<()> {
-        let off = |v: &Option<String>| {
-            v.as_deref()
-                .is_none_or(|v| matches!(v, "false" | "0" | "disabled=true"))
+    /// The `attest:provenance` option buildx sends for `--provenance` and `--attest
+    /// type=provenance` (the last one given wins); `None`: no provenance. SBOMs are refused.
+    fn provenance_option(&self) -> Result<Option<String>> {
+        let sbom_off = self
+            .sbom
+            .as_deref()
+            .is_none_or(|v| matches!(v, "false" | "0" | "disabled=true"));
+        let mut provenance = match self.provenance.as_deref() {
+            None | Some("false" | "0" | "disabled=true") => None,
+            Some("true" | "1" | "") => Some("mode=min".to_string()),
+            Some(options) => Some(options.to_string()),
         };
-        let attest = self.attest.iter().find(|a| !a.contains("disabled=true"));
-        if !off(&self.provenance) || attest.is_some() {
-            bail!(
-                "attestations (--provenance, --attest) are not supported yet: buildwit writes images without provenance or SBOM (leave the flag out, or pass --provenance=false)"
-            );
+        for spec in &self.attest {
+            let mut kind = None;
+            let mut rest = Vec::new();
+            for field in spec.split(',') {
+                match field.split_once('=') {
+                    Some(("type", t)) => kind = Some(t),
+                    _ => rest.push(field),
+                }
+            }
+            match kind {
+                Some("provenance") if rest.contains(&"disabled=true") => provenance = None,
+                Some("provenance") => provenance = Some(rest.join(",")),
+                Some("sbom") if rest.contains(&"disabled=true") => {}
+                Some("sbom") => bail!(
+                    "--attest {spec}: SBOMs are not supported yet: they come from a scanner frontend, and container frontends cannot run here yet"
+                ),
+                _ => bail!("--attest {spec:?}: expected type=provenance[,mode=min|max]"),
+            }
         }
-        if !off(&self.sbom) {
+        if !sbom_off {
             bail!(
                 "--sbom is not supported yet: SBOMs come from a scanner frontend, and container frontends cannot run here yet"
             );
         }
-        Ok(())
+        Ok(provenance)
     }
 
     /// After a build: the image id to `--iidfile` and stdout (`-q`), the metadata to

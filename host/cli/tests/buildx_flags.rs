@@ -197,8 +197,9 @@ fn pull_check_and_refusals_as_buildx_has_them() {
     for (args, says) in [
         (&["--load"][..], "no Docker engine"),
         (&["--builder", "x"][..], "--addr"),
-        (&["--provenance", "mode=max"][..], "not supported yet"),
-        (&["--attest", "type=provenance"][..], "not supported yet"),
+        (&["--provenance", "mode=all"][..], "use min or max"),
+        (&["--attest", "type=sbom"][..], "not supported yet"),
+        (&["--attest", "mode=max"][..], "expected type=provenance"),
         (&["--sbom=true"][..], "not supported yet"),
         (&["--add-host", "db:nope"][..], "not an IP address"),
         (&["--ulimit", "nofile"][..], "NAME=SOFT[:HARD]"),
@@ -268,5 +269,173 @@ fn flags_reach_buildwitd_too() {
         std::fs::read_to_string(fs.join("hosts.txt"))
             .unwrap()
             .contains("10.9.8.7\tdb.internal")
+    );
+}
+
+/// An OCI layout's blob, as JSON.
+fn blob(layout: &Path, digest: &str) -> Value {
+    json(
+        &layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:")),
+    )
+}
+
+#[test]
+fn provenance_is_attached_as_buildkit_attaches_it() {
+    let s = support::setup();
+    let host = s.image.split('/').next().unwrap().to_string();
+    let ctx = s.context(
+        "provenance",
+        &[(
+            "Dockerfile",
+            "FROM BASE AS base\nARG GREETING=hi\nRUN echo $GREETING > /g\nFROM scratch\nCOPY --from=base /g /g\n",
+        )],
+    );
+    let oci = s.dir.path().join("prov-oci");
+    let meta = s.dir.path().join("prov-meta.json");
+    let pushed = format!("{host}/example/app:prov");
+    let out = s.buildwit(&[
+        "build",
+        ctx.to_str().unwrap(),
+        "--provenance",
+        "mode=max",
+        "--build-arg",
+        "GREETING=hello",
+        "-t",
+        "example.com/app:1",
+        "-o",
+        &format!("type=oci,dest={},tar=false", oci.display()),
+        "--metadata-file",
+        meta.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // The names point at an index: the image, then its attestation manifest.
+    let index = skopeo(&["inspect", "--raw", &format!("oci:{}:1", oci.display())]);
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let image = &index["manifests"][0];
+    let attestation = &index["manifests"][1];
+    assert_eq!(image["platform"]["os"], "linux");
+    assert_eq!(
+        attestation["annotations"]["vnd.docker.reference.type"],
+        "attestation-manifest"
+    );
+    assert_eq!(
+        attestation["annotations"]["vnd.docker.reference.digest"],
+        image["digest"]
+    );
+    assert_eq!(attestation["platform"]["os"], "unknown");
+    let index_digest = json(&oci.join("index.json"))["manifests"][0]["digest"].clone();
+    assert_eq!(json(&meta)["containerimage.digest"], index_digest);
+
+    // The statement: the image as its subject, the base image and the frontend as
+    // dependencies, the request with its build arguments, the LLB.
+    let attestation = blob(&oci, attestation["digest"].as_str().unwrap());
+    assert_eq!(
+        attestation["artifactType"],
+        "application/vnd.docker.attestation.manifest.v1+json"
+    );
+    assert_eq!(attestation["subject"]["digest"], image["digest"]);
+    let layer = &attestation["layers"][0];
+    assert_eq!(layer["mediaType"], "application/vnd.in-toto+json");
+    assert_eq!(
+        layer["annotations"]["in-toto.io/predicate-type"],
+        "https://slsa.dev/provenance/v1"
+    );
+    let statement = blob(&oci, layer["digest"].as_str().unwrap());
+    assert_eq!(statement["_type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
+    assert_eq!(
+        statement["subject"][0]["name"],
+        "pkg:docker/example.com/app@1?platform=linux%2Famd64"
+    );
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            statement["subject"][0]["digest"]["sha256"]
+                .as_str()
+                .unwrap()
+        ),
+        image["digest"].as_str().unwrap()
+    );
+    let definition = &statement["predicate"]["buildDefinition"];
+    let dependencies = definition["resolvedDependencies"].as_array().unwrap();
+    let base = format!(
+        "pkg:docker/{}@latest?platform=linux%2Famd64",
+        s.image.trim_end_matches(":latest").replacen(':', "%3A", 1)
+    );
+    assert!(
+        dependencies
+            .iter()
+            .any(|d| d["uri"] == base.as_str() && d["digest"]["sha256"].is_string()),
+        "{base} not in {dependencies:?}"
+    );
+    assert!(
+        dependencies.iter().any(|d| d["uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("pkg:generic/buildwit-frontend/dockerfile@")),
+        "{dependencies:?}"
+    );
+    let request = &definition["externalParameters"]["request"];
+    assert_eq!(request["frontend"], "dockerfile.v0");
+    assert_eq!(request["args"]["build-arg:GREETING"], "hello");
+    assert!(request["args"].get("attest:provenance").is_none());
+    assert_eq!(request["locals"][0]["name"], "context");
+    let llb = definition["internalParameters"]["buildConfig"]["llbDefinition"]
+        .as_array()
+        .unwrap();
+    assert!(
+        llb.iter().any(|step| step["op"]["Op"]["exec"].is_object()),
+        "{llb:?}"
+    );
+
+    // Pushed: the index under the tag, each manifest by digest.
+    let out = s.buildwit(&[
+        "build",
+        ctx.to_str().unwrap(),
+        "--attest",
+        "type=provenance,mode=min",
+        "-t",
+        &pushed,
+        "--push",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let remote = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{pushed}"),
+    ]);
+    assert_eq!(remote["manifests"].as_array().unwrap().len(), 2, "{remote}");
+    let attestation_digest = remote["manifests"][1]["digest"].as_str().unwrap();
+    let remote_attestation = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{host}/example/app@{attestation_digest}"),
+    ]);
+    assert_eq!(
+        remote_attestation["layers"][0]["mediaType"],
+        "application/vnd.in-toto+json"
+    );
+
+    // Off: a plain manifest.
+    let plain = s.dir.path().join("plain-oci");
+    let out = s.buildwit(&[
+        "build",
+        ctx.to_str().unwrap(),
+        "--provenance=false",
+        "-o",
+        &format!("type=oci,dest={},tar=false", plain.display()),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        json(&plain.join("index.json"))["manifests"][0]["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
     );
 }

@@ -593,3 +593,138 @@ fn builds_produce_the_files_buildkit_produces() {
         failures.join("\n")
     );
 }
+
+/// Provenance fields BuildKit writes and buildwit does not, each with its reason (a path
+/// names the field and everything below it).
+const PROVENANCE_NOT_WRITTEN: &[(&str, &str)] = &[
+    (
+        "statement.predicate.buildDefinition.externalParameters.request.root",
+        "BuildKit records the request its Dockerfile frontend forwards to itself; buildwit \
+         runs the frontend once, directly",
+    ),
+    (
+        "statement.predicate.buildDefinition.externalParameters.request.compatibilityVersion",
+        "a version number of BuildKit's own",
+    ),
+    (
+        "statement.predicate.runDetails.metadata.buildkit_metadata.source",
+        "the Dockerfile's source map per step is not recorded yet",
+    ),
+    (
+        "statement.predicate.runDetails.metadata.buildkit_metadata.layers",
+        "the layers each step made are not recorded yet",
+    ),
+];
+
+/// The paths of the fields of `v` (array elements as `[]`), not looking inside maps whose
+/// keys are data (digests, build arguments, ops).
+fn shape(v: &serde_json::Value, path: &str, out: &mut BTreeSet<String>) {
+    const DATA: &[&str] = &["digest", "args", "digestMapping", "op", "annotations"];
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let p = format!("{path}.{k}");
+                out.insert(p.clone());
+                if !DATA.contains(&k.as_str()) {
+                    shape(v, &p, out);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                shape(item, &format!("{path}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The shapes of an OCI layout's index, attestation manifest and provenance statement.
+fn provenance_shape(layout: &Path) -> BTreeSet<String> {
+    let read = |digest: &serde_json::Value| -> serde_json::Value {
+        let hex = digest.as_str().unwrap().trim_start_matches("sha256:");
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap())
+            .unwrap()
+    };
+    let top: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let index = read(&top["manifests"][0]["digest"]);
+    let attestation = read(&index["manifests"][1]["digest"]);
+    let statement = read(&attestation["layers"][0]["digest"]);
+    let mut out = BTreeSet::new();
+    shape(&index, "index", &mut out);
+    shape(&attestation, "attestation", &mut out);
+    shape(&statement, "statement", &mut out);
+    out
+}
+
+#[cfg_attr(
+    no_shared,
+    ignore = "needs ../shared (set BUILDWIT_SHARED to its path), absent from this checkout"
+)]
+#[test]
+fn provenance_has_the_fields_buildkit_writes() {
+    let s = support::setup();
+    let bk = BuildKit::start(&s);
+    let ctx = s.dir.path().join("provenance");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {} AS base\nARG GREETING=hi\nCOPY a.txt /a.txt\nRUN echo $GREETING > /g\n\
+             FROM scratch\nCOPY --from=base /g /g\n",
+            s.image
+        ),
+    )
+    .unwrap();
+    std::fs::write(ctx.join("a.txt"), "a\n").unwrap();
+    let mut failures = Vec::new();
+    for mode in ["min", "max"] {
+        let theirs = s.dir.path().join(format!("bk-provenance-{mode}"));
+        let out = Command::new(&bk.buildctl)
+            .args(["--addr", &bk.addr, "build", "--frontend", "dockerfile.v0"])
+            .arg(format!("--local=context={}", ctx.display()))
+            .arg(format!("--local=dockerfile={}", ctx.display()))
+            .arg(format!("--opt=attest:provenance=mode={mode}"))
+            .arg("--opt=build-arg:GREETING=hello")
+            .arg(format!(
+                "--output=type=oci,dest={},tar=false,name=example.com/app:1",
+                theirs.display()
+            ))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "BuildKit: {}", text(&out.stderr));
+        let ours = s.dir.path().join(format!("bw-provenance-{mode}"));
+        let out = s.buildwit(&[
+            "build",
+            ctx.to_str().unwrap(),
+            "--provenance",
+            &format!("mode={mode}"),
+            "--build-arg",
+            "GREETING=hello",
+            "-t",
+            "example.com/app:1",
+            "-o",
+            &format!("type=oci,dest={},tar=false", ours.display()),
+        ]);
+        assert!(out.status.success(), "buildwit: {}", text(&out.stderr));
+        let not_written = |p: &String| PROVENANCE_NOT_WRITTEN.iter().any(|(n, _)| p.starts_with(n));
+        let theirs: BTreeSet<String> = provenance_shape(&theirs)
+            .into_iter()
+            .filter(|p| !not_written(p))
+            .collect();
+        let ours = provenance_shape(&ours);
+        for missing in theirs.difference(&ours) {
+            failures.push(format!(
+                "mode={mode}: BuildKit writes {missing}, buildwit does not"
+            ));
+        }
+        for extra in ours.difference(&theirs) {
+            failures.push(format!(
+                "mode={mode}: buildwit writes {extra}, BuildKit does not"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -2,8 +2,9 @@
 
 use std::io::Write;
 
+use buildwit_exporter::attestation::Statement;
 use buildwit_exporter::{Destination, OutputKind, OutputSpec};
-use buildwit_worker::{Snapshot, Worker};
+use buildwit_worker::{Descriptor, Snapshot, Worker};
 
 use crate::DaemonError;
 
@@ -35,6 +36,15 @@ fn dest_name(dest: &Option<Destination>) -> String {
     }
 }
 
+/// What an image export carries besides the result and its config.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Extras<'a> {
+    /// The inline cache records (`type=inline`).
+    pub inline_cache: Option<&'a [buildwit_exporter::cache::CacheEntry]>,
+    /// Attestations to attach (provenance).
+    pub attestations: &'a [Statement],
+}
+
 /// Export `result` (`None`: scratch) with its image config.
 pub(crate) fn export(
     worker: &Worker,
@@ -43,7 +53,7 @@ pub(crate) fn export(
     output: &OutputSpec,
     result: Option<&Snapshot>,
     config: Option<&[u8]>,
-    inline_cache: Option<&[buildwit_exporter::cache::CacheEntry]>,
+    extras: Extras,
 ) -> Result<Exported, DaemonError> {
     let snapshot = result.cloned().unwrap_or_default();
     let dest = dest_name(&output.dest);
@@ -58,11 +68,23 @@ pub(crate) fn export(
     match output.kind {
         OutputKind::Oci | OutputKind::Docker | OutputKind::Image => {
             let mut spec = output.image_spec(snapshot, config.unwrap_or_default().to_vec());
-            spec.inline_cache = inline_cache.map(<[_]>::to_vec);
-            let image = buildwit_exporter::build_image(&worker.content, &spec)
+            spec.inline_cache = extras.inline_cache.map(<[_]>::to_vec);
+            let mut image = buildwit_exporter::build_image(&worker.content, &spec)
                 .map_err(|e| fail(output, e))?;
-            exported.digest = Some(image.manifest.digest.clone());
-            exported.manifest = Some((image.manifest.media_type.clone(), image.manifest.size));
+            if !extras.attestations.is_empty() {
+                let platform = platform_of(&image.config_bytes);
+                buildwit_exporter::attestation::attach(
+                    &worker.content,
+                    &mut image,
+                    extras.attestations,
+                    &output.names,
+                    &platform,
+                )
+                .map_err(|e| fail(output, e))?;
+            }
+            let (top, _) = image.top();
+            exported.digest = Some(top.digest.clone());
+            exported.manifest = Some((top.media_type.clone(), top.size));
             exported.config_digest = Some(image.config.digest.clone());
             exported.names = output.names.clone();
             let names = &output.names;
@@ -149,28 +171,75 @@ pub(crate) fn export(
     Ok(exported)
 }
 
-/// Push an exported image's blobs and manifest under `name`.
+/// `os/arch[/variant]` of an image config.
+fn platform_of(config: &[u8]) -> String {
+    let config: serde_json::Value = serde_json::from_slice(config).unwrap_or_default();
+    let field = |k: &str| config[k].as_str().unwrap_or_default().to_string();
+    let mut platform = format!("{}/{}", field("os"), field("architecture"));
+    if !field("variant").is_empty() {
+        platform = format!("{platform}/{}", field("variant"));
+    }
+    platform
+}
+
+/// Push an exported image's blobs and manifest under `name`. With attestations, the image
+/// manifest and the attestation manifest go up by digest, then the index under `name`.
 async fn push(
     worker: &Worker,
     registries: &buildwit_registry::Registries,
     image: &buildwit_exporter::BuiltImage,
     name: &str,
 ) -> Result<usize, String> {
-    let mut blobs = Vec::new();
-    for d in std::iter::once(&image.config).chain(&image.layers) {
-        blobs.push((
-            d.digest.clone(),
-            worker.content.path(&d.digest).map_err(|e| e.to_string())?,
-        ));
+    let paths = |descriptors: &mut dyn Iterator<Item = &Descriptor>| {
+        descriptors
+            .map(|d| Ok((d.digest.clone(), worker.content.path(&d.digest)?)))
+            .collect::<Result<Vec<_>, std::io::Error>>()
+            .map_err(|e| e.to_string())
+    };
+    let image_blobs = paths(&mut std::iter::once(&image.config).chain(&image.layers))?;
+    let Some(attached) = &image.attached else {
+        return registries
+            .push_image(
+                name,
+                &image_blobs,
+                &image.manifest_bytes,
+                &image.manifest.media_type,
+            )
+            .await
+            .map(|p| p.blobs)
+            .map_err(|e| e.to_string());
+    };
+    let repository = buildwit_registry::parse_reference(name).map_err(|e| e.to_string())?;
+    let by_digest = |digest: &str| {
+        format!(
+            "{}/{}@{digest}",
+            repository.registry(),
+            repository.repository()
+        )
+    };
+    let mut uploaded = 0;
+    for (blobs, bytes, descriptor) in [
+        (image_blobs, &image.manifest_bytes, &image.manifest),
+        (
+            paths(&mut attached.blobs.iter())?,
+            &attached.manifest_bytes,
+            &attached.manifest,
+        ),
+    ] {
+        uploaded += registries
+            .push_image(
+                &by_digest(&descriptor.digest),
+                &blobs,
+                bytes,
+                &descriptor.media_type,
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .blobs;
     }
     registries
-        .push_image(
-            name,
-            &blobs,
-            &image.manifest_bytes,
-            &image.manifest.media_type,
-        )
+        .push_image(name, &[], &attached.index_bytes, &attached.index.media_type)
         .await
-        .map(|p| p.blobs)
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok(uploaded)
 }

@@ -17,6 +17,7 @@ pub mod history;
 pub mod info;
 mod local;
 pub mod outputs;
+mod provenance;
 pub mod server;
 pub mod session;
 pub mod ssh;
@@ -466,6 +467,15 @@ impl Engine {
     }
 }
 
+/// A frontend as the request named it: a name, a file, a reference.
+fn frontend_name(frontend: &FrontendRef) -> String {
+    match frontend {
+        FrontendRef::Named(n) => n.clone(),
+        FrontendRef::File(f) => f.display().to_string(),
+        FrontendRef::Image(r) => r.clone(),
+    }
+}
+
 /// The option the built-in Dockerfile frontend takes as the `local.unique` of the build
 /// context (its `LOCAL_UNIQUE_OPTION`).
 const LOCAL_UNIQUE_OPTION: &str = "buildwit:local-unique";
@@ -486,11 +496,7 @@ impl BuildApi for Engine {
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| format!("{:?}", request.frontend))
         });
-        let frontend = match &request.frontend {
-            FrontendRef::Named(n) => n.clone(),
-            FrontendRef::File(f) => f.display().to_string(),
-            FrontendRef::Image(r) => r.clone(),
-        };
+        let frontend = frontend_name(&request.frontend);
         let target = request
             .options
             .iter()
@@ -514,7 +520,7 @@ impl BuildApi for Engine {
                 .options
                 .push((LOCAL_UNIQUE_OPTION.to_string(), id.clone()));
         }
-        let mut result = self.run_build(request, counting.clone());
+        let mut result = self.run_build(request, counting.clone(), &id);
         if record_it {
             if let Ok(outcome) = &mut result {
                 outcome.build_id = id.clone();
@@ -699,8 +705,12 @@ impl Engine {
         &self,
         request: BuildRequest,
         events: Arc<dyn EventSink>,
+        id: &str,
     ) -> Result<BuildOutcome, DaemonError> {
         let started = Instant::now();
+        let started_on = std::time::SystemTime::now();
+        let provenance = provenance::Wanted::from_options(&request.options)?;
+        let options = request.options.clone();
         let selected = self.select(&request.frontend, &request.options)?;
         let inline_wanted = request.solve && inline_cache_wanted(&request);
         let session = Arc::new(Session {
@@ -759,6 +769,23 @@ impl Engine {
             }
             _ => (None, Default::default()),
         };
+        let attestations = match &provenance {
+            Some(wanted) if request.solve => vec![provenance::statement(
+                wanted,
+                &provenance::Facts {
+                    frontend: &frontend_name(&request.frontend),
+                    record: &frontend,
+                    options: &options,
+                    locals: request.locals.keys().map(String::as_str).collect(),
+                    materials: &keys.materials,
+                    definition: definition.as_ref(),
+                    invocation_id: id,
+                    started: started_on,
+                    finished: std::time::SystemTime::now(),
+                },
+            )?],
+            _ => Vec::new(),
+        };
         if request.solve
             && definition.is_none()
             && !out.refs.is_empty()
@@ -790,7 +817,10 @@ impl Engine {
                 output,
                 result.as_ref(),
                 config,
-                inline.as_deref(),
+                export::Extras {
+                    inline_cache: inline.as_deref(),
+                    attestations: &attestations,
+                },
             )?);
         }
         if request.solve {

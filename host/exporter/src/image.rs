@@ -92,6 +92,19 @@ pub struct BuiltImage {
     /// Annotations of the manifest's descriptor where an index lists it (`index.json`):
     /// `org.opencontainers.image.created` and `annotation-manifest-descriptor.*`.
     pub descriptor_annotations: BTreeMap<String, String>,
+    /// Attestations attached with [`crate::attestation::attach`]: then the image is an index.
+    pub attached: Option<crate::attestation::Attached>,
+}
+
+impl BuiltImage {
+    /// What the image's names point at: the index when attestations are attached, else
+    /// the manifest; with its bytes.
+    pub fn top(&self) -> (&Descriptor, &[u8]) {
+        match &self.attached {
+            Some(a) => (&a.index, &a.index_bytes),
+            None => (&self.manifest, &self.manifest_bytes),
+        }
+    }
 }
 
 /// Make the image: layer blobs (reused when made before), the config with the real diff
@@ -220,6 +233,7 @@ pub fn build_image(content: &ContentStore, spec: &ImageSpec) -> Result<BuiltImag
         manifest_bytes,
         config_bytes,
         descriptor_annotations,
+        attached: None,
     })
 }
 
@@ -423,6 +437,24 @@ pub fn now_rfc3339() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     rfc3339_utc(secs)
+}
+
+/// A time as RFC 3339 in UTC with its nanoseconds, trailing zeros left out (Go's
+/// `RFC3339Nano`, as BuildKit writes times in provenance).
+pub fn rfc3339_nanos(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let seconds = rfc3339_utc(d.as_secs() as i64);
+    match d.subsec_nanos() {
+        0 => seconds,
+        n => {
+            let fraction = format!("{n:09}");
+            format!(
+                "{}.{}Z",
+                seconds.trim_end_matches('Z'),
+                fraction.trim_end_matches('0')
+            )
+        }
+    }
 }
 
 /// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian calendar).

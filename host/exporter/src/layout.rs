@@ -168,10 +168,16 @@ fn index_json(image: &BuiltImage, names: &[ImageName]) -> Vec<u8> {
             annotations.insert(ANNOTATION_IMAGE_NAME.to_string(), name.full.clone());
             annotations.insert(ANNOTATION_REF_NAME.to_string(), name.ref_name.clone());
         }
+        // An index (attestations attached) lists the platforms itself.
+        let (descriptor, _) = image.top();
         IndexEntry {
-            descriptor: &image.manifest,
+            descriptor,
             annotations,
-            platform: platform_of(image),
+            platform: image
+                .attached
+                .is_none()
+                .then(|| platform_of(image))
+                .flatten(),
         }
     };
     let manifests = if names.is_empty() {
@@ -210,12 +216,17 @@ fn docker_manifest_json(image: &BuiltImage, names: &[ImageName]) -> Result<Vec<u
     Ok(serde_json::to_vec(&[entry]).expect("manifest.json serializes"))
 }
 
-/// Every blob of the image once: config, manifest and layers.
+/// Every blob of the image once: config, manifest and layers, and the index and
+/// attestation blobs when attestations are attached.
 fn blobs_of(image: &BuiltImage) -> Vec<&Descriptor> {
     let mut blobs: Vec<&Descriptor> = [&image.config, &image.manifest]
         .into_iter()
         .chain(&image.layers)
         .collect();
+    if let Some(a) = &image.attached {
+        blobs.extend([&a.index, &a.manifest]);
+        blobs.extend(&a.blobs);
+    }
     blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
     blobs.dedup_by(|a, b| a.digest == b.digest);
     blobs

@@ -10,11 +10,13 @@
 //! - [`export_local`], [`export_tar`]: the files of a build result (`type=local`,
 //!   `type=tar`).
 //! - [`parse_output`]: buildx/buildctl `--output` strings.
+//! - [`attestation`]: in-toto statements (provenance) attached to an image in an index.
 //! - [`cache`]: build cache export/import (`--cache-to`, `--cache-from`).
 
 #![warn(missing_docs)]
 
 mod atomic;
+pub mod attestation;
 pub mod cache;
 mod files;
 mod image;
@@ -28,7 +30,8 @@ use std::io;
 
 pub use files::{export_local, export_tar, export_tar_file};
 pub use image::{
-    Annotations, BuiltImage, ImageSpec, build_image, host_architecture, now_rfc3339, rfc3339_utc,
+    Annotations, BuiltImage, ImageSpec, build_image, host_architecture, now_rfc3339, rfc3339_nanos,
+    rfc3339_utc,
 };
 pub use layer::{
     Compression, DOCKER_LAYER, DOCKER_LAYER_GZIP, DOCKER_LAYER_ZSTD, LayerCompression, OCI_LAYER,

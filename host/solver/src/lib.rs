@@ -67,6 +67,35 @@ pub struct SolvedKeys {
     /// The key of every vertex of the graph (some have no record: a cached descendant
     /// meant they were not needed).
     pub all: Vec<String>,
+    /// The sources the build read, pinned, in the definition's order.
+    pub materials: Vec<Material>,
+}
+
+/// A source a build read, pinned as its key was computed (provenance's resolved
+/// dependencies).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Material {
+    /// An image, `NAME[:TAG]@sha256:…`, for `os/arch[/variant]`.
+    Image {
+        /// The reference, pinned.
+        reference: String,
+        /// The platform it was resolved for.
+        platform: String,
+    },
+    /// A git repository at a commit.
+    Git {
+        /// The remote, with `#REF` when one was asked for.
+        url: String,
+        /// The commit.
+        commit: String,
+    },
+    /// An HTTP download.
+    Http {
+        /// The URL.
+        url: String,
+        /// Its content digest.
+        digest: String,
+    },
 }
 
 /// What a build may do beyond the sandbox (`--allow`), within what the daemon permits.
@@ -145,6 +174,42 @@ struct Job {
 }
 
 impl Job {
+    fn materials(&self) -> Vec<Material> {
+        let mut out = Vec::new();
+        for (i, v) in self.graph.ops().iter().enumerate() {
+            if let Some(reference) = self.images.get(&i) {
+                let p = v.op.platform.clone().unwrap_or_default();
+                let mut platform =
+                    format!("{}/{}", or(&p.os, "linux"), or(&p.architecture, "amd64"));
+                if !p.variant.is_empty() {
+                    platform = format!("{platform}/{}", p.variant);
+                }
+                out.push(Material::Image {
+                    reference: reference.clone(),
+                    platform,
+                });
+            } else if let Some((git, commit)) = self.commits.get(&i) {
+                let url = match git.reference.as_str() {
+                    "" => git.url.clone(),
+                    r => format!("{}#{r}", git.url),
+                };
+                out.push(Material::Git {
+                    url,
+                    commit: commit.clone(),
+                });
+            } else if let (Some(digest), Some(pb::op::Op::Source(s))) =
+                (self.downloads.get(&i), &v.op.op)
+            {
+                out.push(Material::Http {
+                    url: s.identifier.clone(),
+                    digest: digest.clone(),
+                });
+            }
+        }
+        out.dedup();
+        out
+    }
+
     /// Show vertex `i` as cached, and the vertices it was made from: a result from the
     /// cache stands for all of them, and BuildKit lists each as `CACHED`.
     fn show_cached(&self, i: usize) {
@@ -284,6 +349,7 @@ impl Solver {
         let keys = SolvedKeys {
             result: job.keys[result].clone(),
             all: job.keys.clone(),
+            materials: job.materials(),
         };
         Ok((Some(snapshot), keys))
     }

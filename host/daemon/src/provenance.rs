@@ -1,0 +1,252 @@
+//! SLSA provenance of a build, as BuildKit records it (`attest:provenance=mode=min|max`,
+//! which `--provenance` and `--attest type=provenance` send): SLSA v1, with the sources the
+//! build read pinned, the frontend and the request; `max` adds the build arguments and the
+//! LLB of the build.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use buildwit_exporter::attestation::{Statement, docker_purl};
+use buildwit_llb::pb;
+use buildwit_solver::Material;
+use serde_json::{Map, Value, json};
+
+use crate::{DaemonError, FrontendRecord};
+
+/// The frontend option that asks for provenance.
+pub(crate) const OPTION: &str = "attest:provenance";
+const PREDICATE_TYPE: &str = "https://slsa.dev/provenance/v1";
+const BUILD_TYPE: &str =
+    "https://github.com/moby/buildkit/blob/master/docs/attestations/slsa-definitions.md";
+
+/// What `attest:provenance` asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Wanted {
+    max: bool,
+    builder_id: String,
+}
+
+impl Wanted {
+    /// The request's provenance option (`None`: none wanted, or `disabled=true`).
+    pub(crate) fn from_options(
+        options: &[(String, String)],
+    ) -> Result<Option<Wanted>, DaemonError> {
+        let Some((_, value)) = options.iter().rev().find(|(k, _)| k == OPTION) else {
+            return Ok(None);
+        };
+        let bad = |why: String| DaemonError::Export(format!("{OPTION}={value}: {why}"));
+        let mut wanted = Wanted {
+            max: false,
+            builder_id: String::new(),
+        };
+        for field in value.split(',').filter(|f| !f.is_empty()) {
+            let (k, v) = field.split_once('=').unwrap_or((field, ""));
+            match (k, v) {
+                ("mode", "min") => wanted.max = false,
+                ("mode", "max") => wanted.max = true,
+                ("mode", other) => return Err(bad(format!("mode {other:?}: use min or max"))),
+                ("disabled", "true") => return Ok(None),
+                ("disabled", _) => {}
+                ("version", "v1") => {}
+                ("version", other) => {
+                    return Err(bad(format!("version {other:?}: buildwit writes SLSA v1")));
+                }
+                ("builder-id", id) => wanted.builder_id = id.to_string(),
+                // Options of BuildKit's that change nothing here.
+                ("reproducible" | "inline-only" | "filename", _) => {}
+                (other, _) => return Err(bad(format!("unknown key {other:?}"))),
+            }
+        }
+        Ok(Some(wanted))
+    }
+}
+
+/// What a build was, for its provenance.
+pub(crate) struct Facts<'a> {
+    /// The frontend as the request named it (`dockerfile.v0`, a reference, a file).
+    pub frontend: &'a str,
+    /// The component that ran.
+    pub record: &'a FrontendRecord,
+    pub options: &'a [(String, String)],
+    pub locals: Vec<&'a str>,
+    pub materials: &'a [Material],
+    pub definition: Option<&'a pb::Definition>,
+    pub invocation_id: &'a str,
+    pub started: SystemTime,
+    pub finished: SystemTime,
+}
+
+/// The provenance statement of a build (its subject is added per image by the exporter).
+pub(crate) fn statement(wanted: &Wanted, facts: &Facts) -> Result<Statement, DaemonError> {
+    let mut dependencies = Vec::new();
+    for m in facts.materials {
+        dependencies.push(material(m)?);
+    }
+    dependencies.push(frontend_dependency(facts.record));
+
+    let mut request = Map::new();
+    request.insert("frontend".into(), json!(facts.frontend));
+    if wanted.max {
+        let args: BTreeMap<&str, &str> = facts
+            .options
+            .iter()
+            .filter(|(k, _)| !k.starts_with("attest:") && !k.starts_with("buildwit:"))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        if !args.is_empty() {
+            request.insert("args".into(), json!(args));
+        }
+    }
+    let locals: Vec<Value> = facts.locals.iter().map(|n| json!({"name": n})).collect();
+    if !locals.is_empty() {
+        request.insert("locals".into(), Value::Array(locals));
+    }
+
+    let mut internal = Map::new();
+    if wanted.max
+        && let Some(def) = facts.definition
+    {
+        internal.insert("buildConfig".into(), build_config(def)?);
+    }
+    internal.insert(
+        "builderPlatform".into(),
+        json!(format!("linux/{}", buildwit_exporter::host_architecture())),
+    );
+    if facts.record.name.starts_with("dockerfile") {
+        internal.insert("dockerfileVersion".into(), json!(facts.record.version));
+    }
+
+    let predicate = json!({
+        "buildDefinition": {
+            "buildType": BUILD_TYPE,
+            "resolvedDependencies": dependencies,
+            "externalParameters": {
+                "configSource": {},
+                "request": request,
+            },
+            "internalParameters": internal,
+        },
+        "runDetails": {
+            "builder": {"id": wanted.builder_id},
+            "metadata": {
+                "invocationId": facts.invocation_id,
+                "startedOn": buildwit_exporter::rfc3339_nanos(facts.started),
+                "finishedOn": buildwit_exporter::rfc3339_nanos(facts.finished),
+                "buildkit_metadata": {},
+                "buildkit_completeness": {
+                    "request": wanted.max,
+                    "resolvedDependencies": false,
+                },
+            },
+        },
+    });
+    Ok(Statement {
+        predicate_type: PREDICATE_TYPE.to_string(),
+        predicate,
+    })
+}
+
+fn digest_map(digest: &str) -> Value {
+    match digest.split_once(':') {
+        Some((alg, hex)) => json!({ alg: hex }),
+        None => json!({ "sha1": digest }),
+    }
+}
+
+/// A source as BuildKit names it: images as package URLs, git remotes and URLs as they are.
+fn material(m: &Material) -> Result<Value, DaemonError> {
+    Ok(match m {
+        Material::Image {
+            reference,
+            platform,
+        } => {
+            let (name, digest) = reference.rsplit_once('@').unwrap_or((reference, ""));
+            let purl = docker_purl(name, Some(platform))
+                .map_err(|e| DaemonError::Export(e.to_string()))?;
+            json!({"uri": purl, "digest": digest_map(digest)})
+        }
+        Material::Git { url, commit } => json!({"uri": url, "digest": {"sha1": commit}}),
+        Material::Http { url, digest } => json!({"uri": url, "digest": digest_map(digest)}),
+    })
+}
+
+/// The frontend component that ran: BuildKit lists a `# syntax=` image among the
+/// dependencies; buildwit lists the component it ran, by the component's digest, under
+/// its image's package URL, or `pkg:generic/buildwit-frontend/NAME@VERSION` when built in
+/// or given as a file.
+fn frontend_dependency(record: &FrontendRecord) -> Value {
+    let pulled = record.source.contains("@sha256:");
+    let uri = pulled
+        .then(|| docker_purl(&record.source, None).ok())
+        .flatten()
+        .unwrap_or_else(|| {
+            format!(
+                "pkg:generic/buildwit-frontend/{}@{}",
+                record.name, record.version
+            )
+        });
+    json!({"uri": uri, "digest": digest_map(&record.digest)})
+}
+
+/// `max` mode's LLB: each op with its inputs as `stepN:OUTPUT`, and which digest is which
+/// step, as BuildKit writes `buildConfig`.
+fn build_config(def: &pb::Definition) -> Result<Value, DaemonError> {
+    let lines =
+        buildwit_llb::dump_json_lines(def).map_err(|e| DaemonError::Export(e.to_string()))?;
+    let mut steps = BTreeMap::new();
+    let mut parsed = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let v: Value =
+            serde_json::from_str(line).map_err(|e| DaemonError::Export(e.to_string()))?;
+        let digest = v["Digest"].as_str().unwrap_or_default().to_string();
+        steps.insert(digest.clone(), format!("step{i}"));
+        parsed.push((digest, v));
+    }
+    let mut definition = Vec::new();
+    for (digest, mut v) in parsed {
+        let mut op = v["Op"].take();
+        let inputs: Vec<String> = op
+            .as_object_mut()
+            .and_then(|o| o.remove("inputs"))
+            .and_then(|i| i.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|input| {
+                let step = input["digest"]
+                    .as_str()
+                    .and_then(|d| steps.get(d))
+                    .cloned()
+                    .unwrap_or_default();
+                format!("{step}:{}", input["index"].as_u64().unwrap_or(0))
+            })
+            .collect();
+        let mut step = json!({"id": steps[&digest], "op": op});
+        if !inputs.is_empty() {
+            step["inputs"] = json!(inputs);
+        }
+        definition.push(step);
+    }
+    let mapping: BTreeMap<&String, &String> = steps.iter().collect();
+    Ok(json!({"llbDefinition": definition, "digestMapping": mapping}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wanted(v: &str) -> Result<Option<Wanted>, DaemonError> {
+        Wanted::from_options(&[(OPTION.to_string(), v.to_string())])
+    }
+
+    #[test]
+    fn the_option_reads_as_buildkit_reads_it() {
+        assert_eq!(Wanted::from_options(&[]).unwrap(), None);
+        assert!(!wanted("mode=min").unwrap().unwrap().max);
+        assert!(!wanted("").unwrap().unwrap().max);
+        assert!(wanted("mode=max,version=v1").unwrap().unwrap().max);
+        assert_eq!(wanted("mode=max,disabled=true").unwrap(), None);
+        assert!(wanted("mode=all").is_err());
+        assert!(wanted("version=v0.2").is_err());
+        assert!(wanted("colour=blue").is_err());
+    }
+}
