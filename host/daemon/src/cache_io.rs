@@ -23,22 +23,36 @@ use buildwit_worker::content::sha256_digest;
 use buildwit_worker::{ContentStore, Descriptor, LayerMeta};
 use sha2::{Digest as _, Sha256};
 
-/// The records a cache export holds. `max`: every record of the build. `min`: the records
-/// whose layers are all in the result, the steps that make up the final image, as
-/// BuildKit's min mode (an edit to a late step still finds the steps before it).
+/// The records a cache export holds, of every result (platform) of the build. `max`: every
+/// record of the build. `min`: the records whose layers are all in a result, the steps that
+/// make up the final images, as BuildKit's min mode (an edit to a late step still finds
+/// the steps before it).
 pub(crate) fn entries(
     solver: &Solver,
     mode: CacheMode,
-    keys: &SolvedKeys,
+    results: &[SolvedKeys],
 ) -> Result<Vec<CacheEntry>, String> {
+    let mut entries = Vec::new();
+    let mut seen = HashSet::new();
+    for keys in results {
+        result_entries(solver, mode, keys, &mut seen, &mut entries)?;
+    }
+    Ok(entries)
+}
+
+fn result_entries<'a>(
+    solver: &Solver,
+    mode: CacheMode,
+    keys: &'a SolvedKeys,
+    seen: &mut HashSet<&'a String>,
+    entries: &mut Vec<CacheEntry>,
+) -> Result<(), String> {
     let db = solver.db();
     let snapshots = &solver.worker().snapshots;
     let result_layers: HashSet<String> = match db.get(&keys.result).map_err(|e| e.to_string())? {
         Some(r) => r.outputs.into_iter().flatten().collect(),
-        None => return Ok(Vec::new()),
+        None => return Ok(()),
     };
-    let mut entries = Vec::new();
-    let mut seen = HashSet::new();
     for key in std::iter::once(&keys.result).chain(&keys.all) {
         if key.is_empty() || !seen.insert(key) {
             continue;
@@ -70,7 +84,7 @@ pub(crate) fn entries(
             outputs,
         });
     }
-    Ok(entries)
+    Ok(())
 }
 
 /// What a cache export did.
@@ -93,7 +107,7 @@ pub(crate) fn export(
     io: BuildIo,
     spec: &CacheSpec,
     mirror: Option<&std::path::Path>,
-    keys: &SolvedKeys,
+    keys: &[SolvedKeys],
 ) -> Result<CacheExported, String> {
     let what = spec.describe();
     let entries = entries(solver, spec.mode, keys).map_err(|e| format!("{what}: {e}"))?;

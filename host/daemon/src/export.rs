@@ -45,17 +45,26 @@ pub(crate) struct Extras<'a> {
     pub attestations: &'a [Statement],
 }
 
-/// Export `result` (`None`: scratch) with its image config.
+/// The result of a build for one platform.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PlatformResult {
+    /// Its platform id (`linux/arm64`); empty for a single-platform build.
+    pub platform: String,
+    /// What was built (`None`: scratch).
+    pub result: Option<Snapshot>,
+    /// Its image config from the frontend.
+    pub config: Option<Vec<u8>>,
+}
+
+/// Export the results of a build (one, or one per platform) as `output` asks.
 pub(crate) fn export(
     worker: &Worker,
     registries: &buildwit_registry::Registries,
     io: crate::build_io::BuildIo,
     output: &OutputSpec,
-    result: Option<&Snapshot>,
-    config: Option<&[u8]>,
+    results: &[PlatformResult],
     extras: Extras,
 ) -> Result<Exported, DaemonError> {
-    let snapshot = result.cloned().unwrap_or_default();
     let dest = dest_name(&output.dest);
     let mut exported = Exported {
         kind: output.kind.to_string(),
@@ -67,21 +76,38 @@ pub(crate) fn export(
     };
     match output.kind {
         OutputKind::Oci | OutputKind::Docker | OutputKind::Image => {
-            let mut spec = output.image_spec(snapshot, config.unwrap_or_default().to_vec());
-            spec.inline_cache = extras.inline_cache.map(<[_]>::to_vec);
-            let mut image = buildwit_exporter::build_image(&worker.content, &spec)
-                .map_err(|e| fail(output, e))?;
-            if !extras.attestations.is_empty() {
-                let platform = platform_of(&image.config_bytes);
-                buildwit_exporter::attestation::attach(
+            if output.kind == OutputKind::Docker && results.len() > 1 {
+                return Err(fail(
+                    output,
+                    "a Docker image archive holds one platform; use type=oci (or type=image) for a multi-platform image",
+                ));
+            }
+            let mut images = Vec::new();
+            for r in results {
+                let snapshot = r.result.clone().unwrap_or_default();
+                let mut spec = output.image_spec(snapshot, r.config.clone().unwrap_or_default());
+                if results.len() == 1 {
+                    spec.inline_cache = extras.inline_cache.map(<[_]>::to_vec);
+                }
+                images.push(
+                    buildwit_exporter::build_image(&worker.content, &spec)
+                        .map_err(|e| fail(output, e))?,
+                );
+            }
+            let image = if images.len() > 1 || !extras.attestations.is_empty() {
+                buildwit_exporter::index::build_index(
                     &worker.content,
-                    &mut image,
+                    images,
                     extras.attestations,
                     &output.names,
-                    &platform,
+                    &output.annotations.index,
                 )
-                .map_err(|e| fail(output, e))?;
-            }
+                .map_err(|e| fail(output, e))?
+            } else {
+                images
+                    .pop()
+                    .ok_or_else(|| fail(output, "nothing to export"))?
+            };
             let (top, _) = image.top();
             exported.digest = Some(top.digest.clone());
             exported.manifest = Some((top.media_type.clone(), top.size));
@@ -145,7 +171,37 @@ pub(crate) fn export(
                 }
             }
         }
+        OutputKind::Local if results.len() > 1 => {
+            // One folder per platform, as BuildKit's `platform-split`.
+            let Some(Destination::Path(p)) = &output.dest else {
+                return Err(fail(output, "type=local needs dest=DIR"));
+            };
+            std::fs::create_dir_all(p)
+                .map_err(|e| fail(output, format!("{}: {e}", p.display())))?;
+            for r in results {
+                let snapshot = r.result.clone().unwrap_or_default();
+                let mounted = worker
+                    .snapshots
+                    .mount(&snapshot, None)
+                    .map_err(|e| fail(output, e))?;
+                buildwit_exporter::export_local(
+                    mounted.path(),
+                    &p.join(r.platform.replace('/', "_")),
+                )
+                .map_err(|e| fail(output, e))?;
+            }
+        }
+        OutputKind::Tar if results.len() > 1 => {
+            return Err(fail(
+                output,
+                "a multi-platform type=tar is not supported yet; use type=local (one folder per platform) or type=oci",
+            ));
+        }
         OutputKind::Local | OutputKind::Tar => {
+            let snapshot = results
+                .first()
+                .and_then(|r| r.result.clone())
+                .unwrap_or_default();
             let mounted = worker
                 .snapshots
                 .mount(&snapshot, None)
@@ -171,19 +227,9 @@ pub(crate) fn export(
     Ok(exported)
 }
 
-/// `os/arch[/variant]` of an image config.
-fn platform_of(config: &[u8]) -> String {
-    let config: serde_json::Value = serde_json::from_slice(config).unwrap_or_default();
-    let field = |k: &str| config[k].as_str().unwrap_or_default().to_string();
-    let mut platform = format!("{}/{}", field("os"), field("architecture"));
-    if !field("variant").is_empty() {
-        platform = format!("{platform}/{}", field("variant"));
-    }
-    platform
-}
-
-/// Push an exported image's blobs and manifest under `name`. With attestations, the image
-/// manifest and the attestation manifest go up by digest, then the index under `name`.
+/// Push an exported image's blobs and manifest under `name`. With an index (several
+/// platforms, attestations), every manifest it lists goes up by digest first, then the
+/// index under `name`.
 async fn push(
     worker: &Worker,
     registries: &buildwit_registry::Registries,
@@ -197,7 +243,7 @@ async fn push(
             .map_err(|e| e.to_string())
     };
     let image_blobs = paths(&mut std::iter::once(&image.config).chain(&image.layers))?;
-    let Some(attached) = &image.attached else {
+    let Some(index) = &image.index else {
         return registries
             .push_image(
                 name,
@@ -217,15 +263,12 @@ async fn push(
             repository.repository()
         )
     };
+    let mut manifests = vec![(image_blobs, &image.manifest_bytes, &image.manifest)];
+    for m in &index.manifests {
+        manifests.push((paths(&mut m.blobs.iter())?, &m.bytes, &m.descriptor));
+    }
     let mut uploaded = 0;
-    for (blobs, bytes, descriptor) in [
-        (image_blobs, &image.manifest_bytes, &image.manifest),
-        (
-            paths(&mut attached.blobs.iter())?,
-            &attached.manifest_bytes,
-            &attached.manifest,
-        ),
-    ] {
+    for (blobs, bytes, descriptor) in manifests {
         uploaded += registries
             .push_image(
                 &by_digest(&descriptor.digest),
@@ -238,7 +281,7 @@ async fn push(
             .blobs;
     }
     registries
-        .push_image(name, &[], &attached.index_bytes, &attached.index.media_type)
+        .push_image(name, &[], &index.bytes, &index.index.media_type)
         .await
         .map_err(|e| e.to_string())?;
     Ok(uploaded)

@@ -32,11 +32,6 @@ pub struct DaemonInfo {
     pub config: String,
 }
 
-/// The platform of this machine as OCI names it.
-pub fn host_platform() -> String {
-    format!("linux/{}", buildwit_exporter::host_architecture())
-}
-
 impl Engine {
     /// Describe the daemon. Loads the built-in frontends (compiled once, then cached).
     pub fn info(&self) -> Result<DaemonInfo, DaemonError> {
@@ -80,8 +75,11 @@ impl Engine {
             version: env!("CARGO_PKG_VERSION").to_string(),
             root: self.frontends.root.display().to_string(),
             disk_size: self.disk_size(),
+            // What steps can run on: this host's platforms and the emulated ones.
             platforms: if oci.platforms.is_empty() {
-                vec![host_platform()]
+                buildwit_worker::platforms::runnable(std::path::Path::new(
+                    buildwit_worker::platforms::BINFMT_MISC,
+                ))
             } else {
                 oci.platforms.clone()
             },

@@ -349,7 +349,7 @@ impl Engine {
     fn export_caches(
         &self,
         specs: &[buildwit_exporter::cache::CacheSpec],
-        keys: &buildwit_solver::SolvedKeys,
+        keys: &[buildwit_solver::SolvedKeys],
         events: &dyn EventSink,
         io: BuildIo,
         client: &ClientLink,
@@ -464,6 +464,26 @@ impl Engine {
             channel: info.channel,
             compiled: loaded.compiled,
         })
+    }
+}
+
+/// The platforms of a multi-platform result, in the frontend's order: `refs.platforms`'
+/// ids, else the references' own.
+fn result_platforms<R>(metadata: &[(String, Vec<u8>)], refs: &[(String, R)]) -> Vec<String> {
+    let listed = metadata
+        .iter()
+        .find(|(k, _)| k == "refs.platforms")
+        .and_then(|(_, v)| serde_json::from_slice::<serde_json::Value>(v).ok())
+        .and_then(|v| {
+            v["Platforms"].as_array().map(|ps| {
+                ps.iter()
+                    .filter_map(|p| p["ID"].as_str().map(str::to_string))
+                    .collect::<Vec<_>>()
+            })
+        });
+    match listed {
+        Some(ids) if !ids.is_empty() => ids,
+        _ => refs.iter().map(|(k, _)| k.clone()).collect(),
     }
 }
 
@@ -754,7 +774,7 @@ impl Engine {
             rt: &self.frontends.io,
             cancelled: &request.client.cancelled,
         };
-        if request.solve && definition.is_some() {
+        if request.solve && (definition.is_some() || !out.refs.is_empty()) {
             self.import_caches(
                 &request.cache_from,
                 events.as_ref(),
@@ -763,12 +783,55 @@ impl Engine {
                 &platform,
             )?;
         }
-        let (result, keys) = match (&definition, request.solve) {
-            (Some(def), true) => {
-                self.solve_with_keys(def, session, &request.allow, events.clone())?
-            }
-            _ => (None, Default::default()),
+        let config_of = |suffix: &str| {
+            let key = format!("containerimage.config{suffix}");
+            out.metadata
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.clone())
         };
+        // What to export: one result, or one per platform in the frontend's order (a
+        // platform listed without a reference is scratch).
+        let mut results = Vec::new();
+        let mut solved = Vec::new();
+        if request.solve {
+            let targets = match &definition {
+                Some(def) => vec![(String::new(), Some(def))],
+                None if out.refs.is_empty() => vec![(String::new(), None)],
+                None => result_platforms(&out.metadata, &out.refs)
+                    .into_iter()
+                    .map(|id| {
+                        let def = out
+                            .refs
+                            .iter()
+                            .find(|(k, _)| *k == id)
+                            .map(|(_, r)| &*r.definition);
+                        (id, def)
+                    })
+                    .collect(),
+            };
+            for (platform, def) in targets {
+                let (result, keys) = match def {
+                    Some(def) => {
+                        self.solve_with_keys(def, session.clone(), &request.allow, events.clone())?
+                    }
+                    None => (None, Default::default()),
+                };
+                let suffix = if platform.is_empty() {
+                    String::new()
+                } else {
+                    format!("/{platform}")
+                };
+                results.push(export::PlatformResult {
+                    config: config_of(&suffix),
+                    platform,
+                    result,
+                });
+                solved.push(keys);
+            }
+        }
+        let materials: Vec<buildwit_solver::Material> =
+            solved.iter().flat_map(|k| k.materials.clone()).collect();
         let attestations = match &provenance {
             Some(wanted) if request.solve => vec![provenance::statement(
                 wanted,
@@ -777,8 +840,10 @@ impl Engine {
                     record: &frontend,
                     options: &options,
                     locals: request.locals.keys().map(String::as_str).collect(),
-                    materials: &keys.materials,
-                    definition: definition.as_ref(),
+                    materials: &materials,
+                    definition: definition
+                        .as_ref()
+                        .or_else(|| out.refs.first().map(|(_, r)| &*r.definition)),
                     invocation_id: id,
                     started: started_on,
                     finished: std::time::SystemTime::now(),
@@ -786,24 +851,12 @@ impl Engine {
             )?],
             _ => Vec::new(),
         };
-        if request.solve
-            && definition.is_none()
-            && !out.refs.is_empty()
-            && !request.outputs.is_empty()
-        {
-            return Err(DaemonError::Export(
-                "exporting multi-platform results is not supported yet; build one --platform at a time".into(),
-            ));
-        }
-        let config = out
-            .metadata
-            .iter()
-            .find(|(k, _)| k == "containerimage.config")
-            .map(|(_, v)| v.as_slice());
-        let inline = if inline_wanted {
-            self.inline_cache(&request.outputs, &keys, events.as_ref())?
-        } else {
-            None
+        // An inline cache describes one image's layers: a single platform's.
+        let inline = match solved.as_slice() {
+            [keys] if inline_wanted => {
+                self.inline_cache(&request.outputs, keys, events.as_ref())?
+            }
+            _ => None,
         };
         // A cancelled build exports nothing: no partial results.
         io.check()?;
@@ -815,8 +868,7 @@ impl Engine {
                 &self.frontends.registries,
                 io,
                 output,
-                result.as_ref(),
-                config,
+                &results,
                 export::Extras {
                     inline_cache: inline.as_deref(),
                     attestations: &attestations,
@@ -826,7 +878,7 @@ impl Engine {
         if request.solve {
             self.export_caches(
                 &request.cache_to,
-                &keys,
+                &solved,
                 events.as_ref(),
                 io,
                 &request.client,
@@ -845,7 +897,7 @@ impl Engine {
                 .collect(),
             metadata: out.metadata,
             frontend_time,
-            result,
+            result: results.into_iter().next().and_then(|r| r.result),
             solve_time: solve_started.elapsed(),
             exported,
             build_id: String::new(),
@@ -869,7 +921,7 @@ impl Engine {
             return Ok(None);
         }
         let solver = self.solver()?;
-        cache_io::entries(&solver, CacheMode::Min, keys)
+        cache_io::entries(&solver, CacheMode::Min, std::slice::from_ref(keys))
             .map(Some)
             .map_err(|e| DaemonError::Export(format!("exporting inline cache: {e}")))
     }

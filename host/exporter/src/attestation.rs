@@ -1,16 +1,16 @@
-//! In-toto attestations attached to an image as BuildKit attaches them: an attestation
-//! manifest (an empty config, one `application/vnd.in-toto+json` layer per statement, the
-//! image manifest as its `subject`) listed beside the image manifest in an image index,
-//! marked `vnd.docker.reference.type: attestation-manifest`. The index is then what the
-//! image's names point at.
+//! In-toto attestations as BuildKit attaches them to an image: an attestation manifest (an
+//! empty config, one `application/vnd.in-toto+json` layer per statement, the image
+//! manifest as its `subject`), listed beside the image manifest in the image's index
+//! ([`crate::index`]) and marked `vnd.docker.reference.type: attestation-manifest`.
 
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use buildwit_worker::{ContentStore, Descriptor};
 
-use crate::layout::{OCI_INDEX, OCI_MANIFEST};
-use crate::{BuiltImage, ExportError, normalize_name};
+use crate::index::IndexedManifest;
+use crate::layout::OCI_MANIFEST;
+use crate::{ExportError, normalize_name};
 
 /// Media type of an in-toto statement layer.
 pub const IN_TOTO: &str = "application/vnd.in-toto+json";
@@ -30,21 +30,6 @@ pub struct Statement {
     pub predicate: Value,
 }
 
-/// The index and the blobs attestations added to an image.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Attached {
-    /// The image index: the image manifest, then its attestation manifest.
-    pub index: Descriptor,
-    /// The index's bytes.
-    pub index_bytes: Vec<u8>,
-    /// The attestation manifest.
-    pub manifest: Descriptor,
-    /// The attestation manifest's bytes.
-    pub manifest_bytes: Vec<u8>,
-    /// Its config and statement layers.
-    pub blobs: Vec<Descriptor>,
-}
-
 #[derive(Serialize)]
 struct InToto<'a> {
     #[serde(rename = "_type")]
@@ -55,26 +40,26 @@ struct InToto<'a> {
     predicate: &'a Value,
 }
 
-/// Attach `statements` to `image`: each names the image manifest as its subject, under each
-/// of `names` as a package URL (as BuildKit does; no names, no subject entries), for the
-/// image's `platform` (`os/arch[/variant]`).
-pub fn attach(
+/// The attestation manifest of `image` (a manifest for `platform`, `os/arch[/variant]`):
+/// each statement names the image as its subject under each of `names` as a package URL
+/// (as BuildKit does; no names, no subject entries). Stored in `content`; the index entry
+/// that points at it comes with it.
+pub(crate) fn attestation_manifest(
     content: &ContentStore,
-    image: &mut BuiltImage,
+    image: &Descriptor,
     statements: &[Statement],
     names: &[String],
     platform: &str,
-) -> Result<(), ExportError> {
+) -> Result<(IndexedManifest, Value), ExportError> {
     let store = |what: &str, bytes: &[u8]| {
         content
             .write(bytes)
             .map_err(|e| ExportError::io(format!("storing the attestation {what}"), e))
     };
     let hex = image
-        .manifest
         .digest
         .strip_prefix("sha256:")
-        .unwrap_or(&image.manifest.digest);
+        .unwrap_or(&image.digest);
     let mut subject = Vec::new();
     for name in names {
         let name = normalize_name(name)?;
@@ -83,6 +68,12 @@ pub fn attach(
             "digest": {"sha256": hex},
         }));
     }
+    let empty = Descriptor {
+        media_type: OCI_EMPTY.to_string(),
+        digest: store("config", b"{}")?,
+        size: 2,
+    };
+    let mut blobs = vec![empty.clone()];
     let mut layers = Vec::new();
     for statement in statements {
         let bytes = serde_json::to_vec(&InToto {
@@ -92,78 +83,51 @@ pub fn attach(
             predicate: &statement.predicate,
         })
         .expect("statements serialize");
+        let layer = Descriptor {
+            media_type: IN_TOTO.to_string(),
+            digest: store("statement", &bytes)?,
+            size: bytes.len() as u64,
+        };
         layers.push(json!({
-            "mediaType": IN_TOTO,
-            "digest": store("statement", &bytes)?,
-            "size": bytes.len(),
+            "mediaType": layer.media_type,
+            "digest": layer.digest,
+            "size": layer.size,
             "annotations": {ANNOTATION_PREDICATE_TYPE: statement.predicate_type},
         }));
+        blobs.push(layer);
     }
-    let empty = Descriptor {
-        media_type: OCI_EMPTY.to_string(),
-        digest: store("config", b"{}")?,
-        size: 2,
-    };
-    let mut blobs = vec![empty.clone()];
-    for layer in &layers {
-        blobs.push(serde_json::from_value(layer.clone()).expect("a descriptor"));
-    }
-    let manifest_bytes = serde_json::to_vec(&json!({
+    let bytes = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "artifactType": ATTESTATION_ARTIFACT,
         "config": {"mediaType": OCI_EMPTY, "digest": empty.digest, "size": 2, "data": "e30="},
         "layers": layers,
-        "subject": image.manifest,
+        "subject": image,
     }))
     .expect("manifests serialize");
-    let manifest = Descriptor {
+    let descriptor = Descriptor {
         media_type: OCI_MANIFEST.to_string(),
-        digest: store("manifest", &manifest_bytes)?,
-        size: manifest_bytes.len() as u64,
+        digest: store("manifest", &bytes)?,
+        size: bytes.len() as u64,
     };
-    let (os, rest) = platform.split_once('/').unwrap_or((platform, ""));
-    let (architecture, variant) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut image_platform = json!({"architecture": architecture, "os": os});
-    if !variant.is_empty() {
-        image_platform["variant"] = json!(variant);
-    }
-    let index_bytes = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [
-            {
-                "mediaType": image.manifest.media_type,
-                "digest": image.manifest.digest,
-                "size": image.manifest.size,
-                "platform": image_platform,
-            },
-            {
-                "mediaType": manifest.media_type,
-                "digest": manifest.digest,
-                "size": manifest.size,
-                "annotations": {
-                    ANNOTATION_REFERENCE_DIGEST: image.manifest.digest,
-                    ANNOTATION_REFERENCE_TYPE: "attestation-manifest",
-                },
-                "platform": {"architecture": "unknown", "os": "unknown"},
-            },
-        ],
-    }))
-    .expect("indexes serialize");
-    let index = Descriptor {
-        media_type: OCI_INDEX.to_string(),
-        digest: store("index", &index_bytes)?,
-        size: index_bytes.len() as u64,
-    };
-    image.attached = Some(Attached {
-        index,
-        index_bytes,
-        manifest,
-        manifest_bytes,
-        blobs,
+    let entry = json!({
+        "mediaType": descriptor.media_type,
+        "digest": descriptor.digest,
+        "size": descriptor.size,
+        "annotations": {
+            ANNOTATION_REFERENCE_DIGEST: image.digest,
+            ANNOTATION_REFERENCE_TYPE: "attestation-manifest",
+        },
+        "platform": {"architecture": "unknown", "os": "unknown"},
     });
-    Ok(())
+    Ok((
+        IndexedManifest {
+            descriptor,
+            bytes,
+            blobs,
+        },
+        entry,
+    ))
 }
 
 /// An image reference as a package URL, as BuildKit writes them in provenance:

@@ -20,7 +20,7 @@ const ADDED_HISTORY_COMMENT: &str = "buildkit.exporter.image.v0";
 /// do not carry).
 const ADDED_HISTORY_CREATED_BY: &str = "created by buildwit";
 /// Annotation of the manifest descriptor: when the image was made.
-const ANNOTATION_CREATED: &str = "org.opencontainers.image.created";
+pub(crate) const ANNOTATION_CREATED: &str = "org.opencontainers.image.created";
 
 /// Annotations set with `annotation.*` options.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -29,6 +29,8 @@ pub struct Annotations {
     pub manifest: BTreeMap<String, String>,
     /// On the manifest's descriptor in `index.json` (`annotation-manifest-descriptor.KEY`).
     pub manifest_descriptor: BTreeMap<String, String>,
+    /// On the image index, when there is one (`annotation-index.KEY`).
+    pub index: BTreeMap<String, String>,
 }
 
 /// What to export as an image.
@@ -92,16 +94,17 @@ pub struct BuiltImage {
     /// Annotations of the manifest's descriptor where an index lists it (`index.json`):
     /// `org.opencontainers.image.created` and `annotation-manifest-descriptor.*`.
     pub descriptor_annotations: BTreeMap<String, String>,
-    /// Attestations attached with [`crate::attestation::attach`]: then the image is an index.
-    pub attached: Option<crate::attestation::Attached>,
+    /// The index over this image and the build's other platforms' images and attestations
+    /// ([`crate::index::build_index`]); the names then point at it.
+    pub index: Option<crate::index::ImageIndex>,
 }
 
 impl BuiltImage {
-    /// What the image's names point at: the index when attestations are attached, else
-    /// the manifest; with its bytes.
+    /// What the image's names point at: the index when there is one, else the manifest;
+    /// with its bytes.
     pub fn top(&self) -> (&Descriptor, &[u8]) {
-        match &self.attached {
-            Some(a) => (&a.index, &a.index_bytes),
+        match &self.index {
+            Some(i) => (&i.index, &i.bytes),
             None => (&self.manifest, &self.manifest_bytes),
         }
     }
@@ -233,7 +236,7 @@ pub fn build_image(content: &ContentStore, spec: &ImageSpec) -> Result<BuiltImag
         manifest_bytes,
         config_bytes,
         descriptor_annotations,
-        attached: None,
+        index: None,
     })
 }
 

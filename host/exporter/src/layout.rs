@@ -168,16 +168,12 @@ fn index_json(image: &BuiltImage, names: &[ImageName]) -> Vec<u8> {
             annotations.insert(ANNOTATION_IMAGE_NAME.to_string(), name.full.clone());
             annotations.insert(ANNOTATION_REF_NAME.to_string(), name.ref_name.clone());
         }
-        // An index (attestations attached) lists the platforms itself.
+        // An index lists the platforms itself.
         let (descriptor, _) = image.top();
         IndexEntry {
             descriptor,
             annotations,
-            platform: image
-                .attached
-                .is_none()
-                .then(|| platform_of(image))
-                .flatten(),
+            platform: image.index.is_none().then(|| platform_of(image)).flatten(),
         }
     };
     let manifests = if names.is_empty() {
@@ -216,16 +212,19 @@ fn docker_manifest_json(image: &BuiltImage, names: &[ImageName]) -> Result<Vec<u
     Ok(serde_json::to_vec(&[entry]).expect("manifest.json serializes"))
 }
 
-/// Every blob of the image once: config, manifest and layers, and the index and
-/// attestation blobs when attestations are attached.
+/// Every blob of the image once: config, manifest and layers, and with an index, the index
+/// and every manifest it lists with their blobs.
 fn blobs_of(image: &BuiltImage) -> Vec<&Descriptor> {
     let mut blobs: Vec<&Descriptor> = [&image.config, &image.manifest]
         .into_iter()
         .chain(&image.layers)
         .collect();
-    if let Some(a) = &image.attached {
-        blobs.extend([&a.index, &a.manifest]);
-        blobs.extend(&a.blobs);
+    if let Some(index) = &image.index {
+        blobs.push(&index.index);
+        for m in &index.manifests {
+            blobs.push(&m.descriptor);
+            blobs.extend(&m.blobs);
+        }
     }
     blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
     blobs.dedup_by(|a, b| a.digest == b.digest);

@@ -10,7 +10,8 @@
 //! - [`export_local`], [`export_tar`]: the files of a build result (`type=local`,
 //!   `type=tar`).
 //! - [`parse_output`]: buildx/buildctl `--output` strings.
-//! - [`attestation`]: in-toto statements (provenance) attached to an image in an index.
+//! - [`index`]: an image index over a build's platforms and their [`attestation`]s
+//!   (in-toto statements such as provenance).
 //! - [`cache`]: build cache export/import (`--cache-to`, `--cache-from`).
 
 #![warn(missing_docs)]
@@ -20,6 +21,7 @@ pub mod attestation;
 pub mod cache;
 mod files;
 mod image;
+pub mod index;
 mod layer;
 mod layout;
 mod output;

@@ -326,6 +326,7 @@ fn apply(out: &mut OutputSpec, kind: &str, key: String, value: String) -> Result
             let map = match kind_part {
                 "annotation" | "annotation-manifest" => &mut out.annotations.manifest,
                 "annotation-manifest-descriptor" => &mut out.annotations.manifest_descriptor,
+                "annotation-index" => &mut out.annotations.index,
                 _ => {
                     return Err(OutputError::UnknownKey {
                         key,
@@ -515,7 +516,10 @@ mod tests {
                 "type=oci,compression=zstd,oci-mediatypes=false",
                 "oci-mediatypes=false",
             ),
-            ("type=oci,annotation-index.a=1", "\"annotation-index.a\""),
+            (
+                "type=oci,annotation-index-descriptor.a=1",
+                "\"annotation-index-descriptor.a\"",
+            ),
             ("type=oci,annotation.=1", "\"annotation.\""),
             ("dest=x,type=oci,bare", "\"bare\""),
             ("dest=x", "no type="),

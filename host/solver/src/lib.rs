@@ -310,6 +310,18 @@ impl Solver {
         };
         entitlements.check_requested()?;
         for v in graph.ops() {
+            // A step for a platform this host can neither run nor emulate fails before any
+            // step runs.
+            if let (Some(pb::op::Op::Exec(_)), Some(p)) = (&v.op.op, &v.op.platform) {
+                let platform = format!("{}/{}", or(&p.os, "linux"), or(&p.architecture, "amd64"));
+                let platforms = &self.worker.platforms;
+                if !buildwit_worker::platforms::can_run(platforms, &platform) {
+                    return Err(SolveError::Invalid(format!(
+                        "cannot run steps for {platform}: this host runs {}; install an emulator for it (apt-get install qemu-user-static, which registers qemu in binfmt_misc)",
+                        platforms.join(", ")
+                    )));
+                }
+            }
             if let Some(pb::op::Op::Exec(e)) = &v.op.op {
                 if e.network == pb::NetMode::Host as i32 {
                     entitlements.check("network.host")?;

@@ -17,6 +17,7 @@ pub mod image;
 pub mod local;
 pub mod network;
 pub mod pattern;
+pub mod platforms;
 pub mod rootpath;
 pub mod seccomp;
 pub mod snapshot;

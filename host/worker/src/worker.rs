@@ -140,6 +140,8 @@ pub struct Worker {
     pub snapshots: Arc<Snapshotter>,
     /// Local source scans.
     pub locals: Locals,
+    /// The platforms its steps can run on, natively or emulated.
+    pub platforms: Vec<String>,
     runner: Runner,
     cache_mounts: PathBuf,
     /// Private scratch space (`<root>/tmp`), emptied at every start.
@@ -197,6 +199,7 @@ impl Worker {
             content: ContentStore::open(root.join("content"))?,
             snapshots: Snapshotter::open(root.join("snapshots"), options.snapshotter)?,
             locals: Locals::open(root.join("locals"))?,
+            platforms: crate::platforms::runnable(Path::new(crate::platforms::BINFMT_MISC)),
             runner,
             cache_mounts: root.join("cache-mounts"),
             options,

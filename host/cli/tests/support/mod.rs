@@ -28,8 +28,9 @@ pub fn need(bin: &str) {
     );
 }
 
-/// A gzip layer of a busybox root filesystem, and its diff id.
-fn busybox_layer() -> (Vec<u8>, String) {
+/// A gzip layer of a busybox root filesystem with the `busybox` binary at that path, and
+/// its diff id.
+fn busybox_layer(busybox: &Path) -> (Vec<u8>, String) {
     let mut tar = tar::Builder::new(Vec::new());
     let mut dir = |path: &str, mode: u32| {
         let mut h = tar::Header::new_ustar();
@@ -60,7 +61,7 @@ fn busybox_layer() -> (Vec<u8>, String) {
         h.set_cksum();
         tar.append_data(&mut h, path, data).unwrap();
     };
-    file("bin/busybox", 0o755, &std::fs::read(BUSYBOX).unwrap());
+    file("bin/busybox", 0o755, &std::fs::read(busybox).unwrap());
     file(
         "etc/passwd",
         0o644,
@@ -89,15 +90,56 @@ fn busybox_layer() -> (Vec<u8>, String) {
 
 /// Write the base image as an OCI layout and push it with skopeo.
 fn push_busybox(host: &str, dir: &Path) -> String {
-    let (layer, diff_id) = busybox_layer();
+    let (layer, diff_id) = busybox_layer(Path::new(BUSYBOX));
     let layout = dir.join("busybox-layout");
     let blob = put_blob(&layout, &layer);
-    push_image(
+    let manifest = image_manifest(
         &layout,
-        &format!("{host}/library/busybox:latest"),
+        "amd64",
         (&blob, layer.len(), common::OCI_LAYER_GZIP, &diff_id),
         "busybox-static from Debian",
+    );
+    push_layout(
+        &layout,
+        &[manifest],
+        &format!("{host}/library/busybox:latest"),
     )
+}
+
+/// busybox-static for arm64 from Debian's archive (`apt-get download`; `.ci/run` adds the
+/// arm64 architecture to apt), extracted once per target directory.
+pub fn arm64_busybox() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("busybox-arm64");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::create(dir.join("lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let binary = dir.join("x/bin/busybox");
+    if !binary.exists() {
+        let out = Command::new("apt-get")
+            .args(["download", "busybox-static:arm64"])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "apt-get download busybox-static:arm64 (dpkg --add-architecture arm64 && apt-get update first): {}",
+            text(&out.stderr)
+        );
+        let deb = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .find(|e| e.file_name().to_string_lossy().ends_with("_arm64.deb"))
+            .expect("the downloaded package")
+            .path();
+        let out = Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg(dir.join("x"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "dpkg-deb: {}", text(&out.stderr));
+    }
+    binary
 }
 
 /// Store `data` in the OCI layout `layout`; its digest.
@@ -108,17 +150,16 @@ fn put_blob(layout: &Path, data: &[u8]) -> String {
     d
 }
 
-/// An image of one layer (already in `layout`: digest, size, media type, diff id), written
-/// as an OCI layout and pushed to `image` with skopeo.
-fn push_image(
+/// The manifest of a linux image of one layer (already in `layout`: digest, size, media
+/// type, diff id), stored in `layout`; its descriptor for an index.
+fn image_manifest(
     layout: &Path,
-    image: &str,
+    architecture: &str,
     (layer_digest, layer_size, media_type, diff_id): (&str, usize, &str, &str),
     created_by: &str,
-) -> String {
-    need("/usr/bin/skopeo");
+) -> serde_json::Value {
     let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux",
+        "architecture": architecture, "os": "linux",
         "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created_by": created_by}],
@@ -132,23 +173,43 @@ fn push_image(
     }))
     .unwrap();
     let manifest_digest = put_blob(layout, &manifest);
+    serde_json::json!({
+        "mediaType": common::OCI_MANIFEST, "digest": manifest_digest, "size": manifest.len(),
+        "platform": {"architecture": architecture, "os": "linux"},
+    })
+}
+
+/// Push the manifests of `layout` to `image` with skopeo: one as it is, several as an index.
+fn push_layout(layout: &Path, manifests: &[serde_json::Value], image: &str) -> String {
+    need("/usr/bin/skopeo");
     std::fs::write(
         layout.join("oci-layout"),
         r#"{"imageLayoutVersion":"1.0.0"}"#,
     )
     .unwrap();
+    let top = match manifests {
+        [one] => one.clone(),
+        several => {
+            let index = serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": several,
+            }))
+            .unwrap();
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "digest": put_blob(layout, &index), "size": index.len(),
+            })
+        }
+    };
+    let mut top = top;
+    top["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "latest"});
     std::fs::write(
         layout.join("index.json"),
-        serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "manifests": [{"mediaType": common::OCI_MANIFEST, "digest": manifest_digest, "size": manifest.len(),
-                           "annotations": {"org.opencontainers.image.ref.name": "latest"}}],
-        }))
-        .unwrap(),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [top]})).unwrap(),
     )
     .unwrap();
     let out = Command::new("skopeo")
-        .args(["copy", "--dest-tls-verify=false"])
+        .args(["copy", "--all", "--dest-tls-verify=false"])
         .arg(format!("oci:{}:latest", layout.display()))
         .arg(format!("docker://{image}"))
         .output()
@@ -222,11 +283,42 @@ impl Setup {
         let data = std::fs::read(&rootfs).unwrap();
         let diff_id = put_blob(&layout, &data);
         let host = self.registry.as_ref().expect("the registry runs").host();
-        push_image(
+        let manifest = image_manifest(
             &layout,
-            &format!("{host}/library/debian:bookworm"),
+            "amd64",
             (&diff_id, data.len(), OCI_LAYER_TAR, &diff_id),
             "mmdebstrap --variant=minbase bookworm",
+        );
+        push_layout(
+            &layout,
+            &[manifest],
+            &format!("{host}/library/debian:bookworm"),
+        )
+    }
+
+    /// busybox for linux/amd64 and linux/arm64 as one index, `library/busybox:multi`; its
+    /// reference.
+    pub fn push_multiarch_busybox(&self) -> String {
+        let layout = self.dir.path().join("multi-layout");
+        let mut manifests = Vec::new();
+        for (arch, binary) in [
+            ("amd64", PathBuf::from(BUSYBOX)),
+            ("arm64", arm64_busybox()),
+        ] {
+            let (layer, diff_id) = busybox_layer(&binary);
+            let blob = put_blob(&layout, &layer);
+            manifests.push(image_manifest(
+                &layout,
+                arch,
+                (&blob, layer.len(), common::OCI_LAYER_GZIP, &diff_id),
+                "busybox-static from Debian",
+            ));
+        }
+        let host = self.registry.as_ref().expect("the registry runs").host();
+        push_layout(
+            &layout,
+            &manifests,
+            &format!("{host}/library/busybox:multi"),
         )
     }
 
