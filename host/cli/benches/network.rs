@@ -9,128 +9,19 @@
 //! `cargo bench -p buildwit --bench network` prints medians. BuildKit comes from
 //! `../shared/peers` (its `install.sh`); without it, its column is left out.
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{Setup, median, text};
+use common::{Daemon, Request, buildkitd, buildwitd, peers};
+use support::{Setup, median};
 
 /// RUN steps in the long build.
 const STEPS: usize = 20;
 const RUNS: usize = 5;
-
-/// The command that builds a context with a build argument `NONCE`.
-type BuildCommand = Box<dyn Fn(&Path, &str) -> Command>;
-
-/// A daemon under test and how to build with it.
-struct Daemon {
-    child: Child,
-    build: BuildCommand,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_for(path: &Path, what: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not start:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn buildwitd(s: &Setup, name: &str, network: &str) -> Daemon {
-    let config = s.dir.path().join(format!("{name}.toml"));
-    std::fs::write(
-        &config,
-        format!("{network}\n{}", std::fs::read_to_string(&s.config).unwrap()),
-    )
-    .unwrap();
-    let sock = s.dir.path().join(format!("{name}.sock"));
-    let child = Command::new(env!("CARGO_BIN_EXE_buildwitd"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--root")
-        .arg(s.dir.path().join(format!("{name}-root")))
-        .arg("--addr")
-        .arg(format!("unix://{}", sock.display()))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(s.dir.path().join(format!("{name}.log"))).unwrap())
-        .spawn()
-        .unwrap();
-    wait_for(
-        &sock,
-        "buildwitd",
-        &s.dir.path().join(format!("{name}.log")),
-    );
-    let addr = format!("unix://{}", sock.display());
-    Daemon {
-        child,
-        build: Box::new(move |ctx, nonce| {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_buildwit"));
-            c.args(["--addr", &addr, "build"]).arg(ctx).args([
-                "--progress=quiet",
-                "--build-arg",
-                &format!("NONCE={nonce}"),
-            ]);
-            c
-        }),
-    }
-}
-
-fn buildkitd(s: &Setup, peers: &Path, name: &str, network: &str) -> Daemon {
-    let registry = s.image.split('/').next().unwrap().to_string();
-    let sock = s.dir.path().join(format!("{name}.sock"));
-    let config = s.dir.path().join(format!("{name}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "root = \"{}\"\n[grpc]\naddress = [\"unix://{}\"]\n[worker.oci]\nenabled = true\n{network}\n[worker.containerd]\nenabled = false\n[registry.\"{registry}\"]\nhttp = true\n",
-            s.dir.path().join(format!("{name}-root")).display(),
-            sock.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(peers.join("buildkitd"))
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(s.dir.path().join(format!("{name}.log"))).unwrap())
-        .spawn()
-        .unwrap();
-    wait_for(
-        &sock,
-        "buildkitd",
-        &s.dir.path().join(format!("{name}.log")),
-    );
-    let buildctl = peers.join("buildctl");
-    let addr = format!("unix://{}", sock.display());
-    Daemon {
-        child,
-        build: Box::new(move |ctx, nonce| {
-            let mut c = Command::new(&buildctl);
-            c.args(["--addr", &addr, "build", "--frontend", "dockerfile.v0"])
-                .arg(format!("--local=context={}", ctx.display()))
-                .arg(format!("--local=dockerfile={}", ctx.display()))
-                .arg(format!("--opt=build-arg:NONCE={nonce}"))
-                .arg("--progress=quiet");
-            c
-        }),
-    }
-}
 
 /// Contexts of 1 and `STEPS + 1` steps with `RUN [flags]`.
 fn contexts(s: &Setup, name: &str, flags: &str) -> (PathBuf, PathBuf) {
@@ -151,15 +42,11 @@ fn contexts(s: &Setup, name: &str, flags: &str) -> (PathBuf, PathBuf) {
 fn per_step(d: &Daemon, (one, many): &(PathBuf, PathBuf), round: &mut usize) -> Duration {
     let mut run = |ctx: &Path| {
         *round += 1;
-        let t = Instant::now();
-        let out = (d.build)(ctx, &format!("n{round}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        t.elapsed()
+        let nonce = Request {
+            args: vec![("NONCE", format!("n{round}"))],
+            ..Default::default()
+        };
+        d.build(ctx, &nonce)
     };
     // Warm: base image pulled, frontend ready, namespaces pooled.
     run(one);
@@ -167,14 +54,6 @@ fn per_step(d: &Daemon, (one, many): &(PathBuf, PathBuf), round: &mut usize) -> 
     let ones = median((0..RUNS).map(|_| run(one)).collect());
     let manys = median((0..RUNS).map(|_| run(many)).collect());
     manys.saturating_sub(ones) / STEPS as u32
-}
-
-fn peers() -> Option<PathBuf> {
-    let script = Path::new(env!("BUILDWIT_SHARED_DIR")).join("peers/install.sh");
-    let out = Command::new("bash").arg(script).output().ok()?;
-    out.status
-        .success()
-        .then(|| PathBuf::from(text(&out.stdout).trim()))
 }
 
 fn main() {

@@ -290,18 +290,32 @@ impl Engine {
         allow: &[String],
         events: Arc<dyn EventSink>,
     ) -> Result<(Option<Snapshot>, buildwit_solver::SolvedKeys), DaemonError> {
+        let mut solved = self.solve_all(&[definition], session, allow, events)?;
+        Ok(solved.pop().expect("one definition, one result"))
+    }
+
+    /// Solve several definitions (one per platform) at once: what they share runs once.
+    fn solve_all(
+        &self,
+        definitions: &[&pb::Definition],
+        session: Arc<Session>,
+        allow: &[String],
+        events: Arc<dyn EventSink>,
+    ) -> Result<Vec<(Option<Snapshot>, buildwit_solver::SolvedKeys)>, DaemonError> {
         let solver = self.solver()?;
         let entitlements = Entitlements {
             daemon: self.frontends.config.insecure_entitlements.clone(),
             build: allow.to_vec(),
         };
-        let progress = Arc::new(move |e: ProgressEvent| events.progress(e));
-        Ok(self.frontends.io.block_on(solver.solve_with_keys(
-            definition,
-            session,
-            &entitlements,
-            progress,
-        ))?)
+        let progress: Arc<dyn buildwit_solver::Progress> =
+            Arc::new(move |e: ProgressEvent| events.progress(e));
+        let solves = definitions.iter().map(|def| {
+            solver.solve_with_keys(def, session.clone(), &entitlements, progress.clone())
+        });
+        Ok(self
+            .frontends
+            .io
+            .block_on(futures_util::future::try_join_all(solves))?)
     }
 
     /// Import each cache before the solve; one that cannot be read is only a warning.
@@ -810,11 +824,18 @@ impl Engine {
                     })
                     .collect(),
             };
+            let definitions: Vec<&pb::Definition> = targets.iter().filter_map(|t| t.1).collect();
+            let mut solves = self
+                .solve_all(
+                    &definitions,
+                    session.clone(),
+                    &request.allow,
+                    events.clone(),
+                )?
+                .into_iter();
             for (platform, def) in targets {
                 let (result, keys) = match def {
-                    Some(def) => {
-                        self.solve_with_keys(def, session.clone(), &request.allow, events.clone())?
-                    }
+                    Some(_) => solves.next().expect("a result per definition"),
                     None => (None, Default::default()),
                 };
                 let suffix = if platform.is_empty() {
