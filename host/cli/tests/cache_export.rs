@@ -7,7 +7,7 @@ use std::process::Command;
 
 mod support;
 
-use support::{Build, Setup, setup, text};
+use support::{Build, Setup, json, setup, text};
 
 const DOCKERFILE: &str = "FROM BASE AS build\nWORKDIR /src\nCOPY app.txt .\n\
     RUN cat app.txt > out.txt && echo built >> out.txt\n\
@@ -76,10 +76,6 @@ fn versions(dir: &Path) -> Vec<String> {
 
 fn blob(dir: &Path, digest: &str) -> std::path::PathBuf {
     dir.join("blobs/sha256").join(&digest["sha256:".len()..])
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
 /// The line the cache export logs: `N records, M blobs written (B bytes), K already there`.

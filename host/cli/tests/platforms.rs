@@ -3,26 +3,7 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
-
-use serde_json::Value;
-use support::{Build, text};
-
-fn json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap())
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn skopeo(args: &[&str]) -> Value {
-    let out = Command::new("skopeo").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        text(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+use support::{Build, json, skopeo, text};
 
 /// A stage built once on the build platform, then one stage per target platform.
 const CROSS: &str = "FROM --platform=$BUILDPLATFORM MULTI AS build
