@@ -608,7 +608,8 @@ const PROVENANCE_NOT_WRITTEN: &[(&str, &str)] = &[
     ),
     (
         "statement.predicate.runDetails.metadata.buildkit_metadata.source",
-        "the Dockerfile's source map per step is not recorded yet",
+        "buildwit's Dockerfile frontend attaches no source map to its LLB yet (provenance \
+         writes one for frontends that do)",
     ),
     (
         "statement.predicate.runDetails.metadata.buildkit_metadata.layers",

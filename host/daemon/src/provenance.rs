@@ -103,10 +103,15 @@ pub(crate) fn statement(wanted: &Wanted, facts: &Facts) -> Result<Statement, Dae
     }
 
     let mut internal = Map::new();
+    let mut metadata = Map::new();
     if wanted.max
         && let Some(def) = facts.definition
     {
-        internal.insert("buildConfig".into(), build_config(def)?);
+        let (config, steps) = build_config(def)?;
+        internal.insert("buildConfig".into(), config);
+        if let Some(source) = &def.source {
+            metadata.insert("source".into(), source_map(source, &steps)?);
+        }
     }
     internal.insert(
         "builderPlatform".into(),
@@ -132,7 +137,7 @@ pub(crate) fn statement(wanted: &Wanted, facts: &Facts) -> Result<Statement, Dae
                 "invocationId": facts.invocation_id,
                 "startedOn": buildwit_exporter::rfc3339_nanos(facts.started),
                 "finishedOn": buildwit_exporter::rfc3339_nanos(facts.finished),
-                "buildkit_metadata": {},
+                "buildkit_metadata": metadata,
                 "buildkit_completeness": {
                     "request": wanted.max,
                     "resolvedDependencies": false,
@@ -188,9 +193,63 @@ fn frontend_dependency(record: &FrontendRecord) -> Value {
     json!({"uri": uri, "digest": digest_map(&record.digest)})
 }
 
+/// `max` mode's source map, as BuildKit writes it: the build definition's files (a
+/// Dockerfile: its name, language and bytes, with the LLB that loaded it), and the lines
+/// of each step, keyed by step.
+fn source_map(source: &pb::Source, steps: &BTreeMap<String, String>) -> Result<Value, DaemonError> {
+    use base64::Engine as _;
+    let position = |p: &Option<pb::Position>| {
+        let p = p.clone().unwrap_or_default();
+        let mut v = json!({"line": p.line});
+        if p.character != 0 {
+            v["character"] = json!(p.character);
+        }
+        v
+    };
+    let mut locations = Map::new();
+    for (digest, step) in steps {
+        let mut entry = Map::new();
+        if let Some(l) = source.locations.get(digest) {
+            let list: Vec<Value> = l
+                .locations
+                .iter()
+                .map(|l| {
+                    let ranges: Vec<Value> = l
+                        .ranges
+                        .iter()
+                        .map(|r| json!({"start": position(&r.start), "end": position(&r.end)}))
+                        .collect();
+                    let mut v = json!({"ranges": ranges});
+                    if l.source_index != 0 {
+                        v["sourceIndex"] = json!(l.source_index);
+                    }
+                    v
+                })
+                .collect();
+            entry.insert("locations".into(), Value::Array(list));
+        }
+        locations.insert(step.clone(), Value::Object(entry));
+    }
+    let mut infos = Vec::new();
+    for info in &source.infos {
+        let mut v = json!({
+            "filename": info.filename,
+            "language": info.language,
+            "data": base64::engine::general_purpose::STANDARD.encode(&info.data),
+        });
+        if let Some(def) = &info.definition {
+            let (config, _) = build_config(def)?;
+            v["llbDefinition"] = config["llbDefinition"].clone();
+            v["digestMapping"] = config["digestMapping"].clone();
+        }
+        infos.push(v);
+    }
+    Ok(json!({"locations": locations, "infos": infos}))
+}
+
 /// `max` mode's LLB: each op with its inputs as `stepN:OUTPUT`, and which digest is which
-/// step, as BuildKit writes `buildConfig`.
-fn build_config(def: &pb::Definition) -> Result<Value, DaemonError> {
+/// step, as BuildKit writes `buildConfig`; and that mapping.
+fn build_config(def: &pb::Definition) -> Result<(Value, BTreeMap<String, String>), DaemonError> {
     let lines =
         buildwit_llb::dump_json_lines(def).map_err(|e| DaemonError::Export(e.to_string()))?;
     let mut steps = BTreeMap::new();
@@ -226,8 +285,8 @@ fn build_config(def: &pb::Definition) -> Result<Value, DaemonError> {
         }
         definition.push(step);
     }
-    let mapping: BTreeMap<&String, &String> = steps.iter().collect();
-    Ok(json!({"llbDefinition": definition, "digestMapping": mapping}))
+    let config = json!({"llbDefinition": definition, "digestMapping": steps});
+    Ok((config, steps))
 }
 
 #[cfg(test)]
@@ -236,6 +295,43 @@ mod tests {
 
     fn wanted(v: &str) -> Result<Option<Wanted>, DaemonError> {
         Wanted::from_options(&[(OPTION.to_string(), v.to_string())])
+    }
+
+    #[test]
+    fn source_maps_are_keyed_by_step() {
+        let position = |line| Some(pb::Position { line, character: 0 });
+        let source = pb::Source {
+            locations: BTreeMap::from([(
+                "sha256:b".to_string(),
+                pb::Locations {
+                    locations: vec![pb::Location {
+                        source_index: 0,
+                        ranges: vec![pb::Range {
+                            start: position(3),
+                            end: position(4),
+                        }],
+                    }],
+                },
+            )]),
+            infos: vec![pb::SourceInfo {
+                filename: "Dockerfile".into(),
+                data: b"FROM scratch\n".to_vec(),
+                definition: None,
+                language: "Dockerfile".into(),
+            }],
+        };
+        let steps = BTreeMap::from([
+            ("sha256:a".to_string(), "step0".to_string()),
+            ("sha256:b".to_string(), "step1".to_string()),
+        ]);
+        let map = source_map(&source, &steps).unwrap();
+        assert_eq!(
+            map["locations"]["step1"]["locations"][0]["ranges"][0],
+            json!({"start": {"line": 3}, "end": {"line": 4}})
+        );
+        assert_eq!(map["locations"]["step0"], json!({}));
+        assert_eq!(map["infos"][0]["filename"], "Dockerfile");
+        assert_eq!(map["infos"][0]["data"], "RlJPTSBzY3JhdGNoCg==");
     }
 
     #[test]
