@@ -116,10 +116,11 @@ impl BuildxFlags {
             r.options.push(("image-resolve-mode".into(), "pull".into()));
         }
         for label in &self.labels {
-            let (k, v) = label
-                .split_once('=')
-                .filter(|(k, _)| !k.is_empty())
-                .with_context(|| format!("--label {label:?}: expected KEY=VALUE"))?;
+            // `KEY` alone is an empty value, as in buildx.
+            let (k, v) = label.split_once('=').unwrap_or((label, ""));
+            if k.is_empty() {
+                bail!("--label {label:?}: expected KEY=VALUE");
+            }
             r.options.push((format!("label:{k}"), v.to_string()));
         }
         for context in &self.build_contexts {
@@ -136,7 +137,8 @@ impl BuildxFlags {
             let hosts = self
                 .add_hosts
                 .iter()
-                .map(|h| extra_host(h))
+                .flat_map(|h| h.split(','))
+                .map(extra_host)
                 .collect::<Result<Vec<_>>>()?;
             r.options.push(("add-hosts".into(), hosts.join(",")));
         }
@@ -172,9 +174,10 @@ impl BuildxFlags {
             .sbom
             .as_deref()
             .is_none_or(|v| matches!(v, "false" | "0" | "disabled=true"));
+        // Go's booleans, as buildx reads them.
         let mut provenance = match self.provenance.as_deref() {
-            None | Some("false" | "0" | "disabled=true") => None,
-            Some("true" | "1" | "") => Some("mode=min".to_string()),
+            None | Some("0" | "f" | "F" | "false" | "FALSE" | "False" | "disabled=true") => None,
+            Some("1" | "t" | "T" | "true" | "TRUE" | "True" | "") => Some("mode=min".to_string()),
             Some(options) => Some(options.to_string()),
         };
         for spec in &self.attest {
@@ -202,6 +205,20 @@ impl BuildxFlags {
             );
         }
         Ok(provenance)
+    }
+
+    /// Before a build: an `--iidfile` of an earlier build is removed, as buildx does, so a
+    /// failed build leaves none.
+    pub fn clear_results(&self) -> Result<()> {
+        if let Some(path) = &self.iidfile {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("remove {}", path.display()));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// After a build: the image id to `--iidfile` and stdout (`-q`), the metadata to

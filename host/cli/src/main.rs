@@ -438,6 +438,7 @@ fn build(backend: impl FnOnce() -> Result<Backend>, args: &BuildArgs) -> Result<
         options.push(("platform".into(), p.clone()));
     }
     let buildx = args.buildx.request()?;
+    args.buildx.clear_results()?;
     options.extend(buildx.options);
     for (name, dir) in buildx.locals {
         locals.insert(name, dir);

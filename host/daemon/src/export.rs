@@ -103,15 +103,23 @@ pub(crate) fn export(
                     &output.annotations.index,
                 )
                 .map_err(|e| fail(output, e))?
+            } else if !output.annotations.index.is_empty() {
+                return Err(fail(
+                    output,
+                    "annotation-index needs an image index: build several platforms or attach attestations",
+                ));
             } else {
                 images
                     .pop()
                     .ok_or_else(|| fail(output, "nothing to export"))?
             };
-            let (top, _) = image.top();
+            let top = image.top();
             exported.digest = Some(top.digest.clone());
             exported.manifest = Some((top.media_type.clone(), top.size));
-            exported.config_digest = Some(image.config.digest.clone());
+            // An index has no one config: its id is its own digest (as buildx reports it).
+            if image.index.is_none() {
+                exported.config_digest = Some(image.config.digest.clone());
+            }
             exported.names = output.names.clone();
             let names = &output.names;
             let docker = output.kind == OutputKind::Docker;

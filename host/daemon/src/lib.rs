@@ -272,28 +272,6 @@ impl Engine {
         self.frontends.solver()
     }
 
-    /// Build a definition's result on the worker.
-    pub fn solve(
-        &self,
-        definition: &pb::Definition,
-        session: Arc<Session>,
-        allow: &[String],
-        events: Arc<dyn EventSink>,
-    ) -> Result<Option<Snapshot>, DaemonError> {
-        Ok(self.solve_with_keys(definition, session, allow, events)?.0)
-    }
-
-    fn solve_with_keys(
-        &self,
-        definition: &pb::Definition,
-        session: Arc<Session>,
-        allow: &[String],
-        events: Arc<dyn EventSink>,
-    ) -> Result<(Option<Snapshot>, buildwit_solver::SolvedKeys), DaemonError> {
-        let mut solved = self.solve_all(&[definition], session, allow, events)?;
-        Ok(solved.pop().expect("one definition, one result"))
-    }
-
     /// Solve several definitions (one per platform) at once: what they share runs once.
     fn solve_all(
         &self,
@@ -482,8 +460,12 @@ impl Engine {
 }
 
 /// The platforms of a multi-platform result, in the frontend's order: `refs.platforms`'
-/// ids, else the references' own.
-fn result_platforms<R>(metadata: &[(String, Vec<u8>)], refs: &[(String, R)]) -> Vec<String> {
+/// ids, else the references' own. Each must be `os/arch[/variant]` (it names a folder of a
+/// local export).
+fn result_platforms<R>(
+    metadata: &[(String, Vec<u8>)],
+    refs: &[(String, R)],
+) -> Result<Vec<String>, DaemonError> {
     let listed = metadata
         .iter()
         .find(|(k, _)| k == "refs.platforms")
@@ -495,10 +477,21 @@ fn result_platforms<R>(metadata: &[(String, Vec<u8>)], refs: &[(String, R)]) -> 
                     .collect::<Vec<_>>()
             })
         });
-    match listed {
+    let ids = match listed {
         Some(ids) if !ids.is_empty() => ids,
         _ => refs.iter().map(|(k, _)| k.clone()).collect(),
+    };
+    for id in &ids {
+        let parts: Vec<&str> = id.split('/').collect();
+        let word =
+            |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !(2..=3).contains(&parts.len()) || !parts.iter().all(word) {
+            return Err(DaemonError::Export(format!(
+                "the frontend's result names platform {id:?}, which is not os/arch[/variant]"
+            )));
+        }
     }
+    Ok(ids)
 }
 
 /// A frontend as the request named it: a name, a file, a reference.
@@ -797,12 +790,16 @@ impl Engine {
                 &platform,
             )?;
         }
+        // A platform's config, else the one config (as BuildKit reads the keys).
         let config_of = |suffix: &str| {
-            let key = format!("containerimage.config{suffix}");
-            out.metadata
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| v.clone())
+            let find = |key: &str| {
+                out.metadata
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.clone())
+            };
+            find(&format!("containerimage.config{suffix}"))
+                .or_else(|| find("containerimage.config"))
         };
         // What to export: one result, or one per platform in the frontend's order (a
         // platform listed without a reference is scratch).
@@ -812,7 +809,7 @@ impl Engine {
             let targets = match &definition {
                 Some(def) => vec![(String::new(), Some(def))],
                 None if out.refs.is_empty() => vec![(String::new(), None)],
-                None => result_platforms(&out.metadata, &out.refs)
+                None => result_platforms(&out.metadata, &out.refs)?
                     .into_iter()
                     .map(|id| {
                         let def = out
@@ -882,7 +879,13 @@ impl Engine {
         // A cancelled build exports nothing: no partial results.
         io.check()?;
         let mut exported = Vec::new();
-        for output in &request.outputs {
+        // Asking the frontend (`--call`, `--dump-llb`) exports nothing.
+        let outputs = if request.solve {
+            request.outputs.as_slice()
+        } else {
+            &[]
+        };
+        for output in outputs {
             let solver = self.solver()?;
             exported.push(export::export(
                 solver.worker(),

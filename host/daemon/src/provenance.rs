@@ -35,26 +35,26 @@ impl Wanted {
             return Ok(None);
         };
         let bad = |why: String| DaemonError::Export(format!("{OPTION}={value}: {why}"));
+        // Without a mode, BuildKit records everything.
         let mut wanted = Wanted {
-            max: false,
+            max: true,
             builder_id: String::new(),
         };
         for field in value.split(',').filter(|f| !f.is_empty()) {
             let (k, v) = field.split_once('=').unwrap_or((field, ""));
             match (k, v) {
                 ("mode", "min") => wanted.max = false,
-                ("mode", "max") => wanted.max = true,
+                ("mode", "max" | "full") => wanted.max = true,
                 ("mode", other) => return Err(bad(format!("mode {other:?}: use min or max"))),
                 ("disabled", "true") => return Ok(None),
-                ("disabled", _) => {}
-                ("version", "v1") => {}
+                ("version", "v1" | "") => {}
                 ("version", other) => {
                     return Err(bad(format!("version {other:?}: buildwit writes SLSA v1")));
                 }
                 ("builder-id", id) => wanted.builder_id = id.to_string(),
-                // Options of BuildKit's that change nothing here.
-                ("reproducible" | "inline-only" | "filename", _) => {}
-                (other, _) => return Err(bad(format!("unknown key {other:?}"))),
+                // Others (`type=`, `reproducible`, `filename`, ...) change nothing here, and
+                // BuildKit ignores what it does not know.
+                _ => {}
             }
         }
         Ok(Some(wanted))
@@ -86,16 +86,15 @@ pub(crate) fn statement(wanted: &Wanted, facts: &Facts) -> Result<Statement, Dae
 
     let mut request = Map::new();
     request.insert("frontend".into(), json!(facts.frontend));
-    if wanted.max {
-        let args: BTreeMap<&str, &str> = facts
+    let args = request_args(facts.options, wanted.max);
+    // Min mode leaves out build arguments and labels: the request is then incomplete.
+    let complete = wanted.max
+        || !facts
             .options
             .iter()
-            .filter(|(k, _)| !k.starts_with("attest:") && !k.starts_with("buildwit:"))
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        if !args.is_empty() {
-            request.insert("args".into(), json!(args));
-        }
+            .any(|(k, _)| k.starts_with("build-arg:") || k.starts_with("label:"));
+    if !args.is_empty() {
+        request.insert("args".into(), json!(args));
     }
     let locals: Vec<Value> = facts.locals.iter().map(|n| json!({"name": n})).collect();
     if !locals.is_empty() {
@@ -139,7 +138,7 @@ pub(crate) fn statement(wanted: &Wanted, facts: &Facts) -> Result<Statement, Dae
                 "finishedOn": buildwit_exporter::rfc3339_nanos(facts.finished),
                 "buildkit_metadata": metadata,
                 "buildkit_completeness": {
-                    "request": wanted.max,
+                    "request": complete,
                     "resolvedDependencies": false,
                 },
             },
@@ -149,6 +148,46 @@ pub(crate) fn statement(wanted: &Wanted, facts: &Facts) -> Result<Statement, Dae
         predicate_type: PREDICATE_TYPE.to_string(),
         predicate,
     })
+}
+
+/// The frontend options provenance records, as BuildKit filters them: not what is about
+/// this host (`cgroup-parent`, `image-resolve-mode`, `platform`, cache imports) or internal,
+/// credentials in context URLs removed, and in min mode no build arguments or labels.
+fn request_args(options: &[(String, String)], max: bool) -> BTreeMap<String, String> {
+    const HOST_SPECIFIC: &[&str] = &[
+        "cgroup-parent",
+        "image-resolve-mode",
+        "platform",
+        "cache-imports",
+    ];
+    options
+        .iter()
+        .filter(|(k, _)| !k.starts_with("attest:") && !k.starts_with("buildwit:"))
+        .filter(|(k, _)| !HOST_SPECIFIC.contains(&k.as_str()))
+        .filter(|(k, _)| max || !(k.starts_with("build-arg:") || k.starts_with("label:")))
+        .map(|(k, v)| {
+            let v = if k == "context" || k.starts_with("context:") {
+                without_credentials(v)
+            } else {
+                v.clone()
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+/// A URL without its `user:password@` part.
+fn without_credentials(value: &str) -> String {
+    match value.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+                None => value.to_string(),
+            }
+        }
+        None => value.to_string(),
+    }
 }
 
 fn digest_map(digest: &str) -> Value {
@@ -338,11 +377,36 @@ mod tests {
     fn the_option_reads_as_buildkit_reads_it() {
         assert_eq!(Wanted::from_options(&[]).unwrap(), None);
         assert!(!wanted("mode=min").unwrap().unwrap().max);
-        assert!(!wanted("").unwrap().unwrap().max);
+        assert!(wanted("").unwrap().unwrap().max);
+        assert!(wanted("type=provenance").unwrap().unwrap().max);
         assert!(wanted("mode=max,version=v1").unwrap().unwrap().max);
         assert_eq!(wanted("mode=max,disabled=true").unwrap(), None);
         assert!(wanted("mode=all").is_err());
         assert!(wanted("version=v0.2").is_err());
-        assert!(wanted("colour=blue").is_err());
+    }
+
+    #[test]
+    fn recorded_arguments_are_filtered_as_buildkit_filters_them() {
+        let options: Vec<(String, String)> = [
+            ("build-arg:A", "1"),
+            ("label:l", "x"),
+            ("target", "app"),
+            ("cgroup-parent", "mine"),
+            ("platform", "linux/arm64"),
+            ("attest:provenance", "mode=max"),
+            (
+                "context:src",
+                "https://user:token@example.com/repo.git#main",
+            ),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let max = request_args(&options, true);
+        assert_eq!(max["build-arg:A"], "1");
+        assert_eq!(max["context:src"], "https://example.com/repo.git#main");
+        assert!(!max.contains_key("cgroup-parent") && !max.contains_key("platform"));
+        let min = request_args(&options, false);
+        assert_eq!(min.keys().collect::<Vec<_>>(), ["context:src", "target"]);
     }
 }

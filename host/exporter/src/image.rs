@@ -100,12 +100,11 @@ pub struct BuiltImage {
 }
 
 impl BuiltImage {
-    /// What the image's names point at: the index when there is one, else the manifest;
-    /// with its bytes.
-    pub fn top(&self) -> (&Descriptor, &[u8]) {
+    /// What the image's names point at: the index when there is one, else the manifest.
+    pub fn top(&self) -> &Descriptor {
         match &self.index {
-            Some(i) => (&i.index, &i.bytes),
-            None => (&self.manifest, &self.manifest_bytes),
+            Some(i) => &i.index,
+            None => &self.manifest,
         }
     }
 }

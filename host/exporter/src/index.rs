@@ -73,6 +73,8 @@ pub fn build_index(
 ) -> Result<BuiltImage, ExportError> {
     let mut entries = Vec::new();
     let mut manifests = Vec::new();
+    // After every platform's manifest, as BuildKit orders them.
+    let mut attestations = Vec::new();
     let mut images = images.into_iter();
     let mut first = images
         .next()
@@ -106,11 +108,18 @@ pub fn build_index(
             });
         }
         if !statements.is_empty() {
-            let (attestation, entry) =
-                attestation_manifest(content, &image.manifest, statements, names, &platform)?;
-            manifests.push(attestation);
-            entries.push(entry);
+            attestations.push(attestation_manifest(
+                content,
+                &image.manifest,
+                statements,
+                names,
+                &platform,
+            )?);
         }
+    }
+    for (attestation, entry) in attestations {
+        manifests.push(attestation);
+        entries.push(entry);
     }
     let mut index = json!({
         "schemaVersion": 2,

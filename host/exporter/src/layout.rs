@@ -169,7 +169,7 @@ fn index_json(image: &BuiltImage, names: &[ImageName]) -> Vec<u8> {
             annotations.insert(ANNOTATION_REF_NAME.to_string(), name.ref_name.clone());
         }
         // An index lists the platforms itself.
-        let (descriptor, _) = image.top();
+        let descriptor = image.top();
         IndexEntry {
             descriptor,
             annotations,

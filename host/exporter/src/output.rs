@@ -267,8 +267,8 @@ pub fn parse_output(s: &str) -> Result<OutputSpec, OutputError> {
 
 impl OutputSpec {
     /// Add a `--annotation` as buildx gives it to image outputs: `KEY=VALUE`, or
-    /// `TYPE:KEY=VALUE` with `manifest` or `manifest-descriptor` as the type (this image is
-    /// one manifest: `index` types have nothing to go on).
+    /// `TYPE:KEY=VALUE` with `manifest`, `manifest-descriptor` or `index` (the image index
+    /// of a multi-platform or attested image) as the type.
     pub fn annotate(&mut self, annotation: &str) -> Result<(), OutputError> {
         let (key, value) = annotation.split_once('=').ok_or_else(|| {
             OutputError::NotKeyValue(format!("--annotation {annotation}: expected KEY=VALUE"))

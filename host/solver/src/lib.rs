@@ -73,7 +73,7 @@ pub struct SolvedKeys {
 
 /// A source a build read, pinned as its key was computed (provenance's resolved
 /// dependencies).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Material {
     /// An image, `NAME[:TAG]@sha256:…`, for `os/arch[/variant]`.
     Image {
@@ -206,7 +206,8 @@ impl Job {
                 });
             }
         }
-        out.dedup();
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|m| seen.insert(m.clone()));
         out
     }
 

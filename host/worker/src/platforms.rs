@@ -47,7 +47,13 @@ pub fn runnable(binfmt_misc: &Path) -> Vec<String> {
             .lines()
             .find_map(|l| l.strip_prefix("interpreter "))
             .is_some_and(|i| Path::new(i).exists());
-        if enabled && interpreter && !out.iter().any(|p| p == platform) {
+        // `F`: the kernel opens the interpreter at registration, so it works inside a
+        // container's root filesystem too.
+        let fixed = entry
+            .lines()
+            .find_map(|l| l.strip_prefix("flags: "))
+            .is_some_and(|f| f.contains('F'));
+        if enabled && interpreter && fixed && !out.iter().any(|p| p == platform) {
             out.push(platform.to_string());
         }
     }
@@ -87,12 +93,21 @@ mod tests {
         .unwrap();
         std::fs::write(
             dir.path().join("qemu-s390x"),
-            format!("disabled\ninterpreter {}\n", interpreter.display()),
+            format!(
+                "disabled\ninterpreter {}\nflags: PF\n",
+                interpreter.display()
+            ),
         )
         .unwrap();
         std::fs::write(
             dir.path().join("qemu-riscv64"),
-            "enabled\ninterpreter /nonexistent/qemu\n",
+            "enabled\ninterpreter /nonexistent/qemu\nflags: PF\n",
+        )
+        .unwrap();
+        // Without `F`, the interpreter would be looked up inside the step's filesystem.
+        std::fs::write(
+            dir.path().join("qemu-ppc64le"),
+            format!("enabled\ninterpreter {}\nflags: P\n", interpreter.display()),
         )
         .unwrap();
         let platforms = runnable(dir.path());
@@ -103,6 +118,7 @@ mod tests {
         // Disabled, or its interpreter gone: not runnable.
         assert_eq!(has("linux/s390x"), native_has("linux/s390x"));
         assert_eq!(has("linux/riscv64"), native_has("linux/riscv64"));
+        assert_eq!(has("linux/ppc64le"), native_has("linux/ppc64le"));
         assert!(can_run(&platforms, "linux/arm64/v8"));
         assert!(!can_run(&platforms, "windows/amd64"));
     }
