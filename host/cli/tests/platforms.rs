@@ -3,6 +3,7 @@
 
 mod support;
 
+use serde_json::Value;
 use support::{Build, json, skopeo, text};
 
 /// A stage built once on the build platform, then one stage per target platform.
@@ -104,6 +105,48 @@ fn two_platforms_make_one_index_and_run_under_emulation() {
         &format!("docker://{pushed}"),
     ]);
     assert_eq!(arm["architecture"], "arm64");
+
+    // Provenance per platform, after the platforms' manifests, as BuildKit orders them:
+    // each names its own platform's base image.
+    let attested = s.dir.path().join("attested");
+    let out = s.buildwit(&[
+        "build",
+        ctx.to_str().unwrap(),
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--provenance",
+        "mode=max",
+        "-o",
+        &format!("type=oci,dest={},tar=false", attested.display()),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let top = json(&attested.join("index.json"));
+    let blob = |digest: &Value| {
+        let hex = digest.as_str().unwrap().trim_start_matches("sha256:");
+        json(&attested.join("blobs/sha256").join(hex))
+    };
+    let index = blob(&top["manifests"][0]["digest"]);
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 4, "{index}");
+    for (i, arch) in ["amd64", "arm64"].into_iter().enumerate() {
+        let attestation = &manifests[2 + i];
+        assert_eq!(
+            attestation["annotations"]["vnd.docker.reference.digest"],
+            manifests[i]["digest"]
+        );
+        let statement = blob(&blob(&attestation["digest"])["layers"][0]["digest"]);
+        let uris: Vec<&str> = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["uri"].as_str().unwrap())
+            .collect();
+        let wanted = format!("platform=linux%2F{arch}");
+        assert!(
+            uris.iter().any(|u| u.ends_with(&wanted)),
+            "{arch}: {uris:?}"
+        );
+    }
 
     // A Docker archive holds one platform: a clear error.
     let out = s.buildwit(&[

@@ -41,8 +41,8 @@ fn dest_name(dest: &Option<Destination>) -> String {
 pub(crate) struct Extras<'a> {
     /// The inline cache records (`type=inline`).
     pub inline_cache: Option<&'a [buildwit_exporter::cache::CacheEntry]>,
-    /// Attestations to attach (provenance).
-    pub attestations: &'a [Statement],
+    /// Attestations to attach (provenance), per result; empty: none.
+    pub attestations: &'a [Vec<Statement>],
 }
 
 /// The result of a build for one platform.

@@ -287,8 +287,20 @@ impl Engine {
         };
         let progress: Arc<dyn buildwit_solver::Progress> =
             Arc::new(move |e: ProgressEvent| events.progress(e));
+        // The first platform to fail stops the others' running steps.
         let solves = definitions.iter().map(|def| {
-            solver.solve_with_keys(def, session.clone(), &entitlements, progress.clone())
+            let session = session.clone();
+            let solve =
+                solver.solve_with_keys(def, session.clone(), &entitlements, progress.clone());
+            async move {
+                let result = solve.await;
+                if result.is_err() {
+                    session
+                        .cancelled
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                result
+            }
         });
         Ok(self
             .frontends
@@ -805,6 +817,7 @@ impl Engine {
         // platform listed without a reference is scratch).
         let mut results = Vec::new();
         let mut solved = Vec::new();
+        let mut graphs = Vec::new();
         if request.solve {
             let targets = match &definition {
                 Some(def) => vec![(String::new(), Some(def))],
@@ -846,29 +859,30 @@ impl Engine {
                     result,
                 });
                 solved.push(keys);
+                graphs.push(def);
             }
         }
-        let materials: Vec<buildwit_solver::Material> =
-            solved.iter().flat_map(|k| k.materials.clone()).collect();
-        let attestations = match &provenance {
-            Some(wanted) if request.solve => vec![provenance::statement(
-                wanted,
-                &provenance::Facts {
-                    frontend: &frontend_name(&request.frontend),
-                    record: &frontend,
-                    options: &options,
-                    locals: request.locals.keys().map(String::as_str).collect(),
-                    materials: &materials,
-                    definition: definition
-                        .as_ref()
-                        .or_else(|| out.refs.first().map(|(_, r)| &*r.definition)),
-                    invocation_id: id,
-                    started: started_on,
-                    finished: std::time::SystemTime::now(),
-                },
-            )?],
-            _ => Vec::new(),
-        };
+        // Provenance per platform, as BuildKit makes it: that platform's sources and LLB.
+        let finished_on = std::time::SystemTime::now();
+        let mut attestations = Vec::new();
+        if let Some(wanted) = &provenance {
+            for (keys, graph) in solved.iter().zip(&graphs) {
+                attestations.push(vec![provenance::statement(
+                    wanted,
+                    &provenance::Facts {
+                        frontend: &frontend_name(&request.frontend),
+                        record: &frontend,
+                        options: &options,
+                        locals: request.locals.keys().map(String::as_str).collect(),
+                        materials: &keys.materials,
+                        definition: *graph,
+                        invocation_id: id,
+                        started: started_on,
+                        finished: finished_on,
+                    },
+                )?]);
+            }
+        }
         // An inline cache describes one image's layers: a single platform's.
         let inline = match solved.as_slice() {
             [keys] if inline_wanted => {

@@ -62,12 +62,13 @@ fn platform_json(platform: &str) -> Value {
 }
 
 /// One image for the images of a build (one per platform, in order): the first, with an
-/// index over all of them and, for each, its attestation manifest when `statements` are
-/// given. `annotations` go on the index (`annotation-index.*`).
+/// index over all of them and, for each, its attestation manifest when it has statements
+/// (`statements[i]` for image `i`; missing or empty: none). `annotations` go on the index
+/// (`annotation-index.*`).
 pub fn build_index(
     content: &ContentStore,
     images: Vec<BuiltImage>,
-    statements: &[Statement],
+    statements: &[Vec<Statement>],
     names: &[String],
     annotations: &BTreeMap<String, String>,
 ) -> Result<BuiltImage, ExportError> {
@@ -107,7 +108,7 @@ pub fn build_index(
                     .collect(),
             });
         }
-        if !statements.is_empty() {
+        if let Some(statements) = statements.get(i).filter(|s| !s.is_empty()) {
             attestations.push(attestation_manifest(
                 content,
                 &image.manifest,
