@@ -391,7 +391,7 @@ fn an_inline_cache_travels_in_the_image() {
 }
 
 #[test]
-fn an_inline_cache_is_read_from_the_target_platforms_image() {
+fn a_multi_platform_build_carries_its_cache_for_every_platform() {
     let mut s = setup();
     let host = s.image.split('/').next().unwrap().to_string();
     // No RUN: a step of another architecture needs no emulator to build. Each platform
@@ -401,71 +401,81 @@ fn an_inline_cache_is_read_from_the_target_platforms_image() {
         &[
             (
                 "Dockerfile",
-                "FROM scratch\nARG TARGETARCH\nCOPY ${TARGETARCH}.txt /a.txt\n",
+                "FROM scratch\nARG TARGETARCH\nCOPY ${TARGETARCH}.txt /a.txt\nCOPY common.txt /c.txt\n",
             ),
             ("amd64.txt", "amd64\n"),
             ("arm64.txt", "arm64\n"),
+            ("common.txt", "both\n"),
         ],
     );
-    let manifest = |image: &str| {
-        let out = Command::new("skopeo")
-            .args(["inspect", "--raw", "--tls-verify=false"])
-            .arg(format!("docker://{image}"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "skopeo: {}", text(&out.stderr));
-        let digest = format!(
-            "sha256:{}",
-            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&out.stdout))
-        );
-        (digest, out.stdout.len())
+    let both = ["--platform", "linux/amd64,linux/arm64"];
+    let steps = |b: &Build, arch: &str| {
+        let mut steps: Vec<String> = b
+            .cached
+            .iter()
+            .chain(&b.ran)
+            .filter(|n| n.contains(arch) && (n.contains("COPY") || n.contains("RUN")))
+            .cloned()
+            .collect();
+        steps.sort();
+        steps.dedup();
+        steps
     };
-    // One image per platform, each with its inline cache, then an index of both.
-    let mut entries = Vec::new();
-    for arch in ["amd64", "arm64"] {
-        let image = format!("{host}/app:{arch}");
-        let platform = format!("linux/{arch}");
-        s.build(
+
+    // An image pushed with its inline cache: each platform's image holds its own.
+    let image = format!("{host}/app:multi");
+    let first = s
+        .build(
             &ctx,
             &[
-                "--platform",
-                &platform,
-                "-t",
-                &image,
-                "--push",
-                "--cache-to",
-                "type=inline",
-            ],
+                &both[..],
+                &["-t", &image, "--push", "--cache-to", "type=inline"],
+            ]
+            .concat(),
         )
         .ok();
-        let (digest, size) = manifest(&image);
-        entries.push(serde_json::json!({
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": digest,
-            "size": size,
-            "platform": {"os": "linux", "architecture": arch},
-        }));
+    assert!(first.ran_any("COPY amd64.txt") && first.ran_any("COPY arm64.txt"));
+    for arch in ["amd64", "arm64"] {
+        let config = support::skopeo(&[
+            "--override-arch",
+            arch,
+            "inspect",
+            "--config",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{image}"),
+        ]);
+        assert!(config["moby.buildkit.cache.v0"].is_string(), "{config}");
     }
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": entries,
-    });
-    let put = Command::new("curl")
-        .args(["-fsS", "-X", "PUT", "-H"])
-        .arg("Content-Type: application/vnd.oci.image.index.v1+json")
-        .arg("--data-binary")
-        .arg(index.to_string())
-        .arg(format!("http://{host}/v2/app/manifests/multi"))
-        .output()
-        .unwrap();
-    assert!(put.status.success(), "curl: {}", text(&put.stderr));
+    // An empty root finds every platform's steps in it, or one platform's.
+    for (i, platforms) in ["linux/amd64,linux/arm64", "linux/arm64"]
+        .iter()
+        .enumerate()
+    {
+        fresh_root(&mut s, &format!("root-inline-{i}"));
+        let b = s
+            .build(&ctx, &["--platform", platforms, "--cache-from", &image])
+            .ok();
+        assert!(ran_steps(&b).is_empty(), "{platforms} re-ran {:?}", b.ran);
+        assert!(!steps(&b, "arm64").is_empty(), "{:?}", b.cached);
+    }
 
-    // An empty root building for arm64 finds its steps in the arm64 image's cache.
-    fresh_root(&mut s, "root-platforms");
-    let image = format!("{host}/app:multi");
-    let b = s
-        .build(&ctx, &["--platform", "linux/arm64", "--cache-from", &image])
+    // A local cache of both platforms, exported once, fills an empty root the same way.
+    let cache = s.dir.path().join("multi-cache");
+    let dest = format!("type=local,dest={},mode=max", cache.display());
+    s.build(&ctx, &[&both[..], &["--cache-to", &dest]].concat())
         .ok();
-    assert!(ran_steps(&b).is_empty(), "re-ran {:?}", ran_steps(&b));
+    let index = json(&cache.join("index.json"));
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
+    let src = format!("type=local,src={}", cache.display());
+    for (i, platforms) in ["linux/amd64,linux/arm64", "linux/arm64"]
+        .iter()
+        .enumerate()
+    {
+        fresh_root(&mut s, &format!("root-local-{i}"));
+        let b = s
+            .build(&ctx, &["--platform", platforms, "--cache-from", &src])
+            .ok();
+        assert!(ran_steps(&b).is_empty(), "{platforms} re-ran {:?}", b.ran);
+    }
 }

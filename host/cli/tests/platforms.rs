@@ -28,8 +28,19 @@ fn two_platforms_make_one_index_and_run_under_emulation() {
     let host = multi.split('/').next().unwrap();
     let pushed = format!("{host}/example/multi:1");
     let build = |extra: &[&str]| {
-        let mut args = vec!["--platform", "linux/amd64,linux/arm64", "-t", &pushed, "-o"];
-        let oci_spec = format!("type=oci,dest={},tar=false", oci.display());
+        let mut args = vec![
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            &pushed,
+            "--annotation",
+            "index,manifest[linux/arm64]:org.example.arm=yes",
+            "-o",
+        ];
+        let oci_spec = format!(
+            "type=oci,dest={},tar=false,annotation-manifest-descriptor[linux/amd64].org.example.d=1",
+            oci.display()
+        );
         let local_spec = format!("type=local,dest={}", fs.display());
         let meta_arg = meta.to_str().unwrap();
         args.extend([
@@ -71,6 +82,40 @@ fn two_platforms_make_one_index_and_run_under_emulation() {
     assert_eq!(platforms, ["amd64", "arm64"], "{index}");
     let arm = skopeo(&["--override-arch", "arm64", "inspect", "--config", &layout]);
     assert_eq!(arm["architecture"], "arm64");
+    // Each annotation where its type and platform say.
+    assert_eq!(index["annotations"]["org.example.arm"], "yes", "{index}");
+    assert_eq!(index["manifests"][0]["annotations"]["org.example.d"], "1");
+    assert!(
+        index["manifests"][1].get("annotations").is_none(),
+        "{index}"
+    );
+    for (i, wanted) in [Value::Null, "yes".into()].into_iter().enumerate() {
+        let digest = index["manifests"][i]["digest"].as_str().unwrap();
+        let manifest = json(&oci.join("blobs/sha256").join(&digest[7..]));
+        assert_eq!(
+            manifest["annotations"]["org.example.arm"], wanted,
+            "{manifest}"
+        );
+    }
+    // umoci unpacks each platform's image, as skopeo picks it from the index.
+    for (arch, uname) in [("amd64", "x86_64"), ("arm64", "aarch64")] {
+        let copy = s.dir.path().join("copies");
+        let tag = format!("oci:{}:{arch}", copy.display());
+        let out = std::process::Command::new("skopeo")
+            .args(["--override-arch", arch, "copy", &layout, &tag])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "skopeo copy: {}", text(&out.stderr));
+        let bundle = s.dir.path().join(format!("bundle-{arch}"));
+        let out = std::process::Command::new("umoci")
+            .args(["unpack", "--image", &format!("{}:{arch}", copy.display())])
+            .arg(&bundle)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "umoci unpack: {}", text(&out.stderr));
+        let arch_file = std::fs::read_to_string(bundle.join("rootfs/arch")).unwrap();
+        assert_eq!(arch_file.trim(), uname);
+    }
     let digest = json(&meta)["containerimage.digest"].clone();
 
     // Cached: nothing runs again, and the same index comes out.
@@ -147,21 +192,107 @@ fn two_platforms_make_one_index_and_run_under_emulation() {
             "{arch}: {uris:?}"
         );
     }
+}
 
-    // A Docker archive holds one platform: a clear error.
-    let out = s.buildwit(&[
-        "build",
-        ctx.to_str().unwrap(),
-        "--platform",
-        "linux/amd64,linux/arm64",
-        "-o",
-        &format!("type=docker,dest={}", s.dir.path().join("d.tar").display()),
-    ]);
+/// No RUN: each platform's files are made without emulation.
+const FILES: &str = "FROM scratch AS merged
+ARG TARGETOS TARGETARCH
+COPY hello /hello-$TARGETOS-$TARGETARCH
+FROM scratch AS clash
+COPY hello /hello
+";
+
+#[test]
+fn files_outputs_split_or_merge_platforms_as_buildkit() {
+    let s = support::setup();
+    let ctx = s.context("files", &[("Dockerfile", FILES), ("hello", "hi\n")]);
+    let both = "linux/amd64,linux/arm64";
+    let build = |target: &str, output: String| {
+        s.buildwit(&[
+            "build",
+            ctx.to_str().unwrap(),
+            "--platform",
+            both,
+            "--target",
+            target,
+            "-o",
+            &output,
+        ])
+    };
+
+    // A tar holds a directory per platform.
+    let tar = s.dir.path().join("out.tar");
+    let out = build("clash", format!("type=tar,dest={}", tar.display()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    let mut names: Vec<String> = text(&list.stdout).lines().map(str::to_string).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "linux_amd64/",
+            "linux_amd64/hello",
+            "linux_arm64/",
+            "linux_arm64/hello"
+        ]
+    );
+
+    // Merged into one directory: each platform's files side by side...
+    let merged = s.dir.path().join("merged");
+    let out = build(
+        "merged",
+        format!("type=local,dest={},platform-split=false", merged.display()),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut files: Vec<String> = std::fs::read_dir(&merged)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["hello-linux-amd64", "hello-linux-arm64"]);
+
+    // ...but never one platform's file over another's.
+    let clash = s.dir.path().join("clash");
+    let out = build(
+        "clash",
+        format!("type=local,dest={},platform-split=false", clash.display()),
+    );
     assert!(!out.status.success());
+    let err = text(&out.stderr);
     assert!(
-        text(&out.stderr).contains("use type=oci"),
-        "{}",
-        text(&out.stderr)
+        err.contains("cannot overwrite hello from linux/amd64 with linux/arm64"),
+        "{err}"
+    );
+
+    // A Docker archive holds one platform, as in BuildKit.
+    let out = build(
+        "merged",
+        format!("type=docker,dest={}", s.dir.path().join("d.tar").display()),
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("docker exporter does not currently support exporting manifest lists"),
+        "{err}"
+    );
+
+    // A platform an annotation names must be one of the build's.
+    let out = build(
+        "merged",
+        format!(
+            "type=oci,dest={},annotation-manifest[linux/s390x].a=1",
+            s.dir.path().join("a.tar").display()
+        ),
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("invalid annotation: no platform linux/s390x found in source"),
+        "{err}"
     );
 }
 

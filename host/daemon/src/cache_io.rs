@@ -163,16 +163,16 @@ enum Source<'a> {
 
 /// Import the cache at `spec`: fetch and unpack its layers, insert its records. Returns how
 /// many records were added. A registry reference may name a cache or an image with an
-/// inline cache; from a multi-platform image, the inline cache of `platform`'s image
-/// (`os`, `architecture`, `variant`) is read. `mirror` is where a local directory really
-/// is, as for [`export`].
+/// inline cache; from a multi-platform image, the inline cache of each of `platforms`'
+/// images (`os`, `architecture`, `variant`) is read. `mirror` is where a local directory
+/// really is, as for [`export`].
 pub(crate) fn import(
     solver: &Solver,
     registries: &Registries,
     io: BuildIo,
     spec: &CacheSpec,
     mirror: Option<&std::path::Path>,
-    platform: (&str, &str, &str),
+    platforms: &[(String, String, String)],
 ) -> Result<usize, String> {
     let what = spec.describe();
     let (source, manifest_bytes) = match &spec.target {
@@ -195,28 +195,49 @@ pub(crate) fn import(
             ));
         }
     };
-    let mut parsed = parse_cache_manifest(&manifest_bytes, &what)?;
-    if parsed == CacheSource::ImageIndex {
-        // A multi-platform image: the target platform's image holds the inline cache.
-        let Source::Registry(reference) = source else {
-            return Err(format!(
-                "{what}: the manifest is an image index; name one image with digest="
-            ));
-        };
-        let m = io
-            .block_on(registries.pull_manifest(reference, platform.0, platform.1, platform.2))?
-            .map_err(|e| format!("{what}: {e}"))?;
-        parsed = parse_cache_manifest(&m.manifest, &what)?;
+    let parsed = parse_cache_manifest(&manifest_bytes, &what)?;
+    if parsed != CacheSource::ImageIndex {
+        return insert(solver, registries, io, &source, parsed, &what);
     }
+    // A multi-platform image: each platform's image holds its own inline cache.
+    let Source::Registry(reference) = source else {
+        return Err(format!(
+            "{what}: the manifest is an image index; name one image with digest="
+        ));
+    };
+    let mut added = 0;
+    for (os, arch, variant) in platforms {
+        let m = io
+            .block_on(registries.pull_manifest(reference, os, arch, variant))?
+            .map_err(|e| format!("{what}: {e}"))?;
+        let parsed = parse_cache_manifest(&m.manifest, &what)?;
+        if parsed == CacheSource::ImageIndex {
+            return Err(format!("{what}: an image index inside an image index"));
+        }
+        added += insert(solver, registries, io, &source, parsed, &what)?;
+    }
+    Ok(added)
+}
+
+/// Insert one cache (or one image's inline cache) read from `source`: its layers unpacked,
+/// its records put in the database. Returns how many records were added.
+fn insert(
+    solver: &Solver,
+    registries: &Registries,
+    io: BuildIo,
+    source: &Source,
+    parsed: CacheSource,
+    what: &str,
+) -> Result<usize, String> {
     let (manifest, config) = match parsed {
         CacheSource::Cache(manifest) => {
-            let bytes = fetch(registries, io, &source, &manifest.config, &what)?;
-            let config = parse_cache_config(&bytes, &manifest, &what)?;
+            let bytes = fetch(registries, io, source, &manifest.config, what)?;
+            let config = parse_cache_config(&bytes, &manifest, what)?;
             (manifest, config)
         }
         CacheSource::Image { config, layers } => {
-            let bytes = fetch(registries, io, &source, &config, &what)?;
-            inline_cache(&bytes, &config, &layers, &what)?
+            let bytes = fetch(registries, io, source, &config, what)?;
+            inline_cache(&bytes, &config, &layers, what)?
         }
         CacheSource::ImageIndex => {
             return Err(format!("{what}: an image index inside an image index"));
@@ -264,7 +285,7 @@ pub(crate) fn import(
             wanted.push(desc);
         }
     }
-    store_blobs(&worker.content, registries, io, &source, &wanted)
+    store_blobs(&worker.content, registries, io, source, &wanted)
         .map_err(|e| format!("{what}: {e}"))?;
     for (id, desc, diff_id) in missing {
         if worker.snapshots.layer(id).is_none() {

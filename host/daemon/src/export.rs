@@ -39,8 +39,8 @@ fn dest_name(dest: &Option<Destination>) -> String {
 /// What an image export carries besides the result and its config.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Extras<'a> {
-    /// The inline cache records (`type=inline`).
-    pub inline_cache: Option<&'a [buildwit_exporter::cache::CacheEntry]>,
+    /// The inline cache records (`type=inline`), per result; none: no inline cache.
+    pub inline_caches: &'a [Vec<buildwit_exporter::cache::CacheEntry>],
     /// Attestations to attach (provenance), per result; empty: none.
     pub attestations: &'a [Vec<Statement>],
 }
@@ -79,34 +79,44 @@ pub(crate) fn export(
             if output.kind == OutputKind::Docker && results.len() > 1 {
                 return Err(fail(
                     output,
-                    "a Docker image archive holds one platform; use type=oci (or type=image) for a multi-platform image",
+                    "docker exporter does not currently support exporting manifest lists; use type=oci (or type=image) for a multi-platform image",
                 ));
             }
             let mut images = Vec::new();
-            for r in results {
+            for (i, r) in results.iter().enumerate() {
                 let snapshot = r.result.clone().unwrap_or_default();
                 let mut spec = output.image_spec(snapshot, r.config.clone().unwrap_or_default());
-                if results.len() == 1 {
-                    spec.inline_cache = extras.inline_cache.map(<[_]>::to_vec);
-                }
+                spec.inline_cache = extras.inline_caches.get(i).cloned();
                 images.push(
                     buildwit_exporter::build_image(&worker.content, &spec)
                         .map_err(|e| fail(output, e))?,
                 );
             }
+            if let Some(p) = output
+                .annotations
+                .platforms
+                .keys()
+                .find(|p| !images.iter().any(|i| &&i.platform == p))
+            {
+                return Err(fail(
+                    output,
+                    format!("invalid annotation: no platform {p} found in source"),
+                ));
+            }
+            let annotations = &output.annotations;
             let image = if images.len() > 1 || !extras.attestations.is_empty() {
                 buildwit_exporter::index::build_index(
                     &worker.content,
                     images,
                     extras.attestations,
                     &output.names,
-                    &output.annotations.index,
+                    annotations,
                 )
                 .map_err(|e| fail(output, e))?
-            } else if !output.annotations.index.is_empty() {
+            } else if !annotations.index.is_empty() || !annotations.index_descriptor.is_empty() {
                 return Err(fail(
                     output,
-                    "annotation-index needs an image index: build several platforms or attach attestations",
+                    "index annotations not supported for single platform export (an index comes with several platforms or attestations)",
                 ));
             } else {
                 images
@@ -179,60 +189,109 @@ pub(crate) fn export(
                 }
             }
         }
-        OutputKind::Local if results.len() > 1 => {
-            // One folder per platform, as BuildKit's `platform-split`.
-            let Some(Destination::Path(p)) = &output.dest else {
-                return Err(fail(output, "type=local needs dest=DIR"));
-            };
-            std::fs::create_dir_all(p)
-                .map_err(|e| fail(output, format!("{}: {e}", p.display())))?;
-            for r in results {
-                let snapshot = r.result.clone().unwrap_or_default();
-                let mounted = worker
-                    .snapshots
-                    .mount(&snapshot, None)
-                    .map_err(|e| fail(output, e))?;
-                buildwit_exporter::export_local(
-                    mounted.path(),
-                    &p.join(r.platform.replace('/', "_")),
-                )
-                .map_err(|e| fail(output, e))?;
-            }
-        }
-        OutputKind::Tar if results.len() > 1 => {
-            return Err(fail(
-                output,
-                "a multi-platform type=tar is not supported yet; use type=local (one folder per platform) or type=oci",
-            ));
-        }
-        OutputKind::Local | OutputKind::Tar => {
-            let snapshot = results
-                .first()
-                .and_then(|r| r.result.clone())
-                .unwrap_or_default();
-            let mounted = worker
-                .snapshots
-                .mount(&snapshot, None)
-                .map_err(|e| fail(output, e))?;
-            match (&output.kind, &output.dest) {
-                (OutputKind::Local, Some(Destination::Path(p))) => {
-                    buildwit_exporter::export_local(mounted.path(), p)
-                        .map_err(|e| fail(output, e))?
-                }
-                (OutputKind::Local, _) => return Err(fail(output, "type=local needs dest=DIR")),
-                (_, Some(Destination::Path(p))) => {
-                    buildwit_exporter::export_tar_file(mounted.path(), p)
-                        .map_err(|e| fail(output, e))?
-                }
-                (_, _) => {
-                    let mut out = std::io::stdout().lock();
-                    buildwit_exporter::export_tar(mounted.path(), &mut out)
-                        .map_err(|e| fail(output, e))?;
+        OutputKind::Local | OutputKind::Tar => export_files(worker, output, results)?,
+    }
+    Ok(exported)
+}
+
+/// The files of the results as `type=local` or `type=tar`: with several platforms (or
+/// `platform-split=true`), each in a directory named after its platform (`linux_arm64`);
+/// else merged, where two platforms may not both have the same file.
+fn export_files(
+    worker: &Worker,
+    output: &OutputSpec,
+    results: &[PlatformResult],
+) -> Result<(), DaemonError> {
+    let multi = results.len() > 1;
+    // BuildKit's tar exporter splits several platforms whatever the option says.
+    let split = match output.kind {
+        OutputKind::Tar => multi || output.platform_split == Some(true),
+        _ => output.platform_split.unwrap_or(multi),
+    };
+    let mut mounts = Vec::with_capacity(results.len());
+    for r in results {
+        let snapshot = r.result.clone().unwrap_or_default();
+        let mounted = worker
+            .snapshots
+            .mount(&snapshot, None)
+            .map_err(|e| fail(output, e))?;
+        mounts.push((platform_id(r), mounted));
+    }
+    if multi && !split {
+        let mut owners: std::collections::HashMap<Vec<u8>, &str> = Default::default();
+        for (platform, mounted) in &mounts {
+            for path in
+                buildwit_exporter::non_directories(mounted.path()).map_err(|e| fail(output, e))?
+            {
+                if let Some(first) = owners.insert(path.clone(), platform) {
+                    return Err(fail(
+                        output,
+                        format!(
+                            "cannot overwrite {} from {first} with {platform} when split option is disabled",
+                            String::from_utf8_lossy(&path)
+                        ),
+                    ));
                 }
             }
         }
     }
-    Ok(exported)
+    let dirs: Vec<String> = mounts
+        .iter()
+        .map(|(platform, _)| match split {
+            true => platform.replace('/', "_"),
+            false => String::new(),
+        })
+        .collect();
+    let trees: Vec<(&str, &std::path::Path)> = dirs
+        .iter()
+        .zip(&mounts)
+        .map(|(dir, (_, mounted))| (dir.as_str(), mounted.path()))
+        .collect();
+    match (&output.kind, &output.dest) {
+        (OutputKind::Local, Some(Destination::Path(p))) => {
+            if split {
+                std::fs::create_dir_all(p)
+                    .map_err(|e| fail(output, format!("{}: {e}", p.display())))?;
+            }
+            for (dir, tree) in trees {
+                let dest = match dir {
+                    "" => p.clone(),
+                    dir => p.join(dir),
+                };
+                buildwit_exporter::export_local(tree, &dest).map_err(|e| fail(output, e))?;
+            }
+        }
+        (OutputKind::Local, _) => return Err(fail(output, "type=local needs dest=DIR")),
+        (_, Some(Destination::Path(p))) => {
+            buildwit_exporter::export_tar_file(&trees, p).map_err(|e| fail(output, e))?
+        }
+        (_, _) => {
+            let mut out = std::io::stdout().lock();
+            buildwit_exporter::export_tar(&trees, &mut out).map_err(|e| fail(output, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// A result's platform id: the one the frontend gave it, else its image config's, else
+/// this host's.
+fn platform_id(r: &PlatformResult) -> String {
+    if !r.platform.is_empty() {
+        return r.platform.clone();
+    }
+    let config: serde_json::Value = r
+        .config
+        .as_deref()
+        .and_then(|c| serde_json::from_slice(c).ok())
+        .unwrap_or_default();
+    let field = |k: &str| config[k].as_str().unwrap_or_default().to_string();
+    match (field("os"), field("architecture"), field("variant")) {
+        (os, arch, _) if os.is_empty() || arch.is_empty() => {
+            format!("linux/{}", buildwit_exporter::host_architecture())
+        }
+        (os, arch, variant) if variant.is_empty() => format!("{os}/{arch}"),
+        (os, arch, variant) => format!("{os}/{arch}/{variant}"),
+    }
 }
 
 /// Push an exported image's blobs and manifest under `name`. With an index (several

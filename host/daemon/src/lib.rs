@@ -315,14 +315,12 @@ impl Engine {
         events: &dyn EventSink,
         io: BuildIo,
         client: &ClientLink,
-        platform: &str,
+        platforms: &[(String, String, String)],
     ) -> Result<(), DaemonError> {
         if specs.is_empty() {
             return Ok(());
         }
         let solver = self.solver()?;
-        let (os, arch, variant) = parse_platform(platform);
-        let platform = (os.as_str(), arch.as_str(), variant.as_str());
         for spec in specs {
             let import = |mirror: Option<&Path>| {
                 cache_io::import(
@@ -331,7 +329,7 @@ impl Engine {
                     io,
                     spec,
                     mirror,
-                    platform,
+                    platforms,
                 )
             };
             let result = match (&spec.target, &client.sync) {
@@ -770,15 +768,16 @@ impl Engine {
         );
         bridge.warn_all(&selected);
         let frontend = self.record(&selected, bridge.clone())?;
-        // The first platform the build targets (an inline cache in a multi-platform image
-        // is per platform).
-        let platform = request
+        // The platforms the build targets (an inline cache in a multi-platform image is per
+        // platform).
+        let platforms: Vec<_> = request
             .options
             .iter()
             .find(|(k, _)| k == "platform")
-            .and_then(|(_, v)| v.split(',').next())
-            .unwrap_or_default()
-            .to_string();
+            .map_or("", |(_, v)| v.as_str())
+            .split(',')
+            .map(parse_platform)
+            .collect();
         let out = self.frontends.runtime.run(
             &selected.loaded,
             request.options,
@@ -799,7 +798,7 @@ impl Engine {
                 events.as_ref(),
                 io,
                 &request.client,
-                &platform,
+                &platforms,
             )?;
         }
         // A platform's config, else the one config (as BuildKit reads the keys).
@@ -883,12 +882,10 @@ impl Engine {
                 )?]);
             }
         }
-        // An inline cache describes one image's layers: a single platform's.
-        let inline = match solved.as_slice() {
-            [keys] if inline_wanted => {
-                self.inline_cache(&request.outputs, keys, events.as_ref())?
-            }
-            _ => None,
+        // An inline cache describes one image's layers: each platform's image has its own.
+        let inline = match inline_wanted {
+            true => self.inline_caches(&request.outputs, &solved, events.as_ref())?,
+            false => Vec::new(),
         };
         // A cancelled build exports nothing: no partial results.
         io.check()?;
@@ -908,7 +905,7 @@ impl Engine {
                 output,
                 &results,
                 export::Extras {
-                    inline_cache: inline.as_deref(),
+                    inline_caches: &inline,
                     attestations: &attestations,
                 },
             )?);
@@ -942,25 +939,27 @@ impl Engine {
         })
     }
 
-    /// The records of the inline cache a build asks for: the min-mode records, whose
-    /// layers are all the image's.
-    fn inline_cache(
+    /// The records of the inline cache a build asks for, per result: the min-mode records,
+    /// whose layers are all the image's.
+    fn inline_caches(
         &self,
         outputs: &[OutputSpec],
-        keys: &buildwit_solver::SolvedKeys,
+        solved: &[buildwit_solver::SolvedKeys],
         events: &dyn EventSink,
-    ) -> Result<Option<Vec<buildwit_exporter::cache::CacheEntry>>, DaemonError> {
+    ) -> Result<Vec<Vec<buildwit_exporter::cache::CacheEntry>>, DaemonError> {
         use buildwit_exporter::cache::CacheMode;
         if !outputs.iter().any(|o| o.kind.is_image()) {
             warn(
                 events,
                 "an inline cache goes in an image: add an image output (--output type=image|oci|docker or -t NAME)".into(),
             );
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let solver = self.solver()?;
-        cache_io::entries(&solver, CacheMode::Min, std::slice::from_ref(keys))
-            .map(Some)
+        solved
+            .iter()
+            .map(|keys| cache_io::entries(&solver, CacheMode::Min, std::slice::from_ref(keys)))
+            .collect::<Result<_, _>>()
             .map_err(|e| DaemonError::Export(format!("exporting inline cache: {e}")))
     }
 

@@ -17,21 +17,50 @@ use crate::ExportError;
 use crate::atomic::{AtomicDir, AtomicFile};
 use crate::tree::{TreeKind, shown, write_tree, xattrs};
 
-/// Write the files under `merged_dir` (a mounted snapshot) to `w` as a tar stream, with
-/// their modes, owners, times and xattrs.
-pub fn export_tar(merged_dir: &Path, w: impl Write) -> Result<(), ExportError> {
-    let what = || format!("archiving {}", merged_dir.display());
+/// Write the files of one or more trees (mounted snapshots) to `w` as one tar stream, with
+/// their modes, owners, times and xattrs. Each tree goes under the directory it is named
+/// with (`linux_arm64`, one per platform, as BuildKit's tar exporter splits a
+/// multi-platform result), or at the top when its name is empty.
+pub fn export_tar(trees: &[(&str, &Path)], w: impl Write) -> Result<(), ExportError> {
     let mut tar = tar::Builder::new(w);
-    write_tree(merged_dir, TreeKind::Plain, &mut tar).map_err(|e| ExportError::io(what(), e))?;
+    for (dir, root) in trees {
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        write_tree(root, TreeKind::Plain, prefix.as_bytes(), &mut tar)
+            .map_err(|e| ExportError::io(format!("archiving {}", root.display()), e))?;
+    }
+    let what = || "finishing the tar stream".to_string();
     let mut w = tar.into_inner().map_err(|e| ExportError::io(what(), e))?;
     w.flush().map_err(|e| ExportError::io(what(), e))
 }
 
 /// [`export_tar`] to a file that appears only once it is complete.
-pub fn export_tar_file(merged_dir: &Path, dest: &Path) -> Result<(), ExportError> {
+pub fn export_tar_file(trees: &[(&str, &Path)], dest: &Path) -> Result<(), ExportError> {
     let mut file = AtomicFile::create(dest)?;
-    export_tar(merged_dir, &mut file)?;
+    export_tar(trees, &mut file)?;
     file.commit()
+}
+
+/// The paths of everything but directories under `root` (mounted snapshot), `/`-separated:
+/// what two results merged into one directory must not both have.
+pub fn non_directories(root: &Path) -> Result<Vec<Vec<u8>>, ExportError> {
+    struct Collect(Vec<Vec<u8>>);
+    impl Visit for Collect {
+        fn enter(&mut self, e: &Entry<'_>) -> io::Result<bool> {
+            if e.is_dir() {
+                return Ok(true);
+            }
+            self.0.push(e.rel.to_vec());
+            Ok(false)
+        }
+    }
+    let mut found = Collect(Vec::new());
+    beneath::walk(root, &mut found)
+        .map_err(|e| ExportError::io(format!("listing {}", root.display()), e))?;
+    Ok(found.0)
 }
 
 /// Copy the files under `merged_dir` into the directory `dest`, as BuildKit's local

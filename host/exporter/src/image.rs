@@ -25,12 +25,54 @@ pub(crate) const ANNOTATION_CREATED: &str = "org.opencontainers.image.created";
 /// Annotations set with `annotation.*` options.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Annotations {
-    /// On the manifest (`annotation.KEY`, `annotation-manifest.KEY`).
+    /// On every platform's manifest (`annotation.KEY`, `annotation-manifest.KEY`).
     pub manifest: BTreeMap<String, String>,
-    /// On the manifest's descriptor in `index.json` (`annotation-manifest-descriptor.KEY`).
+    /// On every manifest's descriptor in an index (`annotation-manifest-descriptor.KEY`).
     pub manifest_descriptor: BTreeMap<String, String>,
     /// On the image index, when there is one (`annotation-index.KEY`).
     pub index: BTreeMap<String, String>,
+    /// On the index's own descriptor in `index.json` (`annotation-index-descriptor.KEY`).
+    pub index_descriptor: BTreeMap<String, String>,
+    /// One platform's own (`annotation-manifest[linux/arm64].KEY`, and the same for
+    /// `manifest-descriptor`), by its normalized platform id.
+    pub platforms: BTreeMap<String, PlatformAnnotations>,
+}
+
+/// The annotations of one platform's manifest and its descriptor.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlatformAnnotations {
+    /// On its manifest.
+    pub manifest: BTreeMap<String, String>,
+    /// On its descriptor in an index.
+    pub manifest_descriptor: BTreeMap<String, String>,
+}
+
+impl Annotations {
+    /// What goes on `platform`'s manifest and its descriptor: the annotations for every
+    /// platform, then that platform's own over them.
+    pub fn for_platform(&self, platform: &str) -> PlatformAnnotations {
+        let mut out = PlatformAnnotations {
+            manifest: self.manifest.clone(),
+            manifest_descriptor: self.manifest_descriptor.clone(),
+        };
+        if let Some(own) = self.platforms.get(platform) {
+            out.manifest.extend(own.manifest.clone());
+            out.manifest_descriptor
+                .extend(own.manifest_descriptor.clone());
+        }
+        out
+    }
+
+    /// Whether any goes somewhere but a manifest (Docker media types have no room for them).
+    pub fn beyond_manifests(&self) -> bool {
+        !self.manifest_descriptor.is_empty()
+            || !self.index.is_empty()
+            || !self.index_descriptor.is_empty()
+            || self
+                .platforms
+                .values()
+                .any(|p| !p.manifest_descriptor.is_empty())
+    }
 }
 
 /// What to export as an image.
@@ -94,6 +136,8 @@ pub struct BuiltImage {
     /// Annotations of the manifest's descriptor where an index lists it (`index.json`):
     /// `org.opencontainers.image.created` and `annotation-manifest-descriptor.*`.
     pub descriptor_annotations: BTreeMap<String, String>,
+    /// Its platform id, `os/architecture[/variant]`, from its config.
+    pub platform: String,
     /// The index over this image and the build's other platforms' images and attestations
     /// ([`crate::index::build_index`]); the names then point at it.
     pub index: Option<crate::index::ImageIndex>,
@@ -109,6 +153,21 @@ impl BuiltImage {
     }
 }
 
+/// The `platform` of a descriptor for the platform id `os/architecture[/variant]`.
+pub(crate) fn platform_descriptor(id: &str) -> serde_json::Value {
+    let mut parts = id.splitn(3, '/');
+    let (os, arch, variant) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let mut v = serde_json::json!({"architecture": arch, "os": os});
+    if !variant.is_empty() {
+        v["variant"] = serde_json::json!(variant);
+    }
+    v
+}
+
 /// Make the image: layer blobs (reused when made before), the config with the real diff
 /// ids and a history that agrees with the layers, and the manifest; all stored in `content`.
 pub fn build_image(content: &ContentStore, spec: &ImageSpec) -> Result<BuiltImage, ExportError> {
@@ -119,7 +178,7 @@ pub fn build_image(content: &ContentStore, spec: &ImageSpec) -> Result<BuiltImag
                 spec.compression
             )));
         }
-        if !spec.annotations.manifest_descriptor.is_empty() {
+        if spec.annotations.beyond_manifests() {
             return Err(ExportError::Conflict(
                 "cannot export annotations with \"oci-mediatypes=false\"".into(),
             ));
@@ -139,6 +198,8 @@ pub fn build_image(content: &ContentStore, spec: &ImageSpec) -> Result<BuiltImag
         }
     }
     let history: Vec<History> = config.parse("history")?.unwrap_or_default();
+    let platform = config.platform()?;
+    let annotations = spec.annotations.for_platform(&platform);
 
     // A blob for every layer, an empty one included (a RUN that changed nothing gets an
     // empty tar, as in BuildKit).
@@ -214,7 +275,7 @@ pub fn build_image(content: &ContentStore, spec: &ImageSpec) -> Result<BuiltImag
         media_type: manifest_type,
         config: &config_desc,
         layers: &layers,
-        annotations: &spec.annotations.manifest,
+        annotations: &annotations.manifest,
     };
     let manifest_bytes = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
     let manifest_desc = Descriptor {
@@ -223,7 +284,7 @@ pub fn build_image(content: &ContentStore, spec: &ImageSpec) -> Result<BuiltImag
         size: manifest_bytes.len() as u64,
     };
 
-    let mut descriptor_annotations = spec.annotations.manifest_descriptor.clone();
+    let mut descriptor_annotations = annotations.manifest_descriptor;
     if !descriptor_annotations.contains_key(ANNOTATION_CREATED) {
         let created = created.clone().unwrap_or_else(now_rfc3339);
         descriptor_annotations.insert(ANNOTATION_CREATED.to_string(), created);
@@ -235,6 +296,7 @@ pub fn build_image(content: &ContentStore, spec: &ImageSpec) -> Result<BuiltImag
         manifest_bytes,
         config_bytes,
         descriptor_annotations,
+        platform,
         index: None,
     })
 }
@@ -355,6 +417,17 @@ impl RawConfig {
             Some(v) => serde_json::from_str::<Option<T>>(v.get())
                 .map_err(|e| ExportError::InvalidConfig(format!("{key}: {e}"))),
         }
+    }
+
+    /// `os/architecture[/variant]`, the platform id of the image.
+    fn platform(&self) -> Result<String, ExportError> {
+        let field = |key| Ok::<_, ExportError>(self.parse::<String>(key)?.unwrap_or_default());
+        let mut id = format!("{}/{}", field("os")?, field("architecture")?);
+        let variant = field("variant")?;
+        if !variant.is_empty() {
+            id = format!("{id}/{variant}");
+        }
+        Ok(id)
     }
 
     /// Replace a member where it is, or add it at the end.

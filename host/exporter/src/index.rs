@@ -5,13 +5,14 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use buildwit_worker::{ContentStore, Descriptor};
 
 use crate::attestation::{Statement, attestation_manifest};
+use crate::image::platform_descriptor;
 use crate::layout::OCI_INDEX;
-use crate::{BuiltImage, ExportError};
+use crate::{Annotations, BuiltImage, ExportError};
 
 /// A manifest an index lists besides the first image's own: another platform's image or
 /// an attestation manifest, with its bytes and the blobs it refers to.
@@ -34,43 +35,21 @@ pub struct ImageIndex {
     pub bytes: Vec<u8>,
     /// Every manifest it lists but the first image's, in its order.
     pub manifests: Vec<IndexedManifest>,
-}
-
-/// `os/arch[/variant]` of an image, from its config.
-pub fn platform_of(image: &BuiltImage) -> String {
-    let config: Value = serde_json::from_slice(&image.config_bytes).unwrap_or_default();
-    let field = |k: &str| config[k].as_str().unwrap_or_default().to_string();
-    let mut platform = format!("{}/{}", field("os"), field("architecture"));
-    if !field("variant").is_empty() {
-        platform = format!("{platform}/{}", field("variant"));
-    }
-    platform
-}
-
-fn platform_json(platform: &str) -> Value {
-    let mut parts = platform.splitn(3, '/');
-    let (os, arch, variant) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    );
-    let mut v = json!({"architecture": arch, "os": os});
-    if !variant.is_empty() {
-        v["variant"] = json!(variant);
-    }
-    v
+    /// Annotations of its own descriptor in `index.json`: when it was made and
+    /// `annotation-index-descriptor.*`.
+    pub descriptor_annotations: BTreeMap<String, String>,
 }
 
 /// One image for the images of a build (one per platform, in order): the first, with an
 /// index over all of them and, for each, its attestation manifest when it has statements
-/// (`statements[i]` for image `i`; missing or empty: none). `annotations` go on the index
-/// (`annotation-index.*`).
+/// (`statements[i]` for image `i`; missing or empty: none). The index gets the
+/// `annotation-index*` annotations.
 pub fn build_index(
     content: &ContentStore,
     images: Vec<BuiltImage>,
     statements: &[Vec<Statement>],
     names: &[String],
-    annotations: &BTreeMap<String, String>,
+    annotations: &Annotations,
 ) -> Result<BuiltImage, ExportError> {
     let mut entries = Vec::new();
     let mut manifests = Vec::new();
@@ -81,7 +60,7 @@ pub fn build_index(
         .next()
         .ok_or_else(|| ExportError::InvalidConfig("an index needs at least one image".into()))?;
     for (i, image) in std::iter::once(&first).chain(images.as_slice()).enumerate() {
-        let platform = platform_of(image);
+        let platform = &image.platform;
         let mut entry = json!({
             "mediaType": image.manifest.media_type,
             "digest": image.manifest.digest,
@@ -97,7 +76,7 @@ pub fn build_index(
         if !annotations.is_empty() {
             entry["annotations"] = json!(annotations);
         }
-        entry["platform"] = platform_json(&platform);
+        entry["platform"] = platform_descriptor(platform);
         entries.push(entry);
         if i > 0 {
             manifests.push(IndexedManifest {
@@ -114,7 +93,7 @@ pub fn build_index(
                 &image.manifest,
                 statements,
                 names,
-                &platform,
+                platform,
             )?);
         }
     }
@@ -127,8 +106,8 @@ pub fn build_index(
         "mediaType": OCI_INDEX,
         "manifests": entries,
     });
-    if !annotations.is_empty() {
-        index["annotations"] = json!(annotations);
+    if !annotations.index.is_empty() {
+        index["annotations"] = json!(annotations.index);
     }
     let bytes = serde_json::to_vec(&index).expect("indexes serialize");
     let descriptor = Descriptor {
@@ -138,10 +117,20 @@ pub fn build_index(
             .map_err(|e| ExportError::io("storing the image index", e))?,
         size: bytes.len() as u64,
     };
+    let mut descriptor_annotations = annotations.index_descriptor.clone();
+    if let Some(created) = first
+        .descriptor_annotations
+        .get(crate::image::ANNOTATION_CREATED)
+    {
+        descriptor_annotations
+            .entry(crate::image::ANNOTATION_CREATED.to_string())
+            .or_insert_with(|| created.clone());
+    }
     first.index = Some(ImageIndex {
         index: descriptor,
         bytes,
         manifests,
+        descriptor_annotations,
     });
     Ok(first)
 }

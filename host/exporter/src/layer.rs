@@ -180,7 +180,7 @@ fn compress_layer(
         inner: encoder,
         hasher: Sha256::new(),
     });
-    write_tree(&layer.dir, TreeKind::Layer, &mut tar)?;
+    write_tree(&layer.dir, TreeKind::Layer, b"", &mut tar)?;
     let hashing = tar.into_inner()?;
     let diff_id = format!("sha256:{}", hex::encode(hashing.hasher.finalize()));
     let blob = hashing

@@ -144,26 +144,14 @@ struct IndexEntry<'a> {
     platform: Option<serde_json::Value>,
 }
 
-/// The platform of an image, from its config, as BuildKit puts it on its descriptor.
-fn platform_of(image: &BuiltImage) -> Option<serde_json::Value> {
-    let config: serde_json::Value = serde_json::from_slice(&image.config_bytes).ok()?;
-    let mut platform = serde_json::Map::new();
-    for key in ["architecture", "os", "variant"] {
-        if let Some(v) = config
-            .get(key)
-            .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
-        {
-            platform.insert(key.to_string(), v.clone());
-        }
-    }
-    Some(serde_json::Value::Object(platform))
-}
-
 /// `index.json`: the manifest once per name, with the name annotations containerd's
 /// archive writer (which BuildKit uses) gives it.
 fn index_json(image: &BuiltImage, names: &[ImageName]) -> Vec<u8> {
     let entry = |name: Option<&ImageName>| {
-        let mut annotations = image.descriptor_annotations.clone();
+        let mut annotations = match &image.index {
+            Some(index) => index.descriptor_annotations.clone(),
+            None => image.descriptor_annotations.clone(),
+        };
         if let Some(name) = name {
             annotations.insert(ANNOTATION_IMAGE_NAME.to_string(), name.full.clone());
             annotations.insert(ANNOTATION_REF_NAME.to_string(), name.ref_name.clone());
@@ -173,7 +161,10 @@ fn index_json(image: &BuiltImage, names: &[ImageName]) -> Vec<u8> {
         IndexEntry {
             descriptor,
             annotations,
-            platform: image.index.is_none().then(|| platform_of(image)).flatten(),
+            platform: image
+                .index
+                .is_none()
+                .then(|| crate::image::platform_descriptor(&image.platform)),
         }
     };
     let manifests = if names.is_empty() {

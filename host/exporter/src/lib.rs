@@ -30,10 +30,10 @@ mod tree;
 
 use std::io;
 
-pub use files::{export_local, export_tar, export_tar_file};
+pub use files::{export_local, export_tar, export_tar_file, non_directories};
 pub use image::{
-    Annotations, BuiltImage, ImageSpec, build_image, host_architecture, now_rfc3339, rfc3339_nanos,
-    rfc3339_utc,
+    Annotations, BuiltImage, ImageSpec, PlatformAnnotations, build_image, host_architecture,
+    now_rfc3339, rfc3339_nanos, rfc3339_utc,
 };
 pub use layer::{
     Compression, DOCKER_LAYER, DOCKER_LAYER_GZIP, DOCKER_LAYER_ZSTD, LayerCompression, OCI_LAYER,

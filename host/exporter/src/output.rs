@@ -87,6 +87,9 @@ pub struct OutputSpec {
     pub oci_mediatypes: bool,
     /// `annotation.KEY=`, `annotation-manifest.KEY=`, `annotation-manifest-descriptor.KEY=`.
     pub annotations: Annotations,
+    /// `platform-split=` for `local` and `tar`: one directory per platform. Unset: split
+    /// when there are several platforms.
+    pub platform_split: Option<bool>,
 }
 
 impl OutputSpec {
@@ -104,6 +107,7 @@ impl OutputSpec {
             force_compression: false,
             oci_mediatypes: true,
             annotations: Annotations::default(),
+            platform_split: None,
         }
     }
 
@@ -256,7 +260,7 @@ pub fn parse_output(s: &str) -> Result<OutputSpec, OutputError> {
                 out.compression
             )));
         }
-        if !out.annotations.manifest_descriptor.is_empty() {
+        if out.annotations.beyond_manifests() {
             return Err(OutputError::Conflict(
                 "cannot export annotations with \"oci-mediatypes=false\"".into(),
             ));
@@ -273,12 +277,22 @@ impl OutputSpec {
         let (key, value) = annotation.split_once('=').ok_or_else(|| {
             OutputError::NotKeyValue(format!("--annotation {annotation}: expected KEY=VALUE"))
         })?;
-        let key = match key.split_once(':') {
-            Some((kind, name)) => format!("annotation-{kind}.{name}"),
-            None => format!("annotation.{key}"),
-        };
         let kind = self.kind.to_string();
-        apply(self, &kind, key, value.to_string())
+        match key.split_once(':') {
+            // `index,manifest[linux/amd64]:KEY=VALUE`: one annotation per type.
+            Some((types, name)) => {
+                for target in types.split(',') {
+                    let (target, platform) = match target.split_once('[') {
+                        Some((t, p)) => (t, format!("[{p}")),
+                        None => (target, String::new()),
+                    };
+                    let key = format!("annotation-{target}{platform}.{name}");
+                    apply(self, &kind, key, value.to_string())?;
+                }
+                Ok(())
+            }
+            None => apply(self, &kind, format!("annotation.{key}"), value.to_string()),
+        }
     }
 }
 
@@ -287,6 +301,7 @@ fn apply(out: &mut OutputSpec, kind: &str, key: String, value: String) -> Result
     let image = out.kind.is_image();
     let layout = matches!(out.kind, OutputKind::Oci | OutputKind::Docker);
     let registry = out.kind == OutputKind::Image;
+    let files = matches!(out.kind, OutputKind::Local | OutputKind::Tar);
     match key.as_str() {
         "dest" if !registry => {
             out.dest = Some(match value.as_str() {
@@ -296,6 +311,7 @@ fn apply(out: &mut OutputSpec, kind: &str, key: String, value: String) -> Result
             });
         }
         "tar" if layout => out.tar = parse_bool(&key, &value, false)?,
+        "platform-split" if files => out.platform_split = Some(parse_bool(&key, &value, true)?),
         "name" if image => {
             out.names = value
                 .split(',')
@@ -321,28 +337,7 @@ fn apply(out: &mut OutputSpec, kind: &str, key: String, value: String) -> Result
             out.force_compression = parse_bool(&key, &value, true)?;
         }
         "oci-mediatypes" if image => out.oci_mediatypes = parse_bool(&key, &value, false)?,
-        k if image && k.starts_with("annotation") => {
-            let (kind_part, name) = k.split_once('.').unwrap_or((k, ""));
-            let map = match kind_part {
-                "annotation" | "annotation-manifest" => &mut out.annotations.manifest,
-                "annotation-manifest-descriptor" => &mut out.annotations.manifest_descriptor,
-                "annotation-index" => &mut out.annotations.index,
-                _ => {
-                    return Err(OutputError::UnknownKey {
-                        key,
-                        kind: kind.to_string(),
-                    });
-                }
-            };
-            if name.is_empty() {
-                return Err(bad(
-                    &key,
-                    &value,
-                    "the annotation needs a key: annotation.KEY=VALUE",
-                ));
-            }
-            map.insert(name.to_string(), value);
-        }
+        k if image && k.starts_with("annotation") => add_annotation(out, kind, &key, value)?,
         _ => {
             return Err(OutputError::UnknownKey {
                 key,
@@ -350,6 +345,77 @@ fn apply(out: &mut OutputSpec, kind: &str, key: String, value: String) -> Result
             });
         }
     }
+    Ok(())
+}
+
+/// An `annotation[-TYPE][[PLATFORM]].KEY` option, as BuildKit's image exporters read it.
+fn add_annotation(
+    out: &mut OutputSpec,
+    kind: &str,
+    key: &str,
+    value: String,
+) -> Result<(), OutputError> {
+    let unknown = || OutputError::UnknownKey {
+        key: key.to_string(),
+        kind: kind.to_string(),
+    };
+    let rest = &key["annotation".len()..];
+    let (target, rest) = match rest.strip_prefix('-') {
+        Some(r) => {
+            let end = r
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '-'))
+                .unwrap_or(r.len());
+            (&r[..end], &r[end..])
+        }
+        None => ("manifest", rest),
+    };
+    let (platform, rest) = match rest.strip_prefix('[') {
+        Some(r) => {
+            let (p, rest) = r.split_once(']').ok_or_else(unknown)?;
+            let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '/' | '-');
+            if p.is_empty() || !p.chars().all(valid) {
+                return Err(bad(
+                    key,
+                    &value,
+                    "expected a platform in brackets: [os/arch]",
+                ));
+            }
+            (Some(p), rest)
+        }
+        None => (None, rest),
+    };
+    let name = rest.strip_prefix('.').ok_or_else(unknown)?;
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(bad(
+            key,
+            &value,
+            "the annotation needs a key: annotation.KEY=VALUE",
+        ));
+    }
+    let a = &mut out.annotations;
+    let map = match (target, platform) {
+        ("manifest", None) => &mut a.manifest,
+        ("manifest-descriptor", None) => &mut a.manifest_descriptor,
+        ("manifest", Some(p)) => &mut a.platforms.entry(p.to_string()).or_default().manifest,
+        ("manifest-descriptor", Some(p)) => {
+            &mut a
+                .platforms
+                .entry(p.to_string())
+                .or_default()
+                .manifest_descriptor
+        }
+        ("index", None) => &mut a.index,
+        ("index-descriptor", None) => &mut a.index_descriptor,
+        ("index" | "index-descriptor", Some(_)) => {
+            return Err(bad(
+                key,
+                &value,
+                "an index is for every platform: no [platform]",
+            ));
+        }
+        _ => return Err(unknown()),
+    };
+    map.insert(name.to_string(), value);
     Ok(())
 }
 
@@ -466,6 +532,34 @@ mod tests {
     }
 
     #[test]
+    fn annotations_land_where_their_type_and_platform_say() {
+        let o = parse_output(
+            "type=image,annotation.a=1,annotation-manifest[linux/arm64].b=2,\
+             annotation-manifest-descriptor[linux/arm64].c=3,annotation-index.d=4,\
+             annotation-index-descriptor.e=5,annotation.org.f[x]=6",
+        )
+        .unwrap();
+        let a = &o.annotations;
+        assert_eq!(a.manifest["a"], "1");
+        assert_eq!(a.manifest["org.f[x]"], "6");
+        assert_eq!(a.index["d"], "4");
+        assert_eq!(a.index_descriptor["e"], "5");
+        let arm = a.for_platform("linux/arm64");
+        assert_eq!(arm.manifest["b"], "2");
+        assert_eq!(arm.manifest["a"], "1");
+        assert_eq!(arm.manifest_descriptor["c"], "3");
+        assert!(!a.for_platform("linux/amd64").manifest.contains_key("b"));
+
+        // buildx's `--annotation TYPES:KEY=VALUE`.
+        let mut o = parse_output("type=oci,dest=o").unwrap();
+        o.annotate("index,manifest[linux/amd64]:k=v").unwrap();
+        o.annotate("plain=1").unwrap();
+        assert_eq!(o.annotations.index["k"], "v");
+        assert_eq!(o.annotations.platforms["linux/amd64"].manifest["k"], "v");
+        assert_eq!(o.annotations.manifest["plain"], "1");
+    }
+
+    #[test]
     fn several_names() {
         let want = vec!["a:1".to_string(), "b:2".to_string()];
         assert_eq!(
@@ -484,6 +578,9 @@ mod tests {
     fn files_outputs() {
         let o = parse_output("type=local,dest=dir").unwrap();
         assert_eq!((o.kind, o.dest), (OutputKind::Local, path("dir")));
+        assert_eq!(o.platform_split, None);
+        let o = parse_output("type=local,dest=dir,platform-split=false").unwrap();
+        assert_eq!(o.platform_split, Some(false));
         let o = parse_output("type=tar,dest=-").unwrap();
         assert_eq!(
             (o.kind, o.dest),
@@ -517,8 +614,20 @@ mod tests {
                 "oci-mediatypes=false",
             ),
             (
-                "type=oci,annotation-index-descriptor.a=1",
-                "\"annotation-index-descriptor.a\"",
+                "type=oci,annotation-indexes.a=1",
+                "\"annotation-indexes.a\"",
+            ),
+            (
+                "type=oci,annotation-index[linux/amd64].a=1",
+                "no [platform]",
+            ),
+            (
+                "type=oci,annotation[linux amd64].a=1",
+                "platform in brackets",
+            ),
+            (
+                "type=oci,oci-mediatypes=false,annotation-index.a=1",
+                "oci-mediatypes=false",
             ),
             ("type=oci,annotation.=1", "\"annotation.\""),
             ("dest=x,type=oci,bare", "\"bare\""),

@@ -42,18 +42,27 @@ pub(crate) fn path_error(path: &Path, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
-/// Write every entry under `root` (not `root` itself) into `out`; the caller finishes the
-/// archive. The tree is walked through directory descriptors, so no depth is too deep.
+/// Write every entry under `root` (not `root` itself) into `out`, each name after `prefix`
+/// (empty, or a directory name ending in `/`); the caller finishes the archive. The tree is
+/// walked through directory descriptors, so no depth is too deep.
 pub(crate) fn write_tree<W: Write>(
     root: &Path,
     kind: TreeKind,
+    prefix: &[u8],
     out: &mut tar::Builder<W>,
 ) -> io::Result<()> {
     let mut walker = Walker {
         out,
         kind,
+        prefix,
         links: HashMap::new(),
     };
+    if !prefix.is_empty() {
+        let md = fs::symlink_metadata(root).map_err(|e| path_error(root, e))?;
+        let mut header = header_for(EntryType::Directory, &Meta::of(&md), 0);
+        header.set_mode(0o755);
+        walker.append(header, b"", None, Vec::new(), io::empty())?;
+    }
     if kind == TreeKind::Layer && is_opaque(root) {
         let md = fs::symlink_metadata(root).map_err(|e| path_error(root, e))?;
         walker.opaque_marker(b"", &Meta::of(&md))?;
@@ -108,6 +117,8 @@ pub(crate) fn shown(rel: &[u8]) -> String {
 struct Walker<'a, W: Write> {
     out: &'a mut tar::Builder<W>,
     kind: TreeKind,
+    /// Put before every name.
+    prefix: &'a [u8],
     /// Files with more than one link seen so far: (dev, inode) → the name written first.
     links: HashMap<(u64, u64), Vec<u8>>,
 }
@@ -152,7 +163,7 @@ impl<W: Write> Walker<'_, W> {
                 if st.st_nlink > 1 {
                     let key = (st.st_dev, st.st_ino);
                     if let Some(target) = self.links.get(&key) {
-                        let target = target.clone();
+                        let target = [self.prefix, target].concat();
                         let header = header_for(EntryType::Link, &md, 0);
                         self.append(header, rel, Some(&target), Vec::new(), io::empty())?;
                         return Ok(false);
@@ -235,6 +246,7 @@ impl<W: Write> Walker<'_, W> {
         xattrs: Vec<(Vec<u8>, Vec<u8>)>,
         data: impl Read,
     ) -> io::Result<()> {
+        let name = &[self.prefix, name].concat();
         let mut pax = Vec::new();
         if !fits_ustar(name) {
             pax_record(&mut pax, b"path", name);

@@ -764,12 +764,12 @@ fn local_and_tar_exports_have_the_files() {
     assert!(err.contains("mine"), "{err}");
 
     let tarball = fx.path("files.tar");
-    export_tar_file(&layer.dir, &tarball).unwrap();
+    export_tar_file(&[("", &layer.dir)], &tarball).unwrap();
     let listing = run(Command::new("tar").arg("-tf").arg(&tarball));
     assert!(listing.lines().any(|l| l == "opq/fresh"));
     assert!(!listing.contains(".wh."), "{listing}");
     let mut bytes = Vec::new();
-    export_tar(&layer.dir, &mut bytes).unwrap();
+    export_tar(&[("", &layer.dir)], &mut bytes).unwrap();
     assert_eq!(bytes, fs::read(&tarball).unwrap());
     assert_eq!(leftovers(&fx.root), Vec::<String>::new());
 }
