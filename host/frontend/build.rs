@@ -4,10 +4,16 @@
 //! and wrapped into a component with `wit-component`. Components land in
 //! `<target>/frontends/<name>.wasm`; files whose bytes did not change are not rewritten.
 
+#[path = "src/engine.rs"]
+mod engine;
+
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::{env, fs};
+
+/// The built-in frontends, compiled ahead of time into `<name>.cwasm` beside the component.
+const BUILTIN: &[&str] = &["dockerfile", "dockerfile-labs"];
 
 /// (cargo package, cargo features, component name). Guests with other features are built
 /// by a separate cargo run, so features do not unify across them.
@@ -21,6 +27,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let workspace = manifest.join("../..").canonicalize().unwrap();
+    println!("cargo:rerun-if-changed=src/engine.rs");
     for dir in [
         "wit",
         "sdk",
@@ -66,12 +73,15 @@ fn main() {
             componentize(&module, &dest);
             // The digest at build time, so the embedded components are not hashed again
             // on every start.
-            let digest = Sha256::digest(fs::read(&dest).unwrap());
+            let component = fs::read(&dest).unwrap();
+            let digest = hex::encode(Sha256::digest(&component));
             println!(
-                "cargo:rustc-env=BUILDWIT_DIGEST_{}=sha256:{}",
+                "cargo:rustc-env=BUILDWIT_DIGEST_{}=sha256:{digest}",
                 name.replace('-', "_").to_uppercase(),
-                hex::encode(digest)
             );
+            if BUILTIN.contains(name) {
+                precompile(&component, &digest, &out_dir.join(format!("{name}.cwasm")));
+            }
         }
     }
 }
@@ -157,6 +167,31 @@ fn cargo_build<'a>(
         status.success(),
         "building the frontend components failed (see above)"
     );
+}
+
+/// Compile a built-in component for this machine with the runtime's engine settings, so
+/// the first build on an empty state directory does not wait for Cranelift. Skipped when
+/// the artifact beside it was made from the same component with the same engine settings
+/// and locked dependencies (wasmtime's version).
+fn precompile(component: &[u8], digest: &str, dest: &Path) {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let mut inputs = Sha256::new();
+    for file in ["src/engine.rs", "../../Cargo.lock"] {
+        inputs.update(fs::read(manifest.join(file)).unwrap_or_default());
+    }
+    let stamp = format!("{digest} {}", hex::encode(inputs.finalize()));
+    let stamp_file = dest.with_extension("cwasm.stamp");
+    if dest.exists() && fs::read_to_string(&stamp_file).ok().as_deref() == Some(&stamp) {
+        return;
+    }
+    let engine = wasmtime::Engine::new(&engine::config()).expect("a wasmtime engine");
+    let artifact = engine
+        .precompile_component(component)
+        .unwrap_or_else(|e| panic!("precompile {}: {e:?}", dest.display()));
+    let tmp = dest.with_extension("cwasm.tmp");
+    fs::write(&tmp, &artifact).unwrap();
+    fs::rename(&tmp, dest).unwrap();
+    fs::write(&stamp_file, stamp).unwrap();
 }
 
 /// Wrap a core module carrying wit-bindgen's component-type section into a component.

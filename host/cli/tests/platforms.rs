@@ -297,6 +297,23 @@ fn files_outputs_split_or_merge_platforms_as_buildkit() {
 }
 
 #[test]
+fn the_first_platform_to_fail_stops_the_others() {
+    let s = support::setup();
+    let multi = s.push_multiarch_busybox();
+    let dockerfile = format!(
+        "FROM {multi}\nARG TARGETARCH\n\
+         RUN if [ $TARGETARCH = arm64 ]; then sleep 1; exit 3; else sleep 60; echo finished; fi\n"
+    );
+    let ctx = s.context("fail", &[("Dockerfile", &dockerfile)]);
+    let b = s.build(&ctx, &["--platform", "linux/amd64,linux/arm64"]);
+    assert!(!b.out.status.success());
+    let err = text(&b.out.stderr);
+    assert!(err.contains("exit code: 3"), "{err}");
+    // The amd64 step was stopped in its sleep: it never got to say it finished.
+    assert!(!b.logs.iter().any(|l| l == "finished"), "{:?}", b.logs);
+}
+
+#[test]
 fn the_worker_lists_what_it_can_run_and_refuses_the_rest_before_any_step() {
     let s = support::setup();
     let out = s.buildwit(&["debug", "workers"]);
@@ -323,6 +340,20 @@ fn the_worker_lists_what_it_can_run_and_refuses_the_rest_before_any_step() {
         err.contains("cannot run steps for linux/sparc") && err.contains("qemu-user-static"),
         "{err}"
     );
+
+    // `[worker.oci] platforms` is the list, when set: arm64 is then refused too.
+    let config = s.dir.path().join("amd64-only.toml");
+    let mut toml = std::fs::read_to_string(&s.config).unwrap();
+    toml.push_str("[worker.oci]\nplatforms = [\"linux/amd64\"]\n");
+    std::fs::write(&config, toml).unwrap();
+    let b = s.build_with(&config, &ctx, &["--platform", "linux/arm64"]);
+    assert!(!b.out.status.success());
+    let err = text(&b.out.stderr);
+    assert!(
+        err.contains("cannot run steps for linux/arm64: this worker runs linux/amd64"),
+        "{err}"
+    );
+    assert!(!b.ran_any("RUN"), "{:?}", b.ran);
 }
 
 #[test]

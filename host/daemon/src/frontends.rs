@@ -70,6 +70,7 @@ impl Frontends {
             })?,
             apparmor_profile: oci.apparmor_profile.clone(),
             network: network_config(&self.config),
+            platforms: oci.platforms.clone(),
             ..Default::default()
         };
         let setup = |what: &str, e: &dyn std::fmt::Display| {
@@ -204,21 +205,23 @@ impl Frontends {
         source: String,
         warnings: Vec<String>,
     ) -> Result<Selected, DaemonError> {
-        let (label, bytes, digest) = if labs {
+        let (label, bytes, digest, compiled) = if labs {
             (
                 "dockerfile.v0 (labs)",
                 builtin::DOCKERFILE_LABS,
                 builtin::DOCKERFILE_LABS_DIGEST,
+                builtin::DOCKERFILE_LABS_COMPILED,
             )
         } else {
             (
                 "dockerfile.v0",
                 builtin::DOCKERFILE,
                 builtin::DOCKERFILE_DIGEST,
+                builtin::DOCKERFILE_COMPILED,
             )
         };
         Ok(Selected {
-            loaded: self.runtime.load_known(label, bytes, digest)?,
+            loaded: self.runtime.load_builtin(label, bytes, digest, compiled)?,
             source,
             warnings,
         })

@@ -8,6 +8,7 @@
 
 pub mod bridge;
 pub mod convert;
+pub mod engine;
 mod error;
 mod host;
 mod runtime;
@@ -28,6 +29,14 @@ pub mod builtin {
     pub const DOCKERFILE_LABS: &[u8] = include_bytes!(concat!(
         env!("BUILDWIT_FRONTENDS_DIR"),
         "/dockerfile-labs.wasm"
+    ));
+    /// [`DOCKERFILE`] compiled for this machine when buildwit was built.
+    pub const DOCKERFILE_COMPILED: &[u8] =
+        include_bytes!(concat!(env!("BUILDWIT_FRONTENDS_DIR"), "/dockerfile.cwasm"));
+    /// [`DOCKERFILE_LABS`] compiled for this machine when buildwit was built.
+    pub const DOCKERFILE_LABS_COMPILED: &[u8] = include_bytes!(concat!(
+        env!("BUILDWIT_FRONTENDS_DIR"),
+        "/dockerfile-labs.cwasm"
     ));
     /// `sha256:` of [`DOCKERFILE`], computed when it was built.
     pub const DOCKERFILE_DIGEST: &str = env!("BUILDWIT_DIGEST_DOCKERFILE");

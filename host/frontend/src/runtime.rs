@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap};
+use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
 
 use crate::bridge::{Bridge, FrontendOutput};
 use crate::error::{FrontendError, Limit};
@@ -115,11 +115,8 @@ pub struct Runtime {
 impl Runtime {
     /// A runtime with these limits; compiled components are cached under `cache_dir`.
     pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> Result<Self, FrontendError> {
-        let mut config = Config::new();
-        config
-            .epoch_interruption(true)
-            .max_wasm_stack(limits.stack)
-            .cranelift_nan_canonicalization(true);
+        let mut config = crate::engine::config();
+        config.max_wasm_stack(limits.stack);
         let engine = Engine::new(&config).map_err(|e| FrontendError::Engine(e.to_string()))?;
         let ticker = engine.weak();
         std::thread::Builder::new()
@@ -178,6 +175,30 @@ impl Runtime {
         bytes: &[u8],
         digest: &str,
     ) -> Result<Arc<LoadedFrontend>, FrontendError> {
+        self.load_with(label, bytes, digest, None)
+    }
+
+    /// [`Runtime::load_known`] for a component that comes with the artifact compiled for
+    /// it when buildwit was built (the built-in frontends): used when it fits this engine,
+    /// which wasmtime checks (its version, settings and the CPU's features); else the
+    /// component is compiled as any other.
+    pub fn load_builtin(
+        &self,
+        label: &str,
+        bytes: &[u8],
+        digest: &str,
+        compiled: &[u8],
+    ) -> Result<Arc<LoadedFrontend>, FrontendError> {
+        self.load_with(label, bytes, digest, Some(compiled))
+    }
+
+    fn load_with(
+        &self,
+        label: &str,
+        bytes: &[u8],
+        digest: &str,
+        precompiled: Option<&[u8]>,
+    ) -> Result<Arc<LoadedFrontend>, FrontendError> {
         let digest = digest.to_string();
         if let Some(f) = self.loaded.lock().unwrap().get(&digest) {
             return Ok(f.clone());
@@ -187,7 +208,15 @@ impl Runtime {
             reason,
         };
         let shape = inspect(bytes).map_err(load_err)?;
-        let (component, compiled) = self.compile(&digest, bytes).map_err(load_err)?;
+        // SAFETY: a precompiled artifact is embedded in this binary by its own build
+        // script, made by the same wasmtime from the component embedded beside it;
+        // `deserialize` refuses one made for another engine.
+        let ahead =
+            precompiled.and_then(|a| unsafe { Component::deserialize(&self.engine, a) }.ok());
+        let (component, compiled) = match ahead {
+            Some(c) => (c, false),
+            None => self.compile(&digest, bytes).map_err(load_err)?,
+        };
 
         let mut linker;
         let linker = if shape.imports.iter().any(|i| i.starts_with("wasi:")) {

@@ -129,6 +129,52 @@ fn a_small_graph_comes_back_as_buildkit_llb() {
 }
 
 #[test]
+fn built_in_frontends_run_from_code_compiled_when_buildwit_was_built() {
+    use buildwit_frontend::builtin;
+    let dir = tempdir();
+    let runtime = Runtime::new(limits(), Some(dir.clone())).unwrap();
+    let loaded = runtime
+        .load_builtin(
+            "dockerfile.v0",
+            builtin::DOCKERFILE,
+            builtin::DOCKERFILE_DIGEST,
+            builtin::DOCKERFILE_COMPILED,
+        )
+        .unwrap();
+    assert!(!loaded.compiled, "the embedded artifact fits this engine");
+    assert!(
+        std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none()),
+        "nothing compiled into the cache"
+    );
+    let info = runtime
+        .info(&loaded, Arc::new(TestBridge::default()))
+        .unwrap();
+    assert_eq!(info.name, "dockerfile");
+
+    // An artifact another engine made (other settings) is refused, and the component is
+    // compiled instead: never run as code for the wrong engine.
+    let mut other = wasmtime::Config::new();
+    other.cranelift_nan_canonicalization(false);
+    let foreign = wasmtime::Engine::new(&other)
+        .unwrap()
+        .precompile_component(&component("probe"))
+        .unwrap();
+    let probe_digest = {
+        use sha2::Digest as _;
+        format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(component("probe")))
+        )
+    };
+    let loaded = runtime
+        .load_builtin("probe", &component("probe"), &probe_digest, &foreign)
+        .unwrap();
+    assert!(loaded.compiled);
+    assert!(probe(&runtime, "ok").is_ok());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn compiled_components_are_cached_on_disk_by_digest() {
     let dir = tempdir();
     let first = Runtime::new(limits(), Some(dir.clone())).unwrap();

@@ -318,7 +318,7 @@ impl Solver {
                 let platforms = &self.worker.platforms;
                 if !buildwit_worker::platforms::can_run(platforms, &platform) {
                     return Err(SolveError::Invalid(format!(
-                        "cannot run steps for {platform}: this host runs {}; install an emulator for it (apt-get install qemu-user-static, which registers qemu in binfmt_misc)",
+                        "cannot run steps for {platform}: this worker runs {}; install an emulator for it (apt-get install qemu-user-static, which registers qemu in binfmt_misc), and list it in [worker.oci] platforms if that is set",
                         platforms.join(", ")
                     )));
                 }

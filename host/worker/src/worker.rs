@@ -117,6 +117,9 @@ pub struct WorkerOptions {
     pub apparmor_profile: Option<String>,
     /// How steps reach the network.
     pub network: crate::network::NetworkConfig,
+    /// `[worker.oci] platforms`: what steps may run for; empty: what this host runs,
+    /// natively or emulated ([`crate::platforms::runnable`]).
+    pub platforms: Vec<String>,
 }
 
 impl Default for WorkerOptions {
@@ -127,6 +130,7 @@ impl Default for WorkerOptions {
             snapshotter: crate::snapshot::Kind::Auto,
             apparmor_profile: None,
             network: Default::default(),
+            platforms: Vec::new(),
         }
     }
 }
@@ -199,7 +203,10 @@ impl Worker {
             content: ContentStore::open(root.join("content"))?,
             snapshots: Snapshotter::open(root.join("snapshots"), options.snapshotter)?,
             locals: Locals::open(root.join("locals"))?,
-            platforms: crate::platforms::runnable(Path::new(crate::platforms::BINFMT_MISC)),
+            platforms: match options.platforms.is_empty() {
+                true => crate::platforms::runnable(Path::new(crate::platforms::BINFMT_MISC)),
+                false => options.platforms.clone(),
+            },
             runner,
             cache_mounts: root.join("cache-mounts"),
             options,
