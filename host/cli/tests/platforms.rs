@@ -314,6 +314,25 @@ fn the_first_platform_to_fail_stops_the_others() {
 }
 
 #[test]
+fn a_base_image_without_the_platform_fails_with_buildkits_error() {
+    let s = support::setup();
+    let multi = s.push_multiarch_busybox();
+    let ctx = s.context(
+        "no-platform",
+        &[("Dockerfile", &format!("FROM {multi}\nRUN true\n"))],
+    );
+    let b = s.build(&ctx, &["--platform", "linux/s390x"]);
+    assert!(!b.out.status.success());
+    let err = text(&b.out.stderr);
+    assert!(
+        err.contains("no match for platform in manifest sha256:")
+            && err.contains("not found")
+            && err.contains("linux/amd64, linux/arm64"),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_worker_lists_what_it_can_run_and_refuses_the_rest_before_any_step() {
     let s = support::setup();
     let out = s.buildwit(&["debug", "workers"]);

@@ -30,7 +30,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
 
 pub use error::{RegistryError, RegistryErrorKind};
-use platform::Platform;
+pub use platform::Platform;
 pub use pull::{PlatformManifest, PulledBlob};
 pub use push::Pushed;
 pub use reference::parse_reference;
@@ -1081,13 +1081,16 @@ fn classify(body: &[u8], ep: &Endpoint<'_>, reference: &str) -> Result<Parsed, R
 
 /// Picks the index entry that best fits the platform (exact first, then compatible variants).
 fn choose_platform<'a>(entries: &'a [RawDescriptor], want: &Platform) -> Option<&'a RawDescriptor> {
+    // Entries without a platform match anything, after every entry that names one.
     entries
         .iter()
         .filter(|e| !matches!(e.media_type.as_str(), OCI_INDEX | DOCKER_LIST))
-        .filter_map(|e| {
-            let p = e.platform.as_ref()?;
-            let have = Platform::normalize(&p.os, &p.architecture, p.variant_str());
-            want.rank(&have).map(|rank| (rank, e))
+        .filter_map(|e| match e.platform.as_ref() {
+            Some(p) => {
+                let have = Platform::normalize(&p.os, &p.architecture, p.variant_str());
+                want.rank(&have).map(|rank| (rank, e))
+            }
+            None => Some((u32::MAX, e)),
         })
         .min_by_key(|(rank, _)| *rank)
         .map(|(_, e)| e)

@@ -4,9 +4,12 @@ use std::fmt;
 
 /// A normalised `os/architecture[/variant]`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct Platform {
+pub struct Platform {
+    /// `linux`, `windows`, ...
     pub os: String,
+    /// `amd64`, `arm64`, `arm`, ...
     pub architecture: String,
+    /// `v7`, ...; empty when the architecture has none (or its default).
     pub variant: String,
 }
 
@@ -46,34 +49,32 @@ impl Platform {
         }
     }
 
-    /// How well an index entry's platform fits this wanted platform: `Some(0)` is exact,
-    /// higher numbers are older compatible variants (arm/v6 for arm/v7, amd64/v2 for amd64/v3),
-    /// `None` does not run here.
+    /// How well an index entry's platform fits this wanted platform, as containerd's
+    /// `platforms.Only` orders them: `Some(0)` is exact, higher numbers are older
+    /// compatible ones (`amd64/v3` takes v2, plain amd64, then 386; `arm64` takes arm/v8
+    /// down to arm/v5; `arm/v7` takes v6 and v5), `None` does not run here.
     pub fn rank(&self, entry: &Platform) -> Option<u32> {
-        if self.os != entry.os || self.architecture != entry.architecture {
+        if self.os != entry.os {
             return None;
         }
-        if self.variant == entry.variant {
-            return Some(0);
-        }
         let level = |v: &str| v.strip_prefix('v').and_then(|n| n.parse::<u32>().ok());
-        match self.architecture.as_str() {
-            "arm" | "amd64" => {
-                let want = if self.variant.is_empty() {
-                    Some(1)
-                } else {
-                    level(&self.variant)
-                };
-                let have = if entry.variant.is_empty() {
-                    Some(1)
-                } else {
-                    level(&entry.variant)
-                };
-                match (want, have) {
-                    (Some(w), Some(h)) if h <= w => Some(w - h),
-                    _ => None,
-                }
-            }
+        // An empty variant of amd64 is v1; of arm it was made v7 by `normalize`.
+        let amd64 = |v: &str| if v.is_empty() { Some(1) } else { level(v) };
+        match (self.architecture.as_str(), entry.architecture.as_str()) {
+            (want, have) if want == have && self.variant == entry.variant => Some(0),
+            ("amd64", "amd64") => match (amd64(&self.variant)?, amd64(&entry.variant)?) {
+                (w, h) if h <= w => Some(w - h),
+                _ => None,
+            },
+            ("amd64", "386") => Some(amd64(&self.variant)?),
+            ("arm64", "arm") => match level(&entry.variant)? {
+                h @ 5..=8 => Some(1 + 8 - h),
+                _ => None,
+            },
+            ("arm", "arm") => match (level(&self.variant)?, level(&entry.variant)?) {
+                (w, h) if (5..=w).contains(&h) => Some(w - h),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -134,6 +135,27 @@ mod tests {
         assert_eq!(amd64.rank(&Platform::normalize("linux", "arm64", "")), None);
         let v3 = Platform::normalize("linux", "amd64", "v3");
         assert_eq!(v3.rank(&Platform::normalize("linux", "amd64", "")), Some(2));
+        // As containerd orders them: 386 after every amd64, arm after arm64.
+        let i386 = Platform::normalize("linux", "386", "");
+        assert_eq!(amd64.rank(&i386), Some(1));
+        assert_eq!(v3.rank(&i386), Some(3));
+        assert_eq!(i386.rank(&amd64), None);
+        assert_eq!(
+            arm64.rank(&Platform::normalize("linux", "arm", "v7")),
+            Some(2)
+        );
+        assert_eq!(
+            arm64.rank(&Platform::normalize("linux", "arm", "v8")),
+            Some(1)
+        );
+        assert_eq!(
+            armv7.rank(&Platform::normalize("linux", "arm", "v5")),
+            Some(2)
+        );
+        assert_eq!(armv7.rank(&Platform::normalize("linux", "arm", "v4")), None);
+        let armv6 = Platform::normalize("linux", "arm", "v6");
+        assert_eq!(armv6.rank(&armv7), None);
+        assert_eq!(armv7.rank(&arm64), None);
         assert_eq!(
             amd64.rank(&Platform::normalize("windows", "amd64", "")),
             None

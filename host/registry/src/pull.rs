@@ -202,7 +202,7 @@ impl Registries {
             Parsed::Manifest(_) => (body, digest.clone()),
             Parsed::Index(entries) => {
                 let entry = choose_platform(&entries, platform)
-                    .ok_or_else(|| no_platform(&entries, platform, ep, normalized))?;
+                    .ok_or_else(|| no_platform(&entries, &digest, platform, ep, normalized))?;
                 let child = r.clone_with_digest(entry.digest.clone());
                 let (child_body, child_digest) =
                     self.fetch_manifest(ep, &child, &auth, normalized).await?;
@@ -265,6 +265,7 @@ fn valid_digest(digest: &str) -> bool {
 /// The error for an index without the platform.
 fn no_platform(
     entries: &[RawDescriptor],
+    index: &str,
     platform: &Platform,
     ep: &Endpoint<'_>,
     normalized: &str,
@@ -280,7 +281,7 @@ fn no_platform(
         normalized,
         &ep.host,
         format!(
-            "{normalized} on registry {} has no image for {platform} (it has {}); build for one of those with --platform",
+            "{normalized} on registry {}: no match for platform in manifest {index}: not found: no image for {platform} (it has {}); build for one of those with --platform",
             ep.label(),
             if have.is_empty() {
                 "no platforms".to_string()

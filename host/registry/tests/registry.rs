@@ -165,7 +165,13 @@ async fn index_picks_the_platform() {
     assert_eq!(err.kind(), RegistryErrorKind::NoPlatform, "{err}");
     let msg = err.to_string();
     assert!(msg.contains(&reference), "{msg}");
-    assert!(msg.contains("has no image for linux/arm/v7"), "{msg}");
+    assert!(msg.contains("no image for linux/arm/v7"), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "no match for platform in manifest {index_digest}: not found"
+        )),
+        "{msg}"
+    );
     assert!(msg.contains("linux/amd64, linux/arm64"), "{msg}");
 }
 

@@ -200,16 +200,29 @@ pub async fn from_layout(
         let mut body = import(&digest)?;
         let v: serde_json::Value = serde_json::from_slice(&body).map_err(io::Error::other)?;
         if let Some(list) = v["manifests"].as_array() {
+            // As a registry's index: the best match, entries without a platform last.
+            let want = buildwit_registry::Platform::normalize(&os, &arch, &variant);
             let entry = list
                 .iter()
-                .find(|m| {
+                .filter_map(|m| {
                     let p = &m["platform"];
-                    p["os"] == os.as_str()
-                        && p["architecture"] == arch.as_str()
-                        && (variant.is_empty() || p["variant"] == variant.as_str())
+                    if p.is_null() {
+                        return Some((u32::MAX, m));
+                    }
+                    let field = |k: &str| p[k].as_str().unwrap_or_default();
+                    let have = buildwit_registry::Platform::normalize(
+                        field("os"),
+                        field("architecture"),
+                        field("variant"),
+                    );
+                    want.rank(&have).map(|rank| (rank, m))
                 })
+                .min_by_key(|(rank, _)| *rank)
+                .map(|(_, m)| m)
                 .ok_or_else(|| {
-                    io::Error::other(format!("index {digest2} has no image for {os}/{arch}"))
+                    io::Error::other(format!(
+                        "no match for platform in manifest {digest2}: not found: no image for {want}"
+                    ))
                 })?;
             digest = entry["digest"].as_str().unwrap_or_default().to_string();
             body = import(&digest)?;
