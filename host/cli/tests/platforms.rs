@@ -121,6 +121,9 @@ fn two_platforms_make_one_index_and_run_under_emulation() {
     // Cached: nothing runs again, and the same index comes out.
     let again = build(&[]);
     assert!(!again.ran_any("RUN"), "{:?}", again.ran);
+    // The shared step is one step, listed once.
+    let shared = again.cached.iter().filter(|n| n.contains("echo built-on"));
+    assert_eq!(shared.count(), 1, "{:?}", again.cached);
     assert_eq!(json(&meta)["containerimage.digest"], digest);
 
     // Pushed: the registry serves the index and each platform's image.

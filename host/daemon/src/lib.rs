@@ -25,7 +25,7 @@ pub mod wasm_images;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use buildwit_frontend::{Event, FrontendError, Limits, Runtime};
@@ -285,8 +285,18 @@ impl Engine {
             daemon: self.frontends.config.insecure_entitlements.clone(),
             build: allow.to_vec(),
         };
+        // A step the platforms share is one vertex: shown once, not cached once per platform.
+        let shown = Mutex::new(std::collections::HashSet::new());
         let progress: Arc<dyn buildwit_solver::Progress> =
-            Arc::new(move |e: ProgressEvent| events.progress(e));
+            Arc::new(move |e: ProgressEvent| match &e {
+                ProgressEvent::Started { vertex, .. } => {
+                    shown.lock().unwrap().insert(vertex.clone());
+                    events.progress(e)
+                }
+                ProgressEvent::Cached { vertex, .. }
+                    if !shown.lock().unwrap().insert(vertex.clone()) => {}
+                _ => events.progress(e),
+            });
         // The first platform to fail stops the others' running steps.
         let solves = definitions.iter().map(|def| {
             let session = session.clone();
