@@ -1,0 +1,111 @@
+//! The path of a third-party frontend author: the README's example, as written, in a crate
+//! of its own, built with plain cargo for `wasm32-wasip2` and run with `--frontend-file`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The first Rust block of the README's "Writing a frontend" section.
+fn readme_example() -> String {
+    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+    let readme = std::fs::read_to_string(readme).unwrap();
+    let section = &readme[readme.find("## Writing a frontend").unwrap()..];
+    let start = section.find("```rust\n").unwrap() + "```rust\n".len();
+    section[start..][..section[start..].find("```").unwrap()].to_string()
+}
+
+/// Add a Rust target through rustup when the toolchain lacks it, as the build does for its
+/// own Wasm target.
+fn ensure_target(target: &str) {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(&rustc)
+        .args(["--print", "target-libdir", "--target", target])
+        .output()
+        .unwrap();
+    let libdir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let installed = std::fs::read_dir(&libdir).is_ok_and(|mut d| {
+        d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libstd-")))
+    });
+    if !installed {
+        let status = Command::new("rustup")
+            .args(["target", "add", target])
+            .status()
+            .unwrap();
+        assert!(status.success(), "rustup target add {target}");
+    }
+}
+
+#[test]
+fn the_readme_frontend_builds_with_plain_cargo_for_wasip2_and_runs() {
+    ensure_target("wasm32-wasip2");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("readme-frontend");
+    let krate = work.join("hello");
+    std::fs::create_dir_all(krate.join("src")).unwrap();
+    std::fs::write(
+        krate.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"hello\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+             [lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n\n\
+             [dependencies]\nbuildwit-sdk = {{ path = {:?} }}\n\n[workspace]\n",
+            workspace.join("sdk").canonicalize().unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::write(krate.join("src/lib.rs"), readme_example()).unwrap();
+    // The workspace's versions of the SDK's dependencies, not whatever is newest.
+    if !krate.join("Cargo.lock").exists() {
+        std::fs::copy(workspace.join("Cargo.lock"), krate.join("Cargo.lock")).unwrap();
+    }
+
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(&krate)
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .arg("--target-dir")
+        .arg(work.join("target"));
+    // The outer build's settings are for the host, not for this crate.
+    for var in [
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+    ] {
+        build.env_remove(var);
+    }
+    let out = build.output().unwrap();
+    assert!(
+        out.status.success(),
+        "cargo build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let component = work.join("target/wasm32-wasip2/release/hello.wasm");
+
+    // std's hash maps import wasi:random/insecure-seed; buildwit seeds them, and the rest of
+    // what std imports is inert.
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "unused\n").unwrap();
+    let dest = dir.path().join("out");
+    let out = Command::new(env!("CARGO_BIN_EXE_buildwit"))
+        .arg("--root")
+        .arg(dir.path().join("root"))
+        .args(["build", "--frontend-file"])
+        .arg(&component)
+        .args(["--opt", "name=author"])
+        .arg(&ctx)
+        .arg("-o")
+        .arg(format!("type=local,dest={}", dest.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "buildwit build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("hello")).unwrap(),
+        "hello author\n"
+    );
+}
