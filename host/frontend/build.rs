@@ -6,6 +6,8 @@
 
 #[path = "src/engine.rs"]
 mod engine;
+#[path = "src/wrap.rs"]
+mod wrap;
 
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
@@ -71,6 +73,10 @@ fn main() {
                 .join(format!("{}.wasm", package.replace('-', "_")));
             let dest = out_dir.join(format!("{name}.wasm"));
             componentize(&module, &dest);
+            if *name == "probe" {
+                // The core module too, for the runtime's tests of wrapping one.
+                copy_if_changed(&module, &out_dir.join("probe-module.wasm"));
+            }
             // The digest at build time, so the embedded components are not hashed again
             // on every start.
             let component = fs::read(&dest).unwrap();
@@ -194,14 +200,21 @@ fn precompile(component: &[u8], digest: &str, dest: &Path) {
     fs::write(&stamp_file, stamp).unwrap();
 }
 
+fn copy_if_changed(from: &Path, to: &Path) {
+    let bytes = fs::read(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display()));
+    if fs::read(to).ok().as_deref() != Some(bytes.as_slice()) {
+        let tmp = to.with_extension("wasm.tmp");
+        fs::write(&tmp, &bytes).unwrap();
+        fs::rename(&tmp, to).unwrap();
+    }
+}
+
 /// Wrap a core module carrying wit-bindgen's component-type section into a component.
 fn componentize(module: &Path, dest: &Path) {
     let bytes = fs::read(module).unwrap_or_else(|e| panic!("read {}: {e}", module.display()));
-    let component = wit_component::ComponentEncoder::default()
-        .module(&bytes)
-        .and_then(|e| e.validate(true).encode())
-        .unwrap_or_else(|e| panic!("componentize {}: {e:?}", module.display()));
-    if fs::read(dest).ok().as_deref() != Some(component.as_slice()) {
+    let component = wrap::component_of(&bytes)
+        .unwrap_or_else(|e| panic!("componentize {}: {e}", module.display()));
+    if fs::read(dest).ok().as_deref() != Some(&*component) {
         let tmp = dest.with_extension("wasm.tmp");
         fs::write(&tmp, &component).unwrap();
         fs::rename(&tmp, dest).unwrap();

@@ -1,5 +1,6 @@
 //! The path of a third-party frontend author: the README's example, as written, in a crate
-//! of its own, built with plain cargo for `wasm32-wasip2` and run with `--frontend-file`.
+//! of its own, built with plain cargo for `wasm32-wasip2` (a component) and for
+//! `wasm32-unknown-unknown` (a core module buildwit wraps), each run with `--frontend-file`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,8 +36,7 @@ fn ensure_target(target: &str) {
 }
 
 #[test]
-fn the_readme_frontend_builds_with_plain_cargo_for_wasip2_and_runs() {
-    ensure_target("wasm32-wasip2");
+fn the_readme_frontend_builds_with_plain_cargo_and_runs() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("readme-frontend");
     let krate = work.join("hello");
@@ -57,13 +57,25 @@ fn the_readme_frontend_builds_with_plain_cargo_for_wasip2_and_runs() {
         std::fs::copy(workspace.join("Cargo.lock"), krate.join("Cargo.lock")).unwrap();
     }
 
+    // std's hash maps import wasi:random/insecure-seed on wasip2: buildwit seeds them, and
+    // the rest of what std imports is inert. The core module needs no wasm-tools.
+    for target in ["wasm32-wasip2", "wasm32-unknown-unknown"] {
+        ensure_target(target);
+        let component = cargo_build(&krate, &work.join("target"), target);
+        let built = run(&component);
+        assert_eq!(built, "hello author\n", "{target}");
+    }
+}
+
+/// `cargo build --release --target TARGET` of the crate; the `.wasm` it made.
+fn cargo_build(krate: &Path, target_dir: &Path, target: &str) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
     build
-        .current_dir(&krate)
-        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .current_dir(krate)
+        .args(["build", "--release", "--target", target])
         .arg("--target-dir")
-        .arg(work.join("target"));
+        .arg(target_dir);
     // The outer build's settings are for the host, not for this crate.
     for var in [
         "CARGO_TARGET_DIR",
@@ -76,13 +88,14 @@ fn the_readme_frontend_builds_with_plain_cargo_for_wasip2_and_runs() {
     let out = build.output().unwrap();
     assert!(
         out.status.success(),
-        "cargo build: {}",
+        "cargo build --target {target}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let component = work.join("target/wasm32-wasip2/release/hello.wasm");
+    target_dir.join(target).join("release/hello.wasm")
+}
 
-    // std's hash maps import wasi:random/insecure-seed; buildwit seeds them, and the rest of
-    // what std imports is inert.
+/// Build with the frontend file; the file it wrote.
+fn run(frontend: &Path) -> String {
     let dir = tempfile::tempdir().unwrap();
     let ctx = dir.path().join("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
@@ -92,7 +105,7 @@ fn the_readme_frontend_builds_with_plain_cargo_for_wasip2_and_runs() {
         .arg("--root")
         .arg(dir.path().join("root"))
         .args(["build", "--frontend-file"])
-        .arg(&component)
+        .arg(frontend)
         .args(["--opt", "name=author"])
         .arg(&ctx)
         .arg("-o")
@@ -101,11 +114,9 @@ fn the_readme_frontend_builds_with_plain_cargo_for_wasip2_and_runs() {
         .unwrap();
     assert!(
         out.status.success(),
-        "buildwit build: {}",
+        "buildwit build --frontend-file {}: {}",
+        frontend.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(
-        std::fs::read_to_string(dest.join("hello")).unwrap(),
-        "hello author\n"
-    );
+    std::fs::read_to_string(dest.join("hello")).unwrap()
 }

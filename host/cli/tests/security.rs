@@ -123,6 +123,22 @@ fn the_state_directory_is_private_whatever_the_umask() {
         .output()
         .unwrap();
     assert!(run.status.success(), "{}", text(&run.stderr));
+    // A frontend from a file is compiled into the root (the built-in one was compiled when
+    // buildwit was built).
+    let plugin = format!("{}/toml-spec.wasm", buildwit_frontend::BUILT_FRONTENDS_DIR);
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/toml-spec");
+    let run = Command::new("sh")
+        .arg("-c")
+        .arg("umask 000; exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_buildwit"))
+        .arg("--root")
+        .arg(&s.root)
+        .args(["build", "--frontend-file", &plugin, example, "--dump-llb"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", text(&run.stderr));
     let mode = std::fs::metadata(&s.root).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700, "the state directory is {mode:o}");
     // The daemon's own files (not the files of layers, which are as the image says) are

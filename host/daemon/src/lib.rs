@@ -710,9 +710,21 @@ impl Engine {
         let config_path = tmp.join(&config_digest["sha256:".len()..]);
         std::fs::write(&config_path, &config)
             .map_err(|e| DaemonError::Setup(format!("{}: {e}", config_path.display())))?;
+        // A core module goes up as the component it was loaded as.
+        let bytes = std::fs::read(file)
+            .map_err(|e| DaemonError::Setup(format!("{}: {e}", file.display())))?;
+        let component_path = match buildwit_frontend::component_of(&bytes) {
+            Ok(std::borrow::Cow::Owned(component)) => {
+                let path = tmp.join(&loaded.digest["sha256:".len()..]);
+                std::fs::write(&path, component)
+                    .map_err(|e| DaemonError::Setup(format!("{}: {e}", path.display())))?;
+                path
+            }
+            _ => file.to_path_buf(),
+        };
         let blobs = vec![
             (config_digest, config_path.clone()),
-            (loaded.digest.clone(), file.to_path_buf()),
+            (loaded.digest.clone(), component_path.clone()),
         ];
         let pushed = self
             .frontends
@@ -724,6 +736,9 @@ impl Engine {
                 "application/vnd.oci.image.manifest.v1+json",
             ));
         let _ = std::fs::remove_file(&config_path);
+        if component_path != file {
+            let _ = std::fs::remove_file(&component_path);
+        }
         let uploaded = pushed
             .map_err(|e| DaemonError::Policy(format!("pushing {reference}: {e}")))?
             .blobs;

@@ -12,10 +12,12 @@ pub mod engine;
 mod error;
 mod host;
 mod runtime;
+mod wrap;
 
 pub use bridge::{Bridge, Event, FrontendOutput, GatewayError, SolvedRef};
 pub use error::{FrontendError, Limit};
 pub use runtime::{FrontendInfo, Limits, LoadedFrontend, Runtime, SUPPORTED_WIT};
+pub use wrap::component_of;
 
 /// Where the build put the workspace's frontend components (`toml-spec.wasm`, ...).
 pub const BUILT_FRONTENDS_DIR: &str = env!("BUILDWIT_FRONTENDS_DIR");

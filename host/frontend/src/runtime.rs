@@ -156,21 +156,27 @@ impl Runtime {
         &self.limits
     }
 
-    /// Load a component from a file.
+    /// Load a frontend from a file: a component, or a core module built against the SDK
+    /// ([`crate::component_of`]).
     pub fn load_file(&self, path: &Path) -> Result<Arc<LoadedFrontend>, FrontendError> {
+        let label = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|e| FrontendError::Load {
-            frontend: path.display().to_string(),
+            frontend: label.clone(),
             reason: format!("cannot read it: {e}"),
         })?;
-        self.load(&path.display().to_string(), &bytes)
+        self.load(&label, &bytes)
     }
 
-    /// Check a component against the contract, compile it (or load the compiled artifact
-    /// from the cache) and prepare it for instantiation. Loading the same bytes again is a
-    /// map lookup.
+    /// Check a component (or a core module, wrapped first) against the contract, compile it
+    /// (or load the compiled artifact from the cache) and prepare it for instantiation.
+    /// Loading the same bytes again is a map lookup.
     pub fn load(&self, label: &str, bytes: &[u8]) -> Result<Arc<LoadedFrontend>, FrontendError> {
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
-        self.load_known(label, bytes, &digest)
+        let bytes = crate::component_of(bytes).map_err(|reason| FrontendError::Load {
+            frontend: label.to_string(),
+            reason,
+        })?;
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        self.load_known(label, &bytes, &digest)
     }
 
     /// [`Runtime::load`] for bytes whose digest the caller already knows (embedded

@@ -175,6 +175,28 @@ fn built_in_frontends_run_from_code_compiled_when_buildwit_was_built() {
 }
 
 #[test]
+fn a_core_module_built_with_the_sdk_is_wrapped_into_its_component() {
+    let runtime = Runtime::new(limits(), None).unwrap();
+    let module = component("probe-module");
+    assert!(wasmparser::Parser::is_core_wasm(&module));
+    let loaded = runtime.load("probe-module", &module).unwrap();
+    // The same component the build wrapped: the same digest, whoever wraps it.
+    let wrapped = runtime.load("probe", &component("probe")).unwrap();
+    assert_eq!(loaded.digest, wrapped.digest);
+    assert!(probe(&runtime, "ok").is_ok());
+
+    // A core module that is no frontend says so.
+    let err = runtime
+        .load("plain", &wat::parse_str("(module)").unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("plain") && err.contains("core Wasm module, not a component"),
+        "{err}"
+    );
+}
+
+#[test]
 fn compiled_components_are_cached_on_disk_by_digest() {
     let dir = tempdir();
     let first = Runtime::new(limits(), Some(dir.clone())).unwrap();
