@@ -508,6 +508,7 @@ fn build(backend: impl FnOnce() -> Result<Backend>, args: &BuildArgs) -> Result<
                 .collect::<Result<_, _>>()?,
             client: Default::default(),
             frontend_timeout: args.frontend_timeout.map(Duration::from_secs),
+            prepared: None,
         },
         &raw,
         events,

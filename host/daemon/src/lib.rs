@@ -34,6 +34,7 @@ use buildwit_solver::{Entitlements, ProgressEvent, SolveError, Solver};
 use buildwit_worker::{Session, Snapshot};
 
 pub use buildwit_exporter::{OutputSpec, parse_output};
+pub use buildwit_frontend::{FrontendOutput, SolvedRef};
 pub use export::Exported;
 pub use frontends::{BUILTIN_DOCKERFILE_VERSION, Frontends, Selected, repository_name};
 pub use local::LocalBridge;
@@ -79,6 +80,10 @@ pub struct BuildRequest {
     pub client: ClientLink,
     /// Wall-time limit of each frontend run (`--frontend-timeout`; `None`: the engine's).
     pub frontend_timeout: Option<Duration>,
+    /// A result the client's own frontend made (BuildKit's client-side gateway builds,
+    /// as buildctl and buildx run them): built and exported as it is, no frontend runs;
+    /// `frontend` names the frontend it came from.
+    pub prepared: Option<FrontendOutput>,
 }
 
 /// Which frontend served a build.
@@ -98,6 +103,21 @@ pub struct FrontendRecord {
     pub channel: String,
     /// Whether this build had to compile it (false: compiled artifact from the cache).
     pub compiled: bool,
+}
+
+impl FrontendRecord {
+    /// A frontend the client ran itself: buildwit knows only its name.
+    fn client(frontend: &FrontendRef) -> Self {
+        FrontendRecord {
+            source: frontend_name(frontend),
+            digest: String::new(),
+            wit_version: String::new(),
+            name: frontend_name(frontend),
+            version: String::new(),
+            channel: "client".into(),
+            compiled: false,
+        }
+    }
 }
 
 /// What a build produced.
@@ -416,6 +436,11 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// The state directory.
+    pub fn root(&self) -> &Path {
+        &self.frontends.root
     }
 
     /// The configuration it runs with.
@@ -773,7 +798,6 @@ impl Engine {
         let started_on = std::time::SystemTime::now();
         let provenance = provenance::Wanted::from_options(&request.options)?;
         let options = request.options.clone();
-        let selected = self.select(&request.frontend, &request.options)?;
         let inline_wanted = request.solve && inline_cache_wanted(&request);
         let session = Arc::new(Session {
             locals: request.locals.clone(),
@@ -784,15 +808,10 @@ impl Engine {
                 .client
                 .sync
                 .clone()
-                .map(|s| s as Arc<dyn buildwit_worker::LocalSync>),
+                .map(|s| s as Arc<dyn buildwit_worker::LocalSync>)
+                .or_else(|| request.client.buildkit_sync.clone()),
             cancelled: request.client.cancelled.clone(),
         });
-        let bridge = Arc::new(
-            LocalBridge::new(session.clone(), events.clone(), self.frontends.clone())
-                .deadline(request.frontend_timeout),
-        );
-        bridge.warn_all(&selected);
-        let frontend = self.record(&selected, bridge.clone())?;
         // The platforms the build targets (an inline cache in a multi-platform image is per
         // platform).
         let platforms: Vec<_> = request
@@ -803,13 +822,26 @@ impl Engine {
             .split(',')
             .map(parse_platform)
             .collect();
-        let out = self.frontends.runtime.run(
-            &selected.loaded,
-            request.options,
-            Vec::new(),
-            bridge,
-            request.frontend_timeout,
-        )?;
+        let (frontend, out) = match request.prepared {
+            Some(out) => (FrontendRecord::client(&request.frontend), out),
+            None => {
+                let selected = self.select(&request.frontend, &request.options)?;
+                let bridge = Arc::new(
+                    LocalBridge::new(session.clone(), events.clone(), self.frontends.clone())
+                        .deadline(request.frontend_timeout),
+                );
+                bridge.warn_all(&selected);
+                let frontend = self.record(&selected, bridge.clone())?;
+                let out = self.frontends.runtime.run(
+                    &selected.loaded,
+                    request.options,
+                    Vec::new(),
+                    bridge,
+                    request.frontend_timeout,
+                )?;
+                (frontend, out)
+            }
+        };
         let frontend_time = started.elapsed();
         let definition = out.reference.map(|r| (*r.definition).clone());
         let solve_started = Instant::now();

@@ -5,7 +5,6 @@
 //! `includepattern` / `excludepatterns`. Other results are built by the solver and read
 //! from their mounted snapshot, confined to it.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -28,7 +27,6 @@ const MAX_NESTING: usize = 10;
 
 /// Answers gateway calls from local directories and forwards to other frontends.
 pub struct LocalBridge {
-    locals: BTreeMap<String, PathBuf>,
     session: Arc<buildwit_worker::Session>,
     events: Arc<dyn EventSink>,
     frontends: Arc<Frontends>,
@@ -59,7 +57,6 @@ impl LocalBridge {
         frontends: Arc<Frontends>,
     ) -> Self {
         LocalBridge {
-            locals: session.locals.clone(),
             session,
             events,
             frontends,
@@ -147,7 +144,7 @@ impl LocalBridge {
         };
         let source = local;
         let name = &source.identifier["local://".len()..];
-        let root = self.locals.get(name).ok_or_else(|| {
+        let root = self.session.local_dir(name).ok_or_else(|| {
             err(
                 ErrorKind::NotFound,
                 format!("the client sent no local directory named {name:?}"),
@@ -446,7 +443,6 @@ impl Bridge for LocalBridge {
             })?;
         self.warn_all(&selected);
         let child = Arc::new(LocalBridge {
-            locals: self.locals.clone(),
             session: self.session.clone(),
             events: self.events.clone(),
             frontends: self.frontends.clone(),

@@ -337,6 +337,7 @@ impl Service {
                 std::time::Duration::from_millis(ms)
                     .min(self.engine.frontends.runtime.limits().deadline)
             }),
+            prepared: None,
         };
         Ok((request, mirrors, component_path, redirected))
     }

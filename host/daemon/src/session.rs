@@ -25,6 +25,8 @@ pub struct ClientLink {
     pub name: Option<String>,
     /// Syncs the client's directories (none in-process: they are the client's own).
     pub sync: Option<Arc<ClientSync>>,
+    /// Syncs the directories of a BuildKit client (buildctl, buildx) over its session.
+    pub buildkit_sync: Option<Arc<dyn LocalSync>>,
     /// Set when the client disconnected or the daemon shuts down.
     pub cancelled: Arc<AtomicBool>,
 }

@@ -43,7 +43,9 @@ pub use layout::{
     DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST,
     write_docker_archive, write_docker_tar, write_oci_archive, write_oci_dir, write_oci_tar,
 };
-pub use output::{Destination, OutputError, OutputKind, OutputSpec, parse_output};
+pub use output::{
+    Destination, OutputError, OutputKind, OutputSpec, output_from_attrs, parse_output,
+};
 pub use reference::{ImageName, normalize_name};
 
 /// Why an export failed.

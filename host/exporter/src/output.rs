@@ -209,6 +209,15 @@ pub fn parse_output(s: &str) -> Result<OutputSpec, OutputError> {
         }
     }
     let kind = kind.ok_or_else(|| OutputError::MissingType(s.to_string()))?;
+    output_from_attrs(&kind, pairs)
+}
+
+/// An output from its exporter type and attributes, as BuildKit's API carries one.
+pub fn output_from_attrs(
+    kind: &str,
+    attrs: impl IntoIterator<Item = (String, String)>,
+) -> Result<OutputSpec, OutputError> {
+    let kind = kind.to_string();
     let mut out = match kind.as_str() {
         "image" => OutputSpec::new(OutputKind::Image),
         "registry" => OutputSpec {
@@ -221,7 +230,7 @@ pub fn parse_output(s: &str) -> Result<OutputSpec, OutputError> {
         "tar" => OutputSpec::new(OutputKind::Tar),
         _ => return Err(OutputError::UnknownType(kind)),
     };
-    for (key, value) in pairs {
+    for (key, value) in attrs {
         apply(&mut out, &kind, key, value)?;
     }
 

@@ -56,6 +56,12 @@ pub trait LocalSync: Send + Sync {
         include: &[String],
         exclude: &[String],
     ) -> std::io::Result<()>;
+
+    /// The directory of a local the client did not name before the build (BuildKit's
+    /// clients offer their directories by name only when asked); `None`: no such local.
+    fn dir(&self, _name: &str) -> Option<PathBuf> {
+        None
+    }
 }
 
 impl std::fmt::Debug for dyn LocalSync {
@@ -71,6 +77,14 @@ impl Session {
             Some(sync) => sync.sync(name, &source.follow, &source.include, &source.exclude),
             None => Ok(()),
         }
+    }
+
+    /// The directory of local `name`: one the request named, or one its sync serves.
+    pub fn local_dir(&self, name: &str) -> Option<PathBuf> {
+        self.locals
+            .get(name)
+            .cloned()
+            .or_else(|| self.sync.as_ref().and_then(|s| s.dir(name)))
     }
 
     /// Whether the build was cancelled.
@@ -224,8 +238,7 @@ impl Worker {
             .strip_prefix("local://")
             .ok_or_else(|| invalid(format!("{} is not a local source", source.identifier)))?;
         let dir = session
-            .locals
-            .get(name)
+            .local_dir(name)
             .ok_or_else(|| invalid(format!("the client sent no local directory named {name:?}")))?;
         let list = |key: &str| -> Vec<String> {
             source
@@ -235,7 +248,7 @@ impl Worker {
                 .unwrap_or_default()
         };
         Ok(LocalSource {
-            dir: dir.clone(),
+            dir,
             follow: list("local.followpaths"),
             include: list("local.includepattern"),
             exclude: list("local.excludepatterns"),

@@ -256,6 +256,7 @@ async fn serve(
     shutdown_timeout: u64,
 ) -> Result<()> {
     let running = Arc::new(Running::default());
+    let buildkit = buildwit_buildkit::Buildkit::new(engine.clone());
     let service = Service::new(engine, running.clone());
     let running_at_stop = running.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -297,7 +298,11 @@ async fn serve(
                 let svc = BuildwitServer::new(service.clone().secure(true))
                     .max_decoding_message_size(MAX_MESSAGE)
                     .max_encoding_message_size(MAX_MESSAGE);
-                let server = Server::builder().add_service(svc);
+                let buildkit = buildkit.clone().secure(true);
+                let server = Server::builder()
+                    .add_service(svc)
+                    .add_service(buildkit.control())
+                    .add_service(buildkit.bridge());
                 servers.spawn(async move {
                     server
                         .serve_with_incoming_shutdown(incoming, shutdown)
@@ -322,7 +327,11 @@ async fn serve(
                 let svc = BuildwitServer::new(service.clone().secure(secure))
                     .max_decoding_message_size(MAX_MESSAGE)
                     .max_encoding_message_size(MAX_MESSAGE);
-                let server = builder.add_service(svc);
+                let buildkit = buildkit.clone().secure(secure);
+                let server = builder
+                    .add_service(svc)
+                    .add_service(buildkit.control())
+                    .add_service(buildkit.bridge());
                 servers.spawn(async move {
                     server
                         .serve_with_incoming_shutdown(incoming, shutdown)

@@ -1,0 +1,278 @@
+//! `LLBBridge` for client-side gateway builds: the client's build function asks for a
+//! frontend's result (`Solve`) and hands back the final one (`Return`). Every call names
+//! its build in the `buildkit-controlapi-buildid` header.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use buildwit_daemon::{BuildApi, BuildRequest, FrontendOutput, FrontendRef, SolvedRef};
+use buildwit_llb::pb;
+use tonic::{Request, Response, Status};
+
+use crate::control::Buildkit;
+use crate::jobs::Job;
+use crate::progress::JobEvents;
+use crate::proto::moby::buildkit::v1::frontend::{
+    ApiCap, InputsRequest, InputsResponse, PingRequest, PongResponse, Ref, RefMap,
+    Result as GatewayResult, ReturnRequest, ReturnResponse, SolveRequest, SolveResponse,
+    llb_bridge_server::LlbBridge, result,
+};
+
+/// The gateway API caps buildwitd implements (an empty list would mean "old daemon").
+const FRONTEND_CAPS: &[&str] = &[
+    "frontend.inputs",
+    "gateway.solve.metadata",
+    "importcaches",
+    "proto.refarray",
+    "return",
+    "returnmap",
+    "solve.base",
+];
+
+/// The LLB caps of the definitions buildwitd builds: the Go client refuses to send a
+/// definition that uses one not listed.
+const LLB_CAPS: &[&str] = &[
+    "constraints",
+    "diffop",
+    "exec.meta.base",
+    "exec.meta.network",
+    "exec.meta.proxyenv",
+    "exec.meta.security",
+    "exec.mount.bind",
+    "exec.mount.cache",
+    "exec.mount.cache.sharing",
+    "exec.mount.secret",
+    "exec.mount.selector",
+    "exec.mount.ssh",
+    "exec.mount.tmpfs",
+    "exec.secretenv",
+    "exporter.image.annotations",
+    "exporter.multiple",
+    "file.base",
+    "file.copy.includeexcludepatterns",
+    "file.rm.wildcard",
+    "gc.freespacefilter",
+    "mergeop",
+    "meta.description",
+    "meta.exportcache",
+    "meta.ignorecache",
+    "platform",
+    "source.git",
+    "source.git.fullurl",
+    "source.git.keepgitdir",
+    "source.http",
+    "source.http.checksum",
+    "source.http.perm",
+    "source.image",
+    "source.image.resolvemode",
+    "source.local",
+    "source.local.excludepatterns",
+    "source.local.followpaths",
+    "source.local.includepatterns",
+    "source.local.sessionid",
+    "source.local.sharedkeyhint",
+    "source.local.unique",
+];
+
+fn caps(ids: &[&str]) -> Vec<ApiCap> {
+    ids.iter()
+        .map(|id| ApiCap {
+            id: id.to_string(),
+            enabled: true,
+        })
+        .collect()
+}
+
+impl Buildkit {
+    /// The build a gateway call names, waiting a little for `Control/Solve` to register it.
+    async fn job_of<T>(&self, request: &Request<T>) -> Result<Arc<Job>, Status> {
+        let id = request
+            .metadata()
+            .get("buildkit-controlapi-buildid")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Status::invalid_argument("no buildid found in context"))?;
+        self.jobs
+            .get(id, Duration::from_secs(3))
+            .await
+            .ok_or_else(|| Status::not_found(format!("no such job {id}")))
+    }
+}
+
+/// A definition the client sent, if it sent one with something in it.
+pub(crate) fn definition(bytes: &[u8]) -> Result<Option<pb::Definition>, Status> {
+    use prost::Message;
+    let def = pb::Definition::decode(bytes)
+        .map_err(|e| Status::invalid_argument(format!("the definition does not decode: {e}")))?;
+    Ok(Some(def).filter(|d| !d.def.is_empty()))
+}
+
+#[tonic::async_trait]
+impl LlbBridge for Buildkit {
+    async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PongResponse>, Status> {
+        self.job_of(&request).await?;
+        Ok(Response::new(PongResponse {
+            frontend_api_caps: caps(FRONTEND_CAPS),
+            llb_caps: caps(LLB_CAPS),
+            workers: self.workers().await?,
+        }))
+    }
+
+    async fn solve(
+        &self,
+        request: Request<SolveRequest>,
+    ) -> Result<Response<SolveResponse>, Status> {
+        let job = self.job_of(&request).await?;
+        let req = request.into_inner();
+        let definition = definition(&req.definition)?;
+        let out = match (definition, req.frontend.is_empty()) {
+            (Some(_), false) => {
+                return Err(Status::invalid_argument(
+                    "cannot solve with both Definition and Frontend specified",
+                ));
+            }
+            (Some(def), true) => FrontendOutput {
+                reference: Some(SolvedRef {
+                    definition: Arc::new(def),
+                }),
+                ..Default::default()
+            },
+            (None, true) => FrontendOutput::default(),
+            (None, false) => {
+                *job.frontend.lock().unwrap_or_else(|e| e.into_inner()) = req.frontend.clone();
+                let request = BuildRequest {
+                    frontend: FrontendRef::Named(req.frontend),
+                    options: req.frontend_opt.into_iter().collect(),
+                    locals: Default::default(),
+                    secrets: Default::default(),
+                    ssh: Default::default(),
+                    oci_layouts: Default::default(),
+                    allow: Vec::new(),
+                    solve: false,
+                    outputs: Vec::new(),
+                    cache_to: Vec::new(),
+                    cache_from: Vec::new(),
+                    client: job.link.clone(),
+                    frontend_timeout: None,
+                    prepared: None,
+                };
+                let engine = self.engine.clone();
+                let events = JobEvents::new(job.clone());
+                let outcome = tokio::task::spawn_blocking(move || engine.build(request, events))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(|e| Status::unknown(e.to_string()))?;
+                FrontendOutput {
+                    reference: outcome.definition.map(|d| SolvedRef {
+                        definition: Arc::new(d),
+                    }),
+                    refs: outcome
+                        .platforms
+                        .into_iter()
+                        .map(|(p, d)| {
+                            (
+                                p,
+                                SolvedRef {
+                                    definition: Arc::new(d),
+                                },
+                            )
+                        })
+                        .collect(),
+                    metadata: outcome.metadata,
+                }
+            }
+        };
+        let to_ref = |r: &SolvedRef| Ref {
+            id: job.add_ref(r.definition.clone()),
+            def: prost::Message::encode_to_vec(&*r.definition),
+        };
+        let result = if !out.refs.is_empty() {
+            Some(result::Result::Refs(RefMap {
+                refs: out
+                    .refs
+                    .iter()
+                    .map(|(p, r)| (p.clone(), to_ref(r)))
+                    .collect(),
+            }))
+        } else {
+            Some(result::Result::Ref(match &out.reference {
+                Some(r) => to_ref(r),
+                None => Ref::default(),
+            }))
+        };
+        Ok(Response::new(SolveResponse {
+            r#ref: String::new(),
+            result: Some(GatewayResult {
+                result,
+                metadata: out.metadata.into_iter().collect(),
+            }),
+        }))
+    }
+
+    async fn r#return(
+        &self,
+        request: Request<ReturnRequest>,
+    ) -> Result<Response<ReturnResponse>, Status> {
+        let job = self.job_of(&request).await?;
+        let req = request.into_inner();
+        let returned = match (req.result, req.error) {
+            (_, Some(e)) if e.code != 0 => Err(Status::new(e.code.into(), e.message)),
+            (Some(r), _) => returned_output(&job, r),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "gateway return must be either result or err",
+                ));
+            }
+        };
+        if let Err(e) = &returned
+            && e.code() == tonic::Code::NotFound
+        {
+            return Err(e.clone());
+        }
+        if !job.deliver(returned) {
+            return Err(Status::failed_precondition("gateway result is already set"));
+        }
+        Ok(Response::new(ReturnResponse {}))
+    }
+
+    async fn inputs(
+        &self,
+        request: Request<InputsRequest>,
+    ) -> Result<Response<InputsResponse>, Status> {
+        let job = self.job_of(&request).await?;
+        Ok(Response::new(InputsResponse {
+            definitions: job
+                .inputs
+                .iter()
+                .map(|(k, d)| (k.clone(), prost::Message::encode_to_vec(d)))
+                .collect(),
+        }))
+    }
+}
+
+/// The final result as the engine builds it: the refs it names, by the ids handed out.
+fn returned_output(job: &Job, r: GatewayResult) -> Result<FrontendOutput, Status> {
+    let lookup = |r: &Ref| -> Result<Option<SolvedRef>, Status> {
+        if r.id.is_empty() {
+            return Ok(None);
+        }
+        job.get_ref(&r.id)
+            .map(|definition| Some(SolvedRef { definition }))
+            .ok_or_else(|| Status::not_found(format!("return reference {} not found", r.id)))
+    };
+    let mut out = FrontendOutput {
+        metadata: r.metadata.into_iter().collect(),
+        ..Default::default()
+    };
+    match r.result {
+        Some(result::Result::Ref(r)) => out.reference = lookup(&r)?,
+        Some(result::Result::Refs(map)) => {
+            for (platform, r) in map.refs {
+                if let Some(solved) = lookup(&r)? {
+                    out.refs.push((platform, solved));
+                }
+            }
+        }
+        None => {}
+    }
+    Ok(out)
+}

@@ -1,0 +1,597 @@
+//! `moby.buildkit.v1.Control`: builds, their progress, the session tunnel, workers and the
+//! build cache, over buildwit's engine.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use buildwit_daemon::{
+    BuildApi, BuildRequest, ClientLink, DaemonError, Engine, Exported, FrontendOutput, FrontendRef,
+    SolvedRef,
+};
+use buildwit_exporter::cache::{CacheSpec, CacheTarget, parse_cache_spec};
+use buildwit_exporter::{Destination, OutputKind, OutputSpec, output_from_attrs};
+use buildwit_llb::pb;
+use futures_util::Stream;
+use prost::Message;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::filesync::{self, SessionSync};
+use crate::jobs::Job;
+use crate::progress::JobEvents;
+use crate::proto::moby::buildkit::secrets::v1::GetSecretRequest;
+use crate::proto::moby::buildkit::secrets::v1::secrets_client::SecretsClient;
+use crate::proto::moby::buildkit::v1::control_server::{Control, ControlServer};
+use crate::proto::moby::buildkit::v1::frontend::llb_bridge_server::LlbBridgeServer;
+use crate::proto::moby::buildkit::v1::types::{BuildkitVersion, GcPolicy, WorkerRecord};
+use crate::proto::moby::buildkit::v1::{
+    BytesMessage, CacheOptionsEntry, DiskUsageRequest, DiskUsageResponse, Exporter, InfoRequest,
+    InfoResponse, ListWorkersRequest, ListWorkersResponse, PruneRequest, SolveRequest,
+    SolveResponse, StatusRequest, StatusResponse, UsageRecord,
+};
+use crate::tunnel::{self, ClientSession, Waitable};
+
+/// BuildKit's API over one engine. Clone it per listener.
+#[derive(Clone)]
+pub struct Buildkit {
+    pub(crate) engine: Arc<Engine>,
+    sessions: Arc<Waitable<ClientSession>>,
+    pub(crate) jobs: Arc<Waitable<Job>>,
+    /// Whether the connection is private (a unix socket, TLS): secrets may travel.
+    secure: bool,
+}
+
+type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn unknown(e: DaemonError) -> Status {
+    Status::unknown(e.to_string())
+}
+
+/// Run an engine call off the runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DaemonError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(unknown)
+}
+
+impl Buildkit {
+    /// The API over `engine`; connections are private unless [`Buildkit::secure`] says not.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Buildkit {
+            engine,
+            sessions: Arc::default(),
+            jobs: Arc::default(),
+            secure: true,
+        }
+    }
+
+    /// The same API for a listener that is (or is not) private.
+    pub fn secure(mut self, secure: bool) -> Self {
+        self.secure = secure;
+        self
+    }
+
+    /// The `Control` service.
+    pub fn control(&self) -> ControlServer<Self> {
+        ControlServer::new(self.clone())
+            .max_decoding_message_size(crate::MAX_MESSAGE)
+            .max_encoding_message_size(crate::MAX_MESSAGE)
+    }
+
+    /// The `LLBBridge` service.
+    pub fn bridge(&self) -> LlbBridgeServer<Self> {
+        LlbBridgeServer::new(self.clone())
+            .max_decoding_message_size(crate::MAX_MESSAGE)
+            .max_encoding_message_size(crate::MAX_MESSAGE)
+    }
+
+    /// The one worker: this host's platforms (native first), labels and GC policy.
+    pub(crate) async fn workers(&self) -> Result<Vec<WorkerRecord>, Status> {
+        let engine = self.engine.clone();
+        let info = blocking(move || engine.info()).await?;
+        let platforms = info
+            .platforms
+            .iter()
+            .map(|p| {
+                let mut parts = p.split('/');
+                pb::Platform {
+                    os: parts.next().unwrap_or_default().to_string(),
+                    architecture: parts.next().unwrap_or_default().to_string(),
+                    variant: parts.next().unwrap_or_default().to_string(),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let mut labels = info.labels;
+        if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            labels.insert(
+                "org.mobyproject.buildkit.worker.hostname".into(),
+                host.trim().to_string(),
+            );
+        }
+        Ok(vec![WorkerRecord {
+            id: "buildwit".into(),
+            labels: labels.into_iter().collect(),
+            platforms,
+            gc_policy: info
+                .gc_policy
+                .iter()
+                .map(|r| GcPolicy {
+                    all: r.all,
+                    keep_duration: r.keep_duration.as_nanos() as i64,
+                    reserved_space: r.reserved_space,
+                    filters: r.filters.clone(),
+                    max_used_space: r.max_used_space,
+                    min_free_space: r.min_free_space,
+                })
+                .collect(),
+            buildkit_version: Some(version()),
+        }])
+    }
+
+    /// Where a build's file outputs wait before they go to the client.
+    fn scratch(&self, build: &str) -> PathBuf {
+        self.engine
+            .root()
+            .join("buildkit-outputs")
+            .join(crate::synthetic_digest(build).trim_start_matches("sha256:"))
+    }
+}
+
+fn version() -> BuildkitVersion {
+    BuildkitVersion {
+        package: "buildwit".into(),
+        version: format!("v{}", env!("CARGO_PKG_VERSION")),
+        revision: String::new(),
+    }
+}
+
+fn timestamp(unix_seconds: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: unix_seconds as i64,
+        nanos: 0,
+    }
+}
+
+fn usage_record(r: buildwit_solver::UsageRecord) -> UsageRecord {
+    UsageRecord {
+        id: r.id,
+        mutable: r.mutable,
+        in_use: r.in_use,
+        size: r.size as i64,
+        created_at: Some(timestamp(r.created)),
+        last_used_at: r.last_used.map(timestamp),
+        usage_count: r.usage_count as i64,
+        description: r.description,
+        record_type: r.record_type,
+        shared: r.shared,
+        parents: Vec::new(),
+    }
+}
+
+/// A cache entry as buildwit's parser reads one (`type=…,key=value`).
+fn cache_spec(entry: &CacheOptionsEntry, export: bool) -> Result<CacheSpec, Status> {
+    let mut spec = format!("type={}", entry.r#type);
+    for (k, v) in &entry.attrs {
+        if v.contains(',') {
+            return Err(Status::invalid_argument(format!(
+                "cache {} {k}={v:?}: values with commas are not supported",
+                entry.r#type
+            )));
+        }
+        spec.push_str(&format!(",{k}={v}"));
+    }
+    let parsed =
+        parse_cache_spec(&spec, export).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    if let CacheTarget::Local(_) = parsed.target {
+        return Err(Status::unimplemented(
+            "a type=local cache needs the client's content store, which buildwitd does not reach over BuildKit's API yet: use type=registry, or buildwit's own CLI",
+        ));
+    }
+    Ok(parsed)
+}
+
+/// The outputs of a request: `Exporters`, or the deprecated first one (clients send both).
+fn exporters(req: &SolveRequest) -> Vec<Exporter> {
+    if !req.exporters.is_empty() {
+        return req.exporters.clone();
+    }
+    if req.exporter_deprecated.is_empty() {
+        return Vec::new();
+    }
+    vec![Exporter {
+        r#type: req.exporter_deprecated.clone(),
+        attrs: req.exporter_attrs_deprecated.clone(),
+    }]
+}
+
+/// An exporter as an engine output; a file or directory output is written under
+/// `scratch` first, then sent to the client.
+fn output(exporter: &Exporter, scratch: &Path) -> Result<OutputSpec, Status> {
+    let mut attrs: Vec<(String, String)> = exporter
+        .attrs
+        .iter()
+        .filter(|(k, _)| k.as_str() != "dest")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let kind = exporter.r#type.as_str();
+    if matches!(kind, "oci" | "docker") && exporter.attrs.get("tar").is_some_and(|v| v == "false") {
+        return Err(Status::unimplemented(format!(
+            "type={kind},tar=false writes into the client's content store, which buildwitd does not reach over BuildKit's API yet: use the tarball (tar=true)"
+        )));
+    }
+    if matches!(kind, "local" | "tar" | "oci" | "docker") {
+        attrs.push(("dest".into(), scratch.display().to_string()));
+    }
+    // A tarball's own `tar` attribute is the client's business.
+    attrs.retain(|(k, _)| k != "tar");
+    output_from_attrs(kind, attrs)
+        .map_err(|e| Status::invalid_argument(format!("exporter {kind}: {e}")))
+}
+
+/// The secret ids a definition's steps mount or read.
+fn secret_ids(def: &pb::Definition, ids: &mut Vec<String>) {
+    for bytes in &def.def {
+        let Ok(op) = pb::Op::decode(bytes.as_slice()) else {
+            continue;
+        };
+        if let Some(pb::op::Op::Exec(exec)) = op.op {
+            ids.extend(
+                exec.mounts
+                    .iter()
+                    .filter_map(|m| m.secret_opt.as_ref().map(|s| s.id.clone())),
+            );
+            ids.extend(exec.secretenv.iter().map(|s| s.id.clone()));
+        }
+    }
+}
+
+/// Fetch the secrets the result uses from the client (one it does not have is left out:
+/// the step that needs it says so, unless it is optional).
+async fn fetch_secrets(
+    session: &ClientSession,
+    out: &FrontendOutput,
+    secure: bool,
+) -> Result<BTreeMap<String, Vec<u8>>, Status> {
+    let mut ids = Vec::new();
+    for r in out.reference.iter().chain(out.refs.iter().map(|(_, r)| r)) {
+        secret_ids(&r.definition, &mut ids);
+    }
+    ids.sort();
+    ids.dedup();
+    let mut secrets = BTreeMap::new();
+    if ids.is_empty() || !session.serves("/moby.buildkit.secrets.v1.Secrets/GetSecret") {
+        return Ok(secrets);
+    }
+    if !secure {
+        return Err(Status::failed_precondition(
+            "secrets are only accepted over a unix socket or TLS",
+        ));
+    }
+    let mut client =
+        SecretsClient::new(session.channel.clone()).max_decoding_message_size(crate::MAX_MESSAGE);
+    for id in ids {
+        let request = GetSecretRequest {
+            id: id.clone(),
+            annotations: Default::default(),
+        };
+        match client.get_secret(request).await {
+            Ok(r) => {
+                secrets.insert(id, r.into_inner().data);
+            }
+            Err(e) if matches!(e.code(), tonic::Code::NotFound | tonic::Code::Unimplemented) => {}
+            Err(e) => return Err(Status::unknown(format!("secret {id}: {}", e.message()))),
+        }
+    }
+    Ok(secrets)
+}
+
+/// What BuildKit's clients read of an export (`--metadata-file`, buildx's image id).
+fn exporter_response(e: &Exported) -> Vec<(String, String)> {
+    use base64::Engine as _;
+    let mut out = Vec::new();
+    if let Some(d) = &e.digest {
+        out.push(("containerimage.digest".to_string(), d.clone()));
+        if let Some((media_type, size)) = &e.manifest {
+            let descriptor = serde_json::json!({
+                "mediaType": media_type, "digest": d, "size": size,
+            });
+            out.push((
+                "containerimage.descriptor".to_string(),
+                base64::engine::general_purpose::STANDARD.encode(descriptor.to_string()),
+            ));
+        }
+    }
+    if let Some(c) = &e.config_digest {
+        out.push(("containerimage.config.digest".to_string(), c.clone()));
+    }
+    if !e.names.is_empty() {
+        out.push(("image.name".to_string(), e.names.join(",")));
+    }
+    out
+}
+
+/// Ends a build however `Solve` ends (returned, failed, or dropped when the client went
+/// away): the build is cancelled if still running, its status stream ends, its scratch
+/// files go.
+struct Finish {
+    jobs: Arc<Waitable<Job>>,
+    id: String,
+    job: Arc<Job>,
+    events: Arc<JobEvents>,
+    scratch: PathBuf,
+    sync: Arc<SessionSync>,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.job.link.cancelled.store(true, Ordering::Relaxed);
+        self.events.end_running();
+        self.job.status.finish();
+        self.jobs.remove(&self.id);
+        self.sync.discard_if_unshared();
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}
+
+#[tonic::async_trait]
+impl Control for Buildkit {
+    type PruneStream = Stream_<UsageRecord>;
+    type StatusStream = Stream_<StatusResponse>;
+    type SessionStream = Stream_<BytesMessage>;
+
+    async fn disk_usage(
+        &self,
+        request: Request<DiskUsageRequest>,
+    ) -> Result<Response<DiskUsageResponse>, Status> {
+        // buildx sends one empty filter for "everything".
+        let filters: Vec<String> = request
+            .into_inner()
+            .filter
+            .into_iter()
+            .filter(|f| !f.is_empty())
+            .collect();
+        let engine = self.engine.clone();
+        let records = blocking(move || engine.disk_usage(&filters)).await?;
+        Ok(Response::new(DiskUsageResponse {
+            record: records.into_iter().map(usage_record).collect(),
+        }))
+    }
+
+    async fn prune(
+        &self,
+        request: Request<PruneRequest>,
+    ) -> Result<Response<Self::PruneStream>, Status> {
+        let r = request.into_inner();
+        let rule = buildwit_config::PruneRule {
+            all: r.all,
+            filters: r.filter.into_iter().filter(|f| !f.is_empty()).collect(),
+            keep_duration: Duration::from_nanos(r.keep_duration.max(0) as u64),
+            reserved_space: r.reserved_space,
+            max_used_space: r.max_used_space,
+            min_free_space: r.min_free_space,
+        };
+        let engine = self.engine.clone();
+        let report = blocking(move || engine.prune(&rule)).await?;
+        let records: Vec<_> = report
+            .records
+            .into_iter()
+            .map(|r| Ok(usage_record(r)))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(records))))
+    }
+
+    async fn solve(
+        &self,
+        request: Request<SolveRequest>,
+    ) -> Result<Response<SolveResponse>, Status> {
+        let req = request.into_inner();
+        if req.r#ref.is_empty() {
+            return Err(Status::invalid_argument("the build has no Ref"));
+        }
+        if ![0, 10, 20, 30].contains(&req.compatibility_version) {
+            return Err(Status::invalid_argument(format!(
+                "unsupported compatibility version {}",
+                req.compatibility_version
+            )));
+        }
+        // `<prefix>:<id>` names a session by its id.
+        let session_id = req.session.rsplit(':').next().unwrap_or_default();
+        let session = self
+            .sessions
+            .get(session_id, Duration::from_secs(5))
+            .await
+            .ok_or_else(|| Status::not_found(format!("no session {session_id:?}")))?;
+        let scratch = self.scratch(&req.r#ref);
+        let exporters = exporters(&req);
+        let outputs = exporters
+            .iter()
+            .enumerate()
+            .map(|(i, e)| output(e, &scratch.join(i.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cache = req.cache.clone().unwrap_or_default();
+        let cache_to = cache
+            .exports
+            .iter()
+            .map(|e| cache_spec(e, true))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cache_from = cache
+            .imports
+            .iter()
+            .map(|e| cache_spec(e, false))
+            .collect::<Result<Vec<_>, _>>()?;
+        std::fs::create_dir_all(&scratch)
+            .map_err(|e| Status::internal(format!("{}: {e}", scratch.display())))?;
+        let sync = Arc::new(SessionSync::new(
+            session.clone(),
+            &self.engine.root().join("sessions"),
+            tokio::runtime::Handle::current(),
+        ));
+        let link = ClientLink {
+            name: Some(format!("buildkit session {}", session.id)),
+            buildkit_sync: Some(sync.clone()),
+            ..Default::default()
+        };
+        let mut inputs = BTreeMap::new();
+        for (name, bytes) in &req.frontend_inputs {
+            if let Some(def) = crate::bridge::definition(bytes)? {
+                inputs.insert(name.clone(), def);
+            }
+        }
+        let (job, returned) = Job::new(link.clone(), inputs);
+        self.jobs.insert(&req.r#ref, job.clone());
+        // A session that closes mid-build cancels the build.
+        {
+            let (closed, cancelled) = (session.closed.clone(), link.cancelled.clone());
+            tokio::spawn(async move {
+                while !cancelled.load(Ordering::Relaxed) {
+                    if closed.load(Ordering::Relaxed) {
+                        cancelled.store(true, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            });
+        }
+        let events = JobEvents::new(job.clone());
+        let _finish = Finish {
+            jobs: self.jobs.clone(),
+            id: req.r#ref.clone(),
+            job: job.clone(),
+            events: events.clone(),
+            scratch: scratch.clone(),
+            sync,
+        };
+        let options: Vec<(String, String)> = req.frontend_attrs.clone().into_iter().collect();
+        let definition = crate::bridge::definition(&req.definition)?;
+        let (frontend, prepared) = match (definition, req.frontend.is_empty()) {
+            (Some(_), false) => {
+                return Err(Status::invalid_argument(
+                    "cannot solve with both Definition and Frontend specified",
+                ));
+            }
+            (Some(def), true) => (
+                "llb".to_string(),
+                Some(FrontendOutput {
+                    reference: Some(SolvedRef {
+                        definition: Arc::new(def),
+                    }),
+                    ..Default::default()
+                }),
+            ),
+            (None, false) => (req.frontend.clone(), None),
+            // The client runs the build function and returns the result through the bridge.
+            (None, true) => {
+                let out = returned
+                    .await
+                    .map_err(|_| Status::cancelled("the build ended without a result"))??;
+                let frontend = job
+                    .frontend
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                (frontend, Some(out))
+            }
+        };
+        // An empty result with nowhere to go: buildx's probe of the daemon's caps.
+        if let Some(out) = &prepared
+            && out.reference.is_none()
+            && out.refs.is_empty()
+            && outputs.is_empty()
+            && cache_to.is_empty()
+        {
+            return Ok(Response::new(SolveResponse::default()));
+        }
+        let secrets = match &prepared {
+            Some(out) => fetch_secrets(&session, out, self.secure).await?,
+            None => BTreeMap::new(),
+        };
+        let request = BuildRequest {
+            frontend: FrontendRef::Named(frontend),
+            options,
+            locals: BTreeMap::new(),
+            secrets,
+            ssh: BTreeMap::new(),
+            oci_layouts: BTreeMap::new(),
+            allow: req.entitlements.clone(),
+            solve: true,
+            outputs: outputs.clone(),
+            cache_to,
+            cache_from,
+            client: link,
+            frontend_timeout: None,
+            prepared,
+        };
+        let engine = self.engine.clone();
+        let sink = events.clone();
+        let outcome = blocking(move || engine.build(request, sink)).await?;
+        // File outputs go to the client, each to the target of its exporter's index.
+        let mut response = BTreeMap::new();
+        for (i, (output, exported)) in outputs.iter().zip(&outcome.exported).enumerate() {
+            let md = exporter_response(exported);
+            response.extend(md.iter().cloned());
+            let Some(Destination::Path(path)) = &output.dest else {
+                continue;
+            };
+            let (what, name) = match output.kind {
+                OutputKind::Local => ("local", "copying files to client"),
+                OutputKind::Tar => ("tar", "sending tarball to client"),
+                _ => ("image", "sending image tarball to client"),
+            };
+            let vertex = events.start(&format!("{}-send-{what}-{i}", req.r#ref), name);
+            let sent = match output.kind {
+                OutputKind::Local => filesync::send_dir(&session, i, path).await,
+                _ => filesync::send_file(&session, i, path, &md).await,
+            };
+            events.complete(&vertex, sent.as_ref().err().map(|e| e.to_string()));
+            sent.map_err(|e| Status::unknown(format!("sending output {i} to the client: {e}")))?;
+        }
+        Ok(Response::new(SolveResponse {
+            exporter_response: response.into_iter().collect(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<Self::StatusStream>, Status> {
+        let id = request.into_inner().r#ref;
+        let job = self
+            .jobs
+            .get(&id, Duration::from_secs(6))
+            .await
+            .ok_or_else(|| Status::not_found(format!("no such job {id}")))?;
+        let stream = UnboundedReceiverStream::new(job.status.subscribe()).map(Ok);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn session(
+        &self,
+        request: Request<Streaming<BytesMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let out = tunnel::open(self.sessions.clone(), request).await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+
+    async fn list_workers(
+        &self,
+        _request: Request<ListWorkersRequest>,
+    ) -> Result<Response<ListWorkersResponse>, Status> {
+        Ok(Response::new(ListWorkersResponse {
+            record: self.workers().await?,
+        }))
+    }
+
+    async fn info(&self, _request: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        Ok(Response::new(InfoResponse {
+            buildkit_version: Some(version()),
+        }))
+    }
+}

@@ -1,0 +1,74 @@
+//! BuildKit's API over buildwit's engine, so that the real `buildctl` and `docker buildx`
+//! drive buildwitd unchanged.
+//!
+//! A build of either CLI is four streams on one connection: `Control/Session` carries a
+//! tunnel in which the *client* serves gRPC (its directories, secrets, output targets);
+//! `Control/Solve` names the build and its exporters; `Control/Status` streams progress;
+//! and the client runs the build function itself through `LLBBridge` (the client-side
+//! gateway), asking for a frontend's result and returning the final one. buildwitd runs
+//! the frontend, builds what is returned, exports it, and sends file outputs back
+//! through the session.
+
+mod bridge;
+mod control;
+mod filesync;
+mod jobs;
+mod progress;
+mod tunnel;
+
+pub use control::Buildkit;
+
+/// The messages and services, by BuildKit's package names.
+#[allow(missing_docs, clippy::all)]
+pub mod proto {
+    pub mod moby {
+        pub mod buildkit {
+            pub mod v1 {
+                tonic::include_proto!("moby.buildkit.v1");
+                pub mod types {
+                    tonic::include_proto!("moby.buildkit.v1.types");
+                }
+                pub mod frontend {
+                    tonic::include_proto!("moby.buildkit.v1.frontend");
+                }
+            }
+            pub mod secrets {
+                pub mod v1 {
+                    tonic::include_proto!("moby.buildkit.secrets.v1");
+                }
+            }
+        }
+        pub mod filesync {
+            pub mod v1 {
+                tonic::include_proto!("moby.filesync.v1");
+            }
+        }
+    }
+    pub mod google {
+        pub mod rpc {
+            tonic::include_proto!("google.rpc");
+        }
+    }
+    pub mod fsutil {
+        pub mod types {
+            tonic::include_proto!("fsutil.types");
+        }
+    }
+}
+
+/// The largest message either side sends: the CLIs' limit (16 MiB).
+pub const MAX_MESSAGE: usize = 16 << 20;
+
+/// A timestamp of now.
+fn now() -> prost_types::Timestamp {
+    prost_types::Timestamp::from(std::time::SystemTime::now())
+}
+
+/// A `sha256:` id for something that is not an op (BuildKit names synthetic vertices so).
+fn synthetic_digest(what: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(what.as_bytes()))
+    )
+}
