@@ -26,6 +26,8 @@ type BuildCommand = Box<dyn Fn(&Path, &Request) -> Command>;
 pub struct Daemon {
     child: Child,
     build: BuildCommand,
+    /// Its address, for `--addr`.
+    pub addr: String,
 }
 
 impl Drop for Daemon {
@@ -89,6 +91,7 @@ pub fn buildwitd(s: &Setup, name: &str, extra: &str) -> Daemon {
     let addr = format!("unix://{}", sock.display());
     Daemon {
         child,
+        addr: addr.clone(),
         build: Box::new(move |ctx, r| {
             let mut c = Command::new(env!("CARGO_BIN_EXE_buildwit"));
             c.args(["--addr", &addr, "build"])
@@ -132,28 +135,42 @@ pub fn buildkitd(s: &Setup, peers: &Path, name: &str, worker_oci: &str) -> Daemo
         .spawn()
         .unwrap();
     wait_for(&sock, "buildkitd", &log);
-    let buildctl = peers.join("buildctl");
     let addr = format!("unix://{}", sock.display());
     Daemon {
         child,
-        build: Box::new(move |ctx, r| {
-            let mut c = Command::new(&buildctl);
-            c.args(["--addr", &addr, "build", "--frontend", "dockerfile.v0"])
-                .arg(format!("--local=context={}", ctx.display()))
-                .arg(format!("--local=dockerfile={}", ctx.display()))
-                .arg("--progress=quiet");
-            for (k, v) in &r.args {
-                c.arg(format!("--opt=build-arg:{k}={v}"));
-            }
-            if let Some(p) = r.platform {
-                c.arg(format!("--opt=platform={p}"));
-            }
-            if let Some(o) = &r.output {
-                c.arg(format!("--output={o}"));
-            }
-            c
-        }),
+        build: buildctl_builds(peers, &addr),
+        addr,
     }
+}
+
+/// buildwitd as [`buildwitd`] starts it, built with BuildKit's `buildctl`.
+pub fn buildwitd_for_buildctl(s: &Setup, peers: &Path, name: &str) -> Daemon {
+    let mut d = buildwitd(s, name, "");
+    d.build = buildctl_builds(peers, &d.addr);
+    d
+}
+
+/// Builds with `buildctl` against `addr`.
+fn buildctl_builds(peers: &Path, addr: &str) -> BuildCommand {
+    let buildctl = peers.join("buildctl");
+    let addr = addr.to_string();
+    Box::new(move |ctx, r| {
+        let mut c = Command::new(&buildctl);
+        c.args(["--addr", &addr, "build", "--frontend", "dockerfile.v0"])
+            .arg(format!("--local=context={}", ctx.display()))
+            .arg(format!("--local=dockerfile={}", ctx.display()))
+            .arg("--progress=quiet");
+        for (k, v) in &r.args {
+            c.arg(format!("--opt=build-arg:{k}={v}"));
+        }
+        if let Some(p) = r.platform {
+            c.arg(format!("--opt=platform={p}"));
+        }
+        if let Some(o) = &r.output {
+            c.arg(format!("--output={o}"));
+        }
+        c
+    })
 }
 
 /// The folder of BuildKit's binaries (`../shared/peers/install.sh`), if it is there.

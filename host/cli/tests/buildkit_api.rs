@@ -1,0 +1,436 @@
+//! buildwitd speaks BuildKit's API: the real `buildctl` and `buildx` from `../shared/peers`
+//! drive it unchanged, and the same command gives the same result from buildwitd as from
+//! `buildkitd` (the files of the image, its config, its layer count), with the progress
+//! each CLI shows for BuildKit.
+
+#[allow(dead_code)]
+#[path = "../benches/common/mod.rs"]
+mod common;
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use support::{Setup, text};
+
+/// A client of `../shared/peers` against `addr`.
+fn run(bin: &Path, args: &[&str], envs: &[(&str, &Path)]) -> Output {
+    let mut c = Command::new(bin);
+    c.args(args).stdin(Stdio::null());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn ok(out: Output, what: &str) -> Output {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    out
+}
+
+/// A tar's entries, timestamps aside: path → (type, mode, uid, gid, content digest or
+/// link target).
+fn entries(tar: &Path) -> BTreeMap<String, String> {
+    use sha2::Digest;
+    let mut out = BTreeMap::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(tar).unwrap());
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let h = e.header().clone();
+        let path = e
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_end_matches('/')
+            .to_string();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        let link = h
+            .link_name()
+            .unwrap()
+            .map(|l| l.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.insert(
+            path,
+            format!(
+                "{:?} {:o} {}:{} {} {link}",
+                h.entry_type(),
+                h.mode().unwrap() & 0o7777,
+                h.uid().unwrap(),
+                h.gid().unwrap(),
+                hex::encode(sha2::Sha256::digest(&data)),
+            ),
+        );
+    }
+    out
+}
+
+/// The config of an OCI tarball (skopeo), with its layer count; times and layer digests
+/// left out.
+fn image_of(oci: &Path) -> (serde_json::Value, usize) {
+    let r = format!("oci-archive:{}", oci.display());
+    let mut config = support::skopeo(&["inspect", "--config", &r]);
+    let layers = config["rootfs"]["diff_ids"].as_array().unwrap().len();
+    // Layer digests differ by their files' times, which the tar comparison leaves out.
+    for k in ["created", "history", "rootfs"] {
+        config.as_object_mut().unwrap().remove(k);
+    }
+    (config, layers)
+}
+
+/// Whether plain progress shows the step named `step` as `CACHED`.
+fn cached(progress: &str, step: &str) -> bool {
+    progress
+        .lines()
+        .filter(|l| l.contains(step))
+        .filter_map(|l| l.split(' ').next())
+        .any(|n| progress.lines().any(|l| l == format!("{n} CACHED")))
+}
+
+fn context(s: &Setup) -> PathBuf {
+    let ctx = s.dir.path().join("app");
+    std::fs::create_dir_all(ctx.join("src/lib")).unwrap();
+    let files = [
+        (
+            "Dockerfile",
+            "ARG BASE\nFROM $BASE AS base\nARG GREETING=hello\nWORKDIR /app\nCOPY package*.json ./\nCOPY src/ ./src/\nRUN echo \"$GREETING\" > greeting && chmod 4755 greeting && ln -s greeting link && ln greeting hard\nRUN --mount=type=secret,id=token cat /run/secrets/token > token-copy\nENV MODE=prod\nCMD [\"sh\"]\n\nFROM base AS other\nRUN echo other > /other\n",
+        ),
+        ("package.json", "{\"name\": \"app\"}\n"),
+        ("package-lock.json", "{}\n"),
+        ("README.md", "not copied\n"),
+        ("src/main.js", "console.log(1)\n"),
+        ("src/lib/util.js", "module.exports = {}\n"),
+    ];
+    for (path, content) in files {
+        std::fs::write(ctx.join(path), content).unwrap();
+    }
+    std::os::unix::fs::symlink("main.js", ctx.join("src/entry.js")).unwrap();
+    std::fs::write(s.dir.path().join("token"), "s3cret\n").unwrap();
+    ctx
+}
+
+#[cfg_attr(
+    no_shared,
+    ignore = "needs ../shared (set BUILDWIT_SHARED to its path), absent from this checkout"
+)]
+#[test]
+fn buildctl_gets_from_buildwitd_what_it_gets_from_buildkitd() {
+    let s = support::setup();
+    let peers = common::peers().expect("../shared/peers/install.sh");
+    let buildctl = peers.join("buildctl");
+    let bw = common::buildwitd(&s, "bw", "");
+    let bk = common::buildkitd(&s, &peers, "bk", "");
+    let ctx = context(&s);
+    let base = format!("build-arg:BASE={}", s.image);
+    let token = format!("id=token,src={}", s.dir.path().join("token").display());
+    let mut results = Vec::new();
+    for (name, d) in [("buildwitd", &bw), ("buildkitd", &bk)] {
+        let fs = s.dir.path().join(format!("{name}-fs.tar"));
+        let oci = s.dir.path().join(format!("{name}-oci.tar"));
+        let md = s.dir.path().join(format!("{name}-md.json"));
+        let out = ok(
+            run(
+                &buildctl,
+                &[
+                    "--addr",
+                    &d.addr,
+                    "build",
+                    "--frontend",
+                    "dockerfile.v0",
+                    &format!("--local=context={}", ctx.display()),
+                    &format!("--local=dockerfile={}", ctx.display()),
+                    "--opt",
+                    &base,
+                    "--opt",
+                    "build-arg:GREETING=hi there",
+                    "--opt",
+                    "target=base",
+                    "--secret",
+                    &token,
+                    "--output",
+                    &format!("type=tar,dest={}", fs.display()),
+                    "--output",
+                    &format!("type=oci,dest={}", oci.display()),
+                    "--metadata-file",
+                    md.to_str().unwrap(),
+                    "--progress=plain",
+                ],
+                &[],
+            ),
+            &format!("buildctl build against {name}"),
+        );
+        let progress = text(&out.stderr);
+        for step in [
+            "[base 2/6] WORKDIR /app",
+            "[base 4/6] COPY src/ ./src/",
+            "RUN --mount=type=secret",
+        ] {
+            assert!(
+                progress.contains(step),
+                "{name}: no {step:?} in\n{progress}"
+            );
+        }
+        let md = support::json(&md);
+        assert!(
+            md["containerimage.digest"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("sha256:")),
+            "{name}: {md}"
+        );
+        results.push((entries(&fs), image_of(&oci)));
+    }
+    let (bw_fs, bw_image) = &results[0];
+    let (bk_fs, bk_image) = &results[1];
+    // The busybox base is the same image in both: compare what the build added.
+    let app = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+        m.iter()
+            .filter(|(k, _)| k.starts_with("app"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    assert_eq!(app(bw_fs), app(bk_fs));
+    assert!(bw_fs.contains_key("app/token-copy") && !bw_fs.contains_key("app/README.md"));
+    assert_eq!(
+        bw_fs.keys().collect::<Vec<_>>(),
+        bk_fs.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(bw_image, bk_image);
+
+    // Rebuilt, every step is cached; a failing step fails the build with its error.
+    let rebuilt = ok(
+        run(
+            &buildctl,
+            &[
+                "--addr",
+                &bw.addr,
+                "build",
+                "--frontend",
+                "dockerfile.v0",
+                &format!("--local=context={}", ctx.display()),
+                &format!("--local=dockerfile={}", ctx.display()),
+                "--opt",
+                &base,
+                "--opt",
+                "build-arg:GREETING=hi there",
+                "--opt",
+                "target=base",
+                "--secret",
+                &token,
+                "--progress=plain",
+            ],
+            &[],
+        ),
+        "the rebuild",
+    );
+    let progress = text(&rebuilt.stderr);
+    for step in ["[base 3/6] COPY package*.json", "[base 5/6] RUN echo"] {
+        assert!(cached(&progress, step), "{step} not cached:\n{progress}");
+    }
+
+    let bad = s.dir.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(
+        bad.join("Dockerfile"),
+        format!("FROM {}\nRUN echo about to fail && exit 3\n", s.image),
+    )
+    .unwrap();
+    let failed = run(
+        &buildctl,
+        &[
+            "--addr",
+            &bw.addr,
+            "build",
+            "--frontend",
+            "dockerfile.v0",
+            &format!("--local=context={}", bad.display()),
+            &format!("--local=dockerfile={}", bad.display()),
+            "--progress=plain",
+        ],
+        &[],
+    );
+    let stderr = text(&failed.stderr);
+    assert!(!failed.status.success(), "{stderr}");
+    assert!(stderr.contains("about to fail"), "{stderr}");
+    assert!(stderr.contains("exit code: 3"), "{stderr}");
+    assert!(stderr.contains("ERROR"), "{stderr}");
+
+    // An unknown frontend is refused; the daemon goes on serving.
+    let unknown = run(
+        &buildctl,
+        &[
+            "--addr",
+            &bw.addr,
+            "build",
+            "--frontend",
+            "nope.v0",
+            &format!("--local=context={}", bad.display()),
+            &format!("--local=dockerfile={}", bad.display()),
+        ],
+        &[],
+    );
+    assert!(!unknown.status.success());
+    assert!(
+        text(&unknown.stderr).contains("nope.v0"),
+        "{}",
+        text(&unknown.stderr)
+    );
+
+    // Pushed to a registry, the image is what the OCI tarball held.
+    let name = format!("{}/buildctl/app:1", s.image.split('/').next().unwrap());
+    ok(
+        run(
+            &buildctl,
+            &[
+                "--addr",
+                &bw.addr,
+                "build",
+                "--frontend",
+                "dockerfile.v0",
+                &format!("--local=context={}", ctx.display()),
+                &format!("--local=dockerfile={}", ctx.display()),
+                "--opt",
+                &base,
+                "--opt",
+                "build-arg:GREETING=hi there",
+                "--opt",
+                "target=base",
+                "--secret",
+                &token,
+                "--output",
+                &format!("type=image,name={name},push=true"),
+            ],
+            &[],
+        ),
+        "the push",
+    );
+    let pushed = support::skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--config",
+        &format!("docker://{name}"),
+    ]);
+    assert_eq!(pushed["config"], bw_image.0["config"]);
+
+    // The cache commands print what they print for BuildKit.
+    let workers = text(
+        &ok(
+            run(
+                &buildctl,
+                &["--addr", &bw.addr, "debug", "workers", "-v"],
+                &[],
+            ),
+            "debug workers",
+        )
+        .stdout,
+    );
+    assert!(
+        workers.contains("Platforms:") && workers.contains("GC Policy rule#0"),
+        "{workers}"
+    );
+    let du = text(&ok(run(&buildctl, &["--addr", &bw.addr, "du"], &[]), "du").stdout);
+    assert!(du.contains("Total:"), "{du}");
+    let pruned = text(
+        &ok(
+            run(&buildctl, &["--addr", &bw.addr, "prune", "--all"], &[]),
+            "prune",
+        )
+        .stdout,
+    );
+    assert!(pruned.contains("Total:"), "{pruned}");
+}
+
+#[cfg_attr(
+    no_shared,
+    ignore = "needs ../shared (set BUILDWIT_SHARED to its path), absent from this checkout"
+)]
+#[test]
+fn buildx_drives_buildwitd_through_its_remote_driver() {
+    let s = support::setup();
+    let peers = common::peers().expect("../shared/peers/install.sh");
+    let buildx = peers.join("buildx");
+    let bw = common::buildwitd(&s, "bw", "");
+    let config = s.dir.path().join("buildx-config");
+    let docker = s.dir.path().join("docker-config");
+    let envs = [
+        ("BUILDX_CONFIG", config.as_path()),
+        ("DOCKER_CONFIG", docker.as_path()),
+    ];
+    ok(
+        run(
+            &buildx,
+            &["create", "--name", "bw", "--driver", "remote", &bw.addr],
+            &envs,
+        ),
+        "buildx create",
+    );
+    let inspect = text(
+        &ok(
+            run(&buildx, &["inspect", "--bootstrap", "bw"], &envs),
+            "buildx inspect",
+        )
+        .stdout,
+    );
+    assert!(inspect.contains("running"), "{inspect}");
+    assert!(inspect.contains("BuildKit version: v"), "{inspect}");
+    let ls = text(&ok(run(&buildx, &["ls"], &envs), "buildx ls").stdout);
+    assert!(
+        ls.lines()
+            .any(|l| l.contains("bw0") && l.contains("running")),
+        "{ls}"
+    );
+
+    let ctx = context(&s);
+    let out = s.dir.path().join("buildx-out");
+    let token = format!("id=token,src={}", s.dir.path().join("token").display());
+    let built = ok(
+        run(
+            &buildx,
+            &[
+                "build",
+                "--builder",
+                "bw",
+                "--progress=plain",
+                "--build-arg",
+                &format!("BASE={}", s.image),
+                "--target",
+                "other",
+                "--secret",
+                &token,
+                "-o",
+                &format!("type=local,dest={}", out.display()),
+                ctx.to_str().unwrap(),
+            ],
+            &envs,
+        ),
+        "buildx build",
+    );
+    assert!(
+        text(&built.stderr).contains("RUN echo other"),
+        "{}",
+        text(&built.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("other")).unwrap(),
+        "other\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("app/token-copy")).unwrap(),
+        "s3cret\n"
+    );
+    assert_eq!(
+        std::fs::read_link(out.join("app/src/entry.js")).unwrap(),
+        Path::new("main.js")
+    );
+    ok(run(&buildx, &["du", "--builder", "bw"], &envs), "buildx du");
+    ok(
+        run(&buildx, &["prune", "--builder", "bw", "-f"], &envs),
+        "buildx prune",
+    );
+}
