@@ -42,6 +42,8 @@ pub struct Buildkit {
     pub(crate) engine: Arc<Engine>,
     sessions: Arc<Waitable<ClientSession>>,
     pub(crate) jobs: Arc<Waitable<Job>>,
+    /// Client mirrors some build holds.
+    mirrors: Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>,
     /// Whether the connection is private (a unix socket, TLS): secrets may travel.
     secure: bool,
 }
@@ -69,6 +71,7 @@ impl Buildkit {
             engine,
             sessions: Arc::default(),
             jobs: Arc::default(),
+            mirrors: Arc::default(),
             secure: true,
         }
     }
@@ -328,7 +331,6 @@ struct Finish {
     job: Arc<Job>,
     events: Arc<JobEvents>,
     scratch: PathBuf,
-    sync: Arc<SessionSync>,
 }
 
 impl Drop for Finish {
@@ -337,7 +339,6 @@ impl Drop for Finish {
         self.events.end_running();
         self.job.status.finish();
         self.jobs.remove(&self.id);
-        self.sync.discard_if_unshared();
         let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }
@@ -432,8 +433,9 @@ impl Control for Buildkit {
             .map_err(|e| Status::internal(format!("{}: {e}", scratch.display())))?;
         let sync = Arc::new(SessionSync::new(
             session.clone(),
-            &self.engine.root().join("sessions"),
+            self.engine.root(),
             tokio::runtime::Handle::current(),
+            self.mirrors.clone(),
         ));
         let link = ClientLink {
             name: Some(format!("buildkit session {}", session.id)),
@@ -467,7 +469,6 @@ impl Control for Buildkit {
             job: job.clone(),
             events: events.clone(),
             scratch: scratch.clone(),
-            sync,
         };
         let options: Vec<(String, String)> = req.frontend_attrs.clone().into_iter().collect();
         let definition = crate::bridge::definition(&req.definition)?;

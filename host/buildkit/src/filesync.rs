@@ -10,10 +10,11 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use buildwit_worker::LocalSync;
+use buildwit_worker::local::LocalSource;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::http::uri::PathAndQuery;
@@ -88,12 +89,11 @@ fn status_error(e: tonic::Status) -> io::Error {
 
 /// A path as fsutil may name one: relative, clean, no `..`.
 fn checked(path: &str) -> io::Result<&str> {
-    let plain = !path.is_empty()
-        && !path.contains('\0')
-        && !path.ends_with('/')
-        && Path::new(path)
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)));
+    // Component by component: `Path::components` would quietly drop a `.`.
+    let plain = !path.contains('\0')
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
     if plain {
         Ok(path)
     } else {
@@ -146,14 +146,21 @@ fn path_order(a: &str, b: &str) -> std::cmp::Ordering {
     a.split('/').cmp(b.split('/'))
 }
 
-/// A BuildKit client's directories, synced into mirrors under `root` when the build reads
-/// them.
+/// A BuildKit client's directories, synced into mirrors under the daemon's root when the
+/// build reads them. A mirror is kept for the client's next build (keyed by who the client
+/// is and its session's shared key), so an unchanged context costs one listing; a build
+/// that finds its mirror in use by another takes a private one for itself instead of
+/// waiting.
 pub struct SessionSync {
     session: Arc<ClientSession>,
-    /// The directory holding this session's mirrors.
+    /// The daemon's state directory.
     root: PathBuf,
     /// The runtime the transfers run on (the caller is a build thread).
     rt: tokio::runtime::Handle,
+    /// Shared mirrors some build holds (all builds of the daemon).
+    held: Arc<Mutex<HashSet<PathBuf>>>,
+    /// The mirror of each local this build reads, and whether it is shared.
+    chosen: Mutex<HashMap<String, (PathBuf, bool)>>,
     /// Syncs done in this build, by name and filters: the client's files do not change.
     done: Mutex<HashSet<String>>,
 }
@@ -167,35 +174,62 @@ impl std::fmt::Debug for SessionSync {
 }
 
 impl SessionSync {
-    /// Mirrors of `session`'s directories under `sessions` (the daemon's), keyed by the
-    /// session's shared key so that a client's next build finds them (its own id when it
-    /// has none).
-    pub fn new(session: Arc<ClientSession>, sessions: &Path, rt: tokio::runtime::Handle) -> Self {
-        use sha2::Digest;
-        let key = if session.shared_key.is_empty() {
-            format!("session\0{}", session.id)
-        } else {
-            format!("shared\0{}", session.shared_key)
-        };
-        let hash = hex::encode(&sha2::Sha256::digest(key.as_bytes())[..16]);
+    /// Mirrors of `session`'s directories under `root` (the daemon's state directory);
+    /// `held` lists the shared mirrors in use.
+    pub fn new(
+        session: Arc<ClientSession>,
+        root: &Path,
+        rt: tokio::runtime::Handle,
+        held: Arc<Mutex<HashSet<PathBuf>>>,
+    ) -> Self {
         SessionSync {
             session,
-            root: sessions.join(format!("bk-{hash}")),
+            root: root.to_path_buf(),
             rt,
+            held,
+            chosen: Mutex::default(),
             done: Mutex::default(),
         }
     }
 
+    /// The mirror of local `name` for this build: the client's shared one if no other
+    /// build holds it, else a private one.
     fn mirror(&self, name: &str) -> PathBuf {
-        use sha2::Digest;
-        self.root
-            .join(hex::encode(&sha2::Sha256::digest(name.as_bytes())[..8]))
+        let mut chosen = self.chosen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((dir, _)) = chosen.get(name) {
+            return dir.clone();
+        }
+        let s = &self.session;
+        let shared_key = format!("buildkit\0{}\0{}", s.peer, s.shared_key);
+        let shared = buildwit_daemon::session::mirror_dir(&self.root, &shared_key, name);
+        let free = self
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(shared.clone());
+        let dir = if free {
+            shared
+        } else {
+            let private_key = format!("buildkit-session\0{}", s.id);
+            buildwit_daemon::session::mirror_dir(&self.root, &private_key, name)
+        };
+        chosen.insert(name.to_string(), (dir.clone(), free));
+        dir
     }
+}
 
-    /// Remove the mirrors when no later build can reuse them (no shared key).
-    pub fn discard_if_unshared(&self) {
-        if self.session.shared_key.is_empty() {
-            let _ = fs::remove_dir_all(&self.root);
+impl Drop for SessionSync {
+    fn drop(&mut self) {
+        let chosen = self.chosen.get_mut().unwrap_or_else(|e| e.into_inner());
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for (dir, shared) in chosen.values() {
+            if *shared {
+                held.remove(dir);
+            } else {
+                let _ = fs::remove_dir_all(dir);
+                let _ = fs::remove_dir_all(dir.with_extension("part"));
+                let _ = fs::remove_file(dir.with_extension("used"));
+            }
         }
     }
 }
@@ -223,8 +257,10 @@ impl LocalSync for SessionSync {
             )));
         }
         let dir = self.mirror(name);
-        let partial = dir.with_extension("partial");
+        let partial = dir.with_extension("part");
         fs::create_dir_all(&dir)?;
+        // The daemon's prune keeps mirrors a sync used lately.
+        fs::write(dir.with_extension("used"), b"")?;
         let _ = fs::remove_dir_all(&partial);
         fs::create_dir_all(&partial)?;
         let mut md = MetadataMap::new();
@@ -237,15 +273,28 @@ impl LocalSync for SessionSync {
         put_list(&mut md, "followpaths", follow)?;
         let (tx, rx) = std::sync::mpsc::channel();
         let channel = self.session.channel.clone();
-        let (d, p) = (dir.clone(), partial.clone());
+        let filters = LocalSource {
+            dir: dir.clone(),
+            follow: follow.to_vec(),
+            include: include.to_vec(),
+            exclude: exclude.to_vec(),
+        };
+        let p = partial.clone();
         self.rt.spawn(async move {
-            let _ = tx.send(receive(channel, md, &d, &p).await);
+            let _ = tx.send(receive(channel, md, filters, &p).await);
         });
+        let started = std::time::Instant::now();
         let result = rx
             .recv()
             .map_err(|_| io::Error::other("the session went away"))?;
         let _ = fs::remove_dir_all(&partial);
-        result.map_err(|e| io::Error::new(e.kind(), format!("local {name:?}: {e}")))?;
+        let (listed, sent) =
+            result.map_err(|e| io::Error::new(e.kind(), format!("local {name:?}: {e}")))?;
+        tracing::debug!(
+            "local {name:?} of session {}: {listed} entries listed, {sent} files sent, in {:?}",
+            self.session.id,
+            started.elapsed()
+        );
         self.done
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -271,6 +320,8 @@ struct Incoming {
 /// The receiving side of one DiffCopy into `dir`.
 struct Receiver<'a> {
     dir: &'a Path,
+    /// The sync's filters, over the mirror.
+    filters: LocalSource,
     partial: &'a Path,
     listed: HashSet<String>,
     dirs: HashSet<String>,
@@ -396,21 +447,12 @@ impl Receiver<'_> {
             fs::hard_link(self.dir.join(source), &target)?;
             self.listed.insert(path.clone());
         }
-        let mut stack = vec![String::new()];
-        while let Some(rel) = stack.pop() {
-            for entry in fs::read_dir(self.dir.join(&rel))? {
-                let entry = entry?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let child = if rel.is_empty() {
-                    name
-                } else {
-                    format!("{rel}/{name}")
-                };
-                if !self.listed.contains(&child) {
-                    remove(&entry.path())?;
-                } else if entry.file_type()?.is_dir() {
-                    stack.push(child);
-                }
+        // What the mirror has under the same filters but the client no longer does
+        // (deepest first). Files of other filters stay for the syncs that use them.
+        let ours = buildwit_worker::local::list(&self.filters)?;
+        for rel in ours.keys().rev() {
+            if !self.listed.contains(rel) {
+                remove(&self.dir.join(rel))?;
             }
         }
         // Deepest first: setting a directory's time must come after its contents change.
@@ -433,13 +475,16 @@ fn packet(kind: PacketType, id: u32, data: Vec<u8>) -> Packet {
     }
 }
 
-/// Receive one directory from the client into `dir`, staging files in `partial`.
+/// Receive one directory from the client into `dir`, staging files in `partial`; how
+/// many entries the client listed, and how many files it sent.
 async fn receive(
     channel: tonic::transport::Channel,
     metadata: MetadataMap,
-    dir: &Path,
+    filters: LocalSource,
     partial: &Path,
-) -> io::Result<()> {
+) -> io::Result<(u32, u32)> {
+    let dir = filters.dir.clone();
+    let dir = dir.as_path();
     let (tx, rx) = mpsc::channel::<Packet>(64);
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
     *request.metadata_mut() = metadata;
@@ -457,6 +502,7 @@ async fn receive(
         .into_inner();
     let mut receiver = Receiver {
         dir,
+        filters,
         partial,
         listed: HashSet::new(),
         dirs: HashSet::new(),
@@ -468,6 +514,7 @@ async fn receive(
     let mut next_id = 0u32;
     let mut walked = false;
     let mut fin_sent = false;
+    let mut requested = 0;
     let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "the client went away");
     while let Some(p) = inbound.message().await.map_err(status_error)? {
         match PacketType::try_from(p.r#type) {
@@ -479,6 +526,7 @@ async fn receive(
                     let id = next_id;
                     next_id += 1;
                     if let Some(id) = receiver.stat(id, stat)? {
+                        requested += 1;
                         tx.send(packet(PacketType::PacketReq, id, Vec::new()))
                             .await
                             .map_err(|_| gone())?;
@@ -508,7 +556,8 @@ async fn receive(
     }
     drop(tx);
     while inbound.message().await.map_err(status_error)?.is_some() {}
-    receiver.finish()
+    receiver.finish()?;
+    Ok((next_id, requested))
 }
 
 /// An entry of a directory being sent.
@@ -722,5 +771,148 @@ pub async fn send_file(
         // The client's target refused (it exists): BuildKit counts that as done.
         Err(e) if e.code() == tonic::Code::AlreadyExists => Ok(()),
         r => r.map_err(status_error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(path: &str, mode: u32, size: i64, linkname: &str) -> Stat {
+        Stat {
+            path: path.into(),
+            mode,
+            size,
+            mod_time: 1_700_000_000_000_000_000,
+            linkname: linkname.into(),
+            ..Default::default()
+        }
+    }
+
+    fn receiver<'a>(dir: &'a Path, partial: &'a Path) -> Receiver<'a> {
+        Receiver {
+            dir,
+            filters: LocalSource {
+                dir: dir.to_path_buf(),
+                follow: Vec::new(),
+                include: Vec::new(),
+                exclude: Vec::new(),
+            },
+            partial,
+            listed: HashSet::new(),
+            dirs: HashSet::new(),
+            last: None,
+            pending: HashMap::new(),
+            links: Vec::new(),
+            dir_stats: Vec::new(),
+        }
+    }
+
+    /// One walk: entries, then the data of each requested file; the requested ids.
+    fn sync(dir: &Path, walk: &[(Stat, &[u8])]) -> io::Result<Vec<u32>> {
+        let partial = dir.with_extension("part");
+        fs::create_dir_all(&partial)?;
+        let mut r = receiver(dir, &partial);
+        let mut wanted = Vec::new();
+        for (i, (s, _)) in walk.iter().enumerate() {
+            if let Some(id) = r.stat(i as u32, s.clone())? {
+                wanted.push(id);
+            }
+        }
+        for id in &wanted {
+            r.data(*id, walk[*id as usize].1)?;
+            r.data(*id, b"")?;
+        }
+        r.finish()?;
+        Ok(wanted)
+    }
+
+    #[test]
+    fn a_mirror_gets_the_walk_and_later_only_what_changed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("m");
+        fs::create_dir(&dir).unwrap();
+        let walk: Vec<(Stat, &[u8])> = vec![
+            (stat("a.txt", 0o644, 5, ""), b"hello"),
+            (stat("bin", GO_DIR | 0o755, 0, ""), b""),
+            (stat("bin/run", 0o755 | GO_SETUID, 2, ""), b"#!"),
+            (stat("bin/same", 0o644, 0, "a.txt"), b""),
+            (stat("link", GO_SYMLINK | 0o777, 5, "a.txt"), b""),
+            (stat("old", 0o644, 3, ""), b"old"),
+        ];
+        assert_eq!(sync(&dir, &walk).unwrap(), vec![0, 2, 5]);
+        assert_eq!(fs::read(dir.join("bin/same")).unwrap(), b"hello");
+        assert_eq!(
+            fs::metadata(dir.join("bin/same")).unwrap().ino(),
+            fs::metadata(dir.join("a.txt")).unwrap().ino()
+        );
+        assert_eq!(
+            fs::metadata(dir.join("bin/run")).unwrap().mode() & 0o7777,
+            0o4755
+        );
+        assert_eq!(fs::read_link(dir.join("link")).unwrap(), Path::new("a.txt"));
+        // Unchanged files are not asked for again; a file the client no longer has goes.
+        let again: Vec<_> = walk[..5].to_vec();
+        assert_eq!(sync(&dir, &again).unwrap(), Vec::<u32>::new());
+        assert!(!dir.join("old").exists());
+        assert_eq!(fs::read(dir.join("a.txt")).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn a_walk_that_would_leave_the_mirror_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("m");
+        fs::create_dir(&dir).unwrap();
+        let refused = |walk: Vec<(Stat, &[u8])>, why: &str| {
+            let e = sync(&dir, &walk).unwrap_err();
+            assert!(e.to_string().contains(why), "{e}");
+        };
+        refused(
+            vec![(stat("../x", 0o644, 1, ""), b"x")],
+            "clean relative path",
+        );
+        refused(
+            vec![(stat("/etc/x", 0o644, 1, ""), b"x")],
+            "clean relative path",
+        );
+        refused(
+            vec![(stat("a/./b", 0o644, 1, ""), b"x")],
+            "clean relative path",
+        );
+        // A file under a symlink that points out of the mirror.
+        refused(
+            vec![
+                (stat("out", GO_SYMLINK | 0o777, 4, "/tmp"), b""),
+                (stat("out/x", 0o644, 1, ""), b"x"),
+            ],
+            "parent is not a directory",
+        );
+        refused(
+            vec![
+                (stat("b", 0o644, 1, ""), b"x"),
+                (stat("a", 0o644, 1, ""), b"x"),
+            ],
+            "out of order",
+        );
+        refused(vec![(stat("l", 0o644, 0, "nowhere"), b"")], "unknown path");
+        assert!(!tmp.path().join("x").exists());
+        // Data for a file nobody asked for.
+        let partial = tmp.path().join("p");
+        fs::create_dir_all(&partial).unwrap();
+        let mut r = receiver(&dir, &partial);
+        assert!(
+            r.data(7, b"x")
+                .unwrap_err()
+                .to_string()
+                .contains("invalid file request")
+        );
+    }
+
+    #[test]
+    fn go_modes_and_paths_order_as_fsutil_does() {
+        assert_eq!(unix_perm(GO_SETUID | GO_SETGID | GO_STICKY | 0o755), 0o7755);
+        assert_eq!(path_order("a/b", "a-b"), std::cmp::Ordering::Less);
+        assert_eq!(path_order("a", "a/b"), std::cmp::Ordering::Less);
+        assert_eq!(percent("ü b"), "%C3%BC+b");
     }
 }

@@ -20,6 +20,8 @@ pub struct ClientSession {
     pub id: String,
     /// Its key for reusing synced directories across builds (buildx: context and node).
     pub shared_key: String,
+    /// Who the client is, as its connection tells (mirrors are never shared between two).
+    pub peer: String,
     /// The methods it serves, lowercased.
     methods: HashSet<String>,
     /// The channel through the tunnel.
@@ -98,6 +100,7 @@ pub async fn open(
     sessions: Arc<Waitable<ClientSession>>,
     request: tonic::Request<Streaming<BytesMessage>>,
 ) -> Result<mpsc::Receiver<Result<BytesMessage, Status>>, Status> {
+    let peer = buildwit_daemon::server::peer_identity(&request);
     let metadata = request.metadata();
     let id = header(metadata, "x-docker-expose-session-uuid")
         .filter(|id| !id.is_empty())
@@ -178,6 +181,7 @@ pub async fn open(
         Arc::new(ClientSession {
             id: id.clone(),
             shared_key,
+            peer,
             methods,
             channel,
             closed: closed.clone(),

@@ -145,7 +145,7 @@ impl Service {
 
 /// Who a client is, as far as the connection tells: the user of a unix socket peer, the
 /// certificate of a TLS client, or else the address of a plain tcp one.
-fn peer_identity<T>(request: &Request<T>) -> String {
+pub fn peer_identity<T>(request: &Request<T>) -> String {
     if let Some(info) = request
         .extensions()
         .get::<tonic::transport::server::UdsConnectInfo>()
