@@ -8,6 +8,7 @@ fn main() {
         "session.proto",
         "fsutil.proto",
         "secrets.proto",
+        "content.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(files, ["proto"]).unwrap_or_else(|e| panic!("proto/: {e}"));

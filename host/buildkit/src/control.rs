@@ -12,7 +12,7 @@ use buildwit_daemon::{
     BuildApi, BuildRequest, ClientLink, DaemonError, Engine, Exported, FrontendOutput, FrontendRef,
     SolvedRef,
 };
-use buildwit_exporter::cache::{CacheSpec, CacheTarget, parse_cache_spec};
+use buildwit_exporter::cache::{CacheSpec, parse_cache_spec};
 use buildwit_exporter::{Destination, OutputKind, OutputSpec, output_from_attrs};
 use buildwit_llb::pb;
 use futures_util::Stream;
@@ -21,6 +21,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::content::ClientStore;
 use crate::filesync::{self, SessionSync};
 use crate::jobs::Job;
 use crate::progress::JobEvents;
@@ -180,10 +181,24 @@ fn usage_record(r: buildwit_solver::UsageRecord) -> UsageRecord {
     }
 }
 
-/// A cache entry as buildwit's parser reads one (`type=…,key=value`).
-fn cache_spec(entry: &CacheOptionsEntry, export: bool) -> Result<CacheSpec, Status> {
+/// A cache entry as buildwit's parser reads one (`type=…,key=value`). A `type=local`
+/// cache is the client's layout: buildwitd works on one under `scratch` instead.
+fn cache_spec(
+    entry: &CacheOptionsEntry,
+    export: bool,
+    scratch: &Path,
+) -> Result<CacheSpec, Status> {
+    let local = entry.r#type == "local";
     let mut spec = format!("type={}", entry.r#type);
+    if local {
+        let key = if export { "dest" } else { "src" };
+        spec.push_str(&format!(",{key}={}", scratch.display()));
+    }
     for (k, v) in &entry.attrs {
+        // The client's own: where its layout is, which tag and digest it holds.
+        if local && matches!(k.as_str(), "dest" | "src" | "tag" | "digest") {
+            continue;
+        }
         if v.contains(',') {
             return Err(Status::invalid_argument(format!(
                 "cache {} {k}={v:?}: values with commas are not supported",
@@ -192,14 +207,13 @@ fn cache_spec(entry: &CacheOptionsEntry, export: bool) -> Result<CacheSpec, Stat
         }
         spec.push_str(&format!(",{k}={v}"));
     }
-    let parsed =
-        parse_cache_spec(&spec, export).map_err(|e| Status::invalid_argument(e.to_string()))?;
-    if let CacheTarget::Local(_) = parsed.target {
-        return Err(Status::unimplemented(
-            "a type=local cache needs the client's content store, which buildwitd does not reach over BuildKit's API yet: use type=registry, or buildwit's own CLI",
-        ));
-    }
-    Ok(parsed)
+    parse_cache_spec(&spec, export).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// The client's layout of a `type=local` cache, as the session names its store.
+fn local_store(entry: &CacheOptionsEntry, export: bool) -> Option<String> {
+    let key = if export { "dest" } else { "src" };
+    (entry.r#type == "local").then(|| format!("local:{}", entry.attrs.get(key).map_or("", |v| v)))
 }
 
 /// The outputs of a request: `Exporters`, or the deprecated first one (clients send both).
@@ -226,16 +240,9 @@ fn output(exporter: &Exporter, scratch: &Path) -> Result<OutputSpec, Status> {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let kind = exporter.r#type.as_str();
-    if matches!(kind, "oci" | "docker") && exporter.attrs.get("tar").is_some_and(|v| v == "false") {
-        return Err(Status::unimplemented(format!(
-            "type={kind},tar=false writes into the client's content store, which buildwitd does not reach over BuildKit's API yet: use the tarball (tar=true)"
-        )));
-    }
     if matches!(kind, "local" | "tar" | "oci" | "docker") {
         attrs.push(("dest".into(), scratch.display().to_string()));
     }
-    // A tarball's own `tar` attribute is the client's business.
-    attrs.retain(|(k, _)| k != "tar");
     output_from_attrs(kind, attrs)
         .map_err(|e| Status::invalid_argument(format!("exporter {kind}: {e}")))
 }
@@ -418,19 +425,36 @@ impl Control for Buildkit {
             .enumerate()
             .map(|(i, e)| output(e, &scratch.join(i.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
+        std::fs::create_dir_all(&scratch)
+            .map_err(|e| Status::internal(format!("{}: {e}", scratch.display())))?;
         let cache = req.cache.clone().unwrap_or_default();
         let cache_to = cache
             .exports
             .iter()
-            .map(|e| cache_spec(e, true))
+            .enumerate()
+            .map(|(i, e)| cache_spec(e, true, &scratch.join(format!("cache-to-{i}"))))
             .collect::<Result<Vec<_>, _>>()?;
-        let cache_from = cache
-            .imports
-            .iter()
-            .map(|e| cache_spec(e, false))
-            .collect::<Result<Vec<_>, _>>()?;
-        std::fs::create_dir_all(&scratch)
-            .map_err(|e| Status::internal(format!("{}: {e}", scratch.display())))?;
+        // A local cache comes from the client's store first (the client names the
+        // manifest it holds as `digest`; without one it has none to give).
+        let mut cache_from = Vec::new();
+        for (i, e) in cache.imports.iter().enumerate() {
+            let layout = scratch.join(format!("cache-from-{i}"));
+            if let Some(store) = local_store(e, false) {
+                let Some(digest) = e.attrs.get("digest") else {
+                    continue;
+                };
+                let fetched = async {
+                    ClientStore::new(&session, &store)?
+                        .get_layout(digest, &layout)
+                        .await
+                };
+                if let Err(e) = fetched.await {
+                    tracing::warn!("importing cache from {store}: {e}");
+                    continue;
+                }
+            }
+            cache_from.push(cache_spec(e, false, &layout)?);
+        }
         let sync = Arc::new(SessionSync::new(
             session.clone(),
             self.engine.root(),
@@ -541,6 +565,20 @@ impl Control for Buildkit {
             let Some(Destination::Path(path)) = &output.dest else {
                 continue;
             };
+            // A layout (`tar=false`) goes into the client's store; it writes the index.
+            if output.kind.is_image() && !output.tar {
+                let vertex = events.start(
+                    &format!("{}-store-{i}", req.r#ref),
+                    "sending image to client",
+                );
+                let sent = async { ClientStore::new(&session, "export")?.put_layout(path).await };
+                let sent = sent.await;
+                events.complete(&vertex, sent.as_ref().err().map(|e| e.to_string()));
+                sent.map_err(|e| {
+                    Status::unknown(format!("sending output {i} to the client: {e}"))
+                })?;
+                continue;
+            }
             let (what, name) = match output.kind {
                 OutputKind::Local => ("local", "copying files to client"),
                 OutputKind::Tar => ("tar", "sending tarball to client"),
@@ -553,6 +591,26 @@ impl Control for Buildkit {
             };
             events.complete(&vertex, sent.as_ref().err().map(|e| e.to_string()));
             sent.map_err(|e| Status::unknown(format!("sending output {i} to the client: {e}")))?;
+        }
+        // A local cache goes into the client's store; the client tags the manifest.
+        for (i, e) in cache.exports.iter().enumerate() {
+            let Some(store) = local_store(e, true) else {
+                continue;
+            };
+            let layout = scratch.join(format!("cache-to-{i}"));
+            let sent = async {
+                let n = ClientStore::new(&session, &store)?
+                    .put_layout(&layout)
+                    .await?;
+                let index = std::fs::read(layout.join("index.json"))?;
+                let index: serde_json::Value = serde_json::from_slice(&index)?;
+                Ok::<_, std::io::Error>((n, index["manifests"][0].clone()))
+            };
+            let (n, manifest) = sent
+                .await
+                .map_err(|e| Status::unknown(format!("exporting cache to {store}: {e}")))?;
+            tracing::debug!("cache to {store}: {n} blobs sent");
+            response.insert("cache.manifest".to_string(), manifest.to_string());
         }
         Ok(Response::new(SolveResponse {
             exporter_response: response.into_iter().collect(),

@@ -10,6 +10,7 @@
 //! through the session.
 
 mod bridge;
+mod content;
 mod control;
 mod filesync;
 mod jobs;
@@ -47,6 +48,15 @@ pub mod proto {
     pub mod google {
         pub mod rpc {
             tonic::include_proto!("google.rpc");
+        }
+    }
+    pub mod containerd {
+        pub mod services {
+            pub mod content {
+                pub mod v1 {
+                    tonic::include_proto!("containerd.services.content.v1");
+                }
+            }
         }
     }
     pub mod fsutil {

@@ -16,7 +16,7 @@ use std::process::{Command, Output, Stdio};
 use support::{Setup, text};
 
 /// A client of `../shared/peers` against `addr`.
-fn run(bin: &Path, args: &[&str], envs: &[(&str, &Path)]) -> Output {
+fn run<S: AsRef<std::ffi::OsStr>>(bin: &Path, args: &[S], envs: &[(&str, &Path)]) -> Output {
     let mut c = Command::new(bin);
     c.args(args).stdin(Stdio::null());
     for (k, v) in envs {
@@ -317,6 +317,79 @@ fn buildctl_gets_from_buildwitd_what_it_gets_from_buildkitd() {
         &format!("docker://{name}"),
     ]);
     assert_eq!(pushed["config"], bw_image.0["config"]);
+
+    // Build cache to the client's directory and a registry, an OCI layout directory; a
+    // daemon that never built this imports either cache and runs no step.
+    let cache_dir = s.dir.path().join("cache");
+    let layout = s.dir.path().join("layout");
+    let registry_cache = format!(
+        "type=registry,ref={}/buildctl/cache:1",
+        s.image.split('/').next().unwrap()
+    );
+    let args = |addr: &str, extra: &[String]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--addr",
+            addr,
+            "build",
+            "--frontend",
+            "dockerfile.v0",
+            &format!("--local=context={}", ctx.display()),
+            &format!("--local=dockerfile={}", ctx.display()),
+            "--opt",
+            &base,
+            "--opt",
+            "build-arg:GREETING=hi there",
+            "--opt",
+            "target=base",
+            "--secret",
+            &token,
+            "--progress=plain",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend_from_slice(extra);
+        a
+    };
+    ok(
+        run(
+            &buildctl,
+            &args(
+                &bw.addr,
+                &[
+                    format!("--export-cache=type=local,dest={}", cache_dir.display()),
+                    format!("--export-cache={registry_cache},mode=max"),
+                    format!("--output=type=oci,dest={},tar=false", layout.display()),
+                ],
+            ),
+            &[],
+        ),
+        "the cache export",
+    );
+    assert!(cache_dir.join("index.json").exists());
+    let (layout_image, layers) = {
+        let r = format!("oci:{}", layout.display());
+        let config = support::skopeo(&["inspect", "--config", &r]);
+        let n = config["rootfs"]["diff_ids"].as_array().unwrap().len();
+        (config, n)
+    };
+    assert_eq!(layers, bw_image.1);
+    assert_eq!(layout_image["config"], bw_image.0["config"]);
+    for import in [
+        format!("--import-cache=type=local,src={}", cache_dir.display()),
+        format!("--import-cache={registry_cache}"),
+    ] {
+        let fresh = common::buildwitd(&s, &format!("bw-{}", import.len()), "");
+        let out = ok(
+            run(&buildctl, &args(&fresh.addr, &[import.clone()]), &[]),
+            "the cache import",
+        );
+        let progress = text(&out.stderr);
+        assert!(
+            cached(&progress, "[base 5/6] RUN echo"),
+            "{import}:\n{progress}"
+        );
+    }
 
     // The cache commands print what they print for BuildKit.
     let workers = text(
