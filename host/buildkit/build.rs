@@ -9,6 +9,7 @@ fn main() {
         "fsutil.proto",
         "secrets.proto",
         "content.proto",
+        "ssh.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(files, ["proto"]).unwrap_or_else(|e| panic!("proto/: {e}"));

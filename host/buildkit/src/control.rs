@@ -35,6 +35,7 @@ use crate::proto::moby::buildkit::v1::{
     InfoResponse, ListWorkersRequest, ListWorkersResponse, PruneRequest, SolveRequest,
     SolveResponse, StatusRequest, StatusResponse, UsageRecord,
 };
+use crate::ssh::Agents;
 use crate::tunnel::{self, ClientSession, Waitable};
 
 /// BuildKit's API over one engine. Clone it per listener.
@@ -247,36 +248,46 @@ fn output(exporter: &Exporter, scratch: &Path) -> Result<OutputSpec, Status> {
         .map_err(|e| Status::invalid_argument(format!("exporter {kind}: {e}")))
 }
 
-/// The secret ids a definition's steps mount or read.
-fn secret_ids(def: &pb::Definition, ids: &mut Vec<String>) {
-    for bytes in &def.def {
-        let Ok(op) = pb::Op::decode(bytes.as_slice()) else {
-            continue;
-        };
-        if let Some(pb::op::Op::Exec(exec)) = op.op {
-            ids.extend(
-                exec.mounts
-                    .iter()
-                    .filter_map(|m| m.secret_opt.as_ref().map(|s| s.id.clone())),
-            );
-            ids.extend(exec.secretenv.iter().map(|s| s.id.clone()));
+/// The secret ids and SSH agent ids the steps of a result mount or read.
+fn session_ids(out: &FrontendOutput) -> (Vec<String>, Vec<String>) {
+    let (mut secrets, mut agents) = (Vec::new(), Vec::new());
+    for r in out.reference.iter().chain(out.refs.iter().map(|(_, r)| r)) {
+        for bytes in &r.definition.def {
+            let Ok(op) = pb::Op::decode(bytes.as_slice()) else {
+                continue;
+            };
+            let Some(pb::op::Op::Exec(exec)) = op.op else {
+                continue;
+            };
+            for m in &exec.mounts {
+                if let Some(s) = &m.secret_opt {
+                    secrets.push(s.id.clone());
+                }
+                if let Some(s) = &m.ssh_opt {
+                    agents.push(if s.id.is_empty() {
+                        "default".into()
+                    } else {
+                        s.id.clone()
+                    });
+                }
+            }
+            secrets.extend(exec.secretenv.iter().map(|s| s.id.clone()));
         }
     }
+    for ids in [&mut secrets, &mut agents] {
+        ids.sort();
+        ids.dedup();
+    }
+    (secrets, agents)
 }
 
 /// Fetch the secrets the result uses from the client (one it does not have is left out:
 /// the step that needs it says so, unless it is optional).
 async fn fetch_secrets(
     session: &ClientSession,
-    out: &FrontendOutput,
+    ids: Vec<String>,
     secure: bool,
 ) -> Result<BTreeMap<String, Vec<u8>>, Status> {
-    let mut ids = Vec::new();
-    for r in out.reference.iter().chain(out.refs.iter().map(|(_, r)| r)) {
-        secret_ids(&r.definition, &mut ids);
-    }
-    ids.sort();
-    ids.dedup();
     let mut secrets = BTreeMap::new();
     if ids.is_empty() || !session.serves("/moby.buildkit.secrets.v1.Secrets/GetSecret") {
         return Ok(secrets);
@@ -534,16 +545,22 @@ impl Control for Buildkit {
         {
             return Ok(Response::new(SolveResponse::default()));
         }
-        let secrets = match &prepared {
-            Some(out) => fetch_secrets(&session, out, self.secure).await?,
-            None => BTreeMap::new(),
-        };
+        let (secret_ids, agent_ids) = prepared.as_ref().map(session_ids).unwrap_or_default();
+        let secrets = fetch_secrets(&session, secret_ids, self.secure).await?;
+        if !agent_ids.is_empty() && !self.secure {
+            return Err(Status::failed_precondition(
+                "SSH agents are only forwarded over a unix socket or TLS",
+            ));
+        }
+        let agents = Agents::start(session.clone(), scratch.join("ssh"), &agent_ids)
+            .await
+            .map_err(|e| Status::internal(format!("forwarding SSH agents: {e}")))?;
         let request = BuildRequest {
             frontend: FrontendRef::Named(frontend),
             options,
             locals: BTreeMap::new(),
             secrets,
-            ssh: BTreeMap::new(),
+            ssh: agents.sockets.clone(),
             oci_layouts: BTreeMap::new(),
             allow: req.entitlements.clone(),
             solve: true,

@@ -15,6 +15,7 @@ mod control;
 mod filesync;
 mod jobs;
 mod progress;
+mod ssh;
 mod tunnel;
 
 pub use control::Buildkit;
@@ -37,6 +38,11 @@ pub mod proto {
                 pub mod v1 {
                     tonic::include_proto!("moby.buildkit.secrets.v1");
                 }
+            }
+        }
+        pub mod sshforward {
+            pub mod v1 {
+                tonic::include_proto!("moby.sshforward.v1");
             }
         }
         pub mod filesync {

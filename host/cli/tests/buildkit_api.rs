@@ -507,3 +507,87 @@ fn buildx_drives_buildwitd_through_its_remote_driver() {
         "buildx prune",
     );
 }
+
+#[cfg_attr(
+    no_shared,
+    ignore = "needs ../shared (set BUILDWIT_SHARED to its path), absent from this checkout"
+)]
+#[test]
+fn buildctl_forwards_its_ssh_agent_to_steps() {
+    let s = support::setup();
+    let peers = common::peers().expect("../shared/peers/install.sh");
+    let buildctl = peers.join("buildctl");
+    let bw = common::buildwitd(&s, "bw", "");
+    let agent = support::Agent::start(s.dir.path(), "agent");
+    let ctx = s.context(
+        "ssh",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM {}\nCOPY sshroot/ /\nRUN --mount=type=ssh ssh-add -L > /keys\n",
+                s.image
+            ),
+        )],
+    );
+    support::copy_program("/usr/bin/ssh-add", &ctx.join("sshroot"));
+    let out = s.dir.path().join("out");
+    let build = |ssh: &str, out: &Path| {
+        run(
+            &buildctl,
+            &[
+                "--addr",
+                &bw.addr,
+                "build",
+                "--frontend",
+                "dockerfile.v0",
+                &format!("--local=context={}", ctx.display()),
+                &format!("--local=dockerfile={}", ctx.display()),
+                "--ssh",
+                ssh,
+                "--output",
+                &format!("type=local,dest={}", out.display()),
+            ],
+            &[],
+        )
+    };
+    ok(
+        build(&format!("default={}", agent.socket.display()), &out),
+        "the build with --ssh",
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("keys")).unwrap().trim(),
+        agent.public.trim()
+    );
+    // A step that needs `default` while the client forwards only another id.
+    let needs = s.context(
+        "ssh-needed",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM {}\nRUN --mount=type=ssh,required=true true\n",
+                s.image
+            ),
+        )],
+    );
+    let failed = run(
+        &buildctl,
+        &[
+            "--addr",
+            &bw.addr,
+            "build",
+            "--frontend",
+            "dockerfile.v0",
+            &format!("--local=context={}", needs.display()),
+            &format!("--local=dockerfile={}", needs.display()),
+            "--ssh",
+            &format!("other={}", agent.socket.display()),
+        ],
+        &[],
+    );
+    assert!(!failed.status.success());
+    assert!(
+        text(&failed.stderr).contains("default"),
+        "{}",
+        text(&failed.stderr)
+    );
+}

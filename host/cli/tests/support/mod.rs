@@ -562,3 +562,74 @@ pub fn wipe_cache(root: &Path) {
         }
     }
 }
+
+/// A real `ssh-agent` holding a new key, and the key's public line.
+pub struct Agent {
+    child: std::process::Child,
+    pub socket: PathBuf,
+    pub public: String,
+}
+
+impl Agent {
+    pub fn start(dir: &Path, name: &str) -> Agent {
+        need("/usr/bin/ssh-agent");
+        let socket = dir.join(format!("{name}.agent"));
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let key = dir.join(name);
+        let keygen = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(keygen.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "ssh-agent did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let add = Command::new("ssh-add")
+            .arg(&key)
+            .env("SSH_AUTH_SOCK", &socket)
+            .output()
+            .unwrap();
+        assert!(add.status.success(), "{}", text(&add.stderr));
+        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        Agent {
+            child,
+            socket,
+            public: public.trim().to_string(),
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Copy a dynamically linked program and the libraries it loads into `root`, at the
+/// same paths, so a busybox image can run it.
+pub fn copy_program(program: &str, root: &Path) {
+    let ldd = Command::new("ldd").arg(program).output().unwrap();
+    let mut files = vec![program.to_string()];
+    for line in text(&ldd.stdout).lines() {
+        let path = line
+            .split_whitespace()
+            .find(|w| w.starts_with('/'))
+            .map(str::to_string);
+        files.extend(path);
+    }
+    for f in files {
+        let dest = root.join(f.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &dest).unwrap();
+    }
+}
