@@ -29,15 +29,20 @@ const FRONTEND_CAPS: &[&str] = &[
     "solve.base",
 ];
 
-/// The LLB caps of the definitions buildwitd builds: the Go client refuses to send a
-/// definition that uses one not listed.
+/// The LLB caps of the definitions buildwitd builds: what buildwit's own Dockerfile
+/// frontend emits (the worker sets a default PATH, hence `exec.meta.setsdefaultpath`), and
+/// the exporter and GC features. The Go client refuses to send a definition that uses one
+/// not listed.
 const LLB_CAPS: &[&str] = &[
     "constraints",
     "diffop",
     "exec.meta.base",
+    "exec.meta.cdi",
     "exec.meta.network",
     "exec.meta.proxyenv",
     "exec.meta.security",
+    "exec.meta.setsdefaultpath",
+    "exec.meta.ulimit",
     "exec.mount.bind",
     "exec.mount.cache",
     "exec.mount.cache.sharing",
@@ -45,12 +50,18 @@ const LLB_CAPS: &[&str] = &[
     "exec.mount.selector",
     "exec.mount.ssh",
     "exec.mount.tmpfs",
+    "exec.mount.tmpfs.size",
     "exec.secretenv",
+    "exec.validexitcode",
     "exporter.image.annotations",
     "exporter.multiple",
     "file.base",
+    "file.copy.alwaysreplaceexistingdestpaths",
     "file.copy.includeexcludepatterns",
+    "file.copy.modestring",
+    "file.copy.requiredpaths",
     "file.rm.wildcard",
+    "file.symlink.create",
     "gc.freespacefilter",
     "mergeop",
     "meta.description",
@@ -58,20 +69,36 @@ const LLB_CAPS: &[&str] = &[
     "meta.ignorecache",
     "platform",
     "source.git",
+    "source.git.bundle",
+    "source.git.checkoutbundle",
+    "source.git.checksum",
+    "source.git.fetchbycommit",
     "source.git.fullurl",
     "source.git.keepgitdir",
+    "source.git.knownsshhosts",
+    "source.git.mountsshsock",
+    "source.git.mtime",
+    "source.git.skipsubmodules",
     "source.http",
+    "source.http.auth",
     "source.http.checksum",
+    "source.http.header",
     "source.http.perm",
+    "source.http.signatureverify",
     "source.image",
+    "source.image.checksum",
+    "source.image.layerlimit",
     "source.image.resolvemode",
     "source.local",
+    "source.local.differ",
     "source.local.excludepatterns",
     "source.local.followpaths",
     "source.local.includepatterns",
+    "source.local.metadatatransfer",
     "source.local.sessionid",
     "source.local.sharedkeyhint",
     "source.local.unique",
+    "source.ocilayout",
 ];
 
 fn caps(ids: &[&str]) -> Vec<ApiCap> {

@@ -123,6 +123,10 @@ struct BuildArgs {
     /// With --dump-llb: print Graphviz instead of JSON.
     #[arg(long, requires = "dump_llb")]
     dot: bool,
+    /// With --dump-llb: write the definition as protobuf, as `buildctl build` reads LLB from
+    /// standard input (one platform).
+    #[arg(long, requires = "dump_llb", conflicts_with = "dot")]
+    binary: bool,
     /// Wall-time limit of the frontend, in seconds [default: the engine's, 60].
     #[arg(long, value_name = "SECONDS")]
     frontend_timeout: Option<u64>,
@@ -548,6 +552,13 @@ fn build(backend: impl FnOnce() -> Result<Backend>, args: &BuildArgs) -> Result<
         {
             bail!("the frontend's answer has status {code}");
         }
+        return Ok(());
+    }
+    if args.dump_llb && args.binary {
+        let Some(def) = &outcome.definition else {
+            bail!("--binary writes one definition: build one platform (--platform)");
+        };
+        std::io::stdout().write_all(&buildwit_llb::encode_definition(def))?;
         return Ok(());
     }
     if args.dump_llb {

@@ -391,6 +391,40 @@ fn buildctl_gets_from_buildwitd_what_it_gets_from_buildkitd() {
         );
     }
 
+    // LLB from buildwit's own frontend run, piped into buildctl: the same files.
+    let def = ok(
+        Command::new(env!("CARGO_BIN_EXE_buildwit"))
+            .arg("--config")
+            .arg(&s.config)
+            .arg("--root")
+            .arg(s.dir.path().join("dump-root"))
+            .args(["build", "--dump-llb", "--binary", "--target", "base"])
+            .args(["--build-arg", &format!("BASE={}", s.image)])
+            .args(["--build-arg", "GREETING=hi there"])
+            .arg(&ctx)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap(),
+        "buildwit build --dump-llb --binary",
+    )
+    .stdout;
+    let llb_fs = s.dir.path().join("llb-fs.tar");
+    let mut child = Command::new(&buildctl)
+        .args(["--addr", &bw.addr, "build", "--secret", &token])
+        .arg(format!("--local=context={}", ctx.display()))
+        .arg(format!("--output=type=tar,dest={}", llb_fs.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &def).unwrap();
+    ok(
+        child.wait_with_output().unwrap(),
+        "buildctl build < definition",
+    );
+    assert_eq!(app(&entries(&llb_fs)), app(bw_fs));
+
     // The cache commands print what they print for BuildKit.
     let workers = text(
         &ok(
