@@ -535,6 +535,60 @@ fn buildx_drives_buildwitd_through_its_remote_driver() {
         std::fs::read_link(out.join("app/src/entry.js")).unwrap(),
         Path::new("main.js")
     );
+    // Asking the frontend (`--call`) instead of building.
+    let call = |what: &str| {
+        let out = run(
+            &buildx,
+            &[
+                "build",
+                "--builder",
+                "bw",
+                "--call",
+                what,
+                "--build-arg",
+                &format!("BASE={}", s.image),
+                ctx.to_str().unwrap(),
+            ],
+            &envs,
+        );
+        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        (out.status.success(), said)
+    };
+    let (answered, targets) = call("targets");
+    assert!(answered, "{targets}");
+    assert!(
+        targets.contains("base") && targets.contains("other (default)"),
+        "{targets}"
+    );
+    let (answered, outline) = call("outline");
+    assert!(answered && outline.contains("GREETING"), "{outline}");
+    // The lint finds `FROM $BASE` without a default, and says so as BuildKit does.
+    let (clean, check) = call("check");
+    assert!(!clean, "{check}");
+    assert!(check.contains("InvalidDefaultArgInFrom"), "{check}");
+    assert!(check.contains("Dockerfile:2"), "{check}");
+    // A local cache, written into the client's directory by way of its content store.
+    let cache = s.dir.path().join("buildx-cache");
+    ok(
+        run(
+            &buildx,
+            &[
+                "build",
+                "--builder",
+                "bw",
+                "--build-arg",
+                &format!("BASE={}", s.image),
+                "--secret",
+                &token,
+                "--cache-to",
+                &format!("type=local,dest={},mode=max", cache.display()),
+                ctx.to_str().unwrap(),
+            ],
+            &envs,
+        ),
+        "buildx build --cache-to type=local",
+    );
+    assert!(cache.join("index.json").exists());
     ok(run(&buildx, &["du", "--builder", "bw"], &envs), "buildx du");
     ok(
         run(&buildx, &["prune", "--builder", "bw", "-f"], &envs),
