@@ -127,14 +127,9 @@ pub async fn open(
         let sessions = sessions.clone();
         let id = id.clone();
         tokio::spawn(async move {
-            loop {
-                match inbound.message().await {
-                    Ok(Some(m)) => {
-                        if to_client.write_all(&m.data).await.is_err() {
-                            break;
-                        }
-                    }
-                    Ok(None) | Err(_) => break,
+            while let Ok(Some(m)) = inbound.message().await {
+                if to_client.write_all(&m.data).await.is_err() {
+                    break;
                 }
             }
             let _ = to_client.shutdown().await;

@@ -3,7 +3,6 @@
 //! `buildkitd` (the files of the image, its config, its layer count), with the progress
 //! each CLI shows for BuildKit.
 
-#[allow(dead_code)]
 #[path = "../benches/common/mod.rs"]
 mod common;
 mod support;
@@ -381,7 +380,11 @@ fn buildctl_gets_from_buildwitd_what_it_gets_from_buildkitd() {
     ] {
         let fresh = common::buildwitd(&s, &format!("bw-{}", import.len()), "");
         let out = ok(
-            run(&buildctl, &args(&fresh.addr, &[import.clone()]), &[]),
+            run(
+                &buildctl,
+                &args(&fresh.addr, std::slice::from_ref(&import)),
+                &[],
+            ),
             "the cache import",
         );
         let progress = text(&out.stderr);

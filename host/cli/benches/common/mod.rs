@@ -2,6 +2,9 @@
 //! benchmarks, each built with the same way: a context, build arguments, platforms, an
 //! output, in each client's own syntax.
 
+// Each benchmark (and the BuildKit API test) uses part of this.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
