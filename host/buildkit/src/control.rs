@@ -436,8 +436,6 @@ impl Control for Buildkit {
             .enumerate()
             .map(|(i, e)| output(e, &scratch.join(i.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
-        std::fs::create_dir_all(&scratch)
-            .map_err(|e| Status::internal(format!("{}: {e}", scratch.display())))?;
         let cache = req.cache.clone().unwrap_or_default();
         let cache_to = cache
             .exports
@@ -445,27 +443,6 @@ impl Control for Buildkit {
             .enumerate()
             .map(|(i, e)| cache_spec(e, true, &scratch.join(format!("cache-to-{i}"))))
             .collect::<Result<Vec<_>, _>>()?;
-        // A local cache comes from the client's store first (the client names the
-        // manifest it holds as `digest`; without one it has none to give).
-        let mut cache_from = Vec::new();
-        for (i, e) in cache.imports.iter().enumerate() {
-            let layout = scratch.join(format!("cache-from-{i}"));
-            if let Some(store) = local_store(e, false) {
-                let Some(digest) = e.attrs.get("digest") else {
-                    continue;
-                };
-                let fetched = async {
-                    ClientStore::new(&session, &store)?
-                        .get_layout(digest, &layout)
-                        .await
-                };
-                if let Err(e) = fetched.await {
-                    tracing::warn!("importing cache from {store}: {e}");
-                    continue;
-                }
-            }
-            cache_from.push(cache_spec(e, false, &layout)?);
-        }
         let sync = Arc::new(SessionSync::new(
             session.clone(),
             self.engine.root(),
@@ -505,6 +482,29 @@ impl Control for Buildkit {
             events: events.clone(),
             scratch: scratch.clone(),
         };
+        std::fs::create_dir_all(&scratch)
+            .map_err(|e| Status::internal(format!("{}: {e}", scratch.display())))?;
+        // A local cache comes from the client's store first (the client names the
+        // manifest it holds as `digest`; without one it has none to give).
+        let mut cache_from = Vec::new();
+        for (i, e) in cache.imports.iter().enumerate() {
+            let layout = scratch.join(format!("cache-from-{i}"));
+            if let Some(store) = local_store(e, false) {
+                let Some(digest) = e.attrs.get("digest") else {
+                    continue;
+                };
+                let fetched = async {
+                    ClientStore::new(&session, &store)?
+                        .get_layout(digest, &layout)
+                        .await
+                };
+                if let Err(e) = fetched.await {
+                    tracing::warn!("importing cache from {store}: {e}");
+                    continue;
+                }
+            }
+            cache_from.push(cache_spec(e, false, &layout)?);
+        }
         let options: Vec<(String, String)> = req.frontend_attrs.clone().into_iter().collect();
         let definition = crate::bridge::definition(&req.definition)?;
         let (frontend, prepared) = match (definition, req.frontend.is_empty()) {

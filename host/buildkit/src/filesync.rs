@@ -261,8 +261,6 @@ impl LocalSync for SessionSync {
         fs::create_dir_all(&dir)?;
         // The daemon's prune keeps mirrors a sync used lately.
         fs::write(dir.with_extension("used"), b"")?;
-        let _ = fs::remove_dir_all(&partial);
-        fs::create_dir_all(&partial)?;
         let mut md = MetadataMap::new();
         md.insert(
             "dir-name",
@@ -287,7 +285,9 @@ impl LocalSync for SessionSync {
         let result = rx
             .recv()
             .map_err(|_| io::Error::other("the session went away"))?;
-        let _ = fs::remove_dir_all(&partial);
+        if result.as_ref().is_ok_and(|(_, sent)| *sent > 0) || result.is_err() {
+            let _ = fs::remove_dir_all(&partial);
+        }
         let (listed, sent) =
             result.map_err(|e| io::Error::new(e.kind(), format!("local {name:?}: {e}")))?;
         tracing::debug!(
@@ -403,6 +403,10 @@ impl Receiver<'_> {
         if unchanged {
             return Ok(None);
         }
+        // Staged beside the mirror, made when a first file comes.
+        if self.pending.is_empty() {
+            fs::create_dir_all(self.partial)?;
+        }
         let tmp = self.partial.join(id.to_string());
         let file = fs::File::create(&tmp)?;
         self.pending.insert(
@@ -475,6 +479,27 @@ fn packet(kind: PacketType, id: u32, data: Vec<u8>) -> Packet {
     }
 }
 
+/// Open a `DiffCopy` of fsutil packets (Go's stubs say `BytesMessage`; the stream carries
+/// packets, so the codec is ours).
+async fn diff_copy(
+    channel: tonic::transport::Channel,
+    method: &'static str,
+    request: tonic::Request<ReceiverStream<Packet>>,
+) -> io::Result<tonic::Streaming<Packet>> {
+    let mut grpc = tonic::client::Grpc::new(channel)
+        .max_decoding_message_size(crate::MAX_MESSAGE)
+        .max_encoding_message_size(4 << 20);
+    grpc.ready()
+        .await
+        .map_err(|e| io::Error::other(format!("the session: {e}")))?;
+    let codec = tonic_prost::ProstCodec::<Packet, Packet>::default();
+    Ok(grpc
+        .streaming(request, PathAndQuery::from_static(method), codec)
+        .await
+        .map_err(status_error)?
+        .into_inner())
+}
+
 /// Receive one directory from the client into `dir`, staging files in `partial`; how
 /// many entries the client listed, and how many files it sent.
 async fn receive(
@@ -488,18 +513,7 @@ async fn receive(
     let (tx, rx) = mpsc::channel::<Packet>(64);
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
     *request.metadata_mut() = metadata;
-    let mut grpc = tonic::client::Grpc::new(channel)
-        .max_decoding_message_size(crate::MAX_MESSAGE)
-        .max_encoding_message_size(4 << 20);
-    grpc.ready()
-        .await
-        .map_err(|e| io::Error::other(format!("the session: {e}")))?;
-    let codec = tonic_prost::ProstCodec::<Packet, Packet>::default();
-    let mut inbound = grpc
-        .streaming(request, PathAndQuery::from_static(FILE_SYNC), codec)
-        .await
-        .map_err(status_error)?
-        .into_inner();
+    let mut inbound = diff_copy(channel, FILE_SYNC, request).await?;
     let mut receiver = Receiver {
         dir,
         filters,
@@ -544,18 +558,22 @@ async fn receive(
             }
             _ => return Err(bad(format!("unexpected packet type {}", p.r#type))),
         }
-        if walked && receiver.pending.is_empty() && !fin_sent {
+        if walked && receiver.pending.is_empty() {
             fin_sent = true;
             tx.send(packet(PacketType::PacketFin, 0, Vec::new()))
                 .await
                 .map_err(|_| gone())?;
+            break;
         }
     }
-    if !fin_sent || !receiver.pending.is_empty() {
+    if !fin_sent {
         return Err(bad("the client ended the transfer early".into()));
     }
-    drop(tx);
-    while inbound.message().await.map_err(status_error)?.is_some() {}
+    // Everything is here: the client's own FIN and the end of the call need no waiting.
+    tokio::spawn(async move {
+        drop(tx);
+        while let Ok(Some(_)) = inbound.message().await {}
+    });
     receiver.finish()?;
     Ok((next_id, requested))
 }
@@ -653,18 +671,7 @@ pub async fn send_dir(session: &ClientSession, exporter: usize, dir: &Path) -> i
             .send(packet(PacketType::PacketStat, 0, Vec::new()))
             .await;
     });
-    let mut grpc = tonic::client::Grpc::new(session.channel.clone())
-        .max_decoding_message_size(crate::MAX_MESSAGE)
-        .max_encoding_message_size(4 << 20);
-    grpc.ready()
-        .await
-        .map_err(|e| io::Error::other(format!("the session: {e}")))?;
-    let codec = tonic_prost::ProstCodec::<Packet, Packet>::default();
-    let mut inbound = grpc
-        .streaming(request, PathAndQuery::from_static(FILE_SEND), codec)
-        .await
-        .map_err(status_error)?
-        .into_inner();
+    let mut inbound = diff_copy(session.channel.clone(), FILE_SEND, request).await?;
     let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "the client went away");
     while let Some(p) = inbound.message().await.map_err(status_error)? {
         match PacketType::try_from(p.r#type) {

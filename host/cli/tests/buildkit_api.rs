@@ -127,41 +127,52 @@ fn buildctl_gets_from_buildwitd_what_it_gets_from_buildkitd() {
     let bw = common::buildwitd(&s, "bw", "");
     let bk = common::buildkitd(&s, &peers, "bk", "");
     let ctx = context(&s);
-    let base = format!("build-arg:BASE={}", s.image);
     let token = format!("id=token,src={}", s.dir.path().join("token").display());
+    // `buildctl build` of a context with the Dockerfile frontend, plus `extra` flags.
+    let build = |addr: &str, ctx: &Path, extra: &[String]| {
+        let mut args = vec![
+            "--addr".to_string(),
+            addr.to_string(),
+            "build".into(),
+            "--frontend".into(),
+            "dockerfile.v0".into(),
+            format!("--local=context={}", ctx.display()),
+            format!("--local=dockerfile={}", ctx.display()),
+            "--progress=plain".into(),
+        ];
+        args.extend_from_slice(extra);
+        run(&buildctl, &args, &[])
+    };
+    // The project's build: its arguments, target and secret, plus `extra` flags.
+    let project = |addr: &str, extra: &[String]| {
+        let mut args: Vec<String> = [
+            "--opt",
+            &format!("build-arg:BASE={}", s.image),
+            "--opt",
+            "build-arg:GREETING=hi there",
+            "--opt",
+            "target=base",
+            "--secret",
+            &token,
+        ]
+        .map(str::to_string)
+        .to_vec();
+        args.extend_from_slice(extra);
+        build(addr, &ctx, &args)
+    };
     let mut results = Vec::new();
     for (name, d) in [("buildwitd", &bw), ("buildkitd", &bk)] {
         let fs = s.dir.path().join(format!("{name}-fs.tar"));
         let oci = s.dir.path().join(format!("{name}-oci.tar"));
         let md = s.dir.path().join(format!("{name}-md.json"));
         let out = ok(
-            run(
-                &buildctl,
+            project(
+                &d.addr,
                 &[
-                    "--addr",
-                    &d.addr,
-                    "build",
-                    "--frontend",
-                    "dockerfile.v0",
-                    &format!("--local=context={}", ctx.display()),
-                    &format!("--local=dockerfile={}", ctx.display()),
-                    "--opt",
-                    &base,
-                    "--opt",
-                    "build-arg:GREETING=hi there",
-                    "--opt",
-                    "target=base",
-                    "--secret",
-                    &token,
-                    "--output",
-                    &format!("type=tar,dest={}", fs.display()),
-                    "--output",
-                    &format!("type=oci,dest={}", oci.display()),
-                    "--metadata-file",
-                    md.to_str().unwrap(),
-                    "--progress=plain",
+                    format!("--output=type=tar,dest={}", fs.display()),
+                    format!("--output=type=oci,dest={}", oci.display()),
+                    format!("--metadata-file={}", md.display()),
                 ],
-                &[],
             ),
             &format!("buildctl build against {name}"),
         );
@@ -203,57 +214,19 @@ fn buildctl_gets_from_buildwitd_what_it_gets_from_buildkitd() {
     assert_eq!(bw_image, bk_image);
 
     // Rebuilt, every step is cached; a failing step fails the build with its error.
-    let rebuilt = ok(
-        run(
-            &buildctl,
-            &[
-                "--addr",
-                &bw.addr,
-                "build",
-                "--frontend",
-                "dockerfile.v0",
-                &format!("--local=context={}", ctx.display()),
-                &format!("--local=dockerfile={}", ctx.display()),
-                "--opt",
-                &base,
-                "--opt",
-                "build-arg:GREETING=hi there",
-                "--opt",
-                "target=base",
-                "--secret",
-                &token,
-                "--progress=plain",
-            ],
-            &[],
-        ),
-        "the rebuild",
-    );
+    let rebuilt = ok(project(&bw.addr, &[]), "the rebuild");
     let progress = text(&rebuilt.stderr);
     for step in ["[base 3/6] COPY package*.json", "[base 5/6] RUN echo"] {
         assert!(cached(&progress, step), "{step} not cached:\n{progress}");
     }
-
-    let bad = s.dir.path().join("bad");
-    std::fs::create_dir_all(&bad).unwrap();
-    std::fs::write(
-        bad.join("Dockerfile"),
-        format!("FROM {}\nRUN echo about to fail && exit 3\n", s.image),
-    )
-    .unwrap();
-    let failed = run(
-        &buildctl,
-        &[
-            "--addr",
-            &bw.addr,
-            "build",
-            "--frontend",
-            "dockerfile.v0",
-            &format!("--local=context={}", bad.display()),
-            &format!("--local=dockerfile={}", bad.display()),
-            "--progress=plain",
-        ],
-        &[],
+    let bad = s.context(
+        "bad",
+        &[(
+            "Dockerfile",
+            &format!("FROM {}\nRUN echo about to fail && exit 3\n", s.image),
+        )],
     );
+    let failed = build(&bw.addr, &bad, &[]);
     let stderr = text(&failed.stderr);
     assert!(!failed.status.success(), "{stderr}");
     assert!(stderr.contains("about to fail"), "{stderr}");
@@ -261,19 +234,7 @@ fn buildctl_gets_from_buildwitd_what_it_gets_from_buildkitd() {
     assert!(stderr.contains("ERROR"), "{stderr}");
 
     // An unknown frontend is refused; the daemon goes on serving.
-    let unknown = run(
-        &buildctl,
-        &[
-            "--addr",
-            &bw.addr,
-            "build",
-            "--frontend",
-            "nope.v0",
-            &format!("--local=context={}", bad.display()),
-            &format!("--local=dockerfile={}", bad.display()),
-        ],
-        &[],
-    );
+    let unknown = build(&bw.addr, &bad, &["--frontend=nope.v0".to_string()]);
     assert!(!unknown.status.success());
     assert!(
         text(&unknown.stderr).contains("nope.v0"),
@@ -282,30 +243,12 @@ fn buildctl_gets_from_buildwitd_what_it_gets_from_buildkitd() {
     );
 
     // Pushed to a registry, the image is what the OCI tarball held.
-    let name = format!("{}/buildctl/app:1", s.image.split('/').next().unwrap());
+    let registry = s.image.split('/').next().unwrap();
+    let name = format!("{registry}/buildctl/app:1");
     ok(
-        run(
-            &buildctl,
-            &[
-                "--addr",
-                &bw.addr,
-                "build",
-                "--frontend",
-                "dockerfile.v0",
-                &format!("--local=context={}", ctx.display()),
-                &format!("--local=dockerfile={}", ctx.display()),
-                "--opt",
-                &base,
-                "--opt",
-                "build-arg:GREETING=hi there",
-                "--opt",
-                "target=base",
-                "--secret",
-                &token,
-                "--output",
-                &format!("type=image,name={name},push=true"),
-            ],
-            &[],
+        project(
+            &bw.addr,
+            &[format!("--output=type=image,name={name},push=true")],
         ),
         "the push",
     );
@@ -321,47 +264,15 @@ fn buildctl_gets_from_buildwitd_what_it_gets_from_buildkitd() {
     // daemon that never built this imports either cache and runs no step.
     let cache_dir = s.dir.path().join("cache");
     let layout = s.dir.path().join("layout");
-    let registry_cache = format!(
-        "type=registry,ref={}/buildctl/cache:1",
-        s.image.split('/').next().unwrap()
-    );
-    let args = |addr: &str, extra: &[String]| -> Vec<String> {
-        let mut a: Vec<String> = [
-            "--addr",
-            addr,
-            "build",
-            "--frontend",
-            "dockerfile.v0",
-            &format!("--local=context={}", ctx.display()),
-            &format!("--local=dockerfile={}", ctx.display()),
-            "--opt",
-            &base,
-            "--opt",
-            "build-arg:GREETING=hi there",
-            "--opt",
-            "target=base",
-            "--secret",
-            &token,
-            "--progress=plain",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        a.extend_from_slice(extra);
-        a
-    };
+    let registry_cache = format!("type=registry,ref={registry}/buildctl/cache:1");
     ok(
-        run(
-            &buildctl,
-            &args(
-                &bw.addr,
-                &[
-                    format!("--export-cache=type=local,dest={}", cache_dir.display()),
-                    format!("--export-cache={registry_cache},mode=max"),
-                    format!("--output=type=oci,dest={},tar=false", layout.display()),
-                ],
-            ),
-            &[],
+        project(
+            &bw.addr,
+            &[
+                format!("--export-cache=type=local,dest={}", cache_dir.display()),
+                format!("--export-cache={registry_cache},mode=max"),
+                format!("--output=type=oci,dest={},tar=false", layout.display()),
+            ],
         ),
         "the cache export",
     );
@@ -380,11 +291,7 @@ fn buildctl_gets_from_buildwitd_what_it_gets_from_buildkitd() {
     ] {
         let fresh = common::buildwitd(&s, &format!("bw-{}", import.len()), "");
         let out = ok(
-            run(
-                &buildctl,
-                &args(&fresh.addr, std::slice::from_ref(&import)),
-                &[],
-            ),
+            project(&fresh.addr, std::slice::from_ref(&import)),
             "the cache import",
         );
         let progress = text(&out.stderr);
