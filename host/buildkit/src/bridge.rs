@@ -31,7 +31,8 @@ const FRONTEND_CAPS: &[&str] = &[
 
 /// The LLB caps of the definitions buildwitd builds: what buildwit's own Dockerfile
 /// frontend emits (the worker sets a default PATH, hence `exec.meta.setsdefaultpath`), and
-/// the exporter and GC features. The Go client refuses to send a definition that uses one
+/// the exporter and GC features (with `exporter.image.attestations`, buildx asks for
+/// provenance by default, as it does of BuildKit). The Go client refuses to send a definition that uses one
 /// not listed.
 const LLB_CAPS: &[&str] = &[
     "constraints",
@@ -54,6 +55,7 @@ const LLB_CAPS: &[&str] = &[
     "exec.secretenv",
     "exec.validexitcode",
     "exporter.image.annotations",
+    "exporter.image.attestations",
     "exporter.multiple",
     "file.base",
     "file.copy.alwaysreplaceexistingdestpaths",

@@ -506,6 +506,17 @@ impl Control for Buildkit {
             cache_from.push(cache_spec(e, false, &layout)?);
         }
         let options: Vec<(String, String)> = req.frontend_attrs.clone().into_iter().collect();
+        // Provenance is made; other attestations (buildx's `--sbom`) are not yet.
+        for (k, v) in &options {
+            if let Some(kind) = k.strip_prefix("attest:")
+                && kind != "provenance"
+                && !v.split(',').any(|f| f == "disabled=true")
+            {
+                events.warn(format!(
+                    "{k}: buildwitd does not make {kind} attestations yet; the result has none"
+                ));
+            }
+        }
         let definition = crate::bridge::definition(&req.definition)?;
         let (frontend, prepared) = match (definition, req.frontend.is_empty()) {
             (Some(_), false) => {

@@ -75,6 +75,21 @@ impl JobEvents {
         });
     }
 
+    /// A warning of buildwitd itself, shown after the build.
+    pub fn warn(&self, message: String) {
+        tracing::warn!("{message}");
+        self.job.status.publish(StatusResponse {
+            warnings: vec![VertexWarning {
+                vertex: String::new(),
+                level: 1,
+                short: message.into_bytes(),
+                detail: Vec::new(),
+                url: String::new(),
+            }],
+            ..Default::default()
+        });
+    }
+
     /// Vertices still running get `context canceled`, as BuildKit ends them.
     pub fn end_running(&self) {
         let running: Vec<String> = self

@@ -445,6 +445,43 @@ fn buildx_drives_buildwitd_through_its_remote_driver() {
         std::fs::read_link(out.join("app/src/entry.js")).unwrap(),
         Path::new("main.js")
     );
+    // buildx asks for provenance by default (the daemon says it makes attestations): the
+    // image gets BuildKit's attestation manifest. An SBOM is not made; buildx says so.
+    let oci = s.dir.path().join("buildx-oci.tar");
+    let attested = ok(
+        run(
+            &buildx,
+            &[
+                "build",
+                "--builder",
+                "bw",
+                "--build-arg",
+                &format!("BASE={}", s.image),
+                "--secret",
+                &token,
+                "--sbom=true",
+                "-o",
+                &format!("type=oci,dest={}", oci.display()),
+                ctx.to_str().unwrap(),
+            ],
+            &envs,
+        ),
+        "buildx build --sbom=true",
+    );
+    let said = text(&attested.stderr);
+    assert!(said.contains("does not make sbom attestations"), "{said}");
+    let index = support::skopeo(&[
+        "inspect",
+        "--raw",
+        &format!("oci-archive:{}", oci.display()),
+    ]);
+    assert!(
+        index["manifests"].as_array().is_some_and(|m| m
+            .iter()
+            .any(|d| d["annotations"]["vnd.docker.reference.type"] == "attestation-manifest")),
+        "{index}"
+    );
+
     // Asking the frontend (`--call`) instead of building.
     let call = |what: &str| {
         let out = run(
