@@ -233,6 +233,30 @@ fn buildctl_gets_from_buildwitd_what_it_gets_from_buildkitd() {
     assert!(stderr.contains("exit code: 3"), "{stderr}");
     assert!(stderr.contains("ERROR"), "{stderr}");
 
+    // A client killed mid-build: the step is cancelled and the daemon serves the next.
+    let slow = s.context(
+        "slow",
+        &[("Dockerfile", &format!("FROM {}\nRUN sleep 30\n", s.image))],
+    );
+    let mut client = Command::new(&buildctl)
+        .args(["--addr", &bw.addr, "build", "--frontend", "dockerfile.v0"])
+        .arg(format!("--local=context={}", slow.display()))
+        .arg(format!("--local=dockerfile={}", slow.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    client.kill().unwrap();
+    client.wait().unwrap();
+    let started = std::time::Instant::now();
+    ok(project(&bw.addr, &[]), "a build after a client was killed");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the next build waited for the killed one's step"
+    );
+
     // An unknown frontend is refused; the daemon goes on serving.
     let unknown = build(&bw.addr, &bad, &["--frontend=nope.v0".to_string()]);
     assert!(!unknown.status.success());
@@ -481,6 +505,36 @@ fn buildx_drives_buildwitd_through_its_remote_driver() {
             .any(|d| d["annotations"]["vnd.docker.reference.type"] == "attestation-manifest")),
         "{index}"
     );
+
+    // --push: buildx's registry output, pushed by the daemon.
+    let pushed = format!("{}/buildx/app:1", s.image.split('/').next().unwrap());
+    ok(
+        run(
+            &buildx,
+            &[
+                "build",
+                "--builder",
+                "bw",
+                "--build-arg",
+                &format!("BASE={}", s.image),
+                "--secret",
+                &token,
+                "--push",
+                "-t",
+                &pushed,
+                ctx.to_str().unwrap(),
+            ],
+            &envs,
+        ),
+        "buildx build --push",
+    );
+    let config = support::skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--config",
+        &format!("docker://{pushed}"),
+    ]);
+    assert_eq!(config["config"]["WorkingDir"], "/app");
 
     // Asking the frontend (`--call`) instead of building.
     let call = |what: &str| {

@@ -346,6 +346,12 @@ fn apply(out: &mut OutputSpec, kind: &str, key: String, value: String) -> Result
             out.force_compression = parse_bool(&key, &value, true)?;
         }
         "oci-mediatypes" if image => out.oci_mediatypes = parse_bool(&key, &value, false)?,
+        // About containerd's image store, which buildwit has none of (buildx sends
+        // `unpack=false` with every push).
+        "unpack" | "store" if registry => {
+            parse_bool(&key, &value, true)?;
+        }
+        "dangling-name-prefix" | "name-canonical" if registry => {}
         k if image && k.starts_with("annotation") => add_annotation(out, kind, &key, value)?,
         _ => {
             return Err(OutputError::UnknownKey {
