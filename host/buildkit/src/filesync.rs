@@ -317,12 +317,12 @@ struct Incoming {
     stat: Stat,
 }
 
-/// The receiving side of one DiffCopy into `dir`.
-struct Receiver<'a> {
-    dir: &'a Path,
+/// The receiving side of one DiffCopy into the directory of `filters`.
+struct Receiver {
     /// The sync's filters, over the mirror.
     filters: LocalSource,
-    partial: &'a Path,
+    /// Where files are staged, made when a first one comes.
+    partial: PathBuf,
     listed: HashSet<String>,
     dirs: HashSet<String>,
     last: Option<String>,
@@ -340,7 +340,20 @@ fn remove(path: &Path) -> io::Result<()> {
     }
 }
 
-impl Receiver<'_> {
+impl Receiver {
+    fn new(filters: LocalSource, partial: PathBuf) -> Self {
+        Receiver {
+            filters,
+            partial,
+            listed: HashSet::new(),
+            dirs: HashSet::new(),
+            last: None,
+            pending: HashMap::new(),
+            links: Vec::new(),
+            dir_stats: Vec::new(),
+        }
+    }
+
     /// One entry of the walk; `Some(id)` when its content is wanted.
     fn stat(&mut self, id: u32, stat: Stat) -> io::Result<Option<u32>> {
         let path = checked(&stat.path)?.to_string();
@@ -360,7 +373,7 @@ impl Receiver<'_> {
             )));
         }
         self.listed.insert(path.clone());
-        let target = self.dir.join(&path);
+        let target = self.filters.dir.join(&path);
         let mode = stat.mode;
         if mode & GO_DIR != 0 {
             if !fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
@@ -403,9 +416,8 @@ impl Receiver<'_> {
         if unchanged {
             return Ok(None);
         }
-        // Staged beside the mirror, made when a first file comes.
         if self.pending.is_empty() {
-            fs::create_dir_all(self.partial)?;
+            fs::create_dir_all(&self.partial)?;
         }
         let tmp = self.partial.join(id.to_string());
         let file = fs::File::create(&tmp)?;
@@ -431,7 +443,7 @@ impl Receiver<'_> {
         }
         let done = self.pending.remove(&id).expect("looked up");
         drop(done.file);
-        let target = self.dir.join(&done.path);
+        let target = self.filters.dir.join(&done.path);
         fs::set_permissions(
             &done.tmp,
             fs::Permissions::from_mode(unix_perm(done.stat.mode)),
@@ -446,9 +458,9 @@ impl Receiver<'_> {
     /// After the walk: hard links, what the client no longer has, directory times.
     fn finish(mut self) -> io::Result<()> {
         for (source, path) in &self.links {
-            let target = self.dir.join(path);
+            let target = self.filters.dir.join(path);
             remove(&target)?;
-            fs::hard_link(self.dir.join(source), &target)?;
+            fs::hard_link(self.filters.dir.join(source), &target)?;
             self.listed.insert(path.clone());
         }
         // What the mirror has under the same filters but the client no longer does
@@ -456,13 +468,13 @@ impl Receiver<'_> {
         let ours = buildwit_worker::local::list(&self.filters)?;
         for rel in ours.keys().rev() {
             if !self.listed.contains(rel) {
-                remove(&self.dir.join(rel))?;
+                remove(&self.filters.dir.join(rel))?;
             }
         }
         // Deepest first: setting a directory's time must come after its contents change.
         self.dir_stats.sort_by(|a, b| path_order(&b.0, &a.0));
         for (path, stat) in &self.dir_stats {
-            let target = self.dir.join(path);
+            let target = self.filters.dir.join(path);
             fs::set_permissions(&target, fs::Permissions::from_mode(unix_perm(stat.mode)))?;
             buildwit_worker::fileops::set_mtime(&target, stat.mod_time)?;
         }
@@ -508,23 +520,11 @@ async fn receive(
     filters: LocalSource,
     partial: &Path,
 ) -> io::Result<(u32, u32)> {
-    let dir = filters.dir.clone();
-    let dir = dir.as_path();
     let (tx, rx) = mpsc::channel::<Packet>(64);
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
     *request.metadata_mut() = metadata;
     let mut inbound = diff_copy(channel, FILE_SYNC, request).await?;
-    let mut receiver = Receiver {
-        dir,
-        filters,
-        partial,
-        listed: HashSet::new(),
-        dirs: HashSet::new(),
-        last: None,
-        pending: HashMap::new(),
-        links: Vec::new(),
-        dir_stats: Vec::new(),
-    };
+    let mut receiver = Receiver::new(filters, partial.to_path_buf());
     let mut next_id = 0u32;
     let mut walked = false;
     let mut fin_sent = false;
@@ -796,23 +796,14 @@ mod tests {
         }
     }
 
-    fn receiver<'a>(dir: &'a Path, partial: &'a Path) -> Receiver<'a> {
-        Receiver {
-            dir,
-            filters: LocalSource {
-                dir: dir.to_path_buf(),
-                follow: Vec::new(),
-                include: Vec::new(),
-                exclude: Vec::new(),
-            },
-            partial,
-            listed: HashSet::new(),
-            dirs: HashSet::new(),
-            last: None,
-            pending: HashMap::new(),
-            links: Vec::new(),
-            dir_stats: Vec::new(),
-        }
+    fn receiver(dir: &Path, partial: &Path) -> Receiver {
+        let filters = LocalSource {
+            dir: dir.to_path_buf(),
+            follow: Vec::new(),
+            include: Vec::new(),
+            exclude: Vec::new(),
+        };
+        Receiver::new(filters, partial.to_path_buf())
     }
 
     /// One walk: entries, then the data of each requested file; the requested ids.

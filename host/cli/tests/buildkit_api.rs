@@ -430,26 +430,23 @@ fn buildx_drives_buildwitd_through_its_remote_driver() {
     let ctx = context(&s);
     let out = s.dir.path().join("buildx-out");
     let token = format!("id=token,src={}", s.dir.path().join("token").display());
+    // `buildx build` of the project on the builder, plus `extra` flags.
+    let build = |extra: &[&str]| {
+        let base = format!("BASE={}", s.image);
+        let mut args = vec!["build", "--builder", "bw", "--build-arg", &base];
+        args.extend_from_slice(&["--secret", &token]);
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().unwrap());
+        run(&buildx, &args, &envs)
+    };
     let built = ok(
-        run(
-            &buildx,
-            &[
-                "build",
-                "--builder",
-                "bw",
-                "--progress=plain",
-                "--build-arg",
-                &format!("BASE={}", s.image),
-                "--target",
-                "other",
-                "--secret",
-                &token,
-                "-o",
-                &format!("type=local,dest={}", out.display()),
-                ctx.to_str().unwrap(),
-            ],
-            &envs,
-        ),
+        build(&[
+            "--progress=plain",
+            "--target",
+            "other",
+            "-o",
+            &format!("type=local,dest={}", out.display()),
+        ]),
         "buildx build",
     );
     assert!(
@@ -473,23 +470,11 @@ fn buildx_drives_buildwitd_through_its_remote_driver() {
     // image gets BuildKit's attestation manifest. An SBOM is not made; buildx says so.
     let oci = s.dir.path().join("buildx-oci.tar");
     let attested = ok(
-        run(
-            &buildx,
-            &[
-                "build",
-                "--builder",
-                "bw",
-                "--build-arg",
-                &format!("BASE={}", s.image),
-                "--secret",
-                &token,
-                "--sbom=true",
-                "-o",
-                &format!("type=oci,dest={}", oci.display()),
-                ctx.to_str().unwrap(),
-            ],
-            &envs,
-        ),
+        build(&[
+            "--sbom=true",
+            "-o",
+            &format!("type=oci,dest={}", oci.display()),
+        ]),
         "buildx build --sbom=true",
     );
     let said = text(&attested.stderr);
@@ -508,26 +493,7 @@ fn buildx_drives_buildwitd_through_its_remote_driver() {
 
     // --push: buildx's registry output, pushed by the daemon.
     let pushed = format!("{}/buildx/app:1", s.image.split('/').next().unwrap());
-    ok(
-        run(
-            &buildx,
-            &[
-                "build",
-                "--builder",
-                "bw",
-                "--build-arg",
-                &format!("BASE={}", s.image),
-                "--secret",
-                &token,
-                "--push",
-                "-t",
-                &pushed,
-                ctx.to_str().unwrap(),
-            ],
-            &envs,
-        ),
-        "buildx build --push",
-    );
+    ok(build(&["--push", "-t", &pushed]), "buildx build --push");
     let config = support::skopeo(&[
         "inspect",
         "--tls-verify=false",
@@ -538,20 +504,7 @@ fn buildx_drives_buildwitd_through_its_remote_driver() {
 
     // Asking the frontend (`--call`) instead of building.
     let call = |what: &str| {
-        let out = run(
-            &buildx,
-            &[
-                "build",
-                "--builder",
-                "bw",
-                "--call",
-                what,
-                "--build-arg",
-                &format!("BASE={}", s.image),
-                ctx.to_str().unwrap(),
-            ],
-            &envs,
-        );
+        let out = build(&["--call", what]);
         let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
         (out.status.success(), said)
     };
@@ -571,22 +524,10 @@ fn buildx_drives_buildwitd_through_its_remote_driver() {
     // A local cache, written into the client's directory by way of its content store.
     let cache = s.dir.path().join("buildx-cache");
     ok(
-        run(
-            &buildx,
-            &[
-                "build",
-                "--builder",
-                "bw",
-                "--build-arg",
-                &format!("BASE={}", s.image),
-                "--secret",
-                &token,
-                "--cache-to",
-                &format!("type=local,dest={},mode=max", cache.display()),
-                ctx.to_str().unwrap(),
-            ],
-            &envs,
-        ),
+        build(&[
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", cache.display()),
+        ]),
         "buildx build --cache-to type=local",
     );
     assert!(cache.join("index.json").exists());
