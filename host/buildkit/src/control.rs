@@ -593,12 +593,16 @@ impl Control for Buildkit {
             let Some(Destination::Path(path)) = &output.dest else {
                 continue;
             };
+            // Named as BuildKit names its export steps.
+            let name = match output.kind {
+                OutputKind::Local => "exporting to client directory",
+                OutputKind::Tar => "exporting to client tarball",
+                OutputKind::Docker => "exporting to docker image format",
+                _ => "exporting to oci image format",
+            };
+            let vertex = events.start(&format!("{}-export-{i}", req.r#ref), name);
             // A layout (`tar=false`) goes into the client's store; it writes the index.
             if output.kind.is_image() && !output.tar {
-                let vertex = events.start(
-                    &format!("{}-store-{i}", req.r#ref),
-                    "sending image to client",
-                );
                 let sent = async { ClientStore::new(&session, "export")?.put_layout(path).await };
                 let sent = sent.await;
                 events.complete(&vertex, sent.as_ref().err().map(|e| e.to_string()));
@@ -607,12 +611,6 @@ impl Control for Buildkit {
                 })?;
                 continue;
             }
-            let (what, name) = match output.kind {
-                OutputKind::Local => ("local", "copying files to client"),
-                OutputKind::Tar => ("tar", "sending tarball to client"),
-                _ => ("image", "sending image tarball to client"),
-            };
-            let vertex = events.start(&format!("{}-send-{what}-{i}", req.r#ref), name);
             let sent = match output.kind {
                 OutputKind::Local => filesync::send_dir(&session, i, path).await,
                 _ => filesync::send_file(&session, i, path, &md).await,

@@ -181,6 +181,8 @@ fn buildctl_gets_from_buildwitd_what_it_gets_from_buildkitd() {
             "[base 2/6] WORKDIR /app",
             "[base 4/6] COPY src/ ./src/",
             "RUN --mount=type=secret",
+            "exporting to client tarball",
+            "exporting to oci image format",
         ] {
             assert!(
                 progress.contains(step),
