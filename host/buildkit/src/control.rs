@@ -315,29 +315,19 @@ async fn fetch_secrets(
     Ok(secrets)
 }
 
-/// What BuildKit's clients read of an export (`--metadata-file`, buildx's image id).
+/// The exporter's answer on the wire: text as it is, a descriptor as base64 JSON.
 fn exporter_response(e: &Exported) -> Vec<(String, String)> {
     use base64::Engine as _;
-    let mut out = Vec::new();
-    if let Some(d) = &e.digest {
-        out.push(("containerimage.digest".to_string(), d.clone()));
-        if let Some((media_type, size)) = &e.manifest {
-            let descriptor = serde_json::json!({
-                "mediaType": media_type, "digest": d, "size": size,
-            });
-            out.push((
-                "containerimage.descriptor".to_string(),
-                base64::engine::general_purpose::STANDARD.encode(descriptor.to_string()),
-            ));
-        }
-    }
-    if let Some(c) = &e.config_digest {
-        out.push(("containerimage.config.digest".to_string(), c.clone()));
-    }
-    if !e.names.is_empty() {
-        out.push(("image.name".to_string(), e.names.join(",")));
-    }
-    out
+    e.response()
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::String(s) => s,
+                other => base64::engine::general_purpose::STANDARD.encode(other.to_string()),
+            };
+            (k.to_string(), text)
+        })
+        .collect()
 }
 
 /// Ends a build however `Solve` ends (returned, failed, or dropped when the client went
@@ -349,6 +339,8 @@ struct Finish {
     job: Arc<Job>,
     events: Arc<JobEvents>,
     scratch: PathBuf,
+    /// Dropped with the guard: the watch on the session stops.
+    _ended: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Drop for Finish {
@@ -462,15 +454,15 @@ impl Control for Buildkit {
         }
         let (job, returned) = Job::new(link.clone(), inputs);
         self.jobs.insert(&req.r#ref, job.clone());
-        // A session that closes mid-build cancels the build.
+        // A session that closes mid-build cancels the build (until the build ends).
+        let (ended_tx, ended) = tokio::sync::oneshot::channel::<()>();
         {
-            let (closed, cancelled) = (session.closed.clone(), link.cancelled.clone());
+            let (mut closed, cancelled) = (session.closed.clone(), link.cancelled.clone());
             tokio::spawn(async move {
-                while !cancelled.load(Ordering::Relaxed) {
-                    if closed.load(Ordering::Relaxed) {
-                        cancelled.store(true, Ordering::Relaxed);
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::select! {
+                    // An error: the session's end was dropped, which closes it too.
+                    _ = closed.wait_for(|c| *c) => cancelled.store(true, Ordering::Relaxed),
+                    _ = ended => {}
                 }
             });
         }
@@ -481,6 +473,7 @@ impl Control for Buildkit {
             job: job.clone(),
             events: events.clone(),
             scratch: scratch.clone(),
+            _ended: ended_tx,
         };
         std::fs::create_dir_all(&scratch)
             .map_err(|e| Status::internal(format!("{}: {e}", scratch.display())))?;

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use buildwit_worker::LocalSync;
+use buildwit_worker::fileops::remove;
 use buildwit_worker::local::LocalSource;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -329,15 +330,6 @@ struct Receiver {
     pending: HashMap<u32, Incoming>,
     links: Vec<(String, String)>,
     dir_stats: Vec<(String, Stat)>,
-}
-
-fn remove(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(md) if md.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 impl Receiver {

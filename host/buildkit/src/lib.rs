@@ -82,9 +82,5 @@ fn now() -> prost_types::Timestamp {
 
 /// A `sha256:` id for something that is not an op (BuildKit names synthetic vertices so).
 fn synthetic_digest(what: &str) -> String {
-    use sha2::Digest;
-    format!(
-        "sha256:{}",
-        hex::encode(sha2::Sha256::digest(what.as_bytes()))
-    )
+    buildwit_llb::digest_of(what.as_bytes()).to_string()
 }

@@ -3,12 +3,11 @@
 //! on its own, so a slow build never stalls the client's messages.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Status, Streaming};
 
@@ -26,8 +25,8 @@ pub struct ClientSession {
     methods: HashSet<String>,
     /// The channel through the tunnel.
     pub channel: Channel,
-    /// Set once the client closed the session.
-    pub closed: Arc<AtomicBool>,
+    /// Turns true once the client closed the session.
+    pub closed: watch::Receiver<bool>,
 }
 
 impl ClientSession {
@@ -118,11 +117,10 @@ pub async fn open(
     let (ours, theirs) = tokio::io::duplex(1 << 20);
     let (mut from_client, mut to_client) = tokio::io::split(theirs);
     let (out_tx, out_rx) = mpsc::channel(16);
-    let closed = Arc::new(AtomicBool::new(false));
+    let (closed_tx, closed) = watch::channel(false);
     let stop = Arc::new(Notify::new());
     // Client → daemon: the client's HTTP/2 frames, fed to the channel's connection.
     {
-        let closed = closed.clone();
         let stop = stop.clone();
         let sessions = sessions.clone();
         let id = id.clone();
@@ -133,7 +131,7 @@ pub async fn open(
                 }
             }
             let _ = to_client.shutdown().await;
-            closed.store(true, Ordering::Relaxed);
+            closed_tx.send_replace(true);
             sessions.remove(&id);
             stop.notify_one();
         });
@@ -183,7 +181,7 @@ pub async fn open(
         }),
     );
     // The client may have closed it while the connection was made.
-    if closed.load(Ordering::Relaxed) {
+    if *closed.borrow() {
         sessions.remove(&id);
     }
     Ok(out_rx)

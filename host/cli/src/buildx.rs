@@ -351,19 +351,8 @@ fn metadata(outcome: &BuildOutcome) -> serde_json::Value {
         format!("buildwit/buildwit0/{}", outcome.build_id).into(),
     );
     if let Some(image) = outcome.exported.iter().find(|e| e.digest.is_some()) {
-        let digest = image.digest.clone().unwrap_or_default();
-        if let Some(config) = &image.config_digest {
-            m.insert("containerimage.config.digest".into(), config.clone().into());
-        }
-        if let Some((media_type, size)) = &image.manifest {
-            m.insert(
-                "containerimage.descriptor".into(),
-                serde_json::json!({"mediaType": media_type, "digest": digest, "size": size}),
-            );
-        }
-        m.insert("containerimage.digest".into(), digest.into());
-        if !image.names.is_empty() {
-            m.insert("image.name".into(), image.names.join(",").into());
+        for (k, v) in image.response() {
+            m.insert(k.into(), v);
         }
     }
     m.into()

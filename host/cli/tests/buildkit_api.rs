@@ -84,6 +84,18 @@ fn image_of(oci: &Path) -> (serde_json::Value, usize) {
     (config, layers)
 }
 
+/// Wait for `what` to hold, at most 25 s (less than the test's `sleep 30` step lasts).
+fn wait_until(what: &str, holds: &dyn Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+    while !holds() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited in vain for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Whether plain progress shows the step named `step` as `CACHED`.
 fn cached(progress: &str, step: &str) -> bool {
     progress
@@ -244,20 +256,32 @@ fn buildctl_gets_from_buildwitd_what_it_gets_from_buildkitd() {
         .args(["--addr", &bw.addr, "build", "--frontend", "dockerfile.v0"])
         .arg(format!("--local=context={}", slow.display()))
         .arg(format!("--local=dockerfile={}", slow.display()))
+        .arg("--progress=plain")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    let progress = std::io::BufRead::lines(std::io::BufReader::new(client.stderr.take().unwrap()));
+    for line in progress {
+        if line.unwrap().contains("RUN sleep 30") {
+            break;
+        }
+    }
+    // The step's process, as the host sees it.
+    let step_runs = || {
+        Command::new("pgrep")
+            .args(["-fx", "sleep 30"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    wait_until("the step to start", &step_runs);
     client.kill().unwrap();
     client.wait().unwrap();
-    let started = std::time::Instant::now();
     ok(project(&bw.addr, &[]), "a build after a client was killed");
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(20),
-        "the next build waited for the killed one's step"
-    );
+    wait_until("the killed client's step to be cancelled", &|| !step_runs());
 
     // An unknown frontend is refused; the daemon goes on serving.
     let unknown = build(&bw.addr, &bad, &["--frontend=nope.v0".to_string()]);

@@ -25,6 +25,32 @@ pub struct Exported {
     pub names: Vec<String>,
 }
 
+impl Exported {
+    /// What BuildKit's exporters answer for this export, as `--metadata-file` shows it
+    /// (`containerimage.digest`, `.config.digest`, `.descriptor`, `image.name`); nothing
+    /// for a non-image export.
+    pub fn response(&self) -> Vec<(&'static str, serde_json::Value)> {
+        let mut out = Vec::new();
+        let Some(digest) = &self.digest else {
+            return out;
+        };
+        if let Some(config) = &self.config_digest {
+            out.push(("containerimage.config.digest", config.as_str().into()));
+        }
+        if let Some((media_type, size)) = &self.manifest {
+            out.push((
+                "containerimage.descriptor",
+                serde_json::json!({"mediaType": media_type, "digest": digest, "size": size}),
+            ));
+        }
+        out.push(("containerimage.digest", digest.as_str().into()));
+        if !self.names.is_empty() {
+            out.push(("image.name", self.names.join(",").into()));
+        }
+        out
+    }
+}
+
 fn fail(output: &OutputSpec, e: impl std::fmt::Display) -> DaemonError {
     DaemonError::Export(format!("exporting to {}: {e}", output.kind))
 }

@@ -12,6 +12,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use buildwit_worker::fileops::remove;
 use buildwit_worker::local::{Entry, Kind, LocalSource, list};
 use buildwit_worker::{ContentStore, LocalSync};
 use tokio::sync::mpsc::UnboundedSender;
@@ -298,15 +299,6 @@ fn parents_are_dirs(dir: &Path, rel: &str) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-fn remove(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(md) if md.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 impl std::fmt::Debug for ClientSync {

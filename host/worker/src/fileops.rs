@@ -58,6 +58,17 @@ fn lchown(path: &Path, ids: Option<(u32, u32)>) -> io::Result<()> {
     Ok(())
 }
 
+/// Remove whatever is at `path` (a directory with all it holds, never a symlink's
+/// target); nothing there is fine.
+pub fn remove(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(md) if md.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Set a path's times (Unix nanoseconds), not following a final symlink.
 pub fn set_mtime(path: &Path, ns: i64) -> io::Result<()> {
     let ts = rustix::fs::Timespec {
