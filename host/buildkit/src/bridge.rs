@@ -13,12 +13,17 @@ use crate::control::Buildkit;
 use crate::jobs::Job;
 use crate::progress::JobEvents;
 use crate::proto::moby::buildkit::v1::frontend::{
-    ApiCap, InputsRequest, InputsResponse, PingRequest, PongResponse, Ref, RefMap,
-    Result as GatewayResult, ReturnRequest, ReturnResponse, SolveRequest, SolveResponse,
-    llb_bridge_server::LlbBridge, result,
+    EvaluateRequest, EvaluateResponse, InputsRequest, InputsResponse, PingRequest, PongResponse,
+    ReadDirRequest, ReadDirResponse, ReadFileRequest, ReadFileResponse, Ref, RefMap,
+    ResolveImageConfigRequest, ResolveImageConfigResponse, Result as GatewayResult, ReturnRequest,
+    ReturnResponse, SolveRequest, SolveResponse, StatFileRequest, StatFileResponse, WarnRequest,
+    WarnResponse, llb_bridge_server::LlbBridge, result,
 };
+use buildwit_gateway::{LLB_CAPS, caps};
 
-/// The gateway API caps buildwitd implements (an empty list would mean "old daemon").
+/// The gateway API caps buildwitd implements for client-side builds (an empty list would
+/// mean "old daemon"). The file and image calls are served to container frontends
+/// (`buildwit-gateway`), not yet to a client's own build function.
 const FRONTEND_CAPS: &[&str] = &[
     "frontend.inputs",
     "gateway.solve.metadata",
@@ -28,89 +33,6 @@ const FRONTEND_CAPS: &[&str] = &[
     "returnmap",
     "solve.base",
 ];
-
-/// The LLB caps of the definitions buildwitd builds: what buildwit's own Dockerfile
-/// frontend emits (the worker sets a default PATH, hence `exec.meta.setsdefaultpath`), and
-/// the exporter and GC features (with `exporter.image.attestations`, buildx asks for
-/// provenance by default, as it does of BuildKit). The Go client refuses to send a definition that uses one
-/// not listed.
-const LLB_CAPS: &[&str] = &[
-    "constraints",
-    "diffop",
-    "exec.meta.base",
-    "exec.meta.cdi",
-    "exec.meta.network",
-    "exec.meta.proxyenv",
-    "exec.meta.security",
-    "exec.meta.setsdefaultpath",
-    "exec.meta.ulimit",
-    "exec.mount.bind",
-    "exec.mount.cache",
-    "exec.mount.cache.sharing",
-    "exec.mount.secret",
-    "exec.mount.selector",
-    "exec.mount.ssh",
-    "exec.mount.tmpfs",
-    "exec.mount.tmpfs.size",
-    "exec.secretenv",
-    "exec.validexitcode",
-    "exporter.image.annotations",
-    "exporter.image.attestations",
-    "exporter.multiple",
-    "file.base",
-    "file.copy.alwaysreplaceexistingdestpaths",
-    "file.copy.includeexcludepatterns",
-    "file.copy.modestring",
-    "file.copy.requiredpaths",
-    "file.rm.wildcard",
-    "file.symlink.create",
-    "gc.freespacefilter",
-    "mergeop",
-    "meta.description",
-    "meta.exportcache",
-    "meta.ignorecache",
-    "platform",
-    "source.git",
-    "source.git.bundle",
-    "source.git.checkoutbundle",
-    "source.git.checksum",
-    "source.git.fetchbycommit",
-    "source.git.fullurl",
-    "source.git.keepgitdir",
-    "source.git.knownsshhosts",
-    "source.git.mountsshsock",
-    "source.git.mtime",
-    "source.git.skipsubmodules",
-    "source.http",
-    "source.http.auth",
-    "source.http.checksum",
-    "source.http.header",
-    "source.http.perm",
-    "source.http.signatureverify",
-    "source.image",
-    "source.image.checksum",
-    "source.image.layerlimit",
-    "source.image.resolvemode",
-    "source.local",
-    "source.local.differ",
-    "source.local.excludepatterns",
-    "source.local.followpaths",
-    "source.local.includepatterns",
-    "source.local.metadatatransfer",
-    "source.local.sessionid",
-    "source.local.sharedkeyhint",
-    "source.local.unique",
-    "source.ocilayout",
-];
-
-fn caps(ids: &[&str]) -> Vec<ApiCap> {
-    ids.iter()
-        .map(|id| ApiCap {
-            id: id.to_string(),
-            enabled: true,
-        })
-        .collect()
-}
 
 impl Buildkit {
     /// The build a gateway call names, waiting a little for `Control/Solve` to register it.
@@ -263,6 +185,45 @@ impl LlbBridge for Buildkit {
         Ok(Response::new(ReturnResponse {}))
     }
 
+    async fn resolve_image_config(
+        &self,
+        _: Request<ResolveImageConfigRequest>,
+    ) -> Result<Response<ResolveImageConfigResponse>, Status> {
+        Err(not_served("ResolveImageConfig"))
+    }
+
+    async fn read_file(
+        &self,
+        _: Request<ReadFileRequest>,
+    ) -> Result<Response<ReadFileResponse>, Status> {
+        Err(not_served("ReadFile"))
+    }
+
+    async fn read_dir(
+        &self,
+        _: Request<ReadDirRequest>,
+    ) -> Result<Response<ReadDirResponse>, Status> {
+        Err(not_served("ReadDir"))
+    }
+
+    async fn stat_file(
+        &self,
+        _: Request<StatFileRequest>,
+    ) -> Result<Response<StatFileResponse>, Status> {
+        Err(not_served("StatFile"))
+    }
+
+    async fn evaluate(
+        &self,
+        _: Request<EvaluateRequest>,
+    ) -> Result<Response<EvaluateResponse>, Status> {
+        Err(not_served("Evaluate"))
+    }
+
+    async fn warn(&self, _: Request<WarnRequest>) -> Result<Response<WarnResponse>, Status> {
+        Err(not_served("Warn"))
+    }
+
     async fn inputs(
         &self,
         request: Request<InputsRequest>,
@@ -276,6 +237,13 @@ impl LlbBridge for Buildkit {
                 .collect(),
         }))
     }
+}
+
+/// A call the client-side gateway does not answer (its caps do not list it).
+fn not_served(call: &str) -> Status {
+    Status::unimplemented(format!(
+        "{call} is not served to a client's own build function by buildwitd yet"
+    ))
 }
 
 /// The final result as the engine builds it: the refs it names, by the ids handed out.

@@ -27,12 +27,7 @@ pub mod proto {
         pub mod buildkit {
             pub mod v1 {
                 tonic::include_proto!("moby.buildkit.v1");
-                pub mod types {
-                    tonic::include_proto!("moby.buildkit.v1.types");
-                }
-                pub mod frontend {
-                    tonic::include_proto!("moby.buildkit.v1.frontend");
-                }
+                pub use buildwit_gateway::proto::moby::buildkit::v1::{frontend, types};
             }
             pub mod secrets {
                 pub mod v1 {
@@ -51,11 +46,6 @@ pub mod proto {
             }
         }
     }
-    pub mod google {
-        pub mod rpc {
-            tonic::include_proto!("google.rpc");
-        }
-    }
     pub mod containerd {
         pub mod services {
             pub mod content {
@@ -65,15 +55,10 @@ pub mod proto {
             }
         }
     }
-    pub mod fsutil {
-        pub mod types {
-            tonic::include_proto!("fsutil.types");
-        }
-    }
+    pub use buildwit_gateway::proto::{fsutil, google};
 }
 
-/// The largest message either side sends: the CLIs' limit (16 MiB).
-pub const MAX_MESSAGE: usize = 16 << 20;
+pub use buildwit_gateway::MAX_MESSAGE;
 
 /// A timestamp of now.
 fn now() -> prost_types::Timestamp {

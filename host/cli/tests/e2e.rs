@@ -2,12 +2,11 @@
 //! made from Debian's `busybox-static`, steps run by `runc`, images checked with `skopeo`
 //! and `umoci`. Progress comes as `--progress=rawjson`, so the tests see which steps ran.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod support;
 
-use support::{need, setup, text};
+use support::{setup, text};
 
 #[test]
 fn builds_caches_and_rebuilds_only_what_changed() {
@@ -176,7 +175,7 @@ fn run_mounts_secrets_tmpfs_bind_and_users() {
             b.logs
         );
     }
-    let files = unpack(&out, s.dir.path());
+    let files = support::unpack_oci(&out, s.dir.path());
     assert_eq!(
         std::fs::read_to_string(files.join("copied")).unwrap(),
         "from-stage\n"
@@ -217,45 +216,6 @@ fn host_network_needs_both_entitlements() {
     );
 }
 
-/// Unpack an OCI archive with umoci (after skopeo has read it) and return the rootfs.
-fn unpack(archive: &Path, dir: &Path) -> PathBuf {
-    need("/usr/bin/umoci");
-    let inspect = Command::new("skopeo")
-        .args(["inspect", &format!("oci-archive:{}", archive.display())])
-        .output()
-        .unwrap();
-    assert!(
-        inspect.status.success(),
-        "skopeo inspect: {}",
-        text(&inspect.stderr)
-    );
-    let layout = dir.join("unpacked-layout");
-    std::fs::create_dir_all(&layout).unwrap();
-    let st = Command::new("tar")
-        .arg("-xf")
-        .arg(archive)
-        .arg("-C")
-        .arg(&layout)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let tag = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
-        .as_str()
-        .unwrap_or("latest")
-        .to_string();
-    let bundle = dir.join("bundle");
-    let out = Command::new("umoci")
-        .args(["unpack", "--image"])
-        .arg(format!("{}:{tag}", layout.display()))
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "umoci unpack: {}", text(&out.stderr));
-    bundle.join("rootfs")
-}
-
 #[test]
 fn links_downloads_image_copies_and_pushes() {
     let s = setup();
@@ -293,7 +253,7 @@ fn links_downloads_image_copies_and_pushes() {
         ],
     )
     .ok();
-    let files = unpack(&out, s.dir.path());
+    let files = support::unpack_oci(&out, s.dir.path());
     assert_eq!(
         std::fs::read_to_string(files.join("linked/a.txt")).unwrap(),
         "linked\n"

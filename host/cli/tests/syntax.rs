@@ -130,23 +130,6 @@ fn syntax_frontends_from_a_registry() {
 }
 
 #[test]
-fn a_container_image_is_not_a_frontend() {
-    let s = setup();
-    let ctx = s.context(
-        "notwasm",
-        &[("Dockerfile", "# syntax=BASE\nFROM scratch\n")],
-    );
-    let out = s.buildwit(&["build", ctx.to_str().unwrap(), "--dump-llb"]);
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("is not a Wasm frontend")
-            && err.contains("application/vnd.wasm.config.v0+json"),
-        "{err}"
-    );
-}
-
-#[test]
 fn a_frontend_image_that_forwards_to_the_dockerfile_frontend() {
     let s = setup();
     let host = s.image.split('/').next().unwrap().to_string();

@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use buildwit_frontend::{LoadedFrontend, Runtime, builtin};
 
+use crate::wasm_images::Pulled;
+
 use crate::DaemonError;
+use crate::container::ContainerImage;
 
 /// The version of the built-in Dockerfile frontend (BuildKit's `dockerfile/1.26.0`).
 pub const BUILTIN_DOCKERFILE_VERSION: (u64, u64, u64) = (1, 26, 0);
@@ -18,14 +21,45 @@ const DOCKERFILE_REPOSITORIES: &[&str] = &[
     "docker.io/docker/dockerfile-upstream",
 ];
 
+/// What runs a frontend.
+pub enum Served {
+    /// A Wasm component (built in, a file, or an image).
+    Wasm(Arc<LoadedFrontend>),
+    /// A container image, run as BuildKit runs one.
+    Container(Arc<ContainerImage>),
+}
+
+impl Served {
+    /// The frontend, as events and errors name it.
+    pub fn label(&self) -> &str {
+        match self {
+            Served::Wasm(loaded) => &loaded.label,
+            Served::Container(image) => &image.pinned,
+        }
+    }
+}
+
 /// A frontend chosen for a request.
 pub struct Selected {
-    /// The component.
-    pub loaded: Arc<LoadedFrontend>,
+    /// What runs it.
+    pub served: Served,
     /// What it was asked as, and what serves it (for the build record).
     pub source: String,
     /// Things the user should know (a pin newer than the built-in, a digest pin).
     pub warnings: Vec<String>,
+}
+
+impl Selected {
+    /// The Wasm component, for what only components have (WIT interfaces, publishing).
+    pub fn component(&self) -> Result<&Arc<LoadedFrontend>, DaemonError> {
+        match &self.served {
+            Served::Wasm(loaded) => Ok(loaded),
+            Served::Container(image) => Err(DaemonError::Policy(format!(
+                "{} is a container image frontend, not a Wasm component",
+                image.pinned
+            ))),
+        }
+    }
 }
 
 /// The registered frontends and what they may ask of the daemon.
@@ -154,19 +188,25 @@ impl Frontends {
             let mode = crate::wasm_images::ResolveMode::parse(
                 self.config.frontend.gateway.resolve_mode.as_deref(),
             )?;
-            let resolved = self
+            let pulled = self
                 .io
                 .block_on(self.images.resolve(&self.registries, source, mode))?;
-            let loaded = self.runtime.load_known(
-                &resolved.reference,
-                &resolved.bytes,
-                &resolved.record.component,
-            )?;
-            return Ok(Selected {
-                loaded,
-                source: format!("{}@{}", resolved.reference, resolved.manifest_digest),
-                warnings: resolved.warnings,
-            });
+            return match pulled {
+                Pulled::Wasm(resolved) => Ok(Selected {
+                    served: Served::Wasm(self.runtime.load_known(
+                        &resolved.reference,
+                        &resolved.bytes,
+                        &resolved.record.component,
+                    )?),
+                    source: format!("{}@{}", resolved.reference, resolved.manifest_digest),
+                    warnings: resolved.warnings,
+                }),
+                Pulled::Container {
+                    reference,
+                    manifest_digest,
+                    warnings,
+                } => self.container(&reference, &manifest_digest, warnings),
+            };
         }
         let (tag, digest) = tag_and_digest(source);
         let labs = tag
@@ -199,6 +239,32 @@ impl Frontends {
         )
     }
 
+    /// A container frontend: its config, read for the worker's platform.
+    fn container(
+        &self,
+        reference: &str,
+        manifest_digest: &str,
+        warnings: Vec<String>,
+    ) -> Result<Selected, DaemonError> {
+        let name = reference.split_once('@').map_or(reference, |(n, _)| n);
+        let pinned = format!("{name}@{manifest_digest}");
+        let (os, arch, variant) = crate::parse_platform("");
+        let config = self
+            .io
+            .block_on(
+                self.registries
+                    .resolve_image_config(&pinned, &os, &arch, &variant),
+            )
+            .map_err(|e| DaemonError::Policy(format!("frontend {reference}: {e}")))?;
+        let image = ContainerImage::new(pinned.clone(), &config.config)
+            .map_err(|e| DaemonError::Policy(format!("frontend {pinned}: {e}")))?;
+        Ok(Selected {
+            served: Served::Container(Arc::new(image)),
+            source: pinned,
+            warnings,
+        })
+    }
+
     fn builtin(
         &self,
         labs: bool,
@@ -221,7 +287,7 @@ impl Frontends {
             )
         };
         Ok(Selected {
-            loaded: self.runtime.load_builtin(label, bytes, digest, compiled)?,
+            served: Served::Wasm(self.runtime.load_builtin(label, bytes, digest, compiled)?),
             source,
             warnings,
         })

@@ -10,6 +10,7 @@ use build_io::BuildIo;
 use buildwit_exporter::cache::CacheTarget;
 mod cache;
 mod cache_io;
+mod container;
 mod export;
 mod frontends;
 pub mod grpc;
@@ -36,7 +37,7 @@ use buildwit_worker::{Session, Snapshot};
 pub use buildwit_exporter::{OutputSpec, parse_output};
 pub use buildwit_frontend::{FrontendOutput, SolvedRef};
 pub use export::Exported;
-pub use frontends::{BUILTIN_DOCKERFILE_VERSION, Frontends, Selected, repository_name};
+pub use frontends::{BUILTIN_DOCKERFILE_VERSION, Frontends, Selected, Served, repository_name};
 pub use local::LocalBridge;
 pub use session::ClientLink;
 
@@ -471,9 +472,9 @@ impl Engine {
     ) -> Result<Selected, DaemonError> {
         match frontend {
             FrontendRef::File(path) => Ok(Selected {
-                loaded: {
+                served: {
                     self.check_frontend_file()?;
-                    self.frontends.runtime.load_file(path)?
+                    Served::Wasm(self.frontends.runtime.load_file(path)?)
                 },
                 source: path.display().to_string(),
                 warnings: Vec::new(),
@@ -490,7 +491,25 @@ impl Engine {
         selected: &Selected,
         bridge: Arc<LocalBridge>,
     ) -> Result<FrontendRecord, DaemonError> {
-        let loaded = &selected.loaded;
+        let loaded = match &selected.served {
+            Served::Wasm(loaded) => loaded,
+            Served::Container(image) => {
+                let (name, digest) = image.pinned.split_once('@').unwrap_or((&image.pinned, ""));
+                let last = name.rsplit('/').next().unwrap_or(name);
+                return Ok(FrontendRecord {
+                    source: selected.source.clone(),
+                    digest: digest.to_string(),
+                    wit_version: String::new(),
+                    name: name.to_string(),
+                    version: last
+                        .split_once(':')
+                        .map(|(_, t)| t.to_string())
+                        .unwrap_or_default(),
+                    channel: "container".into(),
+                    compiled: false,
+                });
+            }
+        };
         let info = self.frontends.runtime.info(loaded, bridge)?;
         Ok(FrontendRecord {
             source: selected.source.clone(),
@@ -671,7 +690,8 @@ pub fn frontend_interfaces(
     engine: &Engine,
     frontend: &FrontendRef,
 ) -> Result<(Vec<String>, Vec<String>, usize), DaemonError> {
-    let loaded = engine.select(frontend, &[])?.loaded;
+    let selected = engine.select(frontend, &[])?;
+    let loaded = selected.component()?;
     Ok((loaded.imports.clone(), loaded.exports.clone(), loaded.size))
 }
 
@@ -688,7 +708,7 @@ impl Engine {
         let frontend = FrontendRef::File(file.to_path_buf());
         let record = self.inspect_frontend(&frontend)?;
         let selected = self.select(&frontend, &[])?;
-        let loaded = &selected.loaded;
+        let loaded = selected.component()?;
         let created = buildwit_exporter::now_rfc3339();
         let config = wasm_images::artifact_config(
             &loaded.digest,
@@ -832,13 +852,7 @@ impl Engine {
                 );
                 bridge.warn_all(&selected);
                 let frontend = self.record(&selected, bridge.clone())?;
-                let out = self.frontends.runtime.run(
-                    &selected.loaded,
-                    request.options,
-                    Vec::new(),
-                    bridge,
-                    request.frontend_timeout,
-                )?;
+                let out = bridge.run(&selected.served, request.options, Vec::new())?;
                 (frontend, out)
             }
         };

@@ -18,7 +18,7 @@ use buildwit_frontend::bridge::{
 use buildwit_llb::pb;
 use prost::Message;
 
-use crate::frontends::{Frontends, Selected};
+use crate::frontends::{Frontends, Selected, Served};
 use crate::{DaemonError, EventSink};
 
 /// How deep frontends may forward to frontends (BuildKit limits named-context recursion
@@ -27,12 +27,12 @@ const MAX_NESTING: usize = 10;
 
 /// Answers gateway calls from local directories and forwards to other frontends.
 pub struct LocalBridge {
-    session: Arc<buildwit_worker::Session>,
-    events: Arc<dyn EventSink>,
-    frontends: Arc<Frontends>,
+    pub(crate) session: Arc<buildwit_worker::Session>,
+    pub(crate) events: Arc<dyn EventSink>,
+    pub(crate) frontends: Arc<Frontends>,
     depth: usize,
     /// The wall-time limit of each frontend run (`None`: the runtime's).
-    deadline: Option<std::time::Duration>,
+    pub(crate) deadline: Option<std::time::Duration>,
 }
 
 /// A local source: its directory and the filters of its op.
@@ -75,7 +75,7 @@ impl LocalBridge {
     pub(crate) fn warn_all(&self, selected: &Selected) {
         for w in &selected.warnings {
             self.events.event(Event::Warning {
-                frontend: selected.loaded.label.clone(),
+                frontend: selected.served.label().to_string(),
                 warning: buildwit_frontend::bridge::Warning {
                     level: 1,
                     short: w.clone(),
@@ -84,6 +84,23 @@ impl LocalBridge {
                     location: None,
                 },
             });
+        }
+    }
+
+    /// Run a frontend; this bridge answers its calls.
+    pub(crate) fn run(
+        self: &Arc<Self>,
+        served: &Served,
+        options: Vec<(String, String)>,
+        inputs: Vec<(String, pb::Definition)>,
+    ) -> Result<FrontendOutput, buildwit_frontend::FrontendError> {
+        match served {
+            Served::Wasm(loaded) => {
+                self.frontends
+                    .runtime
+                    .run(loaded, options, inputs, self.clone(), self.deadline)
+            }
+            Served::Container(image) => self.run_container(image, options, inputs),
         }
     }
 
@@ -450,21 +467,23 @@ impl Bridge for LocalBridge {
             deadline: self.deadline,
         });
         // Which frontend served this, as the build record shows it for the top level.
-        let about = match self.frontends.runtime.info(&selected.loaded, child.clone()) {
-            Ok(i) => format!("{} {} ({}), ", i.name, i.version, i.channel),
-            Err(_) => String::new(),
+        let served = match &selected.served {
+            Served::Wasm(loaded) => {
+                let about = match self.frontends.runtime.info(loaded, child.clone()) {
+                    Ok(i) => format!("{} {} ({}), ", i.name, i.version, i.channel),
+                    Err(_) => String::new(),
+                };
+                format!("{about}component {}, {}", loaded.digest, loaded.wit_version)
+            }
+            Served::Container(_) => "container image".to_string(),
         };
         self.events.event(Event::Log {
             frontend: frontend.to_string(),
             level: buildwit_frontend::bridge::LogLevel::Info,
-            message: format!(
-                "served by {} ({about}component {}, {})",
-                selected.source, selected.loaded.digest, selected.loaded.wit_version
-            ),
+            message: format!("served by {} ({served})", selected.source),
         });
-        self.frontends
-            .runtime
-            .run(&selected.loaded, options, inputs, child, self.deadline)
+        child
+            .run(&selected.served, options, inputs)
             .map_err(|e| match e {
                 buildwit_frontend::FrontendError::Build { error, .. } => error,
                 other => err(ErrorKind::Failed, other.to_string()),

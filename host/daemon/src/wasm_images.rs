@@ -91,6 +91,21 @@ pub struct Resolved {
     pub warnings: Vec<String>,
 }
 
+/// What a frontend reference names.
+pub enum Pulled {
+    /// A Wasm component.
+    Wasm(Resolved),
+    /// A container image (BuildKit's kind of frontend); nothing of it was pulled yet.
+    Container {
+        /// The normalised reference.
+        reference: String,
+        /// The manifest (or index) digest it resolved to.
+        manifest_digest: String,
+        /// What the user should know.
+        warnings: Vec<String>,
+    },
+}
+
 /// The local store of pulled frontend images.
 pub struct WasmImages {
     dir: PathBuf,
@@ -217,7 +232,7 @@ impl WasmImages {
         registries: &Registries,
         source: &str,
         mode: ResolveMode,
-    ) -> Result<Resolved, DaemonError> {
+    ) -> Result<Pulled, DaemonError> {
         let reference = buildwit_registry::parse_reference(source)
             .map_err(|e| DaemonError::Policy(format!("frontend {e}")))?;
         let normalized = reference.whole();
@@ -234,13 +249,13 @@ impl WasmImages {
         if let Some(digest) = &local
             && let Some((record, bytes)) = self.cached(&self.index(), digest)
         {
-            return Ok(Resolved {
+            return Ok(Pulled::Wasm(Resolved {
                 bytes,
                 reference: normalized,
                 manifest_digest: digest.clone(),
                 record,
                 warnings,
-            });
+            }));
         }
 
         let manifest = match registries.pull_raw_manifest(source).await {
@@ -258,13 +273,13 @@ impl WasmImages {
                 warnings.push(format!(
                     "cannot reach the registry of {normalized} ({e}); using {digest}, the digest it had when last seen"
                 ));
-                return Ok(Resolved {
+                return Ok(Pulled::Wasm(Resolved {
                     bytes,
                     reference: normalized,
                     manifest_digest: digest,
                     record,
                     warnings,
-                });
+                }));
             }
             Err(e) => {
                 let hint =
@@ -281,33 +296,32 @@ impl WasmImages {
         let digest = manifest.manifest_digest.clone();
         if let Some((record, bytes)) = self.cached(&self.index(), &digest) {
             self.remember(&normalized, pinned.is_none(), &digest, &record)?;
-            return Ok(Resolved {
+            return Ok(Pulled::Wasm(Resolved {
                 bytes,
                 reference: normalized,
                 manifest_digest: digest,
                 record,
                 warnings,
-            });
+            }));
         }
-        let parsed: Manifest = serde_json::from_slice(&manifest.manifest).map_err(|e| {
-            DaemonError::Policy(format!(
-                "frontend {normalized} on {}: not an OCI image manifest: {e}",
-                manifest.registry
-            ))
-        })?;
+        // An image index or a manifest with another config is a container image: BuildKit's
+        // kind of frontend, run in a container (its layers are pulled by the solver).
+        let parsed = match serde_json::from_slice::<Manifest>(&manifest.manifest) {
+            Ok(m) if m.config.media_type == WASM_CONFIG => m,
+            _ => {
+                return Ok(Pulled::Container {
+                    reference: normalized,
+                    manifest_digest: digest,
+                    warnings,
+                });
+            }
+        };
         let not_wasm = |what: String| {
             DaemonError::Policy(format!(
-                "{normalized} on {} is not a Wasm frontend: {what}; buildwit runs frontends published as \
-                 Wasm components (`buildwit frontend push FILE.wasm REF`), not container images",
+                "{normalized} on {} is not a usable Wasm frontend: {what}",
                 manifest.registry
             ))
         };
-        if parsed.config.media_type != WASM_CONFIG {
-            return Err(not_wasm(format!(
-                "its config has media type {:?}, expected {WASM_CONFIG}",
-                parsed.config.media_type
-            )));
-        }
         let [layer] = parsed.layers.as_slice() else {
             return Err(not_wasm(format!(
                 "it has {} layers, expected one {WASM_LAYER} layer",
@@ -348,13 +362,13 @@ impl WasmImages {
         write_atomic(&self.component_path(&record.component), &bytes)
             .map_err(|e| self.io_error(e))?;
         self.remember(&normalized, pinned.is_none(), &digest, &record)?;
-        Ok(Resolved {
+        Ok(Pulled::Wasm(Resolved {
             bytes,
             reference: normalized,
             manifest_digest: digest,
             record,
             warnings,
-        })
+        }))
     }
 
     fn remember(

@@ -86,6 +86,18 @@ pub struct Process {
     pub apparmor_profile: Option<String>,
     /// The cgroup to put its cgroup under (`--cgroup-parent`); empty: runc's default.
     pub cgroup_parent: String,
+    /// Its memory limit in bytes (`None`: unlimited).
+    pub memory_limit: Option<u64>,
+}
+
+/// A process's stdin and stdout given as descriptors (a frontend's gRPC connection),
+/// instead of no input and output read line by line.
+#[derive(Debug)]
+pub struct Pipes {
+    /// What the process reads.
+    pub stdin: std::os::fd::OwnedFd,
+    /// What the process writes.
+    pub stdout: std::os::fd::OwnedFd,
 }
 
 /// The network namespace of a step.
@@ -190,12 +202,14 @@ impl Runner {
     }
 
     /// Run `process` on `rootfs` with `mounts`; `output(stream, line)` gets each line
-    /// (stream 1 = stdout, 2 = stderr). Setting `cancel` kills the container.
+    /// (stream 1 = stdout, 2 = stderr), or only stderr's when `pipes` are its stdin and
+    /// stdout. Setting `cancel` kills the container.
     pub fn run(
         &self,
         rootfs: &Path,
         process: &Process,
         mounts: &[ExecMount],
+        pipes: Option<Pipes>,
         output: &(dyn Fn(u8, &str) + Sync),
         cancel: &AtomicBool,
     ) -> io::Result<ExitStatus> {
@@ -224,6 +238,11 @@ impl Runner {
             serde_json::to_vec_pretty(&config).map_err(io::Error::other)?,
         )?;
         let _registered = Registered::new(self, &id);
+        // Without a terminal, runc hands its own stdio to the process.
+        let (stdin, stdout) = match pipes {
+            Some(p) => (Stdio::from(p.stdin), Stdio::from(p.stdout)),
+            None => (Stdio::null(), Stdio::piped()),
+        };
         let mut child = Command::new(&self.binary)
             .arg("--root")
             .arg(&self.state)
@@ -231,12 +250,12 @@ impl Runner {
             .arg("--bundle")
             .arg(&bundle)
             .arg(&id)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdin(stdin)
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot start {}: {e}", self.binary)))?;
-        let stdout = child.stdout.take().expect("piped");
+        let stdout = child.stdout.take();
         let stderr = child.stderr.take().expect("piped");
         let tail = std::sync::Mutex::new(VecDeque::new());
         let read = |stream: u8, r: Box<dyn io::Read + Send>| {
@@ -253,7 +272,9 @@ impl Runner {
         // Dropped when the step is over, which wakes the watcher at once.
         let (finished, watch) = std::sync::mpsc::channel::<()>();
         let status = std::thread::scope(|s| {
-            s.spawn(|| read(1, Box::new(stdout)));
+            if let Some(stdout) = stdout {
+                s.spawn(|| read(1, Box::new(stdout)));
+            }
             // `runc run` stays in the foreground; `runc kill` stops what it runs.
             s.spawn(move || {
                 use std::sync::mpsc::RecvTimeoutError;
@@ -391,6 +412,9 @@ fn spec(id: &str, rootfs: &Path, p: &Process, mounts: &[ExecMount]) -> Value {
         ]);
     } else {
         linux["resources"] = json!({"devices": [{"allow": true, "access": "rwm"}]});
+    }
+    if let Some(limit) = p.memory_limit {
+        linux["resources"]["memory"] = json!({"limit": limit});
     }
     if let Some(path) = cgroups_path(&p.cgroup_parent, id) {
         linux["cgroupsPath"] = json!(path);

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use buildwit_llb::pb;
 
 use crate::content::ContentStore;
-use crate::exec::{DEFAULT_PATH, ExecMount, MountKind, Process, Runner};
+use crate::exec::{DEFAULT_PATH, ExecMount, ExitStatus, MountKind, Process, Runner};
 use crate::local::{LocalSource, LocalTree, Locals};
 use crate::snapshot::{LayerBuilder, LayerMeta, Mounted, Snapshot, Snapshotter};
 use crate::{fileops, rootpath, users};
@@ -510,10 +510,16 @@ impl Worker {
             readonly_root,
             apparmor_profile: self.options.apparmor_profile.clone(),
             cgroup_parent: meta.cgroup_parent.clone(),
+            memory_limit: None,
         };
-        let status =
-            self.runner
-                .run(&rootfs, &process, &exec_mounts, output, &session.cancelled)?;
+        let status = self.runner.run(
+            &rootfs,
+            &process,
+            &exec_mounts,
+            None,
+            output,
+            &session.cancelled,
+        )?;
         drop(locks);
         drop(relays);
         drop(network);
@@ -661,6 +667,46 @@ impl Worker {
                 ))
             }
         }
+    }
+
+    /// Run a container frontend: `process` on a read-only view of `image`, with `files`
+    /// (path in the container, content) mounted read-only, and `pipes` as its stdin and
+    /// stdout (the gateway connection). Its stderr lines go to `output`. Nothing of the
+    /// container is kept.
+    pub fn run_frontend(
+        &self,
+        image: &Snapshot,
+        process: &Process,
+        files: &[(&str, &[u8])],
+        pipes: crate::exec::Pipes,
+        output: Output,
+        cancel: &AtomicBool,
+    ) -> Result<ExitStatus, OpError> {
+        use std::os::unix::fs::PermissionsExt;
+        // runc makes mount points in the root: they go to a layer thrown away afterwards,
+        // never into the image's.
+        let upper = self.snapshots.new_layer()?;
+        let root = self.snapshots.mount(image, Some(&upper))?;
+        let dir = crate::exec::RemoveOnDrop(tempfile_dir(&self.runner.bundles)?);
+        let mut mounts = Vec::new();
+        for (i, (dest, content)) in files.iter().enumerate() {
+            let source = dir.0.join(i.to_string());
+            fs::write(&source, content)?;
+            fs::set_permissions(&source, fs::Permissions::from_mode(0o400))?;
+            mounts.push(ExecMount {
+                dest: dest.to_string(),
+                kind: MountKind::Bind {
+                    source,
+                    readonly: true,
+                },
+            });
+        }
+        let mut process = process.clone();
+        process.readonly_root = true;
+        process.apparmor_profile = self.options.apparmor_profile.clone();
+        Ok(self
+            .runner
+            .run(root.path(), &process, &mounts, Some(pipes), output, cancel)?)
     }
 
     /// The directory holding cache mounts (`<root>/cache-mounts`).

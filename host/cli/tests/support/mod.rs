@@ -633,3 +633,42 @@ pub fn copy_program(program: &str, root: &Path) {
         std::fs::copy(&f, &dest).unwrap();
     }
 }
+
+/// Unpack an OCI archive with umoci (after skopeo has read it) and return the rootfs.
+pub fn unpack_oci(archive: &Path, dir: &Path) -> PathBuf {
+    need("/usr/bin/umoci");
+    let inspect = Command::new("skopeo")
+        .args(["inspect", &format!("oci-archive:{}", archive.display())])
+        .output()
+        .unwrap();
+    assert!(
+        inspect.status.success(),
+        "skopeo inspect: {}",
+        text(&inspect.stderr)
+    );
+    let layout = dir.join("unpacked-layout");
+    std::fs::create_dir_all(&layout).unwrap();
+    let st = Command::new("tar")
+        .arg("-xf")
+        .arg(archive)
+        .arg("-C")
+        .arg(&layout)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let tag = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
+        .as_str()
+        .unwrap_or("latest")
+        .to_string();
+    let bundle = dir.join("bundle");
+    let out = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "umoci unpack: {}", text(&out.stderr));
+    bundle.join("rootfs")
+}

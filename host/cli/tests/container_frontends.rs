@@ -1,0 +1,310 @@
+//! `# syntax=` frontends published as container images, run as BuildKit runs them: BuildKit's
+//! own Dockerfile frontend (`../shared/peers/images/dockerfile-frontend`, pushed to a real
+//! registry) runs in a runc container and speaks LLBBridge over its stdio to buildwit.
+//! Two independent Dockerfile frontends, BuildKit's and buildwit's built-in Wasm one, must
+//! then produce the same LLB for every conformance case both accept.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use support::{Setup, setup, text};
+
+fn shared() -> PathBuf {
+    PathBuf::from(env!("BUILDWIT_SHARED_DIR"))
+}
+
+/// Push BuildKit's Dockerfile frontend image to the setup's registry; its reference.
+fn push_peer_frontend(s: &Setup) -> String {
+    let host = s.image.split('/').next().unwrap();
+    let reference = format!("{host}/peer/dockerfile:1");
+    let layout = shared().join("peers/images/dockerfile-frontend");
+    let out = std::process::Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:1", layout.display()))
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    reference
+}
+
+/// The LLB a build would solve, one op per line, with what varies between runs made
+/// equal: op digests become positions, and `local.unique` and `local.session` (a random id
+/// and the session's id; BuildKit's frontend sets the second when it has a session, the
+/// built-in one the first) are dropped, with their caps.
+fn normalized_llb(stdout: &[u8]) -> Vec<Value> {
+    let mut ops: Vec<Value> = text(stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let digests: Vec<String> = ops
+        .iter()
+        .map(|o| o["Digest"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for op in &mut ops {
+        let mut line = op.to_string();
+        for (i, d) in digests.iter().enumerate() {
+            line = line.replace(d, &format!("<op{i}>"));
+        }
+        *op = serde_json::from_str(&line).unwrap();
+        if let Some(attrs) = op
+            .pointer_mut("/Op/Op/source/attrs")
+            .and_then(Value::as_object_mut)
+        {
+            attrs.remove("local.unique");
+            attrs.remove("local.session");
+        }
+        if let Some(caps) = op
+            .pointer_mut("/OpMetadata/caps")
+            .and_then(Value::as_object_mut)
+        {
+            caps.remove("source.local.unique");
+            caps.remove("source.local.sessionid");
+        }
+        if let Some(group) = op.pointer_mut("/OpMetadata/progress_group/id") {
+            *group = Value::from("<group>");
+        }
+    }
+    ops
+}
+
+#[cfg_attr(
+    no_shared,
+    ignore = "needs ../shared (set BUILDWIT_SHARED to its path), absent from this checkout"
+)]
+#[test]
+fn buildkits_dockerfile_frontend_in_a_container_and_the_built_in_one_agree() {
+    let s = setup();
+    let frontend = push_peer_frontend(&s);
+    let host = s.image.split('/').next().unwrap().to_string();
+    let corpus = shared().join("conformance/dockerfile");
+    let cases = std::fs::read_to_string(corpus.join("cases.tsv")).unwrap();
+    let (mut same, mut refused, mut different) = (0, Vec::new(), Vec::new());
+    for line in cases.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        let [name, "valid", target, ..] = fields.as_slice() else {
+            continue;
+        };
+        let dockerfile = std::fs::read_to_string(corpus.join(name).join("Dockerfile"))
+            .unwrap()
+            .replace("127.0.0.1:5000", &host);
+        let ctx = s.context(&format!("case-{name}"), &[("Dockerfile", &dockerfile)]);
+        let mut args = vec!["build", ctx.to_str().unwrap(), "--dump-llb"];
+        if !target.is_empty() {
+            args.extend(["--target", target]);
+        }
+        let built_in = s.buildwit(&args);
+        let source = format!("source={frontend}");
+        args.extend(["--frontend", "gateway.v0", "--opt", &source]);
+        let container = s.buildwit(&args);
+        if !built_in.status.success() || !container.status.success() {
+            // Only cases both accept are compared (the pinned-digest cases name an image
+            // this registry does not have); the two must then fail alike.
+            assert_eq!(
+                built_in.status.success(),
+                container.status.success(),
+                "{name}: one frontend failed:\nbuilt-in: {}\ncontainer: {}",
+                text(&built_in.stderr),
+                text(&container.stderr)
+            );
+            refused.push(*name);
+            continue;
+        }
+        let (a, b) = (
+            normalized_llb(&built_in.stdout),
+            normalized_llb(&container.stdout),
+        );
+        if a == b {
+            same += 1;
+        } else {
+            let first = a
+                .iter()
+                .zip(&b)
+                .position(|(x, y)| x != y)
+                .unwrap_or(a.len().min(b.len()));
+            different.push(format!(
+                "{name}: op {first} differs\n  built-in:  {}\n  container: {}",
+                a.get(first).map(Value::to_string).unwrap_or_default(),
+                b.get(first).map(Value::to_string).unwrap_or_default()
+            ));
+        }
+    }
+    eprintln!(
+        "{same} cases produce the same LLB; both refuse {}: {refused:?}",
+        refused.len()
+    );
+    assert!(different.is_empty(), "{}", different.join("\n"));
+    assert!(same >= 50, "only {same} cases compared");
+}
+
+/// A build with `# syntax=` naming the container frontend: the files and the image config
+/// are the built-in frontend's.
+#[cfg_attr(
+    no_shared,
+    ignore = "needs ../shared (set BUILDWIT_SHARED to its path), absent from this checkout"
+)]
+#[test]
+fn a_syntax_container_frontend_builds_what_the_built_in_one_builds() {
+    let s = setup();
+    let frontend = push_peer_frontend(&s);
+    let body = "FROM BASE\nENV GREETING=hi\nWORKDIR /app\nCOPY a.txt .\nRUN echo $GREETING > made.txt && cat a.txt >> made.txt\nCMD [\"cat\", \"made.txt\"]\n";
+    let plain = s.context("plain", &[("Dockerfile", body), ("a.txt", "a\n")]);
+    let with_syntax = s.context(
+        "syntax",
+        &[
+            ("Dockerfile", &format!("# syntax={frontend}\n{body}")),
+            ("a.txt", "a\n"),
+        ],
+    );
+    let build = |ctx: &Path, dest: &str| {
+        let out = s.buildwit(&[
+            "build",
+            ctx.to_str().unwrap(),
+            "--progress=plain",
+            "-o",
+            &format!(
+                "type=oci,dest={},name=example.com/app:latest",
+                s.dir.path().join(dest).display()
+            ),
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    build(&plain, "plain.tar");
+    let log = build(&with_syntax, "syntax.tar");
+    assert!(
+        log.contains(&format!("served by {frontend}@sha256:")) && log.contains("container image"),
+        "{log}"
+    );
+    let unpack = |tar: &str| {
+        let dir = s.dir.path().join(format!("{tar}.d"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rootfs = support::unpack_oci(&s.dir.path().join(tar), &dir);
+        std::fs::read_to_string(rootfs.join("app/made.txt")).unwrap()
+    };
+    assert_eq!(unpack("plain.tar"), "hi\na\n");
+    assert_eq!(unpack("syntax.tar"), "hi\na\n");
+
+    // Pinned by digest: exactly that image runs, and the record says which.
+    let digest = log
+        .split(&format!("{frontend}@"))
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let name = frontend.rsplit_once(':').unwrap().0;
+    std::fs::write(
+        with_syntax.join("Dockerfile"),
+        format!("# syntax={name}@{digest}\n{body}").replace("BASE", &s.image),
+    )
+    .unwrap();
+    let log = build(&with_syntax, "pinned.tar");
+    assert!(log.contains(&format!("@{digest}")), "{log}");
+    assert_eq!(unpack("pinned.tar"), "hi\na\n");
+}
+
+/// Policy applies to container frontends before anything is pulled, and a frontend that
+/// misbehaves gets an error naming it, with nothing of its container left behind.
+#[test]
+fn container_frontends_under_policy_and_when_they_misbehave() {
+    let s = setup();
+    let host = s.image.split('/').next().unwrap().to_string();
+    // Frontend images made of the busybox base: one without an entrypoint (BuildKit then
+    // runs /run, which is not there), one that writes garbage where gRPC is expected, one
+    // that never answers.
+    let push = |name: &str, dockerfile: &str| {
+        let ctx = s.context(name, &[("Dockerfile", dockerfile)]);
+        let reference = format!("{host}/bad/{name}:1");
+        let out = s.buildwit(&[
+            "build",
+            ctx.to_str().unwrap(),
+            "-o",
+            &format!("type=image,name={reference},push=true"),
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        reference
+    };
+    let none = push("noentry", "FROM BASE\n");
+    let garbage = push(
+        "garbage",
+        "FROM BASE\nENTRYPOINT [\"sh\", \"-c\", \"echo this is not http2; echo oops >&2\"]\n",
+    );
+    let silent = push("silent", "FROM BASE\nENTRYPOINT [\"sleep\", \"600\"]\n");
+    let ctx = s.context("user", &[("Dockerfile", "FROM scratch\n")]);
+    let run = |source: &str, extra: &[&str]| {
+        let source = format!("source={source}");
+        let mut args = vec![
+            "build",
+            ctx.to_str().unwrap(),
+            "--dump-llb",
+            "--frontend",
+            "gateway.v0",
+            "--opt",
+            &source,
+        ];
+        args.extend(extra);
+        let out = s.buildwit(&args);
+        assert!(!out.status.success());
+        text(&out.stderr)
+    };
+    let err = run(&none, &[]);
+    assert!(
+        err.contains(&format!("{none}@sha256:")) && err.contains("without returning a result"),
+        "{err}"
+    );
+    let err = run(&garbage, &[]);
+    assert!(
+        err.contains(&format!("{garbage}@sha256:"))
+            && err.contains("without returning a result")
+            && err.contains("oops"),
+        "{err}"
+    );
+    let err = run(&silent, &["--frontend-timeout", "2"]);
+    assert!(
+        err.contains(&format!("{silent}@sha256:")) && err.contains("deadline of 2.0s"),
+        "{err}"
+    );
+    // No container of these runs is left.
+    let out = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(s.root.join("runc"))
+        .args(["list", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout).trim(), "", "containers left behind");
+
+    // allowedRepositories: an unlisted container frontend is refused before it is pulled
+    // (this name is not even in the registry).
+    let config = s.dir.path().join("allowed.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[registry.\"{host}\"]\nhttp = true\n[frontend.\"gateway.v0\"]\nallowedRepositories = [\"{host}/bad/noentry\"]\n"
+        ),
+    )
+    .unwrap();
+    let out = s
+        .build_with(
+            &config,
+            &ctx,
+            &[
+                "--dump-llb",
+                "--frontend",
+                "gateway.v0",
+                "--opt",
+                &format!("source={host}/elsewhere/never-pushed:1"),
+            ],
+        )
+        .out;
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "'{host}/elsewhere/never-pushed:1' is not an allowed gateway source"
+        )),
+        "{err}"
+    );
+}

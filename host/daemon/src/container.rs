@@ -1,0 +1,346 @@
+//! Frontends published as container images, run as BuildKit runs them for `gateway.v0`:
+//! the solver pulls and unpacks the image (pinned by digest), its entrypoint runs in a
+//! container with no network, a read-only root and the frontends' memory limit, and it
+//! speaks `LLBBridge` over its stdin and stdout to a [`FrontendGateway`] that answers from
+//! the same bridge as the Wasm frontends' imports. Nothing of the container is kept.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use buildwit_frontend::bridge::{Bridge, Event, LogLevel};
+use buildwit_frontend::{FrontendError, FrontendOutput, Limit};
+use buildwit_gateway::FrontendGateway;
+use buildwit_llb::pb;
+use prost::Message;
+
+use crate::local::LocalBridge;
+
+/// Where BuildKit mounts the LLB of the frontend's own image.
+const FRONTEND_BIN: &str = "/run/config/buildkit/metadata/frontend.bin";
+/// The image label listing the frontend capabilities it has.
+const CAPS_LABEL: &str = "moby.buildkit.frontend.caps";
+/// How many lines of its stderr an error quotes.
+const TAIL_LINES: usize = 10;
+
+/// A container frontend image, resolved.
+#[derive(Debug)]
+pub struct ContainerImage {
+    /// `name@sha256:…`: exactly what runs.
+    pub pinned: String,
+    /// Entrypoint (BuildKit's default when the image has none: `/run`).
+    pub entrypoint: Vec<String>,
+    /// The image's environment.
+    pub env: Vec<String>,
+    /// Its working directory.
+    pub working_dir: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ContainerImage {
+    /// The image `pinned` with its config JSON.
+    pub fn new(pinned: String, config: &[u8]) -> Result<Self, String> {
+        #[derive(serde::Deserialize, Default)]
+        #[serde(rename_all = "PascalCase")]
+        struct Config {
+            entrypoint: Option<Vec<String>>,
+            env: Option<Vec<String>>,
+            working_dir: Option<String>,
+            labels: Option<BTreeMap<String, String>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Image {
+            #[serde(default)]
+            config: Option<Config>,
+        }
+        let image: Image = serde_json::from_slice(config)
+            .map_err(|e| format!("its image config is not valid JSON: {e}"))?;
+        let config = image.config.unwrap_or_default();
+        Ok(ContainerImage {
+            pinned,
+            entrypoint: config.entrypoint.unwrap_or_else(|| vec!["/run".into()]),
+            env: config.env.unwrap_or_default(),
+            working_dir: config.working_dir.unwrap_or_default(),
+            labels: config.labels.unwrap_or_default(),
+        })
+    }
+
+    /// BuildKit's check of the caps a request needs against the image's label:
+    /// `frontend.caps` (each cut at `+`) and `moby.buildkit.frontend.inputs` with inputs.
+    pub fn check_caps(&self, options: &[(String, String)], has_inputs: bool) -> Result<(), String> {
+        let has: Vec<&str> = self
+            .labels
+            .get(CAPS_LABEL)
+            .map(|l| {
+                l.split(',')
+                    .map(|c| c.split('+').next().unwrap_or(c).trim())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let requested = options
+            .iter()
+            .filter(|(k, _)| k == "frontend.caps")
+            .flat_map(|(_, v)| v.split(','))
+            .map(|c| c.split('+').next().unwrap_or(c).trim())
+            .filter(|c| !c.is_empty());
+        let inputs = has_inputs.then_some("moby.buildkit.frontend.inputs");
+        for cap in requested.chain(inputs) {
+            if !has.contains(&cap) {
+                return Err(format!("unsupported frontend capability {cap}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The LLB of the image, as BuildKit makes it for a frontend.
+    fn definition(&self) -> pb::Definition {
+        let (os, architecture, variant) = crate::parse_platform("");
+        let source = pb::Op {
+            op: Some(pb::op::Op::Source(pb::SourceOp {
+                identifier: format!("docker-image://{}", self.pinned),
+                attrs: [("image.recordtype".to_string(), "frontend".to_string())]
+                    .into_iter()
+                    .collect(),
+            })),
+            platform: Some(pb::Platform {
+                architecture,
+                os,
+                variant,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let terminal = pb::Op {
+            inputs: vec![pb::Input {
+                digest: buildwit_llb::digest_of(&source).to_string(),
+                index: 0,
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        pb::Definition {
+            def: vec![source, terminal],
+            ..Default::default()
+        }
+    }
+}
+
+impl LocalBridge {
+    /// Run a container frontend with `options` and `inputs`; this bridge answers its calls.
+    pub(crate) fn run_container(
+        self: &Arc<Self>,
+        image: &ContainerImage,
+        options: Vec<(String, String)>,
+        inputs: Vec<(String, pb::Definition)>,
+    ) -> Result<FrontendOutput, FrontendError> {
+        let label = image.pinned.clone();
+        let load = |reason: String| FrontendError::Load {
+            frontend: label.clone(),
+            reason,
+        };
+        image
+            .check_caps(&options, !inputs.is_empty())
+            .map_err(|reason| FrontendError::Build {
+                frontend: label.clone(),
+                error: buildwit_frontend::GatewayError::new(
+                    buildwit_frontend::bridge::ErrorKind::Unsupported,
+                    reason,
+                ),
+            })?;
+        let frontends = &self.frontends;
+        let solver = frontends.solver().map_err(|e| load(e.to_string()))?;
+        let definition = image.definition();
+        let events = self.events.clone();
+        let progress = Arc::new(move |e: buildwit_solver::ProgressEvent| events.progress(e));
+        let rootfs = frontends
+            .io
+            .block_on(solver.solve(
+                &definition,
+                self.session.clone(),
+                &buildwit_solver::Entitlements::default(),
+                progress,
+            ))
+            .map_err(|e| load(e.to_string()))?
+            .unwrap_or_default();
+
+        let limits = frontends.runtime.limits();
+        let deadline = self.deadline.unwrap_or(limits.deadline);
+        // The worker's platforms, as BuildKit lists them to a frontend (the first is the
+        // default target).
+        let worker_platforms = &solver.worker().platforms;
+        let platforms: Vec<pb::Platform> = match worker_platforms.is_empty() {
+            true => vec![String::new()],
+            false => worker_platforms.clone(),
+        }
+        .iter()
+        .map(|p| {
+            let (os, architecture, variant) = crate::parse_platform(p);
+            pb::Platform {
+                architecture,
+                os,
+                variant,
+                ..Default::default()
+            }
+        })
+        .collect();
+        let mut env = image.env.clone();
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.push(buildwit_worker::exec::DEFAULT_PATH.to_string());
+        }
+        let process = buildwit_worker::exec::Process {
+            args: image.entrypoint.clone(),
+            env: buildwit_gateway::environment(&env, &options, "buildwit", &platforms),
+            cwd: image.working_dir.clone(),
+            hostname: "buildkitsandbox".into(),
+            memory_limit: Some(limits.memory as u64),
+            ..Default::default()
+        };
+
+        let gateway = FrontendGateway::new(
+            self.clone() as Arc<dyn Bridge>,
+            label.clone(),
+            inputs,
+            platforms,
+        );
+        let io = |e: std::io::Error| load(format!("connecting to it: {e}"));
+        // We write its stdin and read its stdout; it gets the other ends.
+        let (its_stdin, our_stdin) = std::io::pipe().map_err(io)?;
+        let (our_stdout, its_stdout) = std::io::pipe().map_err(io)?;
+        {
+            let _runtime = frontends.io.enter();
+            let tx = tokio::net::unix::pipe::Sender::from_owned_fd(our_stdin.into()).map_err(io)?;
+            let rx =
+                tokio::net::unix::pipe::Receiver::from_owned_fd(our_stdout.into()).map_err(io)?;
+            let gateway = gateway.clone();
+            frontends
+                .io
+                .spawn(async move { gateway.serve(tx, rx).await });
+        }
+        let pipes = buildwit_worker::exec::Pipes {
+            stdin: its_stdin.into(),
+            stdout: its_stdout.into(),
+        };
+
+        // Its stderr is its log; the last lines explain a failure.
+        let tail = std::sync::Mutex::new(std::collections::VecDeque::new());
+        let output = |_: u8, line: &str| {
+            self.event(Event::Log {
+                frontend: label.clone(),
+                level: LogLevel::Info,
+                message: line.to_string(),
+            });
+            let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+            if t.len() == TAIL_LINES {
+                t.pop_front();
+            }
+            t.push_back(line.to_string());
+        };
+        let stop = AtomicBool::new(false);
+        let timed_out = AtomicBool::new(false);
+        let frontend_bin = definition.encode_to_vec();
+        let (finished, watch) = std::sync::mpsc::channel::<()>();
+        let status = std::thread::scope(|s| {
+            // The deadline and the client's cancel stop the container.
+            let (stop, timed_out) = (&stop, &timed_out);
+            s.spawn(move || {
+                let started = Instant::now();
+                let tick = Duration::from_millis(50);
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = watch.recv_timeout(tick)
+                {
+                    if started.elapsed() > deadline {
+                        timed_out.store(true, Ordering::Relaxed);
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    if self.session.is_cancelled() {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+            });
+            let status = solver.worker().run_frontend(
+                &rootfs,
+                &process,
+                &[(FRONTEND_BIN, &frontend_bin)],
+                pipes,
+                &output,
+                stop,
+            );
+            drop(finished);
+            status
+        });
+        let status = status.map_err(|e| load(format!("running it: {e}")))?;
+        if timed_out.load(Ordering::Relaxed) {
+            return Err(FrontendError::LimitExceeded {
+                frontend: label,
+                limit: Limit::Deadline(deadline),
+                detail: "its container was killed".into(),
+            });
+        }
+        match gateway.returned() {
+            Some(Ok(out)) => Ok(out),
+            Some(Err(error)) => Err(FrontendError::Build {
+                frontend: label,
+                error,
+            }),
+            None => {
+                let tail: Vec<String> = tail.into_inner().unwrap_or_default().into();
+                let why = match status.code {
+                    0 => "exited".to_string(),
+                    137 => format!(
+                        "was killed (status 137; its memory limit is {} MiB)",
+                        limits.memory >> 20
+                    ),
+                    code => format!("exited with status {code}"),
+                };
+                Err(FrontendError::Output {
+                    frontend: label,
+                    reason: format!(
+                        "it {why} without returning a result (no result for incomplete build){}",
+                        if tail.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; its last output:\n{}", tail.join("\n"))
+                        }
+                    ),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_config_and_defaults() {
+        let image = ContainerImage::new(
+            "r@sha256:00".into(),
+            br#"{"config":{"Env":["PATH=/bin"],"Labels":{"moby.buildkit.frontend.caps":"moby.buildkit.frontend.inputs,moby.buildkit.frontend.contexts+forward"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(image.entrypoint, ["/run"]);
+        assert_eq!(image.env, ["PATH=/bin"]);
+        let opts = |v: &str| vec![("frontend.caps".to_string(), v.to_string())];
+        assert!(image.check_caps(&[], true).is_ok());
+        assert!(
+            image
+                .check_caps(&opts("moby.buildkit.frontend.contexts+forward"), false)
+                .is_ok()
+        );
+        assert_eq!(
+            image
+                .check_caps(&opts("moby.buildkit.frontend.subrequests"), false)
+                .unwrap_err(),
+            "unsupported frontend capability moby.buildkit.frontend.subrequests"
+        );
+        let bare = ContainerImage::new("r@sha256:00".into(), b"{}").unwrap();
+        assert_eq!(
+            bare.check_caps(&[], true).unwrap_err(),
+            "unsupported frontend capability moby.buildkit.frontend.inputs"
+        );
+        assert!(ContainerImage::new("r".into(), b"[").is_err());
+    }
+}
