@@ -27,7 +27,8 @@ COPY src src
 RUN ls src > files.txt
 ";
 
-/// A context whose Dockerfile starts with `syntax` (none when empty).
+/// A context whose Dockerfile starts with `syntax` (none when empty); its files differ by
+/// `name`, so that each first build runs its steps.
 fn project(s: &Setup, name: &str, syntax: &str) -> PathBuf {
     let header = match syntax {
         "" => String::new(),
@@ -37,7 +38,7 @@ fn project(s: &Setup, name: &str, syntax: &str) -> PathBuf {
         name,
         &[
             ("Dockerfile", &format!("{header}{DOCKERFILE}")),
-            ("package.json", "{\"name\": \"app\"}\n"),
+            ("package.json", &format!("{{\"name\": \"{name}\"}}\n")),
             ("src/a.js", "a\n"),
             ("src/b.js", "b\n"),
         ],
@@ -80,7 +81,11 @@ fn main() {
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     let rows = [
-        ("container image frontend", project(&s, "container", &container), true),
+        (
+            "container image frontend",
+            project(&s, "container", &container),
+            true,
+        ),
         ("Wasm image frontend", project(&s, "wasm", &wasm), false),
         ("built-in frontend", project(&s, "builtin", ""), true),
     ];

@@ -307,6 +307,17 @@ fn docker_dockerfile_references_are_served_by_the_builtin_components() {
         text(&out.stderr)
     );
 
+    // A pin of another version is served too, offline, and said so.
+    let out = gateway(None, "docker/dockerfile:1.4.3");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(
+            "WARNING: docker/dockerfile:1.4.3 pins Dockerfile frontend 1.4.3; it is served by the built-in 1.26.0"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+
     let out = gateway(None, "docker/dockerfile:1.99");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
@@ -323,7 +334,11 @@ fn gateway_policy_is_buildkits() {
         "allow",
         "[frontend.\"gateway.v0\"]\nallowedRepositories = [\"docker/dockerfile\"]\n",
     );
-    assert!(gateway(Some(&allow), "docker.io/docker/dockerfile:1@sha256:0000000000000000000000000000000000000000000000000000000000000000").status.success());
+    assert!(
+        gateway(Some(&allow), "docker.io/docker/dockerfile:1.7-labs")
+            .status
+            .success()
+    );
     let out = gateway(Some(&allow), "docker/dockerfile-upstream:1");
     assert!(!out.status.success());
     assert!(

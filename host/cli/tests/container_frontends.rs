@@ -206,6 +206,88 @@ fn a_syntax_container_frontend_builds_what_the_built_in_one_builds() {
     assert_eq!(unpack("pinned.tar"), "hi\na\n");
 }
 
+/// Exact pins: a digest pin of `docker/dockerfile` runs exactly that image; a version pin
+/// is served by the built-in frontend (with a warning) unless `dockerfilePins = "exact"`,
+/// which runs the pinned image. Docker Hub is this test's registry, as a mirror.
+#[cfg_attr(
+    no_shared,
+    ignore = "needs ../shared (set BUILDWIT_SHARED to its path), absent from this checkout"
+)]
+#[test]
+fn dockerfile_pins_run_the_pinned_image() {
+    let s = setup();
+    let host = s.image.split('/').next().unwrap().to_string();
+    let pushed = push_peer_frontend(&s);
+    // The same image as docker/dockerfile:1.4.3 on the mirror.
+    let out = std::process::Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false", "--dest-tls-verify=false"])
+        .arg(format!("docker://{pushed}"))
+        .arg(format!("docker://{host}/docker/dockerfile:1.4.3"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mirror = format!(
+        "[registry.\"docker.io\"]\nmirrors = [\"{host}\"]\n[registry.\"{host}\"]\nhttp = true\n"
+    );
+    let builtin = s.dir.path().join("builtin.toml");
+    std::fs::write(&builtin, &mirror).unwrap();
+    let exact = s.dir.path().join("exact.toml");
+    std::fs::write(
+        &exact,
+        format!("{mirror}[frontend.\"gateway.v0\"]\ndockerfilePins = \"exact\"\n"),
+    )
+    .unwrap();
+    let ctx = s.context("pins", &[("a.txt", "a\n")]);
+    let build = |config: &Path, syntax: &str| {
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            format!("# syntax={syntax}\nFROM scratch\nCOPY a.txt /\n"),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_buildwit"))
+            .arg("--config")
+            .arg(config)
+            .arg("--root")
+            .arg(&s.root)
+            .args([
+                "build",
+                ctx.to_str().unwrap(),
+                "--dump-llb",
+                "--progress=plain",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let log = build(&builtin, "docker/dockerfile:1.4.3");
+    assert!(
+        log.contains("pins Dockerfile frontend 1.4.3; it is served by the built-in 1.26.0"),
+        "{log}"
+    );
+    let log = build(&exact, "docker/dockerfile:1.4.3");
+    assert!(
+        log.contains("served by docker.io/docker/dockerfile:1.4.3@sha256:")
+            && log.contains("container image"),
+        "{log}"
+    );
+    let digest = log
+        .split("docker/dockerfile:1.4.3@")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    // A channel tag is still the built-in one; a digest pin is that image, whatever the setting.
+    let log = build(&exact, "docker/dockerfile:1");
+    assert!(log.contains("built-in dockerfile 1.26.0"), "{log}");
+    let log = build(&builtin, &format!("docker/dockerfile@{digest}"));
+    assert!(
+        log.contains(&format!("served by docker.io/docker/dockerfile@{digest}"))
+            && log.contains("container image"),
+        "{log}"
+    );
+}
+
 /// Policy applies to container frontends before anything is pulled, and a frontend that
 /// misbehaves gets an error naming it, with nothing of its container left behind.
 #[test]

@@ -481,6 +481,12 @@ pub struct GatewayFrontendConfig {
     /// frontend (default true); false pulls them like any other frontend.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub builtin_dockerfile: Option<bool>,
+    /// buildwit: which `docker/dockerfile` version tags the built-in frontend serves:
+    /// `builtin` (default: every tag, offline, with a warning when the tag pins another
+    /// version) or `exact` (only tags naming the built-in's version; others are pulled and
+    /// run). Digest pins always run the pinned image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dockerfile_pins: Option<String>,
     /// buildwit: whether a component given as a file (`buildwit build --frontend-file`,
     /// uploaded by a client of buildwitd) may run. Unset: as any gateway frontend, so only
     /// while `allowedRepositories` allows every image, since a file has no repository.

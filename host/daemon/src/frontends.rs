@@ -172,22 +172,22 @@ impl Frontends {
         }
     }
 
-    /// The frontend a gateway source names: the built-in Dockerfile frontend for
-    /// `docker/dockerfile` references (unless `builtinDockerfile = false`), else a Wasm
-    /// frontend image from its registry (policy was checked by the caller).
+    /// The frontend a gateway source names: the built-in Dockerfile frontend for the
+    /// `docker/dockerfile` references it may serve (see [`Pins`]), else the image the
+    /// reference names from its registry, Wasm or container (policy was checked by the
+    /// caller).
     pub(crate) fn gateway(&self, source: &str) -> Result<Selected, DaemonError> {
         let name =
             repository_name(source).map_err(|e| DaemonError::Policy(format!("{source}: {e}")))?;
-        let builtin = self
-            .config
-            .frontend
-            .gateway
-            .builtin_dockerfile
-            .unwrap_or(true);
-        if !builtin || !DOCKERFILE_REPOSITORIES.contains(&name.as_str()) {
-            let mode = crate::wasm_images::ResolveMode::parse(
-                self.config.frontend.gateway.resolve_mode.as_deref(),
-            )?;
+        let gateway = &self.config.frontend.gateway;
+        let pins = Pins::parse(gateway.dockerfile_pins.as_deref())?;
+        let (tag, digest) = tag_and_digest(source);
+        let builtin = gateway.builtin_dockerfile.unwrap_or(true)
+            && DOCKERFILE_REPOSITORIES.contains(&name.as_str())
+            && digest.is_none()
+            && (pins == Pins::Builtin || tag.as_deref().is_none_or(builtin_is));
+        if !builtin {
+            let mode = crate::wasm_images::ResolveMode::parse(gateway.resolve_mode.as_deref())?;
             let pulled = self
                 .io
                 .block_on(self.images.resolve(&self.registries, source, mode))?;
@@ -208,25 +208,23 @@ impl Frontends {
                 } => self.container(&reference, &manifest_digest, warnings),
             };
         }
-        let (tag, digest) = tag_and_digest(source);
         let labs = tag
             .as_deref()
             .is_some_and(|t| t == "labs" || t.ends_with("-labs"));
         let mut warnings = Vec::new();
-        if digest.is_some() {
-            warnings.push(format!(
-                "{source} is pinned by digest to a container image; it is served by the built-in \
-                 Dockerfile frontend {} instead",
-                version_string()
-            ));
-        }
-        if let Some(version) = tag.as_deref().and_then(parse_version)
-            && version > BUILTIN_DOCKERFILE_VERSION
-        {
-            warnings.push(format!(
-                "{source} asks for a newer Dockerfile frontend than the built-in {}; building with the built-in one",
-                version_string()
-            ));
+        if let Some(t) = tag.as_deref().filter(|t| !builtin_is(t)) {
+            let newer = parse_version(t).is_some_and(|v| v > BUILTIN_DOCKERFILE_VERSION);
+            warnings.push(match newer {
+                true => format!(
+                    "{source} asks for a newer Dockerfile frontend than the built-in {}; building with the built-in one",
+                    version_string()
+                ),
+                false => format!(
+                    "{source} pins Dockerfile frontend {t}; it is served by the built-in {} \
+                     (dockerfilePins = \"exact\" under [frontend.\"gateway.v0\"] runs the pinned image)",
+                    version_string()
+                ),
+            });
         }
         let channel = if labs { "labs" } else { "stable" };
         self.builtin(
@@ -292,6 +290,46 @@ impl Frontends {
             warnings,
         })
     }
+}
+
+/// Which `docker/dockerfile` version pins the built-in frontend serves
+/// (`[frontend."gateway.v0"] dockerfilePins`). Digest pins always run the pinned image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pins {
+    /// Every tag (default): no network, with a warning when the tag pins another version.
+    Builtin,
+    /// Only tags the built-in is (`1`, `1.26`, `1.26.0`, `latest`, their `-labs`); other
+    /// versions are pulled and run.
+    Exact,
+}
+
+impl Pins {
+    fn parse(value: Option<&str>) -> Result<Self, DaemonError> {
+        match value.unwrap_or("builtin") {
+            "builtin" => Ok(Pins::Builtin),
+            "exact" => Ok(Pins::Exact),
+            other => Err(DaemonError::Setup(format!(
+                "[frontend.\"gateway.v0\"] dockerfilePins = {other:?}: use builtin or exact"
+            ))),
+        }
+    }
+}
+
+/// Whether a `docker/dockerfile` tag names the built-in frontend: a channel (`latest`,
+/// `labs`) or a version whose every given part is the built-in's (`1`, `1.26`, `1.26.0`).
+fn builtin_is(tag: &str) -> bool {
+    let core = tag.strip_suffix("-labs").unwrap_or(tag);
+    if core == "latest" || core == "labs" {
+        return true;
+    }
+    let (a, b, c) = BUILTIN_DOCKERFILE_VERSION;
+    let have = [a, b, c];
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() <= 3
+        && parts
+            .iter()
+            .zip(have)
+            .all(|(p, v)| p.parse::<u64>().is_ok_and(|p| p == v))
 }
 
 fn version_string() -> String {
@@ -397,5 +435,19 @@ mod tests {
             (Some("1.7".into()), Some("sha256:ab".into()))
         );
         assert_eq!(tag_and_digest("host:5000/x"), (None, None));
+        for tag in [
+            "1",
+            "1.26",
+            "1.26.0",
+            "1-labs",
+            "1.26-labs",
+            "latest",
+            "labs",
+        ] {
+            assert!(builtin_is(tag), "{tag}");
+        }
+        for tag in ["1.4", "1.4.3", "1.26.1", "2", "1.4-labs", "master"] {
+            assert!(!builtin_is(tag), "{tag}");
+        }
     }
 }
