@@ -112,6 +112,22 @@ impl Backend {
         }
     }
 
+    /// `frontend push --container`: packed and pushed by this process, with the runner
+    /// beside it.
+    pub fn push_frontend_container(
+        &self,
+        file: &Path,
+        reference: &str,
+        runner: &Path,
+    ) -> Result<(String, usize)> {
+        match self {
+            Backend::Local(e) => Ok(e.push_frontend_container(file, reference, runner)?),
+            Backend::Remote(_) => anyhow::bail!(
+                "frontend push --container packs the image in this process: run it without --addr"
+            ),
+        }
+    }
+
     /// `frontend ls`.
     pub fn list_frontends(&self) -> Result<Vec<FrontendImage>> {
         match self {

@@ -186,6 +186,10 @@ enum FrontendCommand {
         file: PathBuf,
         /// Where to push it, such as `registry:5000/me/frontend:1`.
         reference: String,
+        /// Publish a container image that a stock BuildKit runs as a `# syntax=` frontend
+        /// (the component with buildwit's runner), instead of a Wasm artifact.
+        #[arg(long)]
+        container: bool,
     },
     /// Pull a frontend image into the local store (and compile it).
     Pull {
@@ -269,9 +273,25 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", config.effective().to_toml());
             Ok(())
         }
-        Command::Frontend(FrontendCommand::Push { file, reference }) => {
+        Command::Frontend(FrontendCommand::Push {
+            file,
+            reference,
+            container,
+        }) => {
             let engine = engine()?;
-            let (digest, uploaded) = engine.push_frontend(file, reference)?;
+            let (digest, uploaded) = match container {
+                false => engine.push_frontend(file, reference)?,
+                true => {
+                    // Built and installed beside this binary.
+                    let runner = std::env::current_exe()?.with_file_name("buildwit-frontend");
+                    anyhow::ensure!(
+                        runner.exists(),
+                        "{} is missing: the runner of Wasm frontends in BuildKit is built with buildwit (cargo build -p buildwit)",
+                        runner.display()
+                    );
+                    engine.push_frontend_container(file, reference, &runner)?
+                }
+            };
             println!("pushed {reference}@{digest} ({uploaded} blobs uploaded)");
             Ok(())
         }

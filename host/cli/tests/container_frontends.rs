@@ -318,6 +318,138 @@ fn dockerfile_pins_run_the_pinned_image() {
     );
 }
 
+/// A Wasm frontend inside a stock BuildKit: `frontend push --container` publishes the
+/// toml-spec plugin as a container image, `buildkitd` (from `../shared/peers`) runs it for
+/// a `# syntax=` line through `buildctl`, and the files and image config are what buildwit
+/// builds from the same spec with the component itself.
+#[cfg_attr(
+    no_shared,
+    ignore = "needs ../shared (set BUILDWIT_SHARED to its path), absent from this checkout"
+)]
+#[test]
+fn stock_buildkit_runs_a_wasm_frontend_pushed_as_a_container() {
+    let s = setup();
+    let peers = common::peers().expect("../shared/peers/install.sh");
+    let host = s.image.split('/').next().unwrap().to_string();
+    let reference = format!("{host}/buildwit/toml-spec-container:1");
+    let component = format!("{}/toml-spec.wasm", buildwit_frontend::BUILT_FRONTENDS_DIR);
+    let out = s.buildwit(&["frontend", "push", "--container", &component, &reference]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let config = support::skopeo(&[
+        "inspect",
+        "--config",
+        "--tls-verify=false",
+        &format!("docker://{reference}"),
+    ]);
+    assert_eq!(
+        config["config"]["Labels"]["moby.buildkit.frontend.network.none"],
+        "true"
+    );
+
+    // The example, with a first line naming the image.
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/toml-spec");
+    let spec = std::fs::read_to_string(example.join("build.toml")).unwrap();
+    let ctx = s.context(
+        "toml-spec",
+        &[
+            ("build.toml", &format!("# syntax={reference}\n{spec}")),
+            (
+                "app/run.sh",
+                &std::fs::read_to_string(example.join("app/run.sh")).unwrap(),
+            ),
+        ],
+    );
+    let bk = common::buildkitd(&s, &peers, "bk", "");
+    let dest = |name: &str| s.dir.path().join(name);
+    let out = std::process::Command::new(peers.join("buildctl"))
+        .args(["--addr", &bk.addr, "build", "--frontend", "dockerfile.v0"])
+        .arg(format!("--local=context={}", ctx.display()))
+        .arg(format!("--local=dockerfile={}", ctx.display()))
+        .arg("--opt=filename=build.toml")
+        .arg(format!(
+            "--output=type=local,dest={}",
+            dest("bk-files").display()
+        ))
+        .arg(format!(
+            "--output=type=oci,dest={},name=example.com/app:latest",
+            dest("bk.tar").display()
+        ))
+        .arg("--progress=plain")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = s.buildwit(&[
+        "build",
+        ctx.to_str().unwrap(),
+        "-f",
+        ctx.join("build.toml").to_str().unwrap(),
+        "--frontend-file",
+        &component,
+        "-o",
+        &format!("type=local,dest={}", dest("bw-files").display()),
+        "-o",
+        &format!(
+            "type=oci,dest={},name=example.com/app:latest",
+            dest("bw.tar").display()
+        ),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // The same files, modes and contents.
+    let tree = |root: &Path| {
+        let mut entries = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let path = e.unwrap().path();
+                let md = std::fs::symlink_metadata(&path).unwrap();
+                let rel = path.strip_prefix(root).unwrap().display().to_string();
+                let content = match md.is_file() {
+                    true => std::fs::read(&path).unwrap(),
+                    false => Vec::new(),
+                };
+                use std::os::unix::fs::MetadataExt;
+                entries.push((rel, md.mode(), content));
+                if md.is_dir() {
+                    stack.push(path);
+                }
+            }
+        }
+        entries.sort();
+        entries
+    };
+    let files = tree(&dest("bw-files"));
+    assert!(
+        files
+            .iter()
+            .any(|(p, _, c)| p == "app/VERSION" && c == b"1.0.0\n")
+    );
+    assert_eq!(tree(&dest("bk-files")), files);
+    // The same image config, timestamps aside.
+    let image_config = |tar: &str| {
+        let dir = dest(&format!("{tar}.d"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = std::process::Command::new("tar")
+            .arg("-xf")
+            .arg(dest(tar))
+            .arg("-C")
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let blob = |digest: &str| {
+            support::json(
+                &dir.join("blobs/sha256")
+                    .join(digest.trim_start_matches("sha256:")),
+            )
+        };
+        let index = support::json(&dir.join("index.json"));
+        let manifest = blob(index["manifests"][0]["digest"].as_str().unwrap());
+        blob(manifest["config"]["digest"].as_str().unwrap())["config"].clone()
+    };
+    assert_eq!(image_config("bk.tar"), image_config("bw.tar"));
+}
+
 /// Policy applies to container frontends before anything is pulled, and a frontend that
 /// misbehaves gets an error naming it, with nothing of its container left behind.
 #[test]

@@ -310,6 +310,77 @@ impl LocalBridge {
     }
 }
 
+/// The one layer of the container image that runs a Wasm frontend inside a stock BuildKit:
+/// `runner` (buildwit's `buildwit-frontend` binary) with the C libraries it links at their
+/// paths, the component at `/frontend.wasm`, and its compiled form made here (used where
+/// the CPU and wasmtime match; elsewhere the runner compiles it). Returns the gzip blob
+/// and its diff id.
+pub(crate) fn runner_layer(
+    runner: &std::path::Path,
+    component: &[u8],
+    compiled: &[(String, Vec<u8>)],
+) -> Result<(Vec<u8>, String), String> {
+    use sha2::Digest;
+    use std::io::Write;
+    let mut files: Vec<(String, std::path::PathBuf)> =
+        vec![("bin/buildwit-frontend".into(), runner.to_path_buf())];
+    // What the dynamic loader needs, from `ldd` (the loader itself included).
+    let ldd = std::process::Command::new("ldd")
+        .arg(runner)
+        .output()
+        .map_err(|e| format!("ldd {}: {e}", runner.display()))?;
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let path = line
+            .split_whitespace()
+            .find(|w| w.starts_with('/'))
+            .map(std::path::PathBuf::from);
+        if let Some(path) = path {
+            files.push((path.to_string_lossy().trim_start_matches('/').into(), path));
+        }
+    }
+    /// Hashes what goes through it (the tar, for the diff id).
+    struct Hashing<W>(W, sha2::Sha256);
+    impl<W: Write> Write for Hashing<W> {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let n = self.0.write(b)?;
+            self.1.update(&b[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.0.flush()
+        }
+    }
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(Hashing(gz, sha2::Sha256::new()));
+    tar.mode(tar::HeaderMode::Deterministic);
+    let io = |e: std::io::Error| format!("packing the frontend image: {e}");
+    let mut add = |name: &str, data: &[u8], mode: u32| -> Result<(), String> {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut header, name, data).map_err(io)
+    };
+    for (name, path) in &files {
+        let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        add(name, &data, 0o755)?;
+    }
+    add("frontend.wasm", component, 0o644)?;
+    for (name, data) in compiled {
+        add(
+            &format!(
+                "{}/{name}",
+                buildwit_gateway::client::COMPILED_DIR.trim_start_matches('/')
+            ),
+            data,
+            0o644,
+        )?;
+    }
+    let Hashing(gz, hash) = tar.into_inner().map_err(io)?;
+    let blob = gz.finish().map_err(io)?;
+    Ok((blob, format!("sha256:{}", hex::encode(hash.finalize()))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

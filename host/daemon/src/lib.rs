@@ -745,53 +745,138 @@ impl Engine {
             &title,
             &annotations,
         );
-        let tmp = self.frontends.root.join("frontends").join("push");
-        std::fs::create_dir_all(&tmp)
-            .map_err(|e| DaemonError::Setup(format!("{}: {e}", tmp.display())))?;
-        let config_digest = format!(
-            "sha256:{}",
-            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&config))
-        );
-        let config_path = tmp.join(&config_digest["sha256:".len()..]);
-        std::fs::write(&config_path, &config)
-            .map_err(|e| DaemonError::Setup(format!("{}: {e}", config_path.display())))?;
         // A core module goes up as the component it was loaded as.
         let bytes = std::fs::read(file)
             .map_err(|e| DaemonError::Setup(format!("{}: {e}", file.display())))?;
-        let component_path = match buildwit_frontend::component_of(&bytes) {
-            Ok(std::borrow::Cow::Owned(component)) => {
-                let path = tmp.join(&loaded.digest["sha256:".len()..]);
-                std::fs::write(&path, component)
-                    .map_err(|e| DaemonError::Setup(format!("{}: {e}", path.display())))?;
-                path
-            }
-            _ => file.to_path_buf(),
-        };
-        let blobs = vec![
-            (config_digest, config_path.clone()),
-            (loaded.digest.clone(), component_path.clone()),
-        ];
+        let component = buildwit_frontend::component_of(&bytes)
+            .map_err(|e| DaemonError::Policy(format!("{}: {e}", file.display())))?;
+        self.push_image(reference, vec![config, component.into_owned()], &manifest)
+    }
+
+    /// Publish a frontend component as a container image that a stock BuildKit runs as a
+    /// `# syntax=` frontend: `runner` (buildwit's `buildwit-frontend` binary) is its
+    /// entrypoint and runs the component, answering its gateway imports with BuildKit's
+    /// `LLBBridge`. Returns the manifest digest and how many blobs were uploaded.
+    pub fn push_frontend_container(
+        &self,
+        file: &std::path::Path,
+        reference: &str,
+        runner: &std::path::Path,
+    ) -> Result<(String, usize), DaemonError> {
+        let frontend = FrontendRef::File(file.to_path_buf());
+        let record = self.inspect_frontend(&frontend)?;
+        let bytes = std::fs::read(file)
+            .map_err(|e| DaemonError::Setup(format!("{}: {e}", file.display())))?;
+        let component = buildwit_frontend::component_of(&bytes)
+            .map_err(|e| DaemonError::Policy(format!("{}: {e}", file.display())))?
+            .into_owned();
+        // Compiled as the runner compiles it (the same wasmtime and settings), so that it
+        // starts without compiling where the machine matches.
+        let dir = self
+            .frontends
+            .root
+            .join("frontends")
+            .join(format!("push-compiled-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let compiled = buildwit_frontend::Runtime::new(Limits::default(), Some(dir.clone()))
+            .and_then(|runtime| runtime.load(&record.name, &component).map(|_| ()))
+            .map_err(DaemonError::Frontend)
+            .and_then(|()| {
+                let mut files = Vec::new();
+                for entry in
+                    std::fs::read_dir(&dir).map_err(|e| DaemonError::Setup(e.to_string()))?
+                {
+                    let path = entry.map_err(|e| DaemonError::Setup(e.to_string()))?.path();
+                    let data =
+                        std::fs::read(&path).map_err(|e| DaemonError::Setup(e.to_string()))?;
+                    let name = path
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned();
+                    files.push((name, data));
+                }
+                Ok(files)
+            });
+        let _ = std::fs::remove_dir_all(&dir);
+        let (layer, diff_id) =
+            container::runner_layer(runner, &component, &compiled?).map_err(DaemonError::Setup)?;
+        let created = buildwit_exporter::now_rfc3339();
+        let config = serde_json::to_vec(&serde_json::json!({
+            "created": created,
+            "architecture": buildwit_exporter::host_architecture(),
+            "os": "linux",
+            "config": {
+                "Entrypoint": ["/bin/buildwit-frontend", "/frontend.wasm"],
+                "Env": ["PATH=/bin"],
+                "Labels": {
+                    "moby.buildkit.frontend.network.none": "true",
+                    "moby.buildkit.frontend.caps": "moby.buildkit.frontend.inputs",
+                    "org.opencontainers.image.title": record.name,
+                    "org.opencontainers.image.version": record.version,
+                },
+            },
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            "history": [{"created": created, "created_by": "buildwit frontend push --container"}],
+        }))
+        .expect("json");
+        let manifest = serde_json::to_vec_pretty(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": buildwit_llb::digest_of(&config).to_string(),
+                "size": config.len(),
+            },
+            "layers": [{
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": buildwit_llb::digest_of(&layer).to_string(),
+                "size": layer.len(),
+            }],
+        }))
+        .expect("json");
+        self.push_image(reference, vec![config, layer], &manifest)
+    }
+
+    /// Push an OCI image manifest and its blobs; the manifest digest and how many blobs
+    /// were uploaded (those the registry has are skipped).
+    fn push_image(
+        &self,
+        reference: &str,
+        blobs: Vec<Vec<u8>>,
+        manifest: &[u8],
+    ) -> Result<(String, usize), DaemonError> {
+        let tmp = self.frontends.root.join("frontends").join("push");
+        std::fs::create_dir_all(&tmp)
+            .map_err(|e| DaemonError::Setup(format!("{}: {e}", tmp.display())))?;
+        let mut files = Vec::new();
+        for blob in &blobs {
+            let digest = buildwit_llb::digest_of(blob).to_string();
+            let path = tmp.join(format!(
+                "{}.{}",
+                digest.trim_start_matches("sha256:"),
+                std::process::id()
+            ));
+            std::fs::write(&path, blob)
+                .map_err(|e| DaemonError::Setup(format!("{}: {e}", path.display())))?;
+            files.push((digest, path));
+        }
         let pushed = self
             .frontends
             .io
             .block_on(self.frontends.registries.push_image(
                 reference,
-                &blobs,
-                &manifest,
+                &files,
+                manifest,
                 "application/vnd.oci.image.manifest.v1+json",
             ));
-        let _ = std::fs::remove_file(&config_path);
-        if component_path != file {
-            let _ = std::fs::remove_file(&component_path);
+        for (_, path) in &files {
+            let _ = std::fs::remove_file(path);
         }
         let uploaded = pushed
             .map_err(|e| DaemonError::Policy(format!("pushing {reference}: {e}")))?
             .blobs;
-        let digest = format!(
-            "sha256:{}",
-            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&manifest))
-        );
-        Ok((digest, uploaded))
+        Ok((buildwit_llb::digest_of(manifest).to_string(), uploaded))
     }
 
     /// The frontend images in the local store: reference (empty if only known by

@@ -5,19 +5,15 @@
 //! so policy, nesting limits and file access are the engine's.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use buildwit_frontend::bridge::{
     self, Bridge, ErrorKind, Event, FrontendOutput, GatewayError, ImageRequest, LineRange,
     ResolveMode, SolvedRef, SourceLocation, Warning,
 };
 use buildwit_llb::pb;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::unix::pipe;
-use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 
 use crate::proto::fsutil::types::Stat;
@@ -31,7 +27,7 @@ use crate::proto::moby::buildkit::v1::frontend::{
     result,
 };
 use crate::proto::moby::buildkit::v1::types::WorkerRecord;
-use crate::{LLB_CAPS, MAX_MESSAGE, caps};
+use crate::{LLB_CAPS, MAX_MESSAGE, Pipes, caps};
 
 /// The gateway calls a container frontend may make of buildwit.
 const FRONTEND_CAPS: &[&str] = &[
@@ -123,7 +119,10 @@ impl FrontendGateway {
         let service = LlbBridgeServer::from_arc(self.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
-        let conn = Stdio { stdin, stdout };
+        let conn = Pipes {
+            read: stdout,
+            write: stdin,
+        };
         let incoming = tokio_stream::iter([Ok::<_, std::io::Error>(conn)]);
         // With one connection the accept loop ends at once; the connection's task serves
         // it until the process closes its end.
@@ -468,44 +467,5 @@ impl FrontendGateway {
             None => {}
         }
         Ok(out)
-    }
-}
-
-/// The frontend's stdin and stdout as one connection.
-struct Stdio {
-    stdin: pipe::Sender,
-    stdout: pipe::Receiver,
-}
-
-impl Connected for Stdio {
-    type ConnectInfo = ();
-    fn connect_info(&self) {}
-}
-
-impl AsyncRead for Stdio {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stdout).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Stdio {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stdin).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stdin).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stdin).poll_shutdown(cx)
     }
 }

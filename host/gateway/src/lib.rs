@@ -2,12 +2,20 @@
 //! frontend's build function speaks to the daemon, whether it runs in the client (buildctl
 //! and buildx build so) or in a container started by the daemon (a `# syntax=` image).
 //!
-//! This crate holds the messages (shared with the BuildKit API server) and
-//! [`FrontendGateway`], which serves a container frontend over its stdin and stdout and
-//! answers each call from the engine's [`buildwit_frontend::Bridge`], as the Wasm
-//! frontends' imports are answered.
+//! This crate holds the messages (shared with the BuildKit API server), both ends of the
+//! stdio transport, [`FrontendGateway`], which serves a container frontend and answers
+//! each call from the engine's [`buildwit_frontend::Bridge`] (as the Wasm frontends'
+//! imports are answered), and [`client`], which runs a Wasm frontend inside a stock
+//! BuildKit by answering its imports with calls to BuildKit.
 
+pub mod client;
 mod container;
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::unix::pipe;
 
 pub use container::{FrontendGateway, environment};
 
@@ -116,6 +124,46 @@ pub const LLB_CAPS: &[&str] = &[
     "source.local.unique",
     "source.ocilayout",
 ];
+
+/// A frontend process's stdin and stdout as one connection: the daemon reads what the
+/// frontend writes and writes what it reads, and the frontend the other way round.
+pub(crate) struct Pipes {
+    read: pipe::Receiver,
+    write: pipe::Sender,
+}
+
+impl tonic::transport::server::Connected for Pipes {
+    type ConnectInfo = ();
+    fn connect_info(&self) {}
+}
+
+impl AsyncRead for Pipes {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Pipes {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.write).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.write).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.write).poll_shutdown(cx)
+    }
+}
 
 /// Caps as the gateway lists them, all enabled.
 pub fn caps(ids: &[&str]) -> Vec<ApiCap> {
