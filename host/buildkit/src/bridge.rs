@@ -14,10 +14,9 @@ use crate::jobs::Job;
 use crate::progress::JobEvents;
 use crate::proto::moby::buildkit::v1::frontend::{
     EvaluateRequest, EvaluateResponse, InputsRequest, InputsResponse, PingRequest, PongResponse,
-    ReadDirRequest, ReadDirResponse, ReadFileRequest, ReadFileResponse, Ref, RefMap,
-    ResolveImageConfigRequest, ResolveImageConfigResponse, Result as GatewayResult, ReturnRequest,
-    ReturnResponse, SolveRequest, SolveResponse, StatFileRequest, StatFileResponse, WarnRequest,
-    WarnResponse, llb_bridge_server::LlbBridge, result,
+    ReadDirRequest, ReadDirResponse, ReadFileRequest, ReadFileResponse, ResolveImageConfigRequest,
+    ResolveImageConfigResponse, ReturnRequest, ReturnResponse, SolveRequest, SolveResponse,
+    StatFileRequest, StatFileResponse, WarnRequest, WarnResponse, llb_bridge_server::LlbBridge,
 };
 use buildwit_gateway::{LLB_CAPS, caps};
 
@@ -132,30 +131,12 @@ impl LlbBridge for Buildkit {
                 }
             }
         };
-        let to_ref = |r: &SolvedRef| Ref {
-            id: job.add_ref(r.definition.clone()),
-            def: prost::Message::encode_to_vec(&*r.definition),
-        };
-        let result = if !out.refs.is_empty() {
-            Some(result::Result::Refs(RefMap {
-                refs: out
-                    .refs
-                    .iter()
-                    .map(|(p, r)| (p.clone(), to_ref(r)))
-                    .collect(),
-            }))
-        } else {
-            Some(result::Result::Ref(match &out.reference {
-                Some(r) => to_ref(r),
-                None => Ref::default(),
-            }))
-        };
+        let result = buildwit_gateway::wire::to_result(out, |r| {
+            Ok::<_, Status>(job.add_ref(r.definition.clone()))
+        })?;
         Ok(Response::new(SolveResponse {
             r#ref: String::new(),
-            result: Some(GatewayResult {
-                result,
-                metadata: out.metadata.into_iter().collect(),
-            }),
+            result: Some(result),
         }))
     }
 
@@ -167,7 +148,13 @@ impl LlbBridge for Buildkit {
         let req = request.into_inner();
         let returned = match (req.result, req.error) {
             (_, Some(e)) if e.code != 0 => Err(Status::new(e.code.into(), e.message)),
-            (Some(r), _) => returned_output(&job, r),
+            (Some(r), _) => buildwit_gateway::wire::from_result(r, |r| {
+                job.get_ref(&r.id)
+                    .map(|definition| SolvedRef { definition })
+                    .ok_or_else(|| {
+                        Status::not_found(format!("return reference {} not found", r.id))
+                    })
+            }),
             _ => {
                 return Err(Status::invalid_argument(
                     "gateway return must be either result or err",
@@ -244,32 +231,4 @@ fn not_served(call: &str) -> Status {
     Status::unimplemented(format!(
         "{call} is not served to a client's own build function by buildwitd yet"
     ))
-}
-
-/// The final result as the engine builds it: the refs it names, by the ids handed out.
-fn returned_output(job: &Job, r: GatewayResult) -> Result<FrontendOutput, Status> {
-    let lookup = |r: &Ref| -> Result<Option<SolvedRef>, Status> {
-        if r.id.is_empty() {
-            return Ok(None);
-        }
-        job.get_ref(&r.id)
-            .map(|definition| Some(SolvedRef { definition }))
-            .ok_or_else(|| Status::not_found(format!("return reference {} not found", r.id)))
-    };
-    let mut out = FrontendOutput {
-        metadata: r.metadata.into_iter().collect(),
-        ..Default::default()
-    };
-    match r.result {
-        Some(result::Result::Ref(r)) => out.reference = lookup(&r)?,
-        Some(result::Result::Refs(map)) => {
-            for (platform, r) in map.refs {
-                if let Some(solved) = lookup(&r)? {
-                    out.refs.push((platform, solved));
-                }
-            }
-        }
-        None => {}
-    }
-    Ok(out)
 }

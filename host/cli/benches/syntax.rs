@@ -1,8 +1,9 @@
 //! `# syntax=` frontends, through `buildctl` against buildwitd and against buildkitd in the
 //! same run: BuildKit's own Dockerfile frontend as a container image (the same image,
 //! pushed to the same registry, for both daemons), buildwit's Dockerfile frontend as a Wasm
-//! frontend image, and each daemon's built-in Dockerfile frontend. A small project; the
-//! first build, and the median of its cached rebuilds.
+//! frontend image, each daemon's built-in Dockerfile frontend, and buildwit's toml-spec
+//! plugin (a Wasm image in buildwitd, `frontend push --container` in buildkitd). A small
+//! project; the first build, and the median of its cached rebuilds.
 //!
 //! `cargo bench -p buildwit --bench syntax`. Needs `../shared/peers`.
 
@@ -79,6 +80,26 @@ fn main() {
         &wasm,
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // The toml-spec plugin, as a Wasm image for buildwitd and as a container for buildkitd.
+    // The Dockerfile frontend reads `Dockerfile` and forwards; the plugin reads `build.toml`.
+    let spec = |name: &str, syntax: &str| {
+        let text = format!(
+            "# syntax={syntax}\nworkdir = \"/app\"\n[[step]]\nfile = {{ path = \"/app/{name}\", content = \"1\\n\", mode = 0o644 }}\n"
+        );
+        s.context(name, &[("Dockerfile", &text), ("build.toml", &text)])
+    };
+    let plugin = format!("{BUILT_FRONTENDS_DIR}/toml-spec.wasm");
+    let (spec_wasm, spec_container) = (
+        format!("{host}/buildwit/toml-spec:1"),
+        format!("{host}/buildwit/toml-spec-container:1"),
+    );
+    for (reference, extra) in [(&spec_wasm, None), (&spec_container, Some("--container"))] {
+        let mut args = vec!["frontend", "push"];
+        args.extend(extra);
+        args.extend([plugin.as_str(), reference.as_str()]);
+        let out = s.buildwit(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
 
     let rows = [
         (
@@ -102,21 +123,33 @@ fn main() {
             true => measure(&theirs, ctx),
             false => (Duration::ZERO, Duration::ZERO),
         };
-        for (row, a, b) in [("first", a_first, b_first), ("cached", a_cached, b_cached)] {
-            match b.is_zero() {
-                true => println!(
-                    "{label:<26} {row:<7} {:>9.3}s {:>10} {:>7}",
-                    a.as_secs_f64(),
-                    "n/a",
-                    ""
-                ),
-                false => println!(
-                    "{label:<26} {row:<7} {:>9.3}s {:>9.3}s {:>6.1}x",
-                    a.as_secs_f64(),
-                    b.as_secs_f64(),
-                    b.as_secs_f64() / a.as_secs_f64()
-                ),
-            }
+        print_rows(label, [(a_first, b_first), (a_cached, b_cached)]);
+    }
+    // The same plugin on both daemons: natively in buildwitd, through the runner in buildkitd.
+    let ours_spec = measure(&ours, &spec("spec-bw", &spec_wasm));
+    let theirs_spec = measure(&theirs, &spec("spec-bk", &spec_container));
+    print_rows(
+        "toml-spec plugin",
+        [(ours_spec.0, theirs_spec.0), (ours_spec.1, theirs_spec.1)],
+    );
+}
+
+/// A first and a cached row: buildwitd's time, buildkitd's (zero: not measured).
+fn print_rows(label: &str, rows: [(Duration, Duration); 2]) {
+    for (row, (a, b)) in ["first", "cached"].into_iter().zip(rows) {
+        match b.is_zero() {
+            true => println!(
+                "{label:<26} {row:<7} {:>9.3}s {:>10} {:>7}",
+                a.as_secs_f64(),
+                "n/a",
+                ""
+            ),
+            false => println!(
+                "{label:<26} {row:<7} {:>9.3}s {:>9.3}s {:>6.1}x",
+                a.as_secs_f64(),
+                b.as_secs_f64(),
+                b.as_secs_f64() / a.as_secs_f64()
+            ),
         }
     }
 }

@@ -278,6 +278,15 @@ impl LocalBridge {
                 detail: "its container was killed".into(),
             });
         }
+        if self.session.is_cancelled() {
+            return Err(FrontendError::Build {
+                frontend: label,
+                error: buildwit_frontend::GatewayError::new(
+                    buildwit_frontend::bridge::ErrorKind::Failed,
+                    "the build was cancelled",
+                ),
+            });
+        }
         match gateway.returned() {
             Some(Ok(out)) => Ok(out),
             Some(Err(error)) => Err(FrontendError::Build {
@@ -310,12 +319,69 @@ impl LocalBridge {
     }
 }
 
-/// The one layer of the container image that runs a Wasm frontend inside a stock BuildKit:
-/// `runner` (buildwit's `buildwit-frontend` binary) with the C libraries it links at their
-/// paths, the component at `/frontend.wasm`, and its compiled form made here (used where
-/// the CPU and wasmtime match; elsewhere the runner compiles it). Returns the gzip blob
-/// and its diff id.
-pub(crate) fn runner_layer(
+/// The blobs of an image: config, one layer, manifest.
+pub(crate) struct ImageBlobs {
+    pub config: Vec<u8>,
+    pub layer: Vec<u8>,
+    pub manifest: Vec<u8>,
+}
+
+/// The container image that runs a Wasm frontend inside a stock BuildKit (`frontend push
+/// --container`). `compiled` holds the component's compiled form made here (file name,
+/// bytes).
+pub(crate) fn runner_image(
+    runner: &std::path::Path,
+    component: &[u8],
+    compiled: &[(String, Vec<u8>)],
+    record: &crate::FrontendRecord,
+) -> Result<ImageBlobs, String> {
+    let (layer, diff_id) = runner_layer(runner, component, compiled)?;
+    let created = buildwit_exporter::now_rfc3339();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "created": created,
+        "architecture": buildwit_exporter::host_architecture(),
+        "os": "linux",
+        "config": {
+            "Entrypoint": ["/bin/buildwit-frontend", "/frontend.wasm"],
+            "Env": ["PATH=/bin"],
+            "Labels": {
+                "moby.buildkit.frontend.network.none": "true",
+                "moby.buildkit.frontend.caps": "moby.buildkit.frontend.inputs",
+                "org.opencontainers.image.title": record.name,
+                "org.opencontainers.image.version": record.version,
+            },
+        },
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created": created, "created_by": "buildwit frontend push --container"}],
+    }))
+    .expect("json");
+    let manifest = serde_json::to_vec_pretty(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": buildwit_llb::digest_of(&config).to_string(),
+            "size": config.len(),
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": buildwit_llb::digest_of(&layer).to_string(),
+            "size": layer.len(),
+        }],
+    }))
+    .expect("json");
+    Ok(ImageBlobs {
+        config,
+        layer,
+        manifest,
+    })
+}
+
+/// Its one layer: `runner` (buildwit's `buildwit-frontend` binary) with the C libraries it
+/// links at their paths, the component at `/frontend.wasm`, and its compiled form (used
+/// where the CPU and wasmtime match; elsewhere the runner compiles it). Returns the gzip
+/// blob and its diff id.
+fn runner_layer(
     runner: &std::path::Path,
     component: &[u8],
     compiled: &[(String, Vec<u8>)],

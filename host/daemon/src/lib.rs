@@ -799,43 +799,9 @@ impl Engine {
                 Ok(files)
             });
         let _ = std::fs::remove_dir_all(&dir);
-        let (layer, diff_id) =
-            container::runner_layer(runner, &component, &compiled?).map_err(DaemonError::Setup)?;
-        let created = buildwit_exporter::now_rfc3339();
-        let config = serde_json::to_vec(&serde_json::json!({
-            "created": created,
-            "architecture": buildwit_exporter::host_architecture(),
-            "os": "linux",
-            "config": {
-                "Entrypoint": ["/bin/buildwit-frontend", "/frontend.wasm"],
-                "Env": ["PATH=/bin"],
-                "Labels": {
-                    "moby.buildkit.frontend.network.none": "true",
-                    "moby.buildkit.frontend.caps": "moby.buildkit.frontend.inputs",
-                    "org.opencontainers.image.title": record.name,
-                    "org.opencontainers.image.version": record.version,
-                },
-            },
-            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-            "history": [{"created": created, "created_by": "buildwit frontend push --container"}],
-        }))
-        .expect("json");
-        let manifest = serde_json::to_vec_pretty(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": buildwit_llb::digest_of(&config).to_string(),
-                "size": config.len(),
-            },
-            "layers": [{
-                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                "digest": buildwit_llb::digest_of(&layer).to_string(),
-                "size": layer.len(),
-            }],
-        }))
-        .expect("json");
-        self.push_image(reference, vec![config, layer], &manifest)
+        let image = container::runner_image(runner, &component, &compiled?, &record)
+            .map_err(DaemonError::Setup)?;
+        self.push_image(reference, vec![image.config, image.layer], &image.manifest)
     }
 
     /// Push an OCI image manifest and its blobs; the manifest digest and how many blobs

@@ -292,9 +292,11 @@ impl Runtime {
         );
         let path = dir.join(format!("{key}.cwasm"));
         if path.exists() {
-            // SAFETY: the file was written by this process's code (below), under the
-            // daemon's own root, keyed by the engine's compatibility hash, and replaced only
-            // by atomic renames, so it is a valid artifact for this engine.
+            // SAFETY: the file was written by this code (below), keyed by the engine's
+            // compatibility hash, and replaced only by atomic renames, so it is a valid
+            // artifact for this engine: under the daemon's own root, or packed into a
+            // frontend image by `frontend push --container` (whose runner then runs in that
+            // image's container, which its author controls anyway).
             if let Ok(c) = unsafe { Component::deserialize_file(&self.engine, &path) } {
                 return Ok((c, false));
             }

@@ -20,11 +20,11 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::proto::google::rpc::Status as RpcStatus;
 use crate::proto::moby::buildkit::v1::frontend::{
-    EvaluateRequest, FileRange, InputsRequest, PingRequest, ReadDirRequest, ReadFileRequest, Ref,
-    RefMap, ResolveImageConfigRequest, Result as GatewayResult, ReturnRequest, SolveRequest,
+    EvaluateRequest, FileRange, InputsRequest, PingRequest, ReadDirRequest, ReadFileRequest,
+    ResolveImageConfigRequest, Result as GatewayResult, ReturnRequest, SolveRequest,
     StatFileRequest, WarnRequest, llb_bridge_client::LlbBridgeClient, result,
 };
-use crate::{MAX_MESSAGE, Pipes};
+use crate::{MAX_MESSAGE, Pipes, wire};
 
 /// Where the image keeps the component's compiled form (written by `frontend push
 /// --container` for the machine it ran on; recompiled elsewhere).
@@ -39,29 +39,7 @@ pub struct BuildkitBridge {
 }
 
 fn failed(e: tonic::Status) -> GatewayError {
-    let kind = match e.code() {
-        tonic::Code::InvalidArgument => ErrorKind::InvalidArgument,
-        tonic::Code::NotFound => ErrorKind::NotFound,
-        tonic::Code::PermissionDenied => ErrorKind::PermissionDenied,
-        tonic::Code::Unimplemented => ErrorKind::Unsupported,
-        tonic::Code::Internal => ErrorKind::Internal,
-        _ => ErrorKind::Failed,
-    };
-    GatewayError::new(kind, e.message().to_string())
-}
-
-fn stat(s: crate::proto::fsutil::types::Stat) -> Stat {
-    Stat {
-        path: s.path,
-        mode: s.mode,
-        uid: s.uid,
-        gid: s.gid,
-        size: s.size,
-        mod_time: s.mod_time,
-        linkname: s.linkname,
-        devmajor: s.devmajor as u64,
-        devminor: s.devminor as u64,
-    }
+    wire::error_of(e.code(), e.message().to_string())
 }
 
 impl BuildkitBridge {
@@ -147,14 +125,7 @@ impl BuildkitBridge {
     /// A `Solve`; the refs it returns are remembered by their definitions.
     fn solve(&self, request: SolveRequest) -> Result<FrontendOutput, GatewayError> {
         let result = self.call_solve(request)?;
-        let mut out = FrontendOutput {
-            metadata: result.metadata.into_iter().collect(),
-            ..Default::default()
-        };
-        let keep = |r: Ref| -> Result<Option<SolvedRef>, GatewayError> {
-            if r.id.is_empty() {
-                return Ok(None);
-            }
+        wire::from_result(result, |r| {
             let definition = buildwit_llb::decode_definition(&r.def)
                 .map_err(|e| GatewayError::new(ErrorKind::Internal, e.to_string()))?;
             // By our encoding, as `ref_id` looks it up (maps are encoded sorted).
@@ -163,23 +134,10 @@ impl BuildkitBridge {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(key, r.id);
-            Ok(Some(SolvedRef {
+            Ok(SolvedRef {
                 definition: Arc::new(definition),
-            }))
-        };
-        match result.result {
-            Some(result::Result::Ref(r)) => out.reference = keep(r)?,
-            Some(result::Result::Refs(map)) => {
-                for (platform, r) in map.refs {
-                    if let Some(solved) = keep(r)? {
-                        out.refs.push((platform, solved));
-                    }
-                }
-                out.refs.sort_by(|a, b| a.0.cmp(&b.0));
-            }
-            None => {}
-        }
-        Ok(out)
+            })
+        })
     }
 
     /// The definitions the caller passed (`Inputs`).
@@ -205,44 +163,13 @@ impl BuildkitBridge {
     /// Hand BuildKit the result, or the error.
     fn finish(&self, result: Result<FrontendOutput, FrontendError>) -> Result<(), GatewayError> {
         let request = match result {
-            Ok(out) => {
-                let to_ref = |r: &SolvedRef| -> Result<Ref, GatewayError> {
-                    Ok(Ref {
-                        id: self.ref_id(r)?,
-                        def: r.definition.encode_to_vec(),
-                    })
-                };
-                let result = match out.refs.is_empty() {
-                    true => result::Result::Ref(match &out.reference {
-                        Some(r) => to_ref(r)?,
-                        None => Ref::default(),
-                    }),
-                    false => {
-                        let mut refs = HashMap::new();
-                        for (platform, r) in &out.refs {
-                            refs.insert(platform.clone(), to_ref(r)?);
-                        }
-                        result::Result::Refs(RefMap { refs })
-                    }
-                };
-                ReturnRequest {
-                    result: Some(GatewayResult {
-                        result: Some(result),
-                        metadata: out.metadata.into_iter().collect(),
-                    }),
-                    error: None,
-                }
-            }
+            Ok(out) => ReturnRequest {
+                result: Some(wire::to_result(out, |r| self.ref_id(r))?),
+                error: None,
+            },
             Err(e) => {
                 let code = match &e {
-                    FrontendError::Build { error, .. } => match error.kind {
-                        ErrorKind::InvalidArgument => tonic::Code::InvalidArgument,
-                        ErrorKind::NotFound => tonic::Code::NotFound,
-                        ErrorKind::PermissionDenied => tonic::Code::PermissionDenied,
-                        ErrorKind::Unsupported => tonic::Code::Unimplemented,
-                        ErrorKind::Failed => tonic::Code::Unknown,
-                        ErrorKind::Internal => tonic::Code::Internal,
-                    },
+                    FrontendError::Build { error, .. } => wire::code_of(error.kind),
                     _ => tonic::Code::Unknown,
                 };
                 ReturnRequest {
@@ -304,7 +231,7 @@ impl Bridge for BuildkitBridge {
             .map_err(failed)?
             .into_inner()
             .entries;
-        Ok(entries.into_iter().map(stat).collect())
+        Ok(entries.into_iter().map(wire::from_stat).collect())
     }
 
     fn stat_file(&self, r: &SolvedRef, path: &str) -> Result<Stat, GatewayError> {
@@ -320,7 +247,7 @@ impl Bridge for BuildkitBridge {
             .into_inner()
             .stat
             .unwrap_or_default();
-        Ok(stat(s))
+        Ok(wire::from_stat(s))
     }
 
     fn evaluate(&self, r: &SolvedRef) -> Result<(), GatewayError> {

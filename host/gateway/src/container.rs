@@ -9,25 +9,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use buildwit_frontend::bridge::{
-    self, Bridge, ErrorKind, Event, FrontendOutput, GatewayError, ImageRequest, LineRange,
-    ResolveMode, SolvedRef, SourceLocation, Warning,
+    Bridge, Event, FrontendOutput, GatewayError, ImageRequest, LineRange, ResolveMode, SolvedRef,
+    SourceLocation, Warning,
 };
 use buildwit_llb::pb;
 use tokio::net::unix::pipe;
 use tonic::{Request, Response, Status};
 
-use crate::proto::fsutil::types::Stat;
 use crate::proto::moby::buildkit::v1::frontend::{
     EvaluateRequest, EvaluateResponse, InputsRequest, InputsResponse, PingRequest, PongResponse,
-    ReadDirRequest, ReadDirResponse, ReadFileRequest, ReadFileResponse, Ref, RefMap,
-    ResolveImageConfigRequest, ResolveImageConfigResponse, Result as GatewayResult, ReturnRequest,
-    ReturnResponse, SolveRequest, SolveResponse, StatFileRequest, StatFileResponse, WarnRequest,
-    WarnResponse,
+    ReadDirRequest, ReadDirResponse, ReadFileRequest, ReadFileResponse, ResolveImageConfigRequest,
+    ResolveImageConfigResponse, ReturnRequest, ReturnResponse, SolveRequest, SolveResponse,
+    StatFileRequest, StatFileResponse, WarnRequest, WarnResponse,
     llb_bridge_server::{LlbBridge, LlbBridgeServer},
-    result,
 };
 use crate::proto::moby::buildkit::v1::types::WorkerRecord;
-use crate::{LLB_CAPS, MAX_MESSAGE, Pipes, caps};
+use crate::{LLB_CAPS, MAX_MESSAGE, Pipes, caps, wire};
 
 /// The gateway calls a container frontend may make of buildwit.
 const FRONTEND_CAPS: &[&str] = &[
@@ -140,14 +137,14 @@ impl FrontendGateway {
             .take()
     }
 
-    fn add_ref(&self, r: SolvedRef) -> Ref {
+    /// A new id for a result.
+    fn add_ref(&self, r: &SolvedRef) -> String {
         let id = format!("ref{}", self.next_ref.fetch_add(1, Ordering::Relaxed));
-        let def = prost::Message::encode_to_vec(&*r.definition);
         self.refs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id.clone(), r);
-        Ref { id, def }
+            .insert(id.clone(), r.clone());
+        id
     }
 
     fn get_ref(&self, id: &str) -> Result<SolvedRef, Status> {
@@ -174,43 +171,7 @@ impl FrontendGateway {
 
 /// A gateway error as a gRPC status, by kind.
 fn to_status(e: GatewayError) -> Status {
-    let code = match e.kind {
-        ErrorKind::InvalidArgument => tonic::Code::InvalidArgument,
-        ErrorKind::NotFound => tonic::Code::NotFound,
-        ErrorKind::PermissionDenied => tonic::Code::PermissionDenied,
-        ErrorKind::Unsupported => tonic::Code::Unimplemented,
-        ErrorKind::Failed => tonic::Code::Unknown,
-        ErrorKind::Internal => tonic::Code::Internal,
-    };
-    Status::new(code, e.message)
-}
-
-/// A frontend's returned error, by its gRPC code.
-fn from_code(code: i32, message: String) -> GatewayError {
-    let kind = match tonic::Code::from(code) {
-        tonic::Code::InvalidArgument => ErrorKind::InvalidArgument,
-        tonic::Code::NotFound => ErrorKind::NotFound,
-        tonic::Code::PermissionDenied => ErrorKind::PermissionDenied,
-        tonic::Code::Unimplemented => ErrorKind::Unsupported,
-        tonic::Code::Internal => ErrorKind::Internal,
-        _ => ErrorKind::Failed,
-    };
-    GatewayError::new(kind, message)
-}
-
-fn stat(s: bridge::Stat) -> Stat {
-    Stat {
-        path: s.path,
-        mode: s.mode,
-        uid: s.uid,
-        gid: s.gid,
-        size: s.size,
-        mod_time: s.mod_time,
-        linkname: s.linkname,
-        devmajor: s.devmajor as i64,
-        devminor: s.devminor as i64,
-        xattrs: Default::default(),
-    }
+    Status::new(wire::code_of(e.kind), e.message)
 }
 
 fn invalid(e: impl std::fmt::Display) -> Status {
@@ -272,26 +233,10 @@ impl LlbBridge for FrontendGateway {
                 self.call(move |b| b.evaluate(&r)).await?;
             }
         }
-        let result = if out.refs.is_empty() {
-            result::Result::Ref(match out.reference {
-                Some(r) => self.add_ref(r),
-                None => Ref::default(),
-            })
-        } else {
-            result::Result::Refs(RefMap {
-                refs: out
-                    .refs
-                    .into_iter()
-                    .map(|(p, r)| (p, self.add_ref(r)))
-                    .collect(),
-            })
-        };
+        let result = wire::to_result(out, |r| Ok::<_, Status>(self.add_ref(r)))?;
         Ok(Response::new(SolveResponse {
             r#ref: String::new(),
-            result: Some(GatewayResult {
-                result: Some(result),
-                metadata: out.metadata.into_iter().collect(),
-            }),
+            result: Some(result),
         }))
     }
 
@@ -321,7 +266,7 @@ impl LlbBridge for FrontendGateway {
             .call(move |b| b.read_dir(&r, &req.dir_path, pattern.as_deref()))
             .await?;
         Ok(Response::new(ReadDirResponse {
-            entries: entries.into_iter().map(stat).collect(),
+            entries: entries.into_iter().map(wire::to_stat).collect(),
         }))
     }
 
@@ -333,7 +278,7 @@ impl LlbBridge for FrontendGateway {
         let r = self.get_ref(&req.r#ref)?;
         let s = self.call(move |b| b.stat_file(&r, &req.path)).await?;
         Ok(Response::new(StatFileResponse {
-            stat: Some(stat(s)),
+            stat: Some(wire::to_stat(s)),
         }))
     }
 
@@ -380,8 +325,11 @@ impl LlbBridge for FrontendGateway {
     ) -> Result<Response<ReturnResponse>, Status> {
         let req = request.into_inner();
         let returned = match (req.result, req.error) {
-            (_, Some(e)) if e.code != 0 => Err(from_code(e.code, e.message)),
-            (Some(r), _) => Ok(self.output(r)?),
+            (_, Some(e)) if e.code != 0 => Err(wire::error_of(e.code.into(), e.message)),
+            (Some(r), _) => Ok(wire::from_result(r, |r| {
+                self.get_ref(&r.id)
+                    .map_err(|_| Status::not_found(format!("return reference {} not found", r.id)))
+            })?),
             _ => return Err(invalid("gateway return must be either result or err")),
         };
         let mut slot = self.returned.lock().unwrap_or_else(|e| e.into_inner());
@@ -435,37 +383,5 @@ impl LlbBridge for FrontendGateway {
             },
         });
         Ok(Response::new(WarnResponse {}))
-    }
-}
-
-impl FrontendGateway {
-    /// The returned result, by the refs handed out.
-    fn output(&self, r: GatewayResult) -> Result<FrontendOutput, Status> {
-        let lookup = |r: &Ref| -> Result<Option<SolvedRef>, Status> {
-            if r.id.is_empty() {
-                return Ok(None);
-            }
-            self.get_ref(&r.id)
-                .map(Some)
-                .map_err(|_| Status::not_found(format!("return reference {} not found", r.id)))
-        };
-        let mut out = FrontendOutput {
-            metadata: r.metadata.into_iter().collect(),
-            ..Default::default()
-        };
-        out.metadata.sort_by(|a, b| a.0.cmp(&b.0));
-        match r.result {
-            Some(result::Result::Ref(r)) => out.reference = lookup(&r)?,
-            Some(result::Result::Refs(map)) => {
-                for (platform, r) in map.refs {
-                    if let Some(solved) = lookup(&r)? {
-                        out.refs.push((platform, solved));
-                    }
-                }
-                out.refs.sort_by(|a, b| a.0.cmp(&b.0));
-            }
-            None => {}
-        }
-        Ok(out)
     }
 }

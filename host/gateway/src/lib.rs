@@ -10,6 +10,7 @@
 
 pub mod client;
 mod container;
+pub mod wire;
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
