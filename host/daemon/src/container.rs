@@ -319,6 +319,38 @@ impl LocalBridge {
     }
 }
 
+/// `component` compiled as the runner compiles it (the same wasmtime and settings), in a
+/// scratch directory `dir` removed afterwards: (file name, bytes) of each artifact.
+pub(crate) fn compiled(
+    label: &str,
+    component: &[u8],
+    dir: &std::path::Path,
+) -> Result<Vec<(String, Vec<u8>)>, crate::DaemonError> {
+    let _ = std::fs::remove_dir_all(dir);
+    let made =
+        buildwit_frontend::Runtime::new(buildwit_frontend::Limits::default(), Some(dir.into()))
+            .and_then(|runtime| runtime.load(label, component).map(|_| ()))
+            .map_err(crate::DaemonError::Frontend)
+            .and_then(|()| {
+                let read = |e: std::io::Error| {
+                    crate::DaemonError::Setup(format!("{}: {e}", dir.display()))
+                };
+                let mut files = Vec::new();
+                for entry in std::fs::read_dir(dir).map_err(read)? {
+                    let path = entry.map_err(read)?.path();
+                    let name = path
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned();
+                    files.push((name, std::fs::read(&path).map_err(read)?));
+                }
+                Ok(files)
+            });
+    let _ = std::fs::remove_dir_all(dir);
+    made
+}
+
 /// The blobs of an image: config, one layer, manifest.
 pub(crate) struct ImageBlobs {
     pub config: Vec<u8>,

@@ -347,7 +347,7 @@ fn parse_version(tag: &str) -> Option<(u64, u64, u64)> {
     parts.next().is_none().then_some((major, minor, patch))
 }
 
-fn tag_and_digest(reference: &str) -> (Option<String>, Option<String>) {
+pub(crate) fn tag_and_digest(reference: &str) -> (Option<String>, Option<String>) {
     let (rest, digest) = match reference.split_once('@') {
         Some((r, d)) => (r, Some(d.to_string())),
         None => (reference, None),

@@ -494,17 +494,17 @@ impl Engine {
         let loaded = match &selected.served {
             Served::Wasm(loaded) => loaded,
             Served::Container(image) => {
-                let (name, digest) = image.pinned.split_once('@').unwrap_or((&image.pinned, ""));
-                let last = name.rsplit('/').next().unwrap_or(name);
+                let name = image
+                    .pinned
+                    .split_once('@')
+                    .map_or(&*image.pinned, |(n, _)| n);
+                let (tag, digest) = frontends::tag_and_digest(&image.pinned);
                 return Ok(FrontendRecord {
                     source: selected.source.clone(),
-                    digest: digest.to_string(),
+                    digest: digest.unwrap_or_default(),
                     wit_version: String::new(),
                     name: name.to_string(),
-                    version: last
-                        .split_once(':')
-                        .map(|(_, t)| t.to_string())
-                        .unwrap_or_default(),
+                    version: tag.unwrap_or_default(),
                     channel: "container".into(),
                     compiled: false,
                 });
@@ -770,36 +770,15 @@ impl Engine {
         let component = buildwit_frontend::component_of(&bytes)
             .map_err(|e| DaemonError::Policy(format!("{}: {e}", file.display())))?
             .into_owned();
-        // Compiled as the runner compiles it (the same wasmtime and settings), so that it
-        // starts without compiling where the machine matches.
+        // Compiled as the runner compiles it, so that it starts without compiling where
+        // the machine matches.
         let dir = self
             .frontends
             .root
             .join("frontends")
             .join(format!("push-compiled-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let compiled = buildwit_frontend::Runtime::new(Limits::default(), Some(dir.clone()))
-            .and_then(|runtime| runtime.load(&record.name, &component).map(|_| ()))
-            .map_err(DaemonError::Frontend)
-            .and_then(|()| {
-                let mut files = Vec::new();
-                for entry in
-                    std::fs::read_dir(&dir).map_err(|e| DaemonError::Setup(e.to_string()))?
-                {
-                    let path = entry.map_err(|e| DaemonError::Setup(e.to_string()))?.path();
-                    let data =
-                        std::fs::read(&path).map_err(|e| DaemonError::Setup(e.to_string()))?;
-                    let name = path
-                        .file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .into_owned();
-                    files.push((name, data));
-                }
-                Ok(files)
-            });
-        let _ = std::fs::remove_dir_all(&dir);
-        let image = container::runner_image(runner, &component, &compiled?, &record)
+        let compiled = container::compiled(&record.name, &component, &dir)?;
+        let image = container::runner_image(runner, &component, &compiled, &record)
             .map_err(DaemonError::Setup)?;
         self.push_image(reference, vec![image.config, image.layer], &image.manifest)
     }
