@@ -3,12 +3,13 @@
 //! (mirrors with path prefixes, `http`, `insecure`, `ca`, `tlsconfigdir`) and the credentials
 //! of `~/.docker/config.json`.
 //!
-//! Built on `oci-client`, which does the HTTP, token auth and digest checks; mirror fallback,
-//! Docker credentials and platform choice are done here.
+//! The HTTP and token auth are our own client's (`client.rs`, on reqwest), with
+//! `oci-client`'s reference and error types; digest checks, mirror fallback, Docker
+//! credentials and platform choice are done here.
 
 #![warn(missing_docs)]
 
-mod direct;
+mod client;
 mod error;
 mod platform;
 mod pull;
@@ -18,13 +19,13 @@ mod reference;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use buildwit_config::RegistryConfig;
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use client::HttpClient;
+use oci_client::client::{Certificate, CertificateEncoding};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference, RegistryOperation};
+use oci_client::{Reference, RegistryOperation};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
@@ -89,13 +90,7 @@ struct HostClient {
     host: String,
     settings: HostSettings,
     /// The client, or why it could not be made (told as a configuration error).
-    made: OnceLock<Result<Made, String>>,
-}
-
-/// oci-client, or our own for hosts that want a client certificate.
-enum Made {
-    Oci(Client),
-    Direct(direct::Direct),
+    made: OnceLock<Result<HttpClient, String>>,
 }
 
 impl HostClient {
@@ -107,7 +102,7 @@ impl HostClient {
         }
     }
 
-    fn made(&self) -> Result<&Made, OciDistributionError> {
+    fn made(&self) -> Result<&HttpClient, OciDistributionError> {
         let made = match self.made.get() {
             Some(made) => made,
             None => {
@@ -120,12 +115,10 @@ impl HostClient {
             .map_err(|e| OciDistributionError::GenericError(Some(format!("{CLIENT_SETUP}{e}"))))
     }
 
-    async fn store_auth(&self, registry: &str, auth: &RegistryAuth) {
+    fn store_auth(&self, registry: &str, auth: &RegistryAuth) {
         // A client that cannot be made fails the request that follows, with the reason.
-        match self.made() {
-            Ok(Made::Direct(d)) => d.store_auth(registry, auth),
-            Ok(Made::Oci(c)) => c.store_auth_if_needed(registry, auth).await,
-            Err(_) => {}
+        if let Ok(c) = self.made() {
+            c.store_auth(registry, auth);
         }
     }
 
@@ -135,10 +128,7 @@ impl HostClient {
         auth: &RegistryAuth,
         op: RegistryOperation,
     ) -> Result<(), OciDistributionError> {
-        match self.made()? {
-            Made::Direct(d) => d.auth(r, auth, op).await,
-            Made::Oci(c) => c.auth(r, auth, op).await.map(|_| ()),
-        }
+        self.made()?.auth(r, auth, op).await
     }
 
     async fn pull_manifest_raw(
@@ -147,10 +137,7 @@ impl HostClient {
         auth: &RegistryAuth,
         accepted: &[&str],
     ) -> Result<(bytes::Bytes, String), OciDistributionError> {
-        match self.made()? {
-            Made::Direct(d) => d.pull_manifest_raw(r, auth, accepted).await,
-            Made::Oci(c) => c.pull_manifest_raw(r, auth, accepted).await,
-        }
+        self.made()?.pull_manifest_raw(r, auth, accepted).await
     }
 
     async fn pull_blob<W: tokio::io::AsyncWrite + Unpin + ?Sized>(
@@ -159,17 +146,11 @@ impl HostClient {
         digest: &str,
         out: &mut W,
     ) -> Result<(), OciDistributionError> {
-        match self.made()? {
-            Made::Direct(d) => d.pull_blob(r, digest, out).await,
-            Made::Oci(c) => c.pull_blob(r, digest, out).await,
-        }
+        self.made()?.pull_blob(r, digest, out).await
     }
 
     async fn blob_exists(&self, r: &Reference, digest: &str) -> Result<bool, OciDistributionError> {
-        match self.made()? {
-            Made::Direct(d) => d.blob_exists(r, digest).await,
-            Made::Oci(c) => c.blob_exists(r, digest).await,
-        }
+        self.made()?.blob_exists(r, digest).await
     }
 
     /// Upload a blob streamed from `path` (`size` bytes): a layer is never held in memory.
@@ -180,33 +161,16 @@ impl HostClient {
         size: u64,
         digest: &str,
     ) -> Result<(), OciDistributionError> {
-        match self.made()? {
-            Made::Direct(d) => d.push_blob(r, path, size, digest).await,
-            Made::Oci(c) => {
-                use futures_util::StreamExt;
-                let file = tokio::fs::File::open(path).await?;
-                let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
-                    .map(|chunk| chunk.map_err(OciDistributionError::from));
-                c.push_blob_stream(r, stream, digest, Some(size))
-                    .await
-                    .map(|_| ())
-            }
-        }
+        self.made()?.push_blob(r, path, size, digest).await
     }
 
     async fn push_manifest_raw(
         &self,
         r: &Reference,
         body: Vec<u8>,
-        content_type: http::HeaderValue,
+        content_type: &str,
     ) -> Result<(), OciDistributionError> {
-        match self.made()? {
-            Made::Direct(d) => {
-                let ct = content_type.to_str().unwrap_or_default().to_string();
-                d.push_manifest_raw(r, body, &ct).await
-            }
-            Made::Oci(c) => c.push_manifest_raw(r, body, content_type).await.map(|_| ()),
-        }
+        self.made()?.push_manifest_raw(r, body, content_type).await
     }
 }
 
@@ -736,39 +700,13 @@ fn read_certificates(host: &str, path: &Path) -> Result<Vec<Certificate>, Regist
 const CLIENT_SETUP: &str = "client setup: ";
 
 /// Builds the client for one host's settings.
-fn build_client(host: &str, s: &HostSettings) -> Result<Made, RegistryError> {
-    if let Some(identity) = &s.identity {
-        let direct =
-            direct::Direct::new(s.http, s.insecure, &s.ca, identity, USER_AGENT).map_err(|e| {
-                RegistryError::config(host, format!("[registry.\"{host}\"] keypair: {e}"))
-            })?;
-        return Ok(Made::Direct(direct));
-    }
-    let config = ClientConfig {
-        protocol: if s.http {
-            ClientProtocol::Http
-        } else {
-            ClientProtocol::Https
-        },
-        accept_invalid_certificates: s.insecure,
-        extra_root_certificates: s.ca.clone(),
-        platform_resolver: None,
-        max_concurrent_download: MAX_CONNECTIONS_PER_REGISTRY,
-        max_concurrent_upload: MAX_CONNECTIONS_PER_REGISTRY,
-        // One POST and one PUT per blob, rather than a PATCH per chunk in between.
-        use_monolithic_push: true,
-        connect_timeout: Some(Duration::from_secs(15)),
-        read_timeout: Some(Duration::from_secs(60)),
-        user_agent: USER_AGENT,
-        ..ClientConfig::default()
-    };
-    let client = Client::try_from(config).map_err(|e| {
+fn build_client(host: &str, s: &HostSettings) -> Result<HttpClient, RegistryError> {
+    HttpClient::new(s.http, s.insecure, &s.ca, s.identity.as_deref(), USER_AGENT).map_err(|e| {
         RegistryError::config(
             host,
-            format!("cannot set up the client for [registry.\"{host}\"] (check its ca files): {e}"),
+            format!("cannot set up the client for [registry.\"{host}\"]: {e}"),
         )
-    })?;
-    Ok(Made::Oci(client))
+    })
 }
 
 /// Checks `body` against a `sha256:` digest; other algorithms were checked by oci-client.
@@ -784,7 +722,7 @@ fn verify_digest(body: &[u8], expected: &str) -> Result<(), String> {
 }
 
 /// The error for content that does not match its digest.
-fn mismatch(
+pub(crate) fn mismatch(
     ep: &Endpoint<'_>,
     reference: &str,
     what: &str,
@@ -1167,7 +1105,10 @@ mod tests {
         for _ in 0..MAX_CONNECTIONS_PER_REGISTRY {
             held.push(regs.permit("r.example").await.unwrap());
         }
-        let fifth = tokio::time::timeout(Duration::from_millis(50), regs.permit("r.example"));
+        let fifth = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            regs.permit("r.example"),
+        );
         assert!(fifth.await.is_err(), "a fifth request must wait");
         // Other registries have their own limit.
         assert!(regs.permit("other.example").await.is_some());

@@ -143,12 +143,13 @@ impl Registries {
                 inner: &mut *out,
                 written: 0,
                 limit: size,
+                hash: BlobHash::of(digest),
             };
             let r = ep.reference(&parsed);
             let result = async {
                 let auth = self.auth_for(ep).await;
                 // pull_blob only uses stored credentials; a pull may start with a blob.
-                ep.client.store_auth(r.resolve_registry(), &auth).await;
+                ep.client.store_auth(r.resolve_registry(), &auth);
                 let _permit = self.permit(&blob_pool(&ep.host)).await;
                 ep.client.pull_blob(&r, digest, &mut counted).await
             }
@@ -169,10 +170,15 @@ impl Registries {
                         size.unwrap_or_default()
                     ),
                 )),
-                Ok(()) => Ok(PulledBlob {
-                    size: written,
-                    registry: ep.label(),
-                }),
+                Ok(()) => match counted.hash.finish() {
+                    Some(actual) if actual != digest => {
+                        Err(crate::mismatch(ep, &normalized, &what, digest, &actual))
+                    }
+                    _ => Ok(PulledBlob {
+                        size: written,
+                        registry: ep.label(),
+                    }),
+                },
             };
             match result {
                 Ok(b) => return Ok(b),
@@ -310,6 +316,50 @@ struct Counted<'a, W: ?Sized> {
     inner: &'a mut W,
     written: u64,
     limit: Option<u64>,
+    hash: BlobHash,
+}
+
+/// The digest of what a blob download wrote, in the algorithm its digest names.
+enum BlobHash {
+    Sha256(sha2::Sha256),
+    Sha384(sha2::Sha384),
+    Sha512(sha2::Sha512),
+    /// An algorithm we cannot check (the registry's own checks stand).
+    Unknown,
+}
+
+impl BlobHash {
+    fn of(digest: &str) -> Self {
+        use sha2::Digest as _;
+        match digest.split_once(':').map_or("", |(a, _)| a) {
+            "sha256" => BlobHash::Sha256(sha2::Sha256::new()),
+            "sha384" => BlobHash::Sha384(sha2::Sha384::new()),
+            "sha512" => BlobHash::Sha512(sha2::Sha512::new()),
+            _ => BlobHash::Unknown,
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        use sha2::Digest as _;
+        match self {
+            BlobHash::Sha256(h) => h.update(data),
+            BlobHash::Sha384(h) => h.update(data),
+            BlobHash::Sha512(h) => h.update(data),
+            BlobHash::Unknown => {}
+        }
+    }
+
+    /// `algorithm:hex` of everything written; `None` for an unknown algorithm.
+    fn finish(&mut self) -> Option<String> {
+        use sha2::Digest as _;
+        let (algorithm, hex) = match std::mem::replace(self, BlobHash::Unknown) {
+            BlobHash::Sha256(h) => ("sha256", hex::encode(h.finalize())),
+            BlobHash::Sha384(h) => ("sha384", hex::encode(h.finalize())),
+            BlobHash::Sha512(h) => ("sha512", hex::encode(h.finalize())),
+            BlobHash::Unknown => return None,
+        };
+        Some(format!("{algorithm}:{hex}"))
+    }
 }
 
 impl<W: AsyncWrite + Unpin + ?Sized> AsyncWrite for Counted<'_, W> {
@@ -331,6 +381,7 @@ impl<W: AsyncWrite + Unpin + ?Sized> AsyncWrite for Counted<'_, W> {
         let poll = Pin::new(&mut *this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = poll {
             this.written += n as u64;
+            this.hash.update(&buf[..n]);
         }
         poll
     }
@@ -383,10 +434,31 @@ mod tests {
             inner: &mut out,
             written: 0,
             limit: Some(4),
+            hash: BlobHash::Unknown,
         };
         c.write_all(b"abc").await.unwrap();
         assert!(c.write_all(b"de").await.is_err());
         assert!(c.written > 4);
         assert_eq!(out, b"abc");
+    }
+
+    #[test]
+    fn blob_hash_follows_the_digest_algorithm() {
+        for (digest, expected) in [
+            (
+                "sha256:00",
+                "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            ),
+            (
+                "sha512:00",
+                "sha512:ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f",
+            ),
+        ] {
+            let mut h = BlobHash::of(digest);
+            h.update(b"ab");
+            h.update(b"c");
+            assert_eq!(h.finish().as_deref(), Some(expected));
+        }
+        assert_eq!(BlobHash::of("blake3:00").finish(), None);
     }
 }

@@ -81,7 +81,7 @@ impl Registries {
                 None => pushed.present += 1,
             }
         }
-        let content_type = http::HeaderValue::from_str(media_type).map_err(|e| {
+        http::HeaderValue::from_str(media_type).map_err(|e| {
             RegistryError::new(
                 RegistryErrorKind::Invalid,
                 &normalized,
@@ -90,7 +90,7 @@ impl Registries {
             )
         })?;
         client
-            .push_manifest_raw(&r, manifest.to_vec(), content_type)
+            .push_manifest_raw(&r, manifest.to_vec(), media_type)
             .await
             .map_err(|e| map_error(e, ep, &normalized, "manifest"))?;
         pushed.bytes += manifest.len() as u64;
