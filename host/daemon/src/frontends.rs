@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use buildwit_frontend::{LoadedFrontend, Runtime, builtin};
 
-use crate::wasm_images::Pulled;
+use crate::wasm_images::{Pulled, Resolved};
 
 use crate::DaemonError;
 use crate::container::ContainerImage;
@@ -193,11 +193,7 @@ impl Frontends {
                 .block_on(self.images.resolve(&self.registries, source, mode))?;
             return match pulled {
                 Pulled::Wasm(resolved) => Ok(Selected {
-                    served: Served::Wasm(self.runtime.load_known(
-                        &resolved.reference,
-                        &resolved.bytes,
-                        &resolved.record.component,
-                    )?),
+                    served: Served::Wasm(self.load_stored(&resolved)?),
                     source: format!("{}@{}", resolved.reference, resolved.manifest_digest),
                     warnings: resolved.warnings,
                 }),
@@ -235,6 +231,24 @@ impl Frontends {
             ),
             warnings,
         )
+    }
+
+    /// The runtime's frontend for a stored component, read from the store only the first time.
+    fn load_stored(&self, resolved: &Resolved) -> Result<Arc<LoadedFrontend>, DaemonError> {
+        let digest = &resolved.record.component;
+        if let Some(loaded) = self.runtime.loaded(digest) {
+            return Ok(loaded);
+        }
+        let bytes = std::fs::read(&resolved.path).map_err(|e| {
+            DaemonError::Setup(format!(
+                "frontend {}: cannot read {}: {e}",
+                resolved.reference,
+                resolved.path.display()
+            ))
+        })?;
+        Ok(self
+            .runtime
+            .load_known(&resolved.reference, &bytes, digest)?)
     }
 
     /// A container frontend: its config, read for the worker's platform.

@@ -79,8 +79,8 @@ struct Index {
 
 /// A frontend resolved for a build.
 pub struct Resolved {
-    /// The component bytes.
-    pub bytes: Vec<u8>,
+    /// Where the component is kept (read only when the runtime has not loaded it yet).
+    pub path: PathBuf,
     /// The normalised reference.
     pub reference: String,
     /// The manifest digest it resolved to.
@@ -218,12 +218,13 @@ impl WasmImages {
             .join(format!("{}.wasm", hex_of(digest)))
     }
 
-    fn cached(&self, index: &Index, manifest_digest: &str) -> Option<(ImageRecord, Vec<u8>)> {
+    fn cached(&self, index: &Index, manifest_digest: &str) -> Option<(ImageRecord, PathBuf)> {
         let record = index.manifests.get(manifest_digest)?;
-        let bytes = std::fs::read(self.component_path(&record.component)).ok()?;
+        let path = self.component_path(&record.component);
         // Components were verified when pulled and are written atomically; a truncated
-        // file is a miss. (Hashing megabytes here on every build is measurable.)
-        (bytes.len() as u64 == record.size).then(|| (record.clone(), bytes))
+        // file is a miss. (Reading and hashing megabytes here on every build is measurable.)
+        let size = std::fs::metadata(&path).ok()?.len();
+        (size == record.size).then(|| (record.clone(), path))
     }
 
     /// Resolve `source` to a component, pulling what is missing.
@@ -238,7 +239,8 @@ impl WasmImages {
         let normalized = reference.whole();
         let mut warnings = Vec::new();
         let pinned = reference.digest().map(str::to_string);
-        let last_seen = self.index().tags.get(&normalized).cloned();
+        let index = self.index();
+        let last_seen = index.tags.get(&normalized).cloned();
 
         // A pinned digest, or a tag in offline mode, needs no network once its component is here.
         let local = pinned.clone().or(if mode == ResolveMode::Offline {
@@ -247,10 +249,10 @@ impl WasmImages {
             None
         });
         if let Some(digest) = &local
-            && let Some((record, bytes)) = self.cached(&self.index(), digest)
+            && let Some((record, path)) = self.cached(&index, digest)
         {
             return Ok(Pulled::Wasm(Resolved {
-                bytes,
+                path,
                 reference: normalized,
                 manifest_digest: digest.clone(),
                 record,
@@ -266,15 +268,15 @@ impl WasmImages {
                     && matches!(e.kind(), RegistryErrorKind::Unreachable)
                     && last_seen
                         .as_ref()
-                        .is_some_and(|d| self.cached(&self.index(), d).is_some()) =>
+                        .is_some_and(|d| self.cached(&index, d).is_some()) =>
             {
                 let digest = last_seen.expect("checked");
-                let (record, bytes) = self.cached(&self.index(), &digest).expect("checked");
+                let (record, path) = self.cached(&index, &digest).expect("checked");
                 warnings.push(format!(
                     "cannot reach the registry of {normalized} ({e}); using {digest}, the digest it had when last seen"
                 ));
                 return Ok(Pulled::Wasm(Resolved {
-                    bytes,
+                    path,
                     reference: normalized,
                     manifest_digest: digest,
                     record,
@@ -294,10 +296,13 @@ impl WasmImages {
             }
         };
         let digest = manifest.manifest_digest.clone();
-        if let Some((record, bytes)) = self.cached(&self.index(), &digest) {
-            self.remember(&normalized, pinned.is_none(), &digest, &record)?;
+        if let Some((record, path)) = self.cached(&index, &digest) {
+            // The common cached build: the tag still names what it named.
+            if pinned.is_none() && last_seen.as_deref() != Some(&digest) {
+                self.remember(&normalized, true, &digest, &record)?;
+            }
             return Ok(Pulled::Wasm(Resolved {
-                bytes,
+                path,
                 reference: normalized,
                 manifest_digest: digest,
                 record,
@@ -359,11 +364,11 @@ impl WasmImages {
                 .unwrap_or_default(),
         };
         std::fs::create_dir_all(self.dir.join("components")).map_err(|e| self.io_error(e))?;
-        write_atomic(&self.component_path(&record.component), &bytes)
-            .map_err(|e| self.io_error(e))?;
+        let path = self.component_path(&record.component);
+        write_atomic(&path, &bytes).map_err(|e| self.io_error(e))?;
         self.remember(&normalized, pinned.is_none(), &digest, &record)?;
         Ok(Pulled::Wasm(Resolved {
-            bytes,
+            path,
             reference: normalized,
             manifest_digest: digest,
             record,

@@ -87,6 +87,8 @@ pub struct LoadedFrontend {
     /// Whether it was compiled now (false: loaded from the on-disk cache).
     pub compiled: bool,
     pre: FrontendPreV0_1<HostState>,
+    /// What its `info` said, asked once: every build records it.
+    info: std::sync::OnceLock<FrontendInfo>,
 }
 
 impl std::fmt::Debug for LoadedFrontend {
@@ -179,6 +181,11 @@ impl Runtime {
         self.load_known(label, &bytes, &digest)
     }
 
+    /// The frontend loaded earlier from the component with this digest.
+    pub fn loaded(&self, digest: &str) -> Option<Arc<LoadedFrontend>> {
+        self.loaded.lock().unwrap().get(digest).cloned()
+    }
+
     /// [`Runtime::load`] for bytes whose digest the caller already knows (embedded
     /// components, the verified frontend store): hashing megabytes on every start is
     /// measurable. A wrong digest would only name the compiled-artifact cache wrongly.
@@ -268,6 +275,7 @@ impl Runtime {
             size: bytes.len(),
             compiled,
             pre,
+            info: std::sync::OnceLock::new(),
         });
         self.loaded.lock().unwrap().insert(digest, loaded.clone());
         Ok(loaded)
@@ -323,12 +331,16 @@ impl Runtime {
         Ok((c, true))
     }
 
-    /// Ask a frontend who it is.
+    /// Ask a frontend who it is (once per loaded component; later calls are answered from
+    /// the first).
     pub fn info(
         &self,
         frontend: &LoadedFrontend,
         bridge: Arc<dyn Bridge>,
     ) -> Result<FrontendInfo, FrontendError> {
+        if let Some(info) = frontend.info.get() {
+            return Ok(info.clone());
+        }
         let mut store = self.store(frontend, bridge, Vec::new(), Vec::new(), None);
         let instance = frontend
             .pre
@@ -338,11 +350,12 @@ impl Runtime {
             .buildwit_frontend_builder()
             .call_info(&mut store)
             .map_err(|e| self.trap(frontend, &store, e))?;
-        Ok(FrontendInfo {
+        let info = FrontendInfo {
             name: info.name,
             version: info.version,
             channel: info.channel,
-        })
+        };
+        Ok(frontend.info.get_or_init(|| info).clone())
     }
 
     /// Run a frontend's `build` with these options and inputs, within `deadline` (the
