@@ -50,7 +50,7 @@ pub use bindings::exports::buildwit::frontend::builder::FrontendInfo;
 pub use client::{BuildResult, Client, Reference, SolveRequest};
 #[doc(hidden)]
 pub use export::Adapter as __Adapter;
-pub use export::Frontend;
+pub use export::{DESCRIBE, Frontend, Subrequest, Subrequests};
 
 /// The version of the WIT package this SDK implements.
 pub const WIT_VERSION: &str = "0.1.0";

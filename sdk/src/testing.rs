@@ -309,9 +309,10 @@ impl TestOutput {
     }
 }
 
-/// Run frontend `F` against `gateway`.
+/// Run frontend `F` against `gateway`, as the export does (subrequests `F` does not list
+/// are answered by the SDK).
 pub fn run<F: Frontend>(gateway: &MemoryGateway) -> Result<TestOutput, Error> {
-    let result = F::build(gateway)?;
+    let result = crate::export::run::<F>(gateway)?;
     let definition_of = |r: Reference| {
         r.into_backend::<MemoryReference>()
             .map(|m| m.definition)

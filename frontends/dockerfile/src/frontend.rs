@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use buildwit_sdk::llb::{self as sdkllb, Metadata, NetMode, Platform, SourceInfo, line_range};
-use buildwit_sdk::{BuildResult, Client, Error, Frontend, FrontendInfo, ResolveMode, Warning};
+use buildwit_sdk::{
+    BuildResult, Client, Error, Frontend, FrontendInfo, ResolveMode, Subrequests, Warning,
+};
 use serde_json::json;
 
 use crate::convert::{ConvertOpts, Converter};
@@ -32,6 +34,12 @@ pub struct Dockerfile;
 impl Frontend for Dockerfile {
     fn info() -> FrontendInfo {
         FrontendInfo::new("dockerfile", VERSION, CHANNEL)
+    }
+
+    /// Every request reaches `build`: a `# syntax=` line forwards it, else the Dockerfile
+    /// frontend answers or refuses it as BuildKit's does.
+    fn subrequests() -> Subrequests {
+        Subrequests::All
     }
 
     fn build(client: &dyn Client) -> Result<BuildResult, Error> {

@@ -15,8 +15,7 @@ pub const OUTLINE: &str = "frontend.outline";
 pub const TARGETS: &str = "frontend.targets";
 /// `frontend.lint`.
 pub const LINT: &str = "frontend.lint";
-/// `frontend.subrequests.describe`.
-pub const DESCRIBE: &str = "frontend.subrequests.describe";
+pub use buildwit_sdk::DESCRIBE;
 
 const VERSION: &str = "1.0.0";
 

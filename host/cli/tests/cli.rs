@@ -444,6 +444,36 @@ fn a_syntax_directive_cannot_reach_a_disabled_gateway() {
 }
 
 #[test]
+fn a_call_the_frontend_does_not_answer_is_refused() {
+    let example = workspace().join("examples/toml-spec");
+    let call = |what: &str| {
+        buildwit(&[
+            "build",
+            "--frontend-file",
+            &toml_spec(),
+            example.to_str().unwrap(),
+            "--call",
+            what,
+        ])
+    };
+    let out = call("outline");
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("unsupported request frontend.outline"),
+        "{stderr}"
+    );
+    // describe lists what it answers: describe alone.
+    let out = call("describe");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("subrequests.describe"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
 fn calls_and_checks() {
     let dir = context_with(
         "lint",
