@@ -1,7 +1,8 @@
 //! `# syntax=` frontends, through `buildctl` against buildwitd and against buildkitd in the
 //! same run: BuildKit's own Dockerfile frontend as a container image (the same image,
 //! pushed to the same registry, for both daemons), buildwit's Dockerfile frontend as a Wasm
-//! frontend image, each daemon's built-in Dockerfile frontend, and buildwit's toml-spec
+//! frontend image (by tag, re-resolved at the registry on every build as BuildKit does, and
+//! pinned by digest), each daemon's built-in Dockerfile frontend, and buildwit's toml-spec
 //! plugin (a Wasm image in buildwitd, `frontend push --container` in buildkitd). A small
 //! project; the first build, and the median of its cached rebuilds.
 //!
@@ -18,7 +19,7 @@ use buildwit_frontend::BUILT_FRONTENDS_DIR;
 use common::{Daemon, Request, buildkitd, buildwitd_for_buildctl, peers};
 use support::{Setup, median, text};
 
-const RUNS: usize = 7;
+const RUNS: usize = 21;
 
 const DOCKERFILE: &str = "FROM BASE
 WORKDIR /app
@@ -80,6 +81,13 @@ fn main() {
         &wasm,
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // The same image pinned by digest: no registry round trip once pulled.
+    let pushed = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    let digest = pushed
+        .split_whitespace()
+        .find_map(|w| w.split_once('@').map(|(_, d)| d.to_string()))
+        .expect("push names the digest");
+    let pinned = format!("{host}/buildwit/dockerfile@{digest}");
     // The toml-spec plugin, as a Wasm image for buildwitd and as a container for buildkitd.
     // The Dockerfile frontend reads `Dockerfile` and forwards; the plugin reads `build.toml`.
     let spec = |name: &str, syntax: &str| {
@@ -108,6 +116,11 @@ fn main() {
             true,
         ),
         ("Wasm image frontend", project(&s, "wasm", &wasm), false),
+        (
+            "Wasm image, digest pin",
+            project(&s, "pinned", &pinned),
+            false,
+        ),
         ("built-in frontend", project(&s, "builtin", ""), true),
     ];
     println!("buildctl against each daemon (cached: median of {RUNS})");
