@@ -115,3 +115,64 @@ fn du_lists_records_and_prune_frees_them() {
         "{err}"
     );
 }
+
+#[test]
+fn compiled_frontends_are_cache_records() {
+    let root = tempfile::tempdir().unwrap();
+    let (root, config) = (root.path(), empty_config());
+    let plugin = format!("{}/toml-spec.wasm", buildwit_frontend::BUILT_FRONTENDS_DIR);
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/toml-spec");
+    let build = || {
+        ok(run(
+            root,
+            &config,
+            &[
+                "build",
+                "--frontend-file",
+                &plugin,
+                example.to_str().unwrap(),
+                "--dump-llb",
+            ],
+        ))
+    };
+    build();
+    let compiled = |root: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(root.join("frontends/compiled"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .collect()
+    };
+    assert_eq!(compiled(root).len(), 1);
+
+    let frontends = ok(run(
+        root,
+        &config,
+        &["du", "-v", "--filter", "type==frontend"],
+    ));
+    assert!(frontends.contains("Type:\t\tfrontend\n"), "{frontends}");
+    assert!(
+        frontends.contains("Description:\tcompiled frontend component "),
+        "{frontends}"
+    );
+    let size = std::fs::metadata(&compiled(root)[0]).unwrap().len();
+    assert!(size > 100_000, "{size}");
+
+    // Kept without --all, as BuildKit keeps frontend records; removed with it.
+    let kept = ok(run(root, &config, &["prune"]));
+    assert_eq!(kept, "Total:\t0B\n");
+    assert_eq!(compiled(root).len(), 1);
+    let pruned = ok(run(root, &config, &["prune", "--all", "--verbose"]));
+    assert!(pruned.contains("Type:\t\tfrontend\n"), "{pruned}");
+    assert!(compiled(root).is_empty());
+    assert!(
+        !ok(run(root, &config, &["du", "-v"])).contains("frontend"),
+        "nothing left to count"
+    );
+
+    // The next build compiles it again.
+    build();
+    assert_eq!(compiled(root).len(), 1);
+}

@@ -115,12 +115,23 @@ impl Frontends {
         let db = buildwit_solver::CacheDb::open(&self.root.join("cache.db"))
             .map_err(|e| setup("cache database", &e))?;
         let parallelism = oci.max_parallelism.and_then(|n| usize::try_from(n).ok());
-        let solver = Arc::new(buildwit_solver::Solver::new(
-            Arc::new(worker),
-            self.registries.clone(),
-            db,
-            parallelism,
-        ));
+        // Compiled components are cache too: `du` counts them, prune --all and GC remove them
+        // (the runtime compiles one again when it is next needed).
+        let compiled = buildwit_solver::FileRecords {
+            dir: compiled_dir(&self.root),
+            suffix: ".cwasm".into(),
+            record_type: buildwit_solver::gc::TYPE_FRONTEND.into(),
+            description: "compiled frontend component".into(),
+        };
+        let solver = Arc::new(
+            buildwit_solver::Solver::new(
+                Arc::new(worker),
+                self.registries.clone(),
+                db,
+                parallelism,
+            )
+            .with_files(compiled),
+        );
         Ok(self.solver.get_or_init(|| solver).clone())
     }
 
@@ -361,6 +372,12 @@ fn parse_version(tag: &str) -> Option<(u64, u64, u64)> {
     parts.next().is_none().then_some((major, minor, patch))
 }
 
+/// Where the runtime keeps the components it compiled, under the state directory `root`.
+pub(crate) fn compiled_dir(root: &std::path::Path) -> std::path::PathBuf {
+    root.join("frontends").join("compiled")
+}
+
+/// The tag and the digest a reference names, each if it names one.
 pub(crate) fn tag_and_digest(reference: &str) -> (Option<String>, Option<String>) {
     let (rest, digest) = match reference.split_once('@') {
         Some((r, d)) => (r, Some(d.to_string())),

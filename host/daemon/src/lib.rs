@@ -264,7 +264,7 @@ impl Engine {
         private_root(&root).map_err(|e| {
             DaemonError::Setup(format!("the state directory {}: {e}", root.display()))
         })?;
-        let runtime = Runtime::new(limits, Some(root.join("frontends").join("compiled")))?;
+        let runtime = Runtime::new(limits, Some(frontends::compiled_dir(&root)))?;
         let registries = Arc::new(
             buildwit_registry::Registries::new(&config.registry)
                 .map_err(|e| DaemonError::Setup(e.to_string()))?,

@@ -306,6 +306,11 @@ impl Runtime {
             // frontend image by `frontend push --container` (whose runner then runs in that
             // image's container, which its author controls anyway).
             if let Ok(c) = unsafe { Component::deserialize_file(&self.engine, &path) } {
+                // Its time of last use, for the cache's GC (which may remove it any time).
+                let _ = std::fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
                 return Ok((c, false));
             }
         }

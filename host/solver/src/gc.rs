@@ -1,7 +1,8 @@
 //! Disk usage and garbage collection of the build cache: BuildKit's `du`, `prune` and GC
 //! policies over the cache database, the layers and the cache mounts.
 //!
-//! A record is a cache database entry (its layers) or a cache mount. A layer is counted once
+//! A record is a cache database entry (its layers), a cache mount, or a file the cache
+//! accounts for beside them ([`FileRecords`]: compiled frontends). A layer is counted once
 //! in totals and belongs to the record with the shortest stack that lists it; a record whose layers other
 //! records also list is "shared". Records a running build leased are never removed. Prune
 //! removes records from the database in one transaction first, then the layers no remaining
@@ -12,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, MutexGuard, Weak};
 
 use buildwit_config::PruneRule;
@@ -30,6 +31,24 @@ pub const TYPE_LOCAL: &str = "source.local";
 pub const TYPE_GIT: &str = "source.git.checkout";
 /// A cache mount (`RUN --mount=type=cache`).
 pub const TYPE_CACHE_MOUNT: &str = "exec.cachemount";
+/// What a frontend needs to run (BuildKit: its image; buildwit: compiled components too).
+/// Removed only by `prune --all` and GC rules with `all`, as in BuildKit.
+pub const TYPE_FRONTEND: &str = "frontend";
+
+/// Files of one directory the cache accounts for, one record each: `du` lists them, prune
+/// and GC remove them (least recently modified first). Their owner must cope with a file
+/// going away at any time, as a cache does.
+#[derive(Clone, Debug)]
+pub struct FileRecords {
+    /// The directory (not walked further).
+    pub dir: PathBuf,
+    /// The files counted: names ending so (temporary files of writers are not).
+    pub suffix: String,
+    /// Their record type, such as [`TYPE_FRONTEND`].
+    pub record_type: String,
+    /// What `du` says a file is; its name follows.
+    pub description: String,
+}
 
 /// One record as `du` shows it (BuildKit's `UsageInfo`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -289,6 +308,8 @@ enum Item {
     Record { key: String, layers: Vec<String> },
     /// A cache mount directory under `cache-mounts/`.
     Mount { name: String },
+    /// A file of [`FileRecords`].
+    File { path: PathBuf },
 }
 
 /// The cache as GC sees it, taken under the lease lock.
@@ -308,10 +329,46 @@ impl State {
             + self
                 .items
                 .iter()
-                .filter(|(_, i)| matches!(i, Item::Mount { .. }))
+                .filter(|(_, i)| matches!(i, Item::Mount { .. } | Item::File { .. }))
                 .map(|(r, _)| r.size)
                 .sum::<u64>()
     }
+}
+
+/// The records of one [`FileRecords`] directory (none when it does not exist yet).
+fn file_records(files: &FileRecords) -> io::Result<Vec<(UsageRecord, Item)>> {
+    let entries = match fs::read_dir(&files.dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(meta) = entry.metadata() else {
+            continue; // removed meanwhile
+        };
+        if !name.ends_with(&files.suffix) || !meta.is_file() {
+            continue;
+        }
+        out.push((
+            UsageRecord {
+                id: name.chars().take(25).collect(),
+                record_type: files.record_type.clone(),
+                description: format!("{} {name}", files.description),
+                size: meta.len(),
+                created: meta.ctime().max(0) as u64,
+                last_used: Some(meta.mtime().max(0) as u64),
+                usage_count: 0,
+                shared: false,
+                in_use: false,
+                mutable: false,
+            },
+            Item::File { path: entry.path() },
+        ));
+    }
+    Ok(out)
 }
 
 /// The type of a record written before types were kept, from its description.
@@ -481,6 +538,9 @@ impl Solver {
                 ));
             }
         }
+        for files in &self.files {
+            items.extend(file_records(files).map_err(io_err(files.dir.display()))?);
+        }
         Ok(State {
             items,
             layer_sizes,
@@ -539,7 +599,7 @@ impl Solver {
                 .iter()
                 .filter_map(|(_, i)| match i {
                     Item::Record { layers, .. } => Some(layers),
-                    Item::Mount { .. } => None,
+                    Item::Mount { .. } | Item::File { .. } => None,
                 })
                 .flatten()
                 .collect();
@@ -596,6 +656,7 @@ impl Solver {
         let mut keys = Vec::new();
         let mut layers = Vec::new();
         let mut mounts = Vec::new();
+        let mut files = Vec::new();
         for i in order {
             if cap.is_some_and(|keep| total <= keep) {
                 break;
@@ -618,10 +679,14 @@ impl Solver {
                     total = total.saturating_sub(record.size);
                     mounts.push((name.clone(), record.size));
                 }
+                Item::File { path } => {
+                    total = total.saturating_sub(record.size);
+                    files.push((path.clone(), record.size));
+                }
             }
             report.records.push(record.clone());
         }
-        let removed = keys.len() + mounts.len();
+        let removed = keys.len() + mounts.len() + files.len();
         // Records first, in one transaction; then what only they used.
         self.db.remove(&keys)?;
         let mut sizes = state.layer_sizes.clone();
@@ -635,6 +700,13 @@ impl Solver {
             fs::remove_dir_all(&doomed).map_err(io_err(doomed.display()))?;
             let _ = fs::remove_file(dir.join(format!("{name}.json")));
             report.freed += size;
+        }
+        for (path, size) in files {
+            match fs::remove_file(&path) {
+                Ok(()) => report.freed += size,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(path.display())(e)),
+            }
         }
         if !layers.is_empty() && !state.busy {
             self.worker

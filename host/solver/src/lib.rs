@@ -28,7 +28,7 @@ use futures::future::{BoxFuture, FutureExt, try_join_all};
 use tokio::sync::{OnceCell, Semaphore};
 
 pub use cachedb::{CacheDb, Record};
-pub use gc::{GcError, PruneReport, UsageRecord};
+pub use gc::{FileRecords, GcError, PruneReport, UsageRecord};
 pub use progress::{Progress, ProgressEvent};
 
 use keys::Dep;
@@ -150,6 +150,8 @@ pub struct Solver {
     permits: Option<Semaphore>,
     inflight: Mutex<HashMap<String, Arc<Outputs>>>,
     leases: gc::Leases,
+    /// Files counted and collected beside the cache's records.
+    files: Vec<gc::FileRecords>,
 }
 
 /// One solve: the graph, its keys, and where its events go.
@@ -269,7 +271,14 @@ impl Solver {
             permits: max_parallelism.filter(|&n| n > 0).map(Semaphore::new),
             inflight: Mutex::new(HashMap::new()),
             leases: gc::Leases::default(),
+            files: Vec::new(),
         }
+    }
+
+    /// Count these files in `du` and collect them in prune and GC.
+    pub fn with_files(mut self, files: gc::FileRecords) -> Self {
+        self.files.push(files);
+        self
     }
 
     /// The worker.
