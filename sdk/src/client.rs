@@ -11,7 +11,17 @@ pub use wit::SolveRequest;
 /// What a frontend can ask of the host. In a component it is backed by the WIT imports; in
 /// tests by [`crate::testing::MemoryGateway`].
 pub trait Client {
-    /// All frontend options (`filename`, `target`, `build-arg:NAME`, `platform`, ...).
+    /// All frontend options, as BuildKit's clients send them:
+    ///
+    /// - `filename`: the file to read from the `dockerfile` local. `buildwit build` and
+    ///   `docker buildx build` always send it (`Dockerfile`, or the name `-f` gives);
+    ///   `buildctl` only with `--opt filename=`, so default to your own file name.
+    /// - `target`, `build-arg:NAME`, `label:NAME`, `no-cache`, `platform` (comma-separated
+    ///   `os/arch[/variant]`; absent means the worker's platform).
+    /// - `context:NAME` and named inputs ([`Client::inputs`]) for `--build-context`.
+    /// - `requestid` for `--call` (see [`crate::Frontend::subrequests`]).
+    /// - Under `# syntax=`: everything the Dockerfile frontend was given, plus `source`
+    ///   (the image reference on that line) and `cmdline` (what follows it).
     fn options(&self) -> Vec<(String, String)>;
 
     /// Named inputs given by the caller.

@@ -448,6 +448,11 @@ fn build(backend: impl FnOnce() -> Result<Backend>, args: &BuildArgs) -> Result<
             locals.insert("dockerfile".to_string(), dir.to_path_buf());
         }
         None => {
+            // As `docker buildx build` does: the Dockerfile frontend, and any `# syntax=`
+            // frontend it forwards to, is told which file it reads.
+            if matches!(&frontend, FrontendRef::Named(n) if n == "dockerfile.v0") {
+                options.push(("filename".to_string(), "Dockerfile".to_string()));
+            }
             locals.insert("dockerfile".to_string(), args.context.clone());
         }
     }

@@ -688,6 +688,8 @@ fn provenance_has_the_fields_buildkit_writes() {
             .arg(format!("--local=dockerfile={}", ctx.display()))
             .arg(format!("--opt=attest:provenance=mode={mode}"))
             .arg("--opt=build-arg:GREETING=hello")
+            // `buildwit build` names the Dockerfile as buildx does.
+            .arg("--opt=filename=Dockerfile")
             .arg(format!(
                 "--output=type=oci,dest={},tar=false,name=example.com/app:1",
                 theirs.display()

@@ -84,6 +84,28 @@ fn syntax_frontends_from_a_registry() {
         text(&out.stdout)
     );
 
+    // Named on a Dockerfile's first line, the plugin is told to read `Dockerfile` (as
+    // buildx tells it), and its errors name it, not the Dockerfile frontend.
+    let dockerfile = s.context(
+        "spec-dockerfile",
+        &[("Dockerfile", &format!("# syntax={reference}\n{SPEC}"))],
+    );
+    let out = s.buildwit(&["build", dockerfile.to_str().unwrap(), "--dump-llb"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("/app/VERSION"));
+    std::fs::write(
+        dockerfile.join("Dockerfile"),
+        format!("# syntax={reference}\nworkdir = [\n"),
+    )
+    .unwrap();
+    let out = s.buildwit(&["build", dockerfile.to_str().unwrap(), "--dump-llb"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("(frontend {reference}@{digest})")),
+        "{err}"
+    );
+
     let out = s.buildwit(&["frontend", "ls"]);
     let listing = text(&out.stdout);
     assert!(

@@ -882,7 +882,9 @@ impl Engine {
                 );
                 bridge.warn_all(&selected);
                 let frontend = self.record(&selected, bridge.clone())?;
-                let out = bridge.run(&selected.served, request.options, Vec::new())?;
+                let out = bridge
+                    .run(&selected.served, request.options, Vec::new())
+                    .map_err(|e| bridge.name_failure(e))?;
                 (frontend, out)
             }
         };

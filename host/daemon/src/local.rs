@@ -33,6 +33,10 @@ pub struct LocalBridge {
     depth: usize,
     /// The wall-time limit of each frontend run (`None`: the runtime's).
     pub(crate) deadline: Option<std::time::Duration>,
+    /// The innermost forwarded frontend whose build failed, shared by every level: the
+    /// error the outermost frontend passes on names it (a `# syntax=` image, not
+    /// `dockerfile.v0`).
+    failed: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// A local source: its directory and the filters of its op.
@@ -62,6 +66,27 @@ impl LocalBridge {
             frontends,
             depth: 0,
             deadline: None,
+            failed: Arc::default(),
+        }
+    }
+
+    /// `error` of the outermost frontend, named after the forwarded frontend that failed
+    /// when one did.
+    pub(crate) fn name_failure(
+        &self,
+        error: buildwit_frontend::FrontendError,
+    ) -> buildwit_frontend::FrontendError {
+        use buildwit_frontend::FrontendError;
+        let failed = self
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match (error, failed) {
+            (FrontendError::Build { error, .. }, Some(frontend)) => {
+                FrontendError::Build { frontend, error }
+            }
+            (error, _) => error,
         }
     }
 
@@ -465,6 +490,7 @@ impl Bridge for LocalBridge {
             frontends: self.frontends.clone(),
             depth: self.depth + 1,
             deadline: self.deadline,
+            failed: self.failed.clone(),
         });
         // Which frontend served this, as the build record shows it for the top level.
         let served = match &selected.served {
@@ -485,7 +511,13 @@ impl Bridge for LocalBridge {
         child
             .run(&selected.served, options, inputs)
             .map_err(|e| match e {
-                buildwit_frontend::FrontendError::Build { error, .. } => error,
+                buildwit_frontend::FrontendError::Build { error, .. } => {
+                    self.failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert_with(|| selected.source.clone());
+                    error
+                }
                 other => err(ErrorKind::Failed, other.to_string()),
             })
     }

@@ -86,7 +86,12 @@ pub(crate) fn statement(wanted: &Wanted, facts: &Facts) -> Result<Statement, Dae
 
     let mut request = Map::new();
     request.insert("frontend".into(), json!(facts.frontend));
-    let args = request_args(facts.options, wanted.max);
+    let mut args = request_args(facts.options, wanted.max);
+    // The file the frontend reads is where the build's configuration comes from.
+    let mut config_source = Map::new();
+    if let Some(filename) = args.remove("filename") {
+        config_source.insert("path".into(), json!(filename));
+    }
     // Min mode leaves out build arguments and labels: the request is then incomplete.
     let complete = wanted.max
         || !facts
@@ -125,7 +130,7 @@ pub(crate) fn statement(wanted: &Wanted, facts: &Facts) -> Result<Statement, Dae
             "buildType": BUILD_TYPE,
             "resolvedDependencies": dependencies,
             "externalParameters": {
-                "configSource": {},
+                "configSource": config_source,
                 "request": request,
             },
             "internalParameters": internal,
