@@ -149,6 +149,11 @@ impl BuildResult {
         self
     }
 
+    /// Add the image config (`containerimage.config`) exporters write for this result.
+    pub fn with_image_config(self, config: &crate::image::ImageConfig) -> Self {
+        self.with_metadata("containerimage.config", config.to_json())
+    }
+
     /// The value of a metadata key.
     pub fn metadata(&self, key: &str) -> Option<&[u8]> {
         self.metadata

@@ -26,6 +26,7 @@
 
 pub mod client;
 mod export;
+pub mod image;
 pub mod llb;
 pub mod reference;
 pub mod testing;

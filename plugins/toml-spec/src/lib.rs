@@ -26,6 +26,7 @@
 
 use std::collections::BTreeMap;
 
+use buildwit_sdk::image::ImageConfig;
 use buildwit_sdk::llb::{
     self, CacheSharing, CopyOptions, FileAction, Metadata, MountSpec, Platform, Source, State,
 };
@@ -33,7 +34,7 @@ use buildwit_sdk::{
     BuildResult, Client, Error, Frontend, FrontendInfo, ResolveImageRequest, ResolveMode,
 };
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// The spec file.
 #[derive(Deserialize)]
@@ -109,14 +110,15 @@ impl Frontend for TomlSpec {
             state = state.dir(dir);
             let mkdir = FileAction::mkdir(state.get_dir(), 0o755, true, None);
             state = state.file_with(mkdir, Metadata::new().custom_name(format!("WORKDIR {dir}")));
-            config["config"]["WorkingDir"] = json!(state.get_dir());
+            config.set_working_dir(state.get_dir());
         }
         if let Some(user) = &spec.user {
             state = state.user(user.clone());
-            config["config"]["User"] = json!(user);
+            config.set_user(user);
         }
         for (k, v) in &spec.env {
             state = state.env(k.clone(), v.clone());
+            config.set_env(k, v);
         }
         let context = Source::local("context")
             .attr("local.sharedkeyhint", "context")
@@ -124,7 +126,6 @@ impl Frontend for TomlSpec {
             .state();
 
         let total = spec.steps.len();
-        let mut history = Vec::new();
         for (i, step) in spec.steps.iter().enumerate() {
             let (title, next) = match (&step.run, &step.copy, &step.file) {
                 (Some(cmd), None, None) => {
@@ -168,41 +169,21 @@ impl Frontend for TomlSpec {
                 }
             };
             state = next;
-            history.push(json!({"created_by": title, "comment": "buildwit toml-spec"}));
+            config.add_history(&title, "buildwit toml-spec", false);
         }
 
-        let env: Vec<String> = state
-            .env_list()
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        config["config"]["Env"] = json!(env);
         if let Some(ep) = &spec.image.entrypoint {
-            config["config"]["Entrypoint"] = json!(ep);
-            config["config"]["Cmd"] = Value::Null;
+            config.set_entrypoint(&ep.iter().map(String::as_str).collect::<Vec<_>>());
         }
         if let Some(cmd) = &spec.image.cmd {
-            config["config"]["Cmd"] = json!(cmd);
+            config.set_cmd(&cmd.iter().map(String::as_str).collect::<Vec<_>>());
         }
-        if !spec.image.labels.is_empty() {
-            let labels = config["config"]["Labels"]
-                .as_object()
-                .cloned()
-                .unwrap_or_default();
-            let mut labels: BTreeMap<String, Value> = labels.into_iter().collect();
-            for (k, v) in &spec.image.labels {
-                labels.insert(k.clone(), json!(v));
-            }
-            config["config"]["Labels"] = json!(labels);
-        }
-        match config["history"].as_array_mut() {
-            Some(h) => h.extend(history),
-            None => config["history"] = json!(history),
+        for (k, v) in &spec.image.labels {
+            config.set_label(k, v);
         }
 
         let reference = client.solve_definition(state.marshal())?;
-        let config = serde_json::to_vec(&config).map_err(|e| Error::internal(e.to_string()))?;
-        Ok(BuildResult::from_ref(reference).with_metadata("containerimage.config", config))
+        Ok(BuildResult::from_ref(reference).with_image_config(&config))
     }
 }
 
@@ -243,15 +224,12 @@ fn base(
     spec: &Spec,
     platform: &Platform,
     filename: &str,
-) -> Result<(State, Value), Error> {
-    let fresh = json!({
-        "architecture": platform.architecture,
-        "os": platform.os,
-        "config": {},
-        "rootfs": {"type": "layers", "diff_ids": []},
-    });
+) -> Result<(State, ImageConfig), Error> {
     let Some(from) = &spec.from else {
-        return Ok((llb::scratch().platform(platform.clone()), fresh));
+        return Ok((
+            llb::scratch().platform(platform.clone()),
+            ImageConfig::scratch(platform),
+        ));
     };
     let reference = buildwit_sdk::reference::ImageRef::parse(from)
         .map_err(|e| Error::invalid(format!("from = {from:?}: {e}")).at(filename, 1, 1))?
@@ -262,37 +240,19 @@ fn base(
         resolve_mode: ResolveMode::Default,
         log_name: format!("[internal] load metadata for {reference}"),
     })?;
-    let config: Value = serde_json::from_slice(&resolved.config)
-        .map_err(|e| Error::invalid(format!("image config of {reference}: {e}")))?;
+    let config = ImageConfig::parse(&resolved.config)
+        .map_err(|e| Error::invalid(format!("{reference}: {}", e.message)))?;
     let pinned = match reference.split_once('@') {
         Some(_) => reference.clone(),
         None => format!("{reference}@{}", resolved.digest),
     };
-    let mut state = Source::image(&pinned)
+    let state = Source::image(&pinned)
         .map_err(Error::invalid)?
         .platform(platform.clone())
         .metadata(Metadata::new().custom_name(format!("FROM {reference}")))
         .state()
         .platform(platform.clone());
-    for kv in config["config"]["Env"].as_array().into_iter().flatten() {
-        if let Some((k, v)) = kv.as_str().and_then(|s| s.split_once('=')) {
-            state = state.env(k, v);
-        }
-    }
-    if let Some(dir) = config["config"]["WorkingDir"]
-        .as_str()
-        .filter(|d| !d.is_empty())
-    {
-        state = state.dir(dir);
-    }
-    if let Some(user) = config["config"]["User"].as_str().filter(|u| !u.is_empty()) {
-        state = state.user(user);
-    }
-    let mut config = config;
-    if !config["config"].is_object() {
-        config["config"] = json!({});
-    }
-    Ok((state, config))
+    Ok((config.apply(state), config))
 }
 
 buildwit_sdk::export_frontend!(TomlSpec);
