@@ -262,6 +262,7 @@ mod tests {
     use super::*;
     use buildwit_sdk::llb::{FileActionKind, OpKind};
     use buildwit_sdk::testing::{MemoryGateway, run};
+    use serde_json::Value;
 
     const BUSYBOX: &str = r#"{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/bin:/bin"],"Cmd":["sh"]},"rootfs":{"type":"layers","diff_ids":[]},"history":[{"created_by":"base"}]}"#;
 
