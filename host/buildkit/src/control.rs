@@ -444,6 +444,7 @@ impl Control for Buildkit {
         let link = ClientLink {
             name: Some(format!("buildkit session {}", session.id)),
             buildkit_sync: Some(sync.clone()),
+            registry: crate::auth::access(&session, self.secure),
             ..Default::default()
         };
         let mut inputs = BTreeMap::new();

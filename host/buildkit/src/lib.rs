@@ -9,6 +9,7 @@
 //! the frontend, builds what is returned, exports it, and sends file outputs back
 //! through the session.
 
+mod auth;
 mod bridge;
 mod content;
 mod control;

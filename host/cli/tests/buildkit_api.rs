@@ -647,3 +647,142 @@ fn buildctl_forwards_its_ssh_agent_to_steps() {
         text(&failed.stderr)
     );
 }
+
+#[cfg_attr(
+    no_shared,
+    ignore = "needs ../shared (set BUILDWIT_SHARED to its path), absent from this checkout"
+)]
+#[test]
+fn pulls_and_pushes_use_the_clients_docker_login() {
+    let s = support::setup();
+    let peers = common::peers().expect("../shared/peers/install.sh");
+    let (buildctl, buildx) = (peers.join("buildctl"), peers.join("buildx"));
+    // A registry that wants a password, holding the base image.
+    let htpasswd = s.dir.path().join("htpasswd");
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    std::fs::write(&htpasswd, format!("tester:{hash}\n")).unwrap();
+    let private = support::common::start_registry_with(
+        None,
+        &format!(
+            "auth:\n  htpasswd:\n    realm: buildwit-test\n    path: {}\n",
+            htpasswd.display()
+        ),
+    );
+    let host = private.host();
+    let base = format!("{host}/base/busybox:1");
+    ok(
+        run(
+            Path::new("skopeo"),
+            &[
+                "copy",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                "--dest-creds=tester:s3cret",
+                &format!("docker://{}", s.image),
+                &format!("docker://{base}"),
+            ],
+            &[],
+        ),
+        "skopeo copy to the private registry",
+    );
+    // The daemon trusts the registry over HTTP and has no credentials for it.
+    let bw = common::buildwitd(&s, "bw", &format!("[registry.\"{host}\"]\nhttp = true\n"));
+    // The client's `docker login`, and a client without one.
+    let logged_in = s.dir.path().join("logged-in");
+    std::fs::create_dir_all(&logged_in).unwrap();
+    std::fs::write(
+        logged_in.join("config.json"),
+        format!(
+            r#"{{"auths":{{"{host}":{{"auth":"dGVzdGVyOnMzY3JldA=="}}}}}}"#
+        ),
+    )
+    .unwrap();
+    let anonymous = s.dir.path().join("anonymous");
+    std::fs::create_dir_all(&anonymous).unwrap();
+    let ctx = s.context(
+        "private",
+        &[("Dockerfile", &format!("FROM {base}\nRUN echo built > /built\n"))],
+    );
+    let build = |docker_config: &Path, tag: &str| {
+        run(
+            &buildctl,
+            &[
+                "--addr",
+                &bw.addr,
+                "build",
+                "--frontend",
+                "dockerfile.v0",
+                &format!("--local=context={}", ctx.display()),
+                &format!("--local=dockerfile={}", ctx.display()),
+                "--output",
+                &format!("type=image,name={host}/app/built:{tag},push=true"),
+            ],
+            &[("DOCKER_CONFIG", docker_config)],
+        )
+    };
+
+    // Without credentials the base cannot be pulled, and the error says why.
+    let refused = build(&anonymous, "1");
+    assert!(!refused.status.success(), "{}", text(&refused.stderr));
+    let said = text(&refused.stderr);
+    assert!(said.contains(&host) && said.contains("docker login"), "{said}");
+
+    // With them, buildwitd pulls the base and pushes the result as the client.
+    ok(build(&logged_in, "1"), "buildctl build with the client's login");
+    let inspect = |image: &str| {
+        run(
+            Path::new("skopeo"),
+            &[
+                "inspect",
+                "--tls-verify=false",
+                "--creds=tester:s3cret",
+                &format!("docker://{image}"),
+            ],
+            &[],
+        )
+    };
+    let pushed: serde_json::Value =
+        serde_json::from_slice(&ok(inspect(&format!("{host}/app/built:1")), "skopeo inspect").stdout)
+            .unwrap();
+    assert_eq!(pushed["Layers"].as_array().unwrap().len(), 2, "{pushed}");
+
+    // What one client's login unlocked (a cached resolve, a token) is not another's: the
+    // anonymous client is refused again after the logged-in build.
+    let refused = build(&anonymous, "2");
+    assert!(!refused.status.success(), "{}", text(&refused.stderr));
+    assert!(!inspect(&format!("{host}/app/built:2")).status.success());
+
+    // buildx, with the same login in its Docker config, pushes through the remote driver.
+    let buildx_config = s.dir.path().join("buildx-config");
+    let envs = [
+        ("BUILDX_CONFIG", buildx_config.as_path()),
+        ("DOCKER_CONFIG", logged_in.as_path()),
+    ];
+    ok(
+        run(
+            &buildx,
+            &["create", "--name", "bw", "--driver", "remote", &bw.addr],
+            &envs,
+        ),
+        "buildx create",
+    );
+    let tag = format!("{host}/app/built:buildx");
+    ok(
+        run(
+            &buildx,
+            &[
+                "build",
+                "--builder",
+                "bw",
+                "--provenance=false",
+                "--push",
+                "-t",
+                &tag,
+                ctx.to_str().unwrap(),
+            ],
+            &envs,
+        ),
+        "buildx build --push",
+    );
+    ok(inspect(&tag), "skopeo inspect of buildx's push");
+}

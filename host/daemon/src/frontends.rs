@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use buildwit_frontend::{LoadedFrontend, Runtime, builtin};
+use buildwit_registry::{Access, Registries};
 
 use crate::wasm_images::{Pulled, Resolved};
 
@@ -135,11 +136,13 @@ impl Frontends {
         Ok(self.solver.get_or_init(|| solver).clone())
     }
 
-    /// The component for frontend `name` with these options.
+    /// The component for frontend `name` with these options; an image is pulled with
+    /// `access`'s credentials.
     pub fn select(
         &self,
         name: &str,
         options: &[(String, String)],
+        access: &Access,
     ) -> Result<Selected, DaemonError> {
         match name {
             "dockerfile.v0" if self.config.dockerfile_enabled() => {
@@ -156,7 +159,7 @@ impl Frontends {
                     return self.builtin(false, "dockerfile.v0".into(), Vec::new());
                 }
                 self.check_allowed(&source)?;
-                self.gateway(&source)
+                self.gateway(&source, access)
             }
             _ => Err(DaemonError::InvalidFrontend(name.to_string())),
         }
@@ -187,7 +190,7 @@ impl Frontends {
     /// `docker/dockerfile` references it may serve (see [`Pins`]), else the image the
     /// reference names from its registry, Wasm or container (policy was checked by the
     /// caller).
-    pub(crate) fn gateway(&self, source: &str) -> Result<Selected, DaemonError> {
+    pub(crate) fn gateway(&self, source: &str, access: &Access) -> Result<Selected, DaemonError> {
         let name =
             repository_name(source).map_err(|e| DaemonError::Policy(format!("{source}: {e}")))?;
         let gateway = &self.config.frontend.gateway;
@@ -199,9 +202,10 @@ impl Frontends {
             && (pins == Pins::Builtin || tag.as_deref().is_none_or(builtin_is));
         if !builtin {
             let mode = crate::wasm_images::ResolveMode::parse(gateway.resolve_mode.as_deref())?;
+            let registries = self.registries.with_access(access);
             let pulled = self
                 .io
-                .block_on(self.images.resolve(&self.registries, source, mode))?;
+                .block_on(self.images.resolve(&registries, source, mode))?;
             return match pulled {
                 Pulled::Wasm(resolved) => Ok(Selected {
                     served: Served::Wasm(self.load_stored(&resolved)?),
@@ -212,7 +216,7 @@ impl Frontends {
                     reference,
                     manifest_digest,
                     warnings,
-                } => self.container(&reference, &manifest_digest, warnings),
+                } => self.container(&registries, &reference, &manifest_digest, warnings),
             };
         }
         let labs = tag
@@ -265,6 +269,7 @@ impl Frontends {
     /// A container frontend: its config, read for the worker's platform.
     fn container(
         &self,
+        registries: &Registries,
         reference: &str,
         manifest_digest: &str,
         warnings: Vec<String>,
@@ -274,10 +279,7 @@ impl Frontends {
         let (os, arch, variant) = crate::parse_platform("");
         let config = self
             .io
-            .block_on(
-                self.registries
-                    .resolve_image_config(&pinned, &os, &arch, &variant),
-            )
+            .block_on(registries.resolve_image_config(&pinned, &os, &arch, &variant))
             .map_err(|e| DaemonError::Policy(format!("frontend {reference}: {e}")))?;
         let image = ContainerImage::new(pinned.clone(), &config.config)
             .map_err(|e| DaemonError::Policy(format!("frontend {pinned}: {e}")))?;

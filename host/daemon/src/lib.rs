@@ -356,7 +356,7 @@ impl Engine {
             let import = |mirror: Option<&Path>| {
                 cache_io::import(
                     &solver,
-                    &self.frontends.registries,
+                    &self.frontends.registries.with_access(&client.registry),
                     io,
                     spec,
                     mirror,
@@ -404,7 +404,14 @@ impl Engine {
             });
             let started = Instant::now();
             let export = |mirror: Option<&Path>| {
-                cache_io::export(&solver, &self.frontends.registries, io, spec, mirror, keys)
+                cache_io::export(
+                    &solver,
+                    &self.frontends.registries.with_access(&client.registry),
+                    io,
+                    spec,
+                    mirror,
+                    keys,
+                )
             };
             let result = match (&spec.target, &client.sync) {
                 (CacheTarget::Local(path), Some(remote)) => remote
@@ -469,6 +476,7 @@ impl Engine {
         &self,
         frontend: &FrontendRef,
         options: &[(String, String)],
+        access: &buildwit_registry::Access,
     ) -> Result<Selected, DaemonError> {
         match frontend {
             FrontendRef::File(path) => Ok(Selected {
@@ -479,10 +487,12 @@ impl Engine {
                 source: path.display().to_string(),
                 warnings: Vec::new(),
             }),
-            FrontendRef::Named(name) => self.frontends.select(name, options),
-            FrontendRef::Image(reference) => self
-                .frontends
-                .select("gateway.v0", &[("source".to_string(), reference.clone())]),
+            FrontendRef::Named(name) => self.frontends.select(name, options, access),
+            FrontendRef::Image(reference) => self.frontends.select(
+                "gateway.v0",
+                &[("source".to_string(), reference.clone())],
+                access,
+            ),
         }
     }
 
@@ -648,7 +658,7 @@ impl BuildApi for Engine {
     }
 
     fn inspect_frontend(&self, frontend: &FrontendRef) -> Result<FrontendRecord, DaemonError> {
-        let selected = self.select(frontend, &[])?;
+        let selected = self.select(frontend, &[], &Default::default())?;
         let bridge = Arc::new(LocalBridge::new(
             Arc::new(Session::default()),
             Arc::new(|_| {}),
@@ -690,7 +700,7 @@ pub fn frontend_interfaces(
     engine: &Engine,
     frontend: &FrontendRef,
 ) -> Result<(Vec<String>, Vec<String>, usize), DaemonError> {
-    let selected = engine.select(frontend, &[])?;
+    let selected = engine.select(frontend, &[], &Default::default())?;
     let loaded = selected.component()?;
     Ok((loaded.imports.clone(), loaded.exports.clone(), loaded.size))
 }
@@ -707,7 +717,7 @@ impl Engine {
     ) -> Result<(String, usize), DaemonError> {
         let frontend = FrontendRef::File(file.to_path_buf());
         let record = self.inspect_frontend(&frontend)?;
-        let selected = self.select(&frontend, &[])?;
+        let selected = self.select(&frontend, &[], &Default::default())?;
         let loaded = selected.component()?;
         let created = buildwit_exporter::now_rfc3339();
         let config = wasm_images::artifact_config(
@@ -861,6 +871,7 @@ impl Engine {
                 .map(|s| s as Arc<dyn buildwit_worker::LocalSync>)
                 .or_else(|| request.client.buildkit_sync.clone()),
             cancelled: request.client.cancelled.clone(),
+            registry: request.client.registry.clone(),
         });
         // The platforms the build targets (an inline cache in a multi-platform image is per
         // platform).
@@ -875,7 +886,8 @@ impl Engine {
         let (frontend, out) = match request.prepared {
             Some(out) => (FrontendRecord::client(&request.frontend), out),
             None => {
-                let selected = self.select(&request.frontend, &request.options)?;
+                let selected =
+                    self.select(&request.frontend, &request.options, &session.registry)?;
                 let bridge = Arc::new(
                     LocalBridge::new(session.clone(), events.clone(), self.frontends.clone())
                         .deadline(request.frontend_timeout),
@@ -1003,7 +1015,7 @@ impl Engine {
             let solver = self.solver()?;
             exported.push(export::export(
                 solver.worker(),
-                &self.frontends.registries,
+                &self.frontends.registries.with_access(&request.client.registry),
                 io,
                 output,
                 &results,

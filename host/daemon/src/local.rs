@@ -439,7 +439,7 @@ impl Bridge for LocalBridge {
             Some(p) => (p.os.as_str(), p.architecture.as_str(), p.variant.as_str()),
             None => ("linux", "amd64", ""),
         };
-        let registries = &self.frontends.registries;
+        let registries = self.frontends.registries.with_access(&self.session.registry);
         let resolved = self
             .frontends
             .io
@@ -476,7 +476,7 @@ impl Bridge for LocalBridge {
         // Policy applies at every level, as for a top-level request.
         let selected = self
             .frontends
-            .select(frontend, &options)
+            .select(frontend, &options, &self.session.registry)
             .map_err(|e| match e {
                 DaemonError::InvalidFrontend(_) | DaemonError::Policy(_) => {
                     err(ErrorKind::PermissionDenied, e.to_string())

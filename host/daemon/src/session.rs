@@ -30,6 +30,8 @@ pub struct ClientLink {
     pub buildkit_sync: Option<Arc<dyn LocalSync>>,
     /// Set when the client disconnected or the daemon shuts down.
     pub cancelled: Arc<AtomicBool>,
+    /// Whose registry credentials the build uses (a BuildKit client's `docker login`).
+    pub registry: buildwit_registry::Access,
 }
 
 /// Which mirror directories a build holds. A build holds its mirrors from its first sync

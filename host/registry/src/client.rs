@@ -20,14 +20,31 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 type Result<T> = std::result::Result<T, OciDistributionError>;
 
+/// The credentials a request carries, and the scope the tokens they earn (and the images
+/// they resolve) are held under: a digest of the credentials, empty for none.
+pub(crate) struct Principal {
+    pub(crate) scope: String,
+    pub(crate) auth: RegistryAuth,
+}
+
+impl Principal {
+    pub(crate) fn new(auth: RegistryAuth) -> Self {
+        let secret = match &auth {
+            RegistryAuth::Anonymous => None,
+            RegistryAuth::Basic(user, pass) => Some(format!("basic\0{user}\0{pass}")),
+            RegistryAuth::Bearer(token) => Some(format!("bearer\0{token}")),
+        };
+        let scope = secret.map_or_else(String::new, |s| hex::encode(Sha256::digest(s)));
+        Principal { scope, auth }
+    }
+}
+
 /// A registry client for one host's settings.
 pub(crate) struct HttpClient {
     http: reqwest::Client,
     scheme: &'static str,
-    /// Credentials by registry host, as the callers hand them over.
-    credentials: Mutex<HashMap<String, RegistryAuth>>,
-    /// `Authorization` values by (repository, push scope).
-    tokens: Mutex<HashMap<(String, bool), String>>,
+    /// `Authorization` values by (principal's scope, host/repository, push scope).
+    tokens: Mutex<HashMap<(String, String, bool), String>>,
 }
 
 impl HttpClient {
@@ -67,30 +84,23 @@ impl HttpClient {
         Ok(HttpClient {
             http: builder.build().map_err(|e| e.to_string())?,
             scheme: if http { "http" } else { "https" },
-            credentials: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
         })
-    }
-
-    /// Remember the credentials for `registry`.
-    pub(crate) fn store_auth(&self, registry: &str, auth: &RegistryAuth) {
-        lock(&self.credentials).insert(registry.to_string(), auth.clone());
     }
 
     /// Get a token for `operation` on the repository before using it.
     pub(crate) async fn auth(
         &self,
         r: &Reference,
-        auth: &RegistryAuth,
+        who: &Principal,
         operation: RegistryOperation,
     ) -> Result<()> {
-        self.store_auth(r.resolve_registry(), auth);
         let push = matches!(operation, RegistryOperation::Push);
         let url = format!("{}://{}/v2/", self.scheme, r.resolve_registry());
         let resp = self.http.get(&url).send().await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
-            let header = self.authorize(&resp, r, push).await?;
-            lock(&self.tokens).insert((r.repository().to_string(), push), header);
+            let header = self.authorize(&resp, r, who, push).await?;
+            lock(&self.tokens).insert(token_key(r, who, push), header);
         }
         Ok(())
     }
@@ -99,14 +109,13 @@ impl HttpClient {
     pub(crate) async fn pull_manifest_raw(
         &self,
         r: &Reference,
-        auth: &RegistryAuth,
+        who: &Principal,
         accepted: &[&str],
     ) -> Result<(bytes::Bytes, String)> {
-        self.store_auth(r.resolve_registry(), auth);
         let url = self.url(r, &format!("manifests/{}", manifest_name(r)));
         let accept = accepted.join(", ");
         let resp = self
-            .send(r, false, |c| c.get(&url).header(ACCEPT, &accept))
+            .send(r, who, false, |c| c.get(&url).header(ACCEPT, &accept))
             .await?;
         let resp = check(resp, &url).await?;
         let header = resp
@@ -124,11 +133,12 @@ impl HttpClient {
     pub(crate) async fn pull_blob<W: AsyncWrite + Unpin + ?Sized>(
         &self,
         r: &Reference,
+        who: &Principal,
         digest: &str,
         out: &mut W,
     ) -> Result<()> {
         let url = self.url(r, &format!("blobs/{digest}"));
-        let resp = self.send(r, false, |c| c.get(&url)).await?;
+        let resp = self.send(r, who, false, |c| c.get(&url)).await?;
         let mut resp = check(resp, &url).await?;
         while let Some(chunk) = resp.chunk().await? {
             out.write_all(&chunk).await?;
@@ -138,9 +148,14 @@ impl HttpClient {
     }
 
     /// Whether the repository has blob `digest`.
-    pub(crate) async fn blob_exists(&self, r: &Reference, digest: &str) -> Result<bool> {
+    pub(crate) async fn blob_exists(
+        &self,
+        r: &Reference,
+        who: &Principal,
+        digest: &str,
+    ) -> Result<bool> {
         let url = self.url(r, &format!("blobs/{digest}"));
-        let resp = self.send(r, true, |c| c.head(&url)).await?;
+        let resp = self.send(r, who, true, |c| c.head(&url)).await?;
         match resp.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -153,12 +168,13 @@ impl HttpClient {
     pub(crate) async fn push_blob(
         &self,
         r: &Reference,
+        who: &Principal,
         path: &std::path::Path,
         size: u64,
         digest: &str,
     ) -> Result<()> {
         let start = self.url(r, "blobs/uploads/");
-        let resp = self.send(r, true, |c| c.post(&start)).await?;
+        let resp = self.send(r, who, true, |c| c.post(&start)).await?;
         let resp = check(resp, &start).await?;
         let location = resp
             .headers()
@@ -182,7 +198,7 @@ impl HttpClient {
             .body(reqwest::Body::wrap_stream(
                 tokio_util::io::ReaderStream::with_capacity(file, 1 << 20),
             ));
-        if let Some(h) = self.held(r, true) {
+        if let Some(h) = self.held(r, who, true) {
             req = req.header(AUTHORIZATION, h);
         }
         check(req.send().await?, &url).await.map(|_| ())
@@ -192,13 +208,14 @@ impl HttpClient {
     pub(crate) async fn push_manifest_raw(
         &self,
         r: &Reference,
+        who: &Principal,
         body: Vec<u8>,
         content_type: &str,
     ) -> Result<()> {
         let url = self.url(r, &format!("manifests/{}", manifest_name(r)));
         let body = bytes::Bytes::from(body);
         let resp = self
-            .send(r, true, |c| {
+            .send(r, who, true, |c| {
                 c.put(&url)
                     .header(CONTENT_TYPE, content_type)
                     .body(body.clone())
@@ -221,11 +238,11 @@ impl HttpClient {
     async fn send(
         &self,
         r: &Reference,
+        who: &Principal,
         push: bool,
         request: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<Response> {
-        let key = (r.repository().to_string(), push);
-        let held = self.held(r, push);
+        let held = self.held(r, who, push);
         let mut req = request(&self.http);
         if let Some(h) = &held {
             req = req.header(AUTHORIZATION, h);
@@ -234,8 +251,8 @@ impl HttpClient {
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
-        let header = self.authorize(&resp, r, push).await?;
-        lock(&self.tokens).insert(key, header.clone());
+        let header = self.authorize(&resp, r, who, push).await?;
+        lock(&self.tokens).insert(token_key(r, who, push), header.clone());
         Ok(request(&self.http)
             .header(AUTHORIZATION, header)
             .send()
@@ -243,18 +260,23 @@ impl HttpClient {
     }
 
     /// The `Authorization` value held for the repository (a push token also serves reads).
-    fn held(&self, r: &Reference, push: bool) -> Option<String> {
+    fn held(&self, r: &Reference, who: &Principal, push: bool) -> Option<String> {
         let tokens = lock(&self.tokens);
-        let repository = r.repository().to_string();
         tokens
-            .get(&(repository.clone(), push))
-            .or_else(|| tokens.get(&(repository, true)))
+            .get(&token_key(r, who, push))
+            .or_else(|| tokens.get(&token_key(r, who, true)))
             .cloned()
     }
 
     /// The `Authorization` value that answers a 401's challenge: Basic with the stored
     /// credentials, or a Bearer token from the realm it names.
-    async fn authorize(&self, resp: &Response, r: &Reference, push: bool) -> Result<String> {
+    async fn authorize(
+        &self,
+        resp: &Response,
+        r: &Reference,
+        who: &Principal,
+        push: bool,
+    ) -> Result<String> {
         let url = resp.url().to_string();
         let challenge = resp
             .headers()
@@ -262,11 +284,8 @@ impl HttpClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let auth = lock(&self.credentials)
-            .get(r.resolve_registry())
-            .cloned()
-            .unwrap_or(RegistryAuth::Anonymous);
-        let basic = match &auth {
+        let auth = &who.auth;
+        let basic = match auth {
             RegistryAuth::Basic(user, pass) => Some((user.clone(), pass.clone())),
             _ => None,
         };
@@ -280,7 +299,7 @@ impl HttpClient {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(OciDistributionError::UnauthorizedError { url });
         }
-        if let RegistryAuth::Bearer(token) = &auth {
+        if let RegistryAuth::Bearer(token) = auth {
             return Ok(format!("Bearer {token}"));
         }
         let params = challenge_params(params);
@@ -315,6 +334,12 @@ impl HttpClient {
         })?;
         Ok(format!("Bearer {token}"))
     }
+}
+
+/// Where the token for a request is held (one client may serve several hosts).
+fn token_key(r: &Reference, who: &Principal, push: bool) -> (String, String, bool) {
+    let repository = format!("{}/{}", r.resolve_registry(), r.repository());
+    (who.scope.clone(), repository, push)
 }
 
 /// The manifest path element of a reference: its digest if pinned, else its tag.

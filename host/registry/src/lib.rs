@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+mod access;
 mod client;
 mod error;
 mod platform;
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use buildwit_config::RegistryConfig;
-use client::HttpClient;
+use client::{HttpClient, Principal};
 use oci_client::client::{Certificate, CertificateEncoding};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
@@ -30,6 +31,7 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
 
+pub use access::{Access, ClientCredentials};
 pub use error::{RegistryError, RegistryErrorKind};
 pub use platform::Platform;
 pub use pull::{PlatformManifest, PulledBlob};
@@ -115,62 +117,63 @@ impl HostClient {
             .map_err(|e| OciDistributionError::GenericError(Some(format!("{CLIENT_SETUP}{e}"))))
     }
 
-    fn store_auth(&self, registry: &str, auth: &RegistryAuth) {
-        // A client that cannot be made fails the request that follows, with the reason.
-        if let Ok(c) = self.made() {
-            c.store_auth(registry, auth);
-        }
-    }
-
     async fn auth(
         &self,
         r: &Reference,
-        auth: &RegistryAuth,
+        who: &Principal,
         op: RegistryOperation,
     ) -> Result<(), OciDistributionError> {
-        self.made()?.auth(r, auth, op).await
+        self.made()?.auth(r, who, op).await
     }
 
     async fn pull_manifest_raw(
         &self,
         r: &Reference,
-        auth: &RegistryAuth,
+        who: &Principal,
         accepted: &[&str],
     ) -> Result<(bytes::Bytes, String), OciDistributionError> {
-        self.made()?.pull_manifest_raw(r, auth, accepted).await
+        self.made()?.pull_manifest_raw(r, who, accepted).await
     }
 
     async fn pull_blob<W: tokio::io::AsyncWrite + Unpin + ?Sized>(
         &self,
         r: &Reference,
+        who: &Principal,
         digest: &str,
         out: &mut W,
     ) -> Result<(), OciDistributionError> {
-        self.made()?.pull_blob(r, digest, out).await
+        self.made()?.pull_blob(r, who, digest, out).await
     }
 
-    async fn blob_exists(&self, r: &Reference, digest: &str) -> Result<bool, OciDistributionError> {
-        self.made()?.blob_exists(r, digest).await
+    async fn blob_exists(
+        &self,
+        r: &Reference,
+        who: &Principal,
+        digest: &str,
+    ) -> Result<bool, OciDistributionError> {
+        self.made()?.blob_exists(r, who, digest).await
     }
 
     /// Upload a blob streamed from `path` (`size` bytes): a layer is never held in memory.
     async fn push_blob(
         &self,
         r: &Reference,
+        who: &Principal,
         path: &Path,
         size: u64,
         digest: &str,
     ) -> Result<(), OciDistributionError> {
-        self.made()?.push_blob(r, path, size, digest).await
+        self.made()?.push_blob(r, who, path, size, digest).await
     }
 
     async fn push_manifest_raw(
         &self,
         r: &Reference,
+        who: &Principal,
         body: Vec<u8>,
         content_type: &str,
     ) -> Result<(), OciDistributionError> {
-        self.made()?.push_manifest_raw(r, body, content_type).await
+        self.made()?.push_manifest_raw(r, who, body, content_type).await
     }
 }
 
@@ -232,14 +235,25 @@ impl Endpoint<'_> {
     }
 }
 
-/// Registry access for the daemon: per-host clients, credentials, limits and a resolve cache.
+/// Registry access for the daemon: per-host clients, credentials, limits and a resolve
+/// cache. A value is a view with one [`Access`]; [`Registries::with_access`] makes another
+/// over the same clients, limits and caches.
+#[derive(Clone)]
 pub struct Registries {
+    shared: Arc<Shared>,
+    access: Access,
+}
+
+/// What every view of [`Registries`] shares.
+struct Shared {
     mirrors: BTreeMap<String, Vec<Mirror>>,
     clients: BTreeMap<String, HostClient>,
     default_client: HostClient,
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// The daemon's own credentials by host.
     auth: Mutex<HashMap<String, RegistryAuth>>,
-    cache: Mutex<HashMap<(String, Platform), ResolvedImage>>,
+    /// Resolved images by (the origin's principal scope, reference, platform).
+    cache: Mutex<HashMap<(String, String, Platform), ResolvedImage>>,
 }
 
 impl Registries {
@@ -292,13 +306,24 @@ impl Registries {
             },
         );
         Ok(Registries {
-            mirrors,
-            clients,
-            default_client,
-            limits: Mutex::new(HashMap::new()),
-            auth: Mutex::new(HashMap::new()),
-            cache: Mutex::new(HashMap::new()),
+            shared: Arc::new(Shared {
+                mirrors,
+                clients,
+                default_client,
+                limits: Mutex::new(HashMap::new()),
+                auth: Mutex::new(HashMap::new()),
+                cache: Mutex::new(HashMap::new()),
+            }),
+            access: Access::daemon(),
         })
+    }
+
+    /// The same registries with `access`'s credentials (a BuildKit client's, for its build).
+    pub fn with_access(&self, access: &Access) -> Registries {
+        Registries {
+            shared: self.shared.clone(),
+            access: access.clone(),
+        }
     }
 
     /// Resolves `reference` (normalised like Docker) for a platform (`os`, `architecture`,
@@ -314,18 +339,24 @@ impl Registries {
         let parsed = parse_reference(reference)?;
         let normalized = parsed.whole();
         let platform = Platform::normalize(os, architecture, variant);
-        let key = (normalized.clone(), platform.clone());
-        if let Some(hit) = lock(&self.cache).get(&key) {
+        let endpoints = self.endpoints(&parsed);
+        // Cached per credential of the origin: a resolve one login made is not another's.
+        let origin = endpoints.last().expect("the origin is always an endpoint");
+        let key = (
+            self.auth_for(origin).await.scope,
+            normalized.clone(),
+            platform.clone(),
+        );
+        if let Some(hit) = lock(&self.shared.cache).get(&key) {
             return Ok(hit.clone());
         }
 
-        let endpoints = self.endpoints(&parsed);
         let count = endpoints.len();
         let mut tried: Vec<String> = Vec::new();
         for (i, ep) in endpoints.iter().enumerate() {
             match self.resolve_at(ep, &parsed, &normalized, &platform).await {
                 Ok(image) => {
-                    let mut cache = lock(&self.cache);
+                    let mut cache = lock(&self.shared.cache);
                     if cache.len() >= CACHE_LIMIT {
                         cache.clear();
                     }
@@ -351,14 +382,15 @@ impl Registries {
     fn endpoints(&self, r: &Reference) -> Vec<Endpoint<'_>> {
         let registry = r.registry();
         let mut out = Vec::new();
-        for m in self.mirrors.get(registry).into_iter().flatten() {
+        let shared = &*self.shared;
+        for m in shared.mirrors.get(registry).into_iter().flatten() {
             out.push(Endpoint {
                 host: m.host.clone(),
                 settings_key: m.host.clone(),
                 prefix: m.prefix.clone(),
                 mirror_of: Some(registry.to_string()),
                 credential_key: m.host.clone(),
-                client: self.clients.get(&m.host).unwrap_or(&self.default_client),
+                client: shared.clients.get(&m.host).unwrap_or(&shared.default_client),
             });
         }
         let (host, credential_key) = if registry == DOCKER_HUB {
@@ -366,11 +398,11 @@ impl Registries {
         } else {
             (registry, registry)
         };
-        let client = self
+        let client = shared
             .clients
             .get(registry)
-            .or_else(|| self.clients.get(host))
-            .unwrap_or(&self.default_client);
+            .or_else(|| shared.clients.get(host))
+            .unwrap_or(&shared.default_client);
         out.push(Endpoint {
             host: host.to_string(),
             settings_key: registry.to_string(),
@@ -395,7 +427,8 @@ impl Registries {
             unreachable!("manifest_at returns an image manifest")
         };
         let r = ep.reference(parsed);
-        let config = self.fetch_config(ep, &r, &config, normalized).await?;
+        let who = self.auth_for(ep).await;
+        let config = self.fetch_config(ep, &r, &who, &config, normalized).await?;
         Ok(ResolvedImage {
             reference: normalized.to_string(),
             digest: m.digest,
@@ -409,13 +442,13 @@ impl Registries {
         &self,
         ep: &Endpoint<'_>,
         r: &Reference,
-        auth: &RegistryAuth,
+        who: &Principal,
         normalized: &str,
     ) -> Result<(Vec<u8>, String), RegistryError> {
         let _permit = self.permit(&ep.host).await;
         let (body, digest) = ep
             .client
-            .pull_manifest_raw(r, auth, ACCEPTED_MANIFESTS)
+            .pull_manifest_raw(r, who, ACCEPTED_MANIFESTS)
             .await
             .map_err(|e| map_error(e, ep, normalized, "manifest"))?;
         let body = body.to_vec();
@@ -440,6 +473,7 @@ impl Registries {
         &self,
         ep: &Endpoint<'_>,
         r: &Reference,
+        who: &Principal,
         desc: &RawDescriptor,
         normalized: &str,
     ) -> Result<Vec<u8>, RegistryError> {
@@ -461,7 +495,7 @@ impl Registries {
         {
             let _permit = self.permit(&ep.host).await;
             ep.client
-                .pull_blob(r, desc.digest.as_str(), &mut out)
+                .pull_blob(r, who, desc.digest.as_str(), &mut out)
                 .await
                 .map_err(|e| map_error(e, ep, normalized, &what))?;
         }
@@ -485,16 +519,27 @@ impl Registries {
 
     /// A permit of the host's connection limit.
     async fn permit(&self, host: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let sem = lock(&self.limits)
+        let sem = lock(&self.shared.limits)
             .entry(host.to_string())
             .or_insert_with(|| Arc::new(Semaphore::new(MAX_CONNECTIONS_PER_REGISTRY)))
             .clone();
         sem.acquire_owned().await.ok()
     }
 
-    /// Credentials for the endpoint from the Docker config (helpers run off the runtime).
-    async fn auth_for(&self, ep: &Endpoint<'_>) -> RegistryAuth {
-        if let Some(auth) = lock(&self.auth).get(&ep.host) {
+    /// Who requests to the endpoint are made as: the client's credentials for its host if
+    /// this view has a client that holds some, else the daemon's.
+    async fn auth_for(&self, ep: &Endpoint<'_>) -> Principal {
+        let auth = match self.access.client_auth(&ep.host).await {
+            Some(auth) => auth,
+            None => self.daemon_auth(ep).await,
+        };
+        Principal::new(auth)
+    }
+
+    /// The daemon's credentials for the endpoint, from its Docker config (helpers run off
+    /// the runtime).
+    async fn daemon_auth(&self, ep: &Endpoint<'_>) -> RegistryAuth {
+        if let Some(auth) = lock(&self.shared.auth).get(&ep.host) {
             return auth.clone();
         }
         let server = ep.credential_key.clone();
@@ -525,7 +570,7 @@ impl Registries {
                 RegistryAuth::Anonymous
             }
         };
-        lock(&self.auth).insert(ep.host.clone(), auth.clone());
+        lock(&self.shared.auth).insert(ep.host.clone(), auth.clone());
         auth
     }
 }

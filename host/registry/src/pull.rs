@@ -87,9 +87,9 @@ impl Registries {
         let count = endpoints.len();
         let mut tried: Vec<String> = Vec::new();
         for (i, ep) in endpoints.iter().enumerate() {
-            let auth = self.auth_for(ep).await;
+            let who = self.auth_for(ep).await;
             match self
-                .fetch_manifest(ep, &ep.reference(&parsed), &auth, &normalized)
+                .fetch_manifest(ep, &ep.reference(&parsed), &who, &normalized)
                 .await
             {
                 Ok((manifest, digest)) => {
@@ -147,11 +147,9 @@ impl Registries {
             };
             let r = ep.reference(&parsed);
             let result = async {
-                let auth = self.auth_for(ep).await;
-                // pull_blob only uses stored credentials; a pull may start with a blob.
-                ep.client.store_auth(r.resolve_registry(), &auth);
+                let who = self.auth_for(ep).await;
                 let _permit = self.permit(&blob_pool(&ep.host)).await;
-                ep.client.pull_blob(&r, digest, &mut counted).await
+                ep.client.pull_blob(&r, &who, digest, &mut counted).await
             }
             .await;
             let written = counted.written;
@@ -201,9 +199,9 @@ impl Registries {
         normalized: &str,
         platform: &Platform,
     ) -> Result<PlatformManifest, RegistryError> {
-        let auth = self.auth_for(ep).await;
+        let who = self.auth_for(ep).await;
         let r = ep.reference(parsed);
-        let (body, digest) = self.fetch_manifest(ep, &r, &auth, normalized).await?;
+        let (body, digest) = self.fetch_manifest(ep, &r, &who, normalized).await?;
         let (manifest, manifest_digest) = match classify(&body, ep, normalized)? {
             Parsed::Manifest(_) => (body, digest.clone()),
             Parsed::Index(entries) => {
@@ -211,7 +209,7 @@ impl Registries {
                     .ok_or_else(|| no_platform(&entries, &digest, platform, ep, normalized))?;
                 let child = r.clone_with_digest(entry.digest.clone());
                 let (child_body, child_digest) =
-                    self.fetch_manifest(ep, &child, &auth, normalized).await?;
+                    self.fetch_manifest(ep, &child, &who, normalized).await?;
                 match classify(&child_body, ep, normalized)? {
                     Parsed::Manifest(_) => (child_body, child_digest),
                     Parsed::Index(_) => {

@@ -28,20 +28,20 @@ impl Registries {
         let endpoints = self.endpoints(&parsed);
         let ep = endpoints.last().expect("the origin is always an endpoint");
         let r = ep.reference(&parsed);
-        let auth = self.auth_for(ep).await;
+        let who = self.auth_for(ep).await;
         let client = &ep.client;
         client
-            .auth(&r, &auth, RegistryOperation::Push)
+            .auth(&r, &who, RegistryOperation::Push)
             .await
             .map_err(|e| map_error(e, ep, &normalized, "push"))?;
         // Blobs go up side by side, as many as the host's blob pool allows.
         let pool = blob_pool(&ep.host);
         let uploads = futures_util::stream::iter(blobs.iter().map(|(digest, path)| {
-            let (r, normalized, pool) = (&r, &normalized, &pool);
+            let (r, who, normalized, pool) = (&r, &who, &normalized, &pool);
             async move {
                 let _permit = self.permit(pool).await;
                 if client
-                    .blob_exists(r, digest)
+                    .blob_exists(r, who, digest)
                     .await
                     .map_err(|e| map_error(e, ep, normalized, "blob"))?
                 {
@@ -62,7 +62,7 @@ impl Registries {
                     })?
                     .len();
                 client
-                    .push_blob(r, path, len, digest)
+                    .push_blob(r, who, path, len, digest)
                     .await
                     .map_err(|e| map_error(e, ep, normalized, "blob"))?;
                 Ok::<_, RegistryError>(Some(len))
@@ -90,7 +90,7 @@ impl Registries {
             )
         })?;
         client
-            .push_manifest_raw(&r, manifest.to_vec(), media_type)
+            .push_manifest_raw(&r, &who, manifest.to_vec(), media_type)
             .await
             .map_err(|e| map_error(e, ep, &normalized, "manifest"))?;
         pushed.bytes += manifest.len() as u64;

@@ -421,6 +421,7 @@ impl Solver {
                         let p = v.op.platform.clone().unwrap_or_default();
                         let resolved = self
                             .registries
+                            .with_access(&session.registry)
                             .resolve_image_config(
                                 &reference,
                                 or(&p.os, "linux"),
@@ -686,7 +687,7 @@ impl Solver {
         if let Some(reference) = job.images.get(&i) {
             let p = v.op.platform.clone().unwrap_or_default();
             let pulled = buildwit_worker::image::pull(
-                &self.registries,
+                &self.registries.with_access(&job.session.registry),
                 &self.worker.content,
                 &self.worker.snapshots,
                 reference,

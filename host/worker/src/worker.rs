@@ -16,7 +16,8 @@ use crate::local::{LocalSource, LocalTree, Locals};
 use crate::snapshot::{LayerBuilder, LayerMeta, Mounted, Snapshot, Snapshotter};
 use crate::{fileops, rootpath, users};
 
-/// What the client of one build provides: its directories, secrets and ssh agents.
+/// What the client of one build provides: its directories, secrets, ssh agents and
+/// registry credentials.
 #[derive(Clone, Debug, Default)]
 pub struct Session {
     /// Local directories by name (`context`, `dockerfile`).
@@ -32,6 +33,9 @@ pub struct Session {
     pub sync: Option<Arc<dyn LocalSync>>,
     /// Set when the client went away: the solver starts no further step.
     pub cancelled: Arc<AtomicBool>,
+    /// Whose registry credentials the build's pulls use (a BuildKit client's, or the
+    /// daemon's).
+    pub registry: buildwit_registry::Access,
 }
 
 impl Session {
