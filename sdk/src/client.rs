@@ -3,7 +3,7 @@
 use std::any::Any;
 
 use crate::bindings::buildwit::frontend::gateway as wit;
-use crate::llb::Definition;
+use crate::llb::{Definition, Platform};
 use crate::{Error, FileRange, LogLevel, ResolveImageRequest, ResolvedImage, Stat, Warning};
 
 pub use wit::SolveRequest;
@@ -26,6 +26,19 @@ pub trait Client {
 
     /// Named inputs given by the caller.
     fn inputs(&self) -> Vec<(String, Definition)>;
+
+    /// The platforms the worker builds for, its own first: the platform to build for when
+    /// the `platform` option is absent (what BuildKit's frontends default to).
+    fn worker_platforms(&self) -> Vec<Platform>;
+
+    /// The platform to build for when the options name none: the worker's own
+    /// (`linux/amd64` if the host tells none).
+    fn default_platform(&self) -> Platform {
+        self.worker_platforms()
+            .into_iter()
+            .next()
+            .unwrap_or_else(Platform::linux_amd64)
+    }
 
     /// Solve a definition or forward to another frontend.
     fn solve(&self, request: SolveRequest) -> Result<BuildResult, Error>;
@@ -173,6 +186,10 @@ impl Client for WitClient {
 
     fn inputs(&self) -> Vec<(String, Definition)> {
         wit::inputs()
+    }
+
+    fn worker_platforms(&self) -> Vec<Platform> {
+        wit::worker_platforms()
     }
 
     fn solve(&self, request: SolveRequest) -> Result<BuildResult, Error> {

@@ -19,17 +19,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use crate::client::{BuildResult, Client, Reference, ReferenceBackend, SolveRequest};
-use crate::llb::{Definition, OpKind};
+use crate::llb::{Definition, OpKind, Platform};
 use crate::{
     Error, FileRange, Frontend, LogLevel, ResolveImageRequest, ResolvedImage, Stat, Warning,
 };
 
 type Files = Rc<BTreeMap<String, Vec<u8>>>;
 
-/// An in-memory gateway: options, inputs, local directories and image configs.
+/// An in-memory gateway: options, inputs, local directories and image configs, on a
+/// `linux/amd64` worker unless [`MemoryGateway::worker_platforms`] says otherwise.
 #[derive(Default)]
 pub struct MemoryGateway {
     options: Vec<(String, String)>,
+    worker_platforms: Option<Vec<Platform>>,
     inputs: Vec<(String, Definition)>,
     locals: HashMap<String, BTreeMap<String, Vec<u8>>>,
     images: HashMap<String, ResolvedImage>,
@@ -53,6 +55,16 @@ impl MemoryGateway {
     pub fn option(mut self, key: &str, value: &str) -> Self {
         self.options.push((key.into(), value.into()));
         self
+    }
+
+    /// The platforms the worker builds for, its own first.
+    pub fn worker_platforms(mut self, platforms: &[&str]) -> Result<Self, String> {
+        let parsed = platforms
+            .iter()
+            .map(|p| Platform::parse(p))
+            .collect::<Result<_, _>>()?;
+        self.worker_platforms = Some(parsed);
+        Ok(self)
     }
 
     /// Add a named input.
@@ -130,6 +142,12 @@ impl Client for MemoryGateway {
 
     fn inputs(&self) -> Vec<(String, Definition)> {
         self.inputs.clone()
+    }
+
+    fn worker_platforms(&self) -> Vec<Platform> {
+        self.worker_platforms
+            .clone()
+            .unwrap_or_else(|| vec![Platform::linux_amd64()])
     }
 
     fn solve(&self, request: SolveRequest) -> Result<BuildResult, Error> {

@@ -72,7 +72,8 @@ impl Frontend for Dockerfile {
             }
             Some(other) => return Err(Error::unsupported(format!("unsupported request {other}"))),
         }
-        let (mut convert_opts, platforms, multi) = convert_options(&options, &opt)?;
+        let worker = client.default_platform();
+        let (mut convert_opts, platforms, multi) = convert_options(&options, &opt, &worker)?;
         let ignore = match ignore {
             Some(data) => Some(data),
             None => read_context_dockerignore(client, &convert_opts.context_name)?,
@@ -85,8 +86,8 @@ impl Frontend for Dockerfile {
             src: &src,
         };
         if request.is_some() {
-            // BuildKit answers subrequests for its default platform, whatever `platform` says.
-            convert_opts.target_platform = Platform::linux_amd64();
+            // BuildKit answers subrequests for the worker's platform, whatever `platform` says.
+            convert_opts.target_platform = worker;
             convert_opts.implicit_target = true;
         }
         match request.as_deref() {
@@ -380,6 +381,7 @@ fn parse_bytes(v: &str) -> Option<i64> {
 fn convert_options(
     options: &[(String, String)],
     opt: &dyn Fn(&str) -> Option<String>,
+    worker: &Platform,
 ) -> Result<(ConvertOpts, Vec<Platform>, bool), Error> {
     let mut build_args = BTreeMap::new();
     let mut labels = BTreeMap::new();
@@ -396,7 +398,7 @@ fn convert_options(
             context_options.insert(k.clone(), v.clone());
         }
     }
-    let default = Platform::linux_amd64();
+    let default = worker.clone();
     let mut platforms = Vec::new();
     if let Some(list) = opt("platform").filter(|v| !v.is_empty()) {
         for p in list.split(',') {
@@ -593,6 +595,17 @@ mod tests {
             config.contains(r#""architecture":"amd64""#)
                 && config.contains(r#""StopSignal":"SIGTERM""#)
         );
+    }
+
+    #[test]
+    fn without_a_platform_option_the_build_is_for_the_workers_own() {
+        let gw = gateway("FROM scratch\nARG TARGETPLATFORM\nENV T=$TARGETPLATFORM\n")
+            .worker_platforms(&["linux/arm64", "linux/amd64"])
+            .unwrap();
+        let out = run::<Dockerfile>(&gw).unwrap();
+        let config = out.metadata_str("containerimage.config").unwrap();
+        assert!(config.contains(r#""architecture":"arm64""#), "{config}");
+        assert!(config.contains("T=linux/arm64"), "{config}");
     }
 
     fn context_attrs(gw: &MemoryGateway) -> Vec<(String, String)> {

@@ -379,6 +379,32 @@ fn the_worker_lists_what_it_can_run_and_refuses_the_rest_before_any_step() {
 }
 
 #[test]
+fn a_build_that_names_no_platform_is_for_the_workers_own() {
+    let s = support::setup();
+    let multi = s.push_multiarch_busybox();
+    let ctx = s.context(
+        "worker-platform",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM {multi}\nARG TARGETPLATFORM\nARG BUILDPLATFORM\nRUN uname -m > /arch && echo $TARGETPLATFORM $BUILDPLATFORM > /target\n"
+            ),
+        )],
+    );
+    // A worker whose own platform is arm64 (as on an arm64 host), amd64 under it.
+    let config = s.dir.path().join("arm64-worker.toml");
+    let mut toml = std::fs::read_to_string(&s.config).unwrap();
+    toml.push_str("[worker.oci]\nplatforms = [\"linux/arm64\", \"linux/amd64\"]\n");
+    std::fs::write(&config, toml).unwrap();
+    let fs = s.dir.path().join("fs");
+    let dest = format!("type=local,dest={}", fs.display());
+    s.build_with(&config, &ctx, &["-o", &dest]).ok();
+    let read = |f: &str| std::fs::read_to_string(fs.join(f)).unwrap();
+    assert_eq!(read("arch").trim(), "aarch64");
+    assert_eq!(read("target").trim(), "linux/arm64 linux/arm64");
+}
+
+#[test]
 fn multi_platform_builds_come_through_the_daemon() {
     let s = support::setup();
     let multi = s.push_multiarch_busybox();

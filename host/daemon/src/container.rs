@@ -168,24 +168,7 @@ impl LocalBridge {
 
         let limits = frontends.runtime.limits();
         let deadline = self.deadline.unwrap_or(limits.deadline);
-        // The worker's platforms, as BuildKit lists them to a frontend (the first is the
-        // default target).
-        let worker_platforms = &solver.worker().platforms;
-        let platforms: Vec<pb::Platform> = match worker_platforms.is_empty() {
-            true => vec![String::new()],
-            false => worker_platforms.clone(),
-        }
-        .iter()
-        .map(|p| {
-            let (os, architecture, variant) = crate::parse_platform(p);
-            pb::Platform {
-                architecture,
-                os,
-                variant,
-                ..Default::default()
-            }
-        })
-        .collect();
+        let platforms = crate::worker_platforms(&solver.worker().platforms);
         let mut env = image.env.clone();
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.push(buildwit_worker::exec::DEFAULT_PATH.to_string());

@@ -206,6 +206,29 @@ fn parse_platform(platform: &str) -> (String, String, String) {
     (os.to_string(), arch.to_string(), variant.to_string())
 }
 
+/// The worker's platforms as BuildKit lists them to a frontend: its own first, the
+/// default target.
+fn worker_platforms(platforms: &[String]) -> Vec<pb::Platform> {
+    let native = [String::new()];
+    let platforms = if platforms.is_empty() {
+        &native[..]
+    } else {
+        platforms
+    };
+    platforms
+        .iter()
+        .map(|p| {
+            let (os, architecture, variant) = parse_platform(p);
+            pb::Platform {
+                architecture,
+                os,
+                variant,
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
 /// Make the state directory `root` reachable by its owner only (0700), whatever the umask:
 /// it holds clients' contexts, secrets in flight and compiled frontend code. An existing
 /// directory is changed only when it is empty or already buildwit's (never a `--root /tmp`).

@@ -364,6 +364,13 @@ fn stat_of(name: &str, md: &fs::Metadata, link: Option<PathBuf>) -> Stat {
 }
 
 impl Bridge for LocalBridge {
+    fn worker_platforms(&self) -> Vec<pb::Platform> {
+        match self.frontends.solver() {
+            Ok(solver) => crate::worker_platforms(&solver.worker().platforms),
+            Err(_) => crate::worker_platforms(&[]),
+        }
+    }
+
     fn read_file(
         &self,
         r: &SolvedRef,

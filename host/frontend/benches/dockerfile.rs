@@ -51,6 +51,14 @@ impl Bridge for DockerfileBridge {
     fn resolve_image_config(&self, _: &ImageRequest) -> Result<ResolvedImage, GatewayError> {
         Ok(self.image.clone())
     }
+    fn worker_platforms(&self) -> Vec<pb::Platform> {
+        vec![pb::Platform {
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            ..Default::default()
+        }]
+    }
+
     fn forward(
         &self,
         f: &str,

@@ -35,6 +35,14 @@ impl Bridge for NoBridge {
     fn resolve_image_config(&self, _: &ImageRequest) -> Result<ResolvedImage, GatewayError> {
         Err(GatewayError::new(ErrorKind::Unsupported, "none"))
     }
+    fn worker_platforms(&self) -> Vec<pb::Platform> {
+        vec![pb::Platform {
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            ..Default::default()
+        }]
+    }
+
     fn forward(
         &self,
         _: &str,

@@ -248,6 +248,9 @@ pub trait Bridge: Send + Sync {
     /// Look up an image.
     fn resolve_image_config(&self, request: &ImageRequest) -> Result<ResolvedImage, GatewayError>;
 
+    /// The platforms the worker builds for, its own first.
+    fn worker_platforms(&self) -> Vec<pb::Platform>;
+
     /// Run another frontend (`dockerfile.v0`, `gateway.v0`, ...).
     fn forward(
         &self,

@@ -224,7 +224,8 @@ pub fn platform_from_wit(p: &wit::Platform) -> pb::Platform {
     }
 }
 
-fn platform_to_wit(p: &pb::Platform) -> wit::Platform {
+/// Protobuf platform → WIT platform.
+pub(crate) fn platform_to_wit(p: &pb::Platform) -> wit::Platform {
     wit::Platform {
         architecture: p.architecture.clone(),
         os: p.os.clone(),

@@ -238,6 +238,15 @@ impl wit::Host for HostState {
         Ok(self.options.clone())
     }
 
+    fn worker_platforms(&mut self) -> wasmtime::Result<Vec<wit_llb::Platform>> {
+        Ok(self
+            .bridge
+            .worker_platforms()
+            .iter()
+            .map(convert::platform_to_wit)
+            .collect())
+    }
+
     fn inputs(&mut self) -> wasmtime::Result<Vec<(String, wit_llb::Definition)>> {
         Ok(self
             .inputs

@@ -75,6 +75,14 @@ impl Bridge for TestBridge {
         ))
     }
 
+    fn worker_platforms(&self) -> Vec<pb::Platform> {
+        vec![pb::Platform {
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            ..Default::default()
+        }]
+    }
+
     fn forward(
         &self,
         frontend: &str,

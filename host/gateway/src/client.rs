@@ -190,6 +190,12 @@ impl BuildkitBridge {
 }
 
 impl Bridge for BuildkitBridge {
+    fn worker_platforms(&self) -> Vec<pb::Platform> {
+        std::env::var("BUILDKIT_WORKERS")
+            .map(|w| crate::worker_platforms(&w))
+            .unwrap_or_default()
+    }
+
     fn read_file(
         &self,
         r: &SolvedRef,

@@ -86,6 +86,68 @@ pub fn environment(
     env
 }
 
+/// The first worker's platforms from `BUILDKIT_WORKERS` (as [`environment`] writes it, and
+/// BuildKit too); none if it is absent or not such a list.
+pub fn worker_platforms(workers: &str) -> Vec<pb::Platform> {
+    #[derive(serde::Deserialize)]
+    struct Worker {
+        #[serde(default)]
+        platforms: Vec<Platform>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Platform {
+        os: String,
+        architecture: String,
+        #[serde(default)]
+        variant: String,
+    }
+    let Ok(workers) = serde_json::from_str::<Vec<Worker>>(workers) else {
+        return Vec::new();
+    };
+    workers
+        .into_iter()
+        .next()
+        .map(|w| w.platforms)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| pb::Platform {
+            os: p.os,
+            architecture: p.architecture,
+            variant: p.variant,
+            ..Default::default()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_workers_written_are_read_back() {
+        let platforms = vec![
+            pb::Platform {
+                os: "linux".into(),
+                architecture: "arm64".into(),
+                ..Default::default()
+            },
+            pb::Platform {
+                os: "linux".into(),
+                architecture: "arm".into(),
+                variant: "v7".into(),
+                ..Default::default()
+            },
+        ];
+        let env = environment(&[], &[], "s", &platforms);
+        let workers = env
+            .iter()
+            .find_map(|e| e.strip_prefix("BUILDKIT_WORKERS="))
+            .unwrap();
+        assert_eq!(worker_platforms(workers), platforms);
+        assert!(worker_platforms("not json").is_empty());
+    }
+}
+
 impl FrontendGateway {
     /// A gateway answering `label`'s calls from `bridge`; `inputs` are what its caller
     /// passed (`Inputs`), `platforms` the worker's.

@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::unix::pipe;
 
-pub use container::{FrontendGateway, environment};
+pub use container::{FrontendGateway, environment, worker_platforms};
 
 /// The messages and services, by BuildKit's package names.
 #[allow(missing_docs, clippy::all)]

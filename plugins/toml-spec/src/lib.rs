@@ -102,7 +102,7 @@ impl Frontend for TomlSpec {
         let spec: Spec = toml::from_str(&text).map_err(|e| spec_error(&filename, &text, &e))?;
         let platform = match client.option("platform").or(spec.platform.clone()) {
             Some(p) => Platform::parse(&p).map_err(|e| Error::invalid(e).at(&filename, 1, 1))?,
-            None => Platform::linux_amd64(),
+            None => client.default_platform(),
         };
 
         let (mut state, mut config) = base(client, &spec, &platform, &filename)?;
