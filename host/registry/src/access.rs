@@ -55,6 +55,18 @@ impl Access {
         }
     }
 
+    /// Whether this is a client's access.
+    pub(crate) fn has_client(&self) -> bool {
+        self.client.is_some()
+    }
+
+    /// The client's credentials for `host` if it was asked already and had some.
+    pub(crate) fn answered(&self, host: &str) -> Option<RegistryAuth> {
+        let client = self.client.as_ref()?;
+        let asked = client.asked.lock().unwrap_or_else(|e| e.into_inner());
+        asked.get(host).cloned().flatten()
+    }
+
     /// The client's credentials for `host`, if it is a client's access and it has some.
     pub(crate) async fn client_auth(&self, host: &str) -> Option<RegistryAuth> {
         let client = self.client.as_ref()?;

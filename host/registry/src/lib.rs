@@ -340,27 +340,21 @@ impl Registries {
         let normalized = parsed.whole();
         let platform = Platform::normalize(os, architecture, variant);
         let endpoints = self.endpoints(&parsed);
-        // Cached per credential of the origin: a resolve one login made is not another's.
         let origin = endpoints.last().expect("the origin is always an endpoint");
-        let key = (
-            self.auth_for(origin).await.scope,
-            normalized.clone(),
-            platform.clone(),
-        );
-        if let Some(hit) = lock(&self.shared.cache).get(&key) {
-            return Ok(hit.clone());
+        if let Some(hit) = self.cached(&normalized, &platform, origin).await {
+            return Ok(hit);
         }
 
         let count = endpoints.len();
         let mut tried: Vec<String> = Vec::new();
         for (i, ep) in endpoints.iter().enumerate() {
             match self.resolve_at(ep, &parsed, &normalized, &platform).await {
-                Ok(image) => {
+                Ok((image, scope)) => {
                     let mut cache = lock(&self.shared.cache);
                     if cache.len() >= CACHE_LIMIT {
                         cache.clear();
                     }
-                    cache.insert(key, image.clone());
+                    cache.insert((scope, normalized, platform), image.clone());
                     return Ok(image);
                 }
                 Err(e) if e.falls_back() && i + 1 < count => {
@@ -414,27 +408,62 @@ impl Registries {
         out
     }
 
-    /// Resolves at one endpoint.
+    /// A resolve made earlier that this view may be given: one made without credentials
+    /// (anyone's), or one made with the credentials this view's requests carry to `origin`.
+    async fn cached(
+        &self,
+        normalized: &str,
+        platform: &Platform,
+        origin: &Endpoint<'_>,
+    ) -> Option<ResolvedImage> {
+        let get = |scope: String| {
+            let key = (scope, normalized.to_string(), platform.clone());
+            lock(&self.shared.cache).get(&key).cloned()
+        };
+        if let Some(hit) = get(String::new()) {
+            return Some(hit);
+        }
+        // The client is asked who it is only for an image that needed credentials before.
+        let private = || {
+            lock(&self.shared.cache)
+                .keys()
+                .any(|(s, r, p)| !s.is_empty() && r == normalized && p == platform)
+        };
+        let own = match self.access.has_client() {
+            true if !private() => return None,
+            true => match self.access.client_auth(&origin.host).await {
+                Some(auth) => auth,
+                None => self.daemon_auth(origin).await,
+            },
+            false => self.daemon_auth(origin).await,
+        };
+        let scope = Principal::new(own).scope;
+        (!scope.is_empty()).then(|| get(scope)).flatten()
+    }
+
+    /// Resolves at one endpoint; also the scope of who resolved it.
     async fn resolve_at(
         &self,
         ep: &Endpoint<'_>,
         parsed: &Reference,
         normalized: &str,
         platform: &Platform,
-    ) -> Result<ResolvedImage, RegistryError> {
-        let m = self.manifest_at(ep, parsed, normalized, platform).await?;
-        let Parsed::Manifest(config) = classify(&m.manifest, ep, normalized)? else {
-            unreachable!("manifest_at returns an image manifest")
-        };
-        let r = ep.reference(parsed);
-        let who = self.auth_for(ep).await;
-        let config = self.fetch_config(ep, &r, &who, &config, normalized).await?;
-        Ok(ResolvedImage {
-            reference: normalized.to_string(),
-            digest: m.digest,
-            config,
-            manifest_digest: m.manifest_digest,
+    ) -> Result<(ResolvedImage, String), RegistryError> {
+        self.as_needed(ep, |who| async move {
+            let m = self.manifest_at(ep, parsed, normalized, platform, &who).await?;
+            let Parsed::Manifest(config) = classify(&m.manifest, ep, normalized)? else {
+                unreachable!("manifest_at returns an image manifest")
+            };
+            let r = ep.reference(parsed);
+            let config = self.fetch_config(ep, &r, &who, &config, normalized).await?;
+            Ok(ResolvedImage {
+                reference: normalized.to_string(),
+                digest: m.digest,
+                config,
+                manifest_digest: m.manifest_digest,
+            })
         })
+        .await
     }
 
     /// Pulls a manifest or index and checks its digest; returns the body and its digest.
@@ -526,14 +555,59 @@ impl Registries {
         sem.acquire_owned().await.ok()
     }
 
-    /// Who requests to the endpoint are made as: the client's credentials for its host if
-    /// this view has a client that holds some, else the daemon's.
-    async fn auth_for(&self, ep: &Endpoint<'_>) -> Principal {
+    /// Who a first request to the endpoint is made as. For a client's access: as the client
+    /// once it gave credentials for the host, else anonymously (the client is asked only
+    /// when the registry wants credentials, as buildkitd asks). Otherwise: as the daemon.
+    async fn first_principal(&self, ep: &Endpoint<'_>) -> Principal {
+        let auth = match self.access.has_client() {
+            true => self
+                .access
+                .answered(&ep.host)
+                .unwrap_or(RegistryAuth::Anonymous),
+            false => self.daemon_auth(ep).await,
+        };
+        Principal::new(auth)
+    }
+
+    /// Who to try after the one of scope `refused` was refused: the client's credentials
+    /// for the host, or where it has none the daemon's; `None` if that is who was refused.
+    async fn next_principal(&self, ep: &Endpoint<'_>, refused: &str) -> Option<Principal> {
+        if !self.access.has_client() {
+            return None;
+        }
         let auth = match self.access.client_auth(&ep.host).await {
             Some(auth) => auth,
             None => self.daemon_auth(ep).await,
         };
-        Principal::new(auth)
+        let next = Principal::new(auth);
+        (next.scope != refused).then_some(next)
+    }
+
+    /// Run `op` as the first principal, and once more as the next if the registry refused
+    /// the first; its result and the scope of who got it.
+    async fn as_needed<T, F, Fut>(
+        &self,
+        ep: &Endpoint<'_>,
+        op: F,
+    ) -> Result<(T, String), RegistryError>
+    where
+        F: Fn(Principal) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RegistryError>>,
+    {
+        let first = self.first_principal(ep).await;
+        let scope = first.scope.clone();
+        match op(first).await {
+            Err(e) if e.kind() == RegistryErrorKind::Unauthorized => {
+                match self.next_principal(ep, &scope).await {
+                    Some(next) => {
+                        let scope = next.scope.clone();
+                        op(next).await.map(|v| (v, scope))
+                    }
+                    None => Err(e),
+                }
+            }
+            result => result.map(|v| (v, scope)),
+        }
     }
 
     /// The daemon's credentials for the endpoint, from its Docker config (helpers run off

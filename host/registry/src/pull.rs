@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 use oci_client::Reference;
 use tokio::io::AsyncWrite;
 
+use crate::client::Principal;
 use crate::platform::Platform;
 use crate::reference::parse_reference;
 use crate::{
@@ -62,8 +63,15 @@ impl Registries {
         let count = endpoints.len();
         let mut tried: Vec<String> = Vec::new();
         for (i, ep) in endpoints.iter().enumerate() {
-            match self.manifest_at(ep, &parsed, &normalized, &platform).await {
-                Ok(m) => return Ok(m),
+            let pulled = self.as_needed(ep, |who| {
+                let (parsed, normalized, platform) = (&parsed, &normalized, &platform);
+                async move {
+                    self.manifest_at(ep, parsed, normalized, platform, &who)
+                        .await
+                }
+            });
+            match pulled.await {
+                Ok((m, _)) => return Ok(m),
                 Err(e) if e.falls_back() && i + 1 < count => {
                     tracing::debug!("{e}; trying the next endpoint");
                     tried.push(format!("{}: {}", ep.label(), e.kind()));
@@ -87,12 +95,12 @@ impl Registries {
         let count = endpoints.len();
         let mut tried: Vec<String> = Vec::new();
         for (i, ep) in endpoints.iter().enumerate() {
-            let who = self.auth_for(ep).await;
-            match self
-                .fetch_manifest(ep, &ep.reference(&parsed), &who, &normalized)
-                .await
-            {
-                Ok((manifest, digest)) => {
+            let fetched = self.as_needed(ep, |who| {
+                let (r, normalized) = (ep.reference(&parsed), &normalized);
+                async move { self.fetch_manifest(ep, &r, &who, normalized).await }
+            });
+            match fetched.await {
+                Ok(((manifest, digest), _)) => {
                     return Ok(PlatformManifest {
                         reference: normalized,
                         digest: digest.clone(),
@@ -139,44 +147,32 @@ impl Registries {
         let count = endpoints.len();
         let mut tried: Vec<String> = Vec::new();
         for (i, ep) in endpoints.iter().enumerate() {
-            let mut counted = Counted {
-                inner: &mut *out,
-                written: 0,
-                limit: size,
-                hash: BlobHash::of(digest),
-            };
             let r = ep.reference(&parsed);
-            let result = async {
-                let who = self.auth_for(ep).await;
-                let _permit = self.permit(&blob_pool(&ep.host)).await;
-                ep.client.pull_blob(&r, &who, digest, &mut counted).await
-            }
-            .await;
-            let written = counted.written;
-            let result = match result {
-                Err(_) if size.is_some_and(|s| written > s) => {
-                    Err(too_long(ep, &normalized, &what, size.unwrap_or_default()))
+            let mut who = self.first_principal(ep).await;
+            let (result, written) = loop {
+                let mut counted = Counted {
+                    inner: &mut *out,
+                    written: 0,
+                    limit: size,
+                    hash: BlobHash::of(digest),
+                };
+                let result = async {
+                    let _permit = self.permit(&blob_pool(&ep.host)).await;
+                    ep.client.pull_blob(&r, &who, digest, &mut counted).await
                 }
-                Err(e) => Err(map_error(e, ep, &normalized, &what)),
-                Ok(()) if size.is_some_and(|s| written != s) => Err(RegistryError::new(
-                    RegistryErrorKind::Invalid,
-                    &normalized,
-                    &ep.host,
-                    format!(
-                        "registry {} sent {what} for {normalized} with {written} bytes, but the manifest says {}",
-                        ep.label(),
-                        size.unwrap_or_default()
-                    ),
-                )),
-                Ok(()) => match counted.hash.finish() {
-                    Some(actual) if actual != digest => {
-                        Err(crate::mismatch(ep, &normalized, &what, digest, &actual))
-                    }
-                    _ => Ok(PulledBlob {
-                        size: written,
-                        registry: ep.label(),
-                    }),
-                },
+                .await;
+                let written = counted.written;
+                let result = Self::checked_blob(result, counted, ep, &normalized, (digest, &what), size);
+                // Refused before any byte came: once more as whoever comes next.
+                if let Err(e) = &result
+                    && e.kind() == RegistryErrorKind::Unauthorized
+                    && written == 0
+                    && let Some(next) = self.next_principal(ep, &who.scope).await
+                {
+                    who = next;
+                    continue;
+                }
+                break (result, written);
             };
             match result {
                 Ok(b) => return Ok(b),
@@ -191,6 +187,43 @@ impl Registries {
         unreachable!("the origin is always an endpoint")
     }
 
+    /// What a blob download came to: its size and digest checked.
+    fn checked_blob<W: ?Sized>(
+        result: Result<(), oci_client::errors::OciDistributionError>,
+        mut counted: Counted<'_, W>,
+        ep: &Endpoint<'_>,
+        normalized: &str,
+        (digest, what): (&str, &str),
+        size: Option<u64>,
+    ) -> Result<PulledBlob, RegistryError> {
+        let written = counted.written;
+        match result {
+            Err(_) if size.is_some_and(|s| written > s) => {
+                Err(too_long(ep, normalized, what, size.unwrap_or_default()))
+            }
+            Err(e) => Err(map_error(e, ep, normalized, what)),
+            Ok(()) if size.is_some_and(|s| written != s) => Err(RegistryError::new(
+                RegistryErrorKind::Invalid,
+                normalized,
+                &ep.host,
+                format!(
+                    "registry {} sent {what} for {normalized} with {written} bytes, but the manifest says {}",
+                    ep.label(),
+                    size.unwrap_or_default()
+                ),
+            )),
+            Ok(()) => match counted.hash.finish() {
+                Some(actual) if actual != digest => {
+                    Err(crate::mismatch(ep, normalized, what, digest, &actual))
+                }
+                _ => Ok(PulledBlob {
+                    size: written,
+                    registry: ep.label(),
+                }),
+            },
+        }
+    }
+
     /// The platform's manifest at one endpoint.
     pub(crate) async fn manifest_at(
         &self,
@@ -198,10 +231,10 @@ impl Registries {
         parsed: &Reference,
         normalized: &str,
         platform: &Platform,
+        who: &Principal,
     ) -> Result<PlatformManifest, RegistryError> {
-        let who = self.auth_for(ep).await;
         let r = ep.reference(parsed);
-        let (body, digest) = self.fetch_manifest(ep, &r, &who, normalized).await?;
+        let (body, digest) = self.fetch_manifest(ep, &r, who, normalized).await?;
         let (manifest, manifest_digest) = match classify(&body, ep, normalized)? {
             Parsed::Manifest(_) => (body, digest.clone()),
             Parsed::Index(entries) => {
@@ -209,7 +242,7 @@ impl Registries {
                     .ok_or_else(|| no_platform(&entries, &digest, platform, ep, normalized))?;
                 let child = r.clone_with_digest(entry.digest.clone());
                 let (child_body, child_digest) =
-                    self.fetch_manifest(ep, &child, &who, normalized).await?;
+                    self.fetch_manifest(ep, &child, who, normalized).await?;
                 match classify(&child_body, ep, normalized)? {
                     Parsed::Manifest(_) => (child_body, child_digest),
                     Parsed::Index(_) => {

@@ -2,13 +2,15 @@
 
 use std::path::PathBuf;
 
-use oci_client::RegistryOperation;
+use oci_client::{Reference, RegistryOperation};
 
 use futures_util::StreamExt;
 
 use crate::pull::blob_pool;
+use crate::client::Principal;
 use crate::{
-    MAX_CONNECTIONS_PER_REGISTRY, Registries, RegistryError, RegistryErrorKind, map_error,
+    Endpoint, MAX_CONNECTIONS_PER_REGISTRY, Registries, RegistryError, RegistryErrorKind,
+    map_error,
 };
 
 impl Registries {
@@ -28,16 +30,40 @@ impl Registries {
         let endpoints = self.endpoints(&parsed);
         let ep = endpoints.last().expect("the origin is always an endpoint");
         let r = ep.reference(&parsed);
-        let who = self.auth_for(ep).await;
+        // A push refused half way is done again in full: blobs already up are not sent twice.
+        let (pushed, _) = self
+            .as_needed(ep, |who| {
+                let (r, normalized) = (&r, &normalized);
+                async move {
+                    self.push_as(ep, r, normalized, &who, blobs, manifest, media_type)
+                        .await
+                }
+            })
+            .await?;
+        Ok(pushed)
+    }
+
+    /// [`Registries::push_image`] as `who`.
+    #[allow(clippy::too_many_arguments)]
+    async fn push_as(
+        &self,
+        ep: &Endpoint<'_>,
+        r: &Reference,
+        normalized: &str,
+        who: &Principal,
+        blobs: &[(String, PathBuf)],
+        manifest: &[u8],
+        media_type: &str,
+    ) -> Result<Pushed, RegistryError> {
         let client = &ep.client;
         client
-            .auth(&r, &who, RegistryOperation::Push)
+            .auth(r, who, RegistryOperation::Push)
             .await
-            .map_err(|e| map_error(e, ep, &normalized, "push"))?;
+            .map_err(|e| map_error(e, ep, normalized, "push"))?;
         // Blobs go up side by side, as many as the host's blob pool allows.
         let pool = blob_pool(&ep.host);
         let uploads = futures_util::stream::iter(blobs.iter().map(|(digest, path)| {
-            let (r, who, normalized, pool) = (&r, &who, &normalized, &pool);
+            let pool = &pool;
             async move {
                 let _permit = self.permit(pool).await;
                 if client
@@ -84,15 +110,15 @@ impl Registries {
         http::HeaderValue::from_str(media_type).map_err(|e| {
             RegistryError::new(
                 RegistryErrorKind::Invalid,
-                &normalized,
+                normalized,
                 &ep.host,
                 e.to_string(),
             )
         })?;
         client
-            .push_manifest_raw(&r, &who, manifest.to_vec(), media_type)
+            .push_manifest_raw(r, who, manifest.to_vec(), media_type)
             .await
-            .map_err(|e| map_error(e, ep, &normalized, "manifest"))?;
+            .map_err(|e| map_error(e, ep, normalized, "manifest"))?;
         pushed.bytes += manifest.len() as u64;
         Ok(pushed)
     }
