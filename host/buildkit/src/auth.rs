@@ -50,7 +50,8 @@ impl ClientCredentials for SessionCredentials {
             match asked.await {
                 Ok(Ok(r)) => {
                     let r = r.into_inner();
-                    (!r.username.is_empty() || !r.secret.is_empty()).then_some((r.username, r.secret))
+                    (!r.username.is_empty() || !r.secret.is_empty())
+                        .then_some((r.username, r.secret))
                 }
                 Ok(Err(e)) => {
                     tracing::debug!("the client gave no credentials for {host}: {}", e.message());

@@ -6,6 +6,7 @@ mod cache;
 mod history;
 mod progress;
 mod remote;
+mod scaffold;
 mod signals;
 
 use std::collections::BTreeMap;
@@ -174,6 +175,18 @@ struct BuildArgs {
 
 #[derive(Subcommand)]
 enum FrontendCommand {
+    /// Make a new frontend project: a crate with a working frontend (a steps file: `FROM`,
+    /// `RUN`) and its tests, ready for `cargo test` and `cargo build --target wasm32-wasip2`.
+    New {
+        /// The project's directory; its last component is the frontend's name.
+        name: PathBuf,
+        /// The language (rust; the only one with an SDK yet).
+        #[arg(long, default_value = "rust")]
+        lang: String,
+        /// The buildwit SDK to build against (default: the one this buildwit was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Show a frontend's name, version, channel, WIT version, imports, exports, size and
     /// digest: a component file, or an image reference (pulled if needed).
     Inspect {
@@ -293,6 +306,18 @@ fn run(cli: Cli) -> Result<()> {
                 }
             };
             println!("pushed {reference}@{digest} ({uploaded} blobs uploaded)");
+            Ok(())
+        }
+        Command::Frontend(FrontendCommand::New { name, lang, sdk }) => {
+            let krate = scaffold::new_frontend(name, lang, sdk.as_deref())?;
+            let dir = name.display();
+            println!("made {dir}: a frontend with its tests; next:");
+            println!("  cd {dir}");
+            println!("  cargo test");
+            println!("  cargo build --target wasm32-wasip2 --release");
+            println!(
+                "  buildwit build --frontend-file target/wasm32-wasip2/release/{krate}.wasm DIR  # DIR holds a Stepfile"
+            );
             Ok(())
         }
         Command::Frontend(FrontendCommand::Pull { reference }) => {

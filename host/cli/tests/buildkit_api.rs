@@ -692,16 +692,17 @@ fn pulls_and_pushes_use_the_clients_docker_login() {
     std::fs::create_dir_all(&logged_in).unwrap();
     std::fs::write(
         logged_in.join("config.json"),
-        format!(
-            r#"{{"auths":{{"{host}":{{"auth":"dGVzdGVyOnMzY3JldA=="}}}}}}"#
-        ),
+        format!(r#"{{"auths":{{"{host}":{{"auth":"dGVzdGVyOnMzY3JldA=="}}}}}}"#),
     )
     .unwrap();
     let anonymous = s.dir.path().join("anonymous");
     std::fs::create_dir_all(&anonymous).unwrap();
     let ctx = s.context(
         "private",
-        &[("Dockerfile", &format!("FROM {base}\nRUN echo built > /built\n"))],
+        &[(
+            "Dockerfile",
+            &format!("FROM {base}\nRUN echo built > /built\n"),
+        )],
     );
     let build = |docker_config: &Path, tag: &str| {
         run(
@@ -725,10 +726,16 @@ fn pulls_and_pushes_use_the_clients_docker_login() {
     let refused = build(&anonymous, "1");
     assert!(!refused.status.success(), "{}", text(&refused.stderr));
     let said = text(&refused.stderr);
-    assert!(said.contains(&host) && said.contains("docker login"), "{said}");
+    assert!(
+        said.contains(&host) && said.contains("docker login"),
+        "{said}"
+    );
 
     // With them, buildwitd pulls the base and pushes the result as the client.
-    ok(build(&logged_in, "1"), "buildctl build with the client's login");
+    ok(
+        build(&logged_in, "1"),
+        "buildctl build with the client's login",
+    );
     let inspect = |image: &str| {
         run(
             Path::new("skopeo"),
@@ -741,9 +748,10 @@ fn pulls_and_pushes_use_the_clients_docker_login() {
             &[],
         )
     };
-    let pushed: serde_json::Value =
-        serde_json::from_slice(&ok(inspect(&format!("{host}/app/built:1")), "skopeo inspect").stdout)
-            .unwrap();
+    let pushed: serde_json::Value = serde_json::from_slice(
+        &ok(inspect(&format!("{host}/app/built:1")), "skopeo inspect").stdout,
+    )
+    .unwrap();
     assert_eq!(pushed["Layers"].as_array().unwrap().len(), 2, "{pushed}");
 
     // What one client's login unlocked (a cached resolve, a token) is not another's: the

@@ -1,9 +1,15 @@
 //! The path of a third-party frontend author: the README's example, as written, in a crate
 //! of its own, built with plain cargo for `wasm32-wasip2` (a component) and for
-//! `wasm32-unknown-unknown` (a core module buildwit wraps), each run with `--frontend-file`.
+//! `wasm32-unknown-unknown` (a core module buildwit wraps), each run with `--frontend-file`;
+//! and the README's walk from `buildwit frontend new` to a pushed frontend that serves
+//! `# syntax=`.
+
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use support::text;
 
 /// The first Rust block of the README's "Writing a frontend" section.
 fn readme_example() -> String {
@@ -61,19 +67,98 @@ fn the_readme_frontend_builds_with_plain_cargo_and_runs() {
     // the rest of what std imports is inert. The core module needs no wasm-tools.
     for target in ["wasm32-wasip2", "wasm32-unknown-unknown"] {
         ensure_target(target);
-        let component = cargo_build(&krate, &work.join("target"), target);
+        let component = cargo_build(&krate, &target_dir(), target, "hello");
         let built = run(&component);
         assert_eq!(built, "hello author\n", "{target}");
     }
 }
 
-/// `cargo build --release --target TARGET` of the crate; the `.wasm` it made.
-fn cargo_build(krate: &Path, target_dir: &Path, target: &str) -> PathBuf {
+#[test]
+fn a_new_frontend_is_tested_built_pushed_and_serves_syntax() {
+    let s = support::setup();
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("new-frontend");
+    let _ = std::fs::remove_dir_all(work.join("steps"));
+    std::fs::create_dir_all(&work).unwrap();
+    let project = work.join("steps");
+    let made = s.buildwit(&["frontend", "new", project.to_str().unwrap()]);
+    assert!(
+        made.status.success(),
+        "frontend new: {}",
+        text(&made.stderr)
+    );
+    assert!(
+        text(&made.stdout).contains("cargo test"),
+        "{}",
+        text(&made.stdout)
+    );
+    // Again on the same directory: refused, nothing overwritten.
+    let again = s.buildwit(&["frontend", "new", project.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("not empty"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    // Its own tests pass, natively, then the component builds.
+    let tested = cargo(&project, &target_dir(), &["test"]);
+    assert!(tested.contains("test result: ok. 2 passed"), "{tested}");
+    ensure_target("wasm32-wasip2");
+    let component = cargo_build(&project, &target_dir(), "wasm32-wasip2", "steps");
+
+    // It builds an image from a steps file, with `--frontend-file` ...
+    let ctx = s.context(
+        "steps-ctx",
+        &[("Stepfile", "FROM BASE\nRUN echo hello > /greeting\n")],
+    );
+    let out = s.dir.path().join("out");
+    let dest = format!("type=local,dest={}", out.display());
+    s.build(
+        &ctx,
+        &["--frontend-file", component.to_str().unwrap(), "-o", &dest],
+    )
+    .ok();
+    assert_eq!(
+        std::fs::read_to_string(out.join("greeting")).unwrap(),
+        "hello\n"
+    );
+
+    // ... and, pushed, through `# syntax=` (the file is then named Dockerfile).
+    let registry = s.image.split('/').next().unwrap();
+    let reference = format!("{registry}/me/steps:1");
+    let pushed = s.buildwit(&["frontend", "push", component.to_str().unwrap(), &reference]);
+    assert!(
+        pushed.status.success(),
+        "frontend push: {}",
+        text(&pushed.stderr)
+    );
+    let syntax = s.context(
+        "syntax-ctx",
+        &[(
+            "Dockerfile",
+            &format!("# syntax={reference}\nFROM BASE\nRUN echo syntax > /greeting\n"),
+        )],
+    );
+    let out = s.dir.path().join("syntax-out");
+    let dest = format!("type=local,dest={}", out.display());
+    s.build(&syntax, &["-o", &dest]).ok();
+    assert_eq!(
+        std::fs::read_to_string(out.join("greeting")).unwrap(),
+        "syntax\n"
+    );
+}
+
+/// One target directory for the authors' crates: the SDK is compiled once for them all.
+fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("frontend-authors")
+}
+
+/// Run cargo with `args` in `krate`, without the outer build's settings; its output.
+fn cargo(krate: &Path, target_dir: &Path, args: &[&str]) -> String {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
-        .current_dir(krate)
-        .args(["build", "--release", "--target", target])
+    let mut c = Command::new(cargo);
+    c.current_dir(krate)
+        .args(args)
         .arg("--target-dir")
         .arg(target_dir);
     // The outer build's settings are for the host, not for this crate.
@@ -83,15 +168,22 @@ fn cargo_build(krate: &Path, target_dir: &Path, target: &str) -> PathBuf {
         "CARGO_ENCODED_RUSTFLAGS",
         "RUSTFLAGS",
     ] {
-        build.env_remove(var);
+        c.env_remove(var);
     }
-    let out = build.output().unwrap();
-    assert!(
-        out.status.success(),
-        "cargo build --target {target}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = c.output().unwrap();
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "cargo {args:?}: {said}");
+    said
+}
+
+/// `cargo build --release --target TARGET` of the crate; the `.wasm` it made.
+fn cargo_build(krate: &Path, target_dir: &Path, target: &str, name: &str) -> PathBuf {
+    cargo(
+        krate,
+        target_dir,
+        &["build", "--release", "--target", target],
     );
-    target_dir.join(target).join("release/hello.wasm")
+    target_dir.join(target).join(format!("release/{name}.wasm"))
 }
 
 /// Build with the frontend file; the file it wrote.

@@ -87,7 +87,10 @@ pub fn buildwitd(s: &Setup, name: &str, extra: &str) -> Daemon {
         .arg("--addr")
         .arg(format!("unix://{}", sock.display()))
         // The daemon has no registry credentials of its own: a client's are its clients'.
-        .env("DOCKER_CONFIG", s.dir.path().join(format!("{name}-docker-config")))
+        .env(
+            "DOCKER_CONFIG",
+            s.dir.path().join(format!("{name}-docker-config")),
+        )
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
