@@ -1038,7 +1038,10 @@ impl Engine {
             let solver = self.solver()?;
             exported.push(export::export(
                 solver.worker(),
-                &self.frontends.registries.with_access(&request.client.registry),
+                &self
+                    .frontends
+                    .registries
+                    .with_access(&request.client.registry),
                 io,
                 output,
                 &results,

@@ -446,7 +446,10 @@ impl Bridge for LocalBridge {
             Some(p) => (p.os.as_str(), p.architecture.as_str(), p.variant.as_str()),
             None => ("linux", "amd64", ""),
         };
-        let registries = self.frontends.registries.with_access(&self.session.registry);
+        let registries = self
+            .frontends
+            .registries
+            .with_access(&self.session.registry);
         let resolved = self
             .frontends
             .io

@@ -70,7 +70,12 @@ impl Access {
     /// The client's credentials for `host`, if it is a client's access and it has some.
     pub(crate) async fn client_auth(&self, host: &str) -> Option<RegistryAuth> {
         let client = self.client.as_ref()?;
-        if let Some(known) = client.asked.lock().unwrap_or_else(|e| e.into_inner()).get(host) {
+        if let Some(known) = client
+            .asked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(host)
+        {
             return known.clone();
         }
         let auth = match client.credentials.credentials(host).await {

@@ -173,7 +173,9 @@ impl HostClient {
         body: Vec<u8>,
         content_type: &str,
     ) -> Result<(), OciDistributionError> {
-        self.made()?.push_manifest_raw(r, who, body, content_type).await
+        self.made()?
+            .push_manifest_raw(r, who, body, content_type)
+            .await
     }
 }
 
@@ -384,7 +386,10 @@ impl Registries {
                 prefix: m.prefix.clone(),
                 mirror_of: Some(registry.to_string()),
                 credential_key: m.host.clone(),
-                client: shared.clients.get(&m.host).unwrap_or(&shared.default_client),
+                client: shared
+                    .clients
+                    .get(&m.host)
+                    .unwrap_or(&shared.default_client),
             });
         }
         let (host, credential_key) = if registry == DOCKER_HUB {
@@ -450,7 +455,9 @@ impl Registries {
         platform: &Platform,
     ) -> Result<(ResolvedImage, String), RegistryError> {
         self.as_needed(ep, |who| async move {
-            let m = self.manifest_at(ep, parsed, normalized, platform, &who).await?;
+            let m = self
+                .manifest_at(ep, parsed, normalized, platform, &who)
+                .await?;
             let Parsed::Manifest(config) = classify(&m.manifest, ep, normalized)? else {
                 unreachable!("manifest_at returns an image manifest")
             };

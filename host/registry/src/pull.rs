@@ -162,7 +162,8 @@ impl Registries {
                 }
                 .await;
                 let written = counted.written;
-                let result = Self::checked_blob(result, counted, ep, &normalized, (digest, &what), size);
+                let result =
+                    Self::checked_blob(result, counted, ep, &normalized, (digest, &what), size);
                 // Refused before any byte came: once more as whoever comes next.
                 if let Err(e) = &result
                     && e.kind() == RegistryErrorKind::Unauthorized

@@ -6,11 +6,10 @@ use oci_client::{Reference, RegistryOperation};
 
 use futures_util::StreamExt;
 
-use crate::pull::blob_pool;
 use crate::client::Principal;
+use crate::pull::blob_pool;
 use crate::{
-    Endpoint, MAX_CONNECTIONS_PER_REGISTRY, Registries, RegistryError, RegistryErrorKind,
-    map_error,
+    Endpoint, MAX_CONNECTIONS_PER_REGISTRY, Registries, RegistryError, RegistryErrorKind, map_error,
 };
 
 impl Registries {

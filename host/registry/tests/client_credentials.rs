@@ -56,7 +56,10 @@ async fn client_credentials_are_asked_when_needed_and_kept_to_their_client() {
     let mut config = BTreeMap::new();
     for (reg, auth) in [
         (&public, RegistryAuth::Anonymous),
-        (&private, RegistryAuth::Basic("tester".into(), "s3cret".into())),
+        (
+            &private,
+            RegistryAuth::Basic("tester".into(), "s3cret".into()),
+        ),
     ] {
         let target = Reference::with_tag(reg.host(), "app".into(), "v1".into());
         client
@@ -98,7 +101,12 @@ async fn client_credentials_are_asked_when_needed_and_kept_to_their_client() {
     let manifest: serde_json::Value = serde_json::from_slice(&pulled.manifest).unwrap();
     let layer = manifest["layers"][0]["digest"].as_str().unwrap();
     first
-        .pull_blob(&format!("{}/app:v1", private.host()), layer, None, &mut blob)
+        .pull_blob(
+            &format!("{}/app:v1", private.host()),
+            layer,
+            None,
+            &mut blob,
+        )
         .await
         .unwrap();
     assert_eq!(login.asked.load(Ordering::Relaxed), 1);
