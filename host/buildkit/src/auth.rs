@@ -2,11 +2,9 @@
 //! pushes of a build ask its session for the `docker login` of each registry host they
 //! reach, as buildkitd does, and use the daemon's own where the client has none.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use buildwit_registry::{Access, ClientCredentials};
+use buildwit_registry::{Access, ClientCredentials, CredentialsFuture};
 
 use crate::proto::moby::filesync::v1::CredentialsRequest;
 use crate::proto::moby::filesync::v1::auth_client::AuthClient;
@@ -35,10 +33,7 @@ struct SessionCredentials {
 }
 
 impl ClientCredentials for SessionCredentials {
-    fn credentials<'a>(
-        &'a self,
-        host: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Option<(String, String)>> + Send + 'a>> {
+    fn credentials<'a>(&'a self, host: &'a str) -> CredentialsFuture<'a> {
         let mut client = AuthClient::new(self.session.channel.clone());
         let request = CredentialsRequest {
             host: host.to_string(),

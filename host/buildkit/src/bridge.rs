@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use buildwit_daemon::{BuildApi, BuildRequest, FrontendOutput, FrontendRef, SolvedRef};
+use buildwit_engine::{BuildApi, BuildRequest, FrontendOutput, FrontendRef, SolvedRef};
 use buildwit_llb::pb;
 use tonic::{Request, Response, Status};
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use buildwit_daemon::{
+use buildwit_engine::{
     BuildApi, BuildRequest, ClientLink, DaemonError, Engine, Exported, FrontendOutput, FrontendRef,
     SolvedRef,
 };
@@ -443,7 +443,7 @@ impl Control for Buildkit {
         ));
         let link = ClientLink {
             name: Some(format!("buildkit session {}", session.id)),
-            buildkit_sync: Some(sync.clone()),
+            sync: Some(sync.clone()),
             registry: crate::auth::access(&session, self.secure),
             ..Default::default()
         };

@@ -202,7 +202,7 @@ impl SessionSync {
         }
         let s = &self.session;
         let shared_key = format!("buildkit\0{}\0{}", s.peer, s.shared_key);
-        let shared = buildwit_daemon::session::mirror_dir(&self.root, &shared_key, name);
+        let shared = buildwit_engine::client::mirror_dir(&self.root, &shared_key, name);
         let free = self
             .held
             .lock()
@@ -212,7 +212,7 @@ impl SessionSync {
             shared
         } else {
             let private_key = format!("buildkit-session\0{}", s.id);
-            buildwit_daemon::session::mirror_dir(&self.root, &private_key, name)
+            buildwit_engine::client::mirror_dir(&self.root, &private_key, name)
         };
         chosen.insert(name.to_string(), (dir.clone(), free));
         dir

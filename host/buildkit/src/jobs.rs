@@ -4,14 +4,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use buildwit_daemon::ClientLink;
+use buildwit_engine::ClientLink;
 use buildwit_llb::pb;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::proto::moby::buildkit::v1::StatusResponse;
 
 /// What the client's build function returned.
-pub type Returned = Result<buildwit_daemon::FrontendOutput, tonic::Status>;
+pub type Returned = Result<buildwit_engine::FrontendOutput, tonic::Status>;
 
 /// One build.
 pub struct Job {

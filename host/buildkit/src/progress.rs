@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use buildwit_daemon::EventSink;
+use buildwit_engine::EventSink;
 use buildwit_frontend::Event;
 use buildwit_solver::ProgressEvent;
 

@@ -109,7 +109,7 @@ async fn relay(
         }
         let _ = back_tx.send(None);
     };
-    let relay = buildwit_daemon::ssh::relay_stream(stream, back_rx, |data, close| {
+    let relay = buildwit_engine::client::relay_stream(stream, back_rx, |data, close| {
         let tx = sender.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let sender = sender.clone();
         async move {

@@ -99,7 +99,7 @@ pub async fn open(
     sessions: Arc<Waitable<ClientSession>>,
     request: tonic::Request<Streaming<BytesMessage>>,
 ) -> Result<mpsc::Receiver<Result<BytesMessage, Status>>, Status> {
-    let peer = buildwit_daemon::server::peer_identity(&request);
+    let peer = buildwit_engine::client::peer_identity(&request);
     let metadata = request.metadata();
     let id = header(metadata, "x-docker-expose-session-uuid")
         .filter(|id| !id.is_empty())

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use buildwit_config::PruneRule;
-use buildwit_daemon::history::HistoryRecord;
-use buildwit_daemon::info::DaemonInfo;
-use buildwit_daemon::{
+use buildwit_engine::history::HistoryRecord;
+use buildwit_engine::info::DaemonInfo;
+use buildwit_engine::{
     BuildApi, BuildOutcome, BuildRequest, Engine, EventSink, FrontendRecord, FrontendRef,
 };
 use buildwit_solver::{PruneReport, UsageRecord};
@@ -88,7 +88,7 @@ impl Backend {
         match self {
             Backend::Local(e) => {
                 let record = e.inspect_frontend(frontend)?;
-                let (imports, exports, size) = buildwit_daemon::frontend_interfaces(e, frontend)?;
+                let (imports, exports, size) = buildwit_engine::frontend_interfaces(e, frontend)?;
                 Ok((record, imports, exports, size))
             }
             Backend::Remote(r) => r.inspect_frontend(frontend),

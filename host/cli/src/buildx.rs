@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use buildwit_daemon::BuildOutcome;
+use buildwit_engine::BuildOutcome;
 
 #[derive(clap::Args, Default)]
 pub struct BuildxFlags {

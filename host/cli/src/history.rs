@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use crate::backend::Backend;
-use buildwit_daemon::history::HistoryRecord;
+use buildwit_engine::history::HistoryRecord;
 
 use crate::cache::{human_duration, utc};
 
@@ -13,7 +13,7 @@ fn seconds(ms: u64) -> String {
 
 /// The table of past builds, newest first.
 pub fn ls(engine: &Backend) -> Result<()> {
-    let now = buildwit_daemon::history::now();
+    let now = buildwit_engine::history::now();
     println!(
         "{:<27}{:<40}{:<11}{:<28}DURATION",
         "BUILD ID", "NAME", "STATUS", "CREATED AT"

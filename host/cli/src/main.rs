@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use backend::Backend;
-use buildwit_daemon::{BuildRequest, Engine, FrontendRef};
+use buildwit_engine::{BuildRequest, Engine, FrontendRef};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -245,7 +245,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             // A failed step: its last lines of output first, as BuildKit shows them.
-            if let Some(buildwit_daemon::DaemonError::Solve(buildwit_solver::SolveError::Step {
+            if let Some(buildwit_engine::DaemonError::Solve(buildwit_solver::SolveError::Step {
                 name,
                 tail,
                 ..
@@ -640,8 +640,8 @@ fn build(backend: impl FnOnce() -> Result<Backend>, args: &BuildArgs) -> Result<
 }
 
 /// `--output`, `-t` and `--push` as buildx combines them.
-fn parse_outputs(args: &BuildArgs) -> Result<Vec<buildwit_daemon::OutputSpec>> {
-    Ok(buildwit_daemon::outputs::combine(
+fn parse_outputs(args: &BuildArgs) -> Result<Vec<buildwit_engine::OutputSpec>> {
+    Ok(buildwit_engine::outputs::combine(
         &args.outputs,
         &args.tags,
         args.push,

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use buildwit_daemon::EventSink;
+use buildwit_engine::EventSink;
 use buildwit_frontend::bridge::{Event, LogLevel};
 use buildwit_solver::ProgressEvent;
 

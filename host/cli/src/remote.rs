@@ -14,10 +14,10 @@ use buildwit_daemon::grpc::proto::build_client_message::Msg as Out;
 use buildwit_daemon::grpc::proto::build_server_message::Msg as In;
 use buildwit_daemon::grpc::proto::buildwit_client::BuildwitClient;
 use buildwit_daemon::grpc::{self, CHUNK, MAX_MESSAGE, proto};
-use buildwit_daemon::history::HistoryRecord;
-use buildwit_daemon::info::DaemonInfo;
 use buildwit_daemon::session::cache_local;
-use buildwit_daemon::{
+use buildwit_engine::history::HistoryRecord;
+use buildwit_engine::info::DaemonInfo;
+use buildwit_engine::{
     BuildOutcome, BuildRequest, EventSink, Exported, FrontendRecord, FrontendRef,
 };
 use buildwit_exporter::cache::CacheTarget;
@@ -851,7 +851,7 @@ async fn relay_agent(
         tokio::net::UnixStream::from_std(s)
     });
     match stream {
-        Ok(stream) => buildwit_daemon::ssh::relay_stream(stream, from_daemon, send).await,
+        Ok(stream) => buildwit_engine::client::relay_stream(stream, from_daemon, send).await,
         Err(e) => {
             eprintln!("warning: ssh agent {}: {e}", socket.display());
             send(Vec::new(), true).await;

@@ -8,9 +8,9 @@ use buildwit_frontend::Event;
 use buildwit_frontend::bridge::{LineRange, LogLevel, SourceLocation, Warning};
 use buildwit_solver::{ProgressEvent, SolveError, UsageRecord};
 
-use crate::history::HistoryRecord;
-use crate::info::DaemonInfo;
-use crate::{DaemonError, Exported, FrontendRecord};
+use buildwit_engine::history::HistoryRecord;
+use buildwit_engine::info::DaemonInfo;
+use buildwit_engine::{DaemonError, Exported, FrontendRecord};
 
 /// The generated messages, client and server.
 #[allow(missing_docs, clippy::all)]

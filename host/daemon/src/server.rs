@@ -19,11 +19,12 @@ use crate::grpc::proto::build_client_message::Msg as In;
 use crate::grpc::proto::build_server_message::Msg as Out;
 use crate::grpc::proto::buildwit_server::Buildwit;
 use crate::grpc::{self, CHUNK, proto};
-use crate::session::{
-    ClientLink, ClientSync, Mirrors, Outbox, Reply, cache_local, is_cache_local, mirror_dir,
-};
+use crate::session::{ClientSync, Mirrors, Outbox, Reply, cache_local, is_cache_local};
 use crate::ssh::SshForward;
-use crate::{BuildApi, BuildRequest, DaemonError, Engine, EventSink, FrontendRef};
+use buildwit_engine::client::{mirror_dir, peer_identity};
+use buildwit_engine::{
+    BuildApi, BuildRequest, ClientLink, DaemonError, Engine, EventSink, FrontendRef,
+};
 
 /// The builds running now, so shutdown can cancel them.
 #[derive(Default)]
@@ -90,7 +91,7 @@ impl Service {
     }
 
     fn root(&self) -> &Path {
-        &self.engine.frontends.root
+        self.engine.root()
     }
 
     /// Run an engine call on a blocking thread; its error becomes a status (and a log line).
@@ -140,28 +141,6 @@ impl Service {
                 .map_err(|e| Status::internal(format!("storing the component: {e}")))?;
         }
         Ok(path)
-    }
-}
-
-/// Who a client is, as far as the connection tells: the user of a unix socket peer, the
-/// certificate of a TLS client, or else the address of a plain tcp one.
-pub fn peer_identity<T>(request: &Request<T>) -> String {
-    if let Some(info) = request
-        .extensions()
-        .get::<tonic::transport::server::UdsConnectInfo>()
-    {
-        return match info.peer_cred {
-            Some(cred) => format!("uid:{}", cred.uid()),
-            None => "unix".into(),
-        };
-    }
-    if let Some(cert) = request.peer_certs().and_then(|c| c.first().cloned()) {
-        let digest = <sha2::Sha256 as sha2::Digest>::digest(cert.as_ref());
-        return format!("cert:{}", hex::encode(digest));
-    }
-    match request.remote_addr() {
-        Some(addr) => format!("ip:{}", addr.ip()),
-        None => String::new(),
     }
 }
 
@@ -254,9 +233,13 @@ impl Service {
             let key = format!("{peer}\0{}\0{}", start.shared_key, local.key);
             mirrors.insert(name.clone(), mirror_dir(self.root(), &key, name));
         }
-        let mut outputs =
-            crate::outputs::combine(&start.outputs, &start.tags, start.push, &start.annotations)
-                .map_err(|e| invalid(format!("--output: {e}")))?;
+        let mut outputs = buildwit_engine::outputs::combine(
+            &start.outputs,
+            &start.tags,
+            start.push,
+            &start.annotations,
+        )
+        .map_err(|e| invalid(format!("--output: {e}")))?;
         let mut redirected = Vec::new();
         for (index, o) in outputs.iter_mut().enumerate() {
             if o.kind == OutputKind::Image {
@@ -334,8 +317,7 @@ impl Service {
             },
             // The daemon's limit is also the most a client may ask for.
             frontend_timeout: start.frontend_timeout_ms.map(|ms| {
-                std::time::Duration::from_millis(ms)
-                    .min(self.engine.frontends.runtime.limits().deadline)
+                std::time::Duration::from_millis(ms).min(self.engine.frontend_deadline())
             }),
             prepared: None,
         };
@@ -503,6 +485,7 @@ impl Buildwit for Service {
             cancelled.clone(),
         ));
         request.client.sync = Some(sync.clone());
+        request.client.cache_dirs = Some(sync.clone());
         request.client.cancelled = cancelled.clone();
         // The client's messages go to the sync waiting for them; the end of its stream
         // (or an error on it) before the build answered means it went away.
@@ -707,7 +690,7 @@ impl Buildwit for Service {
             .blocking("frontend inspect", move |e| {
                 Ok((
                     e.inspect_frontend(&frontend)?,
-                    crate::frontend_interfaces(e, &frontend)?,
+                    buildwit_engine::frontend_interfaces(e, &frontend)?,
                 ))
             })
             .await?;

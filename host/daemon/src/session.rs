@@ -12,27 +12,13 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use buildwit_engine::ClientCacheDirs;
 use buildwit_worker::fileops::remove;
 use buildwit_worker::local::{Entry, Kind, LocalSource, list};
 use buildwit_worker::{ContentStore, LocalSync};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::grpc::proto::{self, build_server_message::Msg};
-
-/// What ties a build to its client: how to fetch its files, and whether it went away.
-#[derive(Clone, Debug, Default)]
-pub struct ClientLink {
-    /// The build context as the client names it (for the history).
-    pub name: Option<String>,
-    /// Syncs the client's directories (none in-process: they are the client's own).
-    pub sync: Option<Arc<ClientSync>>,
-    /// Syncs the directories of a BuildKit client (buildctl, buildx) over its session.
-    pub buildkit_sync: Option<Arc<dyn LocalSync>>,
-    /// Set when the client disconnected or the daemon shuts down.
-    pub cancelled: Arc<AtomicBool>,
-    /// Whose registry credentials the build uses (a BuildKit client's `docker login`).
-    pub registry: buildwit_registry::Access,
-}
 
 /// Which mirror directories a build holds. A build holds its mirrors from its first sync
 /// to its end, so no other build's sync changes a directory while it is scanned, copied
@@ -86,43 +72,6 @@ impl Drop for MirrorLease {
     }
 }
 
-/// Mirrors unused for this long are removed after a build.
-pub const MIRROR_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
-
-/// Remove the mirrors under `sessions` that no sync used for `max_age` (their
-/// `NAME.used` stamp is older), with their partial files.
-pub fn prune_mirrors(sessions: &Path, max_age: std::time::Duration) -> io::Result<usize> {
-    let mut removed = 0;
-    let entries = match fs::read_dir(sessions) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().is_some() || !path.is_dir() {
-            continue;
-        }
-        let stamp = path.with_extension("used");
-        let age = fs::metadata(&stamp)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok());
-        if age.is_some_and(|a| a < max_age) {
-            continue;
-        }
-        // One that cannot go is left for the next prune; the others still go.
-        if let Err(e) = fs::remove_dir_all(&path) {
-            tracing::warn!("removing the client mirror {}: {e}", path.display());
-            continue;
-        }
-        let _ = fs::remove_dir_all(path.with_extension("part"));
-        let _ = fs::remove_file(&stamp);
-        removed += 1;
-    }
-    Ok(removed)
-}
-
 /// The local name under which a client offers the cache directory at `path`: the same
 /// for an import and an export of one directory, so both use one mirror.
 pub fn cache_local(path: &Path) -> String {
@@ -134,12 +83,6 @@ pub fn cache_local(path: &Path) -> String {
 /// Whether a local name is one of [`cache_local`]'s.
 pub fn is_cache_local(name: &str) -> bool {
     name.starts_with("cache:")
-}
-
-/// The mirror of local `name` for a client's shared key.
-pub fn mirror_dir(root: &Path, shared_key: &str, name: &str) -> PathBuf {
-    let key = <sha2::Sha256 as sha2::Digest>::digest(format!("{shared_key}\0{name}").as_bytes());
-    root.join("sessions").join(hex::encode(&key[..16]))
 }
 
 /// What the client sends back while a sync waits.
@@ -627,43 +570,6 @@ impl ClientSync {
         Ok(true)
     }
 
-    /// Run `f` on the mirror of the client's cache directory `path`: the client's
-    /// directory is synced into it whole first, and what `f` changed in it is written back
-    /// to the client afterwards (new and changed files with their mtimes, the blobs before
-    /// `index.json`, then removals).
-    pub fn cache_dir<T>(&self, path: &Path, f: impl FnOnce(&Path) -> T) -> io::Result<T> {
-        let name = cache_local(path);
-        let dir = self.dirs.get(&name).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("the client does not offer {}", path.display()),
-            )
-        })?;
-        let replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
-        self.hold_mirrors()?;
-        stamp(dir)?;
-        let whole = LocalSource {
-            dir: dir.to_path_buf(),
-            follow: Vec::new(),
-            include: Vec::new(),
-            exclude: Vec::new(),
-        };
-        self.exchange(&name, dir, &whole, &replies)?;
-        let before = list(&whole)?;
-        let out = f(dir);
-        let after = list(&whole)?;
-        self.write_back(&name, dir, &before, &after)?;
-        let done = proto::LocalWrite {
-            name: name.clone(),
-            done: true,
-            ..Default::default()
-        };
-        if !self.outbox.send(Msg::Write(done)) {
-            return Err(gone());
-        }
-        Ok(out)
-    }
-
     fn write_back(
         &self,
         name: &str,
@@ -735,6 +641,44 @@ fn stamp(dir: &Path) -> io::Result<()> {
     }
     fs::write(dir.with_extension("used"), b"")?;
     fs::create_dir_all(dir)
+}
+
+impl ClientCacheDirs for ClientSync {
+    /// The client's directory is synced into the mirror whole first, and what `f` changed
+    /// in it is written back to the client afterwards (new and changed files with their
+    /// mtimes, the blobs before `index.json`, then removals).
+    fn cache_dir(&self, path: &Path, f: &mut dyn FnMut(&Path)) -> io::Result<()> {
+        let name = cache_local(path);
+        let dir = self.dirs.get(&name).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("the client does not offer {}", path.display()),
+            )
+        })?;
+        let replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
+        self.hold_mirrors()?;
+        stamp(dir)?;
+        let whole = LocalSource {
+            dir: dir.to_path_buf(),
+            follow: Vec::new(),
+            include: Vec::new(),
+            exclude: Vec::new(),
+        };
+        self.exchange(&name, dir, &whole, &replies)?;
+        let before = list(&whole)?;
+        f(dir);
+        let after = list(&whole)?;
+        self.write_back(&name, dir, &before, &after)?;
+        let done = proto::LocalWrite {
+            name: name.clone(),
+            done: true,
+            ..Default::default()
+        };
+        if !self.outbox.send(Msg::Write(done)) {
+            return Err(gone());
+        }
+        Ok(())
+    }
 }
 
 impl LocalSync for ClientSync {
@@ -820,36 +764,5 @@ mod tests {
         let _held = mirrors.hold(vec![a.clone()], &never).unwrap();
         let cancelled = AtomicBool::new(true);
         assert!(mirrors.hold(vec![a], &cancelled).is_err());
-    }
-
-    #[test]
-    fn mirrors_unused_for_a_while_are_pruned() {
-        let tmp = tempfile::tempdir().unwrap();
-        let sessions = tmp.path();
-        for name in ["fresh", "stale", "unstamped"] {
-            fs::create_dir_all(sessions.join(name).join("sub")).unwrap();
-            fs::create_dir_all(sessions.join(name).with_extension("part")).unwrap();
-        }
-        fs::write(sessions.join("fresh.used"), b"").unwrap();
-        fs::write(sessions.join("stale.used"), b"").unwrap();
-        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-        fs::File::options()
-            .write(true)
-            .open(sessions.join("stale.used"))
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
-        let removed = prune_mirrors(sessions, std::time::Duration::from_secs(60)).unwrap();
-        assert_eq!(removed, 2);
-        assert!(sessions.join("fresh").is_dir() && sessions.join("fresh.part").is_dir());
-        for gone in [
-            "stale",
-            "stale.part",
-            "stale.used",
-            "unstamped",
-            "unstamped.part",
-        ] {
-            assert!(!sessions.join(gone).exists(), "{gone}");
-        }
     }
 }

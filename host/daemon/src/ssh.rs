@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::grpc::proto::{self, build_server_message::Msg};
@@ -118,48 +117,10 @@ async fn pump(
     outbox: Arc<Outbox>,
     conns: Arc<Mutex<HashMap<u64, Inbound>>>,
 ) {
-    relay_stream(stream, rx, |data, close| {
+    buildwit_engine::client::relay_stream(stream, rx, |data, close| {
         let sent = outbox.send(Msg::Ssh(proto::SshData { conn, data, close }));
         async move { sent }
     })
     .await;
     lock(&conns).remove(&conn);
-}
-
-/// Relay a unix stream over messages, both ways (the daemon's and the client's end of an
-/// agent connection): what the stream gives goes out through `send(data, close)`, ending
-/// with a `close`; what `from_peer` brings is written to it, and `None` there closes the
-/// stream's write side.
-pub async fn relay_stream<F, Fut>(
-    stream: tokio::net::UnixStream,
-    mut from_peer: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
-    send: F,
-) where
-    F: Fn(Vec<u8>, bool) -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let (mut read, mut write) = stream.into_split();
-    let out = async {
-        let mut buf = vec![0; 32 << 10];
-        loop {
-            match read.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if !send(buf[..n].to_vec(), false).await {
-                        return;
-                    }
-                }
-            }
-        }
-        send(Vec::new(), true).await;
-    };
-    let inbound = async {
-        while let Some(Some(data)) = from_peer.recv().await {
-            if write.write_all(&data).await.is_err() {
-                break;
-            }
-        }
-        let _ = write.shutdown().await;
-    };
-    tokio::join!(out, inbound);
 }

@@ -119,35 +119,6 @@ pub fn worker_platforms(workers: &str) -> Vec<pb::Platform> {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_workers_written_are_read_back() {
-        let platforms = vec![
-            pb::Platform {
-                os: "linux".into(),
-                architecture: "arm64".into(),
-                ..Default::default()
-            },
-            pb::Platform {
-                os: "linux".into(),
-                architecture: "arm".into(),
-                variant: "v7".into(),
-                ..Default::default()
-            },
-        ];
-        let env = environment(&[], &[], "s", &platforms);
-        let workers = env
-            .iter()
-            .find_map(|e| e.strip_prefix("BUILDKIT_WORKERS="))
-            .unwrap();
-        assert_eq!(worker_platforms(workers), platforms);
-        assert!(worker_platforms("not json").is_empty());
-    }
-}
-
 impl FrontendGateway {
     /// A gateway answering `label`'s calls from `bridge`; `inputs` are what its caller
     /// passed (`Inputs`), `platforms` the worker's.
@@ -445,5 +416,34 @@ impl LlbBridge for FrontendGateway {
             },
         });
         Ok(Response::new(WarnResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_workers_written_are_read_back() {
+        let platforms = vec![
+            pb::Platform {
+                os: "linux".into(),
+                architecture: "arm64".into(),
+                ..Default::default()
+            },
+            pb::Platform {
+                os: "linux".into(),
+                architecture: "arm".into(),
+                variant: "v7".into(),
+                ..Default::default()
+            },
+        ];
+        let env = environment(&[], &[], "s", &platforms);
+        let workers = env
+            .iter()
+            .find_map(|e| e.strip_prefix("BUILDKIT_WORKERS="))
+            .unwrap();
+        assert_eq!(worker_platforms(workers), platforms);
+        assert!(worker_platforms("not json").is_empty());
     }
 }

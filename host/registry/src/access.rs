@@ -13,15 +13,16 @@ use std::sync::{Arc, Mutex};
 
 use oci_client::secrets::RegistryAuth;
 
+/// What [`ClientCredentials::credentials`] answers: a username and a secret, if any.
+pub type CredentialsFuture<'a> =
+    Pin<Box<dyn Future<Output = Option<(String, String)>> + Send + 'a>>;
+
 /// A client that holds registry credentials.
 pub trait ClientCredentials: Send + Sync {
     /// The username and secret for `host` (the host contacted: `registry-1.docker.io` for
     /// Docker Hub, the mirror's host for a mirror); `None` if it has none. An empty
     /// username with a secret is an identity token.
-    fn credentials<'a>(
-        &'a self,
-        host: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Option<(String, String)>> + Send + 'a>>;
+    fn credentials<'a>(&'a self, host: &'a str) -> CredentialsFuture<'a>;
 }
 
 /// The credentials a [`Registries`](crate::Registries) view uses: the daemon's alone

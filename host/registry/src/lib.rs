@@ -31,7 +31,7 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
 
-pub use access::{Access, ClientCredentials};
+pub use access::{Access, ClientCredentials, CredentialsFuture};
 pub use error::{RegistryError, RegistryErrorKind};
 pub use platform::Platform;
 pub use pull::{PlatformManifest, PulledBlob};

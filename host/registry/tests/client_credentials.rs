@@ -6,13 +6,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use buildwit_config::RegistryConfig;
-use buildwit_registry::{Access, ClientCredentials, Registries, RegistryErrorKind};
+use buildwit_registry::{
+    Access, ClientCredentials, CredentialsFuture, Registries, RegistryErrorKind,
+};
 use common::*;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Reference, RegistryOperation};
@@ -24,10 +24,7 @@ struct Login {
 }
 
 impl ClientCredentials for Login {
-    fn credentials<'a>(
-        &'a self,
-        _host: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Option<(String, String)>> + Send + 'a>> {
+    fn credentials<'a>(&'a self, _host: &'a str) -> CredentialsFuture<'a> {
         self.asked.fetch_add(1, Ordering::Relaxed);
         Box::pin(async { Some(("tester".to_string(), "s3cret".to_string())) })
     }

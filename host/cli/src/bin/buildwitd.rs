@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use buildwit_daemon::Engine;
 use buildwit_daemon::grpc::MAX_MESSAGE;
 use buildwit_daemon::grpc::proto::buildwit_server::BuildwitServer;
 use buildwit_daemon::server::{Running, Service};
+use buildwit_engine::Engine;
 use clap::Parser;
 use tokio::sync::watch;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -77,7 +77,7 @@ fn init_logging(args: &Args, config: &buildwit_config::Config) -> Result<()> {
     // tonic's TLS accept errors, which it reports only at debug level: a client refused
     // for its certificate must show in the log.
     let filter = tracing_subscriber::EnvFilter::try_new(format!(
-        "warn,buildwit={level},buildwitd={level},buildwit_daemon={level},buildwit_solver={level},buildwit_worker={level},buildwit_frontend={level},tonic::transport::server::io_stream=debug"
+        "warn,buildwit={level},buildwitd={level},buildwit_daemon={level},buildwit_engine={level},buildwit_buildkit={level},buildwit_solver={level},buildwit_worker={level},buildwit_frontend={level},tonic::transport::server::io_stream=debug"
     ))
     .with_context(|| format!("[log] level {level:?}"))?;
     let builder = tracing_subscriber::fmt()

@@ -49,7 +49,7 @@ impl Engine {
     /// build's error.
     pub(crate) fn gc_after_build(&self) {
         let sessions = self.frontends.root.join("sessions");
-        match crate::session::prune_mirrors(&sessions, crate::session::MIRROR_MAX_AGE) {
+        match crate::client::prune_mirrors(&sessions, crate::client::MIRROR_MAX_AGE) {
             Ok(0) => {}
             Ok(n) => tracing::info!(mirrors = n, "gc: removed unused client mirrors"),
             Err(e) => tracing::warn!("gc: {}: {e}", sessions.display()),
