@@ -84,26 +84,11 @@ fn main() {
 /// `cargo build --release --target wasm32-wasip2` of the project; how long it took.
 fn cargo_build(project: &Path, target: &Path) -> Duration {
     let started = Instant::now();
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.current_dir(project)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--target-dir",
-        ])
-        .arg(target);
-    for var in [
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-    ] {
-        c.env_remove(var);
-    }
-    let out = c.output().unwrap();
-    assert!(out.status.success(), "cargo build: {}", text(&out.stderr));
+    support::cargo(
+        project,
+        target,
+        &["build", "--release", "--target", "wasm32-wasip2"],
+    );
     started.elapsed()
 }
 

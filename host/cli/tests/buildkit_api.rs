@@ -34,6 +34,18 @@ fn ok(out: Output, what: &str) -> Output {
     out
 }
 
+/// `buildx create` of a builder named `bw` on buildwitd at `addr` (remote driver).
+fn buildx_create(buildx: &Path, addr: &str, envs: &[(&str, &Path)]) {
+    ok(
+        run(
+            buildx,
+            &["create", "--name", "bw", "--driver", "remote", addr],
+            envs,
+        ),
+        "buildx create",
+    );
+}
+
 /// A tar's entries, timestamps aside: path → (type, mode, uid, gid, content digest or
 /// link target).
 fn entries(tar: &Path) -> BTreeMap<String, String> {
@@ -429,14 +441,7 @@ fn buildx_drives_buildwitd_through_its_remote_driver() {
         ("BUILDX_CONFIG", config.as_path()),
         ("DOCKER_CONFIG", docker.as_path()),
     ];
-    ok(
-        run(
-            &buildx,
-            &["create", "--name", "bw", "--driver", "remote", &bw.addr],
-            &envs,
-        ),
-        "buildx create",
-    );
+    buildx_create(&buildx, &bw.addr, &envs);
     let inspect = text(
         &ok(
             run(&buildx, &["inspect", "--bootstrap", "bw"], &envs),
@@ -766,14 +771,7 @@ fn pulls_and_pushes_use_the_clients_docker_login() {
         ("BUILDX_CONFIG", buildx_config.as_path()),
         ("DOCKER_CONFIG", logged_in.as_path()),
     ];
-    ok(
-        run(
-            &buildx,
-            &["create", "--name", "bw", "--driver", "remote", &bw.addr],
-            &envs,
-        ),
-        "buildx create",
-    );
+    buildx_create(&buildx, &bw.addr, &envs);
     let tag = format!("{host}/app/built:buildx");
     ok(
         run(

@@ -101,7 +101,7 @@ fn a_new_frontend_is_tested_built_pushed_and_serves_syntax() {
     );
 
     // Its own tests pass, natively, then the component builds.
-    let tested = cargo(&project, &target_dir(), &["test"]);
+    let tested = support::cargo(&project, &target_dir(), &["test"]);
     assert!(tested.contains("test result: ok. 2 passed"), "{tested}");
     ensure_target("wasm32-wasip2");
     let component = cargo_build(&project, &target_dir(), "wasm32-wasip2", "steps");
@@ -153,32 +153,9 @@ fn target_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("frontend-authors")
 }
 
-/// Run cargo with `args` in `krate`, without the outer build's settings; its output.
-fn cargo(krate: &Path, target_dir: &Path, args: &[&str]) -> String {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut c = Command::new(cargo);
-    c.current_dir(krate)
-        .args(args)
-        .arg("--target-dir")
-        .arg(target_dir);
-    // The outer build's settings are for the host, not for this crate.
-    for var in [
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-    ] {
-        c.env_remove(var);
-    }
-    let out = c.output().unwrap();
-    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(out.status.success(), "cargo {args:?}: {said}");
-    said
-}
-
 /// `cargo build --release --target TARGET` of the crate; the `.wasm` it made.
 fn cargo_build(krate: &Path, target_dir: &Path, target: &str, name: &str) -> PathBuf {
-    cargo(
+    support::cargo(
         krate,
         target_dir,
         &["build", "--release", "--target", target],

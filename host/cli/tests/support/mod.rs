@@ -672,3 +672,27 @@ pub fn unpack_oci(archive: &Path, dir: &Path) -> PathBuf {
     assert!(out.status.success(), "umoci unpack: {}", text(&out.stderr));
     bundle.join("rootfs")
 }
+
+/// Run cargo with `args` in a crate of its own (a frontend author's), without the outer
+/// build's settings; what it printed.
+pub fn cargo(krate: &Path, target_dir: &Path, args: &[&str]) -> String {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut c = Command::new(cargo);
+    c.current_dir(krate)
+        .args(args)
+        .arg("--target-dir")
+        .arg(target_dir);
+    // The outer build's settings are for the host, not for this crate.
+    for var in [
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+    ] {
+        c.env_remove(var);
+    }
+    let out = c.output().unwrap();
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "cargo {args:?}: {said}");
+    said
+}
