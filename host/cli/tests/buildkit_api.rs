@@ -663,16 +663,7 @@ fn pulls_and_pushes_use_the_clients_docker_login() {
     let peers = common::peers().expect("../shared/peers/install.sh");
     let (buildctl, buildx) = (peers.join("buildctl"), peers.join("buildx"));
     // A registry that wants a password, holding the base image.
-    let htpasswd = s.dir.path().join("htpasswd");
-    let hash = bcrypt::hash("s3cret", 4).unwrap();
-    std::fs::write(&htpasswd, format!("tester:{hash}\n")).unwrap();
-    let private = support::common::start_registry_with(
-        None,
-        &format!(
-            "auth:\n  htpasswd:\n    realm: buildwit-test\n    path: {}\n",
-            htpasswd.display()
-        ),
-    );
+    let private = support::common::start_password_registry(s.dir.path());
     let host = private.host();
     let base = format!("{host}/base/busybox:1");
     ok(

@@ -5,11 +5,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use buildwit_config::RegistryConfig;
 use buildwit_registry::{
     Access, ClientCredentials, CredentialsFuture, Registries, RegistryErrorKind,
 };
@@ -39,18 +37,8 @@ async fn client_credentials_are_asked_when_needed_and_kept_to_their_client() {
 
     // A registry anyone reads, and one that wants a password.
     let public = start_registry(None);
-    let htpasswd = docker_config.path().join("htpasswd");
-    let hash = bcrypt::hash("s3cret", 4).unwrap();
-    std::fs::write(&htpasswd, format!("tester:{hash}\n")).unwrap();
-    let private = start_registry_with(
-        None,
-        &format!(
-            "auth:\n  htpasswd:\n    realm: buildwit-test\n    path: {}\n",
-            htpasswd.display()
-        ),
-    );
+    let private = start_password_registry(docker_config.path());
     let client = pusher(None);
-    let mut config = BTreeMap::new();
     for (reg, auth) in [
         (&public, RegistryAuth::Anonymous),
         (
@@ -64,15 +52,8 @@ async fn client_credentials_are_asked_when_needed_and_kept_to_their_client() {
             .await
             .unwrap();
         push_image(&client, &target, "amd64", OCI_CONFIG).await;
-        config.insert(
-            reg.host(),
-            RegistryConfig {
-                http: Some(true),
-                ..Default::default()
-            },
-        );
     }
-    let registries = Registries::new(&config).unwrap();
+    let registries = Registries::new(&plain_http(&[&public.host(), &private.host()])).unwrap();
     let resolve = |view: &Registries, host: String| {
         let view = view.clone();
         async move {

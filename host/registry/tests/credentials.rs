@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
-use buildwit_config::RegistryConfig;
 use buildwit_registry::{Registries, RegistryErrorKind};
 use common::*;
 use oci_client::secrets::RegistryAuth;
@@ -19,16 +16,7 @@ async fn docker_config_credentials_are_used() {
     unsafe { std::env::set_var("DOCKER_CONFIG", docker_config.path()) };
 
     let auth_dir = tempfile::tempdir().unwrap();
-    let htpasswd = auth_dir.path().join("htpasswd");
-    let hash = bcrypt::hash("s3cret", 4).unwrap();
-    std::fs::write(&htpasswd, format!("tester:{hash}\n")).unwrap();
-    let reg = start_registry_with(
-        None,
-        &format!(
-            "auth:\n  htpasswd:\n    realm: buildwit-test\n    path: {}\n",
-            htpasswd.display()
-        ),
-    );
+    let reg = start_password_registry(auth_dir.path());
     let host = reg.host();
 
     let client = pusher(None);
@@ -43,14 +31,7 @@ async fn docker_config_credentials_are_used() {
         .unwrap();
     let pushed = push_image(&client, &target, "amd64", OCI_CONFIG).await;
 
-    let mut config = BTreeMap::new();
-    config.insert(
-        host.clone(),
-        RegistryConfig {
-            http: Some(true),
-            ..Default::default()
-        },
-    );
+    let config = plain_http(&[&host]);
     let reference = format!("{host}/private/app:v1");
 
     // No config.json entry: anonymous, refused.

@@ -12,16 +12,7 @@ use oci_client::Reference;
 
 /// `[registry."host"] http = true` for each host, and `mirrors` for the first.
 fn config(hosts: &[&str], mirrors: &[String]) -> BTreeMap<String, RegistryConfig> {
-    let mut out: BTreeMap<String, RegistryConfig> = hosts
-        .iter()
-        .map(|h| {
-            let rc = RegistryConfig {
-                http: Some(true),
-                ..Default::default()
-            };
-            (h.to_string(), rc)
-        })
-        .collect();
+    let mut out = plain_http(hosts);
     out.get_mut(hosts[0]).unwrap().mirrors = mirrors.to_vec();
     out
 }

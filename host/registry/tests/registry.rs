@@ -57,22 +57,6 @@ async fn push_multiplatform(
     (index_digest, amd64, arm64)
 }
 
-/// `[registry."host"] http = true` for each host.
-fn plain_http(hosts: &[&str]) -> BTreeMap<String, RegistryConfig> {
-    hosts
-        .iter()
-        .map(|h| {
-            (
-                h.to_string(),
-                RegistryConfig {
-                    http: Some(true),
-                    ..Default::default()
-                },
-            )
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn tag_and_digest_resolve_to_manifest_and_config() {
     let reg = start_registry(None);

@@ -6,14 +6,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use base64::Engine as _;
-use buildwit_config::RegistryConfig;
 use buildwit_registry::{Registries, RegistryErrorKind};
 use common::*;
 use oci_client::secrets::RegistryAuth;
@@ -156,14 +154,7 @@ async fn bearer_tokens_from_the_realm_a_401_names() {
         .unwrap();
     let pushed = push_image(&client, &target, "amd64", OCI_CONFIG).await;
 
-    let mut config = BTreeMap::new();
-    config.insert(
-        host.clone(),
-        RegistryConfig {
-            http: Some(true),
-            ..Default::default()
-        },
-    );
+    let config = plain_http(&[&host]);
     let registries = Registries::new(&config).unwrap();
     let reference = format!("{host}/team/app:v1");
     let before = issued.load(Ordering::SeqCst);

@@ -1,12 +1,14 @@
 //! Test helpers: a real `docker-registry` process and images pushed with oci-client.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use buildwit_config::RegistryConfig;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::{Client, Reference};
 use sha2::{Digest, Sha256};
@@ -61,6 +63,37 @@ pub fn free_port() -> u16 {
 /// Starts a registry storing in a temp dir; with `tls`, serves HTTPS with that cert and key.
 pub fn start_registry(tls: Option<(&Path, &Path)>) -> RegistryProcess {
     start_registry_with(tls, "")
+}
+
+/// A registry that wants a password (htpasswd): user `tester`, password `s3cret`; the
+/// password file goes in `dir`.
+pub fn start_password_registry(dir: &Path) -> RegistryProcess {
+    let htpasswd = dir.join("htpasswd");
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    std::fs::write(&htpasswd, format!("tester:{hash}\n")).unwrap();
+    start_registry_with(
+        None,
+        &format!(
+            "auth:\n  htpasswd:\n    realm: buildwit-test\n    path: {}\n",
+            htpasswd.display()
+        ),
+    )
+}
+
+/// `[registry."host"] http = true` for each host.
+pub fn plain_http(hosts: &[&str]) -> BTreeMap<String, RegistryConfig> {
+    hosts
+        .iter()
+        .map(|h| {
+            (
+                h.to_string(),
+                RegistryConfig {
+                    http: Some(true),
+                    ..Default::default()
+                },
+            )
+        })
+        .collect()
 }
 
 /// Like [`start_registry`], with extra top-level YAML (e.g. an `auth:` section).
