@@ -34,6 +34,23 @@ fn ok(out: Output, what: &str) -> Output {
     out
 }
 
+/// `buildctl build` of the Dockerfile in `ctx` (context and Dockerfile from the same
+/// directory) on the daemon at `addr`, with `extra` flags.
+fn buildctl_build(
+    buildctl: &Path,
+    addr: &str,
+    ctx: &Path,
+    extra: &[&str],
+    envs: &[(&str, &Path)],
+) -> Output {
+    let context = format!("--local=context={}", ctx.display());
+    let dockerfile = format!("--local=dockerfile={}", ctx.display());
+    let mut args = vec!["--addr", addr, "build", "--frontend", "dockerfile.v0"];
+    args.extend([context.as_str(), dockerfile.as_str()]);
+    args.extend_from_slice(extra);
+    run(buildctl, &args, envs)
+}
+
 /// `buildx create` of a builder named `bw` on buildwitd at `addr` (remote driver).
 fn buildx_create(buildx: &Path, addr: &str, envs: &[(&str, &Path)]) {
     ok(
@@ -593,21 +610,12 @@ fn buildctl_forwards_its_ssh_agent_to_steps() {
     support::copy_program("/usr/bin/ssh-add", &ctx.join("sshroot"));
     let out = s.dir.path().join("out");
     let build = |ssh: &str, out: &Path| {
-        run(
+        let dest = format!("type=local,dest={}", out.display());
+        buildctl_build(
             &buildctl,
-            &[
-                "--addr",
-                &bw.addr,
-                "build",
-                "--frontend",
-                "dockerfile.v0",
-                &format!("--local=context={}", ctx.display()),
-                &format!("--local=dockerfile={}", ctx.display()),
-                "--ssh",
-                ssh,
-                "--output",
-                &format!("type=local,dest={}", out.display()),
-            ],
+            &bw.addr,
+            &ctx,
+            &["--ssh", ssh, "--output", &dest],
             &[],
         )
     };
@@ -630,21 +638,8 @@ fn buildctl_forwards_its_ssh_agent_to_steps() {
             ),
         )],
     );
-    let failed = run(
-        &buildctl,
-        &[
-            "--addr",
-            &bw.addr,
-            "build",
-            "--frontend",
-            "dockerfile.v0",
-            &format!("--local=context={}", needs.display()),
-            &format!("--local=dockerfile={}", needs.display()),
-            "--ssh",
-            &format!("other={}", agent.socket.display()),
-        ],
-        &[],
-    );
+    let other = format!("other={}", agent.socket.display());
+    let failed = buildctl_build(&buildctl, &bw.addr, &needs, &["--ssh", &other], &[]);
     assert!(!failed.status.success());
     assert!(
         text(&failed.stderr).contains("default"),
@@ -701,19 +696,12 @@ fn pulls_and_pushes_use_the_clients_docker_login() {
         )],
     );
     let build = |docker_config: &Path, tag: &str| {
-        run(
+        let output = format!("type=image,name={host}/app/built:{tag},push=true");
+        buildctl_build(
             &buildctl,
-            &[
-                "--addr",
-                &bw.addr,
-                "build",
-                "--frontend",
-                "dockerfile.v0",
-                &format!("--local=context={}", ctx.display()),
-                &format!("--local=dockerfile={}", ctx.display()),
-                "--output",
-                &format!("type=image,name={host}/app/built:{tag},push=true"),
-            ],
+            &bw.addr,
+            &ctx,
+            &["--output", &output],
             &[("DOCKER_CONFIG", docker_config)],
         )
     };
