@@ -9,6 +9,7 @@ use buildwit_worker::content::BlobWriter;
 use buildwit_worker::{ContentStore, Descriptor, Layer, LayerMeta};
 use sha2::{Digest as _, Sha256};
 
+use crate::parallel_gzip::ParallelGzip;
 use crate::tree::{TreeKind, path_error, write_tree};
 
 /// An OCI layer, uncompressed.
@@ -218,10 +219,15 @@ impl<W: Write> Write for HashingWriter<W> {
 
 type BlobSink = BufWriter<BlobWriter>;
 
+/// The threads a layer is compressed on: every core the process may use.
+fn threads() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
 /// The compressor in front of the blob.
 enum Encoder {
     Plain(BlobSink),
-    Gzip(flate2::write::GzEncoder<BlobSink>),
+    Gzip(ParallelGzip<BlobSink>),
     Zstd(zstd::Encoder<'static, BlobSink>),
 }
 
@@ -231,13 +237,13 @@ impl Encoder {
             Compression::Uncompressed => Encoder::Plain(sink),
             Compression::Gzip => {
                 let level = opts.level.unwrap_or(DEFAULT_GZIP_LEVEL).min(9);
-                // GzBuilder writes no mtime or file name, so the bytes depend on the input only.
-                Encoder::Gzip(flate2::GzBuilder::new().write(sink, flate2::Compression::new(level)))
+                Encoder::Gzip(ParallelGzip::new(sink, flate2::Compression::new(level))?)
             }
             Compression::Zstd => {
                 let level = opts.level.map_or(DEFAULT_ZSTD_LEVEL, |l| l.min(22) as i32);
                 let mut enc = zstd::Encoder::new(sink, level)?;
                 enc.include_checksum(true)?;
+                enc.multithread(threads())?;
                 Encoder::Zstd(enc)
             }
         })
@@ -267,5 +273,29 @@ impl Write for Encoder {
             Encoder::Gzip(w) => w.flush(),
             Encoder::Zstd(w) => w.flush(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    #[test]
+    fn zstd_bytes_do_not_depend_on_the_number_of_threads() {
+        // Enough input for zstd to cut it into several jobs.
+        let data: Vec<u8> = (0..24u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 27) as u8 + b'a')
+            .collect();
+        let zstd = |threads: u32| {
+            let mut enc = zstd::Encoder::new(Vec::new(), 3).unwrap();
+            enc.include_checksum(true).unwrap();
+            enc.multithread(threads).unwrap();
+            enc.write_all(&data).unwrap();
+            enc.finish().unwrap()
+        };
+        let one = zstd(1);
+        assert_eq!(zstd(2), one);
+        assert_eq!(zstd(4), one);
+        assert_eq!(zstd::decode_all(&one[..]).unwrap(), data);
     }
 }

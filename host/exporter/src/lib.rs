@@ -25,6 +25,7 @@ pub mod index;
 mod layer;
 mod layout;
 mod output;
+mod parallel_gzip;
 mod reference;
 mod tree;
 
