@@ -100,6 +100,12 @@ impl Locals {
     pub fn open(dir: impl Into<PathBuf>) -> io::Result<Self> {
         let dir = dir.into();
         fs::create_dir_all(&dir)?;
+        // Caches of the JSON format of earlier versions: a scan makes them again.
+        for e in fs::read_dir(&dir)?.flatten() {
+            if e.path().extension().is_some_and(|x| x == "json") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
         Ok(Locals { dir })
     }
 
@@ -114,13 +120,13 @@ impl Locals {
             )
             .as_bytes(),
         );
-        self.dir.join(format!("{}.json", hex::encode(&key[..16])))
+        self.dir.join(format!("{}.scan", hex::encode(&key[..16])))
     }
 
     fn load(&self, source: &LocalSource) -> ScanCache {
         fs::read(self.cache_path(source))
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
+            .and_then(|b| postcard::from_bytes(&b).ok())
             .unwrap_or_default()
     }
 
@@ -132,7 +138,7 @@ impl Locals {
             std::process::id(),
             NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
-        fs::write(&tmp, serde_json::to_vec(cache).map_err(io::Error::other)?)?;
+        fs::write(&tmp, postcard::to_stdvec(cache).map_err(io::Error::other)?)?;
         fs::rename(tmp, path)
     }
 
@@ -147,8 +153,11 @@ impl Locals {
         let mut entries = BTreeMap::new();
         walk(&dir, &filter, &cache.entries, true, &mut entries)?;
         let digest = tree_digest(entries.iter());
-        cache.entries = entries.clone();
-        self.save(source, &cache)?;
+        // An unchanged source leaves its cache as it is (tens of thousands of entries).
+        if cache.entries != entries {
+            cache.entries = entries.clone();
+            self.save(source, &cache)?;
+        }
         Ok(LocalTree {
             dir,
             entries,
@@ -179,6 +188,8 @@ impl Locals {
         let source_dir = crate::beneath::open_root(&tree.dir)?;
         // Hard links of the context stay hard links: inode → the first copy.
         let mut links: std::collections::HashMap<u64, (PathBuf, String)> = Default::default();
+        // Files that are links to an inode already made: its owner, mode and time are set.
+        let mut linked = std::collections::HashSet::new();
         for (rel, e) in &tree.entries {
             let dest = out.join(rel);
             match e.kind {
@@ -191,6 +202,7 @@ impl Locals {
                         && links.get(&e.ino).is_some_and(|(_, hash)| *hash == e.hash) =>
                 {
                     fs::hard_link(&links[&e.ino].0, &dest)?;
+                    linked.insert(rel);
                     continue;
                 }
                 Kind::File => {
@@ -201,10 +213,13 @@ impl Locals {
                         prev_entries.get(rel) == Some(e)
                             && fs::hard_link(prev.dir.join(rel), &dest).is_ok()
                     });
-                    if !reused {
-                        let input = crate::beneath::open_file(source_dir.as_fd(), Path::new(rel))?;
-                        copy_checked(input, &dest, &e.hash, rel)?;
+                    if reused {
+                        // The previous layer made this inode from the same entry.
+                        linked.insert(rel);
+                        continue;
                     }
+                    let input = crate::beneath::open_file(source_dir.as_fd(), Path::new(rel))?;
+                    copy_checked(input, &dest, &e.hash, rel)?;
                 }
             }
             // Files of the context belong to root in the build, as with BuildKit; owner
@@ -222,7 +237,9 @@ impl Locals {
         }
         // Times last, deepest first, so creating children does not change a parent's.
         for (rel, e) in tree.entries.iter().rev() {
-            crate::fileops::set_mtime(&out.join(rel), e.mtime)?;
+            if !linked.contains(rel) {
+                crate::fileops::set_mtime(&out.join(rel), e.mtime)?;
+            }
         }
         let layer = builder.commit(&id, &LayerMeta::now())?;
         cache.layer = Some((id, tree.entries.clone()));
