@@ -43,6 +43,11 @@ impl Drop for Daemon {
 }
 
 impl Daemon {
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Build `ctx` as `request` says; its wall time (a failed build panics).
     pub fn build(&self, ctx: &Path, request: &Request) -> Duration {
         let t = Instant::now();
