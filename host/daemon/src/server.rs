@@ -446,7 +446,7 @@ impl Buildwit for Service {
         let outbox = Arc::new(Outbox::new(tx, cancelled.clone()));
         // Output chunks leave the queue as the response stream takes them.
         let queued = outbox.queued.clone();
-        let (replies_tx, replies) = std::sync::mpsc::channel();
+        let (replies_tx, replies) = tokio::sync::mpsc::channel(crate::session::REPLIES_AHEAD);
         let ssh = if ssh_ids.is_empty() {
             None
         } else {
@@ -503,7 +503,7 @@ impl Buildwit for Service {
                     }
                     Ok(Some(proto::BuildClientMessage { msg: Some(msg) })) => {
                         if let Some(reply) = route(msg)
-                            && replies_tx.send(reply).is_err()
+                            && replies_tx.send(reply).await.is_err()
                         {
                             break;
                         }

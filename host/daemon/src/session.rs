@@ -184,6 +184,14 @@ impl Outbox {
     }
 }
 
+/// The client's answers, as the connection reads them. Bounded: a client sending files
+/// faster than the daemon writes them waits (HTTP/2 flow control) rather than filling the
+/// daemon's memory.
+pub type Replies = tokio::sync::mpsc::Receiver<Reply>;
+
+/// Answers read ahead of the sync at most (file chunks are at most 1 MiB each).
+pub const REPLIES_AHEAD: usize = 64;
+
 /// A local name and the follow, include and exclude filters it was synced with.
 type Synced = (String, Vec<String>, Vec<String>, Vec<String>);
 
@@ -192,7 +200,7 @@ pub struct ClientSync {
     outbox: Arc<Outbox>,
     /// The daemon's blobs: a cache directory's blob found here is not sent again.
     content: Option<ContentStore>,
-    replies: Mutex<std::sync::mpsc::Receiver<Reply>>,
+    replies: Mutex<Replies>,
     /// Mirror directory by local name (only the names the client offered).
     dirs: BTreeMap<String, PathBuf>,
     mirrors: Arc<Mirrors>,
@@ -266,7 +274,7 @@ impl ClientSync {
     /// `content` is the daemon's content store, if it has one open.
     pub fn new(
         outbox: Arc<Outbox>,
-        replies: std::sync::mpsc::Receiver<Reply>,
+        replies: Replies,
         dirs: BTreeMap<String, PathBuf>,
         mirrors: Arc<Mirrors>,
         content: Option<ContentStore>,
@@ -307,8 +315,8 @@ impl ClientSync {
         self.received.load(Ordering::Relaxed)
     }
 
-    fn reply(replies: &std::sync::mpsc::Receiver<Reply>, id: u64) -> io::Result<Reply> {
-        let reply = replies.recv().map_err(|_| gone())?;
+    fn reply(replies: &mut Replies, id: u64) -> io::Result<Reply> {
+        let reply = replies.blocking_recv().ok_or_else(gone)?;
         let got = match &reply {
             Reply::Listing(l) => l.id,
             Reply::File(f) => f.id,
@@ -330,7 +338,7 @@ impl ClientSync {
         name: &str,
         dir: &Path,
         source: &LocalSource,
-        replies: &std::sync::mpsc::Receiver<Reply>,
+        replies: &mut Replies,
     ) -> io::Result<()> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let request = proto::LocalRequest {
@@ -471,7 +479,7 @@ impl ClientSync {
         dir: &Path,
         wanted: &[String],
         theirs: &BTreeMap<String, (Kind, proto::FileStat)>,
-        replies: &std::sync::mpsc::Receiver<Reply>,
+        replies: &mut Replies,
     ) -> io::Result<()> {
         let request = proto::FileRequest {
             id,
@@ -655,7 +663,7 @@ impl ClientCacheDirs for ClientSync {
                 format!("the client does not offer {}", path.display()),
             )
         })?;
-        let replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
+        let mut replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
         self.hold_mirrors()?;
         stamp(dir)?;
         let whole = LocalSource {
@@ -664,7 +672,7 @@ impl ClientCacheDirs for ClientSync {
             include: Vec::new(),
             exclude: Vec::new(),
         };
-        self.exchange(&name, dir, &whole, &replies)?;
+        self.exchange(&name, dir, &whole, &mut replies)?;
         let before = list(&whole)?;
         f(dir);
         let after = list(&whole)?;
@@ -702,7 +710,7 @@ impl LocalSync for ClientSync {
             exclude.to_vec(),
         );
         // One exchange at a time on this build's stream.
-        let replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
+        let mut replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
         if self
             .done
             .lock()
@@ -719,7 +727,7 @@ impl LocalSync for ClientSync {
             include: include.to_vec(),
             exclude: exclude.to_vec(),
         };
-        self.exchange(name, dir, &source, &replies)?;
+        self.exchange(name, dir, &source, &mut replies)?;
         self.done
             .lock()
             .unwrap_or_else(|e| e.into_inner())
