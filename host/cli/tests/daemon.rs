@@ -854,3 +854,45 @@ fn a_symlink_out_of_the_context_tells_nothing_of_the_daemon_host() {
     );
     assert!(!errors[0].contains("FROM scratch"), "{}", errors[0]);
 }
+
+#[test]
+fn an_unchanged_context_is_not_compared_again_unless_its_mirror_changed() {
+    let s = support::setup();
+    let d = Daemon::unix(&s, "d");
+    let ctx = s.context(
+        "ctx",
+        &[
+            ("Dockerfile", "FROM scratch\nCOPY a.txt /a.txt\n"),
+            ("a.txt", "first\n"),
+        ],
+    );
+    let out = s.dir.path().join("out");
+    let local = format!("type=local,dest={}", out.display());
+    let unchanged = |d: &Daemon| d.log().matches("a local directory is unchanged").count();
+    d.build(&ctx, &[]).ok();
+    assert_eq!(unchanged(&d), 0);
+    // The same listing as the sync that left the mirror as it is: nothing is compared.
+    d.build(&ctx, &["-o", &local]).ok();
+    assert!(unchanged(&d) > 0, "{}", d.log());
+    assert_eq!(
+        std::fs::read_to_string(out.join("a.txt")).unwrap(),
+        "first\n"
+    );
+    // Mirrors removed behind the daemon's back (as a prune does): synced again, whole.
+    std::fs::remove_dir_all(s.root.join("sessions")).unwrap();
+    std::fs::remove_dir_all(&out).unwrap();
+    d.build(&ctx, &["-o", &local]).ok();
+    assert_eq!(
+        std::fs::read_to_string(out.join("a.txt")).unwrap(),
+        "first\n"
+    );
+    assert!(last_received(&d.log()) > 0);
+    // An edit is a new listing.
+    std::fs::write(ctx.join("a.txt"), "second\n").unwrap();
+    d.build(&ctx, &["-o", &local]).ok();
+    assert_eq!(
+        std::fs::read_to_string(out.join("a.txt")).unwrap(),
+        "second\n"
+    );
+    assert_eq!(last_received(&d.log()), "second\n".len() as u64);
+}

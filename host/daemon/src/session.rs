@@ -28,6 +28,72 @@ use crate::grpc::proto::{self, build_server_message::Msg};
 pub struct Mirrors {
     held: Mutex<HashSet<PathBuf>>,
     freed: std::sync::Condvar,
+    /// What each mirror holds since its last change, as the listings that found it so.
+    synced: Mutex<std::collections::HashMap<PathBuf, MirrorState>>,
+}
+
+/// A mirror as the syncs since its last change left it: the directory (by device, inode
+/// and birth time, so a mirror pruned and made again is another one) and the digest of
+/// each listing (by its filters) that found nothing to change in it.
+struct MirrorState {
+    born: (u64, u64, i64, u32),
+    listings: std::collections::HashMap<String, [u8; 32]>,
+    /// Its content's version: new whenever a sync changes it.
+    version: u64,
+}
+
+/// Versions of mirrors, unique in this process.
+static NEXT_VERSION: AtomicU64 = AtomicU64::new(0);
+
+/// What tells this process's mirror versions from another's (a scan cache outlives the
+/// daemon).
+fn process_nonce() -> &'static str {
+    static NONCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NONCE.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        format!("{}-{}", std::process::id(), now.as_nanos())
+    })
+}
+
+/// A directory's identity, if the filesystem keeps birth times.
+fn identity(dir: &Path) -> Option<(u64, u64, i64, u32)> {
+    use rustix::fs::{AtFlags, CWD, StatxFlags, statx};
+    let st = statx(
+        CWD,
+        dir,
+        AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::INO | StatxFlags::BTIME,
+    )
+    .ok()?;
+    (st.stx_mask & StatxFlags::BTIME.bits() != 0).then(|| {
+        (
+            rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
+            st.stx_ino,
+            st.stx_btime.tv_sec,
+            st.stx_btime.tv_nsec,
+        )
+    })
+}
+
+/// The digest of a client's listing: every field the sync compares.
+fn listing_digest(theirs: &BTreeMap<String, (Kind, proto::FileStat)>) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for (rel, (_, e)) in theirs {
+        h.update(rel.as_bytes());
+        h.update([0]);
+        h.update(e.kind.to_le_bytes());
+        h.update(e.mode.to_le_bytes());
+        h.update(e.size.to_le_bytes());
+        h.update(e.mtime_ns.to_le_bytes());
+        h.update(e.target.as_bytes());
+        h.update([0]);
+        h.update(e.link.as_bytes());
+        h.update([0]);
+    }
+    h.finalize().into()
 }
 
 impl Mirrors {
@@ -53,6 +119,51 @@ impl Mirrors {
             mirrors: self.clone(),
             dirs,
         })
+    }
+
+    /// Whether `dir` is as it was when a listing with this digest found nothing to change.
+    fn unchanged(&self, dir: &Path, filters: &str, digest: &[u8; 32]) -> bool {
+        let synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        synced.get(dir).is_some_and(|m| {
+            m.listings.get(filters) == Some(digest) && identity(dir) == Some(m.born)
+        })
+    }
+
+    /// A sync of `dir` is about to change it, or may have (it failed half way).
+    fn forget(&self, dir: &Path) {
+        let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        synced.remove(dir);
+    }
+
+    /// A sync of `dir` with a listing of this digest ended; `changed`: it changed the mirror
+    /// (what other listings found no longer holds).
+    fn record(&self, dir: &Path, filters: String, digest: [u8; 32], changed: bool) {
+        let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(born) = identity(dir) else {
+            synced.remove(dir);
+            return;
+        };
+        let state = synced
+            .entry(dir.to_path_buf())
+            .or_insert_with(|| MirrorState {
+                born,
+                listings: Default::default(),
+                version: NEXT_VERSION.fetch_add(1, Ordering::Relaxed),
+            });
+        if changed || state.born != born {
+            state.born = born;
+            state.listings.clear();
+            state.version = NEXT_VERSION.fetch_add(1, Ordering::Relaxed);
+        }
+        state.listings.insert(filters, digest);
+    }
+
+    /// The version of what `dir` holds, while a sync vouches for it.
+    fn version(&self, dir: &Path) -> Option<String> {
+        let synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        let state = synced.get(dir)?;
+        (identity(dir) == Some(state.born))
+            .then(|| format!("{}-{}", process_nonce(), state.version))
     }
 }
 
@@ -377,6 +488,42 @@ impl ClientSync {
             checked(&e.path)?;
             theirs.insert(e.path.clone(), (kind, e));
         }
+        // The listing that last found this mirror as it is: nothing to compare on disk.
+        let filters = format!("{:?}", (&source.follow, &source.include, &source.exclude));
+        let digest = listing_digest(&theirs);
+        if self.mirrors.unchanged(dir, &filters, &digest) {
+            tracing::debug!(
+                local = name,
+                listed = theirs.len(),
+                "a local directory is unchanged"
+            );
+            return Ok(());
+        }
+        match self.update_mirror(id, name, dir, source, &theirs, replies) {
+            Ok(changed) => {
+                self.mirrors.record(dir, filters, digest, changed);
+                Ok(())
+            }
+            Err(e) => {
+                // It may have changed the mirror half way.
+                self.mirrors.forget(dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Make the mirror `dir` hold what the client listed (`theirs`), fetching the files it
+    /// lacks; whether anything in it changed.
+    fn update_mirror(
+        &self,
+        id: u64,
+        name: &str,
+        dir: &Path,
+        source: &LocalSource,
+        theirs: &BTreeMap<String, (Kind, proto::FileStat)>,
+        replies: &mut Replies,
+    ) -> io::Result<bool> {
+        let mut changed = false;
         let ours = list(source).map_err(|e| {
             io::Error::new(e.kind(), format!("the mirror of {name:?}: {}", e.kind()))
         })?;
@@ -384,11 +531,12 @@ impl ClientSync {
         for (rel, mine) in ours.iter().rev() {
             if theirs.get(rel).is_none_or(|(k, _)| *k != mine.kind) {
                 remove(&dir.join(rel))?;
+                changed = true;
             }
         }
         let mut wanted = Vec::new();
         let mut links = Vec::new();
-        for (rel, (kind, e)) in &theirs {
+        for (rel, (kind, e)) in theirs {
             parents_are_dirs(dir, rel)?;
             let path = dir.join(rel);
             let mine: Option<&Entry> = ours.get(rel).filter(|m| m.kind == *kind);
@@ -410,12 +558,14 @@ impl ClientSync {
                     }
                     if !real_dir || mine.is_none_or(|m| m.mode != e.mode) {
                         fs::set_permissions(&path, fs::Permissions::from_mode(e.mode))?;
+                        changed = true;
                     }
                 }
                 Kind::Symlink => {
                     if mine.is_none_or(|m| m.hash != e.target) {
                         remove(&path)?;
                         symlink(&e.target, &path)?;
+                        changed = true;
                     }
                 }
                 // A hard link is made once its target is there.
@@ -436,15 +586,17 @@ impl ClientSync {
                     Some(m) if m.size == e.size && m.mtime == e.mtime_ns => {
                         if m.mode != e.mode {
                             fs::set_permissions(&path, fs::Permissions::from_mode(e.mode))?;
+                            changed = true;
                         }
                     }
-                    _ if self.copy_from_store(name, dir, rel, e)? => {}
+                    _ if self.copy_from_store(name, dir, rel, e)? => changed = true,
                     _ => wanted.push(rel.clone()),
                 },
             }
         }
         if !wanted.is_empty() {
-            self.fetch(id, dir, &wanted, &theirs, replies)?;
+            self.fetch(id, dir, &wanted, theirs, replies)?;
+            changed = true;
         }
         for (rel, target) in links {
             use std::os::unix::fs::MetadataExt;
@@ -456,21 +608,28 @@ impl ClientSync {
             if !linked {
                 remove(&path)?;
                 fs::hard_link(&target, &path)?;
+                changed = true;
             }
         }
         // Directory times last: writing their children changed them.
+        let mut times_set = false;
         for (rel, (kind, e)) in theirs.iter().rev() {
-            if *kind == Kind::Dir {
+            let same = ours
+                .get(rel)
+                .is_some_and(|m| m.kind == Kind::Dir && m.mtime == e.mtime_ns);
+            if *kind == Kind::Dir && (changed || !same) {
                 buildwit_worker::fileops::set_mtime(&dir.join(rel), e.mtime_ns)?;
+                times_set = true;
             }
         }
         tracing::debug!(
             local = name,
             listed = theirs.len(),
             fetched = wanted.len(),
+            changed = changed || times_set,
             "synced a local directory"
         );
-        Ok(())
+        Ok(changed || times_set)
     }
 
     fn fetch(
@@ -674,6 +833,7 @@ impl ClientCacheDirs for ClientSync {
         };
         self.exchange(&name, dir, &whole, &mut replies)?;
         let before = list(&whole)?;
+        self.mirrors.forget(dir);
         f(dir);
         let after = list(&whole)?;
         self.write_back(&name, dir, &before, &after)?;
@@ -690,6 +850,10 @@ impl ClientCacheDirs for ClientSync {
 }
 
 impl LocalSync for ClientSync {
+    fn version(&self, name: &str) -> Option<String> {
+        self.mirrors.version(self.dirs.get(name)?)
+    }
+
     fn sync(
         &self,
         name: &str,
@@ -772,5 +936,41 @@ mod tests {
         let _held = mirrors.hold(vec![a.clone()], &never).unwrap();
         let cancelled = AtomicBool::new(true);
         assert!(mirrors.hold(vec![a], &cancelled).is_err());
+    }
+    #[test]
+    fn a_listing_is_trusted_only_on_the_mirror_it_found_unchanged() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("mirror");
+        fs::create_dir(&dir).unwrap();
+        if identity(&dir).is_none() {
+            eprintln!("skipped: this filesystem keeps no birth times");
+            return;
+        }
+        let mirrors = Mirrors::default();
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        mirrors.record(&dir, "all".into(), a, false);
+        assert!(mirrors.unchanged(&dir, "all", &a));
+        assert!(!mirrors.unchanged(&dir, "all", &b));
+        assert!(!mirrors.unchanged(&dir, "some", &a));
+        // A second listing that changed nothing joins the first; one that changed the
+        // mirror replaces both.
+        let version = mirrors.version(&dir);
+        assert!(version.is_some());
+        mirrors.record(&dir, "some".into(), b, false);
+        assert!(mirrors.unchanged(&dir, "all", &a) && mirrors.unchanged(&dir, "some", &b));
+        assert_eq!(mirrors.version(&dir), version);
+        mirrors.record(&dir, "some".into(), b, true);
+        assert!(!mirrors.unchanged(&dir, "all", &a) && mirrors.unchanged(&dir, "some", &b));
+        assert_ne!(mirrors.version(&dir), version);
+        // A sync that starts changing it, or a mirror made again, trusts nothing.
+        mirrors.forget(&dir);
+        assert!(!mirrors.unchanged(&dir, "some", &b));
+        assert_eq!(mirrors.version(&dir), None);
+        mirrors.record(&dir, "all".into(), a, false);
+        fs::remove_dir(&dir).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        fs::create_dir(&dir).unwrap();
+        assert!(!mirrors.unchanged(&dir, "all", &a));
+        assert_eq!(mirrors.version(&dir), None);
     }
 }

@@ -403,7 +403,8 @@ impl Solver {
                     let session = session.clone();
                     let tree = tokio::task::spawn_blocking(move || {
                         session.sync_local(&name, &src)?;
-                        worker.locals.scan(&src)
+                        let version = session.local_version(&name);
+                        worker.locals.scan_at(&src, version.as_deref())
                     })
                     .await
                     .map_err(|e| SolveError::Internal(e.to_string()))?

@@ -85,6 +85,9 @@ pub struct LocalTree {
 #[derive(Default, Serialize, Deserialize)]
 struct ScanCache {
     entries: BTreeMap<String, Entry>,
+    /// The version of the directory these entries were scanned at (see
+    /// [`crate::LocalSync::version`]).
+    version: Option<String>,
     /// The last layer made from this source, and the entries it holds.
     layer: Option<(String, BTreeMap<String, Entry>)>,
 }
@@ -144,18 +147,33 @@ impl Locals {
 
     /// Walk the source, hashing what changed since the last scan.
     pub fn scan(&self, source: &LocalSource) -> io::Result<LocalTree> {
+        self.scan_at(source, None)
+    }
+
+    /// [`Locals::scan`] of a directory at `version`: when the last scan was at the same
+    /// version, its entries are the answer and nothing is walked.
+    pub fn scan_at(&self, source: &LocalSource, version: Option<&str>) -> io::Result<LocalTree> {
         let dir = source
             .dir
             .canonicalize()
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", source.dir.display())))?;
         let mut cache = self.load(source);
+        if version.is_some() && cache.version.as_deref() == version {
+            let digest = tree_digest(cache.entries.iter());
+            return Ok(LocalTree {
+                dir,
+                entries: cache.entries,
+                digest,
+            });
+        }
         let filter = Filter::new(&dir, &source.follow, &source.include, &source.exclude);
         let mut entries = BTreeMap::new();
         walk(&dir, &filter, &cache.entries, true, &mut entries)?;
         let digest = tree_digest(entries.iter());
         // An unchanged source leaves its cache as it is (tens of thousands of entries).
-        if cache.entries != entries {
+        if cache.entries != entries || cache.version.as_deref() != version {
             cache.entries = entries.clone();
+            cache.version = version.map(str::to_string);
             self.save(source, &cache)?;
         }
         Ok(LocalTree {
@@ -602,5 +620,27 @@ mod tests {
             t3.checksum(&["src/*.rs".into()]),
             t2.checksum(&["src/*.rs".into()])
         );
+    }
+
+    #[test]
+    fn a_scan_at_the_version_of_the_last_one_walks_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().join("ctx");
+        fs::create_dir_all(&ctx).unwrap();
+        fs::write(ctx.join("a"), "one").unwrap();
+        let locals = Locals::open(dir.path().join("locals")).unwrap();
+        let src = LocalSource {
+            dir: ctx.clone(),
+            follow: vec![],
+            include: vec![],
+            exclude: vec![],
+        };
+        let v1 = locals.scan_at(&src, Some("v1")).unwrap();
+        // Whoever gave the version vouches for the directory: at the same version the
+        // last scan is the answer, at another the directory is walked again.
+        fs::write(ctx.join("a"), "two!").unwrap();
+        assert_eq!(locals.scan_at(&src, Some("v1")).unwrap().digest, v1.digest);
+        assert_ne!(locals.scan_at(&src, Some("v2")).unwrap().digest, v1.digest);
+        assert_ne!(locals.scan_at(&src, None).unwrap().digest, v1.digest);
     }
 }

@@ -66,6 +66,12 @@ pub trait LocalSync: Send + Sync {
     fn dir(&self, _name: &str) -> Option<PathBuf> {
         None
     }
+
+    /// A version of what local `name`'s directory holds after a sync, if the sync keeps
+    /// one: the same version again means the same files, so a scan can skip its walk.
+    fn version(&self, _name: &str) -> Option<String> {
+        None
+    }
 }
 
 impl std::fmt::Debug for dyn LocalSync {
@@ -81,6 +87,11 @@ impl Session {
             Some(sync) => sync.sync(name, &source.follow, &source.include, &source.exclude),
             None => Ok(()),
         }
+    }
+
+    /// The version of local `name` after its sync (see [`LocalSync::version`]).
+    pub fn local_version(&self, name: &str) -> Option<String> {
+        self.sync.as_ref().and_then(|s| s.version(name))
     }
 
     /// The directory of local `name`: one the request named, or one its sync serves.
