@@ -234,7 +234,7 @@ fn main() {
     let t = Instant::now();
     generate(&ctx, files, mb << 20);
     std::fs::write(ctx.join("Dockerfile"), DOCKERFILE.replace("BASE", &s.image)).unwrap();
-    let size: u64 = walk_size(&ctx);
+    let size = buildwit_worker::disk::tree_size(&ctx).unwrap();
     eprintln!(
         "context: {files} files, {} MB, generated in {:.1} s",
         size >> 20,
@@ -319,20 +319,4 @@ fn run_daemon(d: &Daemon, ctx: &Path, files: usize, out: &Path, edits: &mut usiz
         },
         Some(d.pid()),
     )
-}
-
-fn walk_size(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let m = e.metadata().unwrap();
-            if m.is_dir() {
-                stack.push(e.path());
-            } else {
-                total += m.len();
-            }
-        }
-    }
-    total
 }

@@ -967,9 +967,11 @@ mod tests {
         assert!(!mirrors.unchanged(&dir, "some", &b));
         assert_eq!(mirrors.version(&dir), None);
         mirrors.record(&dir, "all".into(), a, false);
+        // Made while the first still exists: another inode, whatever the clock says.
+        let again = root.path().join("again");
+        fs::create_dir(&again).unwrap();
         fs::remove_dir(&dir).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(10));
-        fs::create_dir(&dir).unwrap();
+        fs::rename(&again, &dir).unwrap();
         assert!(!mirrors.unchanged(&dir, "all", &a));
         assert_eq!(mirrors.version(&dir), None);
     }

@@ -237,7 +237,11 @@ impl Encoder {
             Compression::Uncompressed => Encoder::Plain(sink),
             Compression::Gzip => {
                 let level = opts.level.unwrap_or(DEFAULT_GZIP_LEVEL).min(9);
-                Encoder::Gzip(ParallelGzip::new(sink, flate2::Compression::new(level))?)
+                Encoder::Gzip(ParallelGzip::new(
+                    sink,
+                    flate2::Compression::new(level),
+                    threads() as usize,
+                )?)
             }
             Compression::Zstd => {
                 let level = opts.level.map_or(DEFAULT_ZSTD_LEVEL, |l| l.min(22) as i32);

@@ -100,14 +100,8 @@ pub struct ParallelGzip<W: Write> {
 }
 
 impl<W: Write> ParallelGzip<W> {
-    /// A writer on every core the process may use.
-    pub fn new(sink: W, level: Compression) -> io::Result<Self> {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self::with_threads(sink, level, threads)
-    }
-
     /// A writer on `threads` threads (0 or 1: deflate in the caller's thread).
-    pub fn with_threads(mut sink: W, level: Compression, threads: usize) -> io::Result<Self> {
+    pub fn new(mut sink: W, level: Compression, threads: usize) -> io::Result<Self> {
         // No file name, no mtime: the bytes depend on the input only. The extra flags say
         // the level as gzip(1) does; the OS is "unknown", as Go's gzip writes it.
         let xfl = match level.level() {
@@ -283,8 +277,7 @@ mod tests {
     }
 
     fn gzip(data: &[u8], threads: usize, level: u32) -> Vec<u8> {
-        let mut w =
-            ParallelGzip::with_threads(Vec::new(), Compression::new(level), threads).unwrap();
+        let mut w = ParallelGzip::new(Vec::new(), Compression::new(level), threads).unwrap();
         // Odd write sizes, so blocks are cut across writes.
         for chunk in data.chunks(7919) {
             w.write_all(chunk).unwrap();
