@@ -1087,59 +1087,74 @@ enum Parsed {
 
 /// Classifies a manifest body and checks it describes a container image.
 fn classify(body: &[u8], ep: &Endpoint<'_>, reference: &str) -> Result<Parsed, RegistryError> {
-    let not_image = |media_type: &str| {
-        RegistryError::new(
-            RegistryErrorKind::Invalid,
-            reference,
-            &ep.host,
-            format!(
-                "{reference} on registry {} is not a container image (media type {media_type})",
-                ep.label()
+    parse_manifest(body).map_err(|problem| {
+        let registry = ep.label();
+        let message = match problem {
+            ManifestProblem::NotJson(e) => {
+                format!("registry {registry} sent a manifest for {reference} that is not valid JSON: {e}")
+            }
+            ManifestProblem::NoConfig => {
+                format!("registry {registry} sent a manifest for {reference} without a config")
+            }
+            ManifestProblem::NotImage(media_type) => format!(
+                "{reference} on registry {registry} is not a container image (media type {media_type})"
             ),
-        )
-    };
-    let raw: RawManifest = serde_json::from_slice(body).map_err(|e| {
-        RegistryError::new(
-            RegistryErrorKind::Invalid,
-            reference,
-            &ep.host,
-            format!(
-                "registry {} sent a manifest for {reference} that is not valid JSON: {e}",
-                ep.label()
-            ),
-        )
-    })?;
+        };
+        RegistryError::new(RegistryErrorKind::Invalid, reference, &ep.host, message)
+    })
+}
+
+/// Why a manifest body is not one of a container image.
+enum ManifestProblem {
+    NotJson(serde_json::Error),
+    NoConfig,
+    /// Its media type (with the config's, for a manifest whose config is not an image's).
+    NotImage(String),
+}
+
+/// Reads a manifest or index body: the part of [`classify`] that needs no registry.
+fn parse_manifest(body: &[u8]) -> Result<Parsed, ManifestProblem> {
+    let raw: RawManifest = serde_json::from_slice(body).map_err(ManifestProblem::NotJson)?;
     if raw.schema_version == Some(1) {
-        return Err(not_image(raw.media_type.as_deref().unwrap_or(
-            "application/vnd.docker.distribution.manifest.v1+json, the old schema 1 format",
-        )));
+        return Err(ManifestProblem::NotImage(raw.media_type.unwrap_or_else(|| {
+            "application/vnd.docker.distribution.manifest.v1+json, the old schema 1 format".into()
+        })));
     }
-    let media_type = raw.media_type.clone().unwrap_or_default();
+    let media_type = raw.media_type.unwrap_or_default();
     let is_index = match media_type.as_str() {
         OCI_INDEX | DOCKER_LIST => true,
         OCI_MANIFEST | DOCKER_MANIFEST => false,
         "" if raw.manifests.is_some() => true,
         "" if raw.config.is_some() => false,
-        "" => return Err(not_image("none")),
-        other => return Err(not_image(other)),
+        "" => return Err(ManifestProblem::NotImage("none".into())),
+        _ => return Err(ManifestProblem::NotImage(media_type)),
     };
     if is_index {
         return Ok(Parsed::Index(raw.manifests.unwrap_or_default()));
     }
-    let config = raw.config.ok_or_else(|| {
-        RegistryError::new(
-            RegistryErrorKind::Invalid,
-            reference,
-            &ep.host,
-            format!(
-                "registry {} sent a manifest for {reference} without a config",
-                ep.label()
-            ),
-        )
-    })?;
+    let config = raw.config.ok_or(ManifestProblem::NoConfig)?;
     match config.media_type.as_str() {
         OCI_CONFIG | DOCKER_CONFIG => Ok(Parsed::Manifest(config)),
-        other => Err(not_image(&format!("{media_type}, config {other}"))),
+        other => Err(ManifestProblem::NotImage(format!("{media_type}, config {other}"))),
+    }
+}
+
+/// The fuzz target's way in: reads a manifest or index body as a registry's answer is read
+/// and, for an index, picks an entry for a few platforms. Returns the descriptors found.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub fn fuzz_manifest(body: &[u8]) -> usize {
+    match parse_manifest(body) {
+        Ok(Parsed::Manifest(_)) => 1,
+        Ok(Parsed::Index(entries)) => {
+            for want in ["linux/amd64", "linux/arm/v7", "linux/arm64/v8", "windows/amd64"] {
+                let (os, rest) = want.split_once('/').unwrap_or((want, ""));
+                let (arch, variant) = rest.split_once('/').unwrap_or((rest, ""));
+                let _ = choose_platform(&entries, &Platform::normalize(os, arch, variant));
+            }
+            entries.len()
+        }
+        Err(_) => 0,
     }
 }
 
