@@ -252,28 +252,38 @@ fn compile(p: &str) -> Result<Kind, String> {
     })
 }
 
+/// Whether the tokens match all of `s`. Dynamic programming over (token, position), from
+/// the last token back: time is tokens × characters, as with Go's regexp engine that moby
+/// uses. (Backtracking was exponential in the number of stars: a fuzzer's `****…x` hung.)
 fn tokens_match(t: &[Tok], s: &[char]) -> bool {
-    let Some((first, rest)) = t.split_first() else {
-        return s.is_empty();
-    };
-    match first {
-        Tok::Lit(c) => s.first() == Some(c) && tokens_match(rest, &s[1..]),
-        Tok::One => s.first().is_some_and(|&c| c != '/') && tokens_match(rest, &s[1..]),
-        Tok::Class(set, negated) => {
-            s.first()
-                .is_some_and(|&c| set.iter().any(|&(a, b)| a <= c && c <= b) != *negated)
-                && tokens_match(rest, &s[1..])
+    let n = s.len();
+    // next[i]: the tokens after the current one match s[i..].
+    let mut next = vec![false; n + 1];
+    next[n] = true;
+    let mut cur = vec![false; n + 1];
+    for tok in t.iter().rev() {
+        // For `**/`: some `/` at or after i is followed by a match of the rest.
+        let mut slash_then_rest = false;
+        for i in (0..=n).rev() {
+            let c = s.get(i).copied();
+            cur[i] = match tok {
+                Tok::Lit(l) => c == Some(*l) && next[i + 1],
+                Tok::One => c.is_some_and(|c| c != '/') && next[i + 1],
+                Tok::Class(set, negated) => {
+                    c.is_some_and(|c| set.iter().any(|&(a, b)| a <= c && c <= b) != *negated)
+                        && next[i + 1]
+                }
+                Tok::Star => next[i] || (c.is_some_and(|c| c != '/') && cur[i + 1]),
+                Tok::Any => true,
+                Tok::AnyDirs => {
+                    slash_then_rest |= c == Some('/') && next[i + 1];
+                    next[i] || slash_then_rest
+                }
+            };
         }
-        Tok::Star => {
-            let run = s.iter().take_while(|&&c| c != '/').count();
-            (0..=run).any(|n| tokens_match(rest, &s[n..]))
-        }
-        Tok::Any => true,
-        Tok::AnyDirs => {
-            tokens_match(rest, s)
-                || (0..s.len()).any(|i| s[i] == '/' && tokens_match(rest, &s[i + 1..]))
-        }
+        std::mem::swap(&mut next, &mut cur);
     }
+    next[0]
 }
 
 #[cfg(test)]
@@ -300,6 +310,18 @@ mod tests {
         let ex = Matcher::new(&["a".to_string(), "!b".to_string()]).unwrap();
         assert!(ex.has_exclusions());
         assert!(Matcher::new(&["**".to_string()]).unwrap().ignores_root());
+    }
+
+    #[test]
+    fn many_stars_match_without_backtracking() {
+        // Found by fuzz/ (dockerignore): exponential before, instant now.
+        let stars = format!("{}x", "*?".repeat(20));
+        let m = Matcher::new(&[stars]).unwrap();
+        assert!(!m.matches_or_parent_matches(&"a".repeat(60)));
+        assert!(m.matches_or_parent_matches(&format!("{}x", "a".repeat(60))));
+        let dirs = Matcher::new(&["**/a/**/a/**/a/**/a/**/b".to_string()]).unwrap();
+        assert!(!dirs.matches_or_parent_matches(&"a/".repeat(40)));
+        assert!(dirs.matches_or_parent_matches("x/a/a/y/a/a/b"));
     }
 
     #[test]

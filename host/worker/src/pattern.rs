@@ -70,17 +70,10 @@ impl Patterns {
 
 /// Match path components against pattern components; `**` spans any number of them.
 pub fn match_parts<P: AsRef<str>>(pattern: &[P], path: &[&str]) -> bool {
-    match (pattern.first(), path.first()) {
-        (None, None) => true,
-        (Some(p), _) if p.as_ref() == "**" => {
-            match_parts(&pattern[1..], path)
-                || (!path.is_empty() && match_parts(pattern, &path[1..]))
-        }
-        (Some(p), Some(n)) if glob(p.as_ref().as_bytes(), n.as_bytes()) => {
-            match_parts(&pattern[1..], &path[1..])
-        }
-        _ => false,
-    }
+    let is_star = |i: usize| pattern[i].as_ref() == "**";
+    wildcard(pattern.len(), path.len(), is_star, |i, j| {
+        glob(pattern[i].as_ref().as_bytes(), path[j].as_bytes()).then_some(i + 1)
+    })
 }
 
 /// Whether something below the directory `dir` may match `pattern`, so that a walk must
@@ -110,19 +103,61 @@ pub fn has_wildcards(pattern: &str) -> bool {
 
 /// One component: `*`, `?`, `[a-z]`, `[^a]`, `\x`.
 fn glob(p: &[u8], n: &[u8]) -> bool {
-    match p.first() {
-        None => n.is_empty(),
-        Some(b'*') => glob(&p[1..], n) || (!n.is_empty() && glob(p, &n[1..])),
-        Some(b'?') => !n.is_empty() && glob(&p[1..], &n[1..]),
-        Some(b'[') => {
-            let Some(&c) = n.first() else { return false };
-            match class(&p[1..], c) {
-                Some((ok, rest)) => ok && glob(rest, &n[1..]),
-                None => false,
-            }
+    wildcard(p.len(), n.len(), |i| p[i] == b'*', |i, j| {
+        let c = n[j];
+        match p[i] {
+            b'?' => Some(i + 1),
+            b'[' => match class(&p[i + 1..], c) {
+                Some((true, rest)) => Some(p.len() - rest.len()),
+                _ => None,
+            },
+            b'\\' if i + 1 < p.len() => (p[i + 1] == c).then_some(i + 2),
+            a => (a == c).then_some(i + 1),
         }
-        Some(b'\\') if p.len() > 1 => n.first() == Some(&p[1]) && glob(&p[2..], &n[1..]),
-        Some(&a) => n.first() == Some(&a) && glob(&p[1..], &n[1..]),
+    })
+}
+
+/// Wildcard matching of a pattern of `pattern_len` elements against `len` items, where
+/// `is_star(i)` says element `i` matches any run of items and `one(i, j)` matches element
+/// `i` against item `j` alone, giving the next element. Only the last star is ever
+/// resumed, which is exact when every other element takes one item, and takes at most
+/// pattern × items steps; recursive backtracking took exponential time on a fuzzer's
+/// `*a*a*a…` patterns.
+fn wildcard(
+    pattern_len: usize,
+    len: usize,
+    is_star: impl Fn(usize) -> bool,
+    one: impl Fn(usize, usize) -> Option<usize>,
+) -> bool {
+    let (mut i, mut j) = (0, 0);
+    // After the last star: the element that follows it, and the first item it left.
+    let mut resume: Option<(usize, usize)> = None;
+    loop {
+        if i < pattern_len && is_star(i) {
+            i += 1;
+            resume = Some((i, j));
+            continue;
+        }
+        if i == pattern_len && j == len {
+            return true;
+        }
+        if i < pattern_len
+            && j < len
+            && let Some(next) = one(i, j)
+        {
+            i = next;
+            j += 1;
+            continue;
+        }
+        // The last star takes one more item, if there is one.
+        match resume {
+            Some((after, from)) if from < len => {
+                resume = Some((after, from + 1));
+                i = after;
+                j = from + 1;
+            }
+            _ => return false,
+        }
     }
 }
 
@@ -155,6 +190,18 @@ fn class(p: &[u8], c: u8) -> Option<(bool, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn many_stars_match_without_backtracking() {
+        let p = format!("{}b", "*a".repeat(30));
+        assert!(!match_path(&p, &"a".repeat(80)));
+        assert!(match_path(&p, &format!("{}b", "a".repeat(80))));
+        let dirs = format!("{}b", "**/a/".repeat(15));
+        assert!(!match_path(&dirs, &"a/".repeat(60)));
+        assert!(match_path(&dirs, &format!("{}b", "a/".repeat(60))));
+        assert!(match_path("x\\*y", "x*y") && !match_path("x\\*y", "xzy"));
+        assert!(match_path("a[^b]c*", "axcde") && !match_path("a[^b]c*", "abc"));
+    }
 
     #[test]
     fn docker_semantics() {
