@@ -310,6 +310,9 @@ enum Item {
     Mount { name: String },
     /// A file of [`FileRecords`].
     File { path: PathBuf },
+    /// Blobs of the content store no layer names: manifests, configs and indexes of pulls
+    /// and exports, downloads. Only a running build uses them.
+    Loose { blobs: Vec<(PathBuf, u64)> },
 }
 
 /// The cache as GC sees it, taken under the lease lock.
@@ -329,7 +332,7 @@ impl State {
             + self
                 .items
                 .iter()
-                .filter(|(_, i)| matches!(i, Item::Mount { .. } | Item::File { .. }))
+                .filter(|(_, i)| !matches!(i, Item::Record { .. }))
                 .map(|(r, _)| r.size)
                 .sum::<u64>()
     }
@@ -382,7 +385,6 @@ fn infer_type(description: &str) -> &'static str {
     }
 }
 
-/// Bytes of the files under `dir` (hard links once).
 /// A layer's size, computed once (layers never change) and kept beside its `meta.json`.
 fn layer_size(layer: &buildwit_worker::Layer) -> io::Result<u64> {
     let cached = layer.dir.with_file_name("size");
@@ -397,6 +399,53 @@ fn layer_size(layer: &buildwit_worker::Layer) -> io::Result<u64> {
     fs::write(&tmp, n.to_string())?;
     fs::rename(&tmp, &cached)?;
     Ok(n)
+}
+
+/// The record of the blobs under `dir` that no layer names (see [`Item::Loose`]), if any.
+fn loose_blobs(
+    dir: &Path,
+    layer_blobs: &HashSet<PathBuf>,
+    in_use: bool,
+) -> io::Result<Option<(UsageRecord, Item)>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let (mut blobs, mut size, mut newest) = (Vec::new(), 0, 0);
+    for entry in entries {
+        let path = entry?.path();
+        if layer_blobs.contains(&path) {
+            continue;
+        }
+        let md = match fs::symlink_metadata(&path) {
+            Ok(md) => md,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        size += md.len();
+        newest = newest.max(md.mtime().max(0) as u64);
+        blobs.push((path, md.len()));
+    }
+    if blobs.is_empty() {
+        return Ok(None);
+    }
+    let record = UsageRecord {
+        id: "content".into(),
+        record_type: TYPE_REGULAR.into(),
+        description: format!(
+            "[internal] {} manifests, configs and downloads no layer uses",
+            blobs.len()
+        ),
+        size,
+        created: newest,
+        last_used: Some(newest),
+        usage_count: 1,
+        shared: false,
+        in_use,
+        mutable: false,
+    };
+    Ok(Some((record, Item::Loose { blobs })))
 }
 
 /// Whether a cache mount's lock is taken (a `locked` step is using it).
@@ -425,10 +474,19 @@ impl Solver {
         let snapshots = &self.worker.snapshots;
         let held_keys: HashSet<&String> = leases.iter().flat_map(|l| &l.keys).collect();
         let held_mounts: HashSet<&String> = leases.iter().flat_map(|l| &l.mounts).collect();
+        // A layer's size counts its compressed blob too, as BuildKit's does.
         let mut layer_sizes = HashMap::new();
+        let mut layer_blobs = HashSet::new();
         for id in snapshots.layer_ids().map_err(io_err("snapshots/layers"))? {
             if let Some(layer) = snapshots.layer(&id) {
-                let size = layer_size(&layer).map_err(io_err(layer.dir.display()))?;
+                let mut size = layer_size(&layer).map_err(io_err(layer.dir.display()))?;
+                if let Some(blob) = layer.meta().ok().and_then(|m| m.blob)
+                    && let Ok(path) = self.worker.content.path(&blob.digest)
+                    && let Ok(md) = fs::metadata(&path)
+                {
+                    size += md.len();
+                    layer_blobs.insert(path);
+                }
                 layer_sizes.insert(id, size);
             }
         }
@@ -541,6 +599,11 @@ impl Solver {
         for files in &self.files {
             items.extend(file_records(files).map_err(io_err(files.dir.display()))?);
         }
+        let blobs_dir = self.worker.content.blobs_dir();
+        items.extend(
+            loose_blobs(&blobs_dir, &layer_blobs, !leases.is_empty())
+                .map_err(io_err(blobs_dir.display()))?,
+        );
         Ok(State {
             items,
             layer_sizes,
@@ -599,7 +662,7 @@ impl Solver {
                 .iter()
                 .filter_map(|(_, i)| match i {
                     Item::Record { layers, .. } => Some(layers),
-                    Item::Mount { .. } | Item::File { .. } => None,
+                    Item::Mount { .. } | Item::File { .. } | Item::Loose { .. } => None,
                 })
                 .flatten()
                 .collect();
@@ -609,8 +672,24 @@ impl Solver {
                 .filter(|id| !listed.contains(id))
                 .cloned()
                 .collect();
-            let (layers, blobs) = self.remove_layers(&orphans, &mut state.layer_sizes)?;
-            report.freed += layers + blobs;
+            report.freed += self.remove_layers(&orphans, &mut state.layer_sizes)?;
+            // So are blobs no layer names: a build that wrote them has ended.
+            if let Some(at) = state
+                .items
+                .iter()
+                .position(|(_, i)| matches!(i, Item::Loose { .. }))
+            {
+                let (_, Item::Loose { blobs }) = state.items.remove(at) else {
+                    unreachable!("found above")
+                };
+                for (path, size) in blobs {
+                    match fs::remove_file(&path) {
+                        Ok(()) => report.freed += size,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(io_err(path.display())(e)),
+                    }
+                }
+            }
         }
         // Without --all a record other records build on is kept, as in BuildKit, until
         // those are gone: repeat while a pass removes something.
@@ -683,6 +762,10 @@ impl Solver {
                     total = total.saturating_sub(record.size);
                     files.push((path.clone(), record.size));
                 }
+                Item::Loose { blobs } => {
+                    total = total.saturating_sub(record.size);
+                    files.extend(blobs.iter().cloned());
+                }
             }
             report.records.push(record.clone());
         }
@@ -690,8 +773,7 @@ impl Solver {
         // Records first, in one transaction; then what only they used.
         self.db.remove(&keys)?;
         let mut sizes = state.layer_sizes.clone();
-        let (layer_bytes, blob_bytes) = self.remove_layers(&layers, &mut sizes)?;
-        report.freed += layer_bytes + blob_bytes;
+        report.freed += self.remove_layers(&layers, &mut sizes)?;
         let dir = self.worker.cache_mounts_dir();
         for (name, size) in mounts {
             let path = dir.join(&name);
@@ -717,14 +799,15 @@ impl Solver {
         Ok((removed, cap.is_some_and(|keep| total <= keep)))
     }
 
-    /// Remove layers and the blobs only they referenced; (layer bytes, blob bytes).
+    /// Remove layers and the blobs only they referenced; the bytes freed (a layer's size
+    /// counts its blob).
     fn remove_layers(
         &self,
         ids: &[String],
         sizes: &mut HashMap<String, u64>,
-    ) -> Result<(u64, u64), GcError> {
+    ) -> Result<u64, GcError> {
         if ids.is_empty() {
-            return Ok((0, 0));
+            return Ok(0);
         }
         let snapshots = &self.worker.snapshots;
         let mut blobs = HashSet::new();
@@ -751,16 +834,16 @@ impl Solver {
                 blobs.remove(&blob.digest);
             }
         }
-        let mut blob_bytes = 0;
         for digest in blobs {
-            if let Ok(path) = self.worker.content.path(&digest)
-                && let Ok(md) = fs::metadata(&path)
-            {
-                fs::remove_file(&path).map_err(io_err(path.display()))?;
-                blob_bytes += md.len();
+            if let Ok(path) = self.worker.content.path(&digest) {
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err(path.display())(e)),
+                }
             }
         }
-        Ok((freed, blob_bytes))
+        Ok(freed)
     }
 }
 

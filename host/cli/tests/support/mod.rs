@@ -515,6 +515,14 @@ impl Daemon {
         Build::new(self.cli(&args))
     }
 
+    /// SIGKILL, as a crash would end it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// SIGTERM, and the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();
