@@ -637,17 +637,11 @@ impl Solver {
             error: result.as_ref().err().map(|e| e.to_string()),
         });
         let outputs = result.map_err(|e| match e {
-            OpError::Exit {
-                command,
-                code,
-                tail,
-            } => SolveError::Step {
+            OpError::Exit { code, ref tail, .. } => SolveError::Step {
                 name: name.clone(),
-                message: format!(
-                    "process \"{command}\" did not complete successfully: exit code: {code}"
-                ),
+                message: e.to_string(),
                 exit_code: Some(code),
-                tail,
+                tail: tail.clone(),
             },
             other => step(&name, other),
         })?;

@@ -103,18 +103,23 @@ pub fn has_wildcards(pattern: &str) -> bool {
 
 /// One component: `*`, `?`, `[a-z]`, `[^a]`, `\x`.
 fn glob(p: &[u8], n: &[u8]) -> bool {
-    wildcard(p.len(), n.len(), |i| p[i] == b'*', |i, j| {
-        let c = n[j];
-        match p[i] {
-            b'?' => Some(i + 1),
-            b'[' => match class(&p[i + 1..], c) {
-                Some((true, rest)) => Some(p.len() - rest.len()),
-                _ => None,
-            },
-            b'\\' if i + 1 < p.len() => (p[i + 1] == c).then_some(i + 2),
-            a => (a == c).then_some(i + 1),
-        }
-    })
+    wildcard(
+        p.len(),
+        n.len(),
+        |i| p[i] == b'*',
+        |i, j| {
+            let c = n[j];
+            match p[i] {
+                b'?' => Some(i + 1),
+                b'[' => match class(&p[i + 1..], c) {
+                    Some((true, rest)) => Some(p.len() - rest.len()),
+                    _ => None,
+                },
+                b'\\' if i + 1 < p.len() => (p[i + 1] == c).then_some(i + 2),
+                a => (a == c).then_some(i + 1),
+            }
+        },
+    )
 }
 
 /// Wildcard matching of a pattern of `pattern_len` elements against `len` items, where

@@ -108,11 +108,18 @@ impl Session {
     }
 }
 
+/// Free bytes below which a disk counts as full when a step fails (a filesystem keeps a
+/// little space no write of a step can use).
+const FULL_DISK: u64 = 1 << 20;
+
 /// Why an op failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {
     /// A step exited with an error.
-    #[error("process \"{command}\" did not complete successfully: exit code: {code}")]
+    #[error(
+        "process \"{command}\" did not complete successfully: exit code: {code}{}",
+        if *disk_full { " (no space left on the disk holding the build's snapshots)" } else { "" }
+    )]
     Exit {
         /// The command as BuildKit shows it.
         command: String,
@@ -120,6 +127,9 @@ pub enum OpError {
         code: i32,
         /// Its last lines of output.
         tail: Vec<String>,
+        /// The disk holding its root filesystem was full when it ended: the likely cause,
+        /// which the process itself often reports vaguely ("I/O error").
+        disk_full: bool,
     },
     /// The op is wrong or asks for something this worker does not do.
     #[error("{0}")]
@@ -556,6 +566,7 @@ impl Worker {
                 command: command_line(&meta.args),
                 code: status.code,
                 tail: status.tail,
+                disk_full: crate::disk::free_space(&rootfs).is_ok_and(|free| free < FULL_DISK),
             });
         }
         for m in mounted {
