@@ -25,14 +25,28 @@ fuzz_target!(|data: &[u8]| {
         gateway = gateway.image(&reference, DIGEST, CONFIG);
     }
     if let Ok(out) = run::<Dockerfile>(&gateway) {
-        for def in out.definition.iter().chain(out.platforms.iter().map(|(_, d)| d)) {
+        for def in out
+            .definition
+            .iter()
+            .chain(out.platforms.iter().map(|(_, d)| d))
+        {
             for (i, op) in def.ops.iter().enumerate() {
-                assert!(op.inputs.iter().all(|input| (input.op as usize) < i), "op {i} names a later op");
+                assert!(
+                    op.inputs.iter().all(|input| (input.op as usize) < i),
+                    "op {i} names a later op"
+                );
             }
             if let Some(result) = &def.result {
-                assert!((result.op as usize) < def.ops.len(), "the result names no op");
+                assert!(
+                    (result.op as usize) < def.ops.len(),
+                    "the result names no op"
+                );
             }
-            assert!(def.metadata.iter().all(|(at, _)| (*at as usize) < def.ops.len()));
+            assert!(
+                def.metadata
+                    .iter()
+                    .all(|(at, _)| (*at as usize) < def.ops.len())
+            );
         }
     }
 });

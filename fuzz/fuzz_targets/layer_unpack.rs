@@ -32,6 +32,13 @@ fn assert_untouched(sandbox: &Path) {
         .map(|e| e.unwrap().file_name())
         .collect();
     names.sort();
-    assert_eq!(names, ["dest", "sentinel"], "the archive wrote outside its destination");
-    assert_eq!(std::fs::read(sandbox.join("sentinel")).unwrap(), b"untouched");
+    assert_eq!(
+        names,
+        ["dest", "sentinel"],
+        "the archive wrote outside its destination"
+    );
+    assert_eq!(
+        std::fs::read(sandbox.join("sentinel")).unwrap(),
+        b"untouched"
+    );
 }

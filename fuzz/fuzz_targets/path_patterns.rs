@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
         let fast = match_path(p, path);
         if p.len() <= 16 && path.len() <= 16 {
             let parts = |s: &str| -> Vec<String> {
-                s.split('/').filter(|c| !c.is_empty()).map(String::from).collect()
+                s.split('/')
+                    .filter(|c| !c.is_empty())
+                    .map(String::from)
+                    .collect()
             };
             let slow = reference::parts(&parts(p), &parts(path));
             assert_eq!(fast, slow, "pattern {p:?} on {path:?}");
@@ -55,7 +58,11 @@ mod reference {
     }
 
     fn class(p: &[u8], c: u8) -> Option<(bool, &[u8])> {
-        let (negate, mut i) = if p.first() == Some(&b'^') { (true, 1) } else { (false, 0) };
+        let (negate, mut i) = if p.first() == Some(&b'^') {
+            (true, 1)
+        } else {
+            (false, 0)
+        };
         let (mut found, mut first) = (false, true);
         while i < p.len() {
             if p[i] == b']' && !first {

@@ -1116,9 +1116,10 @@ enum ManifestProblem {
 fn parse_manifest(body: &[u8]) -> Result<Parsed, ManifestProblem> {
     let raw: RawManifest = serde_json::from_slice(body).map_err(ManifestProblem::NotJson)?;
     if raw.schema_version == Some(1) {
-        return Err(ManifestProblem::NotImage(raw.media_type.unwrap_or_else(|| {
-            "application/vnd.docker.distribution.manifest.v1+json, the old schema 1 format".into()
-        })));
+        const SCHEMA1: &str =
+            "application/vnd.docker.distribution.manifest.v1+json, the old schema 1 format";
+        let media_type = raw.media_type.unwrap_or_else(|| SCHEMA1.into());
+        return Err(ManifestProblem::NotImage(media_type));
     }
     let media_type = raw.media_type.unwrap_or_default();
     let is_index = match media_type.as_str() {
@@ -1135,7 +1136,10 @@ fn parse_manifest(body: &[u8]) -> Result<Parsed, ManifestProblem> {
     let config = raw.config.ok_or(ManifestProblem::NoConfig)?;
     match config.media_type.as_str() {
         OCI_CONFIG | DOCKER_CONFIG => Ok(Parsed::Manifest(config)),
-        other => Err(ManifestProblem::NotImage(format!("{media_type}, config {other}"))),
+        other => {
+            let media_type = format!("{media_type}, config {other}");
+            Err(ManifestProblem::NotImage(media_type))
+        }
     }
 }
 
@@ -1147,7 +1151,12 @@ pub fn fuzz_manifest(body: &[u8]) -> usize {
     match parse_manifest(body) {
         Ok(Parsed::Manifest(_)) => 1,
         Ok(Parsed::Index(entries)) => {
-            for want in ["linux/amd64", "linux/arm/v7", "linux/arm64/v8", "windows/amd64"] {
+            for want in [
+                "linux/amd64",
+                "linux/arm/v7",
+                "linux/arm64/v8",
+                "windows/amd64",
+            ] {
                 let (os, rest) = want.split_once('/').unwrap_or((want, ""));
                 let (arch, variant) = rest.split_once('/').unwrap_or((rest, ""));
                 let _ = choose_platform(&entries, &Platform::normalize(os, arch, variant));
