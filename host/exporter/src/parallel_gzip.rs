@@ -293,7 +293,7 @@ mod tests {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            if seed % 3 == 0 {
+            if seed.is_multiple_of(3) {
                 data.extend_from_slice(&seed.to_le_bytes());
             } else {
                 data.extend_from_slice(b"the same words, again and again; ");

@@ -515,6 +515,11 @@ impl Daemon {
         Build::new(self.cli(&args))
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the daemon runs").id()
+    }
+
     /// SIGKILL, as a crash would end it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
