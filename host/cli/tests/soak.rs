@@ -1,8 +1,8 @@
 //! Load: several clients build through one buildwitd for a while (`SOAK_SECONDS`, 45 by
 //! default): cached builds of a shared context, uncached builds of contexts of their own,
-//! and builds whose client disconnects mid-step. Every build's result must be right, the
-//! shared context's step must run once in all, and the daemon's memory and open files
-//! must stay flat.
+//! and builds whose client is interrupted (SIGINT) or killed mid-step. Every build's result
+//! must be right, the shared context's step must run once in all, and the daemon's memory
+//! and open files must stay flat.
 
 mod support;
 
@@ -27,7 +27,9 @@ fn usage(pid: u32) -> (u64, usize) {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0);
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
     (rss, fds)
 }
 
@@ -35,7 +37,7 @@ fn usage(pid: u32) -> (u64, usize) {
 struct Tally {
     cached: AtomicUsize,
     uncached: AtomicUsize,
-    disconnected: AtomicUsize,
+    stopped: AtomicUsize,
     shared_ran: AtomicUsize,
     errors: Mutex<Vec<String>>,
 }
@@ -83,11 +85,14 @@ fn client(s: &Setup, daemon: &Daemon, shared: &Path, n: usize, deadline: Instant
                 t.uncached.fetch_add(1, Ordering::Relaxed);
             }
             _ => {
-                // A client that goes away mid-step: the daemon cancels its build.
+                // A client that stops mid-step: the daemon cancels its build.
                 let tag = format!("client-{n}-gone-{i}");
                 let ctx = s.context(
                     &tag,
-                    &[("Dockerfile", &format!("FROM BASE\nRUN echo {tag} && sleep 30\n"))],
+                    &[(
+                        "Dockerfile",
+                        &format!("FROM BASE\nRUN echo {tag} && sleep 30\n"),
+                    )],
                 );
                 let mut child = Command::new(env!("CARGO_BIN_EXE_buildwit"))
                     .args(["--addr", &daemon.addr, "build", ctx.to_str().unwrap()])
@@ -97,9 +102,24 @@ fn client(s: &Setup, daemon: &Daemon, shared: &Path, n: usize, deadline: Instant
                     .spawn()
                     .unwrap();
                 std::thread::sleep(Duration::from_millis(300 + 50 * (i as u64 % 8)));
-                let _ = child.kill();
-                let _ = child.wait();
-                t.disconnected.fetch_add(1, Ordering::Relaxed);
+                if i % 2 == 0 {
+                    // Ctrl-C: the client ends (by the signal or with 128+2), the daemon
+                    // sees its session close.
+                    let pid = child.id().to_string();
+                    let _ = Command::new("kill").args(["-INT", &pid]).status();
+                    let status = child.wait().unwrap();
+                    let by_sigint = std::os::unix::process::ExitStatusExt::signal(&status);
+                    if status.code() != Some(130) && by_sigint != Some(2) {
+                        t.error(format!(
+                            "{tag}: interrupted, the client exited with {status}"
+                        ));
+                    }
+                } else {
+                    // Gone: the connection drops, the daemon cancels the build.
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                t.stopped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -122,7 +142,10 @@ fn many_clients_for_a_while_keep_results_right_and_the_daemon_flat() {
     // Clients that ask for the same new step at once: it runs once, the others wait for it.
     let together = s.context(
         "together",
-        &[("Dockerfile", "FROM BASE\nRUN echo together-step-ran && sleep 1 && echo t > /t\n")],
+        &[(
+            "Dockerfile",
+            "FROM BASE\nRUN echo together-step-ran && sleep 1 && echo t > /t\n",
+        )],
     );
     let ran = AtomicUsize::new(0);
     std::thread::scope(|scope| {
@@ -135,7 +158,11 @@ fn many_clients_for_a_while_keep_results_right_and_the_daemon_flat() {
             });
         }
     });
-    assert_eq!(ran.into_inner(), 1, "a step asked for by {CLIENTS} builds at once ran more than once");
+    assert_eq!(
+        ran.into_inner(),
+        1,
+        "a step asked for by {CLIENTS} builds at once ran more than once"
+    );
     let pid = daemon.pid();
     let (rss_start, fds_start) = usage(pid);
 
@@ -150,7 +177,10 @@ fn many_clients_for_a_while_keep_results_right_and_the_daemon_flat() {
     // Cancelled steps stop soon after their clients went away.
     let settle = Instant::now() + Duration::from_secs(20);
     let leftover = loop {
-        let running = Command::new("pgrep").args(["-f", "sleep 30"]).output().unwrap();
+        let running = Command::new("pgrep")
+            .args(["-f", "sleep 30"])
+            .output()
+            .unwrap();
         if running.stdout.is_empty() || Instant::now() > settle {
             break running;
         }
@@ -160,26 +190,34 @@ fn many_clients_for_a_while_keep_results_right_and_the_daemon_flat() {
 
     let builds = tally.cached.load(Ordering::Relaxed)
         + tally.uncached.load(Ordering::Relaxed)
-        + tally.disconnected.load(Ordering::Relaxed);
+        + tally.stopped.load(Ordering::Relaxed);
     let errors = tally.errors.into_inner().unwrap();
     eprintln!(
         "soak: {seconds} s, {CLIENTS} clients, {builds} builds ({} cached, {} uncached, {} \
-         disconnected mid-step), {} errors; daemon RSS {} → {} MiB, open files {fds_start} → \
+         stopped mid-step by SIGINT or SIGKILL), {} errors; daemon RSS {} → {} MiB, open files {fds_start} → \
          {fds_end}",
         tally.cached.load(Ordering::Relaxed),
         tally.uncached.load(Ordering::Relaxed),
-        tally.disconnected.load(Ordering::Relaxed),
+        tally.stopped.load(Ordering::Relaxed),
         errors.len(),
         rss_start / 1024,
         rss_end / 1024,
     );
-    assert!(errors.is_empty(), "{} builds failed: {errors:#?}", errors.len());
+    assert!(
+        errors.is_empty(),
+        "{} builds failed: {errors:#?}",
+        errors.len()
+    );
     assert_eq!(
         tally.shared_ran.load(Ordering::Relaxed),
         0,
         "the shared step, cached before the load, ran again"
     );
-    assert!(leftover.stdout.is_empty(), "cancelled steps still run: {}", text(&leftover.stdout));
+    assert!(
+        leftover.stdout.is_empty(),
+        "cancelled steps still run: {}",
+        text(&leftover.stdout)
+    );
     assert!(
         fds_end <= fds_start + 16,
         "open files grew from {fds_start} to {fds_end}"
