@@ -7,6 +7,7 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -173,12 +174,10 @@ impl Runner {
         ]
     }
 
-    fn in_process(&self, root: &Path, out: &Path) -> Child {
+    /// `buildwit GLOBAL… build …`, its progress on a pipe.
+    fn spawn(&self, global: &[&OsStr], out: &Path) -> Child {
         Command::new(env!("CARGO_BIN_EXE_buildwit"))
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--root")
-            .arg(root)
+            .args(global)
             .args(self.args(out))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -187,15 +186,21 @@ impl Runner {
             .unwrap()
     }
 
+    fn in_process(&self, root: &Path, out: &Path) -> Child {
+        let config = self.config.as_os_str();
+        self.spawn(
+            &[
+                "--config".as_ref(),
+                config,
+                "--root".as_ref(),
+                root.as_os_str(),
+            ],
+            out,
+        )
+    }
+
     fn through(&self, daemon: &Daemon, out: &Path) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_buildwit"))
-            .args(["--addr", &daemon.addr])
-            .args(self.args(out))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        self.spawn(&["--addr".as_ref(), daemon.addr.as_ref()], out)
     }
 
     /// Waits for a build and returns its exported files; panics with its log on failure.
