@@ -224,28 +224,33 @@ fn tail(s: &str) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-/// The name of the last step the progress stream (rawjson) had started when it stopped.
+/// What the build was doing, by its progress (rawjson): after each message, the step
+/// started last of those still running, or "between steps" (after the last one: writing
+/// outputs, GC, history, exiting).
 fn watch(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let mut running: Vec<(String, String)> = Vec::new();
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
             for vx in v["vertexes"].as_array().into_iter().flatten() {
+                let digest = vx["digest"].as_str().unwrap_or_default().to_string();
+                running.retain(|(d, _)| *d != digest);
                 if vx.get("started").is_some() && vx.get("completed").is_none() {
                     // The kind of step, without its paths and commands.
                     let name = vx["name"].as_str().unwrap_or_default();
-                    let _ = tx.send(
-                        name.split_whitespace()
-                            .take(3)
-                            .collect::<Vec<_>>()
-                            .join(" "),
-                    );
+                    let kind = name.split_whitespace().take(3).collect::<Vec<_>>();
+                    running.push((digest, kind.join(" ")));
                 }
             }
+            let now = running
+                .last()
+                .map_or("between steps", |(_, name)| name.as_str());
+            let _ = tx.send(now.to_string());
         }
     });
     rx
