@@ -513,35 +513,47 @@ fn location_from_wit(l: &wit::Location) -> pb::Location {
 }
 
 /// A protobuf definition as WIT, for a frontend's named inputs. Ops BuildKit has that WIT
-/// cannot carry (a nested build's inline definition) are dropped.
+/// cannot carry (a nested build's inline definition) are dropped. As in validation, the
+/// last op is the terminal one, and the others may come in any order (BuildKit does not
+/// order them): WIT names inputs by position, so they are written inputs first.
 pub fn to_wit(def: &pb::Definition) -> wit::Definition {
     use prost::Message;
-    let mut positions: HashMap<String, u32> = HashMap::new();
+    let decoded: Vec<(String, pb::Op)> = def
+        .def
+        .iter()
+        .filter_map(|bytes| {
+            let op = pb::Op::decode(bytes.as_slice()).ok()?;
+            Some((buildwit_llb::digest_of(bytes).to_string(), op))
+        })
+        .collect();
+    let Some(((_, terminal), body)) = decoded.split_last() else {
+        return wit::Definition {
+            ops: Vec::new(),
+            metadata: Vec::new(),
+            source: None,
+            result: None,
+        };
+    };
+    let mut positions: HashMap<&str, u32> = HashMap::new();
     let mut ops = Vec::new();
-    let mut result = None;
     let mut metadata = Vec::new();
-    for bytes in &def.def {
-        let Ok(op) = pb::Op::decode(bytes.as_slice()) else {
+    for i in inputs_first(body) {
+        let (digest, op) = &body[i];
+        let Some(kind) = op.op.as_ref().and_then(kind_to_wit) else {
             continue;
         };
-        let digest = buildwit_llb::digest_of(bytes).to_string();
         let inputs: Vec<wit::OpOutput> = op
             .inputs
             .iter()
             .filter_map(|i| {
-                positions.get(&i.digest).map(|&p| wit::OpOutput {
+                positions.get(i.digest.as_str()).map(|&p| wit::OpOutput {
                     op: p,
                     output: i.index.max(0) as u32,
                 })
             })
             .collect();
-        let Some(kind) = op.op.as_ref().and_then(kind_to_wit) else {
-            // The terminal op: it only names the result.
-            result = inputs.first().copied();
-            continue;
-        };
         let position = ops.len() as u32;
-        if let Some(m) = def.metadata.get(&digest) {
+        if let Some(m) = def.metadata.get(digest) {
             metadata.push((position, metadata_to_wit(m)));
         }
         positions.insert(digest, position);
@@ -554,12 +566,58 @@ pub fn to_wit(def: &pb::Definition) -> wit::Definition {
             }),
         });
     }
+    // The terminal op only names the result: its first input, as BuildKit reads it.
+    let result = terminal.inputs.first().and_then(|i| {
+        positions.get(i.digest.as_str()).map(|&p| wit::OpOutput {
+            op: p,
+            output: i.index.max(0) as u32,
+        })
+    });
     wit::Definition {
         ops,
         metadata,
         source: None,
         result,
     }
+}
+
+/// Positions of `ops` ordered so that each comes after the ops it reads (depth first, in
+/// list order otherwise). An input that would close a cycle is left to the caller to drop.
+fn inputs_first(ops: &[(String, pb::Op)]) -> Vec<usize> {
+    let by_digest: HashMap<&str, usize> = ops
+        .iter()
+        .enumerate()
+        .map(|(i, (digest, _))| (digest.as_str(), i))
+        .collect();
+    // 0: not seen, 1: its inputs are being visited, 2: placed.
+    let mut state = vec![0u8; ops.len()];
+    let mut order = Vec::with_capacity(ops.len());
+    for start in 0..ops.len() {
+        let mut stack = vec![(start, 0usize)];
+        while let Some((i, next)) = stack.pop() {
+            if next == 0 {
+                if state[i] != 0 {
+                    continue;
+                }
+                state[i] = 1;
+            }
+            let input = ops[i].1.inputs.get(next);
+            match input.and_then(|input| by_digest.get(input.digest.as_str())) {
+                Some(&j) => {
+                    stack.push((i, next + 1));
+                    if state[j] == 0 {
+                        stack.push((j, 0));
+                    }
+                }
+                None if input.is_some() => stack.push((i, next + 1)),
+                None => {
+                    state[i] = 2;
+                    order.push(i);
+                }
+            }
+        }
+    }
+    order
 }
 
 fn kind_to_wit(op: &pb::op::Op) -> Option<wit::OpKind> {
@@ -796,5 +854,57 @@ fn metadata_to_wit(m: &pb::OpMetadata) -> wit::OpMetadata {
             cpuset_cpus: r.cpuset_cpus.clone(),
             cpuset_mems: r.cpuset_mems.clone(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(kind: Option<pb::op::Op>, inputs: &[&[u8]]) -> Vec<u8> {
+        buildwit_llb::encode_op(&pb::Op {
+            inputs: inputs
+                .iter()
+                .map(|bytes| pb::Input {
+                    digest: buildwit_llb::digest_of(bytes).to_string(),
+                    index: 0,
+                })
+                .collect(),
+            op: kind,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn ops_listed_before_their_inputs_keep_their_inputs_and_result() {
+        // Found by fuzz/ (wit_llb): a valid definition whose ops are not in input order
+        // lost the inputs that came later in the list, and so its result.
+        let source = op(
+            Some(pb::op::Op::Source(pb::SourceOp {
+                identifier: "local://context".into(),
+                ..Default::default()
+            })),
+            &[],
+        );
+        let merge = op(
+            Some(pb::op::Op::Merge(pb::MergeOp {
+                inputs: vec![pb::MergeInput { input: 0 }],
+            })),
+            &[&source],
+        );
+        let terminal = op(None, &[&merge]);
+        let def = pb::Definition {
+            def: vec![merge, source, terminal],
+            ..Default::default()
+        };
+        buildwit_llb::validate(&def).expect("BuildKit accepts any order");
+        let wit = to_wit(&def);
+        assert_eq!(wit.ops.len(), 2);
+        assert!(matches!(wit.ops[0].kind, wit::OpKind::Source(_)));
+        assert_eq!(wit.ops[1].inputs.len(), 1);
+        assert_eq!(wit.ops[1].inputs[0].op, 0);
+        assert_eq!(wit.result.map(|r| r.op), Some(1));
+        let back = from_wit(&wit).unwrap();
+        assert_eq!(buildwit_llb::validate(&back).unwrap().ops().len(), 2);
     }
 }
