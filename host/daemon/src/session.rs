@@ -143,6 +143,11 @@ impl Mirrors {
             synced.remove(dir);
             return;
         };
+        // Mirrors are pruned by age and made again: at each power of two, drop what no
+        // longer exists, so the map follows the mirrors on disk, not every one ever synced.
+        if !synced.contains_key(dir) && synced.len() >= 256 && synced.len().is_power_of_two() {
+            synced.retain(|d, m| identity(d) == Some(m.born));
+        }
         let state = synced
             .entry(dir.to_path_buf())
             .or_insert_with(|| MirrorState {

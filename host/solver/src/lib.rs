@@ -142,6 +142,33 @@ impl Entitlements {
 /// A vertex's outputs, filled once by whichever build gets to it first.
 type Outputs = OnceCell<Arc<Vec<Snapshot>>>;
 
+/// A build's claim on its entry of [`Solver`]'s in-flight map: the entry goes when the
+/// last build waiting on it is done or dropped (a cancelled build's future), so that a
+/// step never runs twice at once and the map does not keep cancelled steps.
+struct Inflight<'a> {
+    solver: &'a Solver,
+    key: &'a str,
+    cell: &'a Arc<Outputs>,
+}
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        let mut inflight = self
+            .solver
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Held by the map and this build alone: no other build waits on it.
+        if Arc::strong_count(self.cell) <= 2
+            && inflight
+                .get(self.key)
+                .is_some_and(|c| Arc::ptr_eq(c, self.cell))
+        {
+            inflight.remove(self.key);
+        }
+    }
+}
+
 /// The solver, shared by all builds of a daemon.
 pub struct Solver {
     worker: Arc<Worker>,
@@ -551,15 +578,15 @@ impl Solver {
                 .entry(key.clone())
                 .or_default()
                 .clone();
-            let result = cell
-                .get_or_try_init(|| self.clone().build(job.clone(), i))
+            // Removed however this ends, a cancelled build's future dropped mid-step too.
+            let _entry = Inflight {
+                solver: &self,
+                key: &key,
+                cell: &cell,
+            };
+            cell.get_or_try_init(|| self.clone().build(job.clone(), i))
                 .await
-                .cloned();
-            let mut inflight = self.inflight.lock().unwrap();
-            if inflight.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                inflight.remove(&key);
-            }
-            result
+                .cloned()
         }
         .boxed()
     }
