@@ -90,40 +90,16 @@ fn listing(dir: &Path) -> BTreeMap<String, String> {
     out
 }
 
-/// Bytes of what the cache keeps on disk: the files of every layer (hard links once) and
-/// every blob, as `du` counts them.
+/// Bytes of what the cache keeps on disk, walked apart from `du`: the files of every layer
+/// (hard links once within one) and every blob.
 fn cache_bytes(root: &Path) -> u64 {
-    let mut seen = std::collections::HashSet::new();
-    let mut total = 0;
-    let mut stack = vec![root.join("snapshots/layers"), root.join("content/blobs")];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        // A layer's own bookkeeping (meta.json, size) beside its diff is not counted.
-        let bookkeeping = dir
-            .parent()
-            .is_some_and(|p| p.ends_with("snapshots/layers"));
-        for e in entries {
-            let e = e.unwrap();
-            let md = std::fs::symlink_metadata(e.path()).unwrap();
-            if md.is_dir() {
-                stack.push(e.path());
-            } else if !bookkeeping && (md.nlink() <= 1 || seen.insert((md.dev(), md.ino()))) {
-                total += md.size();
-            }
-        }
-    }
-    total
-}
-
-/// Files left in a root's scratch directories, which only a running build uses.
-fn scratch_leftovers(root: &Path) -> Vec<PathBuf> {
-    ["tmp", "bundles", "snapshots/tmp", "content/ingest"]
-        .iter()
-        .flat_map(|d| std::fs::read_dir(root.join(d)).into_iter().flatten())
-        .map(|e| e.unwrap().path())
-        .collect()
+    let size = |dir: &Path| buildwit_worker::disk::tree_size(dir).unwrap_or(0);
+    let layers: u64 = std::fs::read_dir(root.join("snapshots/layers"))
+        .into_iter()
+        .flatten()
+        .map(|e| size(&e.unwrap().path().join("diff")))
+        .sum();
+    layers + size(&root.join("content/blobs"))
 }
 
 /// The sum of `du`'s sizes.
@@ -281,7 +257,7 @@ fn check_accounting(buildwit: impl Fn(&[&str]) -> std::process::Output, root: &P
         left, 0,
         "{when}: prune --all left {left} bytes of layers and blobs"
     );
-    let scratch = scratch_leftovers(root);
+    let scratch = support::scratch_leftovers(root);
     assert!(
         scratch.is_empty(),
         "{when}: files left in scratch directories: {scratch:?}"

@@ -71,6 +71,12 @@ fn assert_full(out: &Output, what: &str) {
     eprintln!("{last}");
 }
 
+/// Nothing of the failed builds is left where only a running build keeps files.
+fn assert_no_scratch(root: &Path) {
+    let left = support::scratch_leftovers(root);
+    assert!(left.is_empty(), "failed builds left {left:?}");
+}
+
 fn assert_ok(out: &Output) {
     assert!(out.status.success(), "build failed:\n{}", text(&out.stderr));
 }
@@ -128,18 +134,6 @@ fn a_step_that_fills_the_disk_fails_clearly_and_the_store_recovers() {
     assert!(prune.status.success(), "{}", text(&prune.stderr));
     assert_no_scratch(&root);
     assert_ok(&build(&s, &root, &other, &[]));
-}
-
-/// Nothing of the failed builds is left where only a running build keeps files.
-fn assert_no_scratch(root: &Path) {
-    for dir in ["tmp", "bundles", "snapshots/tmp", "content/ingest"] {
-        let left: Vec<_> = std::fs::read_dir(root.join(dir))
-            .into_iter()
-            .flatten()
-            .map(|e| e.unwrap().path())
-            .collect();
-        assert!(left.is_empty(), "failed builds left {left:?}");
-    }
 }
 
 #[test]

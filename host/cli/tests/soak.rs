@@ -1,8 +1,8 @@
 //! Load: several clients build through one buildwitd for a while (`SOAK_SECONDS`, 45 by
 //! default): cached builds of a shared context, uncached builds of contexts of their own,
-//! and builds whose client is interrupted (SIGINT) or killed mid-step. Every build's result
-//! must be right, the shared context's step must run once in all, and the daemon's memory
-//! and open files must stay flat.
+//! and builds whose client is interrupted (SIGINT) or killed once their step runs. Every
+//! build's result must be right, the shared context's step must run once in all, and the
+//! daemon's memory and open files must stay flat.
 
 mod support;
 
@@ -31,6 +31,12 @@ fn usage(pid: u32) -> (u64, usize) {
         .unwrap()
         .count();
     (rss, fds)
+}
+
+/// Whether a process whose command line holds `needle` runs.
+fn running(needle: &str) -> bool {
+    let out = Command::new("pgrep").args(["-f", needle]).output().unwrap();
+    !out.stdout.is_empty()
 }
 
 #[derive(Default)]
@@ -91,7 +97,7 @@ fn client(s: &Setup, daemon: &Daemon, shared: &Path, n: usize, deadline: Instant
                     &tag,
                     &[(
                         "Dockerfile",
-                        &format!("FROM BASE\nRUN echo {tag} && sleep 30\n"),
+                        &format!("FROM BASE\nRUN sleep 30; echo {tag} done\n"),
                     )],
                 );
                 let mut child = Command::new(env!("CARGO_BIN_EXE_buildwit"))
@@ -101,7 +107,13 @@ fn client(s: &Setup, daemon: &Daemon, shared: &Path, n: usize, deadline: Instant
                     .stderr(Stdio::null())
                     .spawn()
                     .unwrap();
-                std::thread::sleep(Duration::from_millis(300 + 50 * (i as u64 % 8)));
+                // Stopped once its step runs (or after 20 s, if it never does).
+                // Not the step's last command: its shell, and the tag, stay in the process list.
+                let step = format!("echo {tag} done");
+                let started = Instant::now();
+                while !running(&step) && started.elapsed() < Duration::from_secs(20) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 if i % 2 == 0 {
                     // Ctrl-C: the client ends (by the signal or with 128+2), the daemon
                     // sees its session close.
@@ -176,16 +188,13 @@ fn many_clients_for_a_while_keep_results_right_and_the_daemon_flat() {
     });
     // Cancelled steps stop soon after their clients went away.
     let settle = Instant::now() + Duration::from_secs(20);
-    let leftover = loop {
-        let running = Command::new("pgrep")
-            .args(["-f", "sleep 30"])
-            .output()
-            .unwrap();
-        if running.stdout.is_empty() || Instant::now() > settle {
-            break running;
-        }
+    while running("sleep 30") && Instant::now() < settle {
         std::thread::sleep(Duration::from_millis(200));
-    };
+    }
+    let leftover = Command::new("pgrep")
+        .args(["-f", "sleep 30"])
+        .output()
+        .unwrap();
     let (rss_end, fds_end) = usage(pid);
 
     let builds = tally.cached.load(Ordering::Relaxed)

@@ -1151,14 +1151,13 @@ pub fn fuzz_manifest(body: &[u8]) -> usize {
     match parse_manifest(body) {
         Ok(Parsed::Manifest(_)) => 1,
         Ok(Parsed::Index(entries)) => {
-            for want in [
-                "linux/amd64",
-                "linux/arm/v7",
-                "linux/arm64/v8",
-                "windows/amd64",
-            ] {
-                let (os, rest) = want.split_once('/').unwrap_or((want, ""));
-                let (arch, variant) = rest.split_once('/').unwrap_or((rest, ""));
+            let wants = [
+                ("linux", "amd64", ""),
+                ("linux", "arm", "v7"),
+                ("linux", "arm64", "v8"),
+                ("windows", "amd64", ""),
+            ];
+            for (os, arch, variant) in wants {
                 let _ = choose_platform(&entries, &Platform::normalize(os, arch, variant));
             }
             entries.len()

@@ -555,6 +555,15 @@ impl Drop for Daemon {
     }
 }
 
+/// Files left in a root's scratch directories, which only a running build uses.
+pub fn scratch_leftovers(root: &Path) -> Vec<PathBuf> {
+    ["tmp", "bundles", "snapshots/tmp", "content/ingest"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(root.join(d)).into_iter().flatten())
+        .map(|e| e.unwrap().path())
+        .collect()
+}
+
 /// The median of some timings (benchmarks).
 pub fn median(mut v: Vec<std::time::Duration>) -> std::time::Duration {
     v.sort();
