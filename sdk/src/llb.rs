@@ -1135,6 +1135,20 @@ impl FileAction {
         }));
         self
     }
+
+    /// Give what the last step creates this modification time, in nanoseconds since 1970
+    /// (BuildKit's `WithCreatedTime`; its Dockerfile frontend dates `WORKDIR` directories
+    /// with `SOURCE_DATE_EPOCH` this way). A removal has no time and is left as it is.
+    pub fn created_at(mut self, unix_nanos: i64) -> Self {
+        match self.steps.last_mut() {
+            Some(Step::Mkdir(a)) => a.timestamp = unix_nanos,
+            Some(Step::Mkfile(a)) => a.timestamp = unix_nanos,
+            Some(Step::Symlink(a)) => a.timestamp = unix_nanos,
+            Some(Step::Copy { opts, .. }) => opts.timestamp = Some(unix_nanos),
+            Some(Step::Rm(_)) | None => {}
+        }
+        self
+    }
 }
 
 impl Step {

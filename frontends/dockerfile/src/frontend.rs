@@ -225,6 +225,9 @@ fn build_platforms(
                 base.to_json(),
             );
         }
+        if let Some(epoch) = converted.epoch {
+            result = result.with_metadata(format!("source.date.epoch{suffix}"), epoch.to_string());
+        }
         exported.push(json!({"ID": id, "Platform": platform_json(&platform)}));
     }
     let platforms = serde_json::to_string(&json!({ "Platforms": exported })).unwrap_or_default();
@@ -523,7 +526,7 @@ fn convert_options(
 mod tests {
     use super::*;
     use buildwit_sdk::llb::{FileActionKind, OpKind};
-    use buildwit_sdk::testing::{MemoryGateway, run};
+    use buildwit_sdk::testing::{MemoryGateway, TestOutput, run};
 
     const BB: &str = "127.0.0.1:5000/library/busybox";
 
@@ -606,6 +609,86 @@ mod tests {
         let config = out.metadata_str("containerimage.config").unwrap();
         assert!(config.contains(r#""architecture":"arm64""#), "{config}");
         assert!(config.contains("T=linux/arm64"), "{config}");
+    }
+
+    /// The `created` times of the history a build's image config carries.
+    fn history_times(out: &TestOutput) -> Vec<Option<String>> {
+        let config = out.metadata_str("containerimage.config").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&config).unwrap();
+        v["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["created"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    fn mkdir_timestamps(out: &TestOutput) -> Vec<i64> {
+        let def = out.definition.clone().unwrap();
+        def.ops
+            .iter()
+            .flat_map(|o| match &o.kind {
+                OpKind::File(f) => f.actions.clone(),
+                _ => Vec::new(),
+            })
+            .filter_map(|a| match a.action {
+                FileActionKind::Mkdir(m) => Some(m.timestamp),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn source_date_epoch_dates_the_history_and_workdir_and_reaches_the_exporters() {
+        let df = "FROM scratch\nWORKDIR /app\nENV A=1\nCOPY f /f\n";
+        let plain = run::<Dockerfile>(&gateway(df)).unwrap();
+        assert!(history_times(&plain).iter().all(Option::is_none));
+        assert_eq!(mkdir_timestamps(&plain), vec![-1]);
+        assert_eq!(plain.metadata_str("source.date.epoch"), None);
+
+        let gw = gateway(df).option("build-arg:SOURCE_DATE_EPOCH", "1704067200");
+        let out = run::<Dockerfile>(&gw).unwrap();
+        let at = Some("2024-01-01T00:00:00Z".to_string());
+        assert_eq!(history_times(&out), vec![at.clone(); 3]);
+        assert_eq!(mkdir_timestamps(&out), vec![1_704_067_200_000_000_000]);
+        assert_eq!(
+            out.metadata_str("source.date.epoch").as_deref(),
+            Some("1704067200")
+        );
+
+        // A global ARG's default counts when the caller gives none; the stage reads the
+        // value in canonical form.
+        let df = "ARG SOURCE_DATE_EPOCH=0100\nFROM scratch\nARG SOURCE_DATE_EPOCH\nENV E=$SOURCE_DATE_EPOCH\n";
+        let out = run::<Dockerfile>(&gateway(df)).unwrap();
+        assert_eq!(
+            out.metadata_str("source.date.epoch").as_deref(),
+            Some("100")
+        );
+        let config = out.metadata_str("containerimage.config").unwrap();
+        assert!(config.contains("E=100"), "{config}");
+        assert!(
+            config.contains(r#""created":"1970-01-01T00:01:40Z""#),
+            "{config}"
+        );
+    }
+
+    #[test]
+    fn source_date_epoch_context_of_a_local_context_is_unset_and_nonsense_is_refused() {
+        let df = "FROM scratch\nARG SOURCE_DATE_EPOCH\nENV E=x$SOURCE_DATE_EPOCH\n";
+        let gw = gateway(df).option("build-arg:SOURCE_DATE_EPOCH", "context");
+        let out = run::<Dockerfile>(&gw).unwrap();
+        assert_eq!(out.metadata_str("source.date.epoch"), None);
+        let config = out.metadata_str("containerimage.config").unwrap();
+        assert!(config.contains(r#""E=x""#), "{config}");
+
+        let gw = gateway(df).option("build-arg:SOURCE_DATE_EPOCH", "yesterday");
+        let err = run::<Dockerfile>(&gw).unwrap_err();
+        assert!(
+            err.message
+                .contains("invalid SOURCE_DATE_EPOCH \"yesterday\""),
+            "{}",
+            err.message
+        );
     }
 
     fn context_attrs(gw: &MemoryGateway) -> Vec<(String, String)> {

@@ -182,15 +182,22 @@ impl Image {
             && self.history.iter().all(|h| h.empty_layer)
     }
 
-    /// Append a history entry the way BuildKit's `commitToHistory` does.
-    pub fn commit(&mut self, msg: &str, with_layer: bool, buildkit_suffix: bool) {
+    /// Append a history entry the way BuildKit's `commitToHistory` does, dated
+    /// `SOURCE_DATE_EPOCH` when the build has one (else the exporter dates it).
+    pub fn commit(
+        &mut self,
+        msg: &str,
+        with_layer: bool,
+        buildkit_suffix: bool,
+        epoch: Option<i64>,
+    ) {
         let created_by = if buildkit_suffix {
             format!("{msg} # buildkit")
         } else {
             msg.to_string()
         };
         self.history.push(History {
-            created: None,
+            created: epoch.map(buildwit_sdk::image::rfc3339_utc),
             created_by,
             author: String::new(),
             comment: HISTORY_COMMENT.into(),

@@ -485,6 +485,15 @@ fn build(backend: impl FnOnce() -> Result<Backend>, args: &BuildArgs) -> Result<
         let (k, v) = key_value(kv)?;
         options.push((format!("build-arg:{k}"), v));
     }
+    // As buildx and buildctl do: `SOURCE_DATE_EPOCH` in the environment is the build's,
+    // unless a build argument gives another.
+    if let Ok(epoch) = std::env::var("SOURCE_DATE_EPOCH")
+        && !options
+            .iter()
+            .any(|(k, _)| k == "build-arg:SOURCE_DATE_EPOCH")
+    {
+        options.push(("build-arg:SOURCE_DATE_EPOCH".into(), epoch));
+    }
     if let Some(t) = &args.target {
         options.push(("target".into(), t.clone()));
     }

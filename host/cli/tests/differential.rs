@@ -731,3 +731,149 @@ fn provenance_has_the_fields_buildkit_writes() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// An OCI layout's times: the manifest descriptor's `created` annotation, the config's
+/// `created` and its history's, and each layer's entries with their modification times.
+struct Times {
+    annotation: serde_json::Value,
+    config: serde_json::Value,
+    history: Vec<serde_json::Value>,
+    layers: Vec<BTreeMap<String, u64>>,
+}
+
+fn layout_times(layout: &Path) -> Times {
+    let blob = |digest: &serde_json::Value| -> Vec<u8> {
+        let hex = digest.as_str().unwrap().trim_start_matches("sha256:");
+        std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap()
+    };
+    let json = |b: Vec<u8>| serde_json::from_slice::<serde_json::Value>(&b).unwrap();
+    let index = json(std::fs::read(layout.join("index.json")).unwrap());
+    let descriptor = &index["manifests"][0];
+    let manifest = json(blob(&descriptor["digest"]));
+    let config = json(blob(&manifest["config"]["digest"]));
+    let layers = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| tar_times(flate2::read::GzDecoder::new(&blob(&l["digest"])[..])))
+        .collect();
+    Times {
+        annotation: descriptor["annotations"]["org.opencontainers.image.created"].clone(),
+        config: config["created"].clone(),
+        history: config["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["created"].clone())
+            .collect(),
+        layers,
+    }
+}
+
+fn tar_times(data: impl Read) -> BTreeMap<String, u64> {
+    let mut archive = tar::Archive::new(data);
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (clean(&e.path_bytes()), e.header().mtime().unwrap())
+        })
+        .filter(|(p, _)| !p.is_empty())
+        .collect()
+}
+
+#[cfg_attr(
+    no_shared,
+    ignore = "needs ../shared (set BUILDWIT_SHARED to its path), absent from this checkout"
+)]
+#[test]
+fn source_date_epoch_gives_the_times_buildkit_gives() {
+    const EPOCH: &str = "1700000000";
+    let s = support::setup();
+    let bk = BuildKit::start(&s);
+    let ctx = s.dir.path().join("epoch");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {}\nWORKDIR /app\nCOPY a.txt .\nRUN echo ran > /app/run.txt && mkdir -p /app/d/e\nENV X=1\n",
+            s.image
+        ),
+    )
+    .unwrap();
+    std::fs::write(ctx.join("a.txt"), "a\n").unwrap();
+    let out = |who: &str, what: &str| s.dir.path().join(format!("epoch-{who}-{what}"));
+    let image = |who| {
+        format!(
+            "type=oci,tar=false,rewrite-timestamp=true,dest={}",
+            out(who, "oci").display()
+        )
+    };
+    let files = |who| format!("type=tar,dest={}", out(who, "fs.tar").display());
+    let built = Command::new(&bk.buildctl)
+        .args(["--addr", &bk.addr, "build", "--frontend", "dockerfile.v0"])
+        .arg(format!("--local=context={}", ctx.display()))
+        .arg(format!("--local=dockerfile={}", ctx.display()))
+        .arg(format!("--opt=build-arg:SOURCE_DATE_EPOCH={EPOCH}"))
+        .arg(format!("--output={}", image("bk")))
+        .arg(format!("--output={}", files("bk")))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "BuildKit: {}", text(&built.stderr));
+    let ctx_arg = ctx.to_str().unwrap();
+    let arg = format!("SOURCE_DATE_EPOCH={EPOCH}");
+    let built = s.buildwit(&[
+        "build",
+        ctx_arg,
+        "--build-arg",
+        &arg,
+        "-o",
+        &image("bw"),
+        "-o",
+        &files("bw"),
+    ]);
+    assert!(built.status.success(), "buildwit: {}", text(&built.stderr));
+
+    let (ours, theirs) = (
+        layout_times(&out("bw", "oci")),
+        layout_times(&out("bk", "oci")),
+    );
+    assert_eq!(ours.annotation, serde_json::json!("2023-11-14T22:13:20Z"));
+    assert_eq!(ours.annotation, theirs.annotation, "the created annotation");
+    assert_eq!(ours.config, theirs.config, "the config's created");
+    assert_eq!(ours.history, theirs.history, "the history's times");
+    assert_eq!(ours.layers.len(), theirs.layers.len());
+    for (i, (o, t)) in ours.layers.iter().zip(&theirs.layers).enumerate() {
+        assert_eq!(o, t, "the times in layer {i}");
+    }
+    let epoch: u64 = EPOCH.parse().unwrap();
+    assert!(
+        ours.layers[1..]
+            .iter()
+            .flat_map(|l| l.values())
+            .all(|&t| t <= epoch)
+    );
+    let open = |p: PathBuf| tar_times(std::fs::File::open(p).unwrap());
+    let (ours, theirs) = (open(out("bw", "fs.tar")), open(out("bk", "fs.tar")));
+    assert_eq!(ours, theirs, "the times of the exported files");
+    assert!(ours.values().all(|&t| t == epoch));
+
+    // Built again from nothing, the image is the same, byte for byte.
+    let first = std::fs::read(out("bw", "oci").join("index.json")).unwrap();
+    let pruned = s.buildwit(&["prune", "--all"]);
+    assert!(pruned.status.success(), "{}", text(&pruned.stderr));
+    let again = s.dir.path().join("epoch-bw-again");
+    let dest = format!(
+        "type=oci,tar=false,rewrite-timestamp=true,dest={}",
+        again.display()
+    );
+    let built = s.buildwit(&["build", ctx_arg, "--build-arg", &arg, "-o", &dest]);
+    assert!(built.status.success(), "buildwit: {}", text(&built.stderr));
+    assert_eq!(
+        text(&std::fs::read(again.join("index.json")).unwrap()),
+        text(&first),
+        "a rebuild from an empty cache made another image"
+    );
+}

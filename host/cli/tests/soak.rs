@@ -179,11 +179,23 @@ fn many_clients_for_a_while_keep_results_right_and_the_daemon_flat() {
     let (rss_start, fds_start) = usage(pid);
 
     let tally = Tally::default();
-    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let began = Instant::now();
+    let deadline = began + Duration::from_secs(seconds);
+    // The daemon's resident memory every tenth of the run, to see its shape, not only its ends.
+    let mut samples = Vec::new();
     std::thread::scope(|scope| {
         for n in 0..CLIENTS {
             let (s, daemon, shared, tally) = (&s, &daemon, &shared, &tally);
             scope.spawn(move || client(s, daemon, shared, n, deadline, tally));
+        }
+        for tenth in 1..=10u32 {
+            let at = began + Duration::from_secs(seconds) * tenth / 10;
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            samples.push(format!(
+                "{}s {}",
+                (at - began).as_secs(),
+                usage(pid).0 / 1024
+            ));
         }
     });
     // Cancelled steps stop soon after their clients went away.
@@ -204,13 +216,14 @@ fn many_clients_for_a_while_keep_results_right_and_the_daemon_flat() {
     eprintln!(
         "soak: {seconds} s, {CLIENTS} clients, {builds} builds ({} cached, {} uncached, {} \
          stopped mid-step by SIGINT or SIGKILL), {} errors; daemon RSS {} → {} MiB, open files {fds_start} → \
-         {fds_end}",
+         {fds_end}; RSS (MiB) over time: {}",
         tally.cached.load(Ordering::Relaxed),
         tally.uncached.load(Ordering::Relaxed),
         tally.stopped.load(Ordering::Relaxed),
         errors.len(),
         rss_start / 1024,
         rss_end / 1024,
+        samples.join(", "),
     );
     assert!(
         errors.is_empty(),

@@ -80,6 +80,23 @@ pub(crate) struct PlatformResult {
     pub result: Option<Snapshot>,
     /// Its image config from the frontend.
     pub config: Option<Vec<u8>>,
+    /// Its base image's config (`containerimage.base.config`).
+    pub base_config: Option<Vec<u8>>,
+    /// The frontend's `SOURCE_DATE_EPOCH` (`source.date.epoch`), Unix seconds.
+    pub epoch: Option<i64>,
+}
+
+/// A frontend's `source.date.epoch`: decimal seconds, or empty for none.
+pub(crate) fn parse_epoch(value: &[u8]) -> Result<i64, DaemonError> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            DaemonError::Export(format!(
+                "invalid SOURCE_DATE_EPOCH from frontend: {:?}",
+                String::from_utf8_lossy(value)
+            ))
+        })
 }
 
 /// Export the results of a build (one, or one per platform) as `output` asks.
@@ -113,6 +130,8 @@ pub(crate) fn export(
                 let snapshot = r.result.clone().unwrap_or_default();
                 let mut spec = output.image_spec(snapshot, r.config.clone().unwrap_or_default());
                 spec.inline_cache = extras.inline_caches.get(i).cloned();
+                spec.epoch = output.source_date_epoch.or(r.epoch);
+                spec.base_config = r.base_config.clone();
                 images.push(
                     buildwit_exporter::build_image(&worker.content, &spec)
                         .map_err(|e| fail(output, e))?,
@@ -268,6 +287,10 @@ fn export_files(
             false => String::new(),
         })
         .collect();
+    // BuildKit's file exporters read the one (unsuffixed) time a frontend gives.
+    let epoch = output
+        .source_date_epoch
+        .or_else(|| results.iter().find_map(|r| r.epoch.filter(|_| !multi)));
     let trees: Vec<(&str, &std::path::Path)> = dirs
         .iter()
         .zip(&mounts)
@@ -284,16 +307,16 @@ fn export_files(
                     "" => p.clone(),
                     dir => p.join(dir),
                 };
-                buildwit_exporter::export_local(tree, &dest).map_err(|e| fail(output, e))?;
+                buildwit_exporter::export_local(tree, epoch, &dest).map_err(|e| fail(output, e))?;
             }
         }
         (OutputKind::Local, _) => return Err(fail(output, "type=local needs dest=DIR")),
         (_, Some(Destination::Path(p))) => {
-            buildwit_exporter::export_tar_file(&trees, p).map_err(|e| fail(output, e))?
+            buildwit_exporter::export_tar_file(&trees, epoch, p).map_err(|e| fail(output, e))?
         }
         (_, _) => {
             let mut out = std::io::stdout().lock();
-            buildwit_exporter::export_tar(&trees, &mut out).map_err(|e| fail(output, e))?;
+            buildwit_exporter::export_tar(&trees, epoch, &mut out).map_err(|e| fail(output, e))?;
         }
     }
     Ok(())

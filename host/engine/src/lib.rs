@@ -908,6 +908,12 @@ impl Engine {
         let started_on = std::time::SystemTime::now();
         let provenance = provenance::Wanted::from_options(&request.options)?;
         let options = request.options.clone();
+        // `SOURCE_DATE_EPOCH` reaches every exporter that was not given a time of its own,
+        // as BuildKit's controller passes it on.
+        let epoch_arg = options
+            .iter()
+            .find(|(k, _)| k == "build-arg:SOURCE_DATE_EPOCH")
+            .and_then(|(_, v)| v.parse::<i64>().ok());
         let inline_wanted = request.solve && inline_cache_wanted(&request);
         let session = Arc::new(Session {
             locals: request.locals.clone(),
@@ -961,16 +967,16 @@ impl Engine {
                 &platforms,
             )?;
         }
-        // A platform's config, else the one config (as BuildKit reads the keys).
-        let config_of = |suffix: &str| {
+        // A platform's value of a metadata key, else the one value (as BuildKit reads
+        // the keys).
+        let meta_of = |key: &str, suffix: &str| {
             let find = |key: &str| {
                 out.metadata
                     .iter()
                     .find(|(k, _)| k == key)
                     .map(|(_, v)| v.clone())
             };
-            find(&format!("containerimage.config{suffix}"))
-                .or_else(|| find("containerimage.config"))
+            find(&format!("{key}{suffix}")).or_else(|| find(key))
         };
         // What to export: one result, or one per platform in the frontend's order (a
         // platform listed without a reference is scratch).
@@ -1012,8 +1018,13 @@ impl Engine {
                 } else {
                     format!("/{platform}")
                 };
+                let epoch = meta_of("source.date.epoch", &suffix)
+                    .map(|v| export::parse_epoch(&v))
+                    .transpose()?;
                 results.push(export::PlatformResult {
-                    config: config_of(&suffix),
+                    config: meta_of("containerimage.config", &suffix),
+                    base_config: meta_of("containerimage.base.config", &suffix),
+                    epoch,
                     platform,
                     result,
                 });
@@ -1058,6 +1069,9 @@ impl Engine {
         };
         for output in outputs {
             let solver = self.solver()?;
+            let mut output = output.clone();
+            output.source_date_epoch = output.source_date_epoch.or(epoch_arg);
+            let output = &output;
             exported.push(export::export(
                 solver.worker(),
                 &self

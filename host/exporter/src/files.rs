@@ -15,13 +15,21 @@ use buildwit_worker::beneath::{self, Entry, Visit};
 
 use crate::ExportError;
 use crate::atomic::{AtomicDir, AtomicFile};
-use crate::tree::{TreeKind, shown, write_tree, xattrs};
+use crate::tree::{Times, TreeKind, shown, write_tree, xattrs};
 
 /// Write the files of one or more trees (mounted snapshots) to `w` as one tar stream, with
 /// their modes, owners, times and xattrs. Each tree goes under the directory it is named
 /// with (`linux_arm64`, one per platform, as BuildKit's tar exporter splits a
 /// multi-platform result), or at the top when its name is empty.
-pub fn export_tar(trees: &[(&str, &Path)], w: impl Write) -> Result<(), ExportError> {
+///
+/// With `epoch` (`SOURCE_DATE_EPOCH`, Unix seconds), every entry has that time, as in
+/// BuildKit.
+pub fn export_tar(
+    trees: &[(&str, &Path)],
+    epoch: Option<i64>,
+    w: impl Write,
+) -> Result<(), ExportError> {
+    let times = epoch.map_or(Times::Own, Times::All);
     let mut tar = tar::Builder::new(w);
     for (dir, root) in trees {
         let prefix = if dir.is_empty() {
@@ -29,7 +37,7 @@ pub fn export_tar(trees: &[(&str, &Path)], w: impl Write) -> Result<(), ExportEr
         } else {
             format!("{dir}/")
         };
-        write_tree(root, TreeKind::Plain, prefix.as_bytes(), &mut tar)
+        write_tree(root, TreeKind::Plain, times, prefix.as_bytes(), &mut tar)
             .map_err(|e| ExportError::io(format!("archiving {}", root.display()), e))?;
     }
     let what = || "finishing the tar stream".to_string();
@@ -38,9 +46,13 @@ pub fn export_tar(trees: &[(&str, &Path)], w: impl Write) -> Result<(), ExportEr
 }
 
 /// [`export_tar`] to a file that appears only once it is complete.
-pub fn export_tar_file(trees: &[(&str, &Path)], dest: &Path) -> Result<(), ExportError> {
+pub fn export_tar_file(
+    trees: &[(&str, &Path)],
+    epoch: Option<i64>,
+    dest: &Path,
+) -> Result<(), ExportError> {
     let mut file = AtomicFile::create(dest)?;
-    export_tar(trees, &mut file)?;
+    export_tar(trees, epoch, &mut file)?;
     file.commit()
 }
 
@@ -71,13 +83,16 @@ pub fn non_directories(root: &Path) -> Result<Vec<Vec<u8>>, ExportError> {
 /// files are merged (each file replaced in one step; files already there and not in the
 /// result are left alone). Both trees are worked through directory descriptors: no depth
 /// is too deep, and a symlink already in `dest` is replaced, never written through.
-pub fn export_local(merged_dir: &Path, dest: &Path) -> Result<(), ExportError> {
+/// With `epoch` (`SOURCE_DATE_EPOCH`, Unix seconds), every file gets that time instead of
+/// its own, as in BuildKit.
+pub fn export_local(merged_dir: &Path, epoch: Option<i64>, dest: &Path) -> Result<(), ExportError> {
     let what = |p: &Path| format!("exporting {} to {}", p.display(), dest.display());
     let root_md = fs::metadata(merged_dir).map_err(|e| ExportError::io(what(merged_dir), e))?;
     let copy = |to: &Path| -> io::Result<()> {
         let mut copier = Copier {
             open: vec![(beneath::open_root(to)?, None)],
             links: HashMap::new(),
+            epoch,
         };
         beneath::walk(merged_dir, &mut copier)
     };
@@ -86,7 +101,7 @@ pub fn export_local(merged_dir: &Path, dest: &Path) -> Result<(), ExportError> {
             let dir = AtomicDir::create(dest)?;
             copy(dir.path()).map_err(|e| ExportError::io(what(merged_dir), e))?;
             let root = beneath::open_root(dir.path())
-                .and_then(|fd| set_times_and_mode(&fd, &Meta::of(&root_md)))
+                .and_then(|fd| set_times_and_mode(&fd, &Meta::of(&root_md).at(epoch)))
                 .map_err(|e| ExportError::io(what(merged_dir), e));
             root?;
             dir.commit()
@@ -127,6 +142,18 @@ impl Meta {
         }
     }
 
+    /// With every time `epoch`, when there is one.
+    fn at(self, epoch: Option<i64>) -> Self {
+        match epoch {
+            Some(secs) => Meta {
+                atime: (secs, 0),
+                mtime: (secs, 0),
+                ..self
+            },
+            None => self,
+        }
+    }
+
     fn timestamps(&self) -> rustix::fs::Timestamps {
         let ts = |(sec, nsec): (i64, i64)| rustix::fs::Timespec {
             tv_sec: sec,
@@ -150,6 +177,8 @@ struct Copier {
     /// Files with more than one link copied so far: (dev, inode) → the copy, as its
     /// directory (a duplicate descriptor) and name.
     links: HashMap<(u64, u64), (OwnedFd, CString)>,
+    /// The time every file gets instead of its own.
+    epoch: Option<i64>,
 }
 
 impl Visit for Copier {
@@ -192,7 +221,8 @@ impl Copier {
             let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
             let fd = rustix::fs::openat(dst, name, flags, Mode::empty())?;
             let xattrs = xattrs(&source_path)?;
-            self.open.push((fd, Some((Meta::of_stat(st), xattrs))));
+            self.open
+                .push((fd, Some((Meta::of_stat(st).at(self.epoch), xattrs))));
             return Ok(true);
         }
         if ft == T::RegularFile && st.st_nlink > 1 {
@@ -207,7 +237,7 @@ impl Copier {
         }
         // Everything else is made under a temporary name and renamed over what is there.
         let tmp = temp_name(name);
-        let result = match make(e, dst, &tmp, &source_path) {
+        let result = match make(e, dst, &tmp, &source_path, self.epoch) {
             Ok(true) => replace(dst, &tmp, name),
             Ok(false) => Ok(()),
             Err(err) => Err(err),
@@ -221,10 +251,16 @@ impl Copier {
 
 /// Create a non-directory named `tmp` in `dst` like `e`; false when it cannot be made here
 /// (a device node without the privilege to make one).
-fn make(e: &Entry<'_>, dst: BorrowedFd<'_>, tmp: &CStr, source_path: &Path) -> io::Result<bool> {
+fn make(
+    e: &Entry<'_>,
+    dst: BorrowedFd<'_>,
+    tmp: &CStr,
+    source_path: &Path,
+    epoch: Option<i64>,
+) -> io::Result<bool> {
     use rustix::fs::{AtFlags, FileType as T, Mode, OFlags};
     let st = e.stat;
-    let meta = Meta::of_stat(st);
+    let meta = Meta::of_stat(st).at(epoch);
     match e.file_type() {
         T::Symlink => {
             rustix::fs::symlinkat(e.read_link()?.as_slice(), dst, tmp)?;

@@ -101,6 +101,15 @@ pub struct ImageSpec {
     /// Records to put in the config as an inline cache (`--cache-to type=inline`); their
     /// layers must be the snapshot's.
     pub inline_cache: Option<Vec<CacheEntry>>,
+    /// `SOURCE_DATE_EPOCH` (Unix seconds): no history entry of this build and not the
+    /// config dated later, and the time of the `created` annotation.
+    pub epoch: Option<i64>,
+    /// With `epoch`: no file time later than it in the layers this build made (those the
+    /// base image has are its own and kept as they are).
+    pub rewrite_timestamp: bool,
+    /// The base image's config (`containerimage.base.config`): its layers and history are
+    /// left as they are under an epoch.
+    pub base_config: Option<Vec<u8>>,
 }
 
 impl ImageSpec {
@@ -116,6 +125,9 @@ impl ImageSpec {
             annotations: Annotations::default(),
             created: None,
             inline_cache: None,
+            epoch: None,
+            rewrite_timestamp: false,
+            base_config: None,
         }
     }
 }
@@ -207,10 +219,35 @@ pub fn build_image(content: &ContentStore, spec: &ImageSpec) -> Result<BuiltImag
         compression: spec.compression,
         level: spec.compression_level,
         force: spec.force_compression,
+        not_after: None,
     };
+    let base = spec
+        .base_config
+        .as_deref()
+        .and_then(|b| serde_json::from_slice::<BaseImage>(b).ok())
+        .unwrap_or_default();
+    let not_after = match (spec.rewrite_timestamp, spec.epoch) {
+        (true, None) => {
+            tracing::warn!("rewrite-timestamp is specified, but no source-date-epoch was found");
+            None
+        }
+        (true, epoch) => epoch,
+        (false, _) => None,
+    };
+    // Under rewrite-timestamp the base image's layers stay as they are, up to the first
+    // layer that is not the base image's (as BuildKit decides).
+    let mut past_base = false;
     let mut blobs = Vec::with_capacity(spec.snapshot.layers.len());
-    for layer in &spec.snapshot.layers {
+    for (i, layer) in spec.snapshot.layers.iter().enumerate() {
         let what = || format!("exporting layer {} ({})", layer.id, layer.dir.display());
+        let mut opts = opts;
+        if not_after.is_some() {
+            let diff_id = layer.meta().ok().and_then(|m| m.diff_id);
+            past_base |= diff_id.is_none() || base.rootfs.diff_ids.get(i) != diff_id.as_ref();
+            if past_base {
+                opts.not_after = not_after;
+            }
+        }
         let (mut desc, diff_id) =
             layer_blob_with(content, layer, &opts).map_err(|e| ExportError::io(what(), e))?;
         desc.media_type = spec
@@ -230,7 +267,15 @@ pub fn build_image(content: &ContentStore, spec: &ImageSpec) -> Result<BuiltImag
             .max()
             .map(rfc3339_utc)
     });
-    let history = normalize_history(history, blobs.len(), created.as_deref());
+    let mut history = normalize_history(history, blobs.len(), created.as_deref());
+    if let Some(epoch) = spec.epoch {
+        clamp_history(&mut history, &base.history, epoch);
+        if let Some(c) = config.parse::<String>("created")?
+            && later_than(&c, epoch)
+        {
+            config.set("created", &rfc3339_utc(epoch))?;
+        }
+    }
     if let Some(entries) = &spec.inline_cache {
         let by_layer: HashMap<String, Option<String>> = spec
             .snapshot
@@ -286,7 +331,10 @@ pub fn build_image(content: &ContentStore, spec: &ImageSpec) -> Result<BuiltImag
 
     let mut descriptor_annotations = annotations.manifest_descriptor;
     if !descriptor_annotations.contains_key(ANNOTATION_CREATED) {
-        let created = created.clone().unwrap_or_else(now_rfc3339);
+        let created = match spec.epoch {
+            Some(epoch) => rfc3339_utc(epoch),
+            None => created.clone().unwrap_or_else(now_rfc3339),
+        };
         descriptor_annotations.insert(ANNOTATION_CREATED.to_string(), created);
     }
     Ok(BuiltImage {
@@ -326,6 +374,98 @@ struct History {
     comment: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     empty_layer: bool,
+}
+
+/// What the export needs of the base image's config.
+#[derive(Default, Deserialize)]
+struct BaseImage {
+    #[serde(default)]
+    rootfs: BaseRootfs,
+    #[serde(default)]
+    history: Vec<History>,
+}
+
+#[derive(Default, Deserialize)]
+struct BaseRootfs {
+    #[serde(default)]
+    diff_ids: Vec<String>,
+}
+
+/// Date no history entry later than `epoch`, as BuildKit does under `SOURCE_DATE_EPOCH`,
+/// except the base image's own (the entries up to the first that differs from its
+/// history), which keep their times.
+fn clamp_history(history: &mut [History], base: &[History], epoch: i64) {
+    let at = rfc3339_utc(epoch);
+    let own = history.iter().zip(base).take_while(|(h, b)| h == b).count();
+    for h in &mut history[own..] {
+        if h.created.as_deref().is_none_or(|c| later_than(c, epoch)) {
+            h.created = Some(at.clone());
+        }
+    }
+}
+
+/// Whether an RFC 3339 time is later than `epoch` (Unix seconds); one that cannot be read
+/// counts as later, so it is replaced.
+fn later_than(time: &str, epoch: i64) -> bool {
+    parse_rfc3339(time).is_none_or(|(secs, nanos)| (secs, nanos) > (epoch, 0))
+}
+
+/// An RFC 3339 time (`2024-01-01T00:00:00.5+01:00`) as Unix seconds and nanoseconds.
+fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos = 0u32;
+    if b.get(i) == Some(&b'.') {
+        let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return None;
+        }
+        for (k, c) in b[i + 1..i + 1 + digits].iter().enumerate().take(9) {
+            nanos += u32::from(c - b'0') * 10u32.pow(8 - k as u32);
+        }
+        i += 1 + digits;
+    }
+    let offset = match b.get(i)? {
+        b'Z' | b'z' if i + 1 == b.len() => 0,
+        sign @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
+            let minutes = num(i + 1..i + 3)? * 60 + num(i + 4..i + 6)?;
+            if *sign == b'+' {
+                minutes * 60
+            } else {
+                -minutes * 60
+            }
+        }
+        _ => return None,
+    };
+    // Days from a civil date, counting from 0000-03-01 (the inverse of `rfc3339_utc`).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((
+        days * 86_400 + hour * 3600 + minute * 60 + second - offset,
+        nanos,
+    ))
 }
 
 /// Make `history` agree with `layers` layers, as BuildKit's image exporter does:
@@ -632,6 +772,63 @@ mod tests {
         assert_eq!(
             String::from_utf8(c.to_bytes()).unwrap(),
             r#"{"z":2,"os":"linux","architecture":"amd64","a":{"b":"\u003c"},"rootfs":{"type":"layers"}}"#
+        );
+    }
+
+    #[test]
+    fn rfc3339_times_read_back() {
+        for secs in [0, 1_445_412_480, 951_782_400, 4_107_542_399, -86_401] {
+            assert_eq!(parse_rfc3339(&rfc3339_utc(secs)), Some((secs, 0)));
+        }
+        assert_eq!(
+            parse_rfc3339("2024-01-01T01:00:00.25+01:00"),
+            Some((1_704_067_200, 250_000_000))
+        );
+        assert_eq!(
+            parse_rfc3339("2023-12-31T23:00:00-01:00"),
+            Some((1_704_067_200, 0))
+        );
+        for bad in [
+            "",
+            "2024-01-01",
+            "2024-13-01T00:00:00Z",
+            "2024-01-01T00:00:00",
+            "2024-01-01T00:00:00.Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+        assert!(later_than("2024-01-01T00:00:00.000000001Z", 1_704_067_200));
+        assert!(!later_than("2024-01-01T00:00:00Z", 1_704_067_200));
+        assert!(later_than("yesterday", 1_704_067_200));
+    }
+
+    #[test]
+    fn an_epoch_dates_the_builds_history_but_not_the_base_images() {
+        let entry = |created: Option<&str>, by: &str| History {
+            created: created.map(str::to_string),
+            created_by: Some(by.into()),
+            ..Default::default()
+        };
+        let base = vec![entry(Some("2030-01-01T00:00:00Z"), "base")];
+        let mut history = vec![
+            entry(Some("2030-01-01T00:00:00Z"), "base"),
+            entry(Some("2031-01-01T00:00:00Z"), "RUN a"),
+            entry(Some("1999-01-01T00:00:00Z"), "RUN b"),
+            entry(None, "ENV c"),
+        ];
+        clamp_history(&mut history, &base, 1_704_067_200);
+        let times: Vec<_> = history
+            .iter()
+            .map(|h| h.created.as_deref().unwrap())
+            .collect();
+        assert_eq!(
+            times,
+            [
+                "2030-01-01T00:00:00Z",
+                "2024-01-01T00:00:00Z",
+                "1999-01-01T00:00:00Z",
+                "2024-01-01T00:00:00Z"
+            ]
         );
     }
 

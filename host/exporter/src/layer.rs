@@ -6,11 +6,12 @@ use std::fmt;
 use std::io::{self, BufWriter, Write};
 
 use buildwit_worker::content::BlobWriter;
+use buildwit_worker::snapshot::RewrittenBlob;
 use buildwit_worker::{ContentStore, Descriptor, Layer, LayerMeta};
 use sha2::{Digest as _, Sha256};
 
 use crate::parallel_gzip::ParallelGzip;
-use crate::tree::{TreeKind, path_error, write_tree};
+use crate::tree::{Times, TreeKind, path_error, write_tree};
 
 /// An OCI layer, uncompressed.
 pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
@@ -111,6 +112,9 @@ pub struct LayerCompression {
     pub level: Option<u32>,
     /// Compress again even when a blob with this compression exists (`force-compression`).
     pub force: bool,
+    /// `rewrite-timestamp`: no time in the blob later than this `SOURCE_DATE_EPOCH` (Unix
+    /// seconds), as BuildKit rewrites the layers of an image it exports.
+    pub not_after: Option<i64>,
 }
 
 /// The blob of a layer with `compression` and its diff id (the sha256 of the uncompressed
@@ -143,6 +147,9 @@ pub fn layer_blob_with(
     opts: &LayerCompression,
 ) -> io::Result<(Descriptor, String)> {
     let meta = layer.meta()?;
+    if let Some(epoch) = opts.not_after {
+        return rewritten_blob(content, layer, meta, opts, epoch);
+    }
     if !opts.force
         && let (Some(blob), Some(diff_id)) = (&meta.blob, &meta.diff_id)
         && Compression::of_media_type(&blob.media_type) == Some(opts.compression)
@@ -156,17 +163,58 @@ pub fn layer_blob_with(
         return Ok((desc, diff_id.clone()));
     }
 
-    let (desc, diff_id) = compress_layer(content, layer, opts)?;
-    let meta = LayerMeta {
-        diff_id: Some(diff_id.clone()),
-        blob: Some(desc.clone()),
-        ..layer.meta().unwrap_or_default()
+    let (desc, diff_id) = compress_layer(content, layer, opts, Times::Own)?;
+    remember(
+        layer,
+        LayerMeta {
+            diff_id: Some(diff_id.clone()),
+            blob: Some(desc.clone()),
+            ..meta
+        },
+    );
+    Ok((desc, diff_id))
+}
+
+/// The blob of a layer with no time later than `epoch`: the one made last for the same
+/// epoch and compression when it is still there, else a new one, remembered beside the
+/// layer's own (which stays what the cache and other exports use).
+fn rewritten_blob(
+    content: &ContentStore,
+    layer: &Layer,
+    meta: LayerMeta,
+    opts: &LayerCompression,
+    epoch: i64,
+) -> io::Result<(Descriptor, String)> {
+    if !opts.force
+        && let Some(r) = &meta.rewritten
+        && r.epoch == epoch
+        && Compression::of_media_type(&r.blob.media_type) == Some(opts.compression)
+        && content.has(&r.blob.digest)
+    {
+        return Ok((r.blob.clone(), r.diff_id.clone()));
+    }
+    let (desc, diff_id) = compress_layer(content, layer, opts, Times::NotAfter(epoch))?;
+    let rewritten = RewrittenBlob {
+        epoch,
+        blob: desc.clone(),
+        diff_id: diff_id.clone(),
     };
-    // The blob is made and stored; failing to remember it only costs a later export time.
+    remember(
+        layer,
+        LayerMeta {
+            rewritten: Some(rewritten),
+            ..meta
+        },
+    );
+    Ok((desc, diff_id))
+}
+
+/// Record a layer's new blob. It is made and stored already: failing to remember it only
+/// costs a later export time.
+fn remember(layer: &Layer, meta: LayerMeta) {
     if let Err(e) = layer.set_meta(&meta) {
         tracing::warn!("recording the blob of layer {}: {e}", layer.id);
     }
-    Ok((desc, diff_id))
 }
 
 /// Archive and compress a layer into the content store.
@@ -174,6 +222,7 @@ fn compress_layer(
     content: &ContentStore,
     layer: &Layer,
     opts: &LayerCompression,
+    times: Times,
 ) -> io::Result<(Descriptor, String)> {
     let blob = content.writer()?;
     let encoder = Encoder::new(BufWriter::with_capacity(1 << 20, blob), opts)?;
@@ -181,7 +230,7 @@ fn compress_layer(
         inner: encoder,
         hasher: Sha256::new(),
     });
-    write_tree(&layer.dir, TreeKind::Layer, b"", &mut tar)?;
+    write_tree(&layer.dir, TreeKind::Layer, times, b"", &mut tar)?;
     let hashing = tar.into_inner()?;
     let diff_id = format!("sha256:{}", hex::encode(hashing.hasher.finalize()));
     let blob = hashing

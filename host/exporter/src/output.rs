@@ -90,6 +90,11 @@ pub struct OutputSpec {
     /// `platform-split=` for `local` and `tar`: one directory per platform. Unset: split
     /// when there are several platforms.
     pub platform_split: Option<bool>,
+    /// `source-date-epoch=` (Unix seconds): the time of the image and its history, or of
+    /// every exported file. Unset: the build's `SOURCE_DATE_EPOCH`, if it has one.
+    pub source_date_epoch: Option<i64>,
+    /// `rewrite-timestamp=`: no file time in the image's new layers later than the epoch.
+    pub rewrite_timestamp: bool,
 }
 
 impl OutputSpec {
@@ -108,6 +113,8 @@ impl OutputSpec {
             oci_mediatypes: true,
             annotations: Annotations::default(),
             platform_split: None,
+            source_date_epoch: None,
+            rewrite_timestamp: false,
         }
     }
 
@@ -119,6 +126,8 @@ impl OutputSpec {
             compression_level: self.compression_level,
             force_compression: self.force_compression,
             annotations: self.annotations.clone(),
+            epoch: self.source_date_epoch,
+            rewrite_timestamp: self.rewrite_timestamp,
             ..ImageSpec::new(snapshot, config)
         }
     }
@@ -346,6 +355,16 @@ fn apply(out: &mut OutputSpec, kind: &str, key: String, value: String) -> Result
             out.force_compression = parse_bool(&key, &value, true)?;
         }
         "oci-mediatypes" if image => out.oci_mediatypes = parse_bool(&key, &value, false)?,
+        "rewrite-timestamp" if image => out.rewrite_timestamp = parse_bool(&key, &value, true)?,
+        "source-date-epoch" => {
+            out.source_date_epoch = match value.as_str() {
+                "" => None,
+                v => Some(
+                    v.parse()
+                        .map_err(|_| bad(&key, &value, "expected seconds since 1970-01-01"))?,
+                ),
+            };
+        }
         // About containerd's image store, which buildwit has none of (buildx sends
         // `unpack=false` with every push).
         "unpack" | "store" if registry => {

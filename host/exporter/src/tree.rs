@@ -37,6 +37,28 @@ pub(crate) enum TreeKind {
     Plain,
 }
 
+/// The modification times the entries get (`SOURCE_DATE_EPOCH`, in Unix seconds).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Times {
+    /// Each entry's own.
+    #[default]
+    Own,
+    /// None later than this (BuildKit's `rewrite-timestamp`).
+    NotAfter(i64),
+    /// This one for all (BuildKit's `tar` exporter with an epoch).
+    All(i64),
+}
+
+impl Times {
+    fn apply(self, mtime: i64) -> i64 {
+        match self {
+            Times::Own => mtime,
+            Times::NotAfter(epoch) => mtime.min(epoch),
+            Times::All(epoch) => epoch,
+        }
+    }
+}
+
 /// An io::Error that names the path it happened on, keeping its kind.
 pub(crate) fn path_error(path: &Path, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
@@ -48,12 +70,14 @@ pub(crate) fn path_error(path: &Path, e: io::Error) -> io::Error {
 pub(crate) fn write_tree<W: Write>(
     root: &Path,
     kind: TreeKind,
+    times: Times,
     prefix: &[u8],
     out: &mut tar::Builder<W>,
 ) -> io::Result<()> {
     let mut walker = Walker {
         out,
         kind,
+        times,
         prefix,
         links: HashMap::new(),
     };
@@ -117,6 +141,7 @@ pub(crate) fn shown(rel: &[u8]) -> String {
 struct Walker<'a, W: Write> {
     out: &'a mut tar::Builder<W>,
     kind: TreeKind,
+    times: Times,
     /// Put before every name.
     prefix: &'a [u8],
     /// Files with more than one link seen so far: (dev, inode) → the name written first.
@@ -275,6 +300,9 @@ impl<W: Write> Walker<'_, W> {
             );
             ph.set_cksum();
             self.out.append(&ph, pax.as_slice())?;
+        }
+        if self.times != Times::Own {
+            header.set_mtime(self.times.apply(header.mtime()? as i64).max(0) as u64);
         }
         set_name(&mut header.as_old_mut().name, name);
         if let Some(link) = link {

@@ -729,7 +729,7 @@ fn local_and_tar_exports_have_the_files() {
     // A single layer read directly, as Snapshotter::mount gives it: its whiteout is no file.
     let layer = fx.top();
     let dest = fx.path("out");
-    export_local(&layer.dir, &dest).unwrap();
+    export_local(&layer.dir, None, &dest).unwrap();
     assert!(!dest.join("etc/old.conf").exists() && dest.join("etc").is_dir());
     assert_eq!(fs::read_to_string(dest.join("opq/fresh")).unwrap(), "fresh");
     assert_eq!(
@@ -753,23 +753,23 @@ fn local_and_tar_exports_have_the_files() {
     // Into an existing directory the files are merged: others stay, ours are replaced.
     fs::write(dest.join("mine"), "keep").unwrap();
     fs::write(dest.join("x.txt"), "overwritten?").unwrap();
-    export_local(&layer.dir, &dest).unwrap();
+    export_local(&layer.dir, None, &dest).unwrap();
     assert_eq!(fs::read_to_string(dest.join("mine")).unwrap(), "keep");
     assert_eq!(fs::read_to_string(dest.join("x.txt")).unwrap(), "x");
 
     // A file where the directory should go is an error naming it.
-    let err = export_local(&layer.dir, &dest.join("mine"))
+    let err = export_local(&layer.dir, None, &dest.join("mine"))
         .unwrap_err()
         .to_string();
     assert!(err.contains("mine"), "{err}");
 
     let tarball = fx.path("files.tar");
-    export_tar_file(&[("", &layer.dir)], &tarball).unwrap();
+    export_tar_file(&[("", &layer.dir)], None, &tarball).unwrap();
     let listing = run(Command::new("tar").arg("-tf").arg(&tarball));
     assert!(listing.lines().any(|l| l == "opq/fresh"));
     assert!(!listing.contains(".wh."), "{listing}");
     let mut bytes = Vec::new();
-    export_tar(&[("", &layer.dir)], &mut bytes).unwrap();
+    export_tar(&[("", &layer.dir)], None, &mut bytes).unwrap();
     assert_eq!(bytes, fs::read(&tarball).unwrap());
     assert_eq!(leftovers(&fx.root), Vec::<String>::new());
 }
@@ -782,7 +782,7 @@ fn an_overlay_mount_exports_the_merged_files() {
     };
     let mounted = fx.snapshotter.mount(&snapshot, None).unwrap();
     let dest = fx.path("merged");
-    export_local(mounted.path(), &dest).unwrap();
+    export_local(mounted.path(), None, &dest).unwrap();
     check_rootfs(&dest);
 }
 
@@ -806,4 +806,131 @@ fn output_strings_build_image_specs() {
         config["rootfs"],
         serde_json::json!({"type": "layers", "diff_ids": []})
     );
+}
+
+/// Each entry of a gzip (or plain) layer blob with its modification time.
+fn blob_times(fx: &Fixture, digest: &str) -> Vec<(String, u64)> {
+    let bytes = fs::read(fx.content.path(digest).unwrap()).unwrap();
+    let data: Box<dyn Read> = if bytes.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::GzDecoder::new(&bytes[..]))
+    } else {
+        Box::new(&bytes[..])
+    };
+    let mut archive = tar::Archive::new(data);
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let path = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            (path, e.header().mtime().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn rewrite_timestamp_clamps_the_new_layers_and_keeps_the_base_images() {
+    const EPOCH: i64 = 1_700_000_000;
+    let fx = Fixture::new();
+    let base = fx.base();
+    // The base image's layer as a pull leaves it: its blob and diff id recorded.
+    let (base_blob, base_diff) = layer_blob(&fx.content, &base, Compression::Gzip).unwrap();
+    let top = fx.top();
+    let long_ago = rustix::fs::Timespec {
+        tv_sec: 1_000,
+        tv_nsec: 0,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        top.dir.join("x.txt"),
+        &rustix::fs::Timestamps {
+            last_access: long_ago,
+            last_modification: long_ago,
+        },
+        rustix::fs::AtFlags::empty(),
+    )
+    .unwrap();
+    let (plain_top, _) = layer_blob(&fx.content, &top, Compression::Gzip).unwrap();
+
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "history": [
+            {"created": "2030-01-01T00:00:00Z", "created_by": "base"},
+            {"created_by": "RUN top", "comment": "buildkit.dockerfile.v0"}
+        ]
+    });
+    let base_config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [base_diff]},
+        "history": [{"created": "2030-01-01T00:00:00Z", "created_by": "base"}]
+    });
+    let snapshot = Snapshot {
+        layers: vec![base.clone(), top.clone()],
+    };
+    let mut spec = ImageSpec::new(snapshot, serde_json::to_vec(&config).unwrap());
+    spec.epoch = Some(EPOCH);
+    spec.rewrite_timestamp = true;
+    spec.base_config = Some(serde_json::to_vec(&base_config).unwrap());
+    let image = build_image(&fx.content, &spec).unwrap();
+
+    // The base image's layer is its own blob; the new one has no time after the epoch, and
+    // older times stay.
+    assert_eq!(image.layers[0].digest, base_blob.digest);
+    assert_ne!(image.layers[1].digest, plain_top.digest);
+    let times = blob_times(&fx, &image.layers[1].digest);
+    assert!(times.iter().all(|(_, t)| *t <= EPOCH as u64), "{times:?}");
+    assert!(times.contains(&("x.txt".to_string(), 1_000)), "{times:?}");
+    // The base image's history keeps its time; the build's and the config get the epoch.
+    let config: Value = serde_json::from_slice(&image.config_bytes).unwrap();
+    assert_eq!(config["history"][0]["created"], "2030-01-01T00:00:00Z");
+    assert_eq!(config["history"][1]["created"], "2023-11-14T22:13:20Z");
+    assert_eq!(config["created"], "2023-11-14T22:13:20Z");
+    assert_eq!(
+        image.descriptor_annotations["org.opencontainers.image.created"],
+        "2023-11-14T22:13:20Z"
+    );
+
+    // The rewritten blob is remembered beside the layer's own, and used again.
+    let meta = top.meta().unwrap();
+    assert_eq!(meta.blob.as_ref(), Some(&plain_top));
+    let rewritten = meta.rewritten.clone().unwrap();
+    assert_eq!(
+        (rewritten.epoch, &rewritten.blob.digest),
+        (EPOCH, &image.layers[1].digest)
+    );
+    fs::write(top.dir.join("added"), "added").unwrap();
+    let again = build_image(&fx.content, &spec).unwrap();
+    assert_eq!(again.manifest, image.manifest);
+    assert_eq!(meta.blobs().count(), 2);
+
+    // Without rewrite-timestamp the layer's own blob is exported.
+    spec.rewrite_timestamp = false;
+    let plain = build_image(&fx.content, &spec).unwrap();
+    assert_eq!(plain.layers[1].digest, plain_top.digest);
+}
+
+#[test]
+fn file_exports_under_an_epoch_give_every_file_its_time() {
+    const EPOCH: i64 = 1_700_000_000;
+    let fx = Fixture::new();
+    let layer = fx.top();
+    let mut bytes = Vec::new();
+    export_tar(&[("linux_amd64", &layer.dir)], Some(EPOCH), &mut bytes).unwrap();
+    let mut archive = tar::Archive::new(&bytes[..]);
+    let mut seen = 0;
+    for e in archive.entries().unwrap() {
+        let e = e.unwrap();
+        if e.header().entry_type() != tar::EntryType::XHeader {
+            assert_eq!(e.header().mtime().unwrap(), EPOCH as u64);
+            seen += 1;
+        }
+    }
+    assert!(seen > 5);
+
+    let dest = fx.path("local");
+    export_local(&layer.dir, Some(EPOCH), &dest).unwrap();
+    for p in ["", "x.txt", "hard/a", "opq", "link"] {
+        let md = fs::symlink_metadata(dest.join(p)).unwrap();
+        assert_eq!((md.mtime(), md.atime()), (EPOCH, EPOCH), "{p}");
+    }
 }

@@ -480,12 +480,14 @@ impl Solver {
         for id in snapshots.layer_ids().map_err(io_err("snapshots/layers"))? {
             if let Some(layer) = snapshots.layer(&id) {
                 let mut size = layer_size(&layer).map_err(io_err(layer.dir.display()))?;
-                if let Some(blob) = layer.meta().ok().and_then(|m| m.blob)
-                    && let Ok(path) = self.worker.content.path(&blob.digest)
-                    && let Ok(md) = fs::metadata(&path)
-                {
-                    size += md.len();
-                    layer_blobs.insert(path);
+                let meta = layer.meta().unwrap_or_default();
+                for blob in meta.blobs() {
+                    if let Ok(path) = self.worker.content.path(&blob.digest)
+                        && let Ok(md) = fs::metadata(&path)
+                        && layer_blobs.insert(path)
+                    {
+                        size += md.len();
+                    }
                 }
                 layer_sizes.insert(id, size);
             }
@@ -815,9 +817,8 @@ impl Solver {
         for id in ids {
             if let Some(layer) = snapshots.layer(id)
                 && let Ok(meta) = layer.meta()
-                && let Some(blob) = meta.blob
             {
-                blobs.insert(blob.digest);
+                blobs.extend(meta.blobs().map(|b| b.digest.clone()));
             }
             snapshots
                 .remove_layer(id)
@@ -826,12 +827,10 @@ impl Solver {
         }
         // A blob stays while any remaining layer still names it.
         for id in sizes.keys() {
-            if let Some(blob) = snapshots
-                .layer(id)
-                .and_then(|l| l.meta().ok())
-                .and_then(|m| m.blob)
-            {
-                blobs.remove(&blob.digest);
+            if let Some(meta) = snapshots.layer(id).and_then(|l| l.meta().ok()) {
+                for blob in meta.blobs() {
+                    blobs.remove(&blob.digest);
+                }
             }
         }
         for digest in blobs {

@@ -47,9 +47,31 @@ pub struct LayerMeta {
     /// When a build made it (Unix seconds): the time its image history entry gets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<i64>,
+    /// The blob the last export with `rewrite-timestamp` made of it: the same files, no
+    /// time later than `SOURCE_DATE_EPOCH`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewritten: Option<RewrittenBlob>,
+}
+
+/// A layer's blob with its times clamped to an epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RewrittenBlob {
+    /// The epoch (Unix seconds).
+    pub epoch: i64,
+    /// The blob.
+    pub blob: Descriptor,
+    /// The digest of its uncompressed tar.
+    pub diff_id: String,
 }
 
 impl LayerMeta {
+    /// The blobs in the content store that are this layer's.
+    pub fn blobs(&self) -> impl Iterator<Item = &Descriptor> {
+        self.blob
+            .iter()
+            .chain(self.rewritten.as_ref().map(|r| &r.blob))
+    }
+
     /// Metadata of a layer a build makes now.
     pub fn now() -> Self {
         let secs = std::time::SystemTime::now()

@@ -92,6 +92,8 @@ pub struct Converted {
     pub image: Image,
     /// The config of the target's base image, if resolved.
     pub base_image: Option<Image>,
+    /// `SOURCE_DATE_EPOCH` (Unix seconds), when the build has one.
+    pub epoch: Option<i64>,
     /// Frontend inputs used as named contexts, spliced into the graph by [`Converted::marshal`].
     inputs: Vec<(String, llb::Definition)>,
 }
@@ -271,6 +273,8 @@ pub struct Converter<'a> {
     paths: HashMap<usize, BTreeSet<String>>,
     /// Frontend inputs used as named contexts.
     inputs: Vec<(String, llb::Definition)>,
+    /// `SOURCE_DATE_EPOCH` (Unix seconds), once the global ARGs are known.
+    epoch: Option<i64>,
 }
 
 fn uniq_id(seed: u64) -> String {
@@ -304,6 +308,7 @@ impl<'a> Converter<'a> {
             ignore: None,
             paths: HashMap::new(),
             inputs: Vec::new(),
+            epoch: None,
         }
     }
 
@@ -378,6 +383,7 @@ impl<'a> Converter<'a> {
         let (globals, meta) = self.build_meta_args(&parsed.meta_args, true)?;
         self.global_args = globals;
         self.meta_outline.all_args = meta;
+        self.epoch = self.source_date_epoch()?;
         self.proxy = proxy_env(&self.opts.build_args);
 
         self.build_dispatch_states(parsed.stages)?;
@@ -428,8 +434,53 @@ impl<'a> Converter<'a> {
             state: t.state,
             image: t.image,
             base_image: t.base_img,
+            epoch: self.epoch,
             inputs: self.inputs.clone(),
         })
+    }
+
+    /// `SOURCE_DATE_EPOCH`, from the build arguments or a global ARG's default, as
+    /// BuildKit resolves it: a number of seconds dates the history and the `WORKDIR`
+    /// directories of this build (and, through the result, the exporters' times); the
+    /// value the Dockerfile reads is that number in canonical form. `context` takes the
+    /// time of the build context, which a local context does not have: then it is unset.
+    fn source_date_epoch(&mut self) -> Result<Option<i64>, Error> {
+        const KEY: &str = "SOURCE_DATE_EPOCH";
+        let value = match self.opts.build_args.get(KEY) {
+            Some(v) => v.clone(),
+            None => match self.global_args.iter().rev().find(|(k, _)| k == KEY) {
+                Some((_, v)) => v.clone(),
+                None => return Ok(None),
+            },
+        };
+        if value.is_empty() {
+            return Ok(None);
+        }
+        let (epoch, canonical) = match value.parse::<i64>() {
+            Ok(secs) => (Some(secs), secs.to_string()),
+            Err(_) if value == "context" => (None, String::new()),
+            Err(_) => {
+                return Err(Error::msg(format!(
+                    "invalid SOURCE_DATE_EPOCH {value:?}: expected seconds since 1970-01-01 \
+                     (as `git log -1 --pretty=%ct` prints them) or \"context\""
+                )));
+            }
+        };
+        if self.opts.build_args.contains_key(KEY) {
+            if canonical.is_empty() {
+                self.opts.build_args.remove(KEY);
+            } else {
+                self.opts.build_args.insert(KEY.into(), canonical.clone());
+            }
+        }
+        if canonical.is_empty() {
+            self.global_args.retain(|(k, _)| k != KEY);
+        } else {
+            for (_, v) in self.global_args.iter_mut().filter(|(k, _)| k == KEY) {
+                *v = canonical.clone();
+            }
+        }
+        Ok(epoch)
     }
 
     /// BuildKit's `buildMetaArgs`: the global ARGs with build-arg values (or, without
@@ -1290,7 +1341,7 @@ impl<'a> Converter<'a> {
             }
             if !d.image.config.working_dir.is_empty() {
                 let wd = d.image.config.working_dir.clone();
-                dispatch_workdir(d, &wd, false, None, &self.lex, false)?;
+                dispatch_workdir(d, &wd, false, None, &self.lex, false, None)?;
             }
             if !d.image.config.user.is_empty() {
                 let u = d.image.config.user.clone();
@@ -1342,7 +1393,9 @@ impl<'a> Converter<'a> {
                     d.state = d.state.clone().env(k.clone(), v.clone());
                     d.image.add_env(&k, &v);
                 }
-                self.all.states[i].image.commit(&msg, false, false);
+                self.all.states[i]
+                    .image
+                    .commit(&msg, false, false, self.epoch);
             }
             Instruction::Label(pairs) => {
                 let expanded: Result<Vec<_>, Error> = pairs
@@ -1361,12 +1414,15 @@ impl<'a> Converter<'a> {
                     msg.push_str(&format!(" {k}={v}"));
                     labels.insert(k, v);
                 }
-                self.all.states[i].image.commit(&msg, false, false);
+                self.all.states[i]
+                    .image
+                    .commit(&msg, false, false, self.epoch);
             }
             Instruction::Maintainer(m) => {
                 let d = &mut self.all.states[i];
                 d.image.author = m.clone();
-                d.image.commit(&format!("MAINTAINER {m}"), false, false);
+                d.image
+                    .commit(&format!("MAINTAINER {m}"), false, false, self.epoch);
             }
             Instruction::Workdir(p) => {
                 let p = expand(p);
@@ -1386,7 +1442,7 @@ impl<'a> Converter<'a> {
                 let multi = self.opts.multi_platform;
                 let d = &mut self.all.states[i];
                 d.workdir_set = true;
-                dispatch_workdir(d, &p, true, Some(&code), &lex, multi)?;
+                dispatch_workdir(d, &p, true, Some(&code), &lex, multi, self.epoch)?;
             }
             Instruction::User(u) => {
                 let u = expand(u);
@@ -1395,7 +1451,8 @@ impl<'a> Converter<'a> {
                 let d = &mut self.all.states[i];
                 d.state = d.state.clone().user(u.clone());
                 d.image.config.user = u.clone();
-                d.image.commit(&format!("USER {u}"), false, false);
+                d.image
+                    .commit(&format!("USER {u}"), false, false, self.epoch);
             }
             Instruction::Volume(vols) => {
                 let v2: Result<Vec<String>, Error> = vols.iter().map(|v| expand(v)).collect();
@@ -1409,8 +1466,12 @@ impl<'a> Converter<'a> {
                 for v in &v2 {
                     vs.insert(v.clone(), ());
                 }
-                d.image
-                    .commit(&format!("VOLUME [{}]", v2.join(" ")), false, false);
+                d.image.commit(
+                    &format!("VOLUME [{}]", v2.join(" ")),
+                    false,
+                    false,
+                    self.epoch,
+                );
             }
             Instruction::StopSignal(s) => {
                 let s = expand(s);
@@ -1421,7 +1482,8 @@ impl<'a> Converter<'a> {
                 }
                 let d = &mut self.all.states[i];
                 d.image.config.stop_signal = s.clone();
-                d.image.commit(&format!("STOPSIGNAL {s}"), false, false);
+                d.image
+                    .commit(&format!("STOPSIGNAL {s}"), false, false, self.epoch);
             }
             Instruction::Expose(ports) => {
                 let mut all = Vec::new();
@@ -1439,8 +1501,12 @@ impl<'a> Converter<'a> {
                 for p in &ps {
                     ep.insert(p.clone(), ());
                 }
-                d.image
-                    .commit(&format!("EXPOSE [{}]", ps.join(" ")), false, false);
+                d.image.commit(
+                    &format!("EXPOSE [{}]", ps.join(" ")),
+                    false,
+                    false,
+                    self.epoch,
+                );
             }
             Instruction::Arg(args) => {
                 self.dispatch_arg(i, cmd, args)?;
@@ -1448,8 +1514,12 @@ impl<'a> Converter<'a> {
             Instruction::Shell(sh) => {
                 let d = &mut self.all.states[i];
                 d.image.config.shell = sh.clone();
-                d.image
-                    .commit(&format!("SHELL [{}]", sh.join(" ")), false, false);
+                d.image.commit(
+                    &format!("SHELL [{}]", sh.join(" ")),
+                    false,
+                    false,
+                    self.epoch,
+                );
             }
             Instruction::Onbuild(e) => {
                 self.all.states[i].image.config.on_build.push(e.clone());
@@ -1467,6 +1537,7 @@ impl<'a> Converter<'a> {
                     &format!("CMD {}", crate::gostr::go_quote_list(&args)),
                     false,
                     false,
+                    self.epoch,
                 );
             }
             Instruction::Entrypoint(c) => {
@@ -1483,6 +1554,7 @@ impl<'a> Converter<'a> {
                     &format!("ENTRYPOINT {}", crate::gostr::go_quote_list(&args)),
                     false,
                     false,
+                    self.epoch,
                 );
             }
             Instruction::Healthcheck(h) => {
@@ -1506,7 +1578,7 @@ impl<'a> Converter<'a> {
                     util::go_duration(h.start_interval),
                     h.retries
                 );
-                d.image.commit(&msg, false, false);
+                d.image.commit(&msg, false, false, self.epoch);
             }
             Instruction::Run(r) => {
                 let root = self.root(i);
@@ -1743,9 +1815,12 @@ impl<'a> Converter<'a> {
                 None => key.clone(),
             });
         }
-        self.all.states[i]
-            .image
-            .commit(&format!("ARG {}", commit.join(" ")), false, false);
+        self.all.states[i].image.commit(
+            &format!("ARG {}", commit.join(" ")),
+            false,
+            false,
+            self.epoch,
+        );
         Ok(())
     }
 
@@ -2040,7 +2115,7 @@ impl<'a> Converter<'a> {
             run_command_string(&args, &d.build_args, &env_for_history)
         );
         d.state = root.network(prev_net).security(SecurityMode::Sandbox);
-        d.image.commit(&hist, true, true);
+        d.image.commit(&hist, true, true, self.epoch);
         Ok(())
     }
 
@@ -2259,7 +2334,7 @@ impl<'a> Converter<'a> {
         } else {
             d.state = d.state.file_with(action, md);
         }
-        d.image.commit(&commit, true, true);
+        d.image.commit(&commit, true, true, self.epoch);
         Ok(())
     }
 }
@@ -2428,6 +2503,7 @@ fn dispatch_workdir(
     code: Option<&str>,
     lex: &Lexer,
     multi_platform: bool,
+    epoch: Option<i64>,
 ) -> Result<(), Error> {
     let wd = util::normalize_workdir(&d.image.config.working_dir, path);
     d.image.config.working_dir = wd.clone();
@@ -2454,12 +2530,15 @@ fn dispatch_workdir(
             if d.ignore_cache {
                 md = md.ignore_cache(true);
             }
-            d.state = d
-                .state
-                .file_with(FileAction::mkdir(&wd, 0o755, true, owner), md);
+            let mut mkdir = FileAction::mkdir(&wd, 0o755, true, owner);
+            if let Some(secs) = epoch {
+                mkdir = mkdir.created_at(secs.saturating_mul(1_000_000_000));
+            }
+            d.state = d.state.clone().file_with(mkdir, md);
             with_layer = true;
         }
-        d.image.commit(&format!("WORKDIR {wd}"), with_layer, false);
+        d.image
+            .commit(&format!("WORKDIR {wd}"), with_layer, false, epoch);
     }
     Ok(())
 }
