@@ -161,10 +161,11 @@ impl Backend {
         raw: &RawSpecs,
         events: Arc<dyn EventSink>,
     ) -> Result<(BuildOutcome, usize)> {
+        // In process, the steps are this process's: a signal must stop them before it
+        // exits. Through buildwitd, the stream closes and the daemon cancels the build.
+        crate::signals::cancel_on_signals(request.client.cancelled.clone());
         match self {
             Backend::Local(e) => {
-                // Steps run in this process: a signal must stop them before it exits.
-                crate::signals::cancel_on_signals(request.client.cancelled.clone());
                 let outcome = e.build(request, events)?;
                 let layers = outcome.result.as_ref().map_or(0, |s| s.layers.len());
                 Ok((outcome, layers))

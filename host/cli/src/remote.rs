@@ -297,6 +297,7 @@ impl Remote {
                 locals: offered,
                 agents: request.ssh,
                 writable: local_caches(&request.cache_to).collect(),
+                cancelled: request.client.cancelled.clone(),
             },
             dests,
             events,
@@ -826,6 +827,8 @@ struct Client {
     locals: BTreeMap<String, PathBuf>,
     agents: BTreeMap<String, PathBuf>,
     writable: BTreeMap<String, PathBuf>,
+    /// Set on Ctrl-C: the stream is closed, and the daemon cancels the build.
+    cancelled: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Relay agent connection `conn` between the daemon and the agent at `socket`: what the
@@ -884,8 +887,19 @@ async fn run_build(
     let mut requests: HashMap<u64, Listed> = HashMap::new();
     // Open agent connections: where the daemon's bytes for each go.
     let mut agents: HashMap<u64, mpsc::UnboundedSender<Option<Vec<u8>>>> = HashMap::new();
+    let flag = here.cancelled.clone();
+    let cancelled = async move {
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::pin!(cancelled);
     loop {
-        let msg = match stream.message().await {
+        let next = tokio::select! {
+            next = stream.message() => next,
+            () = &mut cancelled => bail!("the build was cancelled"),
+        };
+        let msg = match next {
             Ok(Some(m)) => m.msg,
             Ok(None) => bail!("buildwitd ended the build without a result"),
             Err(status) => return Err(status_error("build", status)),

@@ -1,8 +1,11 @@
-//! Signals during an in-process build. Its steps are runc containers started by this
+//! Signals during a build. In process, its steps are runc containers started by this
 //! process, which would outlive it: SIGINT, SIGTERM and SIGHUP cancel the build instead, so
 //! its containers are killed, its mounts undone and nothing half-written is kept; a second
 //! signal kills the containers and exits at once. (What a SIGKILL leaves, the next start
-//! reclaims: see `buildwit_worker::Worker::open`.)
+//! reclaims: see `buildwit_worker::Worker::open`.) Through buildwitd, the first signal
+//! closes the build's stream, which the daemon takes as a cancellation, and the CLI exits
+//! with 128 + the signal, as it does in process, even when the shell that started it
+//! ignores SIGINT.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};

@@ -87,10 +87,14 @@ pub(crate) struct PlatformResult {
 }
 
 /// A frontend's `source.date.epoch`: decimal seconds, or empty for none.
-pub(crate) fn parse_epoch(value: &[u8]) -> Result<i64, DaemonError> {
+pub(crate) fn parse_epoch(value: &[u8]) -> Result<Option<i64>, DaemonError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
     std::str::from_utf8(value)
         .ok()
         .and_then(|v| v.parse().ok())
+        .map(Some)
         .ok_or_else(|| {
             DaemonError::Export(format!(
                 "invalid SOURCE_DATE_EPOCH from frontend: {:?}",

@@ -1020,7 +1020,8 @@ impl Engine {
                 };
                 let epoch = meta_of("source.date.epoch", &suffix)
                     .map(|v| export::parse_epoch(&v))
-                    .transpose()?;
+                    .transpose()?
+                    .flatten();
                 results.push(export::PlatformResult {
                     config: meta_of("containerimage.config", &suffix),
                     base_config: meta_of("containerimage.base.config", &suffix),

@@ -51,6 +51,11 @@ pub(crate) fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Memory redb may keep of the database's pages. Its default, 1 GiB, let a daemon's memory
+/// grow with every record it wrote (about 1 KiB a build); 64 MiB holds the records of tens
+/// of thousands of steps.
+const CACHE_BYTES: usize = 64 << 20;
+
 impl CacheDb {
     /// Open or create the database.
     pub fn open(path: &Path) -> Result<Self, DbError> {
@@ -58,7 +63,10 @@ impl CacheDb {
             path: path.display().to_string(),
             message: e.to_string(),
         };
-        let db = Database::create(path).map_err(|e| err(&e))?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| err(&e))?;
         let txn = db.begin_write().map_err(|e| err(&e))?;
         txn.open_table(RESULTS).map_err(|e| err(&e))?;
         txn.commit().map_err(|e| err(&e))?;

@@ -177,7 +177,45 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
+/// glibc's allocator, set for a daemon that runs for months under concurrent builds. Its
+/// defaults let each of up to 8 arenas per core keep what was freed in it, and let the
+/// threshold for returning large blocks to the system rise with every large block freed:
+/// under load the daemon's resident memory grew by tens of MiB of free space it held
+/// (see the README's Reliability section). Two arenas, fixed thresholds, and a trim of
+/// the free space every few seconds keep it near what is in use. An allocator set through
+/// the environment (`GLIBC_TUNABLES`, `MALLOC_ARENA_MAX`) is left as it is.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    if std::env::var_os("GLIBC_TUNABLES").is_some()
+        || std::env::var_os("MALLOC_ARENA_MAX").is_some()
+    {
+        return;
+    }
+    // SAFETY: mallopt only sets parameters of the allocator, before any other thread runs.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 10);
+    }
+    let trim = std::thread::Builder::new()
+        .name("malloc-trim".into())
+        .spawn(|| {
+            loop {
+                std::thread::sleep(Duration::from_secs(10));
+                // SAFETY: malloc_trim takes the allocator's own locks; it is safe from any thread.
+                unsafe { libc::malloc_trim(0) };
+            }
+        });
+    if let Err(e) = trim {
+        eprintln!("buildwitd: cannot start the allocator's trim thread: {e}");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() -> std::process::ExitCode {
+    tune_allocator();
     // Files the daemon makes are never writable by others, whatever the caller's umask.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     let args = Args::parse();
