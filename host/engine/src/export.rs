@@ -292,9 +292,11 @@ fn export_files(
         })
         .collect();
     // BuildKit's file exporters read the one (unsuffixed) time a frontend gives.
-    let epoch = output
-        .source_date_epoch
-        .or_else(|| results.iter().find_map(|r| r.epoch.filter(|_| !multi)));
+    let epoch = match (output.source_date_epoch, results) {
+        (Some(epoch), _) => Some(epoch),
+        (None, [one]) => one.epoch,
+        (None, _) => None,
+    };
     let trees: Vec<(&str, &std::path::Path)> = dirs
         .iter()
         .zip(&mounts)

@@ -2534,7 +2534,7 @@ fn dispatch_workdir(
             if let Some(secs) = epoch {
                 mkdir = mkdir.created_at(secs.saturating_mul(1_000_000_000));
             }
-            d.state = d.state.clone().file_with(mkdir, md);
+            d.state = d.state.file_with(mkdir, md);
             with_layer = true;
         }
         d.image
