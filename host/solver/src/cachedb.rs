@@ -57,20 +57,43 @@ pub(crate) fn now() -> u64 {
 const CACHE_BYTES: usize = 64 << 20;
 
 impl CacheDb {
-    /// Open or create the database.
+    /// Open the database, or create it. A new database is made under a temporary name and
+    /// renamed into place once whole: a process killed while redb writes a new file's header
+    /// left a file redb would never open again ("not a redb database").
     pub fn open(path: &Path) -> Result<Self, DbError> {
         let err = |e: &dyn std::fmt::Display| DbError {
             path: path.display().to_string(),
             message: e.to_string(),
         };
+        if !path.exists() {
+            Self::create(path).map_err(|e| err(&e))?;
+        }
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
-            .create(path)
+            .open(path)
             .map_err(|e| err(&e))?;
-        let txn = db.begin_write().map_err(|e| err(&e))?;
-        txn.open_table(RESULTS).map_err(|e| err(&e))?;
-        txn.commit().map_err(|e| err(&e))?;
         Ok(CacheDb { db })
+    }
+
+    /// Write an empty database with its table beside `path`, then rename it to `path`.
+    fn create(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".new");
+        let new = std::path::PathBuf::from(name);
+        // A leftover of a creation that was killed.
+        let _ = std::fs::remove_file(&new);
+        {
+            let db = Database::builder().create(&new)?;
+            let txn = db.begin_write()?;
+            txn.open_table(RESULTS)?;
+            txn.commit()?;
+        }
+        std::fs::File::open(&new)?.sync_all()?;
+        std::fs::rename(&new, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     }
 
     fn err(e: impl std::fmt::Display) -> DbError {
@@ -156,5 +179,28 @@ impl CacheDb {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_creation_killed_halfway_leaves_nothing_that_stops_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.db");
+        // What a kill during redb's first write leaves: a file without a whole header.
+        std::fs::write(dir.path().join("cache.db.new"), b"redb\x1a\x0a").unwrap();
+        let db = CacheDb::open(&path).unwrap();
+        let record = Record {
+            description: "step".into(),
+            ..Default::default()
+        };
+        db.put("k", &record).unwrap();
+        drop(db);
+        assert!(!dir.path().join("cache.db.new").exists());
+        let db = CacheDb::open(&path).unwrap();
+        assert_eq!(db.get("k").unwrap(), Some(record));
     }
 }
