@@ -1,6 +1,7 @@
 //! Build cache export (`--cache-to`) and import (`--cache-from`): the solver's records and
 //! their layers as an OCI artifact in a local directory or a registry, see
-//! [`buildwit_exporter::cache`] for the format.
+//! [`buildwit_exporter::cache`] for the format, or in an object store (see
+//! [`crate::cache_bucket`]).
 //!
 //! Import is eager and happens before the solve: every layer of the cache is fetched and
 //! unpacked, and every record is put in the cache database, so the solver finds them as if
@@ -12,10 +13,11 @@ use std::io::BufReader;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::build_io::BuildIo;
+use crate::cache_bucket::Bucket;
 use buildwit_exporter::cache::{
-    CacheEntry, CacheMode, CacheSource, CacheSpec, CacheTarget, Written, build_cache,
-    cache_dir_blob, inline_cache, parse_cache_config, parse_cache_manifest,
-    read_cache_dir_manifest, write_cache_dir,
+    CacheConfig, CacheEntry, CacheManifest, CacheMode, CacheSource, CacheSpec, CacheTarget,
+    Written, build_cache, cache_dir_blob, inline_cache, parse_annotated_config, parse_cache_config,
+    parse_cache_manifest, read_cache_dir_manifest, write_cache_dir,
 };
 use buildwit_registry::Registries;
 use buildwit_solver::{Record, SolvedKeys, Solver};
@@ -115,6 +117,7 @@ pub(crate) fn export(
     let entries = entries(solver, spec.mode, keys).map_err(|e| format!("{what}: {e}"))?;
     let content = &solver.worker().content;
     let built = build_cache(content, &entries, spec).map_err(|e| format!("{what}: {e}"))?;
+    let mut manifest = built.manifest_desc.digest.clone();
     let written = match &spec.target {
         CacheTarget::Local(dest) => write_cache_dir(content, &built, mirror.unwrap_or(dest))
             .map_err(|e| format!("{what}: {e}"))?,
@@ -144,12 +147,21 @@ pub(crate) fn export(
                 bytes: pushed.bytes,
             }
         }
+        CacheTarget::Bucket(b) => {
+            let bucket = Bucket::open(b).map_err(|e| format!("{what}: {e}"))?;
+            let (written, config) = io
+                .block_on(bucket.export(content, &built))?
+                .map_err(|e| format!("{what}: {e}"))?;
+            // A bucket holds no manifest: its config is what names the cache.
+            manifest = config;
+            written
+        }
         CacheTarget::Inline => {
             return Err(format!("{what}: goes with an image output, not on its own"));
         }
     };
     Ok(CacheExported {
-        manifest: built.manifest_desc.digest,
+        manifest,
         records: entries.len(),
         written,
     })
@@ -159,6 +171,7 @@ pub(crate) fn export(
 enum Source<'a> {
     Dir(&'a std::path::Path),
     Registry(&'a str),
+    Bucket(&'a Bucket),
 }
 
 /// Import the cache at `spec`: fetch and unpack its layers, insert its records. Returns how
@@ -188,6 +201,22 @@ pub(crate) fn import(
                 .block_on(registries.pull_raw_manifest(reference))?
                 .map_err(|e| format!("{what}: {e}"))?;
             (Source::Registry(reference), m.manifest)
+        }
+        CacheTarget::Bucket(b) => {
+            let bucket = Bucket::open(b).map_err(|e| format!("{what}: {e}"))?;
+            let bytes = io
+                .block_on(bucket.manifest())?
+                .map_err(|e| format!("{what}: {e}"))?;
+            let (manifest, config) = parse_annotated_config(&bytes, &what)?;
+            return insert_records(
+                solver,
+                registries,
+                io,
+                &Source::Bucket(&bucket),
+                manifest,
+                config,
+                &what,
+            );
         }
         CacheTarget::Inline => {
             return Err(format!(
@@ -243,6 +272,20 @@ fn insert(
             return Err(format!("{what}: an image index inside an image index"));
         }
     };
+    insert_records(solver, registries, io, source, manifest, config, what)
+}
+
+/// Insert the records of a cache whose blobs `manifest` lists: its layers fetched from
+/// `source` and unpacked, its records put in the database. Returns how many were added.
+fn insert_records(
+    solver: &Solver,
+    registries: &Registries,
+    io: BuildIo,
+    source: &Source,
+    manifest: CacheManifest,
+    config: CacheConfig,
+    what: &str,
+) -> Result<usize, String> {
     let diff_ids: HashMap<&str, (&Descriptor, &str)> = manifest
         .layers
         .iter()
@@ -388,6 +431,7 @@ fn store_blobs(
             )?;
             results.into_iter().collect::<Result<(), String>>()?;
         }
+        Source::Bucket(bucket) => io.block_on(bucket.fetch_blobs(content, blobs))??,
     }
     Ok(())
 }
@@ -447,6 +491,8 @@ fn fetch(
                 .map_err(|e| format!("{what}: {e}"))?;
             out
         }
+        // A bucket's config is read with its manifest.
+        Source::Bucket(_) => return Err(format!("{what}: no config blob in a bucket")),
     };
     if sha256_digest(&bytes) != desc.digest {
         return Err(format!("{what}: blob {} is corrupt", desc.digest));

@@ -11,6 +11,7 @@ mod build_io;
 use build_io::BuildIo;
 use buildwit_exporter::cache::CacheTarget;
 mod cache;
+mod cache_bucket;
 mod cache_io;
 pub mod client;
 mod container;

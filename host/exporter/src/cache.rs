@@ -52,6 +52,76 @@ pub enum CacheTarget {
     Registry(String),
     /// In the config of the image the build exports (`type=inline`, export only).
     Inline,
+    /// In an S3 bucket or an Azure Blob container (`type=s3`, `type=azblob`).
+    Bucket(Box<BucketCache>),
+}
+
+/// A cache in an object store, laid out as BuildKit lays out its `type=s3` and
+/// `type=azblob` caches: each blob under `<prefix><blobs_prefix><digest>`, the cache
+/// config (with each layer's media type, diff id and size) under
+/// `<prefix><manifests_prefix><name>`. What is not set here is read from the daemon's
+/// environment when the cache is used, as BuildKit reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketCache {
+    /// The service and how to reach it.
+    pub service: BucketService,
+    /// `prefix=`.
+    pub prefix: Option<String>,
+    /// `blobs_prefix=`.
+    pub blobs_prefix: Option<String>,
+    /// `manifests_prefix=`.
+    pub manifests_prefix: Option<String>,
+    /// `name=`, `;`-separated: the manifests an export writes; an import reads the first.
+    pub names: Vec<String>,
+    /// `upload_parallelism=`: blobs uploaded at once.
+    pub upload_parallelism: usize,
+}
+
+/// An object store service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BucketService {
+    /// Amazon S3 or a service that speaks its API.
+    S3 {
+        /// `bucket=`, else `$AWS_BUCKET`.
+        bucket: Option<String>,
+        /// `region=`, else `$AWS_REGION`.
+        region: Option<String>,
+        /// `endpoint_url=`: another service than AWS's.
+        endpoint_url: Option<String>,
+        /// `use_path_style=`: the bucket in the path, not the host name.
+        use_path_style: bool,
+        /// `access_key_id=`, else the AWS SDK's environment and credential chain.
+        access_key_id: Option<String>,
+        /// `secret_access_key=`.
+        secret_access_key: Option<Secret>,
+        /// `session_token=`.
+        session_token: Option<Secret>,
+        /// `touch_refresh=` (default 24 h): a blob already there but older than this is
+        /// written again, so a bucket's expiry rules keep what builds still use.
+        touch_refresh: std::time::Duration,
+    },
+    /// Azure Blob Storage.
+    Azure {
+        /// `account_url=`, else `$BUILDKIT_AZURE_STORAGE_ACCOUNT_URL`.
+        account_url: Option<String>,
+        /// `account_name=`, else `$BUILDKIT_AZURE_STORAGE_ACCOUNT_NAME`, else the first
+        /// label of the account URL's host.
+        account_name: Option<String>,
+        /// `secret_access_key=`: the account key, else Azure's environment credentials.
+        secret_access_key: Option<Secret>,
+        /// `container=`, else `$BUILDKIT_AZURE_STORAGE_CONTAINER`, else `buildkit-cache`.
+        container: Option<String>,
+    },
+}
+
+/// A credential from a cache spec: kept out of `Debug` output and logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// Which records an export holds.
@@ -93,6 +163,26 @@ impl CacheSpec {
             CacheTarget::Local(p) => format!("local cache {}", p.display()),
             CacheTarget::Registry(r) => format!("registry cache {r}"),
             CacheTarget::Inline => "inline cache".into(),
+            CacheTarget::Bucket(b) => match &b.service {
+                BucketService::S3 { bucket, .. } => format!(
+                    "s3 cache {}{}",
+                    bucket.as_deref().unwrap_or("$AWS_BUCKET"),
+                    b.prefix
+                        .as_deref()
+                        .map(|p| format!(" prefix {p}"))
+                        .unwrap_or_default()
+                ),
+                BucketService::Azure { container, .. } => format!(
+                    "azblob cache {}{}",
+                    container
+                        .as_deref()
+                        .unwrap_or("$BUILDKIT_AZURE_STORAGE_CONTAINER"),
+                    b.prefix
+                        .as_deref()
+                        .map(|p| format!(" prefix {p}"))
+                        .unwrap_or_default()
+                ),
+            },
         }
     }
 
@@ -134,6 +224,8 @@ pub fn parse_cache_spec(spec: &str, export: bool) -> Result<CacheSpec, ExportErr
     let mut out = CacheSpec::new(CacheTarget::Inline);
     let mut image_manifest = None;
     let mut options = Vec::new();
+    // The options of s3 and azblob caches, checked once the type is known.
+    let mut bucket_options: Vec<(&str, &str)> = Vec::new();
     let bool_of = |k: &str, v: &str| match v {
         "true" | "" => Ok(true),
         "false" => Ok(false),
@@ -144,6 +236,10 @@ pub fn parse_cache_spec(spec: &str, export: bool) -> Result<CacheSpec, ExportErr
         let k = k.trim();
         if k != "type" {
             options.push(k);
+        }
+        if BUCKET_OPTIONS.contains(&k) {
+            bucket_options.push((k, v));
+            continue;
         }
         match k {
             "type" => kind = Some(v.to_string()),
@@ -221,21 +317,145 @@ pub fn parse_cache_spec(spec: &str, export: bool) -> Result<CacheSpec, ExportErr
                 "an inline cache is imported with type=registry,ref=IMAGE".into(),
             ));
         }
+        Some(kind @ ("s3" | "azblob")) => CacheTarget::Bucket(Box::new(
+            parse_bucket(kind, &bucket_options, export).map_err(&bad)?,
+        )),
         Some(other) => {
             return Err(bad(format!(
-                "cache type {other:?} is not supported (use local, registry or inline)"
+                "cache type {other:?} is not supported (use local, registry, inline, s3 or azblob)"
             )));
         }
         None => return Err(bad("type= is missing".into())),
     };
+    if let Some((k, _)) = bucket_options.first()
+        && !matches!(out.target, CacheTarget::Bucket(_))
+    {
+        return Err(bad(format!("unknown or unsupported option {k:?}")));
+    }
     Ok(out)
+}
+
+/// The options of `type=s3` and `type=azblob`, BuildKit's names.
+const BUCKET_OPTIONS: &[&str] = &[
+    "bucket",
+    "region",
+    "prefix",
+    "blobs_prefix",
+    "manifests_prefix",
+    "name",
+    "endpoint_url",
+    "use_path_style",
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+    "touch_refresh",
+    "upload_parallelism",
+    "disable_accept_encoding",
+    "account_url",
+    "account_name",
+    "container",
+];
+
+/// The options of an s3 (`kind`) or azblob cache.
+fn parse_bucket(kind: &str, options: &[(&str, &str)], export: bool) -> Result<BucketCache, String> {
+    let get = |key: &str| {
+        options
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.to_string())
+    };
+    // Go's strconv.ParseBool, as BuildKit reads these.
+    let bool_of = |key: &str| match get(key).as_deref() {
+        None => Ok(false),
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
+        Some(v) => Err(format!("{key}={v:?} is not true or false")),
+    };
+    let s3_only = [
+        "bucket",
+        "region",
+        "endpoint_url",
+        "use_path_style",
+        "access_key_id",
+        "session_token",
+        "touch_refresh",
+        "disable_accept_encoding",
+    ];
+    let azure_only = ["account_url", "account_name", "container"];
+    let foreign = if kind == "s3" {
+        &azure_only[..]
+    } else {
+        &s3_only[..]
+    };
+    if let Some((k, _)) = options.iter().find(|(k, _)| foreign.contains(k)) {
+        return Err(format!("type={kind} has no option {k:?}"));
+    }
+    if !export && let Some((k, _)) = options.iter().find(|(k, _)| *k == "upload_parallelism") {
+        return Err(format!("{k} is an export option"));
+    }
+    let upload_parallelism = match get("upload_parallelism") {
+        None => 4,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return Err(format!(
+                    "upload_parallelism={v:?} must be a positive integer"
+                ));
+            }
+        },
+    };
+    let secret = |key: &str| get(key).map(Secret);
+    let service = if kind == "s3" {
+        let touch_refresh = match get("touch_refresh") {
+            None => std::time::Duration::from_secs(24 * 3600),
+            Some(v) => buildwit_config::Duration::parse(&v)
+                .map_err(|e| format!("touch_refresh: {e}"))?
+                .as_std(),
+        };
+        // The AWS SDK's Accept-Encoding is not sent by this client; the option is read
+        // for compatibility with buildx command lines.
+        bool_of("disable_accept_encoding")?;
+        BucketService::S3 {
+            bucket: get("bucket"),
+            region: get("region"),
+            endpoint_url: get("endpoint_url"),
+            use_path_style: bool_of("use_path_style")?,
+            access_key_id: get("access_key_id"),
+            secret_access_key: secret("secret_access_key"),
+            session_token: secret("session_token"),
+            touch_refresh,
+        }
+    } else {
+        BucketService::Azure {
+            account_url: get("account_url"),
+            account_name: get("account_name"),
+            secret_access_key: secret("secret_access_key"),
+            container: get("container"),
+        }
+    };
+    let names: Vec<String> = match get("name") {
+        Some(v) => v.split(';').map(str::to_string).collect(),
+        None => vec!["buildkit".into()],
+    };
+    if names.iter().any(|n| n.is_empty()) {
+        return Err("name= has an empty name".into());
+    }
+    Ok(BucketCache {
+        service,
+        prefix: get("prefix"),
+        blobs_prefix: get("blobs_prefix"),
+        manifests_prefix: get("manifests_prefix"),
+        names,
+        upload_parallelism,
+    })
 }
 
 /// The cache config JSON.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheConfig {
-    /// Whose keys these are ([`KEY_FORMAT`]).
-    #[serde(rename = "keyFormat")]
+    /// Whose keys these are ([`KEY_FORMAT`]); none in BuildKit's caches.
+    #[serde(rename = "keyFormat", default)]
     pub key_format: String,
     /// Layers; a parent always comes before its children.
     pub layers: Vec<CacheLayer>,
@@ -250,6 +470,23 @@ pub struct CacheLayer {
     pub blob: String,
     /// The index of the layer below it, -1 for a bottom layer.
     pub parent: i64,
+    /// What an object store cache, which has no manifest beside its config, keeps of the
+    /// blob (BuildKit's field names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<LayerAnnotations>,
+}
+
+/// A layer blob's media type, diff id and size, in an object store cache's config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerAnnotations {
+    /// The blob's media type.
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    /// The digest of the uncompressed layer.
+    #[serde(rename = "diffID")]
+    pub diff_id: String,
+    /// The blob's size.
+    pub size: u64,
 }
 
 /// One cache record.
@@ -298,6 +535,75 @@ pub struct BuiltCache {
     pub manifest: Vec<u8>,
     /// Its descriptor.
     pub manifest_desc: Descriptor,
+    /// The config.
+    pub cache: CacheConfig,
+    /// The diff id of each layer blob.
+    pub diff_ids: HashMap<String, String>,
+}
+
+impl BuiltCache {
+    /// The config with each layer's media type, diff id and size in it: what an object
+    /// store cache keeps under a manifest name.
+    pub fn annotated_config(&self) -> Result<Vec<u8>, ExportError> {
+        let mut cache = self.cache.clone();
+        for layer in &mut cache.layers {
+            let desc = self
+                .layers
+                .iter()
+                .find(|d| d.digest == layer.blob)
+                .ok_or_else(|| ExportError::InvalidConfig(format!("no blob {}", layer.blob)))?;
+            layer.annotations = Some(LayerAnnotations {
+                media_type: desc.media_type.clone(),
+                diff_id: self.diff_ids[&desc.digest].clone(),
+                size: desc.size,
+            });
+        }
+        serde_json::to_vec(&cache)
+            .map_err(|e| ExportError::InvalidConfig(format!("cache config: {e}")))
+    }
+}
+
+/// Read an object store cache's config ([`BuiltCache::annotated_config`]): the blobs it
+/// names, from its layers' annotations, and the config, checked.
+pub fn parse_annotated_config(
+    bytes: &[u8],
+    what: &str,
+) -> Result<(CacheManifest, CacheConfig), String> {
+    let config: CacheConfig = serde_json::from_slice(bytes)
+        .map_err(|e| format!("{what}: the cache config is not valid JSON: {e}"))?;
+    let mut layers: Vec<(Descriptor, String)> = Vec::new();
+    for (i, l) in config.layers.iter().enumerate() {
+        let a = l.annotations.as_ref().ok_or_else(|| {
+            format!("{what}: layer {i} has no annotations (media type, diff id, size)")
+        })?;
+        if Compression::of_media_type(&a.media_type).is_none() {
+            return Err(format!(
+                "{what}: layer {} has media type {:?}, which is not a layer",
+                l.blob, a.media_type
+            ));
+        }
+        if !layers.iter().any(|(d, _)| d.digest == l.blob) {
+            digest_hex(&l.blob).map_err(|e| format!("{what}: layer {i}: {e}"))?;
+            layers.push((
+                Descriptor {
+                    media_type: a.media_type.clone(),
+                    digest: l.blob.clone(),
+                    size: a.size,
+                },
+                a.diff_id.clone(),
+            ));
+        }
+    }
+    let manifest = CacheManifest {
+        config: Descriptor {
+            media_type: CACHE_CONFIG.into(),
+            digest: sha256_digest(bytes),
+            size: bytes.len() as u64,
+        },
+        layers,
+    };
+    check_cache_config(&config, &manifest, what)?;
+    Ok((manifest, config))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -366,7 +672,11 @@ pub fn cache_config(
                 let Some(blob) = blob_of(layer)? else {
                     continue;
                 };
-                config.layers.push(CacheLayer { blob, parent });
+                config.layers.push(CacheLayer {
+                    blob,
+                    parent,
+                    annotations: None,
+                });
                 let i = config.layers.len() as i64 - 1;
                 index.insert((layer.id.clone(), parent), i);
                 parent = i;
@@ -392,6 +702,7 @@ pub fn build_cache(
     spec: &CacheSpec,
 ) -> Result<BuiltCache, ExportError> {
     let mut manifest_layers: Vec<ManifestDescriptor> = Vec::new();
+    let mut diff_ids: HashMap<String, String> = HashMap::new();
     let mut blobs: HashMap<String, String> = HashMap::new();
     let mut in_manifest: BTreeSet<String> = BTreeSet::new();
     let config = cache_config(entries, |layer| {
@@ -401,6 +712,7 @@ pub fn build_cache(
         let (desc, diff_id) = layer_blob_with(content, layer, &spec.compression)
             .map_err(|e| ExportError::io(format!("compressing layer {}", layer.id), e))?;
         if in_manifest.insert(desc.digest.clone()) {
+            diff_ids.insert(desc.digest.clone(), diff_id.clone());
             manifest_layers.push(ManifestDescriptor {
                 media_type: spec
                     .compression
@@ -472,6 +784,8 @@ pub fn build_cache(
         config_desc,
         layers,
         manifest: manifest_bytes,
+        cache: config,
+        diff_ids,
     })
 }
 
@@ -805,6 +1119,16 @@ pub fn parse_cache_config(
 ) -> Result<CacheConfig, String> {
     let config: CacheConfig = serde_json::from_slice(bytes)
         .map_err(|e| format!("{what}: the cache config is not valid JSON: {e}"))?;
+    check_cache_config(&config, manifest, what)?;
+    Ok(config)
+}
+
+/// Check a cache config against the blobs of its manifest.
+fn check_cache_config(
+    config: &CacheConfig,
+    manifest: &CacheManifest,
+    what: &str,
+) -> Result<(), String> {
     if config.key_format != KEY_FORMAT {
         return Err(format!(
             "{what}: its cache keys are {:?}, not {KEY_FORMAT:?}; only caches exported by buildwit can be imported (BuildKit's keys differ)",
@@ -833,7 +1157,7 @@ pub fn parse_cache_config(
             ));
         }
     }
-    Ok(config)
+    Ok(())
 }
 
 /// The cache manifest of a local cache directory: `digest`, else the entry tagged
@@ -877,6 +1201,77 @@ pub fn cache_dir_blob(dir: &Path, digest: &str) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_s3_and_azblob_specs_with_buildkits_options() {
+        let s = parse_cache_spec(
+            "type=s3,region=eu-west-1,bucket=b,name=app;app-latest,prefix=team/,use_path_style=true,endpoint_url=http://127.0.0.1:9000,secret_access_key=k,access_key_id=i,touch_refresh=1h30m,upload_parallelism=8,mode=max",
+            true,
+        )
+        .unwrap();
+        assert_eq!(s.mode, CacheMode::Max);
+        let CacheTarget::Bucket(b) = &s.target else {
+            panic!("{s:?}")
+        };
+        assert_eq!(b.names, ["app", "app-latest"]);
+        assert_eq!(b.prefix.as_deref(), Some("team/"));
+        assert_eq!(b.upload_parallelism, 8);
+        let BucketService::S3 {
+            bucket,
+            use_path_style,
+            touch_refresh,
+            secret_access_key,
+            ..
+        } = &b.service
+        else {
+            panic!("{b:?}")
+        };
+        assert_eq!(bucket.as_deref(), Some("b"));
+        assert!(use_path_style);
+        assert_eq!(touch_refresh.as_secs(), 5400);
+        // Secrets stay out of debug output.
+        assert!(!format!("{s:?}").contains("secret_access_key: Some(Secret(\"k"));
+        assert_eq!(secret_access_key.as_ref().unwrap().0, "k");
+        assert_eq!(s.describe(), "s3 cache b prefix team/");
+
+        // What is left out is read from the daemon's environment when used.
+        let s = parse_cache_spec("type=s3", false).unwrap();
+        let CacheTarget::Bucket(b) = &s.target else {
+            panic!("{s:?}")
+        };
+        assert_eq!(b.names, ["buildkit"]);
+        assert!(matches!(&b.service, BucketService::S3 { bucket: None, .. }));
+
+        let s = parse_cache_spec(
+            "type=azblob,account_url=https://acct.blob.core.windows.net,container=c,name=x",
+            false,
+        )
+        .unwrap();
+        assert_eq!(s.describe(), "azblob cache c");
+
+        for (spec, error) in [
+            ("type=s3,container=c", "type=s3 has no option \"container\""),
+            (
+                "type=azblob,bucket=b",
+                "type=azblob has no option \"bucket\"",
+            ),
+            ("type=s3,upload_parallelism=0", "must be a positive integer"),
+            ("type=s3,touch_refresh=soon", "invalid duration"),
+            ("type=s3,use_path_style=yes", "is not true or false"),
+            ("type=s3,name=a;", "empty name"),
+            (
+                "type=local,dest=/x,bucket=b",
+                "unknown or unsupported option \"bucket\"",
+            ),
+        ] {
+            let e = parse_cache_spec(spec, true).unwrap_err().to_string();
+            assert!(e.contains(error), "{spec}: {e}");
+        }
+        let e = parse_cache_spec("type=s3,upload_parallelism=2", false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("export option"), "{e}");
+    }
 
     #[test]
     fn parses_buildx_cache_specs() {

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 #[path = "../../../registry/tests/common/mod.rs"]
 pub mod common;
 
+pub mod buckets;
+
 const BUSYBOX: &str = "/bin/busybox";
 const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 const APPLETS: &[&str] = &[
