@@ -771,3 +771,70 @@ fn pulls_and_pushes_use_the_clients_docker_login() {
     );
     ok(inspect(&tag), "skopeo inspect of buildx's push");
 }
+
+#[cfg_attr(
+    no_shared,
+    ignore = "needs ../shared (set BUILDWIT_SHARED to its path), absent from this checkout"
+)]
+#[test]
+fn buildctl_caches_in_s3_through_buildwitd_with_the_daemons_credentials() {
+    let s = support::setup();
+    let peers = common::peers().expect("../shared/peers/install.sh");
+    let buildctl = peers.join("buildctl");
+    let moto = support::buckets::Server::moto(s.dir.path(), "ci-cache");
+    // The credentials and region are the daemon's, as buildkitd reads them.
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let ctx = s.context(
+        "s3",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM {}\nRUN echo one > /one\nRUN cat /one /one > /two\n",
+                s.image
+            ),
+        )],
+    );
+    let spec = format!(
+        "type=s3,bucket=ci-cache,endpoint_url=http://127.0.0.1:{},use_path_style=true",
+        moto.port
+    );
+    let export = format!("{spec},mode=max");
+    let first = common::buildwitd_with_env(&s, "bw1", "", &env);
+    let out = ok(
+        buildctl_build(
+            &buildctl,
+            &first.addr,
+            &ctx,
+            &["--progress=plain", "--export-cache", &export],
+            &[],
+        ),
+        "the build exporting its cache",
+    );
+    assert!(
+        text(&out.stderr).contains("blobs written"),
+        "{}",
+        text(&out.stderr)
+    );
+    drop(first);
+
+    // Another daemon with an empty root builds nothing: every step comes from the bucket.
+    let second = common::buildwitd_with_env(&s, "bw2", "", &env);
+    let out = ok(
+        buildctl_build(
+            &buildctl,
+            &second.addr,
+            &ctx,
+            &["--progress=plain", "--import-cache", &spec],
+            &[],
+        ),
+        "the build importing the cache",
+    );
+    let progress = text(&out.stderr);
+    for step in ["RUN echo one", "RUN cat /one"] {
+        assert!(cached(&progress, step), "{step} ran:\n{progress}");
+    }
+}

@@ -76,6 +76,11 @@ fn wait_for(path: &Path, what: &str, log: &Path) {
 
 /// buildwitd with the setup's config plus `extra` (TOML), on an empty root named `name`.
 pub fn buildwitd(s: &Setup, name: &str, extra: &str) -> Daemon {
+    buildwitd_with_env(s, name, extra, &[])
+}
+
+/// [`buildwitd`] with these environment variables.
+pub fn buildwitd_with_env(s: &Setup, name: &str, extra: &str, envs: &[(&str, &str)]) -> Daemon {
     let config = s.dir.path().join(format!("{name}.toml"));
     std::fs::write(
         &config,
@@ -96,6 +101,7 @@ pub fn buildwitd(s: &Setup, name: &str, extra: &str) -> Daemon {
             "DOCKER_CONFIG",
             s.dir.path().join(format!("{name}-docker-config")),
         )
+        .envs(envs.iter().copied())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
