@@ -41,6 +41,9 @@ struct AzureContainer {
     key: String,
 }
 
+/// Blobs an import downloads at once.
+const DOWNLOADS: usize = 4;
+
 /// Three tries, as the AWS SDK's standard retry mode: object_store's own default retries
 /// for three minutes, which an unreachable endpoint would make a hung build.
 fn retries() -> object_store::RetryConfig {
@@ -56,142 +59,172 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// A client of a service, and what the service makes of a cache spec.
+struct Service {
+    store: Arc<dyn ObjectStore>,
+    join: bool,
+    touch_refresh: Option<Duration>,
+    prefix: Option<String>,
+    credentials_hint: Option<&'static str>,
+    container: Option<AzureContainer>,
+}
+
+impl Service {
+    /// An S3 client: what the spec leaves unset comes from the environment, as the AWS SDK
+    /// reads it for BuildKit.
+    fn s3(spec: &BucketCache) -> Result<Service, String> {
+        let BucketService::S3 {
+            bucket,
+            region,
+            endpoint_url,
+            use_path_style,
+            access_key_id,
+            secret_access_key,
+            session_token,
+            touch_refresh,
+        } = &spec.service
+        else {
+            unreachable!("an s3 spec")
+        };
+        let bucket = bucket
+            .clone()
+            .or_else(|| env("AWS_BUCKET"))
+            .ok_or("bucket ($AWS_BUCKET) not set for the s3 cache")?;
+        let region = region
+            .clone()
+            .or_else(|| env("AWS_REGION"))
+            .ok_or("region ($AWS_REGION) not set for the s3 cache")?;
+        let mut b = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(&bucket)
+            .with_region(region)
+            .with_virtual_hosted_style_request(!use_path_style)
+            .with_retry(retries());
+        if let Some(url) = endpoint_url {
+            let endpoint = if *use_path_style {
+                url.clone()
+            } else {
+                virtual_host(url, &bucket)?
+            };
+            b = b
+                .with_allow_http(url.starts_with("http://"))
+                .with_endpoint(endpoint);
+        }
+        let mut credentials_hint = None;
+        if let (Some(id), Some(key)) = (access_key_id, secret_access_key) {
+            b = b
+                .with_access_key_id(id)
+                .with_secret_access_key(&key.0)
+                .with_token(session_token.as_ref().map_or("", |t| &t.0));
+        } else if env("AWS_ACCESS_KEY_ID").is_none() {
+            credentials_hint = Some(
+                "no access_key_id and secret_access_key, and no $AWS_ACCESS_KEY_ID in buildwit's environment",
+            );
+        }
+        let store = b.build().map_err(|e| format!("s3 cache: {e}"))?;
+        Ok(Service {
+            store: Arc::new(store),
+            join: false,
+            touch_refresh: Some(*touch_refresh),
+            prefix: spec.prefix.clone(),
+            credentials_hint,
+            container: None,
+        })
+    }
+
+    /// An Azure Blob client, with BuildKit's environment defaults.
+    fn azure(spec: &BucketCache) -> Result<Service, String> {
+        let BucketService::Azure {
+            account_url,
+            account_name,
+            secret_access_key,
+            container,
+        } = &spec.service
+        else {
+            unreachable!("an azblob spec")
+        };
+        let url = account_url
+            .clone()
+            .or_else(|| env("BUILDKIT_AZURE_STORAGE_ACCOUNT_URL"))
+            .ok_or(
+                "account_url ($BUILDKIT_AZURE_STORAGE_ACCOUNT_URL) not set for the azblob cache",
+            )?;
+        let account = account_name
+            .clone()
+            .or_else(|| env("BUILDKIT_AZURE_STORAGE_ACCOUNT_NAME"))
+            .or_else(|| first_host_label(&url))
+            .ok_or("azblob cache: no account name in account_url, account_name or $BUILDKIT_AZURE_STORAGE_ACCOUNT_NAME")?;
+        let container = container
+            .clone()
+            .or_else(|| env("BUILDKIT_AZURE_STORAGE_CONTAINER"))
+            .unwrap_or_else(|| "buildkit-cache".into());
+        let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
+            .with_account(&account)
+            .with_container_name(&container)
+            .with_allow_http(url.starts_with("http://"))
+            .with_endpoint(url.clone())
+            .with_retry(retries());
+        let (mut credentials_hint, mut to_create) = (None, None);
+        if let Some(key) = secret_access_key {
+            b = b.with_access_key(&key.0);
+            to_create = Some(AzureContainer {
+                account_url: url,
+                account,
+                name: container,
+                key: key.0.clone(),
+            });
+        } else if env("AZURE_STORAGE_ACCOUNT_KEY").is_none() && env("AZURE_CLIENT_ID").is_none() {
+            credentials_hint = Some(
+                "no secret_access_key, and no $AZURE_STORAGE_ACCOUNT_KEY or $AZURE_CLIENT_ID in buildwit's environment",
+            );
+        }
+        let store = b.build().map_err(|e| format!("azblob cache: {e}"))?;
+        Ok(Service {
+            store: Arc::new(store),
+            join: true,
+            touch_refresh: None,
+            prefix: spec
+                .prefix
+                .clone()
+                .or_else(|| env("BUILDKIT_AZURE_STORAGE_PREFIX")),
+            credentials_hint,
+            container: to_create,
+        })
+    }
+}
+
 impl Bucket {
     /// The client of `spec`, with what it leaves unset read from the environment.
     pub(crate) fn open(spec: &BucketCache) -> Result<Self, String> {
-        let mut to_create = None;
-        let (store, join, touch_refresh, prefix, credentials_hint): (
-            Arc<dyn ObjectStore>,
-            _,
-            _,
-            _,
-            _,
-        ) = match &spec.service {
-            BucketService::S3 {
-                bucket,
-                region,
-                endpoint_url,
-                use_path_style,
-                access_key_id,
-                secret_access_key,
-                session_token,
-                touch_refresh,
-            } => {
-                let bucket = bucket
-                    .clone()
-                    .or_else(|| env("AWS_BUCKET"))
-                    .ok_or("bucket ($AWS_BUCKET) not set for the s3 cache")?;
-                let region = region
-                    .clone()
-                    .or_else(|| env("AWS_REGION"))
-                    .ok_or("region ($AWS_REGION) not set for the s3 cache")?;
-                let mut b = object_store::aws::AmazonS3Builder::from_env()
-                    .with_bucket_name(&bucket)
-                    .with_region(region)
-                    .with_virtual_hosted_style_request(!use_path_style)
-                    .with_retry(retries());
-                if let Some(url) = endpoint_url {
-                    b = b.with_allow_http(url.starts_with("http://")).with_endpoint(
-                        if *use_path_style {
-                            url.clone()
-                        } else {
-                            virtual_host(url, &bucket)?
-                        },
-                    );
-                }
-                let mut hint = None;
-                if let (Some(id), Some(key)) = (access_key_id, secret_access_key) {
-                    b = b
-                        .with_access_key_id(id)
-                        .with_secret_access_key(&key.0)
-                        .with_token(session_token.as_ref().map_or("", |t| &t.0));
-                } else if env("AWS_ACCESS_KEY_ID").is_none() {
-                    hint = Some(
-                        "no access_key_id and secret_access_key, and no $AWS_ACCESS_KEY_ID in buildwit's environment",
-                    );
-                }
-                let store = b.build().map_err(|e| format!("s3 cache: {e}"))?;
-                (
-                    Arc::new(store),
-                    false,
-                    Some(*touch_refresh),
-                    spec.prefix.clone(),
-                    hint,
-                )
-            }
-            BucketService::Azure {
-                account_url,
-                account_name,
-                secret_access_key,
-                container,
-            } => {
-                let url = account_url
-                        .clone()
-                        .or_else(|| env("BUILDKIT_AZURE_STORAGE_ACCOUNT_URL"))
-                        .ok_or(
-                            "account_url ($BUILDKIT_AZURE_STORAGE_ACCOUNT_URL) not set for the azblob cache",
-                        )?;
-                let account = account_name
-                        .clone()
-                        .or_else(|| env("BUILDKIT_AZURE_STORAGE_ACCOUNT_NAME"))
-                        .or_else(|| first_host_label(&url))
-                        .ok_or("azblob cache: no account name in account_url, account_name or $BUILDKIT_AZURE_STORAGE_ACCOUNT_NAME")?;
-                let container = container
-                    .clone()
-                    .or_else(|| env("BUILDKIT_AZURE_STORAGE_CONTAINER"))
-                    .unwrap_or_else(|| "buildkit-cache".into());
-                let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_account(&account)
-                    .with_container_name(&container)
-                    .with_allow_http(url.starts_with("http://"))
-                    .with_endpoint(url.clone())
-                    .with_retry(retries());
-                let mut hint = None;
-                if let Some(key) = secret_access_key {
-                    b = b.with_access_key(&key.0);
-                    to_create = Some(AzureContainer {
-                        account_url: url,
-                        account,
-                        name: container,
-                        key: key.0.clone(),
-                    });
-                } else if env("AZURE_STORAGE_ACCOUNT_KEY").is_none()
-                    && env("AZURE_CLIENT_ID").is_none()
-                {
-                    hint = Some(
-                        "no secret_access_key, and no $AZURE_STORAGE_ACCOUNT_KEY or $AZURE_CLIENT_ID in buildwit's environment",
-                    );
-                }
-                let store = b.build().map_err(|e| format!("azblob cache: {e}"))?;
-                let prefix = spec
-                    .prefix
-                    .clone()
-                    .or_else(|| env("BUILDKIT_AZURE_STORAGE_PREFIX"));
-                (Arc::new(store), true, None, prefix, hint)
-            }
+        let service = match &spec.service {
+            BucketService::S3 { .. } => Service::s3(spec)?,
+            BucketService::Azure { .. } => Service::azure(spec)?,
         };
-        let prefix = prefix.unwrap_or_default();
+        let prefix = service.prefix.unwrap_or_default();
         // BuildKit's defaults: S3's prefixes end in a slash, Azure's are joined as paths.
-        let (blobs, manifests) = match (join, &spec.blobs_prefix, &spec.manifests_prefix) {
-            (false, b, m) => (
-                prefix.clone() + b.as_deref().unwrap_or("blobs/"),
-                prefix + m.as_deref().unwrap_or("manifests/"),
-            ),
-            (true, b, m) => (
-                path_join(&[&prefix, b.as_deref().unwrap_or("blobs")]),
-                path_join(&[&prefix, m.as_deref().unwrap_or("manifests")]),
-            ),
+        let (blobs, manifests) = if service.join {
+            (
+                path_join(&[&prefix, spec.blobs_prefix.as_deref().unwrap_or("blobs")]),
+                path_join(&[
+                    &prefix,
+                    spec.manifests_prefix.as_deref().unwrap_or("manifests"),
+                ]),
+            )
+        } else {
+            (
+                prefix.clone() + spec.blobs_prefix.as_deref().unwrap_or("blobs/"),
+                prefix + spec.manifests_prefix.as_deref().unwrap_or("manifests/"),
+            )
         };
         Ok(Bucket {
-            store,
+            store: service.store,
             blobs,
             manifests,
-            join,
+            join: service.join,
             names: spec.names.clone(),
             upload_parallelism: spec.upload_parallelism,
-            touch_refresh,
-            credentials_hint,
-            container: to_create,
+            touch_refresh: service.touch_refresh,
+            credentials_hint: service.credentials_hint,
+            container: service.container,
         })
     }
 
@@ -233,7 +266,7 @@ impl Bucket {
             let key = self.key(&self.blobs, &desc.digest)?;
             let fresh = match self.store.head(&key).await {
                 Ok(meta) => self.touch_refresh.is_none_or(|refresh| {
-                    let age = chrono_age(meta.last_modified.timestamp());
+                    let age = age_of(meta.last_modified.timestamp());
                     age < refresh
                 }),
                 Err(object_store::Error::NotFound { .. }) => false,
@@ -335,7 +368,7 @@ impl Bucket {
                 .map(|_| ())
                 .map_err(|e| failed(&e))
         }))
-        .buffer_unordered(self.upload_parallelism.max(4))
+        .buffer_unordered(DOWNLOADS)
         .try_collect::<Vec<()>>()
         .await?;
         Ok(())
@@ -412,7 +445,7 @@ fn tidy(message: String) -> String {
 }
 
 /// How long ago Unix time `secs` was (zero if in the future).
-fn chrono_age(secs: i64) -> Duration {
+fn age_of(secs: i64) -> Duration {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
