@@ -1,7 +1,8 @@
 //! Cache export and import per backend, buildwitd against buildkitd in the same run, both
 //! driven by the real `buildctl` (from `../shared/peers`): the 100-layer build of the
 //! `cache` bench exports its cache (`mode=max`) to a local directory, a local
-//! `docker-registry`, moto's S3 server and Azurite, then an empty root imports it.
+//! `docker-registry`, moto's S3 server, Azurite and the tests' GitHub Actions cache
+//! service (its blobs in Azurite), then an empty root imports it.
 //!
 //! `cargo bench -p buildwit --bench cache_backends` prints the median wall time of each
 //! whole `buildctl build` (a fully cached build plus the export, or an import into a root
@@ -15,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::buckets::{AZURITE_ACCOUNT, AZURITE_KEY, Server};
+use support::buckets::{AZURITE_ACCOUNT, AZURITE_KEY, GhaService, Server};
 use support::{median, text};
 
 const RUNS: usize = 3;
@@ -55,10 +56,13 @@ struct Backends {
     registry: String,
     moto: Server,
     azurite: Server,
+    /// A cache service per daemon and cache number: entries cannot be namespaced, so a
+    /// new cache is a new service.
+    gha: std::collections::HashMap<(String, usize), GhaService>,
 }
 
 impl Backends {
-    const NAMES: [&str; 4] = ["local", "registry", "s3", "azblob"];
+    const NAMES: [&str; 5] = ["local", "registry", "s3", "azblob", "gha"];
 
     /// The spec of cache `n` of `backend` for `daemon`; `export`: `--export-cache`'s.
     fn spec(&self, backend: &str, daemon: &str, n: usize, export: bool) -> String {
@@ -83,6 +87,13 @@ impl Backends {
                 "type=azblob,account_url=http://127.0.0.1:{}/{AZURITE_ACCOUNT},account_name={AZURITE_ACCOUNT},secret_access_key={AZURITE_KEY},container=bench,prefix={name}{mode}",
                 self.azurite.port
             ),
+            "gha" => {
+                let service = &self.gha[&(daemon.to_string(), n)];
+                format!(
+                    "type=gha,url_v2={},url={},token={}{mode}",
+                    service.url, service.url, service.token
+                )
+            }
             other => unreachable!("{other}"),
         }
     }
@@ -103,11 +114,21 @@ fn main() {
         ));
     }
     let ctx = s.context("many-layers", &[("Dockerfile", &dockerfile)]);
+    let azurite = Server::azurite(s.dir.path());
+    let gha = ["buildwitd", "buildkitd"]
+        .into_iter()
+        .flat_map(|d| (0..RUNS).map(move |n| (d.to_string(), n)))
+        .map(|k| {
+            let service = GhaService::start(&azurite);
+            (k, service)
+        })
+        .collect();
     let backends = Backends {
         dir: s.dir.path().to_path_buf(),
         registry: s.image.split('/').next().unwrap().to_string(),
         moto: Server::moto(s.dir.path(), "bench"),
-        azurite: Server::azurite(s.dir.path()),
+        azurite,
+        gha,
     };
     let daemons = [
         (

@@ -358,8 +358,81 @@ fn metadata(outcome: &BuildOutcome) -> serde_json::Value {
     m.into()
 }
 
+/// A `type=gha` cache spec with what it leaves out taken from the GitHub Actions runner's
+/// environment, on the client's side as buildx and buildctl take it: `version=2` when
+/// `$ACTIONS_CACHE_SERVICE_V2` is true, `url_v2` from `$ACTIONS_RESULTS_URL`, `url` from
+/// `$ACTIONS_CACHE_URL` (else `$ACTIONS_RESULTS_URL`), `token` from `$ACTIONS_RUNTIME_TOKEN`.
+/// Other specs are returned as they are.
+pub fn github_cache_env(spec: &str, env: impl Fn(&str) -> Option<String>) -> Result<String> {
+    let parts: Vec<(&str, &str)> = spec
+        .split(',')
+        .map(|part| part.split_once('=').unwrap_or((part, "")))
+        .map(|(k, v)| (k.trim(), v))
+        .collect();
+    if !parts.contains(&("type", "gha")) {
+        return Ok(spec.to_string());
+    }
+    let has = |k: &str| parts.iter().any(|(key, _)| *key == k);
+    let mut added: Vec<(&str, String)> = Vec::new();
+    let v2 = parts.contains(&("version", "2"))
+        || !has("version")
+            && env("ACTIONS_CACHE_SERVICE_V2")
+                .is_some_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"));
+    if v2 && !has("version") {
+        added.push(("version", "2".into()));
+    }
+    if v2
+        && !has("url_v2")
+        && let Some(v) = env("ACTIONS_RESULTS_URL")
+    {
+        added.push(("url_v2", v));
+    }
+    if !has("url")
+        && let Some(v) = env("ACTIONS_CACHE_URL").or_else(|| env("ACTIONS_RESULTS_URL"))
+    {
+        added.push(("url", v));
+    }
+    let url = |k: &str| has(k) || added.iter().any(|(key, _)| *key == k);
+    if !url("url") && !url("url_v2") {
+        bail!("a cache of type gha needs url= or url_v2= (or $ACTIONS_RESULTS_URL)");
+    }
+    if !has("token") {
+        let token = env("ACTIONS_RUNTIME_TOKEN")
+            .context("a cache of type gha needs token= or $ACTIONS_RUNTIME_TOKEN")?;
+        added.push(("token", token));
+    }
+    let mut out = spec.to_string();
+    for (k, v) in added {
+        if v.contains(',') {
+            bail!("a cache of type gha: the {k} from the environment has a comma");
+        }
+        out.push_str(&format!(",{k}={v}"));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn gha_caches_take_the_runners_environment() {
+        let env = |k: &str| match k {
+            "ACTIONS_CACHE_SERVICE_V2" => Some("True".to_string()),
+            "ACTIONS_RESULTS_URL" => Some("https://results/".to_string()),
+            "ACTIONS_RUNTIME_TOKEN" => Some("a.b.c".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            super::github_cache_env("type=gha,scope=app", env).unwrap(),
+            "type=gha,scope=app,version=2,url_v2=https://results/,url=https://results/,token=a.b.c"
+        );
+        assert_eq!(
+            super::github_cache_env("type=local,dest=d", env).unwrap(),
+            "type=local,dest=d"
+        );
+        let e = super::github_cache_env("type=gha", |_| None).unwrap_err();
+        assert!(e.to_string().contains("url"), "{e}");
+    }
+
     use super::*;
 
     #[test]

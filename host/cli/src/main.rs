@@ -536,13 +536,24 @@ fn build(backend: impl FnOnce() -> Result<Backend>, args: &BuildArgs) -> Result<
     let ssh = parse_ssh(&args.ssh)?;
     let engine = backend()?;
     let events = Arc::new(progress::Printer::new(mode));
+    let runner_env = |k: &str| std::env::var(k).ok();
+    let cache_to: Vec<String> = args
+        .cache_to
+        .iter()
+        .map(|s| buildx::github_cache_env(s, runner_env))
+        .collect::<Result<_>>()?;
+    let cache_from: Vec<String> = args
+        .cache_from
+        .iter()
+        .map(|s| buildx::github_cache_env(s, runner_env))
+        .collect::<Result<_>>()?;
     let raw = remote::RawSpecs {
         outputs: args.outputs.clone(),
         tags: args.tags.clone(),
         push: args.push,
         annotations: args.buildx.annotations.clone(),
-        cache_to: args.cache_to.iter().cloned().collect(),
-        cache_from: args.cache_from.clone(),
+        cache_to: cache_to.clone(),
+        cache_from: cache_from.clone(),
     };
     let (outcome, layers) = engine.build(
         BuildRequest {
@@ -559,13 +570,11 @@ fn build(backend: impl FnOnce() -> Result<Backend>, args: &BuildArgs) -> Result<
             allow: args.allow.iter().cloned().chain(buildx.allow).collect(),
             solve: !args.dump_llb && call.is_none(),
             outputs,
-            cache_to: args
-                .cache_to
+            cache_to: cache_to
                 .iter()
                 .map(|s| buildwit_exporter::cache::parse_cache_spec(s, true))
                 .collect::<Result<_, _>>()?,
-            cache_from: args
-                .cache_from
+            cache_from: cache_from
                 .iter()
                 .map(|s| buildwit_exporter::cache::parse_cache_spec(s, false))
                 .collect::<Result<_, _>>()?,

@@ -1,12 +1,13 @@
 //! Build caches in object stores, against real servers started here on 127.0.0.1: moto (an
 //! S3 server, from PyPI) for `type=s3`, Azurite (Azure Blob Storage's emulator, from npm)
-//! for `type=azblob`. `.ci/run` installs both.
+//! for `type=azblob`, and for `type=gha` a test implementation of GitHub Actions' cache
+//! service whose blobs are in the same Azurite. `.ci/run` installs moto and Azurite.
 
 use std::path::{Path, PathBuf};
 
 mod support;
 
-use support::buckets::{AZURITE_ACCOUNT, AZURITE_KEY, Server, free_port};
+use support::buckets::{AZURITE_ACCOUNT, AZURITE_KEY, GhaService, Server, free_port};
 use support::{Build, Setup, setup, skopeo, text};
 
 const DOCKERFILE: &str = "FROM BASE AS build\nWORKDIR /src\nCOPY app.txt .\n\
@@ -231,6 +232,60 @@ fn bad_buckets_and_credentials_warn_on_import_and_fail_an_export_unless_ignored(
     let (ok, err) = plain(&s, &ctx, &["--import-cache", &foreign]);
     assert!(
         ok && err.contains("only caches exported by buildwit can be imported"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_gha_cache_fills_an_empty_root() {
+    let mut s = setup();
+    let azurite = Server::azurite(s.dir.path());
+    let service = GhaService::start(&azurite);
+    let ctx = context(&s);
+    let spec = format!(
+        "type=gha,url_v2={},token={},scope=app",
+        service.url, service.token
+    );
+    let to = format!("{spec},mode=max");
+    let (first, image) = build_image(&s, &ctx, "first", &["--export-cache", &to]);
+    assert!(first.ran_any("RUN cat app.txt"), "ran: {:?}", first.ran);
+    let created = service.blob_creates();
+    assert!(created > 0, "no blob entry was created");
+
+    // Again: every blob is there, none is created; a new index entry is.
+    let (again, _) = build_image(&s, &ctx, "again", &["--export-cache", &to]);
+    let line = export_line(&again);
+    assert!(line.contains(" 0 blobs written"), "{line}");
+    assert_eq!(service.blob_creates(), created);
+
+    s.root = s.dir.path().join("root2");
+    let (second, same) = build_image(&s, &ctx, "second", &["--import-cache", &spec]);
+    assert!(
+        ran_steps(&second).is_empty(),
+        "re-ran {:?}",
+        ran_steps(&second)
+    );
+    assert_eq!(
+        same, image,
+        "the image built from the imported cache differs"
+    );
+
+    // Another scope has no cache: a warning, and the build runs.
+    let other = spec.replace("scope=app", "scope=other");
+    let (ok, err) = plain(&s, &ctx, &["--import-cache", &other]);
+    assert!(
+        ok && err.contains("WARNING: importing cache: gha cache other"),
+        "{err}"
+    );
+
+    // A token the service refuses: the import warns, the export fails, both say why.
+    let claims = service.token.split('.').nth(1).unwrap();
+    let forged = spec.replace(&service.token, &format!("e30.{claims}.forged"));
+    let (ok, err) = plain(&s, &ctx, &["--import-cache", &forged]);
+    assert!(ok && err.contains("401"), "{err}");
+    let (ok, err) = plain(&s, &ctx, &["--export-cache", &forged]);
+    assert!(
+        !ok && err.contains("gha cache app") && err.contains("401"),
         "{err}"
     );
 }

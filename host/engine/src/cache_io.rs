@@ -1,7 +1,7 @@
 //! Build cache export (`--cache-to`) and import (`--cache-from`): the solver's records and
 //! their layers as an OCI artifact in a local directory or a registry, see
 //! [`buildwit_exporter::cache`] for the format, or in an object store (see
-//! [`crate::cache_bucket`]).
+//! [`crate::cache_bucket`]) or GitHub Actions' cache service (see [`crate::cache_gha`]).
 //!
 //! Import is eager and happens before the solve: every layer of the cache is fetched and
 //! unpacked, and every record is put in the cache database, so the solver finds them as if
@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::build_io::BuildIo;
 use crate::cache_bucket::Bucket;
+use crate::cache_gha::Gha;
 use buildwit_exporter::cache::{
     CacheConfig, CacheEntry, CacheManifest, CacheMode, CacheSource, CacheSpec, CacheTarget,
     Written, build_cache, cache_dir_blob, inline_cache, parse_annotated_config, parse_cache_config,
@@ -156,6 +157,14 @@ pub(crate) fn export(
             manifest = config;
             written
         }
+        CacheTarget::Gha(g) => {
+            let gha = Gha::open(g).map_err(|e| format!("{what}: {e}"))?;
+            let (written, config) = io
+                .block_on(gha.export(content, &built))?
+                .map_err(|e| format!("{what}: {e}"))?;
+            manifest = config;
+            written
+        }
         CacheTarget::Inline => {
             return Err(format!("{what}: goes with an image output, not on its own"));
         }
@@ -172,6 +181,7 @@ enum Source<'a> {
     Dir(&'a std::path::Path),
     Registry(&'a str),
     Bucket(&'a Bucket),
+    Gha(&'a Gha),
 }
 
 /// Import the cache at `spec`: fetch and unpack its layers, insert its records. Returns how
@@ -217,6 +227,26 @@ pub(crate) fn import(
                 config,
                 &what,
             );
+        }
+        CacheTarget::Gha(g) => {
+            let gha = Gha::open(g).map_err(|e| format!("{what}: {e}"))?;
+            let indexes = io
+                .block_on(gha.manifests())?
+                .map_err(|e| format!("{what}: {e}"))?;
+            let mut added = 0;
+            for bytes in indexes {
+                let (manifest, config) = parse_annotated_config(&bytes, &what)?;
+                added += insert_records(
+                    solver,
+                    registries,
+                    io,
+                    &Source::Gha(&gha),
+                    manifest,
+                    config,
+                    &what,
+                )?;
+            }
+            return Ok(added);
         }
         CacheTarget::Inline => {
             return Err(format!(
@@ -432,6 +462,7 @@ fn store_blobs(
             results.into_iter().collect::<Result<(), String>>()?;
         }
         Source::Bucket(bucket) => io.block_on(bucket.fetch_blobs(content, blobs))??,
+        Source::Gha(gha) => io.block_on(gha.fetch_blobs(content, blobs))??,
     }
     Ok(())
 }
@@ -491,8 +522,10 @@ fn fetch(
                 .map_err(|e| format!("{what}: {e}"))?;
             out
         }
-        // A bucket's config is read with its manifest.
-        Source::Bucket(_) => return Err(format!("{what}: no config blob in a bucket")),
+        // An object store's config is read with its manifest.
+        Source::Bucket(_) | Source::Gha(_) => {
+            return Err(format!("{what}: no config blob in an object store"));
+        }
     };
     if sha256_digest(&bytes) != desc.digest {
         return Err(format!("{what}: blob {} is corrupt", desc.digest));

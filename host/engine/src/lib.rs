@@ -12,6 +12,7 @@ use build_io::BuildIo;
 use buildwit_exporter::cache::CacheTarget;
 mod cache;
 mod cache_bucket;
+mod cache_gha;
 mod cache_io;
 pub mod client;
 mod container;

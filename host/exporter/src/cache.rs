@@ -54,6 +54,27 @@ pub enum CacheTarget {
     Inline,
     /// In an S3 bucket or an Azure Blob container (`type=s3`, `type=azblob`).
     Bucket(Box<BucketCache>),
+    /// In GitHub Actions' cache service (`type=gha`).
+    Gha(Box<GhaCache>),
+}
+
+/// A cache in GitHub Actions' cache service, laid out as BuildKit lays it out there: each
+/// blob an entry `buildkit-blob-1-<digest>`, the cache config (as in an object store) an
+/// entry `index-<scope>-1-<token scope hash>#<n>`, a new `n` on every export.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GhaCache {
+    /// `url=`: the legacy cache service.
+    pub url: Option<String>,
+    /// `url_v2=`: the cache service v2 (Twirp, blobs behind signed Azure Blob URLs).
+    pub url_v2: Option<String>,
+    /// `token=`: the runner's `ACTIONS_RUNTIME_TOKEN`.
+    pub token: Option<Secret>,
+    /// `scope=` (default `buildkit`).
+    pub scope: String,
+    /// `version=`: the service's protocol, 1 or 2 (default 2 with `url_v2`).
+    pub version: Option<u32>,
+    /// `timeout=` (default 10 minutes): each request's.
+    pub timeout: std::time::Duration,
 }
 
 /// A cache in an object store, laid out as BuildKit lays out its `type=s3` and
@@ -163,6 +184,7 @@ impl CacheSpec {
             CacheTarget::Local(p) => format!("local cache {}", p.display()),
             CacheTarget::Registry(r) => format!("registry cache {r}"),
             CacheTarget::Inline => "inline cache".into(),
+            CacheTarget::Gha(g) => format!("gha cache {}", g.scope),
             CacheTarget::Bucket(b) => match &b.service {
                 BucketService::S3 { bucket, .. } => format!(
                     "s3 cache {}{}",
@@ -237,7 +259,7 @@ pub fn parse_cache_spec(spec: &str, export: bool) -> Result<CacheSpec, ExportErr
         if k != "type" {
             options.push(k);
         }
-        if BUCKET_OPTIONS.contains(&k) {
+        if BUCKET_OPTIONS.contains(&k) || GHA_OPTIONS.contains(&k) {
             bucket_options.push((k, v));
             continue;
         }
@@ -317,18 +339,19 @@ pub fn parse_cache_spec(spec: &str, export: bool) -> Result<CacheSpec, ExportErr
                 "an inline cache is imported with type=registry,ref=IMAGE".into(),
             ));
         }
+        Some("gha") => CacheTarget::Gha(Box::new(parse_gha(&bucket_options).map_err(&bad)?)),
         Some(kind @ ("s3" | "azblob")) => CacheTarget::Bucket(Box::new(
             parse_bucket(kind, &bucket_options, export).map_err(&bad)?,
         )),
         Some(other) => {
             return Err(bad(format!(
-                "cache type {other:?} is not supported (use local, registry, inline, s3 or azblob)"
+                "cache type {other:?} is not supported (use local, registry, inline, s3, azblob or gha)"
             )));
         }
         None => return Err(bad("type= is missing".into())),
     };
     if let Some((k, _)) = bucket_options.first()
-        && !matches!(out.target, CacheTarget::Bucket(_))
+        && !matches!(out.target, CacheTarget::Bucket(_) | CacheTarget::Gha(_))
     {
         return Err(bad(format!("unknown or unsupported option {k:?}")));
     }
@@ -355,6 +378,53 @@ const BUCKET_OPTIONS: &[&str] = &[
     "account_name",
     "container",
 ];
+
+/// The options of `type=gha`, BuildKit's names.
+const GHA_OPTIONS: &[&str] = &[
+    "url",
+    "url_v2",
+    "token",
+    "scope",
+    "version",
+    "timeout",
+    "repository",
+    "ghtoken",
+];
+
+/// The options of a gha cache.
+fn parse_gha(options: &[(&str, &str)]) -> Result<GhaCache, String> {
+    let get = |key: &str| {
+        options
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.to_string())
+    };
+    if let Some((k, _)) = options.iter().find(|(k, _)| !GHA_OPTIONS.contains(k)) {
+        return Err(format!("type=gha has no option {k:?}"));
+    }
+    let version = match get("version") {
+        None => None,
+        Some(v) => match v.parse::<u32>() {
+            Ok(n @ (1 | 2)) => Some(n),
+            _ => return Err(format!("version={v:?}: use 1 or 2")),
+        },
+    };
+    let timeout = match get("timeout") {
+        None => std::time::Duration::from_secs(600),
+        Some(v) => buildwit_config::Duration::parse(&v)
+            .map_err(|e| format!("timeout: {e}"))?
+            .as_std(),
+    };
+    Ok(GhaCache {
+        url: get("url"),
+        url_v2: get("url_v2"),
+        token: get("token").map(Secret),
+        scope: get("scope").unwrap_or_else(|| "buildkit".into()),
+        version,
+        timeout,
+    })
+}
 
 /// The options of an s3 (`kind`) or azblob cache.
 fn parse_bucket(kind: &str, options: &[(&str, &str)], export: bool) -> Result<BucketCache, String> {
@@ -388,7 +458,10 @@ fn parse_bucket(kind: &str, options: &[(&str, &str)], export: bool) -> Result<Bu
     } else {
         &s3_only[..]
     };
-    if let Some((k, _)) = options.iter().find(|(k, _)| foreign.contains(k)) {
+    if let Some((k, _)) = options
+        .iter()
+        .find(|(k, _)| foreign.contains(k) || !BUCKET_OPTIONS.contains(k))
+    {
         return Err(format!("type={kind} has no option {k:?}"));
     }
     if !export && let Some((k, _)) = options.iter().find(|(k, _)| *k == "upload_parallelism") {
@@ -1271,6 +1344,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("export option"), "{e}");
+
+        let s = parse_cache_spec(
+            "type=gha,url_v2=https://results/,token=a.b.c,scope=app,timeout=30s,mode=max",
+            true,
+        )
+        .unwrap();
+        let CacheTarget::Gha(g) = &s.target else {
+            panic!("{s:?}")
+        };
+        assert_eq!(g.scope, "app");
+        assert_eq!(g.timeout.as_secs(), 30);
+        assert_eq!(g.url_v2.as_deref(), Some("https://results/"));
+        assert_eq!(s.describe(), "gha cache app");
+        for (spec, error) in [
+            ("type=gha,bucket=b", "type=gha has no option \"bucket\""),
+            ("type=gha,version=3", "use 1 or 2"),
+            ("type=s3,scope=x", "type=s3 has no option \"scope\""),
+        ] {
+            let e = parse_cache_spec(spec, true).unwrap_err().to_string();
+            assert!(e.contains(error), "{spec}: {e}");
+        }
     }
 
     #[test]
@@ -1303,8 +1397,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("mode=\"all\""), "{e}");
-        let e = parse_cache_spec("type=gha", true).unwrap_err().to_string();
-        assert!(e.contains("\"gha\" is not supported"), "{e}");
+        let e = parse_cache_spec("type=gcs", true).unwrap_err().to_string();
+        assert!(e.contains("\"gcs\" is not supported"), "{e}");
         let e = parse_cache_spec("type=registry", false)
             .unwrap_err()
             .to_string();

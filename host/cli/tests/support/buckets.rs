@@ -141,3 +141,212 @@ impl Server {
             .count()
     }
 }
+
+/// `to_sign` signed with Azurite's account key, base64 (Shared Key and SAS signatures).
+fn azurite_signature(to_sign: &str) -> String {
+    use base64::Engine as _;
+    use hmac::{KeyInit as _, Mac as _};
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(AZURITE_KEY)
+        .unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(to_sign.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// A test implementation of GitHub Actions' cache service, version 2 (Twirp JSON calls),
+/// written from its protocol: entries by key and version, created, uploaded through a
+/// signed URL to a container of its own in Azurite, then finalized; a lookup matches the key, else
+/// the newest entry whose key starts with a restore key. It takes one runtime token.
+pub struct GhaService {
+    /// Its base URL (`url_v2=`).
+    pub url: String,
+    /// The runtime token it takes (`token=`), for the scope `refs/heads/main`.
+    pub token: String,
+    state: std::sync::Arc<std::sync::Mutex<GhaState>>,
+}
+
+#[derive(Default)]
+struct GhaState {
+    /// (key, version, blob name, finalized), oldest first.
+    entries: Vec<(String, String, String, bool)>,
+    /// CreateCacheEntry calls for blob entries.
+    blob_creates: usize,
+}
+
+impl GhaService {
+    pub fn start(azurite: &Server) -> GhaService {
+        use base64::Engine as _;
+        let account_url = format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", azurite.port);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let container = format!("gha-{port}");
+        // The container, made with a Shared Key request.
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+        let to_sign = format!(
+            "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:2021-08-06\n/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{container}\nrestype:container"
+        );
+        let head = format!(
+            "PUT /{AZURITE_ACCOUNT}/{container}?restype=container HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nx-ms-date: {date}\r\nx-ms-version: 2021-08-06\r\nAuthorization: SharedKey {AZURITE_ACCOUNT}:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            azurite.port,
+            azurite_signature(&to_sign)
+        );
+        let mut stream = TcpStream::connect(("127.0.0.1", azurite.port)).unwrap();
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+
+        let claims = serde_json::json!({
+            "ac": r#"[{"Scope":"refs/heads/main","Permission":3}]"#,
+            "nbf": 1_700_000_000u64,
+            "exp": 4_000_000_000u64,
+        });
+        let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let token = format!(
+            "{}.{}.{}",
+            b64(br#"{"alg":"none"}"#),
+            b64(claims.to_string().as_bytes()),
+            b64(b"test")
+        );
+        let url = format!("http://127.0.0.1:{port}/");
+        let container_url = format!("{account_url}/{container}");
+        let state = std::sync::Arc::new(std::sync::Mutex::new(GhaState::default()));
+        let (shared, expected) = (state.clone(), token.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (state, expected, container_url) =
+                    (shared.clone(), expected.clone(), container_url.clone());
+                std::thread::spawn(move || serve_gha(stream, &state, &expected, &container_url));
+            }
+        });
+        GhaService { url, token, state }
+    }
+
+    /// How many blob entries were created so far.
+    pub fn blob_creates(&self) -> usize {
+        self.state.lock().unwrap().blob_creates
+    }
+}
+
+/// A signed URL of blob `name` in an Azurite container (`container_url`; a service SAS of
+/// version 2018-11-09) allowing `permissions`.
+fn sas_url(container_url: &str, name: &str, permissions: &str) -> String {
+    let expiry = "2050-01-01T00:00:00Z";
+    let container = container_url.rsplit('/').next().unwrap();
+    let to_sign = format!(
+        "{permissions}\n\n{expiry}\n/blob/{AZURITE_ACCOUNT}/{container}/{name}\n\n\n\n2018-11-09\nb\n\n\n\n\n\n"
+    );
+    let sig = azurite_signature(&to_sign);
+    let sig: String = sig
+        .chars()
+        .map(|c| match c {
+            '+' => "%2B".to_string(),
+            '/' => "%2F".to_string(),
+            '=' => "%3D".to_string(),
+            c => c.to_string(),
+        })
+        .collect();
+    format!("{container_url}/{name}?sv=2018-11-09&sr=b&sp={permissions}&se={expiry}&sig={sig}")
+}
+
+/// One connection to the test cache service: one request, one answer.
+fn serve_gha(
+    mut stream: TcpStream,
+    state: &std::sync::Mutex<GhaState>,
+    token: &str,
+    container_url: &str,
+) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).unwrap_or(0) == 0 {
+            return;
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            })
+            .unwrap_or_default()
+    };
+    let mut body = vec![0u8; header("content-length").parse().unwrap_or(0)];
+    stream.read_exact(&mut body).unwrap();
+    let method = head
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let (status, answer) = if header("authorization") != format!("Bearer {token}") {
+        (
+            "401 Unauthorized",
+            serde_json::json!({"code": "unauthenticated", "msg": "bad token"}),
+        )
+    } else {
+        let key = request["key"].as_str().unwrap_or_default().to_string();
+        let version = request["version"].as_str().unwrap_or_default().to_string();
+        let mut s = state.lock().unwrap();
+        let answer = match method.as_str() {
+            "CreateCacheEntry" => {
+                if key.starts_with("buildkit-blob-") {
+                    s.blob_creates += 1;
+                }
+                if s.entries.iter().any(|e| e.0 == key && e.1 == version) {
+                    serde_json::json!({"ok": false})
+                } else {
+                    let name = format!("entry-{}", s.entries.len());
+                    let url = sas_url(container_url, &name, "rcw");
+                    s.entries.push((key, version, name, false));
+                    serde_json::json!({"ok": true, "signed_upload_url": url})
+                }
+            }
+            "FinalizeCacheEntryUpload" => {
+                match s.entries.iter_mut().find(|e| e.0 == key && e.1 == version) {
+                    Some(e) => {
+                        e.3 = true;
+                        serde_json::json!({"ok": true, "entry_id": e.2})
+                    }
+                    None => serde_json::json!({"ok": false}),
+                }
+            }
+            "GetCacheEntryDownloadURL" => {
+                let restore: Vec<String> = request["restore_keys"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|k| k.as_str().map(str::to_string))
+                    .collect();
+                let committed = s.entries.iter().filter(|e| e.3 && e.1 == version);
+                let found = committed.clone().find(|e| e.0 == key).or_else(|| {
+                    committed
+                        .rev()
+                        .find(|e| restore.iter().any(|r| e.0.starts_with(r.as_str())))
+                });
+                match found {
+                    Some(e) => serde_json::json!({
+                        "ok": true,
+                        "signed_download_url": sas_url(container_url, &e.2, "r"),
+                        "matched_key": e.0,
+                    }),
+                    None => serde_json::json!({"ok": false}),
+                }
+            }
+            _ => serde_json::json!({"code": "bad_route", "msg": method}),
+        };
+        ("200 OK", answer)
+    };
+    let answer = answer.to_string();
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+        answer.len()
+    );
+}

@@ -1,0 +1,419 @@
+//! Build caches in GitHub Actions' cache service (`type=gha`), version 2 of its protocol:
+//! Twirp JSON calls to the results service, the bytes through signed Azure Blob URLs.
+//!
+//! The layout is BuildKit's, so that the entries live as its do within the repository's
+//! 10 GB: each layer blob is an entry `buildkit-blob-1-<digest>`, and the cache config (as
+//! an object store cache keeps it, see [`crate::cache_bucket`]) is an entry
+//! `index-<scope>-1-<hash of the token's scope>#<n>`, a new `n` on every export, since
+//! entries cannot be overwritten; an import asks for the index key as a prefix and gets the
+//! newest. Blobs go first and the index last.
+
+use buildwit_exporter::cache::{BuiltCache, GhaCache, Written};
+use buildwit_worker::{ContentStore, Descriptor};
+use futures_util::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// Blobs uploaded or downloaded at once.
+const PARALLEL: usize = 4;
+
+/// A client of the cache service.
+pub(crate) struct Gha {
+    client: reqwest::Client,
+    /// The service's Twirp endpoint, up to the method name.
+    twirp: String,
+    token: String,
+    /// `scope=`.
+    scope: String,
+    /// The token's scopes (branches): an import reads each one's index, an export writes
+    /// the one it may write.
+    token_scopes: Vec<TokenScope>,
+}
+
+/// One access control of a runtime token.
+#[derive(Clone, Debug, Deserialize)]
+struct TokenScope {
+    #[serde(rename = "Scope")]
+    scope: String,
+    #[serde(rename = "Permission")]
+    permission: u32,
+}
+
+/// The version every entry is saved with, as BuildKit's client computes it: entries of
+/// other tools (actions/cache) have other versions and are never mistaken for these.
+fn entry_version() -> String {
+    hex::encode(Sha256::digest(b"|go-actionscache-1.0"))
+}
+
+fn blob_key(digest: &str) -> String {
+    format!("buildkit-blob-1-{digest}")
+}
+
+/// The scopes in a runtime token (a JWT: its claim `ac` is a JSON list of scopes).
+fn token_scopes(token: &str) -> Result<Vec<TokenScope>, String> {
+    use base64::Engine as _;
+    let payload = token
+        .split('.')
+        .nth(1)
+        .ok_or("the token is not a JWT (ACTIONS_RUNTIME_TOKEN)")?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|e| format!("the token's claims are not base64: {e}"))?;
+    #[derive(Deserialize)]
+    struct Claims {
+        ac: Option<String>,
+    }
+    let claims: Claims = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("the token's claims are not JSON: {e}"))?;
+    let ac = claims
+        .ac
+        .ok_or("the token has no access controls (claim ac)")?;
+    serde_json::from_str(&ac).map_err(|e| format!("the token's access controls: {e}"))
+}
+
+/// An entry found by a lookup.
+struct Entry {
+    /// The key that matched.
+    key: String,
+    url: String,
+}
+
+impl Gha {
+    /// The client of `spec`. Only version 2 of the service is spoken: GitHub retired the
+    /// legacy service in 2025.
+    pub(crate) fn open(spec: &GhaCache) -> Result<Self, String> {
+        // BuildKit's guess for clients that name no version: the v2 service's host.
+        let v2_host = |url: &str| url.contains("results-receiver.actions.githubusercontent.com");
+        let url = match (spec.version, &spec.url_v2, &spec.url) {
+            (None, None, Some(url)) if v2_host(url) => url,
+            (Some(1), _, _) | (None, None, Some(_)) => {
+                return Err(
+                    "only version 2 of the cache service is spoken (url_v2=, or version=2 with url=); GitHub retired the legacy service"
+                        .into(),
+                );
+            }
+            (_, Some(url), _) | (_, None, Some(url)) => url,
+            (_, None, None) => return Err("url_v2 ($ACTIONS_RESULTS_URL) not set".into()),
+        };
+        let token = spec
+            .token
+            .as_ref()
+            .ok_or("token ($ACTIONS_RUNTIME_TOKEN) not set")?
+            .0
+            .clone();
+        let token_scopes = token_scopes(&token)?;
+        let client = reqwest::Client::builder()
+            .timeout(spec.timeout)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Gha {
+            client,
+            twirp: format!(
+                "{}/twirp/github.actions.results.api.v1.CacheService/",
+                url.trim_end_matches('/')
+            ),
+            token,
+            scope: spec.scope.clone(),
+            token_scopes,
+        })
+    }
+
+    /// The index key of the token's scope `token_scope`.
+    fn index_key(&self, token_scope: &str) -> String {
+        let hash = hex::encode(Sha256::digest(token_scope.as_bytes()));
+        format!("index-{}-1-{}", self.scope, &hash[..8])
+    }
+
+    /// A Twirp call: `method` with `request`, its JSON answer.
+    async fn call<Q: Serialize, A: for<'de> Deserialize<'de>>(
+        &self,
+        method: &str,
+        request: &Q,
+    ) -> Result<A, String> {
+        let response = self
+            .client
+            .post(format!("{}{method}", self.twirp))
+            .bearer_auth(&self.token)
+            .json(request)
+            .send()
+            .await
+            .map_err(|e| format!("{method}: {e}"))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| format!("{method}: {e}"))?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body);
+            return Err(format!("{method}: {status}: {}", text.trim()));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("{method}: the answer is not JSON: {e}"))
+    }
+
+    /// The newest committed entry whose key is `key`, or starts with it.
+    async fn lookup(&self, key: &str) -> Result<Option<Entry>, String> {
+        #[derive(Serialize)]
+        struct Request<'a> {
+            key: &'a str,
+            restore_keys: [&'a str; 1],
+            version: String,
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            ok: bool,
+            #[serde(default)]
+            signed_download_url: String,
+            #[serde(default)]
+            matched_key: String,
+        }
+        let answer: Answer = self
+            .call(
+                "GetCacheEntryDownloadURL",
+                &Request {
+                    key,
+                    restore_keys: [key],
+                    version: entry_version(),
+                },
+            )
+            .await?;
+        Ok(answer.ok.then_some(Entry {
+            key: answer.matched_key,
+            url: answer.signed_download_url,
+        }))
+    }
+
+    /// Save `key` from the file `path` of `size` bytes: reserve, upload, commit. Returns
+    /// false when the entry exists already.
+    async fn save(&self, key: &str, body: reqwest::Body, size: u64) -> Result<bool, String> {
+        #[derive(Serialize)]
+        struct Create<'a> {
+            key: &'a str,
+            version: String,
+        }
+        #[derive(Deserialize)]
+        struct Created {
+            #[serde(default)]
+            ok: bool,
+            #[serde(default)]
+            signed_upload_url: String,
+        }
+        let created: Created = self
+            .call(
+                "CreateCacheEntry",
+                &Create {
+                    key,
+                    version: entry_version(),
+                },
+            )
+            .await?;
+        if !created.ok {
+            return Ok(false);
+        }
+        // Azure's Put Blob: one request up to 5000 MiB.
+        let response = self
+            .client
+            .put(&created.signed_upload_url)
+            .header("x-ms-blob-type", "BlockBlob")
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("uploading {key}: {e}"))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            return Err(format!("uploading {key}: {status}: {}", text.trim()));
+        }
+        #[derive(Serialize)]
+        struct Finalize<'a> {
+            key: &'a str,
+            size_bytes: u64,
+            version: String,
+        }
+        #[derive(Deserialize)]
+        struct Finalized {
+            #[serde(default)]
+            ok: bool,
+        }
+        let done: Finalized = self
+            .call(
+                "FinalizeCacheEntryUpload",
+                &Finalize {
+                    key,
+                    size_bytes: size,
+                    version: entry_version(),
+                },
+            )
+            .await?;
+        if !done.ok {
+            return Err(format!("the service did not commit {key}"));
+        }
+        Ok(true)
+    }
+
+    /// Upload the blobs of `built` the service lacks, then a new index entry. Returns what
+    /// was written and the config's digest.
+    pub(crate) async fn export(
+        &self,
+        content: &ContentStore,
+        built: &BuiltCache,
+    ) -> Result<(Written, String), String> {
+        let config = built.annotated_config().map_err(|e| e.to_string())?;
+        let uploads = futures_util::stream::iter(built.layers.iter().map(|desc| async move {
+            let key = blob_key(&desc.digest);
+            if self.lookup(&key).await?.is_some() {
+                return Ok::<_, String>(None);
+            }
+            let path = content.path(&desc.digest).map_err(|e| e.to_string())?;
+            let file = tokio::fs::File::open(&path)
+                .await
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+            // Another build may have saved it meanwhile: then it is there.
+            Ok(self.save(&key, body, desc.size).await?.then_some(desc.size))
+        }))
+        .buffer_unordered(PARALLEL)
+        .try_collect::<Vec<Option<u64>>>()
+        .await?;
+        let scope = self
+            .token_scopes
+            .iter()
+            .rev()
+            .find(|s| s.permission & 2 != 0)
+            .ok_or("the token may not write to any scope")?;
+        self.save_index(&self.index_key(&scope.scope), &config)
+            .await?;
+        let written = Written {
+            blobs: uploads.iter().flatten().count(),
+            present: uploads.iter().filter(|u| u.is_none()).count(),
+            bytes: uploads.iter().flatten().sum(),
+        };
+        Ok((written, buildwit_worker::content::sha256_digest(&config)))
+    }
+
+    /// Save the index as `<key>#<n>`, `n` one more than the newest's.
+    async fn save_index(&self, key: &str, config: &[u8]) -> Result<(), String> {
+        let prefix = format!("{key}#");
+        let newest = match self.lookup(&prefix).await? {
+            Some(entry) => entry
+                .key
+                .strip_prefix(&prefix)
+                .and_then(|n| n.parse::<u64>().ok())
+                .ok_or_else(|| format!("{key}: the newest entry is {:?}", entry.key))?,
+            None => 0,
+        };
+        // Two exports at once both take the next number; the later one takes the one after.
+        for n in newest + 1..newest + 10 {
+            let body = reqwest::Body::from(config.to_vec());
+            if self
+                .save(&format!("{prefix}{n}"), body, config.len() as u64)
+                .await?
+            {
+                return Ok(());
+            }
+        }
+        Err(format!("could not save a new entry of {key}"))
+    }
+
+    /// The newest index of each of the token's scopes that has one.
+    pub(crate) async fn manifests(&self) -> Result<Vec<Vec<u8>>, String> {
+        // Held in memory: a config larger than this is not one.
+        const MAX_CONFIG_SIZE: usize = 64 << 20;
+        let mut found = Vec::new();
+        for scope in &self.token_scopes {
+            let key = self.index_key(&scope.scope);
+            let Some(entry) = self.lookup(&key).await? else {
+                continue;
+            };
+            let bytes = self.download(&entry.url, &key).await?;
+            if bytes.len() > MAX_CONFIG_SIZE {
+                return Err(format!("{key} is larger than {MAX_CONFIG_SIZE} bytes"));
+            }
+            found.push(bytes);
+        }
+        if found.is_empty() {
+            return Err(format!(
+                "no cache for scope {} in the token's scopes",
+                self.scope
+            ));
+        }
+        Ok(found)
+    }
+
+    async fn download(&self, url: &str, key: &str) -> Result<Vec<u8>, String> {
+        let response = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("downloading {key}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("downloading {key}: {}", response.status()));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| format!("downloading {key}: {e}"))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// Stream blobs into the content store; a blob whose bytes do not match its digest is
+    /// not kept.
+    pub(crate) async fn fetch_blobs(
+        &self,
+        content: &ContentStore,
+        blobs: &[&Descriptor],
+    ) -> Result<(), String> {
+        futures_util::stream::iter(blobs.iter().map(|desc| async move {
+            let key = blob_key(&desc.digest);
+            let failed = |e: &dyn std::fmt::Display| format!("blob {}: {e}", desc.digest);
+            let entry = self
+                .lookup(&key)
+                .await?
+                .ok_or_else(|| failed(&"not in the cache service"))?;
+            let response = self
+                .client
+                .get(&entry.url)
+                .send()
+                .await
+                .map_err(|e| failed(&e))?;
+            if !response.status().is_success() {
+                return Err(failed(&response.status()));
+            }
+            let mut stream = response.bytes_stream();
+            let mut writer = content.writer().map_err(|e| failed(&e))?;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| failed(&e))?;
+                std::io::Write::write_all(&mut writer, &chunk).map_err(|e| failed(&e))?;
+            }
+            writer
+                .commit(Some(&desc.digest))
+                .map(|_| ())
+                .map_err(|e| failed(&e))
+        }))
+        .buffer_unordered(PARALLEL)
+        .try_collect::<Vec<()>>()
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_versions_are_buildkits() {
+        // sha256("|go-actionscache-1.0"), as BuildKit's client saves every entry.
+        assert_eq!(entry_version().len(), 64);
+        assert_eq!(blob_key("sha256:ab"), "buildkit-blob-1-sha256:ab");
+        use base64::Engine as _;
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(r#"{"ac":"[{\"Scope\":\"refs/heads/main\",\"Permission\":3}]"}"#);
+        let scopes = token_scopes(&format!("e30.{claims}.sig")).unwrap();
+        assert_eq!(scopes[0].scope, "refs/heads/main");
+        assert_eq!(scopes[0].permission, 3);
+        assert!(token_scopes("opaque").is_err());
+    }
+}
