@@ -71,6 +71,27 @@ fn token_scopes(token: &str) -> Result<Vec<TokenScope>, String> {
     serde_json::from_str(&ac).map_err(|e| format!("the token's access controls: {e}"))
 }
 
+/// A call the service answered with an error, or that did not reach it (status 0).
+#[derive(Debug)]
+struct CallError {
+    status: u16,
+    /// Twirp's error code.
+    code: String,
+    message: String,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<CallError> for String {
+    fn from(e: CallError) -> String {
+        e.message
+    }
+}
+
 /// An entry found by a lookup.
 struct Entry {
     /// The key that matched.
@@ -124,30 +145,54 @@ impl Gha {
         format!("index-{}-1-{}", self.scope, &hash[..8])
     }
 
-    /// A Twirp call: `method` with `request`, its JSON answer.
+    /// A Twirp call: `method` with `request`, its JSON answer. Told to slow down (429),
+    /// it waits and tries again, a few times.
     async fn call<Q: Serialize, A: for<'de> Deserialize<'de>>(
         &self,
         method: &str,
         request: &Q,
-    ) -> Result<A, String> {
-        let response = self
-            .client
-            .post(format!("{}{method}", self.twirp))
-            .bearer_auth(&self.token)
-            .json(request)
-            .send()
-            .await
-            .map_err(|e| format!("{method}: {e}"))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| format!("{method}: {e}"))?;
-        if !status.is_success() {
-            let text = String::from_utf8_lossy(&body);
-            return Err(format!("{method}: {status}: {}", text.trim()));
+    ) -> Result<A, CallError> {
+        let failed = |e: &dyn std::fmt::Display| CallError {
+            status: 0,
+            code: String::new(),
+            message: format!("{method}: {e}"),
+        };
+        let mut wait = std::time::Duration::from_millis(500);
+        loop {
+            let response = self
+                .client
+                .post(format!("{}{method}", self.twirp))
+                .bearer_auth(&self.token)
+                .json(request)
+                .send()
+                .await
+                .map_err(|e| failed(&e))?;
+            let status = response.status();
+            let body = response.bytes().await.map_err(|e| failed(&e))?;
+            if status.as_u16() == 429 && wait < std::time::Duration::from_secs(16) {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+                continue;
+            }
+            if !status.is_success() {
+                // Twirp's error document: {"code": "already_exists", "msg": "..."}.
+                #[derive(Deserialize, Default)]
+                struct Twirp {
+                    #[serde(default)]
+                    code: String,
+                }
+                let text = String::from_utf8_lossy(&body);
+                return Err(CallError {
+                    status: status.as_u16(),
+                    code: serde_json::from_slice::<Twirp>(&body)
+                        .unwrap_or_default()
+                        .code,
+                    message: format!("{method}: {status}: {}", text.trim()),
+                });
+            }
+            return serde_json::from_slice(&body)
+                .map_err(|e| failed(&format!("the answer is not JSON: {e}")));
         }
-        serde_json::from_slice(&body).map_err(|e| format!("{method}: the answer is not JSON: {e}"))
     }
 
     /// The newest committed entry whose key is `key`, or starts with it.
@@ -198,17 +243,18 @@ impl Gha {
             #[serde(default)]
             signed_upload_url: String,
         }
-        let created: Created = self
-            .call(
-                "CreateCacheEntry",
-                &Create {
-                    key,
-                    version: entry_version(),
-                },
-            )
-            .await?;
+        let create = Create {
+            key,
+            version: entry_version(),
+        };
+        let created: Created = match self.call("CreateCacheEntry", &create).await {
+            Ok(created) => created,
+            // Another build saved (or is saving) it.
+            Err(e) if e.status == 409 || e.code == "already_exists" => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
         if !created.ok {
-            return Ok(false);
+            return Err(format!("the service did not create {key}"));
         }
         // Azure's Put Blob: one request up to 5000 MiB.
         let response = self

@@ -294,13 +294,16 @@ fn serve_gha(
         let key = request["key"].as_str().unwrap_or_default().to_string();
         let version = request["version"].as_str().unwrap_or_default().to_string();
         let mut s = state.lock().unwrap();
+        let mut status = "200 OK";
         let answer = match method.as_str() {
             "CreateCacheEntry" => {
                 if key.starts_with("buildkit-blob-") {
                     s.blob_creates += 1;
                 }
                 if s.entries.iter().any(|e| e.0 == key && e.1 == version) {
-                    serde_json::json!({"ok": false})
+                    // As the service answers: a Twirp error.
+                    status = "409 Conflict";
+                    serde_json::json!({"code": "already_exists", "msg": "cache entry exists"})
                 } else {
                     let name = format!("entry-{}", s.entries.len());
                     let url = sas_url(container_url, &name, "rcw");
@@ -339,9 +342,12 @@ fn serve_gha(
                     None => serde_json::json!({"ok": false}),
                 }
             }
-            _ => serde_json::json!({"code": "bad_route", "msg": method}),
+            _ => {
+                status = "404 Not Found";
+                serde_json::json!({"code": "bad_route", "msg": method})
+            }
         };
-        ("200 OK", answer)
+        (status, answer)
     };
     let answer = answer.to_string();
     let _ = write!(
