@@ -238,12 +238,23 @@ fn bad_buckets_and_credentials_warn_on_import_and_fail_an_export_unless_ignored(
 
 #[test]
 fn a_gha_cache_fills_an_empty_root() {
+    gha_fills_an_empty_root("url_v2");
+}
+
+#[test]
+fn a_gha_cache_of_the_legacy_service_fills_an_empty_root() {
+    gha_fills_an_empty_root("version=1,url");
+}
+
+/// The cache service at `<url_option>=`: export with mode=max, again (nothing new), import
+/// into an empty root, mode=min, another scope, a token the service refuses.
+fn gha_fills_an_empty_root(url_option: &str) {
     let mut s = setup();
     let azurite = Server::azurite(s.dir.path());
     let service = GhaService::start(&azurite);
     let ctx = context(&s);
     let spec = format!(
-        "type=gha,url_v2={},token={},scope=app",
+        "type=gha,{url_option}={},token={},scope=app",
         service.url, service.token
     );
     let to = format!("{spec},mode=max");
@@ -268,6 +279,18 @@ fn a_gha_cache_fills_an_empty_root() {
     assert_eq!(
         same, image,
         "the image built from the imported cache differs"
+    );
+
+    // mode=min in its own scope: fewer records, enough to build without running anything.
+    let min = spec.replace("scope=app", "scope=min");
+    let (exported, _) = build_image(&s, &ctx, "min", &["--export-cache", &min]);
+    assert!(records(export_line(&exported)) < records(line));
+    s.root = s.dir.path().join("root3");
+    let (third, _) = build_image(&s, &ctx, "third", &["--import-cache", &min]);
+    assert!(
+        ran_steps(&third).is_empty(),
+        "re-ran {:?}",
+        ran_steps(&third)
     );
 
     // Another scope has no cache: a warning, and the build runs.

@@ -1,5 +1,7 @@
-//! Build caches in GitHub Actions' cache service (`type=gha`), version 2 of its protocol:
-//! Twirp JSON calls to the results service, the bytes through signed Azure Blob URLs.
+//! Build caches in GitHub Actions' cache service (`type=gha`): version 2 of its protocol
+//! (Twirp JSON calls to the results service, the bytes through signed Azure Blob URLs), the
+//! one github.com runs, and the legacy REST protocol (`_apis/artifactcache`), which GitHub
+//! retired in 2025 but other runners' cache servers still speak.
 //!
 //! The layout is BuildKit's, so that the entries live as its do within the repository's
 //! 10 GB: each layer blob is an entry `buildkit-blob-1-<digest>`, and the cache config (as
@@ -20,8 +22,7 @@ const PARALLEL: usize = 4;
 /// A client of the cache service.
 pub(crate) struct Gha {
     client: reqwest::Client,
-    /// The service's Twirp endpoint, up to the method name.
-    twirp: String,
+    protocol: Protocol,
     token: String,
     /// `scope=`.
     scope: String,
@@ -29,6 +30,23 @@ pub(crate) struct Gha {
     /// the one it may write.
     token_scopes: Vec<TokenScope>,
 }
+
+/// How the service is spoken to.
+enum Protocol {
+    /// Version 2: the Twirp endpoint, up to the method name.
+    V2 { twirp: String },
+    /// The legacy REST API: its base, `…/_apis/artifactcache/`.
+    V1 { base: String },
+}
+
+/// What a saved entry holds.
+enum Blob<'a> {
+    File(&'a std::path::Path),
+    Bytes(&'a [u8]),
+}
+
+/// The legacy service's upload chunk (BuildKit's client's).
+const CHUNK: usize = 32 << 20;
 
 /// One access control of a runtime token.
 #[derive(Clone, Debug, Deserialize)]
@@ -99,22 +117,35 @@ struct Entry {
     url: String,
 }
 
+impl Protocol {
+    fn v1(url: &str) -> Protocol {
+        Protocol::V1 {
+            base: format!("{}/_apis/artifactcache/", url.trim_end_matches('/')),
+        }
+    }
+}
+
 impl Gha {
-    /// The client of `spec`. Only version 2 of the service is spoken: GitHub retired the
-    /// legacy service in 2025.
+    /// The client of `spec`: version 2 with `url_v2` or `version=2`, else the legacy
+    /// protocol at `url` (unless it is the v2 service's host, as BuildKit guesses).
     pub(crate) fn open(spec: &GhaCache) -> Result<Self, String> {
         // BuildKit's guess for clients that name no version: the v2 service's host.
         let v2_host = |url: &str| url.contains("results-receiver.actions.githubusercontent.com");
-        let url = match (spec.version, &spec.url_v2, &spec.url) {
-            (None, None, Some(url)) if v2_host(url) => url,
-            (Some(1), _, _) | (None, None, Some(_)) => {
+        let protocol = match (spec.version, &spec.url_v2, &spec.url) {
+            (Some(1), _, Some(url)) => Protocol::v1(url),
+            (None, None, Some(url)) if !v2_host(url) => Protocol::v1(url),
+            (Some(1), _, None) => return Err("version=1 needs url ($ACTIONS_CACHE_URL)".into()),
+            (_, Some(url), _) | (_, None, Some(url)) => Protocol::V2 {
+                twirp: format!(
+                    "{}/twirp/github.actions.results.api.v1.CacheService/",
+                    url.trim_end_matches('/')
+                ),
+            },
+            (_, None, None) => {
                 return Err(
-                    "only version 2 of the cache service is spoken (url_v2=, or version=2 with url=); GitHub retired the legacy service"
-                        .into(),
+                    "url_v2 ($ACTIONS_RESULTS_URL) or url ($ACTIONS_CACHE_URL) not set".into(),
                 );
             }
-            (_, Some(url), _) | (_, None, Some(url)) => url,
-            (_, None, None) => return Err("url_v2 ($ACTIONS_RESULTS_URL) not set".into()),
         };
         let token = spec
             .token
@@ -129,10 +160,7 @@ impl Gha {
             .map_err(|e| e.to_string())?;
         Ok(Gha {
             client,
-            twirp: format!(
-                "{}/twirp/github.actions.results.api.v1.CacheService/",
-                url.trim_end_matches('/')
-            ),
+            protocol,
             token,
             scope: spec.scope.clone(),
             token_scopes,
@@ -159,9 +187,12 @@ impl Gha {
         };
         let mut wait = std::time::Duration::from_millis(500);
         loop {
+            let Protocol::V2 { twirp } = &self.protocol else {
+                unreachable!("Twirp calls are version 2's")
+            };
             let response = self
                 .client
-                .post(format!("{}{method}", self.twirp))
+                .post(format!("{twirp}{method}"))
                 .bearer_auth(&self.token)
                 .json(request)
                 .send()
@@ -195,8 +226,67 @@ impl Gha {
         }
     }
 
+    /// A request of the legacy API: `path` under its base, with a JSON body or bytes.
+    fn rest(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let Protocol::V1 { base } = &self.protocol else {
+            unreachable!("REST calls are version 1's")
+        };
+        self.client
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(&self.token)
+            .header(
+                reqwest::header::ACCEPT,
+                "application/json;api-version=6.0-preview.1",
+            )
+    }
+
+    /// Send a legacy request; its status and body, an error unless 2xx or `allowed`.
+    async fn send_rest(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+        allowed: u16,
+    ) -> Result<(u16, Vec<u8>), String> {
+        let response = request.send().await.map_err(|e| format!("{what}: {e}"))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| format!("{what}: {e}"))?
+            .to_vec();
+        if !status.is_success() && status.as_u16() != allowed {
+            let text = String::from_utf8_lossy(&body);
+            return Err(format!("{what}: {status}: {}", text.trim()));
+        }
+        Ok((status.as_u16(), body))
+    }
+
     /// The newest committed entry whose key is `key`, or starts with it.
     async fn lookup(&self, key: &str) -> Result<Option<Entry>, String> {
+        if let Protocol::V1 { .. } = self.protocol {
+            let request = self
+                .rest(reqwest::Method::GET, "cache")
+                .query(&[("keys", key), ("version", &entry_version())]);
+            let (_, body) = self
+                .send_rest(request, "looking up a cache entry", 0)
+                .await?;
+            if body.is_empty() {
+                return Ok(None);
+            }
+            #[derive(Deserialize)]
+            struct Found {
+                #[serde(rename = "cacheKey", default)]
+                key: String,
+                #[serde(rename = "archiveLocation", default)]
+                url: String,
+            }
+            let found: Found = serde_json::from_slice(&body)
+                .map_err(|e| format!("looking up a cache entry: {e}"))?;
+            return Ok((!found.key.is_empty()).then_some(Entry {
+                key: found.key,
+                url: found.url,
+            }));
+        }
         #[derive(Serialize)]
         struct Request<'a> {
             key: &'a str,
@@ -228,9 +318,21 @@ impl Gha {
         }))
     }
 
-    /// Save `key` from the file `path` of `size` bytes: reserve, upload, commit. Returns
-    /// false when the entry exists already.
-    async fn save(&self, key: &str, body: reqwest::Body, size: u64) -> Result<bool, String> {
+    /// Save `key` with `blob`'s `size` bytes: reserve, upload, commit. Returns false when
+    /// the entry exists already.
+    async fn save(&self, key: &str, blob: Blob<'_>, size: u64) -> Result<bool, String> {
+        if let Protocol::V1 { .. } = self.protocol {
+            return self.save_v1(key, blob, size).await;
+        }
+        let body = match blob {
+            Blob::File(path) => {
+                let file = tokio::fs::File::open(path)
+                    .await
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file))
+            }
+            Blob::Bytes(bytes) => reqwest::Body::from(bytes.to_vec()),
+        };
         #[derive(Serialize)]
         struct Create<'a> {
             key: &'a str,
@@ -298,6 +400,67 @@ impl Gha {
         Ok(true)
     }
 
+    /// [`Gha::save`] on the legacy service: reserve, upload in chunks, commit.
+    async fn save_v1(&self, key: &str, blob: Blob<'_>, size: u64) -> Result<bool, String> {
+        use tokio::io::AsyncReadExt as _;
+        let reserve = serde_json::json!({"key": key, "version": entry_version()});
+        let request = self.rest(reqwest::Method::POST, "caches").json(&reserve);
+        let (status, body) = self
+            .send_rest(request, "reserving a cache entry", 409)
+            .await?;
+        if status == 409 {
+            return Ok(false);
+        }
+        #[derive(Deserialize)]
+        struct Reserved {
+            #[serde(rename = "cacheId")]
+            id: u64,
+        }
+        let id = serde_json::from_slice::<Reserved>(&body)
+            .map_err(|e| format!("reserving {key}: {e}"))?
+            .id;
+        let mut file = match blob {
+            Blob::File(path) => Some(
+                tokio::fs::File::open(path)
+                    .await
+                    .map_err(|e| format!("{}: {e}", path.display()))?,
+            ),
+            Blob::Bytes(_) => None,
+        };
+        let mut offset = 0usize;
+        while (offset as u64) < size {
+            let len = CHUNK.min(size as usize - offset);
+            let chunk = match (&mut file, &blob) {
+                (Some(file), _) => {
+                    let mut buf = vec![0; len];
+                    file.read_exact(&mut buf)
+                        .await
+                        .map_err(|e| format!("reading {key}: {e}"))?;
+                    buf
+                }
+                (None, Blob::Bytes(bytes)) => bytes[offset..offset + len].to_vec(),
+                (None, Blob::File(_)) => unreachable!("a file is open"),
+            };
+            let request = self
+                .rest(reqwest::Method::PATCH, &format!("caches/{id}"))
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .header(
+                    reqwest::header::CONTENT_RANGE,
+                    format!("bytes {offset}-{}/*", offset + len - 1),
+                )
+                .body(chunk);
+            self.send_rest(request, &format!("uploading {key}"), 0)
+                .await?;
+            offset += len;
+        }
+        let request = self
+            .rest(reqwest::Method::POST, &format!("caches/{id}"))
+            .json(&serde_json::json!({"size": size}));
+        self.send_rest(request, &format!("committing {key}"), 0)
+            .await?;
+        Ok(true)
+    }
+
     /// Upload the blobs of `built` the service lacks, then a new index entry. Returns what
     /// was written and the config's digest.
     pub(crate) async fn export(
@@ -312,12 +475,11 @@ impl Gha {
                 return Ok::<_, String>(None);
             }
             let path = content.path(&desc.digest).map_err(|e| e.to_string())?;
-            let file = tokio::fs::File::open(&path)
-                .await
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
             // Another build may have saved it meanwhile: then it is there.
-            Ok(self.save(&key, body, desc.size).await?.then_some(desc.size))
+            Ok(self
+                .save(&key, Blob::File(&path), desc.size)
+                .await?
+                .then_some(desc.size))
         }))
         .buffer_unordered(PARALLEL)
         .try_collect::<Vec<Option<u64>>>()
@@ -351,9 +513,12 @@ impl Gha {
         };
         // Two exports at once both take the next number; the later one takes the one after.
         for n in newest + 1..newest + 10 {
-            let body = reqwest::Body::from(config.to_vec());
             if self
-                .save(&format!("{prefix}{n}"), body, config.len() as u64)
+                .save(
+                    &format!("{prefix}{n}"),
+                    Blob::Bytes(config),
+                    config.len() as u64,
+                )
                 .await?
             {
                 return Ok(());

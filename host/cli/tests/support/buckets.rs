@@ -154,10 +154,12 @@ fn azurite_signature(to_sign: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
-/// A test implementation of GitHub Actions' cache service, version 2 (Twirp JSON calls),
-/// written from its protocol: entries by key and version, created, uploaded through a
-/// signed URL to a container of its own in Azurite, then finalized; a lookup matches the key, else
-/// the newest entry whose key starts with a restore key. It takes one runtime token.
+/// A test implementation of GitHub Actions' cache service, written from its protocol:
+/// entries by key and version, created, uploaded, then finalized; a lookup matches the
+/// key, else the newest entry whose key starts with a restore key. It takes one runtime
+/// token. Version 2 (Twirp JSON calls at `url_v2`) uploads through signed URLs to a
+/// container of its own in Azurite; the legacy REST API (`_apis/artifactcache` at `url`)
+/// takes the bytes itself, in chunks, and serves them back.
 pub struct GhaService {
     /// Its base URL (`url_v2=`).
     pub url: String,
@@ -166,10 +168,21 @@ pub struct GhaService {
     state: std::sync::Arc<std::sync::Mutex<GhaState>>,
 }
 
+/// An entry of the test cache service.
+struct GhaEntry {
+    key: String,
+    version: String,
+    /// Its blob in Azurite (version 2).
+    blob: String,
+    finalized: bool,
+}
+
 #[derive(Default)]
 struct GhaState {
-    /// (key, version, blob name, finalized), oldest first.
-    entries: Vec<(String, String, String, bool)>,
+    /// Oldest first.
+    entries: Vec<GhaEntry>,
+    /// The bytes of the legacy API's entries, by index in `entries`.
+    data: std::collections::HashMap<usize, Vec<u8>>,
     /// CreateCacheEntry calls for blob entries.
     blob_creates: usize,
 }
@@ -276,6 +289,26 @@ fn serve_gha(
     };
     let mut body = vec![0u8; header("content-length").parse().unwrap_or(0)];
     stream.read_exact(&mut body).unwrap();
+    let mut request_line = head.split_whitespace();
+    let verb = request_line.next().unwrap_or_default().to_string();
+    let target = request_line.next().unwrap_or_default().to_string();
+    if target.starts_with("/_apis/") || target.starts_with("/archive/") {
+        let own = format!("http://{}", stream.local_addr().unwrap());
+        let authorized =
+            target.starts_with("/archive/") || header("authorization") == format!("Bearer {token}");
+        let (status, answer) = if authorized {
+            serve_legacy(state, &verb, &target, &header("content-range"), body, &own)
+        } else {
+            ("401 Unauthorized", br#"{"message":"bad token"}"#.to_vec())
+        };
+        let _ = write!(
+            stream,
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            answer.len()
+        );
+        let _ = stream.write_all(&answer);
+        return;
+    }
     let method = head
         .split_whitespace()
         .nth(1)
@@ -300,22 +333,34 @@ fn serve_gha(
                 if key.starts_with("buildkit-blob-") {
                     s.blob_creates += 1;
                 }
-                if s.entries.iter().any(|e| e.0 == key && e.1 == version) {
+                if s.entries
+                    .iter()
+                    .any(|e| e.key == key && e.version == version)
+                {
                     // As the service answers: a Twirp error.
                     status = "409 Conflict";
                     serde_json::json!({"code": "already_exists", "msg": "cache entry exists"})
                 } else {
                     let name = format!("entry-{}", s.entries.len());
                     let url = sas_url(container_url, &name, "rcw");
-                    s.entries.push((key, version, name, false));
+                    s.entries.push(GhaEntry {
+                        key,
+                        version,
+                        blob: name,
+                        finalized: false,
+                    });
                     serde_json::json!({"ok": true, "signed_upload_url": url})
                 }
             }
             "FinalizeCacheEntryUpload" => {
-                match s.entries.iter_mut().find(|e| e.0 == key && e.1 == version) {
+                match s
+                    .entries
+                    .iter_mut()
+                    .find(|e| e.key == key && e.version == version)
+                {
                     Some(e) => {
-                        e.3 = true;
-                        serde_json::json!({"ok": true, "entry_id": e.2})
+                        e.finalized = true;
+                        serde_json::json!({"ok": true, "entry_id": e.blob})
                     }
                     None => serde_json::json!({"ok": false}),
                 }
@@ -327,17 +372,20 @@ fn serve_gha(
                     .flatten()
                     .filter_map(|k| k.as_str().map(str::to_string))
                     .collect();
-                let committed = s.entries.iter().filter(|e| e.3 && e.1 == version);
-                let found = committed.clone().find(|e| e.0 == key).or_else(|| {
+                let committed = s
+                    .entries
+                    .iter()
+                    .filter(|e| e.finalized && e.version == version);
+                let found = committed.clone().find(|e| e.key == key).or_else(|| {
                     committed
                         .rev()
-                        .find(|e| restore.iter().any(|r| e.0.starts_with(r.as_str())))
+                        .find(|e| restore.iter().any(|r| e.key.starts_with(r.as_str())))
                 });
                 match found {
                     Some(e) => serde_json::json!({
                         "ok": true,
-                        "signed_download_url": sas_url(container_url, &e.2, "r"),
-                        "matched_key": e.0,
+                        "signed_download_url": sas_url(container_url, &e.blob, "r"),
+                        "matched_key": e.key,
                     }),
                     None => serde_json::json!({"ok": false}),
                 }
@@ -355,4 +403,157 @@ fn serve_gha(
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
         answer.len()
     );
+}
+
+/// `%XX` and `+` decoded.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap_or(b'?'));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).to_string()
+}
+
+/// One request of the legacy REST API: its status and body.
+fn serve_legacy(
+    state: &std::sync::Mutex<GhaState>,
+    verb: &str,
+    target: &str,
+    range: &str,
+    body: Vec<u8>,
+    own: &str,
+) -> (&'static str, Vec<u8>) {
+    let mut s = state.lock().unwrap();
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let param = |name: &str| {
+        query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == name).then(|| percent_decode(v))
+        })
+    };
+    // Cache ids start at 1, as the service's: the index in `entries` plus one.
+    let id = |p: &str| {
+        p.rsplit('/')
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| n.checked_sub(1))
+    };
+    match (verb, path) {
+        ("GET", "/_apis/artifactcache/cache") => {
+            let keys = param("keys").unwrap_or_default();
+            let version = param("version").unwrap_or_default();
+            let keys: Vec<&str> = keys.split(',').collect();
+            let committed: Vec<(usize, &GhaEntry)> = s
+                .entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.finalized && e.version == version)
+                .collect();
+            let found = committed
+                .iter()
+                .find(|(_, e)| e.key == keys[0])
+                .or_else(|| {
+                    committed
+                        .iter()
+                        .rev()
+                        .find(|(_, e)| keys.iter().any(|k| e.key.starts_with(k)))
+                });
+            match found {
+                Some((i, e)) => (
+                    "200 OK",
+                    serde_json::json!({
+                        "cacheKey": e.key,
+                        "scope": "refs/heads/main",
+                        "archiveLocation": format!("{own}/archive/{}", i + 1),
+                    })
+                    .to_string()
+                    .into_bytes(),
+                ),
+                None => ("204 No Content", Vec::new()),
+            }
+        }
+        ("POST", "/_apis/artifactcache/caches") => {
+            let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let key = request["key"].as_str().unwrap_or_default().to_string();
+            let version = request["version"].as_str().unwrap_or_default().to_string();
+            if key.starts_with("buildkit-blob-") {
+                s.blob_creates += 1;
+            }
+            if s.entries
+                .iter()
+                .any(|e| e.key == key && e.version == version)
+            {
+                return (
+                    "409 Conflict",
+                    br#"{"typeKey":"ArtifactCacheItemAlreadyExistsException","message":"exists"}"#
+                        .to_vec(),
+                );
+            }
+            let i = s.entries.len();
+            s.entries.push(GhaEntry {
+                key,
+                version,
+                blob: format!("legacy-{i}"),
+                finalized: false,
+            });
+            s.data.insert(i, Vec::new());
+            (
+                "201 Created",
+                serde_json::json!({"cacheId": i + 1})
+                    .to_string()
+                    .into_bytes(),
+            )
+        }
+        ("PATCH", p) if p.starts_with("/_apis/artifactcache/caches/") => {
+            let start: usize = range
+                .trim_start_matches("bytes ")
+                .split('-')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(usize::MAX);
+            match id(p).and_then(|i| s.data.get_mut(&i)) {
+                Some(data) if start <= data.len() => {
+                    data.truncate(start);
+                    data.extend_from_slice(&body);
+                    ("204 No Content", Vec::new())
+                }
+                _ => ("400 Bad Request", br#"{"message":"bad chunk"}"#.to_vec()),
+            }
+        }
+        ("POST", p) if p.starts_with("/_apis/artifactcache/caches/") => {
+            let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let size = request["size"].as_u64().unwrap_or(u64::MAX);
+            let i = id(p).unwrap_or(usize::MAX);
+            match s.data.get(&i).map(|d| d.len() as u64) {
+                Some(len) if len == size => {
+                    s.entries[i].finalized = true;
+                    ("204 No Content", Vec::new())
+                }
+                _ => (
+                    "400 Bad Request",
+                    br#"{"message":"size mismatch"}"#.to_vec(),
+                ),
+            }
+        }
+        ("GET", p) if p.starts_with("/archive/") => match id(p).and_then(|i| s.data.get(&i)) {
+            Some(data) => ("200 OK", data.clone()),
+            None => ("404 Not Found", Vec::new()),
+        },
+        _ => ("404 Not Found", br#"{"message":"no such route"}"#.to_vec()),
+    }
 }
