@@ -245,7 +245,7 @@ impl Gha {
         &self,
         request: reqwest::RequestBuilder,
         what: &str,
-        allowed: u16,
+        allowed: Option<u16>,
     ) -> Result<(u16, Vec<u8>), String> {
         let response = request.send().await.map_err(|e| format!("{what}: {e}"))?;
         let status = response.status();
@@ -254,7 +254,7 @@ impl Gha {
             .await
             .map_err(|e| format!("{what}: {e}"))?
             .to_vec();
-        if !status.is_success() && status.as_u16() != allowed {
+        if !status.is_success() && Some(status.as_u16()) != allowed {
             let text = String::from_utf8_lossy(&body);
             return Err(format!("{what}: {status}: {}", text.trim()));
         }
@@ -268,7 +268,7 @@ impl Gha {
                 .rest(reqwest::Method::GET, "cache")
                 .query(&[("keys", key), ("version", &entry_version())]);
             let (_, body) = self
-                .send_rest(request, "looking up a cache entry", 0)
+                .send_rest(request, "looking up a cache entry", None)
                 .await?;
             if body.is_empty() {
                 return Ok(None);
@@ -406,7 +406,7 @@ impl Gha {
         let reserve = serde_json::json!({"key": key, "version": entry_version()});
         let request = self.rest(reqwest::Method::POST, "caches").json(&reserve);
         let (status, body) = self
-            .send_rest(request, "reserving a cache entry", 409)
+            .send_rest(request, "reserving a cache entry", Some(409))
             .await?;
         if status == 409 {
             return Ok(false);
@@ -449,14 +449,14 @@ impl Gha {
                     format!("bytes {offset}-{}/*", offset + len - 1),
                 )
                 .body(chunk);
-            self.send_rest(request, &format!("uploading {key}"), 0)
+            self.send_rest(request, &format!("uploading {key}"), None)
                 .await?;
             offset += len;
         }
         let request = self
             .rest(reqwest::Method::POST, &format!("caches/{id}"))
             .json(&serde_json::json!({"size": size}));
-        self.send_rest(request, &format!("committing {key}"), 0)
+        self.send_rest(request, &format!("committing {key}"), None)
             .await?;
         Ok(true)
     }
