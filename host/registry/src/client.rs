@@ -59,6 +59,10 @@ impl HttpClient {
         user_agent: &str,
     ) -> std::result::Result<Self, String> {
         let mut builder = reqwest::Client::builder()
+            // HTTP/1.1, as registries are reached by BuildKit's resolver and as the per-registry
+            // connection limit assumes; over HTTP/2 a registry's refusal of a missing client
+            // certificate reached us as "connection closed", without the alert that says why.
+            .http1_only()
             .user_agent(user_agent)
             .connect_timeout(Duration::from_secs(15))
             .read_timeout(Duration::from_secs(60))
