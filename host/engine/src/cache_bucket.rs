@@ -350,23 +350,14 @@ impl Bucket {
         blobs: &[&Descriptor],
     ) -> Result<(), String> {
         futures_util::stream::iter(blobs.iter().map(|desc| async move {
-            let failed = |e: &dyn std::fmt::Display| format!("blob {}: {e}", desc.digest);
             let key = self.key(&self.blobs, &desc.digest)?;
-            let mut stream = self
+            let stream = self
                 .store
                 .get(&key)
                 .await
                 .map_err(|e| self.failed(&format!("blob {}", desc.digest), e))?
                 .into_stream();
-            let mut writer = content.writer().map_err(|e| failed(&e))?;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| failed(&e))?;
-                std::io::Write::write_all(&mut writer, &chunk).map_err(|e| failed(&e))?;
-            }
-            writer
-                .commit(Some(&desc.digest))
-                .map(|_| ())
-                .map_err(|e| failed(&e))
+            crate::cache_io::ingest_stream(content, desc, stream).await
         }))
         .buffer_unordered(DOWNLOADS)
         .try_collect::<Vec<()>>()

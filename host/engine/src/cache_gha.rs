@@ -592,16 +592,7 @@ impl Gha {
             if !response.status().is_success() {
                 return Err(failed(&response.status()));
             }
-            let mut stream = response.bytes_stream();
-            let mut writer = content.writer().map_err(|e| failed(&e))?;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| failed(&e))?;
-                std::io::Write::write_all(&mut writer, &chunk).map_err(|e| failed(&e))?;
-            }
-            writer
-                .commit(Some(&desc.digest))
-                .map(|_| ())
-                .map_err(|e| failed(&e))
+            crate::cache_io::ingest_stream(content, desc, response.bytes_stream()).await
         }))
         .buffer_unordered(PARALLEL)
         .try_collect::<Vec<()>>()

@@ -467,6 +467,26 @@ fn store_blobs(
     Ok(())
 }
 
+/// Write a download of blob `desc` into the content store as it arrives; the blob is kept
+/// only if its bytes match its digest.
+pub(crate) async fn ingest_stream<B: AsRef<[u8]>, E: std::fmt::Display>(
+    content: &ContentStore,
+    desc: &Descriptor,
+    mut stream: impl futures_util::Stream<Item = Result<B, E>> + Unpin,
+) -> Result<(), String> {
+    use futures_util::StreamExt as _;
+    let failed = |e: &dyn std::fmt::Display| format!("blob {}: {e}", desc.digest);
+    let mut writer = content.writer().map_err(|e| failed(&e))?;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| failed(&e))?;
+        std::io::Write::write_all(&mut writer, chunk.as_ref()).map_err(|e| failed(&e))?;
+    }
+    writer
+        .commit(Some(&desc.digest))
+        .map(|_| ())
+        .map_err(|e| failed(&e))
+}
+
 /// A local file writer as an async sink: writes to a local file do not wait on anything
 /// worth yielding for.
 struct SyncSink<'a, W>(&'a mut W);

@@ -379,6 +379,15 @@ const BUCKET_OPTIONS: &[&str] = &[
     "container",
 ];
 
+/// The value of the last `key=` of `options`.
+fn last_value(options: &[(&str, &str)], key: &str) -> Option<String> {
+    options
+        .iter()
+        .rev()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.to_string())
+}
+
 /// The options of `type=gha`, BuildKit's names.
 const GHA_OPTIONS: &[&str] = &[
     "url",
@@ -393,13 +402,7 @@ const GHA_OPTIONS: &[&str] = &[
 
 /// The options of a gha cache.
 fn parse_gha(options: &[(&str, &str)]) -> Result<GhaCache, String> {
-    let get = |key: &str| {
-        options
-            .iter()
-            .rev()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.to_string())
-    };
+    let get = |key: &str| last_value(options, key);
     if let Some((k, _)) = options.iter().find(|(k, _)| !GHA_OPTIONS.contains(k)) {
         return Err(format!("type=gha has no option {k:?}"));
     }
@@ -428,13 +431,7 @@ fn parse_gha(options: &[(&str, &str)]) -> Result<GhaCache, String> {
 
 /// The options of an s3 (`kind`) or azblob cache.
 fn parse_bucket(kind: &str, options: &[(&str, &str)], export: bool) -> Result<BucketCache, String> {
-    let get = |key: &str| {
-        options
-            .iter()
-            .rev()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.to_string())
-    };
+    let get = |key: &str| last_value(options, key);
     // Go's strconv.ParseBool, as BuildKit reads these.
     let bool_of = |key: &str| match get(key).as_deref() {
         None => Ok(false),
