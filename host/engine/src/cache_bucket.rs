@@ -242,6 +242,7 @@ impl Bucket {
         format!("{doing}: {}{hint}", tidy(e.to_string()))
     }
 
+    /// The key of `name` under `dir` (a blob or manifest prefix).
     fn key(&self, dir: &str, name: &str) -> Result<Path, String> {
         let key = if self.join {
             path_join(&[dir, name])

@@ -246,7 +246,7 @@ pub fn parse_cache_spec(spec: &str, export: bool) -> Result<CacheSpec, ExportErr
     let mut out = CacheSpec::new(CacheTarget::Inline);
     let mut image_manifest = None;
     let mut options = Vec::new();
-    // The options of s3 and azblob caches, checked once the type is known.
+    // The options of s3, azblob and gha caches, checked once the type is known.
     let mut bucket_options: Vec<(&str, &str)> = Vec::new();
     let bool_of = |k: &str, v: &str| match v {
         "true" | "" => Ok(true),
