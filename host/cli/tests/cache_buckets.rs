@@ -199,6 +199,27 @@ fn bad_buckets_and_credentials_warn_on_import_and_fail_an_export_unless_ignored(
         "{err}"
     );
 
+    // Credentials S3 does not know: the import warns, the export fails, both say so.
+    let refusing = Server::moto_refusing(s.dir.path());
+    let unknown = s3.spec.replace(
+        &format!("127.0.0.1:{}", s3.server.port),
+        &format!("127.0.0.1:{}", refusing.port),
+    );
+    let (ok, err) = plain(&s, &ctx, &["--import-cache", &unknown]);
+    assert!(
+        ok && err.contains("WARNING: importing cache: s3 cache ci-cache"),
+        "{err}"
+    );
+    assert!(
+        err.contains("InvalidAccessKeyId") && err.contains("access denied"),
+        "{err}"
+    );
+    let (ok, err) = plain(&s, &ctx, &["--export-cache", &unknown]);
+    assert!(
+        !ok && err.contains("s3 cache ci-cache") && err.contains("access denied"),
+        "{err}"
+    );
+
     // A wrong account key: Azurite refuses it, and the message says so.
     let wrong = az
         .spec

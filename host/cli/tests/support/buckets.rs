@@ -71,13 +71,29 @@ impl Server {
 
     /// moto's S3 server, with the bucket `bucket`.
     pub fn moto(dir: &Path, bucket: &str) -> Server {
-        let port = free_port();
-        let mut command = Command::new(program("moto_server", "pip3 install 'moto[server]'"));
-        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-        let server = Server::start(command, port, dir.join("moto.log"));
+        let server = Server::start_moto(dir, "moto.log", &[]);
         let (status, body) = server.http("PUT", &format!("/{bucket}"), b"");
         assert_eq!(status, 200, "creating the bucket: {body}");
         server
+    }
+
+    /// moto's S3 server checking credentials from the first request on: it knows none, so
+    /// it refuses every key.
+    pub fn moto_refusing(dir: &Path) -> Server {
+        Server::start_moto(
+            dir,
+            "moto-refusing.log",
+            &[("INITIAL_NO_AUTH_ACTION_COUNT", "0")],
+        )
+    }
+
+    fn start_moto(dir: &Path, log: &str, envs: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let mut command = Command::new(program("moto_server", "pip3 install 'moto[server]'"));
+        command
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(envs.iter().copied());
+        Server::start(command, port, dir.join(log))
     }
 
     /// Azurite's blob service, logging every request.
