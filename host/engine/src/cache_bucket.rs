@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cache_io::MAX_CONFIG_SIZE;
 use buildwit_exporter::cache::{BucketCache, BucketService, BuiltCache, Written};
 use buildwit_worker::{ContentStore, Descriptor};
 use futures_util::{StreamExt, TryStreamExt};
@@ -289,12 +290,10 @@ impl Bucket {
                 .await
                 .map_err(|e| self.failed(&format!("writing manifest {name}"), e))?;
         }
-        let written = Written {
-            blobs: uploads.iter().flatten().count(),
-            present: uploads.iter().filter(|u| u.is_none()).count(),
-            bytes: uploads.iter().flatten().sum(),
-        };
-        Ok((written, buildwit_worker::content::sha256_digest(&config)))
+        Ok((
+            crate::cache_io::written(&uploads),
+            buildwit_worker::content::sha256_digest(&config),
+        ))
     }
 
     /// Stream a blob of the content store to `key`, in parts when it is large.
@@ -320,8 +319,6 @@ impl Bucket {
 
     /// The config the first name holds.
     pub(crate) async fn manifest(&self) -> Result<Vec<u8>, String> {
-        // Held in memory: a config larger than this is not one.
-        const MAX_CONFIG_SIZE: usize = 64 << 20;
         let name = &self.names[0];
         let key = self.key(&self.manifests, name)?;
         let got = self.store.get(&key).await.map_err(|e| match e {
@@ -330,7 +327,7 @@ impl Bucket {
             }
             e => self.failed(&format!("reading manifest {key}"), e),
         })?;
-        if got.meta.size > MAX_CONFIG_SIZE as u64 {
+        if got.meta.size > MAX_CONFIG_SIZE {
             return Err(format!(
                 "manifest {key} is {} bytes, more than the {MAX_CONFIG_SIZE} allowed",
                 got.meta.size

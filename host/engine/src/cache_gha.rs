@@ -492,12 +492,10 @@ impl Gha {
             .ok_or("the token may not write to any scope")?;
         self.save_index(&self.index_key(&scope.scope), &config)
             .await?;
-        let written = Written {
-            blobs: uploads.iter().flatten().count(),
-            present: uploads.iter().filter(|u| u.is_none()).count(),
-            bytes: uploads.iter().flatten().sum(),
-        };
-        Ok((written, buildwit_worker::content::sha256_digest(&config)))
+        Ok((
+            crate::cache_io::written(&uploads),
+            buildwit_worker::content::sha256_digest(&config),
+        ))
     }
 
     /// Save the index as `<key>#<n>`, `n` one more than the newest's.
@@ -529,8 +527,6 @@ impl Gha {
 
     /// The newest index of each of the token's scopes that has one.
     pub(crate) async fn manifests(&self) -> Result<Vec<Vec<u8>>, String> {
-        // Held in memory: a config larger than this is not one.
-        const MAX_CONFIG_SIZE: usize = 64 << 20;
         let mut found = Vec::new();
         for scope in &self.token_scopes {
             let key = self.index_key(&scope.scope);
@@ -538,8 +534,11 @@ impl Gha {
                 continue;
             };
             let bytes = self.download(&entry.url, &key).await?;
-            if bytes.len() > MAX_CONFIG_SIZE {
-                return Err(format!("{key} is larger than {MAX_CONFIG_SIZE} bytes"));
+            if bytes.len() as u64 > crate::cache_io::MAX_CONFIG_SIZE {
+                return Err(format!(
+                    "{key} is larger than {} bytes",
+                    crate::cache_io::MAX_CONFIG_SIZE
+                ));
             }
             found.push(bytes);
         }

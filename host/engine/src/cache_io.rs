@@ -467,6 +467,19 @@ fn store_blobs(
     Ok(())
 }
 
+/// The largest cache config read into memory: a larger one is not one.
+pub(crate) const MAX_CONFIG_SIZE: u64 = 64 << 20;
+
+/// What an export to a remote store wrote, from each blob's upload: its size, or `None`
+/// when the store had it already.
+pub(crate) fn written(uploads: &[Option<u64>]) -> Written {
+    Written {
+        blobs: uploads.iter().flatten().count(),
+        present: uploads.iter().filter(|u| u.is_none()).count(),
+        bytes: uploads.iter().flatten().sum(),
+    }
+}
+
 /// Write a download of blob `desc` into the content store as it arrives; the blob is kept
 /// only if its bytes match its digest.
 pub(crate) async fn ingest_stream<B: AsRef<[u8]>, E: std::fmt::Display>(
@@ -523,8 +536,6 @@ fn fetch(
     desc: &Descriptor,
     what: &str,
 ) -> Result<Vec<u8>, String> {
-    // Held in memory: a config larger than this is not one.
-    const MAX_CONFIG_SIZE: u64 = 64 << 20;
     if desc.size > MAX_CONFIG_SIZE {
         return Err(format!(
             "{what}: its config {} is {} bytes, more than the {MAX_CONFIG_SIZE} allowed",
