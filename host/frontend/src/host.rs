@@ -44,6 +44,8 @@ pub(crate) struct HostState {
     pub deadline: std::time::Duration,
     /// The message of the last panic the guest reported before trapping.
     pub panic: Option<String>,
+    /// WASI, for a frontend that imports it.
+    pub wasi: crate::wasi::Wasi,
 }
 
 /// A memory cap that remembers it was hit, so the trap can be explained.

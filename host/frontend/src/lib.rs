@@ -12,6 +12,7 @@ pub mod engine;
 mod error;
 mod host;
 mod runtime;
+mod wasi;
 mod wrap;
 
 pub use bridge::{Bridge, Event, FrontendOutput, GatewayError, SolvedRef};

@@ -21,31 +21,6 @@ const TICK: Duration = Duration::from_millis(10);
 /// WIT packages this host implements, as `name@major.minor` prefixes of import names.
 pub const SUPPORTED_WIT: &[&str] = &["buildwit:frontend@0.1"];
 
-/// Interfaces a `wasm32-wasip2` guest's std imports even when it does no I/O. They are
-/// linked to traps: a frontend can import them but gets nothing from them.
-const INERT_WASI: &[&str] = &[
-    "wasi:cli/environment",
-    "wasi:cli/exit",
-    "wasi:cli/stdin",
-    "wasi:cli/stdout",
-    "wasi:cli/stderr",
-    "wasi:cli/terminal-input",
-    "wasi:cli/terminal-output",
-    "wasi:cli/terminal-stdin",
-    "wasi:cli/terminal-stdout",
-    "wasi:cli/terminal-stderr",
-    "wasi:io/error",
-    "wasi:io/poll",
-    "wasi:io/streams",
-];
-
-/// Seeds the hash maps of a `wasm32-wasip2` guest's std. buildwit answers with a fixed
-/// seed, so a frontend's output stays a function of its inputs.
-const INSECURE_SEED: &str = "wasi:random/insecure-seed";
-
-/// The seed every frontend gets from [`INSECURE_SEED`].
-const FIXED_SEED: (u64, u64) = (0x6275_696c_6477_6974, 0x6672_6f6e_7465_6e64);
-
 /// Limits on every frontend run.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -116,6 +91,8 @@ pub struct FrontendInfo {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
+    /// `linker` and WASI 0.2, for components that import WASI.
+    wasi_linker: Linker<HostState>,
     limits: Limits,
     cache_dir: Option<PathBuf>,
     loaded: Mutex<HashMap<String, Arc<LoadedFrontend>>>,
@@ -144,9 +121,13 @@ impl Runtime {
             |s| s,
         )
         .map_err(|e| FrontendError::Engine(e.to_string()))?;
+        let mut wasi_linker = linker.clone();
+        crate::wasi::add_to_linker(&mut wasi_linker)
+            .map_err(|e| FrontendError::Engine(e.to_string()))?;
         Ok(Runtime {
             engine,
             linker,
+            wasi_linker,
             limits,
             cache_dir,
             loaded: Mutex::new(HashMap::new()),
@@ -238,23 +219,8 @@ impl Runtime {
             None => self.compile(&digest, bytes).map_err(load_err)?,
         };
 
-        let mut linker;
         let linker = if shape.imports.iter().any(|i| i.starts_with("wasi:")) {
-            linker = self.linker.clone();
-            for import in &shape.imports {
-                if import.split('@').next() == Some(INSECURE_SEED) {
-                    linker
-                        .instance(import)
-                        .and_then(|mut i| {
-                            i.func_wrap("insecure-seed", |_, (): ()| Ok((FIXED_SEED,)))
-                        })
-                        .map_err(|e| load_err(e.to_string()))?;
-                }
-            }
-            linker
-                .define_unknown_imports_as_traps(&component)
-                .map_err(|e| load_err(e.to_string()))?;
-            &linker
+            &self.wasi_linker
         } else {
             &self.linker
         };
@@ -351,10 +317,9 @@ impl Runtime {
             .pre
             .instantiate(&mut store)
             .map_err(|e| self.trap(frontend, &store, e))?;
-        let info = instance
-            .buildwit_frontend_builder()
-            .call_info(&mut store)
-            .map_err(|e| self.trap(frontend, &store, e))?;
+        let info = instance.buildwit_frontend_builder().call_info(&mut store);
+        forward_output(&store);
+        let info = info.map_err(|e| self.trap(frontend, &store, e))?;
         let info = FrontendInfo {
             name: info.name,
             version: info.version,
@@ -379,10 +344,9 @@ impl Runtime {
             .pre
             .instantiate(&mut store)
             .map_err(|e| self.trap(frontend, &store, e))?;
-        let result = instance
-            .buildwit_frontend_builder()
-            .call_build(&mut store)
-            .map_err(|e| self.trap(frontend, &store, e))?;
+        let result = instance.buildwit_frontend_builder().call_build(&mut store);
+        forward_output(&store);
+        let result = result.map_err(|e| self.trap(frontend, &store, e))?;
         tracing::debug!(frontend = %frontend.label, elapsed = ?started.elapsed(), "frontend returned");
         let result = result.map_err(|e| FrontendError::Build {
             frontend: frontend.label.clone(),
@@ -449,6 +413,7 @@ impl Runtime {
                 output_limit: self.limits.output,
                 deadline,
                 panic: None,
+                wasi: crate::wasi::Wasi::new(),
             },
         );
         store.limiter(|s| &mut s.limits);
@@ -494,14 +459,32 @@ impl Runtime {
             // The trap itself, without the (possibly very long) Wasm backtrace.
             Some(trap) => FrontendError::Trap {
                 frontend: name,
-                panic: state.panic.clone(),
+                panic: state.panic.clone().or_else(|| state.wasi.last_words()),
                 detail: trap.to_string(),
             },
             None => FrontendError::Trap {
                 frontend: name,
-                panic: state.panic.clone(),
+                panic: state.panic.clone().or_else(|| state.wasi.last_words()),
                 detail: error.root_cause().to_string(),
             },
+        }
+    }
+}
+
+/// What a frontend wrote to stdout and stderr, as lines of the build's log.
+fn forward_output(store: &Store<HostState>) {
+    let state = store.data();
+    let (stdout, stderr) = state.wasi.output();
+    for (text, level) in [
+        (stdout, crate::bridge::LogLevel::Info),
+        (stderr, crate::bridge::LogLevel::Warn),
+    ] {
+        for line in text.lines() {
+            state.bridge.event(crate::bridge::Event::Log {
+                frontend: state.frontend.clone(),
+                level,
+                message: line.to_string(),
+            });
         }
     }
 }
@@ -565,17 +548,18 @@ fn inspect(bytes: &[u8]) -> Result<Shape, String> {
         ));
     }
     for import in &imports {
-        let base = import.split('@').next().unwrap_or(import);
         if ours(import) {
             if version_of(import).as_deref() != Some(version.as_str()) {
                 return Err(format!(
                     "it mixes WIT versions: imports {import} but exports {builder}"
                 ));
             }
-        } else if !INERT_WASI.contains(&base) && base != INSECURE_SEED {
+        } else if !crate::wasi::provides(import) {
             return Err(format!(
                 "it imports {import}, which buildwit does not provide: a frontend gets files, \
-                 images and network only through buildwit:frontend/gateway"
+                 images and network only through buildwit:frontend/gateway (of WASI, only \
+                 0.2's cli, clocks, filesystem, io, random and sockets, which give it nothing \
+                 of the host)"
             ));
         }
     }
