@@ -175,14 +175,16 @@ struct BuildArgs {
 
 #[derive(Subcommand)]
 enum FrontendCommand {
-    /// Make a new frontend project: a crate with a working frontend (a steps file: `FROM`,
-    /// `RUN`) and its tests, ready for `cargo test` and `cargo build --target wasm32-wasip2`.
+    /// Make a new frontend project: a working frontend (a steps file: `FROM`, `RUN`) and its
+    /// tests; in Rust a crate ready for `cargo test` and `cargo build --target
+    /// wasm32-wasip2`, in Python a module with a `build.sh` that tests it and runs
+    /// componentize-py.
     New {
         /// The project's directory; its last component is the frontend's name.
         name: PathBuf,
-        /// The language (rust; the only one with an SDK yet).
-        #[arg(long, default_value = "rust")]
-        lang: String,
+        /// The language of the project.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: scaffold::Lang,
         /// The buildwit SDK to build against (default: the one this buildwit was built from).
         #[arg(long)]
         sdk: Option<PathBuf>,
@@ -309,15 +311,18 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Frontend(FrontendCommand::New { name, lang, sdk }) => {
-            let krate = scaffold::new_frontend(name, lang, sdk.as_deref())?;
+            let component = scaffold::new_frontend(name, *lang, sdk.as_deref())?;
             let dir = name.display();
             println!("made {dir}: a frontend with its tests; next:");
             println!("  cd {dir}");
-            println!("  cargo test");
-            println!("  cargo build --target wasm32-wasip2 --release");
-            println!(
-                "  buildwit build --frontend-file target/wasm32-wasip2/release/{krate}.wasm DIR  # DIR holds a Stepfile"
-            );
+            match lang {
+                scaffold::Lang::Rust => {
+                    println!("  cargo test");
+                    println!("  cargo build --target wasm32-wasip2 --release");
+                }
+                scaffold::Lang::Python => println!("  ./build.sh   # tests, then componentize-py"),
+            }
+            println!("  buildwit build --frontend-file {component} DIR  # DIR holds a Stepfile");
             Ok(())
         }
         Command::Frontend(FrontendCommand::Pull { reference }) => {

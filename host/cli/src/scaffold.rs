@@ -3,20 +3,31 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 
 const CARGO_TOML: &str = include_str!("../templates/frontend/Cargo.toml.in");
 const LIB_RS: &str = include_str!("../templates/frontend/lib.rs.in");
+// The Python project is the tree's example, renamed, with a script that tests and builds it.
+const APP_PY: &str = include_str!("../../../examples/python-steps/app.py");
+const TEST_APP_PY: &str = include_str!("../../../examples/python-steps/test_app.py");
+const BUILD_SH: &str = include_str!("../templates/frontend-python/build.sh.in");
 
 /// The SDK of the buildwit this binary was built from.
 const BUILT_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../sdk");
 
-/// Make the frontend project `dir` (its name is the package name) in `lang`, against the
-/// SDK at `sdk` (default: the one this buildwit was built from). Returns the crate name.
-pub fn new_frontend(dir: &Path, lang: &str, sdk: Option<&Path>) -> Result<String> {
-    if lang != "rust" {
-        bail!("--lang {lang}: frontends can be made in rust; no other language has an SDK yet");
-    }
+/// The languages `frontend new` makes projects in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// A crate on `buildwit-sdk`, built with cargo.
+    Rust,
+    /// A module on `sdk/python`, built with componentize-py.
+    Python,
+}
+
+/// Make the frontend project `dir` (its name is the frontend's name) in `lang`, against the
+/// SDK at `sdk` (default: the one this buildwit was built from; the Python SDK is its
+/// `python/` folder). Returns the file the project's build makes, relative to `dir`.
+pub fn new_frontend(dir: &Path, lang: Lang, sdk: Option<&Path>) -> Result<String> {
     let name = dir
         .file_name()
         .and_then(|n| n.to_str())
@@ -43,6 +54,9 @@ pub fn new_frontend(dir: &Path, lang: &str, sdk: Option<&Path>) -> Result<String
         sdk.display()
     );
 
+    if lang == Lang::Python {
+        return new_python(dir, name, &sdk);
+    }
     let krate = name.replace('-', "_");
     let fill = |template: &str| {
         template
@@ -63,7 +77,48 @@ pub fn new_frontend(dir: &Path, lang: &str, sdk: Option<&Path>) -> Result<String
     if let Ok(lock) = std::fs::read_to_string(sdk.join("../Cargo.lock")) {
         write("Cargo.lock", lock)?;
     }
-    Ok(krate)
+    Ok(format!("target/wasm32-wasip2/release/{krate}.wasm"))
+}
+
+/// The Python project: `app.py` (the steps frontend), `test_app.py` and `build.sh`, which
+/// runs the tests natively and makes `NAME.wasm` with componentize-py.
+fn new_python(dir: &Path, name: &str, sdk: &Path) -> Result<String> {
+    let python_sdk = sdk.join("python");
+    let wit = sdk.join("../wit").canonicalize().unwrap_or_default();
+    ensure!(
+        python_sdk.join("buildwit_sdk/__init__.py").exists() && wit.join("frontend.wit").exists(),
+        "{} has no Python SDK (python/buildwit_sdk) or no WIT contract (../wit) beside it",
+        sdk.display()
+    );
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let write = |path: &str, data: String| {
+        std::fs::write(dir.join(path), data).with_context(|| format!("writing {path}"))
+    };
+    let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
+    write(
+        "app.py",
+        APP_PY
+            .replacen("\"\"\"steps:", &format!("\"\"\"{name}:"), 1)
+            .replacen("name = \"steps\"", &format!("name = {name:?}"), 1),
+    )?;
+    write("test_app.py", TEST_APP_PY.to_string())?;
+    write(
+        "build.sh",
+        BUILD_SH
+            .replace("{{name}}", name)
+            .replace("{{wit}}", &quote(&wit))
+            .replace("{{sdk}}", &quote(&python_sdk)),
+    )?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("build.sh"), std::fs::Permissions::from_mode(0o755))?;
+    }
+    write(
+        ".gitignore",
+        format!("/.bindings\n/{name}.wasm\n__pycache__/\n"),
+    )?;
+    Ok(format!("{name}.wasm"))
 }
 
 /// A package name cargo takes and a Rust type can be made of.

@@ -1,8 +1,9 @@
 //! The path of a third-party frontend author: the README's example, as written, in a crate
 //! of its own, built with plain cargo for `wasm32-wasip2` (a component) and for
 //! `wasm32-unknown-unknown` (a core module buildwit wraps), each run with `--frontend-file`;
-//! and the README's walk from `buildwit frontend new` to a pushed frontend that serves
-//! `# syntax=`.
+//! the README's walk from `buildwit frontend new` to a pushed frontend that serves
+//! `# syntax=`; and the same walk in Python (componentize-py), whose frontend must give the
+//! same LLB as the Rust one.
 
 mod support;
 
@@ -146,6 +147,207 @@ fn a_new_frontend_is_tested_built_pushed_and_serves_syntax() {
         std::fs::read_to_string(out.join("greeting")).unwrap(),
         "syntax\n"
     );
+}
+
+#[test]
+fn a_python_frontend_is_tested_built_pushed_serves_syntax_and_matches_the_rust_one() {
+    let s = support::setup();
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("new-frontend-python");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let project = work.join("steps");
+    let made = s.buildwit(&[
+        "frontend",
+        "new",
+        project.to_str().unwrap(),
+        "--lang",
+        "python",
+    ]);
+    assert!(
+        made.status.success(),
+        "frontend new: {}",
+        text(&made.stderr)
+    );
+    assert!(
+        text(&made.stdout).contains("./build.sh"),
+        "{}",
+        text(&made.stdout)
+    );
+
+    // Its script runs its tests natively, then makes the component; and again, as after
+    // an edit.
+    support::program("componentize-py", "pip3 install componentize-py==0.25.0");
+    for _ in 0..2 {
+        let built = Command::new(project.join("build.sh")).output().unwrap();
+        let log = format!("{}{}", text(&built.stdout), text(&built.stderr));
+        assert!(built.status.success(), "build.sh: {log}");
+        assert!(log.contains("Ran 2 tests") && log.contains("OK"), "{log}");
+    }
+    let component = project.join("steps.wasm");
+
+    // It builds an image from a steps file ...
+    let stepfile = "FROM BASE\nRUN echo hello > /greeting\n";
+    let ctx = s.context("steps-ctx", &[("Stepfile", stepfile)]);
+    let out = s.dir.path().join("out");
+    let dest = format!("type=local,dest={}", out.display());
+    s.build(
+        &ctx,
+        &["--frontend-file", component.to_str().unwrap(), "-o", &dest],
+    )
+    .ok();
+    assert_eq!(
+        std::fs::read_to_string(out.join("greeting")).unwrap(),
+        "hello\n"
+    );
+
+    // ... with the very LLB the Rust frontend of `frontend new` makes of it ...
+    let rust = work.join("steps-rs");
+    let made = s.buildwit(&["frontend", "new", rust.to_str().unwrap()]);
+    assert!(
+        made.status.success(),
+        "frontend new: {}",
+        text(&made.stderr)
+    );
+    ensure_target("wasm32-wasip2");
+    let rust_component = cargo_build(&rust, &target_dir(), "wasm32-wasip2", "steps_rs");
+    let llb = |frontend: &Path| {
+        let b = s
+            .build(
+                &ctx,
+                &["--frontend-file", frontend.to_str().unwrap(), "--dump-llb"],
+            )
+            .ok();
+        text(&b.out.stdout)
+    };
+    let python_llb = llb(&component);
+    assert!(python_llb.contains("echo hello"), "{python_llb}");
+    assert_eq!(python_llb, llb(&rust_component));
+
+    // ... and, pushed, through `# syntax=`.
+    let registry = s.image.split('/').next().unwrap();
+    let reference = format!("{registry}/me/steps-py:1");
+    let pushed = s.buildwit(&["frontend", "push", component.to_str().unwrap(), &reference]);
+    assert!(
+        pushed.status.success(),
+        "frontend push: {}",
+        text(&pushed.stderr)
+    );
+    let syntax = s.context(
+        "syntax-ctx",
+        &[(
+            "Dockerfile",
+            &format!("# syntax={reference}\nFROM BASE\nRUN echo syntax > /greeting\n"),
+        )],
+    );
+    let out = s.dir.path().join("syntax-out");
+    let dest = format!("type=local,dest={}", out.display());
+    s.build(&syntax, &["-o", &dest]).ok();
+    assert_eq!(
+        std::fs::read_to_string(out.join("greeting")).unwrap(),
+        "syntax\n"
+    );
+
+    // An error points at its line; what the frontend printed is in the build's log.
+    let bad = s.context("bad-ctx", &[("Stepfile", "# steps\nRUN true\n")]);
+    let failed = s.buildwit(&[
+        "build",
+        bad.to_str().unwrap(),
+        "--frontend-file",
+        component.to_str().unwrap(),
+    ]);
+    assert!(!failed.status.success());
+    let err = text(&failed.stderr);
+    assert!(
+        err.contains("the first step must be FROM") && err.contains("Stepfile:2"),
+        "{err}"
+    );
+}
+
+/// What a Python frontend can reach through WASI: no files, environment or network; clocks at
+/// the epoch and the same random numbers on every run; its prints in the build's log.
+#[test]
+fn a_python_frontend_sees_nothing_of_the_host_and_the_same_world_every_run() {
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-sandbox");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(
+        work.join("app.py"),
+        r#"import os, random, socket, sys, time
+from buildwit_sdk import BuildResult, Frontend, export
+
+def attempt(what, f):
+    try:
+        return f"{what}: {f()!r}"
+    except Exception as e:
+        return f"{what}: {type(e).__name__}"
+
+class Probe(Frontend):
+    name = "probe"
+
+    def build(self, client):
+        print(attempt("time", time.time), attempt("monotonic", time.monotonic))
+        print(attempt("random", random.random), attempt("urandom", lambda: os.urandom(4).hex()))
+        print(attempt("environ", lambda: dict(os.environ)), attempt("listdir", lambda: os.listdir("/")))
+        print(attempt("connect", lambda: socket.socket().connect(("127.0.0.1", 22))))
+        print("to stderr", file=sys.stderr)
+        return BuildResult()
+
+Builder = export(Probe)
+"#,
+    )
+    .unwrap();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let componentize = support::program("componentize-py", "pip3 install componentize-py==0.25.0");
+    let built = Command::new(componentize)
+        .current_dir(&work)
+        .arg("-d")
+        .arg(workspace.join("wit"))
+        .args(["-w", "frontend", "componentize", "app", "-p", "."])
+        .arg("-p")
+        .arg(workspace.join("sdk/python"))
+        .args(["-o", "probe.wasm"])
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "componentize-py: {}",
+        text(&built.stderr)
+    );
+
+    let ctx = work.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let log = |root: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_buildwit"))
+            .arg("--root")
+            .arg(work.join(root))
+            .args(["build", "--progress=plain", "--frontend-file"])
+            .arg(work.join("probe.wasm"))
+            .arg(&ctx)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let all = text(&out.stderr) + &text(&out.stdout);
+        // Its lines, without the progress prefix.
+        all.lines()
+            .filter_map(|l| {
+                l.split_once("probe.wasm] ")
+                    .map(|(_, rest)| rest.to_string())
+            })
+            .collect::<Vec<_>>()
+    };
+    let first = log("root-a");
+    let lines = first.join("\n");
+    for expected in [
+        "info: time: 0.0 monotonic: 0.0",
+        "environ: {}",
+        "listdir: FileNotFoundError",
+        "connect: PermissionError",
+        "warn: to stderr",
+    ] {
+        assert!(lines.contains(expected), "{expected:?} in\n{lines}");
+    }
+    // Another run, on another root: the same world.
+    assert_eq!(first, log("root-b"));
 }
 
 /// One target directory for the authors' crates: the SDK is compiled once for them all.

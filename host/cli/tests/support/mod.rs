@@ -720,3 +720,14 @@ pub fn cargo(krate: &Path, target_dir: &Path, args: &[&str]) -> String {
     assert!(out.status.success(), "cargo {args:?}: {said}");
     said
 }
+
+/// `program`, found on PATH, or a failure that says how to install it.
+pub fn program(name: &str, install: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| panic!("{name} is missing: {install} (as .ci/run does)"))
+}
