@@ -112,41 +112,13 @@ fn a_new_frontend_is_tested_built_pushed_and_serves_syntax() {
         "steps-ctx",
         &[("Stepfile", "FROM BASE\nRUN echo hello > /greeting\n")],
     );
-    let out = s.dir.path().join("out");
-    let dest = format!("type=local,dest={}", out.display());
-    s.build(
-        &ctx,
-        &["--frontend-file", component.to_str().unwrap(), "-o", &dest],
-    )
-    .ok();
     assert_eq!(
-        std::fs::read_to_string(out.join("greeting")).unwrap(),
+        greeting(&s, &ctx, &["--frontend-file", component.to_str().unwrap()]),
         "hello\n"
     );
 
     // ... and, pushed, through `# syntax=` (the file is then named Dockerfile).
-    let registry = s.image.split('/').next().unwrap();
-    let reference = format!("{registry}/me/steps:1");
-    let pushed = s.buildwit(&["frontend", "push", component.to_str().unwrap(), &reference]);
-    assert!(
-        pushed.status.success(),
-        "frontend push: {}",
-        text(&pushed.stderr)
-    );
-    let syntax = s.context(
-        "syntax-ctx",
-        &[(
-            "Dockerfile",
-            &format!("# syntax={reference}\nFROM BASE\nRUN echo syntax > /greeting\n"),
-        )],
-    );
-    let out = s.dir.path().join("syntax-out");
-    let dest = format!("type=local,dest={}", out.display());
-    s.build(&syntax, &["-o", &dest]).ok();
-    assert_eq!(
-        std::fs::read_to_string(out.join("greeting")).unwrap(),
-        "syntax\n"
-    );
+    assert_eq!(serves_syntax(&s, &component, "steps"), "syntax\n");
 }
 
 #[test]
@@ -188,15 +160,8 @@ fn a_python_frontend_is_tested_built_pushed_serves_syntax_and_matches_the_rust_o
     // It builds an image from a steps file ...
     let stepfile = "FROM BASE\nRUN echo hello > /greeting\n";
     let ctx = s.context("steps-ctx", &[("Stepfile", stepfile)]);
-    let out = s.dir.path().join("out");
-    let dest = format!("type=local,dest={}", out.display());
-    s.build(
-        &ctx,
-        &["--frontend-file", component.to_str().unwrap(), "-o", &dest],
-    )
-    .ok();
     assert_eq!(
-        std::fs::read_to_string(out.join("greeting")).unwrap(),
+        greeting(&s, &ctx, &["--frontend-file", component.to_str().unwrap()]),
         "hello\n"
     );
 
@@ -224,30 +189,9 @@ fn a_python_frontend_is_tested_built_pushed_serves_syntax_and_matches_the_rust_o
     assert_eq!(python_llb, llb(&rust_component));
 
     // ... and, pushed, through `# syntax=`.
-    let registry = s.image.split('/').next().unwrap();
-    let reference = format!("{registry}/me/steps-py:1");
-    let pushed = s.buildwit(&["frontend", "push", component.to_str().unwrap(), &reference]);
-    assert!(
-        pushed.status.success(),
-        "frontend push: {}",
-        text(&pushed.stderr)
-    );
-    let syntax = s.context(
-        "syntax-ctx",
-        &[(
-            "Dockerfile",
-            &format!("# syntax={reference}\nFROM BASE\nRUN echo syntax > /greeting\n"),
-        )],
-    );
-    let out = s.dir.path().join("syntax-out");
-    let dest = format!("type=local,dest={}", out.display());
-    s.build(&syntax, &["-o", &dest]).ok();
-    assert_eq!(
-        std::fs::read_to_string(out.join("greeting")).unwrap(),
-        "syntax\n"
-    );
+    assert_eq!(serves_syntax(&s, &component, "steps-py"), "syntax\n");
 
-    // An error points at its line; what the frontend printed is in the build's log.
+    // An error points at its line.
     let bad = s.context("bad-ctx", &[("Stepfile", "# steps\nRUN true\n")]);
     let failed = s.buildwit(&[
         "build",
@@ -348,6 +292,37 @@ Builder = export(Probe)
     }
     // Another run, on another root: the same world.
     assert_eq!(first, log("root-b"));
+}
+
+/// Build `ctx` (with `extra` arguments) into a local output: the `/greeting` it made.
+fn greeting(s: &support::Setup, ctx: &Path, extra: &[&str]) -> String {
+    let out = ctx.with_extension("out");
+    let dest = format!("type=local,dest={}", out.display());
+    let mut args = extra.to_vec();
+    args.extend(["-o", &dest]);
+    s.build(ctx, &args).ok();
+    std::fs::read_to_string(out.join("greeting")).unwrap()
+}
+
+/// Push `component` to the test registry as `me/NAME:1`, then build a Dockerfile whose
+/// `# syntax=` names it: the `/greeting` its RUN step wrote.
+fn serves_syntax(s: &support::Setup, component: &Path, name: &str) -> String {
+    let registry = s.image.split('/').next().unwrap();
+    let reference = format!("{registry}/me/{name}:1");
+    let pushed = s.buildwit(&["frontend", "push", component.to_str().unwrap(), &reference]);
+    assert!(
+        pushed.status.success(),
+        "frontend push: {}",
+        text(&pushed.stderr)
+    );
+    let syntax = s.context(
+        &format!("{name}-syntax-ctx"),
+        &[(
+            "Dockerfile",
+            &format!("# syntax={reference}\nFROM BASE\nRUN echo syntax > /greeting\n"),
+        )],
+    );
+    greeting(s, &syntax, &[])
 }
 
 /// One target directory for the authors' crates: the SDK is compiled once for them all.
