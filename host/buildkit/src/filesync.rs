@@ -516,32 +516,83 @@ async fn receive(
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
     *request.metadata_mut() = metadata;
     let mut inbound = diff_copy(channel, FILE_SYNC, request).await?;
-    let mut receiver = Receiver::new(filters, partial.to_path_buf());
-    let mut next_id = 0u32;
-    let mut walked = false;
-    let mut fin_sent = false;
-    let mut requested = 0;
+    let mut transfer = Transfer::new(Receiver::new(filters, partial.to_path_buf()));
     let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "the client went away");
+    let mut done = false;
     while let Some(p) = inbound.message().await.map_err(status_error)? {
+        let reply = match transfer.packet(p)? {
+            Next::More => continue,
+            Next::Request(id) => packet(PacketType::PacketReq, id, Vec::new()),
+            Next::Done => packet(PacketType::PacketFin, 0, Vec::new()),
+        };
+        done = reply.r#type == PacketType::PacketFin as i32;
+        tx.send(reply).await.map_err(|_| gone())?;
+        if done {
+            break;
+        }
+    }
+    if !done {
+        return Err(bad("the client ended the transfer early".into()));
+    }
+    // Everything is here: the client's own FIN and the end of the call need no waiting.
+    tokio::spawn(async move {
+        drop(tx);
+        while let Ok(Some(_)) = inbound.message().await {}
+    });
+    let (listed, requested) = (transfer.next_id, transfer.requested);
+    transfer.receiver.finish()?;
+    Ok((listed, requested))
+}
+
+/// What the receiving side does after a packet of the client.
+enum Next {
+    /// Wait for more.
+    More,
+    /// Ask for the content of this entry.
+    Request(u32),
+    /// All entries and files are here: send FIN.
+    Done,
+}
+
+/// The receiving side's state across the packets of one DiffCopy.
+struct Transfer {
+    receiver: Receiver,
+    /// The id of the next STAT (its position in the walk).
+    next_id: u32,
+    walked: bool,
+    requested: u32,
+}
+
+impl Transfer {
+    fn new(receiver: Receiver) -> Self {
+        Transfer {
+            receiver,
+            next_id: 0,
+            walked: false,
+            requested: 0,
+        }
+    }
+
+    fn packet(&mut self, p: Packet) -> io::Result<Next> {
         match PacketType::try_from(p.r#type) {
             Ok(PacketType::PacketStat) => match p.stat {
                 Some(stat) => {
-                    if walked {
+                    if self.walked {
                         return Err(bad("the client sent entries after its walk".into()));
                     }
-                    let id = next_id;
-                    next_id += 1;
-                    if let Some(id) = receiver.stat(id, stat)? {
-                        requested += 1;
-                        tx.send(packet(PacketType::PacketReq, id, Vec::new()))
-                            .await
-                            .map_err(|_| gone())?;
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    if let Some(id) = self.receiver.stat(id, stat)? {
+                        self.requested += 1;
+                        return Ok(Next::Request(id));
                     }
                 }
-                None => walked = true,
+                None => self.walked = true,
             },
-            Ok(PacketType::PacketData) => receiver.data(p.id, &p.data)?,
-            Ok(PacketType::PacketFin) => break,
+            Ok(PacketType::PacketData) => self.receiver.data(p.id, &p.data)?,
+            Ok(PacketType::PacketFin) => {
+                return Err(bad("the client ended the transfer early".into()));
+            }
             Ok(PacketType::PacketErr) => {
                 return Err(io::Error::other(format!(
                     "the client: {}",
@@ -550,24 +601,35 @@ async fn receive(
             }
             _ => return Err(bad(format!("unexpected packet type {}", p.r#type))),
         }
-        if walked && receiver.pending.is_empty() {
-            fin_sent = true;
-            tx.send(packet(PacketType::PacketFin, 0, Vec::new()))
-                .await
-                .map_err(|_| gone())?;
-            break;
+        Ok(match self.walked && self.receiver.pending.is_empty() {
+            true => Next::Done,
+            false => Next::More,
+        })
+    }
+}
+
+/// A client's DiffCopy packets into the mirror `dir` (files staged in `partial`), as a sync
+/// receives them, without the session: for the fuzz target, which checks that nothing is
+/// written outside `dir` and `partial`, whatever the packets say.
+#[doc(hidden)]
+pub fn receive_packets(
+    dir: &Path,
+    partial: &Path,
+    packets: impl IntoIterator<Item = Packet>,
+) -> io::Result<()> {
+    let filters = LocalSource {
+        dir: dir.to_path_buf(),
+        follow: Vec::new(),
+        include: Vec::new(),
+        exclude: Vec::new(),
+    };
+    let mut transfer = Transfer::new(Receiver::new(filters, partial.to_path_buf()));
+    for p in packets {
+        if let Next::Done = transfer.packet(p)? {
+            return transfer.receiver.finish();
         }
     }
-    if !fin_sent {
-        return Err(bad("the client ended the transfer early".into()));
-    }
-    // Everything is here: the client's own FIN and the end of the call need no waiting.
-    tokio::spawn(async move {
-        drop(tx);
-        while let Ok(Some(_)) = inbound.message().await {}
-    });
-    receiver.finish()?;
-    Ok((next_id, requested))
+    Err(bad("the client ended the transfer early".into()))
 }
 
 /// An entry of a directory being sent.
@@ -815,6 +877,45 @@ mod tests {
         }
         r.finish()?;
         Ok(wanted)
+    }
+
+    fn stat_packet(s: Option<Stat>) -> Packet {
+        Packet {
+            r#type: PacketType::PacketStat as i32,
+            stat: s,
+            id: 0,
+            data: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn packets_as_a_client_sends_them_fill_the_mirror_and_a_cut_transfer_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, partial) = (tmp.path().join("m"), tmp.path().join("part"));
+        fs::create_dir(&dir).unwrap();
+        let walk = || {
+            vec![
+                stat_packet(Some(stat("a.txt", 0o644, 2, ""))),
+                stat_packet(None),
+                packet(PacketType::PacketData, 0, b"hi".to_vec()),
+                packet(PacketType::PacketData, 0, Vec::new()),
+            ]
+        };
+        receive_packets(&dir, &partial, walk()).unwrap();
+        assert_eq!(fs::read(dir.join("a.txt")).unwrap(), b"hi");
+        // Into a new mirror, where the file is wanted: its data never ends.
+        let fresh = tmp.path().join("m2");
+        fs::create_dir(&fresh).unwrap();
+        let mut cut = walk();
+        cut.truncate(3);
+        let err = receive_packets(&fresh, &partial, cut).unwrap_err();
+        assert!(
+            err.to_string().contains("ended the transfer early"),
+            "{err}"
+        );
+        let mut fin = walk();
+        fin.insert(1, packet(PacketType::PacketFin, 0, Vec::new()));
+        assert!(receive_packets(&fresh, &partial, fin).is_err());
     }
 
     #[test]

@@ -20,6 +20,8 @@ mod ssh;
 mod tunnel;
 
 pub use control::Buildkit;
+#[doc(hidden)]
+pub use filesync::receive_packets;
 
 /// The messages and services, by BuildKit's package names.
 #[allow(missing_docs, clippy::all)]
