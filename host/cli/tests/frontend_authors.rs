@@ -233,6 +233,8 @@ class Probe(Frontend):
         print(attempt("random", random.random), attempt("urandom", lambda: os.urandom(4).hex()))
         print(attempt("environ", lambda: dict(os.environ)), attempt("listdir", lambda: os.listdir("/")))
         print(attempt("connect", lambda: socket.socket().connect(("127.0.0.1", 22))))
+        # The clock stands still: a timer on it is due at once.
+        print(attempt("sleep", lambda: time.sleep(3600)))
         print("to stderr", file=sys.stderr)
         return BuildResult()
 
@@ -261,14 +263,15 @@ Builder = export(Probe)
     let ctx = work.join("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
     let log = |root: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_buildwit"))
+        let mut build = Command::new(env!("CARGO_BIN_EXE_buildwit"));
+        build
             .arg("--root")
             .arg(work.join(root))
             .args(["build", "--progress=plain", "--frontend-file"])
             .arg(work.join("probe.wasm"))
-            .arg(&ctx)
-            .output()
-            .unwrap();
+            .arg(&ctx);
+        // A sleep that really slept would hold the build for an hour: fail instead.
+        let out = support::output_within(build, std::time::Duration::from_secs(300));
         assert!(out.status.success(), "{}", text(&out.stderr));
         let all = text(&out.stderr) + &text(&out.stdout);
         // Its lines, without the progress prefix.
@@ -286,6 +289,7 @@ Builder = export(Probe)
         "environ: {}",
         "listdir: FileNotFoundError",
         "connect: PermissionError",
+        "sleep: None",
         "warn: to stderr",
     ] {
         assert!(lines.contains(expected), "{expected:?} in\n{lines}");

@@ -479,11 +479,25 @@ fn forward_output(store: &Store<HostState>) {
         (stdout, crate::bridge::LogLevel::Info),
         (stderr, crate::bridge::LogLevel::Warn),
     ] {
-        for line in text.lines() {
+        // A line an event: at most this many, then a count of the rest.
+        const MAX_LINES: usize = 10_000;
+        let lines: Vec<&str> = text.lines().collect();
+        let mut messages: Vec<String> = lines
+            .iter()
+            .take(MAX_LINES)
+            .map(|l| l.to_string())
+            .collect();
+        if lines.len() > MAX_LINES {
+            messages.push(format!(
+                "({} more lines not shown)",
+                lines.len() - MAX_LINES
+            ));
+        }
+        for message in messages {
             state.bridge.event(crate::bridge::Event::Log {
                 frontend: state.frontend.clone(),
                 level,
-                message: line.to_string(),
+                message,
             });
         }
     }

@@ -4,12 +4,15 @@
 //! Nothing of the host is reachable through it: no preopened directories, no environment or
 //! arguments, no sockets or name lookups (wasmtime-wasi's defaults), an empty stdin. What
 //! would make a frontend's output depend on something other than its inputs is fixed: both
-//! clocks stand still at the Unix epoch, and the random sources (secure and insecure) and the
-//! hash seed are one fixed stream. stdout and stderr are kept in bounded buffers and go to
+//! clocks stand still at the Unix epoch (a timer is due at once), and the random sources
+//! (secure and insecure) and the hash seed come from fixed seeds. stdout and stderr are kept in bounded buffers and go to
 //! the build's log when the call returns; stderr explains a trap (a Python traceback).
 
 use rand::SeedableRng as _;
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use crate::host::HostState;
@@ -92,12 +95,39 @@ impl WasiView for HostState {
     }
 }
 
+/// wasmtime-wasi's `wasi:clocks/monotonic-clock`, whose timers are replaced below.
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
 /// Link WASI 0.2 into a linker (a second one: a frontend without WASI imports keeps a
 /// linker with nothing but the gateway).
-pub(crate) fn add_to_linker(
-    linker: &mut wasmtime::component::Linker<HostState>,
-) -> wasmtime::Result<()> {
-    wasmtime_wasi::p2::add_to_linker_sync(linker)
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    // The clock stands still, so a timer on it is due at once: a sleep returns, and no wait
+    // in host code escapes the deadline (which interrupts only running Wasm).
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(MONOTONIC_CLOCK)?;
+    clock.func_wrap("subscribe-duration", |mut store, (_,): (u64,)| {
+        due(&mut store)
+    })?;
+    clock.func_wrap("subscribe-instant", |mut store, (_,): (u64,)| {
+        due(&mut store)
+    })?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// A pollable that is ready now.
+fn due(store: &mut StoreContextMut<'_, HostState>) -> wasmtime::Result<(Resource<DynPollable>,)> {
+    let table = &mut store.data_mut().table;
+    let now = table.push(Due)?;
+    Ok((subscribe(table, now)?,))
+}
+
+struct Due;
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Due {
+    async fn ready(&mut self) {}
 }
 
 /// Whether a component may import `name` (such as `wasi:cli/stdout@0.2.4`).

@@ -731,3 +731,26 @@ pub fn program(name: &str, install: &str) -> PathBuf {
         })
         .unwrap_or_else(|| panic!("{name} is missing: {install} (as .ci/run does)"))
 }
+
+/// Run `command` to its end, failing the test if it takes longer than `limit` (a hang, not
+/// a slow run: the limit is generous).
+pub fn output_within(mut command: Command, limit: Duration) -> Output {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("{command:?} still ran after {limit:?}");
+        }
+    }
+}
