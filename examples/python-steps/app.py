@@ -32,11 +32,11 @@ class Steps(Frontend):
         # The platform the build asks for, else the worker's own.
         requested = client.option("platform")
         try:
-            platform = Platform.parse(requested) if requested else client.default_platform()
+            platform = client.default_platform() if requested is None else Platform.parse(requested)
         except ValueError as e:
             raise BuildError.invalid(str(e)) from None
         image = None
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in enumerate(text.split("\n"), start=1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
@@ -80,7 +80,10 @@ def base(client, name, platform):
         raise BuildError.invalid(f"FROM {name}: {e}") from None
     resolved = client.resolve_image_config(
         reference, platform, f"[internal] load metadata for {reference}")
-    config = ImageConfig.parse(resolved.config)
+    try:
+        config = ImageConfig.parse(resolved.config)
+    except ValueError as e:
+        raise BuildError.invalid(str(e)) from None
     pinned = reference if "@" in reference else f"{reference}@{resolved.digest}"
     state = (llb.Source.image(pinned)
              .with_platform(platform)

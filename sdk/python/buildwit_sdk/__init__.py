@@ -39,7 +39,7 @@ from .image import ImageConfig, ImageRef
 from .llb import Platform
 
 __all__ = [
-    "BuildError", "BuildResult", "Client", "DESCRIBE", "Frontend", "ImageConfig", "ImageRef",
+    "ALL", "BuildError", "BuildResult", "Client", "DESCRIBE", "Frontend", "ImageConfig", "ImageRef",
     "Platform", "Reference", "Subrequest", "WIT_VERSION", "export", "llb",
 ]
 
@@ -48,6 +48,9 @@ WIT_VERSION = "0.1.0"
 
 #: The subrequest every frontend answers: the list of those it answers.
 DESCRIBE = "frontend.subrequests.describe"
+
+#: `Frontend.subrequests = ALL`: every subrequest goes to `build` (a frontend that forwards).
+ALL = "all"
 
 Reference = gateway.Reference
 ResolveMode = gateway.ResolveMode
@@ -124,8 +127,12 @@ class Client:
         """The frontend options: `filename` (the build file, when the client gave one; under
         `# syntax=` as BuildKit sets it), `target`, `build-arg:NAME`, `platform`,
         `context:NAME`, `requestid` (a subrequest such as `frontend.outline`), and under
-        `# syntax=` `source` (this frontend's image) and `cmdline`."""
-        return dict(gateway.options())
+        `# syntax=` `source` (this frontend's image) and `cmdline`. Of a key given twice,
+        the first."""
+        options: dict[str, str] = {}
+        for key, value in gateway.options():
+            options.setdefault(key, value)
+        return options
 
     def option(self, key: str) -> str | None:
         return self.options().get(key)
@@ -200,7 +207,8 @@ class Frontend:
     channel = "stable"
     #: The subrequests `build` answers (its option `requestid`). Others are refused with
     #: BuildKit's "unsupported request NAME", and `frontend.subrequests.describe` lists these.
-    subrequests: list[Subrequest] = []
+    #: `ALL` hands every request to `build`.
+    subrequests: list[Subrequest] | str = []
 
     def build(self, client: Client) -> BuildResult:
         raise NotImplementedError
@@ -209,7 +217,7 @@ class Frontend:
 def run(frontend: Frontend, client: Client) -> BuildResult:
     """Answer a build or a subrequest, as the Rust SDK's `run` does."""
     request = client.option("requestid")
-    if not request:
+    if not request or frontend.subrequests == ALL:
         return frontend.build(client)
     if any(s.name == request for s in frontend.subrequests):
         return frontend.build(client)

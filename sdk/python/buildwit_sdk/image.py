@@ -19,8 +19,8 @@ from .llb import State
 
 __all__ = ["ImageConfig", "ImageRef"]
 
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_COMPONENT = re.compile(r"^[a-z0-9]+(?:[._-]+[a-z0-9]+)*$")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_COMPONENT = re.compile(r"[a-z0-9]+(?:[._-]+[a-z0-9]+)*")
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class ImageRef:
         colon = rest[last_slash:].rfind(":")
         if colon >= 0:
             name, tag = rest[: last_slash + colon], rest[last_slash + colon + 1 :]
-            if not _TAG.match(tag):
+            if not _TAG.fullmatch(tag):
                 raise bad
         first, sep, remainder = name.partition("/")
         if sep and (any(c in first for c in ".:") or first == "localhost" or first != first.lower()):
@@ -63,7 +63,7 @@ class ImageRef:
             raise bad
         if path != path.lower():
             raise ValueError(f"invalid reference format: repository name ({path}) must be lowercase")
-        if not all(_COMPONENT.match(c) for c in path.split("/")):
+        if not all(_COMPONENT.fullmatch(c) for c in path.split("/")):
             raise bad
         return ImageRef(domain, path, tag, digest)
 

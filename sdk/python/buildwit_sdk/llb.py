@@ -57,10 +57,8 @@ class Platform:
 
 
 def clean_path(p: str) -> str:
-    """Go's `path.Clean` for absolute paths."""
-    cleaned = posixpath.normpath("/" + p.lstrip("/")) if p.startswith("/") else posixpath.normpath(p)
-    # normpath keeps a leading "//"; Clean does not.
-    return "/" + cleaned.lstrip("/") if cleaned.startswith("//") else cleaned
+    """Go's `path.Clean` of `p` taken from `/`: always absolute, no `.`, `..` or `//`."""
+    return "/" + posixpath.normpath("/" + p).lstrip("/")
 
 
 def _resolve_keep_slash(cwd: str, p: str) -> str:
@@ -231,8 +229,8 @@ class Source:
     def state(self) -> State:
         scheme = self.identifier.split("://", 1)[0]
         caps = [c for c in [_SOURCE_CAPS.get(scheme)] if c]
-        for key in self.attrs:
-            cap = _ATTR_CAPS.get(key)
+        for key, value in self.attrs.items():
+            cap = _attr_cap(key, value)
             if cap:
                 caps.append(cap)
         vertex = _Vertex(
@@ -246,17 +244,45 @@ _SOURCE_CAPS = {
     "docker-image": "source.image", "local": "source.local", "git": "source.git",
     "http": "source.http", "https": "source.http", "oci-layout": "source.ocilayout",
 }
+# The LLB capability a source attribute needs (BuildKit's names, as its Go client adds them).
 _ATTR_CAPS = {
+    "image.layerlimit": "source.image.layerlimit",
+    "image.checksum": "source.image.checksum",
     "local.unique": "source.local.unique",
     "local.session": "source.local.sessionid",
     "local.includepattern": "source.local.includepatterns",
     "local.followpaths": "source.local.followpaths",
     "local.excludepatterns": "source.local.excludepatterns",
     "local.sharedkeyhint": "source.local.sharedkeyhint",
+    "local.metadatatransfer": "source.local.metadatatransfer",
+    "git.keepgitdir": "source.git.keepgitdir",
+    "git.fullurl": "source.git.fullurl",
+    "git.knownsshhosts": "source.git.knownsshhosts",
+    "git.mountsshsock": "source.git.mountsshsock",
+    "git.checksum": "source.git.checksum",
+    "git.skipsubmodules": "source.git.skipsubmodules",
+    "git.mtime": "source.git.mtime",
+    "git.fetchbycommit": "source.git.fetchbycommit",
+    "git.bundle": "source.git.bundle",
+    "git.checkoutbundle": "source.git.checkoutbundle",
     "http.checksum": "source.http.checksum",
     "http.perm": "source.http.perm",
-    "image.layerlimit": "source.image.layerlimit",
+    # BuildKit's cap name carries this typo on purpose.
+    "http.uid": "soruce.http.uidgid",
+    "http.gid": "soruce.http.uidgid",
+    "http.authheadersecret": "source.http.auth",
+    "http.sig.pubkey": "source.http.signatureverify",
+    "http.sig.signature": "source.http.signatureverify",
 }
+
+
+def _attr_cap(key: str, value: str) -> str | None:
+    if key == "image.resolvemode":
+        # Only the force-pull mode needs the cap.
+        return "source.image.resolvemode" if value == "pull" else None
+    if key.startswith("http.header."):
+        return "source.http.header"
+    return _ATTR_CAPS.get(key)
 
 
 @dataclass
