@@ -21,30 +21,44 @@ fuzz_target!(|data: &[u8]| {
             Err(_) => break,
         }
     }
-    // The mirror sits in a sandbox directory beside a sentinel: an escape shows as a change
-    // of the sandbox's listing.
+    // The mirror sits two levels down in a sandbox directory, beside sentinels at each level:
+    // an escape (up to two levels, or anywhere in the sandbox) shows as a change of the
+    // sandbox's listing outside the mirror and the staging directory.
     let sandbox = tempfile::tempdir().expect("a temporary directory");
-    let mirror = sandbox.path().join("mirror");
-    std::fs::create_dir(&mirror).unwrap();
-    std::fs::write(sandbox.path().join("sentinel"), b"untouched").unwrap();
-    let _ = receive_packets(&mirror, &sandbox.path().join("partial"), packets);
+    let inner = sandbox.path().join("a/b");
+    std::fs::create_dir_all(inner.join("mirror")).unwrap();
+    for sentinel in ["sentinel", "a/sentinel", "a/b/sentinel"] {
+        std::fs::write(sandbox.path().join(sentinel), b"untouched").unwrap();
+    }
+    let _ = receive_packets(&inner.join("mirror"), &inner.join("partial"), packets);
     assert_untouched(sandbox.path());
 });
 
+/// Everything in the sandbox but the mirror and the staging directory: the sentinels, as
+/// they were.
 fn assert_untouched(sandbox: &Path) {
-    let mut names: Vec<_> = std::fs::read_dir(sandbox)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n != "partial")
-        .collect();
+    fn list(dir: &Path, rel: &str, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let name = format!("{rel}{}", entry.file_name().to_string_lossy());
+            if name == "a/b/mirror" || name == "a/b/partial" {
+                continue;
+            }
+            if entry.file_type().unwrap().is_dir() {
+                list(&entry.path(), &format!("{name}/"), out);
+            }
+            out.push(name);
+        }
+    }
+    let mut names = Vec::new();
+    list(sandbox, "", &mut names);
     names.sort();
     assert_eq!(
         names,
-        ["mirror", "sentinel"],
+        ["a", "a/b", "a/b/sentinel", "a/sentinel", "sentinel"],
         "the packets wrote outside the mirror"
     );
-    assert_eq!(
-        std::fs::read(sandbox.join("sentinel")).unwrap(),
-        b"untouched"
-    );
+    for sentinel in ["sentinel", "a/sentinel", "a/b/sentinel"] {
+        assert_eq!(std::fs::read(sandbox.join(sentinel)).unwrap(), b"untouched");
+    }
 }
