@@ -5,8 +5,9 @@
 //! arguments, no sockets or name lookups (wasmtime-wasi's defaults), an empty stdin. What
 //! would make a frontend's output depend on something other than its inputs is fixed: both
 //! clocks stand still at the Unix epoch (a timer is due at once), and the random sources
-//! (secure and insecure) and the hash seed come from fixed seeds. stdout and stderr are kept in bounded buffers and go to
-//! the build's log when the call returns; stderr explains a trap (a Python traceback).
+//! (secure and insecure) and the hash seed come from fixed seeds. stdout and stderr are kept
+//! in bounded buffers and go to the build's log when the call returns; stderr explains a
+//! trap (a Python traceback).
 
 use rand::SeedableRng as _;
 use wasmtime::StoreContextMut;
