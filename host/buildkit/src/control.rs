@@ -12,7 +12,7 @@ use buildwit_engine::{
     BuildApi, BuildRequest, ClientLink, DaemonError, Engine, Exported, FrontendOutput, FrontendRef,
     SolvedRef,
 };
-use buildwit_exporter::cache::{CacheSpec, parse_cache_spec};
+use buildwit_exporter::cache::{CacheSpec, cache_from_attrs};
 use buildwit_exporter::{Destination, OutputKind, OutputSpec, output_from_attrs};
 use buildwit_llb::pb;
 use futures_util::Stream;
@@ -182,33 +182,27 @@ fn usage_record(r: buildwit_solver::UsageRecord) -> UsageRecord {
     }
 }
 
-/// A cache entry as buildwit's parser reads one (`type=…,key=value`). A `type=local`
-/// cache is the client's layout: buildwitd works on one under `scratch` instead.
+/// A cache entry of the request. A `type=local` cache is the client's layout: buildwitd
+/// works on one under `scratch` instead.
 fn cache_spec(
     entry: &CacheOptionsEntry,
     export: bool,
     scratch: &Path,
 ) -> Result<CacheSpec, Status> {
     let local = entry.r#type == "local";
-    let mut spec = format!("type={}", entry.r#type);
+    let mut attrs: Vec<(String, String)> = entry
+        .attrs
+        .iter()
+        // The client's own: where its layout is, which tag and digest it holds.
+        .filter(|(k, _)| !(local && matches!(k.as_str(), "dest" | "src" | "tag" | "digest")))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     if local {
         let key = if export { "dest" } else { "src" };
-        spec.push_str(&format!(",{key}={}", scratch.display()));
+        attrs.push((key.into(), scratch.display().to_string()));
     }
-    for (k, v) in &entry.attrs {
-        // The client's own: where its layout is, which tag and digest it holds.
-        if local && matches!(k.as_str(), "dest" | "src" | "tag" | "digest") {
-            continue;
-        }
-        if v.contains(',') {
-            return Err(Status::invalid_argument(format!(
-                "cache {} {k}={v:?}: values with commas are not supported",
-                entry.r#type
-            )));
-        }
-        spec.push_str(&format!(",{k}={v}"));
-    }
-    parse_cache_spec(&spec, export).map_err(|e| Status::invalid_argument(e.to_string()))
+    cache_from_attrs(&entry.r#type, &attrs, export)
+        .map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 /// The client's layout of a `type=local` cache, as the session names its store.
@@ -229,6 +223,117 @@ fn exporters(req: &SolveRequest) -> Vec<Exporter> {
         r#type: req.exporter_deprecated.clone(),
         attrs: req.exporter_attrs_deprecated.clone(),
     }]
+}
+
+/// A `Control/Solve` request, checked, with every path it writes placed under the build's
+/// `scratch` directory. Made before a session, the engine or the disk is touched.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct SolvePlan {
+    /// One per exporter, in the request's order.
+    pub outputs: Vec<OutputSpec>,
+    pub cache_to: Vec<CacheSpec>,
+    pub cache_from: Vec<CacheImport>,
+    /// The frontend's inputs, by name.
+    pub inputs: BTreeMap<String, pb::Definition>,
+    /// Raw LLB to build, when the request carries that instead of a frontend.
+    pub definition: Option<pb::Definition>,
+    pub options: Vec<(String, String)>,
+    /// For the build's progress, once it has one.
+    pub warnings: Vec<String>,
+}
+
+/// A cache to import, and for a local one what to fetch from the client first.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct CacheImport {
+    pub spec: CacheSpec,
+    pub client: Option<ClientCache>,
+}
+
+/// A local cache the client holds: its store, the manifest it names, where it goes.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct ClientCache {
+    pub store: String,
+    pub digest: String,
+    pub layout: PathBuf,
+}
+
+/// Check `req` and place what it writes under `scratch` (see [`SolvePlan`]).
+#[doc(hidden)]
+pub fn plan_solve(req: &SolveRequest, scratch: &Path) -> Result<SolvePlan, Status> {
+    if req.r#ref.is_empty() {
+        return Err(Status::invalid_argument("the build has no Ref"));
+    }
+    if ![0, 10, 20, 30].contains(&req.compatibility_version) {
+        return Err(Status::invalid_argument(format!(
+            "unsupported compatibility version {}",
+            req.compatibility_version
+        )));
+    }
+    let definition = crate::bridge::definition(&req.definition)?;
+    if definition.is_some() && !req.frontend.is_empty() {
+        return Err(Status::invalid_argument(
+            "cannot solve with both Definition and Frontend specified",
+        ));
+    }
+    let outputs = exporters(req)
+        .iter()
+        .enumerate()
+        .map(|(i, e)| output(e, &scratch.join(i.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cache = req.cache.clone().unwrap_or_default();
+    let cache_to = cache
+        .exports
+        .iter()
+        .enumerate()
+        .map(|(i, e)| cache_spec(e, true, &scratch.join(format!("cache-to-{i}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut cache_from = Vec::new();
+    for (i, e) in cache.imports.iter().enumerate() {
+        let layout = scratch.join(format!("cache-from-{i}"));
+        let client = match local_store(e, false) {
+            // The client names the manifest it holds; without one it has none to give.
+            Some(store) => match e.attrs.get("digest") {
+                Some(digest) => Some(ClientCache {
+                    store,
+                    digest: digest.clone(),
+                    layout: layout.clone(),
+                }),
+                None => continue,
+            },
+            None => None,
+        };
+        let spec = cache_spec(e, false, &layout)?;
+        cache_from.push(CacheImport { spec, client });
+    }
+    let mut inputs = BTreeMap::new();
+    for (name, bytes) in &req.frontend_inputs {
+        if let Some(def) = crate::bridge::definition(bytes)? {
+            inputs.insert(name.clone(), def);
+        }
+    }
+    let options: Vec<(String, String)> = req.frontend_attrs.clone().into_iter().collect();
+    // Provenance is made; other attestations (buildx's `--sbom`) are not yet.
+    let warnings = options
+        .iter()
+        .filter_map(|(k, v)| {
+            let kind = k.strip_prefix("attest:")?;
+            (kind != "provenance" && !v.split(',').any(|f| f == "disabled=true")).then(|| {
+                format!("{k}: buildwitd does not make {kind} attestations yet; the result has none")
+            })
+        })
+        .collect();
+    Ok(SolvePlan {
+        outputs,
+        cache_to,
+        cache_from,
+        inputs,
+        definition,
+        options,
+        warnings,
+    })
 }
 
 /// An exporter as an engine output; a file or directory output is written under
@@ -405,15 +510,8 @@ impl Control for Buildkit {
         request: Request<SolveRequest>,
     ) -> Result<Response<SolveResponse>, Status> {
         let req = request.into_inner();
-        if req.r#ref.is_empty() {
-            return Err(Status::invalid_argument("the build has no Ref"));
-        }
-        if ![0, 10, 20, 30].contains(&req.compatibility_version) {
-            return Err(Status::invalid_argument(format!(
-                "unsupported compatibility version {}",
-                req.compatibility_version
-            )));
-        }
+        let scratch = self.scratch(&req.r#ref);
+        let plan = plan_solve(&req, &scratch)?;
         // `<prefix>:<id>` names a session by its id.
         let session_id = req.session.rsplit(':').next().unwrap_or_default();
         let session = self
@@ -421,20 +519,6 @@ impl Control for Buildkit {
             .get(session_id, Duration::from_secs(5))
             .await
             .ok_or_else(|| Status::not_found(format!("no session {session_id:?}")))?;
-        let scratch = self.scratch(&req.r#ref);
-        let exporters = exporters(&req);
-        let outputs = exporters
-            .iter()
-            .enumerate()
-            .map(|(i, e)| output(e, &scratch.join(i.to_string())))
-            .collect::<Result<Vec<_>, _>>()?;
-        let cache = req.cache.clone().unwrap_or_default();
-        let cache_to = cache
-            .exports
-            .iter()
-            .enumerate()
-            .map(|(i, e)| cache_spec(e, true, &scratch.join(format!("cache-to-{i}"))))
-            .collect::<Result<Vec<_>, _>>()?;
         let sync = Arc::new(SessionSync::new(
             session.clone(),
             self.engine.root(),
@@ -447,13 +531,7 @@ impl Control for Buildkit {
             registry: crate::auth::access(&session, self.secure),
             ..Default::default()
         };
-        let mut inputs = BTreeMap::new();
-        for (name, bytes) in &req.frontend_inputs {
-            if let Some(def) = crate::bridge::definition(bytes)? {
-                inputs.insert(name.clone(), def);
-            }
-        }
-        let (job, returned) = Job::new(link.clone(), inputs);
+        let (job, returned) = Job::new(link.clone(), plan.inputs);
         self.jobs.insert(&req.r#ref, job.clone());
         // A session that closes mid-build cancels the build (until the build ends).
         let (ended_tx, ended) = tokio::sync::oneshot::channel::<()>();
@@ -478,47 +556,28 @@ impl Control for Buildkit {
         };
         std::fs::create_dir_all(&scratch)
             .map_err(|e| Status::internal(format!("{}: {e}", scratch.display())))?;
-        // A local cache comes from the client's store first (the client names the
-        // manifest it holds as `digest`; without one it has none to give).
+        // A local cache comes from the client's store first.
         let mut cache_from = Vec::new();
-        for (i, e) in cache.imports.iter().enumerate() {
-            let layout = scratch.join(format!("cache-from-{i}"));
-            if let Some(store) = local_store(e, false) {
-                let Some(digest) = e.attrs.get("digest") else {
-                    continue;
-                };
+        for import in plan.cache_from {
+            if let Some(client) = &import.client {
                 let fetched = async {
-                    ClientStore::new(&session, &store)?
-                        .get_layout(digest, &layout)
+                    ClientStore::new(&session, &client.store)?
+                        .get_layout(&client.digest, &client.layout)
                         .await
                 };
                 if let Err(e) = fetched.await {
-                    tracing::warn!("importing cache from {store}: {e}");
+                    tracing::warn!("importing cache from {}: {e}", client.store);
                     continue;
                 }
             }
-            cache_from.push(cache_spec(e, false, &layout)?);
+            cache_from.push(import.spec);
         }
-        let options: Vec<(String, String)> = req.frontend_attrs.clone().into_iter().collect();
-        // Provenance is made; other attestations (buildx's `--sbom`) are not yet.
-        for (k, v) in &options {
-            if let Some(kind) = k.strip_prefix("attest:")
-                && kind != "provenance"
-                && !v.split(',').any(|f| f == "disabled=true")
-            {
-                events.warn(format!(
-                    "{k}: buildwitd does not make {kind} attestations yet; the result has none"
-                ));
-            }
+        for warning in plan.warnings {
+            events.warn(warning);
         }
-        let definition = crate::bridge::definition(&req.definition)?;
-        let (frontend, prepared) = match (definition, req.frontend.is_empty()) {
-            (Some(_), false) => {
-                return Err(Status::invalid_argument(
-                    "cannot solve with both Definition and Frontend specified",
-                ));
-            }
-            (Some(def), true) => (
+        let (outputs, cache_to, options) = (plan.outputs, plan.cache_to, plan.options);
+        let (frontend, prepared) = match plan.definition {
+            Some(def) => (
                 "llb".to_string(),
                 Some(FrontendOutput {
                     reference: Some(SolvedRef {
@@ -527,9 +586,9 @@ impl Control for Buildkit {
                     ..Default::default()
                 }),
             ),
-            (None, false) => (req.frontend.clone(), None),
+            None if !req.frontend.is_empty() => (req.frontend.clone(), None),
             // The client runs the build function and returns the result through the bridge.
-            (None, true) => {
+            None => {
                 let out = returned
                     .await
                     .map_err(|_| Status::cancelled("the build ended without a result"))??;
@@ -613,7 +672,7 @@ impl Control for Buildkit {
             sent.map_err(|e| Status::unknown(format!("sending output {i} to the client: {e}")))?;
         }
         // A local cache goes into the client's store; the client tags the manifest.
-        for (i, e) in cache.exports.iter().enumerate() {
+        for (i, e) in req.cache.iter().flat_map(|c| &c.exports).enumerate() {
             let Some(store) = local_store(e, true) else {
                 continue;
             };
@@ -672,5 +731,115 @@ impl Control for Buildkit {
         Ok(Response::new(InfoResponse {
             buildkit_version: Some(version()),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use buildwit_exporter::cache::CacheTarget;
+
+    use super::*;
+
+    fn entry(kind: &str, attrs: &[(&str, &str)]) -> CacheOptionsEntry {
+        CacheOptionsEntry {
+            r#type: kind.into(),
+            attrs: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_local_cache_is_the_builds_own_directory_whatever_the_client_names() {
+        let scratch = Path::new("/root/buildkit-outputs/abc/cache-to-0");
+        let spec = cache_spec(&entry("local", &[("dest", "/etc")]), true, scratch).unwrap();
+        assert_eq!(spec.target, CacheTarget::Local(scratch.into()));
+    }
+
+    #[test]
+    fn a_cache_type_or_key_cannot_smuggle_in_another_type_or_path() {
+        let scratch = Path::new("/root/buildkit-outputs/abc/cache-to-0");
+        let smuggled = [
+            entry("registry,type=local,dest=/tmp/pwned", &[]),
+            entry("registry", &[("ref=x,type=local,dest=/tmp/pwned", "y")]),
+            entry("registry", &[("ref", "x,type=local,dest=/tmp/pwned")]),
+            entry(
+                "registry",
+                &[("ref", "x"), ("type", "local"), ("dest", "/tmp/pwned")],
+            ),
+        ];
+        for e in smuggled {
+            for export in [true, false] {
+                match cache_spec(&e, export, scratch) {
+                    Ok(spec) => assert!(
+                        !matches!(spec.target, CacheTarget::Local(_)),
+                        "{e:?} became {:?}",
+                        spec.target
+                    ),
+                    Err(status) => assert_eq!(status.code(), tonic::Code::InvalidArgument),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_plan_writes_every_output_and_cache_under_the_builds_scratch() {
+        let scratch = Path::new("/root/buildkit-outputs/abc");
+        let attrs = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let req = SolveRequest {
+            r#ref: "build-1".into(),
+            frontend: "dockerfile.v0".into(),
+            exporters: vec![
+                Exporter {
+                    r#type: "local".into(),
+                    attrs: attrs(&[("dest", "/etc")]),
+                },
+                Exporter {
+                    r#type: "oci".into(),
+                    attrs: attrs(&[("dest", "/tmp/x.tar")]),
+                },
+            ],
+            cache: Some(crate::proto::moby::buildkit::v1::CacheOptions {
+                exports: vec![entry("local", &[("dest", "/var/cache")])],
+                imports: vec![
+                    entry("local", &[("src", "/var/cache"), ("digest", "sha256:ab")]),
+                    entry("local", &[("src", "/var/other")]),
+                ],
+                ..Default::default()
+            }),
+            frontend_attrs: attrs(&[("attest:sbom", ""), ("attest:provenance", "mode=min")]),
+            ..Default::default()
+        };
+        let plan = plan_solve(&req, scratch).unwrap();
+        let dests: Vec<_> = plan.outputs.iter().map(|o| o.dest.clone()).collect();
+        assert_eq!(
+            dests,
+            [
+                Some(Destination::Path(scratch.join("0"))),
+                Some(Destination::Path(scratch.join("1")))
+            ]
+        );
+        assert_eq!(
+            plan.cache_to[0].target,
+            CacheTarget::Local(scratch.join("cache-to-0"))
+        );
+        // The import the client holds no manifest of is left out.
+        assert_eq!(plan.cache_from.len(), 1);
+        let import = &plan.cache_from[0];
+        let layout = scratch.join("cache-from-0");
+        assert_eq!(import.spec.target, CacheTarget::Local(layout.clone()));
+        let client = import.client.as_ref().unwrap();
+        assert_eq!(
+            (client.digest.as_str(), &client.layout),
+            ("sha256:ab", &layout)
+        );
+        assert_eq!(client.store, "local:/var/cache");
+        assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
     }
 }

@@ -21,6 +21,8 @@ mod tunnel;
 
 pub use control::Buildkit;
 #[doc(hidden)]
+pub use control::{CacheImport, ClientCache, SolvePlan, plan_solve};
+#[doc(hidden)]
 pub use filesync::receive_packets;
 
 /// The messages and services, by BuildKit's package names.

@@ -591,6 +591,45 @@ fn buildx_drives_buildwitd_through_its_remote_driver() {
     ignore = "needs ../shared (set BUILDWIT_SHARED to its path), absent from this checkout"
 )]
 #[test]
+fn a_buildctl_cache_entry_cannot_name_a_path_on_the_daemons_host() {
+    let s = support::setup();
+    let peers = common::peers().expect("../shared/peers/install.sh");
+    let buildctl = peers.join("buildctl");
+    let bw = common::buildwitd(&s, "bw", "");
+    let ctx = s.context("smuggle", &[("Dockerfile", "FROM scratch\n")]);
+    let target = s.dir.path().join("daemon-side");
+    // buildctl reads its flag as CSV: the quoted field is one type, commas and all.
+    let spec = format!("\"type=registry,type=local,dest={}\"", target.display());
+    for flag in ["--export-cache", "--import-cache"] {
+        let spec = spec.replace(
+            "dest=",
+            if flag == "--export-cache" {
+                "dest="
+            } else {
+                "src="
+            },
+        );
+        let out = buildctl_build(&buildctl, &bw.addr, &ctx, &[flag, &spec], &[]);
+        assert!(!out.status.success(), "{flag} {spec} was taken");
+        assert!(
+            text(&out.stderr).contains("is not supported"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(!target.exists(), "{flag} {spec} wrote {}", target.display());
+    }
+    // The daemon serves on.
+    ok(
+        buildctl_build(&buildctl, &bw.addr, &ctx, &[], &[]),
+        "a build after the refused ones",
+    );
+}
+
+#[cfg_attr(
+    no_shared,
+    ignore = "needs ../shared (set BUILDWIT_SHARED to its path), absent from this checkout"
+)]
+#[test]
 fn buildctl_forwards_its_ssh_agent_to_steps() {
     let s = support::setup();
     let peers = common::peers().expect("../shared/peers/install.sh");

@@ -240,6 +240,45 @@ pub fn parse_cache_spec(spec: &str, export: bool) -> Result<CacheSpec, ExportErr
             spec.trim().to_string(),
         )));
     }
+    let pairs: Vec<(&str, &str)> = spec
+        .split(',')
+        .map(|part| {
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            (k.trim(), v)
+        })
+        .collect();
+    from_pairs(spec, &pairs, export)
+}
+
+/// A cache entry as BuildKit's API carries one: its type, and attributes taken as they are
+/// (a comma or `type=` inside a key or value is no separator, so it cannot choose another
+/// type or path).
+pub fn cache_from_attrs(
+    kind: &str,
+    attrs: &[(String, String)],
+    export: bool,
+) -> Result<CacheSpec, ExportError> {
+    let label = format!("type={kind}");
+    let mut pairs = vec![("type", kind)];
+    for (k, v) in attrs {
+        if k == "type" {
+            return Err(ExportError::Conflict(format!(
+                "cache {label:?}: an attribute cannot be named type"
+            )));
+        }
+        pairs.push((k, v));
+    }
+    from_pairs(&label, &pairs, export)
+}
+
+/// A cache spec from its `key=value` pairs; `spec` names it in errors.
+fn from_pairs(spec: &str, pairs: &[(&str, &str)], export: bool) -> Result<CacheSpec, ExportError> {
+    let flag = if export {
+        "--export-cache/--cache-to"
+    } else {
+        "--import-cache/--cache-from"
+    };
+    let bad = |m: String| ExportError::Conflict(format!("{flag} {spec:?}: {m}"));
     let mut kind = None;
     let mut path = None;
     let mut reference = None;
@@ -253,9 +292,7 @@ pub fn parse_cache_spec(spec: &str, export: bool) -> Result<CacheSpec, ExportErr
         "false" => Ok(false),
         _ => Err(bad(format!("{k}={v:?} is not true or false"))),
     };
-    for part in spec.split(',') {
-        let (k, v) = part.split_once('=').unwrap_or((part, ""));
-        let k = k.trim();
+    for &(k, v) in pairs {
         if k != "type" {
             options.push(k);
         }
