@@ -203,8 +203,13 @@ impl<'a> ClientStore<'a> {
     /// layout at `layout` whose index lists it.
     pub async fn get_layout(&self, digest: &str, layout: &Path) -> io::Result<()> {
         let mut todo = vec![digest.to_string()];
+        // A blob named twice (an index listing one manifest many times) is fetched once.
+        let mut seen = std::collections::HashSet::new();
         let mut top = None;
         while let Some(d) = todo.pop() {
+            if !seen.insert(d.clone()) {
+                continue;
+            }
             let data = self.get(&d, layout).await?;
             let Ok(json) = serde_json::from_slice::<serde_json::Value>(&data) else {
                 continue;
