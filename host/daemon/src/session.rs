@@ -40,7 +40,21 @@ struct MirrorState {
     listings: std::collections::HashMap<String, [u8; 32]>,
     /// Its content's version: new whenever a sync changes it.
     version: u64,
+    /// When a sync last recorded or trusted it (a tick of [`NEXT_USE`]), to drop the
+    /// least recently used first.
+    used: u64,
 }
+
+/// Mirrors whose state [`Mirrors::record`] keeps at most. A mirror lives on disk for
+/// [`buildwit_engine::client::MIRROR_MAX_AGE`] (a week) after its last use, and a client
+/// that builds a context from a new directory each time (a fresh checkout in CI) makes a
+/// new one with every build: kept for every mirror on disk, the map grew by about 1 KiB a
+/// build. A mirror whose state was dropped is only compared with the client's listing in
+/// full at its next sync, and its scan walked again.
+const MAX_SYNCED: usize = 1024;
+
+/// Ticks of mirror use, for [`MirrorState::used`].
+static NEXT_USE: AtomicU64 = AtomicU64::new(0);
 
 /// Versions of mirrors, unique in this process.
 static NEXT_VERSION: AtomicU64 = AtomicU64::new(0);
@@ -123,9 +137,13 @@ impl Mirrors {
 
     /// Whether `dir` is as it was when a listing with this digest found nothing to change.
     fn unchanged(&self, dir: &Path, filters: &str, digest: &[u8; 32]) -> bool {
-        let synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
-        synced.get(dir).is_some_and(|m| {
-            m.listings.get(filters) == Some(digest) && identity(dir) == Some(m.born)
+        let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        synced.get_mut(dir).is_some_and(|m| {
+            let trusted = m.listings.get(filters) == Some(digest) && identity(dir) == Some(m.born);
+            if trusted {
+                m.used = NEXT_USE.fetch_add(1, Ordering::Relaxed);
+            }
+            trusted
         })
     }
 
@@ -143,10 +161,18 @@ impl Mirrors {
             synced.remove(dir);
             return;
         };
-        // Mirrors are pruned by age and made again: at each power of two, drop what no
-        // longer exists, so the map follows the mirrors on disk, not every one ever synced.
-        if !synced.contains_key(dir) && synced.len() >= 256 && synced.len().is_power_of_two() {
+        // Full: drop what no longer exists on disk (mirrors are pruned by age and made
+        // again), then, if that was not enough, all but the most recently used half, so
+        // that the map stays small however many mirrors the disk holds.
+        if !synced.contains_key(dir) && synced.len() >= MAX_SYNCED {
             synced.retain(|d, m| identity(d) == Some(m.born));
+            let keep = MAX_SYNCED / 2;
+            if synced.len() > keep {
+                let mut used: Vec<u64> = synced.values().map(|m| m.used).collect();
+                let cut = used.len() - keep;
+                let oldest_kept = *used.select_nth_unstable(cut).1;
+                synced.retain(|_, m| m.used >= oldest_kept);
+            }
         }
         let state = synced
             .entry(dir.to_path_buf())
@@ -154,7 +180,9 @@ impl Mirrors {
                 born,
                 listings: Default::default(),
                 version: NEXT_VERSION.fetch_add(1, Ordering::Relaxed),
+                used: 0,
             });
+        state.used = NEXT_USE.fetch_add(1, Ordering::Relaxed);
         if changed || state.born != born {
             state.born = born;
             state.listings.clear();
@@ -979,5 +1007,35 @@ mod tests {
         fs::rename(&again, &dir).unwrap();
         assert!(!mirrors.unchanged(&dir, "all", &a));
         assert_eq!(mirrors.version(&dir), None);
+    }
+
+    #[test]
+    fn the_state_of_mirrors_is_bounded_and_the_ones_in_use_stay() {
+        let root = tempfile::tempdir().unwrap();
+        let hot = root.path().join("hot");
+        fs::create_dir(&hot).unwrap();
+        if identity(&hot).is_none() {
+            eprintln!("skipped: this filesystem keeps no birth times");
+            return;
+        }
+        let mirrors = Mirrors::default();
+        let d = [7u8; 32];
+        mirrors.record(&hot, "all".into(), d, false);
+        let version = mirrors.version(&hot);
+        // A new mirror for every build (a context in a new directory each time), all of
+        // them still on disk; one context is built again and again in between.
+        for i in 0..3 * MAX_SYNCED {
+            let dir = root.path().join(i.to_string());
+            fs::create_dir(&dir).unwrap();
+            mirrors.record(&dir, "all".into(), d, true);
+            assert!(mirrors.unchanged(&hot, "all", &d), "after {i} new mirrors");
+            let len = mirrors.synced.lock().unwrap().len();
+            assert!(len <= MAX_SYNCED, "{len} mirrors kept");
+        }
+        assert_eq!(mirrors.version(&hot), version);
+        // The newest stay too; what was dropped is only synced in full again.
+        let newest = root.path().join((3 * MAX_SYNCED - 1).to_string());
+        assert!(mirrors.unchanged(&newest, "all", &d));
+        assert!(!mirrors.unchanged(&root.path().join("0"), "all", &d));
     }
 }
