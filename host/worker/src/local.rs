@@ -126,11 +126,43 @@ impl Locals {
         self.dir.join(format!("{}.scan", hex::encode(&key[..16])))
     }
 
+    /// The last scan of `source`, its file marked as used now (see [`Locals::prune`]).
     fn load(&self, source: &LocalSource) -> ScanCache {
-        fs::read(self.cache_path(source))
+        let read = || -> io::Result<Vec<u8>> {
+            let mut file = File::open(self.cache_path(source))?;
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)?;
+            file.set_modified(std::time::SystemTime::now())?;
+            Ok(bytes)
+        };
+        read()
             .ok()
             .and_then(|b| postcard::from_bytes(&b).ok())
             .unwrap_or_default()
+    }
+
+    /// Remove the scans no build used for `max_age`, and writes of one that a crash left:
+    /// each source directory has its own (a CI checkout in a new directory every build makes
+    /// a new one each time), so without this they would pile up for ever.
+    pub fn prune(&self, max_age: std::time::Duration) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.dir)?.flatten() {
+            let path = entry.path();
+            let ours = path
+                .extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| x == "scan" || x.starts_with("tmp"));
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= max_age);
+            if ours && old && fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     fn save(&self, source: &LocalSource, cache: &ScanCache) -> io::Result<()> {
@@ -642,5 +674,28 @@ mod tests {
         assert_eq!(locals.scan_at(&src, Some("v1")).unwrap().digest, v1.digest);
         assert_ne!(locals.scan_at(&src, Some("v2")).unwrap().digest, v1.digest);
         assert_ne!(locals.scan_at(&src, None).unwrap().digest, v1.digest);
+    }
+
+    #[test]
+    fn scans_unused_for_the_max_age_are_pruned_and_a_scan_used_again_is_kept() {
+        let state = tempfile::tempdir().unwrap();
+        let locals = Locals::open(state.path()).unwrap();
+        let (used, unused) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for dir in [&used, &unused] {
+            fs::write(dir.path().join("a"), "a").unwrap();
+            locals.scan(&source(dir.path())).unwrap();
+        }
+        let week_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(8 * 86400);
+        for dir in [&used, &unused] {
+            let scan = File::open(locals.cache_path(&source(dir.path()))).unwrap();
+            scan.set_modified(week_ago).unwrap();
+        }
+        // A build of the same directory marks its scan as used, even when nothing changed.
+        locals.scan(&source(used.path())).unwrap();
+        let week = std::time::Duration::from_secs(7 * 86400);
+        assert_eq!(locals.prune(week).unwrap(), 1);
+        assert!(locals.cache_path(&source(used.path())).exists());
+        assert!(!locals.cache_path(&source(unused.path())).exists());
+        assert_eq!(locals.prune(week).unwrap(), 0);
     }
 }
