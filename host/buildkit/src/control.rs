@@ -532,7 +532,14 @@ impl Control for Buildkit {
             ..Default::default()
         };
         let (job, returned) = Job::new(link.clone(), plan.inputs);
-        self.jobs.insert(&req.r#ref, job.clone());
+        // The ref names the build's directory and job: a second build under it would write
+        // into the first one's, and remove it when it ends.
+        if !self.jobs.insert_new(&req.r#ref, job.clone()) {
+            return Err(Status::already_exists(format!(
+                "a build with ref {:?} is already running",
+                req.r#ref
+            )));
+        }
         // A session that closes mid-build cancels the build (until the build ends).
         let (ended_tx, ended) = tokio::sync::oneshot::channel::<()>();
         {

@@ -59,6 +59,19 @@ impl<T> Waitable<T> {
         self.added.notify_waiters();
     }
 
+    /// Add `value` under `id` unless something is there already: whether it was added.
+    pub fn insert_new(&self, id: &str, value: Arc<T>) -> bool {
+        let added = match self.lock().entry(id.to_string()) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(value);
+                true
+            }
+        };
+        self.added.notify_waiters();
+        added
+    }
+
     /// Remove `id`.
     pub fn remove(&self, id: &str) {
         self.lock().remove(id);
@@ -185,4 +198,19 @@ pub async fn open(
         sessions.remove(&id);
     }
     Ok(out_rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_value_under_an_id_in_use_is_refused_and_the_first_stays() {
+        let map = Waitable::default();
+        assert!(map.insert_new("build-1", Arc::new(1)));
+        assert!(!map.insert_new("build-1", Arc::new(2)));
+        assert_eq!(map.lock().get("build-1").map(|v| **v), Some(1));
+        map.remove("build-1");
+        assert!(map.insert_new("build-1", Arc::new(3)));
+    }
 }

@@ -54,14 +54,6 @@ impl Engine {
             Ok(n) => tracing::info!(mirrors = n, "gc: removed unused client mirrors"),
             Err(e) => tracing::warn!("gc: {}: {e}", sessions.display()),
         }
-        // The scans of local sources age out as their mirrors do.
-        if let Ok(solver) = self.solver() {
-            match solver.worker().locals.prune(crate::client::MIRROR_MAX_AGE) {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(scans = n, "gc: removed unused scans of local sources"),
-                Err(e) => tracing::warn!("gc: scans of local sources: {e}"),
-            }
-        }
         let rules = self.gc_rules();
         if rules.is_empty() {
             return;
@@ -77,6 +69,15 @@ impl Engine {
         }
         if let Err(e) = std::fs::write(&stamp, b"") {
             tracing::warn!("gc: {}: {e}", stamp.display());
+        }
+        // The scans of local sources age out as mirrors do, with the GC (a read of their
+        // directory, so once an interval rather than every build).
+        if let Ok(solver) = self.solver() {
+            match solver.worker().locals.prune(crate::client::MIRROR_MAX_AGE) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(scans = n, "gc: removed unused scans of local sources"),
+                Err(e) => tracing::warn!("gc: scans of local sources: {e}"),
+            }
         }
         match self.solver().map(|s| s.gc(&rules)) {
             Ok(Ok(report)) if !report.records.is_empty() => tracing::info!(
