@@ -233,6 +233,9 @@ pub struct SolvePlan {
     /// One per exporter, in the request's order.
     pub outputs: Vec<OutputSpec>,
     pub cache_to: Vec<CacheSpec>,
+    /// The local caches among them, for the client's store once built: the store's name
+    /// and the layout under `scratch`.
+    pub cache_sends: Vec<(String, PathBuf)>,
     pub cache_from: Vec<CacheImport>,
     /// The frontend's inputs, by name.
     pub inputs: BTreeMap<String, pb::Definition>,
@@ -284,12 +287,14 @@ pub fn plan_solve(req: &SolveRequest, scratch: &Path) -> Result<SolvePlan, Statu
         .map(|(i, e)| output(e, &scratch.join(i.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
     let cache = req.cache.clone().unwrap_or_default();
-    let cache_to = cache
-        .exports
-        .iter()
-        .enumerate()
-        .map(|(i, e)| cache_spec(e, true, &scratch.join(format!("cache-to-{i}"))))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (mut cache_to, mut cache_sends) = (Vec::new(), Vec::new());
+    for (i, e) in cache.exports.iter().enumerate() {
+        let layout = scratch.join(format!("cache-to-{i}"));
+        cache_to.push(cache_spec(e, true, &layout)?);
+        if let Some(store) = local_store(e, true) {
+            cache_sends.push((store, layout));
+        }
+    }
     let mut cache_from = Vec::new();
     for (i, e) in cache.imports.iter().enumerate() {
         let layout = scratch.join(format!("cache-from-{i}"));
@@ -328,6 +333,7 @@ pub fn plan_solve(req: &SolveRequest, scratch: &Path) -> Result<SolvePlan, Statu
     Ok(SolvePlan {
         outputs,
         cache_to,
+        cache_sends,
         cache_from,
         inputs,
         definition,
@@ -679,14 +685,10 @@ impl Control for Buildkit {
             sent.map_err(|e| Status::unknown(format!("sending output {i} to the client: {e}")))?;
         }
         // A local cache goes into the client's store; the client tags the manifest.
-        for (i, e) in req.cache.iter().flat_map(|c| &c.exports).enumerate() {
-            let Some(store) = local_store(e, true) else {
-                continue;
-            };
-            let layout = scratch.join(format!("cache-to-{i}"));
+        for (store, layout) in &plan.cache_sends {
             let sent = async {
-                let n = ClientStore::new(&session, &store)?
-                    .put_layout(&layout)
+                let n = ClientStore::new(&session, store)?
+                    .put_layout(layout)
                     .await?;
                 let index = std::fs::read(layout.join("index.json"))?;
                 let index: serde_json::Value = serde_json::from_slice(&index)?;

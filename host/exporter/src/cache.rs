@@ -226,15 +226,9 @@ impl CacheSpec {
 /// `type=inline` (export only), or a bare reference (a registry cache, as buildx reads `--cache-from user/app:cache`).
 /// `export`: the spec is for `--cache-to` (`dest=`) rather than `--cache-from` (`src=`).
 pub fn parse_cache_spec(spec: &str, export: bool) -> Result<CacheSpec, ExportError> {
-    let flag = if export {
-        "--export-cache/--cache-to"
-    } else {
-        "--import-cache/--cache-from"
-    };
-    let bad = |m: String| ExportError::Conflict(format!("{flag} {spec:?}: {m}"));
     if !spec.contains('=') {
         if spec.trim().is_empty() {
-            return Err(bad("empty cache spec".into()));
+            return Err(refused(spec, export, "empty cache spec".into()));
         }
         return Ok(CacheSpec::new(CacheTarget::Registry(
             spec.trim().to_string(),
@@ -262,23 +256,30 @@ pub fn cache_from_attrs(
     let mut pairs = vec![("type", kind)];
     for (k, v) in attrs {
         if k == "type" {
-            return Err(ExportError::Conflict(format!(
-                "cache {label:?}: an attribute cannot be named type"
-            )));
+            return Err(refused(
+                &label,
+                export,
+                "an attribute cannot be named type".into(),
+            ));
         }
         pairs.push((k, v));
     }
     from_pairs(&label, &pairs, export)
 }
 
-/// A cache spec from its `key=value` pairs; `spec` names it in errors.
-fn from_pairs(spec: &str, pairs: &[(&str, &str)], export: bool) -> Result<CacheSpec, ExportError> {
+/// Why the cache spec `spec` is refused, naming the flag it came with.
+fn refused(spec: &str, export: bool, why: String) -> ExportError {
     let flag = if export {
         "--export-cache/--cache-to"
     } else {
         "--import-cache/--cache-from"
     };
-    let bad = |m: String| ExportError::Conflict(format!("{flag} {spec:?}: {m}"));
+    ExportError::Conflict(format!("{flag} {spec:?}: {why}"))
+}
+
+/// A cache spec from its `key=value` pairs; `spec` names it in errors.
+fn from_pairs(spec: &str, pairs: &[(&str, &str)], export: bool) -> Result<CacheSpec, ExportError> {
+    let bad = |m: String| refused(spec, export, m);
     let mut kind = None;
     let mut path = None;
     let mut reference = None;
